@@ -1,0 +1,127 @@
+// pybind11 bindings of lamina._C_cuda.  Compiled by the host compiler and
+// linked with the nvcc-built kernel objects; no pybind11 inside .cu files.
+// Arrays arrive as raw device addresses (cupy.ndarray.data.ptr), the stream
+// as cupy's current stream handle; lamina/ops validates everything first.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "../cuda/launchers.h"
+
+namespace py = pybind11;
+namespace lc = lamina::cuda;
+
+#ifndef LAMINA_CUDA_ARCHS
+#define LAMINA_CUDA_ARCHS "unknown"
+#endif
+
+namespace {
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("lamina._C_cuda.") + what + ": " + cudaGetErrorName(err) + ": " +
+                             cudaGetErrorString(err));
+  }
+}
+
+cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+template <typename T>
+T* ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+// Calls f(T{}) with the storage type named by dtype.
+template <typename F>
+void dispatch(const std::string& dtype, const char* fn, F&& f) {
+  if (dtype == "float32") return f(float{});
+  if (dtype == "float64") return f(double{});
+  if (dtype == "float16") return f(__half{});
+  if (dtype == "bfloat16") return f(__nv_bfloat16{});
+  throw std::invalid_argument(std::string(fn) + ": expected dtype float32, float64, float16 or bfloat16, received " +
+                              dtype);
+}
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // no driver or no device: clear the sticky error, report none
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C_cuda, m) {
+  m.doc() = "lamina CUDA kernels";
+
+  m.def(
+      "relu_forward",
+      [](uintptr_t y, uintptr_t x, int64_t n, const std::string& dtype, uintptr_t stream) {
+        dispatch(dtype, "relu_forward", [&](auto t) {
+          using T = decltype(t);
+          check(lc::relu_forward(ptr<T>(y), ptr<const T>(x), n, as_stream(stream)), "relu_forward");
+        });
+      },
+      py::arg("y"), py::arg("x"), py::arg("n"), py::arg("dtype"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "relu_backward",
+      [](uintptr_t dx, uintptr_t dy, uintptr_t y, int64_t n, const std::string& dtype, uintptr_t stream) {
+        dispatch(dtype, "relu_backward", [&](auto t) {
+          using T = decltype(t);
+          check(lc::relu_backward(ptr<T>(dx), ptr<const T>(dy), ptr<const T>(y), n, as_stream(stream)),
+                "relu_backward");
+        });
+      },
+      py::arg("dx"), py::arg("dy"), py::arg("y"), py::arg("n"), py::arg("dtype"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "gelu_forward",
+      [](uintptr_t y, uintptr_t x, int64_t n, bool tanh_approx, const std::string& dtype, uintptr_t stream) {
+        dispatch(dtype, "gelu_forward", [&](auto t) {
+          using T = decltype(t);
+          check(lc::gelu_forward(ptr<T>(y), ptr<const T>(x), n, tanh_approx, as_stream(stream)), "gelu_forward");
+        });
+      },
+      py::arg("y"), py::arg("x"), py::arg("n"), py::arg("tanh_approx"), py::arg("dtype"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "gelu_backward",
+      [](uintptr_t dx, uintptr_t dy, uintptr_t x, int64_t n, bool tanh_approx, const std::string& dtype,
+         uintptr_t stream) {
+        dispatch(dtype, "gelu_backward", [&](auto t) {
+          using T = decltype(t);
+          check(lc::gelu_backward(ptr<T>(dx), ptr<const T>(dy), ptr<const T>(x), n, tanh_approx, as_stream(stream)),
+                "gelu_backward");
+        });
+      },
+      py::arg("dx"), py::arg("dy"), py::arg("x"), py::arg("n"), py::arg("tanh_approx"), py::arg("dtype"),
+      py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+
+  m.def("device_count", &device_count, "CUDA devices visible to lamina's kernels (0 without a driver or device)");
+  m.def("runtime_version", []() {
+    int v = 0;
+    cudaRuntimeGetVersion(&v);
+    return v;
+  });
+  m.def("driver_version", []() {
+    int v = 0;
+    if (cudaDriverGetVersion(&v) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return v;
+  });
+  m.attr("archs") = LAMINA_CUDA_ARCHS;
+  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward");
+}

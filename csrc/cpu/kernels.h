@@ -1,0 +1,31 @@
+// lamina CPU kernels: plain C++ over raw pointers, parallel with OpenMP.
+// Shapes, dtypes and contiguity are validated in Python (lamina/ops), where
+// an error can name the layer; these functions only assume them.
+#pragma once
+#include <cstdint>
+
+namespace lamina {
+namespace cpu {
+
+// GELU.  exact:  y = x * Phi(x),  Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
+//        tanh:   y = 0.5 x (1 + tanh u),  u = sqrt(2/pi) (x + 0.044715 x^3)
+template <typename T>
+void gelu_forward(T* y, const T* x, int64_t n, bool tanh_approx);
+
+// dx = dy * dGELU/dx(x)
+//   exact: dGELU/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2/2) / sqrt(2 pi)
+//   tanh:  dGELU/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+template <typename T>
+void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, bool tanh_approx);
+
+// Softmax cross-entropy over rows of logits (N, C) with integer labels (N,),
+// forward and backward fused.  With q = (1 - eps) onehot(label) + eps / C and
+// m = max_c x_c:
+//   loss[i]   = log sum_c exp(x_c - m) + sum_c q_c (m - x_c)      (every term >= 0 or small)
+//   dlogits[i, c] = grad_scale * (softmax(x)_c - q_c)             (skipped when dlogits is null)
+template <typename T>
+void softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* labels, int64_t n, int64_t c,
+                  double smoothing, double grad_scale);
+
+}  // namespace cpu
+}  // namespace lamina

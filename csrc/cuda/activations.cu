@@ -1,0 +1,140 @@
+// Elementwise activation kernels: grid-stride loops, 64-bit indices.
+// Memory-bound: one read (two for backward) and one write per element, so
+// the target is DRAM bandwidth, not arithmetic.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "launchers.h"
+
+namespace lamina {
+namespace cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr float kSqrt2OverPi = 0.79788456080286535588f;
+constexpr float kInvSqrt2 = 0.70710678118654752440f;
+constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
+constexpr float kCubic = 0.044715f;
+
+// Compute type: fp32 for fp32/fp16/bf16 storage, fp64 for fp64.
+template <typename T>
+struct Acc {
+  using type = float;
+};
+template <>
+struct Acc<double> {
+  using type = double;
+};
+
+template <typename T>
+__device__ __forceinline__ typename Acc<T>::type load(const T* p, int64_t i) {
+  return static_cast<typename Acc<T>::type>(p[i]);
+}
+template <typename T>
+__device__ __forceinline__ void store(T* p, int64_t i, typename Acc<T>::type v) {
+  p[i] = static_cast<T>(v);
+}
+
+inline int blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
+}
+
+template <typename T>
+__global__ void relu_forward_kernel(T* __restrict__ y, const T* __restrict__ x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const auto v = load(x, i);
+    store(y, i, v > 0 ? v : decltype(v)(0));
+  }
+}
+
+template <typename T>
+__global__ void relu_backward_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ y,
+                                     int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const auto g = load(dy, i);
+    store(dx, i, load(y, i) > 0 ? g : decltype(g)(0));
+  }
+}
+
+template <typename T>
+__global__ void gelu_forward_kernel(T* __restrict__ y, const T* __restrict__ x, int64_t n, bool tanh_approx) {
+  using A = typename Acc<T>::type;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const A v = load(x, i);
+    A out;
+    if (tanh_approx) {
+      const A u = A(kSqrt2OverPi) * (v + A(kCubic) * v * v * v);
+      out = A(0.5) * v * (A(1) + tanh(u));
+    } else {
+      out = A(0.5) * v * (A(1) + erf(v * A(kInvSqrt2)));
+    }
+    store(y, i, out);
+  }
+}
+
+template <typename T>
+__global__ void gelu_backward_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ x, int64_t n,
+                                     bool tanh_approx) {
+  using A = typename Acc<T>::type;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const A v = load(x, i);
+    A d;
+    if (tanh_approx) {
+      const A t = tanh(A(kSqrt2OverPi) * (v + A(kCubic) * v * v * v));
+      const A du = A(kSqrt2OverPi) * (A(1) + A(3) * A(kCubic) * v * v);
+      d = A(0.5) * (A(1) + t) + A(0.5) * v * (A(1) - t * t) * du;
+    } else {
+      const A cdf = A(0.5) * (A(1) + erf(v * A(kInvSqrt2)));
+      const A pdf = A(kInvSqrt2Pi) * exp(A(-0.5) * v * v);
+      d = cdf + v * pdf;
+    }
+    store(dx, i, load(dy, i) * d);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t relu_forward(T* y, const T* x, int64_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  relu_forward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(y, x, n);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t relu_backward(T* dx, const T* dy, const T* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  relu_backward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(dx, dy, y, n);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t gelu_forward(T* y, const T* x, int64_t n, bool tanh_approx, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  gelu_forward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(y, x, n, tanh_approx);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t gelu_backward(T* dx, const T* dy, const T* x, int64_t n, bool tanh_approx, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  gelu_backward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(dx, dy, x, n, tanh_approx);
+  return cudaGetLastError();
+}
+
+#define LAMINA_INSTANTIATE(T)                                                                  \
+  template cudaError_t relu_forward<T>(T*, const T*, int64_t, cudaStream_t);                  \
+  template cudaError_t relu_backward<T>(T*, const T*, const T*, int64_t, cudaStream_t);       \
+  template cudaError_t gelu_forward<T>(T*, const T*, int64_t, bool, cudaStream_t);            \
+  template cudaError_t gelu_backward<T>(T*, const T*, const T*, int64_t, bool, cudaStream_t);
+
+LAMINA_INSTANTIATE(float)
+LAMINA_INSTANTIATE(double)
+LAMINA_INSTANTIATE(__half)
+LAMINA_INSTANTIATE(__nv_bfloat16)
+#undef LAMINA_INSTANTIATE
+
+}  // namespace cuda
+}  // namespace lamina

@@ -1,0 +1,30 @@
+// Launchers of lamina's CUDA kernels.  Each takes outputs, inputs, sizes and
+// then the stream to launch on (CuPy's current stream, passed from Python),
+// and returns the launch's cudaError_t.  Shapes and dtypes are validated in
+// Python; pointers are device pointers from CuPy arrays.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace lamina {
+namespace cuda {
+
+// y = max(x, 0)
+template <typename T>
+cudaError_t relu_forward(T* y, const T* x, int64_t n, cudaStream_t stream);
+
+// dx = dy where y > 0, else 0  (y is the forward output)
+template <typename T>
+cudaError_t relu_backward(T* dx, const T* dy, const T* y, int64_t n, cudaStream_t stream);
+
+// GELU, exact (erf) or tanh approximation; math as in csrc/cpu/kernels.h.
+// fp16/bf16 inputs are computed in fp32.
+template <typename T>
+cudaError_t gelu_forward(T* y, const T* x, int64_t n, bool tanh_approx, cudaStream_t stream);
+
+template <typename T>
+cudaError_t gelu_backward(T* dx, const T* dy, const T* x, int64_t n, bool tanh_approx, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace lamina

@@ -1,0 +1,40 @@
+"""lamina: a layer-based deep learning framework with hand-derived backward
+passes, one code path over NumPy (CPU) and CuPy (NVIDIA GPUs), and its own
+C++ and CUDA kernels.
+
+    import lamina as lm
+    model = lm.Sequential(lm.Dense(40, 256), lm.ReLU(), lm.Dense(256, 10))
+    loss_fn = lm.SoftmaxCrossEntropy()
+    opt = lm.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    loss = loss_fn(model(x), y)           # forward
+    model.backward(loss_fn.backward())    # backward, by hand, layer by layer
+    opt.step(); opt.zero_grad()
+"""
+
+__version__ = "0.1.0"
+
+from . import init, optim, testing
+from .backend import Device, cuda_available, get_array_module
+from .errors import CacheError, DeviceError, DTypeError, LaminaError, PerformanceWarning, ShapeError, StateDictError
+from .layers import GELU, Dense, Dropout, Flatten, Identity, LeakyReLU, ReLU, Sequential, Sigmoid, Softmax, Tanh
+from .losses import BCEWithLogits, Loss, MSELoss, SoftmaxCrossEntropy
+from .module import Layer, Parameter, is_grad_enabled, no_grad, set_grad_enabled
+from .random import get_rng_state, manual_seed, set_rng_state
+
+__all__ = [
+    "__version__",
+    # framework
+    "Layer", "Parameter", "no_grad", "is_grad_enabled", "set_grad_enabled",
+    "Device", "cuda_available", "get_array_module",
+    "manual_seed", "get_rng_state", "set_rng_state",
+    # layers
+    "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
+    "Identity", "Flatten", "Dropout", "Sequential",
+    # losses
+    "Loss", "SoftmaxCrossEntropy", "MSELoss", "BCEWithLogits",
+    # submodules
+    "init", "optim", "testing",
+    # errors
+    "LaminaError", "ShapeError", "DTypeError", "DeviceError", "CacheError", "StateDictError", "PerformanceWarning",
+]

@@ -1,0 +1,160 @@
+"""Array modules, devices, transfers and availability.
+
+lamina runs one code path over NumPy (CPU) and CuPy (NVIDIA GPUs).  A layer
+never asks "which backend am I on": it calls :func:`get_array_module` on its
+input and uses whatever module holds the array.  CuPy is imported lazily, the
+first time a GPU array or device is asked for, so ``import lamina`` never
+touches CUDA.
+"""
+
+import numpy as np
+
+from .errors import DeviceError
+
+_cupy = None
+_cupy_error = None
+_cupy_checked = False
+
+
+def cupy_module():
+    """Return the ``cupy`` module, or None if it cannot be imported."""
+    global _cupy, _cupy_error, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy  # noqa: PLC0415 - imported lazily on purpose
+
+            _cupy = cupy
+        except Exception as e:  # ImportError, or a CUDA library failing to load
+            _cupy_error = f"{type(e).__name__}: {e}"
+    return _cupy
+
+
+def cupy_import_error():
+    """Why CuPy could not be imported (None if it imported or was never tried)."""
+    cupy_module()
+    return _cupy_error
+
+
+def is_cupy_array(x):
+    """True for a ``cupy.ndarray``, without importing CuPy."""
+    return type(x).__module__.split(".", 1)[0] == "cupy"
+
+
+def is_array(x):
+    return isinstance(x, np.ndarray) or is_cupy_array(x)
+
+
+def get_array_module(*arrays):
+    """``numpy`` or ``cupy``: the module that holds the given arrays.
+
+    Arrays from both modules in one call raise :class:`DeviceError`.
+    """
+    kinds = {is_cupy_array(a) for a in arrays if a is not None and not np.isscalar(a)}
+    if kinds == {True}:
+        return cupy_module()
+    if kinds == {True, False}:
+        raise DeviceError("expected arrays on one device, received a mix of numpy and cupy arrays")
+    return np
+
+
+class Device:
+    """A device: ``Device("cpu")``, ``Device("cuda")``, ``Device("cuda:1")``."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec="cpu"):
+        if isinstance(spec, Device):
+            self.type, self.index = spec.type, spec.index
+            return
+        if not isinstance(spec, str):
+            raise TypeError(f"expected a device string such as 'cpu' or 'cuda:0', received {spec!r}")
+        kind, _, idx = spec.strip().lower().partition(":")
+        if kind not in ("cpu", "cuda") or (kind == "cpu" and idx) or (idx and not idx.isdigit()):
+            raise ValueError(f"expected a device 'cpu', 'cuda' or 'cuda:N', received {spec!r}")
+        self.type = kind
+        self.index = (int(idx) if idx else 0) if kind == "cuda" else None
+
+    def __eq__(self, other):
+        try:
+            other = Device(other)
+        except (TypeError, ValueError):
+            return NotImplemented
+        return self.type == other.type and self.index == other.index
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+    def __str__(self):
+        return "cpu" if self.type == "cpu" else f"cuda:{self.index}"
+
+    def __repr__(self):
+        return f"Device('{self}')"
+
+
+CPU = Device("cpu")
+
+
+def device_of(x):
+    """The :class:`Device` an array lives on."""
+    if is_cupy_array(x):
+        return Device(f"cuda:{x.device.id}")
+    return CPU
+
+
+def to_device(x, device):
+    """Return ``x`` on ``device`` (the same object when it is already there)."""
+    device = Device(device)
+    if device.type == "cpu":
+        return x.get() if is_cupy_array(x) else x
+    cp = require_cuda(device)
+    if is_cupy_array(x) and x.device.id == device.index:
+        return x
+    with cp.cuda.Device(device.index):
+        return cp.asarray(x)
+
+
+def require_cuda(device=None):
+    """Return ``cupy`` or raise a :class:`DeviceError` that says why CUDA is unusable."""
+    cp = cupy_module()
+    if cp is None:
+        raise DeviceError(f"CUDA device requested but CuPy cannot be imported ({_cupy_error})")
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        raise DeviceError(f"CUDA device requested but none is usable ({type(e).__name__}: {e})") from None
+    if device is not None and Device(device).index >= count:
+        raise DeviceError(f"expected a device index below {count}, received {Device(device)}")
+    return cp
+
+
+def cuda_device_count():
+    cp = cupy_module()
+    if cp is None:
+        return 0
+    try:
+        return cp.cuda.runtime.getDeviceCount()
+    except Exception:
+        return 0
+
+
+def cuda_available():
+    """True when lamina's CUDA module is built and imports, CuPy imports, and a
+    CUDA device is present."""
+    from .ops import _ext  # noqa: PLC0415 - ops sits above backend
+
+    return _ext.cuda_module() is not None and cuda_device_count() > 0
+
+
+def synchronize(device=None):
+    """Wait for all work queued on ``device`` (no-op on the CPU)."""
+    device = Device(device or "cpu")
+    if device.type == "cuda":
+        cp = require_cuda(device)
+        with cp.cuda.Device(device.index):
+            cp.cuda.get_current_stream().synchronize()
+
+
+def as_dtype(dtype):
+    """Normalise a dtype argument (``np.float32``, ``"float64"``, ...) to ``np.dtype``."""
+    return np.dtype(dtype)

@@ -1,0 +1,91 @@
+"""Containers and shape-only layers: Sequential, Identity, Flatten."""
+
+from ..errors import ShapeError
+from ..module import Layer
+
+
+class Sequential(Layer):
+    """Layers applied in order; children are named "0", "1", ... as in PyTorch.
+
+    forward: y = f_n(... f_1(f_0(x)))
+    backward: dx = f_0'(f_1'(... f_n'(dy))) — each child's backward in reverse order.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        for layer in layers:
+            self.append(layer)
+
+    def append(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential: expected a Layer, received {type(layer).__name__}")
+        setattr(self, str(len(self._children)), layer)
+        return self
+
+    def __len__(self):
+        return len(self._children)
+
+    def __iter__(self):
+        return iter(self._children.values())
+
+    def __getitem__(self, index):
+        layers = list(self._children.values())
+        if isinstance(index, slice):
+            return Sequential(*layers[index])
+        return layers[index]
+
+    def forward(self, x):
+        for layer in self._children.values():
+            x = layer(x)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self._children.values()):
+            dy = layer.backward(dy)
+        return dy
+
+
+class Identity(Layer):
+    """y = x.  Backward: dx = dy."""
+
+    def forward(self, x):
+        self._check_input(x)
+        self._save(None, out=x)
+        return x
+
+    def backward(self, dy):
+        self._take_cache(dy)
+        return dy.copy()
+
+
+class Flatten(Layer):
+    """Flattens dimensions ``start_dim`` .. ``end_dim`` into one (PyTorch's ``nn.Flatten``).
+
+    Backward: dx = dy reshaped to the input's shape (caches that shape).
+    """
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def forward(self, x):
+        self._check_input(x)
+        nd = x.ndim
+        start = self.start_dim + nd if self.start_dim < 0 else self.start_dim
+        end = self.end_dim + nd if self.end_dim < 0 else self.end_dim
+        if not (0 <= start <= end < max(nd, 1)):
+            raise ShapeError(
+                f"{self._label()}: expected an input with dimensions {self.start_dim}..{self.end_dim}, "
+                f"received shape {tuple(x.shape)}"
+            )
+        shape = x.shape[:start] + (-1,) + x.shape[end + 1 :]
+        y = x.reshape(shape)
+        self._save(x.shape, out=y)
+        return y
+
+    def backward(self, dy):
+        shape = self._take_cache(dy)
+        return dy.reshape(shape).copy()  # dx is always a fresh array
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -1,0 +1,159 @@
+"""Losses.
+
+A loss is called like a function, ``loss = loss_fn(logits, target)``, and
+returns the loss as a Python float.  ``loss_fn.backward()`` then returns
+d(loss)/d(logits), to be passed to the model's ``backward``.  Losses have no
+parameters, so they are not layers, but they validate their inputs the same
+way and name themselves in every error.
+"""
+
+import numpy as np
+
+from . import backend, ops
+from .errors import CacheError, DeviceError, DTypeError, ShapeError
+from .module import is_grad_enabled
+
+_REDUCTIONS = ("mean", "sum")
+
+
+class Loss:
+    """Base class: input validation and the forward cache."""
+
+    def __init__(self, reduction="mean"):
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"{type(self).__name__}: expected reduction 'mean' or 'sum', received {reduction!r}")
+        self.reduction = reduction
+        self._cache = None
+
+    def _label(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def extra_repr(self):
+        return f"reduction='{self.reduction}'"
+
+    def __repr__(self):
+        return self._label()
+
+    def __call__(self, input, target):
+        return self.forward(input, target)
+
+    def _check_pair(self, input, target, target_kind):
+        """Validate ``input`` (floating) and ``target`` (same device; ``target_kind``
+        'int' for class indices, 'float' for values) before anything is cached."""
+        label = self._label()
+        for what, a in (("input", input), ("target", target)):
+            if not backend.is_array(a):
+                raise DTypeError(f"{label}: expected {what} as a numpy.ndarray or cupy.ndarray, received {type(a).__name__}")
+        if input.dtype.kind != "f":
+            raise DTypeError(f"{label}: expected a floating-point input, received dtype {input.dtype}")
+        if backend.device_of(input) != backend.device_of(target):
+            raise DeviceError(
+                f"{label}: expected target on {backend.device_of(input)} (the input's device), received it on {backend.device_of(target)}"
+            )
+        if target_kind == "int" and target.dtype.kind not in "iu":
+            raise DTypeError(f"{label}: expected integer class indices as target, received dtype {target.dtype}")
+        if target_kind == "float" and target.dtype.kind != "f":
+            raise DTypeError(f"{label}: expected a floating-point target, received dtype {target.dtype}")
+
+    def _save(self, grad):
+        self._cache = grad if is_grad_enabled() else None
+
+    def backward(self):
+        """d(loss)/d(input) for the last forward; clears the cache."""
+        if self._cache is None:
+            raise CacheError(f"{self._label()}: backward() called without a forward() with gradients enabled")
+        grad, self._cache = self._cache, None
+        return grad
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax followed by cross-entropy, fused (PyTorch's ``nn.CrossEntropyLoss``).
+
+    With p = softmax(x) per row, q = (1 - ε)·onehot(y) + ε/C (label smoothing ε),
+    and m = max_c x_c:
+
+        loss_i = log Σ_c e^(x_c - m) + Σ_c q_c (m - x_c)     (= -Σ_c q_c log p_c)
+        dloss_i/dx_c = p_c - q_c
+
+    Written this way nothing overflows: logits of ±1e4 or all equal to 1e8
+    give a finite loss and gradient.  The mean divides by N.  The forward
+    computes the gradient in the same pass (lamina's C++ kernel on the CPU)
+    and caches it; backward returns it.
+
+    Shape:
+        input: (N, C) logits;  target: (N,) integer class indices in [0, C).
+    """
+
+    def __init__(self, reduction="mean", label_smoothing=0.0):
+        super().__init__(reduction)
+        if not 0.0 <= float(label_smoothing) <= 1.0:
+            raise ValueError(f"SoftmaxCrossEntropy: expected label_smoothing in [0, 1], received {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, input, target):
+        self._check_pair(input, target, "int")
+        label = self._label()
+        if input.ndim != 2:
+            raise ShapeError(f"{label}: expected input logits of shape (N, C), received {tuple(input.shape)}")
+        n, c = input.shape
+        if tuple(target.shape) != (n,):
+            raise ShapeError(f"{label}: expected target of shape ({n},) to match input {tuple(input.shape)}, received {tuple(target.shape)}")
+        if n == 0:
+            raise ShapeError(f"{label}: expected at least one row, received input of shape {tuple(input.shape)}")
+        xp = backend.get_array_module(input)
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= c:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{label}: expected class indices in [0, {c - 1}], received {bad}")
+        scale = 1.0 / n if self.reduction == "mean" else 1.0
+        need_grad = is_grad_enabled()
+        rows, grad = ops.softmax_xent(
+            input, target.astype(xp.int64, copy=False), self.label_smoothing, scale, need_grad
+        )
+        self._save(grad)
+        total = rows.astype(np.float64).sum()
+        return float(total * scale)
+
+    def extra_repr(self):
+        return f"reduction='{self.reduction}', label_smoothing={self.label_smoothing}"
+
+
+class MSELoss(Loss):
+    """loss = Σ (x - t)² / n  (n = number of elements for the mean, 1 for the sum).
+
+    Backward: dx = 2 (x - t) / n.
+    """
+
+    def forward(self, input, target):
+        self._check_pair(input, target, "float")
+        if tuple(input.shape) != tuple(target.shape):
+            raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
+        diff = input - target.astype(input.dtype, copy=False)
+        n = diff.size if self.reduction == "mean" else 1
+        self._save(diff * input.dtype.type(2.0 / n))
+        return float((diff.astype(np.float64) ** 2).sum() / n)
+
+
+class BCEWithLogits(Loss):
+    """Sigmoid and binary cross-entropy, fused (PyTorch's ``nn.BCEWithLogitsLoss``).
+
+        loss = Σ [max(x, 0) - x t + log(1 + e^(-|x|))] / n
+        dx = (σ(x) - t) / n
+
+    The form above never exponentiates a positive number, so it is stable
+    for any logit.  Targets may be soft (any value in [0, 1]).
+    """
+
+    def forward(self, input, target):
+        self._check_pair(input, target, "float")
+        if tuple(input.shape) != tuple(target.shape):
+            raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
+        xp = backend.get_array_module(input)
+        x = input
+        t = target.astype(x.dtype, copy=False)
+        e = xp.exp(-xp.abs(x))  # in (0, 1]
+        loss = xp.maximum(x, 0) - x * t + xp.log1p(e)
+        n = x.size if self.reduction == "mean" else 1
+        sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        self._save(((sig - t) * x.dtype.type(1.0 / n)).astype(x.dtype, copy=False))
+        return float(loss.astype(np.float64).sum() / n)

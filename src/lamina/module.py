@@ -1,0 +1,519 @@
+"""The Layer base class, Parameter, and the no_grad switch.
+
+A layer is an object with a hand-written ``forward`` and ``backward``:
+
+* ``forward(x)`` computes the output and caches what ``backward`` will need
+  (through :meth:`Layer._save`), unless gradients are disabled;
+* ``backward(dy)`` takes the gradient of the loss with respect to the output,
+  returns the gradient with respect to the input (a fresh array) and
+  *accumulates* (``+=``) into each ``Parameter.grad``.
+
+There is no autograd tape: a container's ``backward`` calls its children's
+``backward`` in reverse order, and that is the whole of backpropagation.
+"""
+
+import contextlib
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from . import backend
+from .errors import CacheError, DeviceError, DTypeError, ShapeError, StateDictError
+
+# --------------------------------------------------------------------------
+# no_grad
+# --------------------------------------------------------------------------
+
+_state = threading.local()
+
+
+def is_grad_enabled():
+    return getattr(_state, "grad_enabled", True)
+
+
+def set_grad_enabled(mode):
+    _state.grad_enabled = bool(mode)
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Within this context (or decorated function) layers cache nothing, so
+    inference uses no memory for backward and ``backward`` cannot be called."""
+
+    def __enter__(self):
+        self._prev = is_grad_enabled()
+        set_grad_enabled(False)
+        return self
+
+    def __exit__(self, *exc):
+        set_grad_enabled(self._prev)
+        return False
+
+
+# --------------------------------------------------------------------------
+# Parameter
+# --------------------------------------------------------------------------
+
+
+class Parameter:
+    """A trainable array with its gradient beside it.
+
+    Attributes:
+        data: the value (``numpy.ndarray`` or ``cupy.ndarray``).
+        grad: the accumulated gradient, same shape/dtype/device as ``data``,
+            or None before the first backward (and after ``zero_grad(set_to_none=True)``).
+        requires_grad: when False, backward leaves ``grad`` alone and
+            optimizers skip the parameter.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "__weakref__")
+
+    def __init__(self, data, requires_grad=True):
+        if not backend.is_array(data):
+            data = np.asarray(data)
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    device = property(lambda self: backend.device_of(self.data))
+
+    def accumulate(self, g):
+        """``grad += g`` (``grad = g`` the first time)."""
+        if not self.requires_grad:
+            return
+        if self.grad is None:
+            self.grad = g.astype(self.data.dtype, copy=True)
+        else:
+            self.grad += g
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}, device={self.device})"
+
+
+# --------------------------------------------------------------------------
+# Layer
+# --------------------------------------------------------------------------
+
+
+def _describe(x):
+    """A short description of an array for error messages."""
+    if backend.is_array(x):
+        return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {backend.device_of(x)}"
+    return f"{type(x).__module__}.{type(x).__qualname__}"
+
+
+class Layer:
+    """Base class of every lamina layer and model.
+
+    Subclasses assign :class:`Parameter` and :class:`Layer` attributes in
+    ``__init__`` (they are registered by name, in order), implement
+    ``forward`` and ``backward``, and may override ``extra_repr``.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_children", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_cache", None)
+        object.__setattr__(self, "training", True)
+
+    # -- registration -------------------------------------------------------
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
+        if name in self._buffers and not isinstance(value, (Parameter, Layer)):
+            object.__setattr__(self, name, value)  # a buffer stays a buffer
+            return
+        for store in (self._parameters, self._children, self._buffers):
+            store.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Layer):
+            self._children[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        for store in (self._parameters, self._children, self._buffers):
+            store.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name, array):
+        """Register ``array`` as non-trainable state saved in the state_dict
+        (BatchNorm's running statistics, for example)."""
+        object.__setattr__(self, name, array)
+        self._buffers[name] = True
+
+    def _set_buffer(self, name, array):
+        object.__setattr__(self, name, array)
+
+    # -- forward / backward -------------------------------------------------
+
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, dy):
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _save(self, *items, out):
+        """Cache what backward needs (nothing under ``no_grad``).
+
+        ``out`` is the forward's output: its shape and device are recorded so
+        that :meth:`_take_cache` can validate the incoming gradient.
+        """
+        if is_grad_enabled():
+            saved = items if len(items) != 1 else items[0]
+            object.__setattr__(self, "_cache", (saved, tuple(out.shape), backend.device_of(out)))
+
+    def _take_cache(self, dy):
+        """Validate ``dy`` against the cached output, then return the cache and
+        clear it.  On any error the cache is kept, so the layer is unchanged."""
+        if self._cache is None:
+            raise CacheError(
+                f"{self._label()}: backward() called without a cached forward; run forward() "
+                "with gradients enabled (not under no_grad) before each backward()"
+            )
+        saved, shape, device = self._cache
+        label = self._label()
+        if not backend.is_array(dy):
+            raise DTypeError(f"{label}: expected the output gradient as an array, received {_describe(dy)}")
+        if backend.device_of(dy) != device:
+            raise DeviceError(f"{label}: expected the output gradient on {device}, received it on {backend.device_of(dy)}")
+        if tuple(dy.shape) != shape:
+            raise ShapeError(f"{label}: expected the output gradient of shape {shape}, received {tuple(dy.shape)}")
+        if dy.dtype.kind != "f" and not _is_extended_float(dy.dtype):
+            raise DTypeError(f"{label}: expected a floating-point output gradient, received dtype {dy.dtype}")
+        object.__setattr__(self, "_cache", None)
+        return saved
+
+    def clear_cache(self):
+        """Drop the forward caches of this layer and every descendant."""
+        for m in self.modules():
+            object.__setattr__(m, "_cache", None)
+
+    def has_cache(self):
+        return self._cache is not None
+
+    # -- input validation ---------------------------------------------------
+
+    def _label(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def _check_input(self, x, what="input", ndim=None, min_ndim=None, dim=None):
+        """Validate an input array at the layer boundary.
+
+        Checks, in order: that ``x`` is a NumPy or CuPy array, that it is
+        floating point, that it matches the dtype and device of the layer's
+        parameters (if any), that it has ``ndim`` (or at least ``min_ndim``)
+        dimensions, and that ``x.shape[axis] == size`` for each
+        ``(axis, size, name)`` in ``dim``.
+        """
+        label = self._label()
+        if not backend.is_array(x):
+            raise DTypeError(f"{label}: expected {what} as a numpy.ndarray or cupy.ndarray, received {_describe(x)}")
+        if x.dtype.kind != "f" and not _is_extended_float(x.dtype):
+            raise DTypeError(f"{label}: expected a floating-point {what}, received dtype {x.dtype}")
+        p = next(iter(self._parameters.values()), None)
+        if p is not None:
+            if backend.device_of(x) != p.device:
+                raise DeviceError(
+                    f"{label}: expected {what} on {p.device} (where the parameters are), received it on {backend.device_of(x)}"
+                )
+            if x.dtype != p.dtype:
+                raise DTypeError(f"{label}: expected {what} of dtype {p.dtype} (the parameters' dtype), received {x.dtype}")
+        if ndim is not None and x.ndim != ndim:
+            raise ShapeError(f"{label}: expected a {ndim}-d {what}, received shape {tuple(x.shape)}")
+        if min_ndim is not None and x.ndim < min_ndim:
+            raise ShapeError(f"{label}: expected {what} with at least {min_ndim} dimensions, received shape {tuple(x.shape)}")
+        for axis, size, name in dim or ():
+            if x.shape[axis] != size:
+                raise ShapeError(
+                    f"{label}: expected {what} with size {size} ({name}) in dimension {axis}, received shape {tuple(x.shape)}"
+                )
+
+    # -- traversal ----------------------------------------------------------
+
+    def children(self):
+        return iter(self._children.values())
+
+    def named_children(self):
+        return iter(self._children.items())
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix="", recurse=True):
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_prefix, m in modules:
+            for name, p in m._parameters.items():
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), p
+
+    def parameters(self, recurse=True):
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix="", recurse=True):
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_prefix, m in modules:
+            for name in m._buffers:
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), getattr(m, name)
+
+    def num_parameters(self, trainable_only=False):
+        return int(sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only))
+
+    # -- modes and gradients --------------------------------------------------
+
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self, set_to_none=False):
+        for p in self.parameters():
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad[...] = 0
+
+    # -- devices and dtypes ---------------------------------------------------
+
+    @property
+    def device(self):
+        """The device of the first parameter or buffer (cpu if there are none)."""
+        for p in self.parameters():
+            return p.device
+        for _, b in self.named_buffers():
+            if backend.is_array(b):
+                return backend.device_of(b)
+        return backend.CPU
+
+    @property
+    def dtype(self):
+        """The dtype of the first parameter (None if there are none)."""
+        for p in self.parameters():
+            return p.dtype
+        return None
+
+    def to(self, device=None, dtype=None):
+        """Move every parameter, gradient and buffer to ``device`` and/or cast
+        the floating-point ones to ``dtype``.  Returns ``self``.
+
+        ``model.to("cuda")``, ``model.to("cuda:1")``, ``model.to(dtype=np.float64)``.
+        """
+        if device is not None and not isinstance(device, backend.Device):
+            try:
+                device = backend.Device(device)
+            except (TypeError, ValueError):
+                if dtype is None:  # model.to(np.float64) reads naturally too
+                    device, dtype = None, device
+                else:
+                    raise
+        if device is not None and device.type == "cuda":
+            backend.require_cuda(device)  # fail before anything moves
+        if dtype is not None:
+            dtype = backend.as_dtype(dtype)
+            if dtype.kind != "f" and not _is_extended_float(dtype):
+                raise DTypeError(f"{self._label()}: expected a floating-point dtype, received {dtype}")
+
+        def convert(a):
+            if not backend.is_array(a):
+                return a
+            if device is not None:
+                a = backend.to_device(a, device)
+            if dtype is not None and (a.dtype.kind == "f" or _is_extended_float(a.dtype)) and a.dtype != dtype:
+                a = a.astype(dtype)
+            return a
+
+        for m in self.modules():
+            for p in m._parameters.values():
+                p.data = convert(p.data)
+                if p.grad is not None:
+                    p.grad = convert(p.grad)
+            for name in m._buffers:
+                m._set_buffer(name, convert(getattr(m, name)))
+            object.__setattr__(m, "_cache", None)
+        return self
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+    # -- state ----------------------------------------------------------------
+
+    def state_dict(self):
+        """An ordered mapping of name -> array: parameters, then buffers, by
+        module, with PyTorch's key names.  The arrays are the live ones; copy
+        them if you mean to keep a snapshot while training continues."""
+        out = OrderedDict()
+        for key, (m, name, _) in self._state_targets().items():
+            out[key] = getattr(m, name).data if name in m._parameters else getattr(m, name)
+        return out
+
+    def _state_targets(self):
+        targets = OrderedDict()
+        for prefix, m in self.named_modules():
+            for name, p in m._parameters.items():
+                targets[f"{prefix}.{name}" if prefix else name] = (m, name, p)
+            for name in m._buffers:
+                targets[f"{prefix}.{name}" if prefix else name] = (m, name, None)
+        return targets
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Load arrays by name.  NumPy arrays (or PyTorch tensors) are moved
+        to the model's device and cast to each parameter's dtype.
+
+        Every key and shape is validated before anything changes: on error the
+        model is untouched.  With ``strict=False`` missing and unexpected keys
+        are allowed and returned as ``(missing, unexpected)``.
+        """
+        targets = self._state_targets()
+        incoming = {k: _to_numpy_if_tensor(v) for k, v in state_dict.items()}
+        missing = [k for k in targets if k not in incoming]
+        unexpected = [k for k in incoming if k not in targets]
+        if strict and (missing or unexpected):
+            raise StateDictError(
+                f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        own = self.state_dict()
+        staged = []
+        for key, value in incoming.items():
+            if key not in targets:
+                continue
+            current = own[key]
+            if backend.is_array(current):
+                if not backend.is_array(value):
+                    try:
+                        value = np.asarray(value)
+                    except Exception:
+                        raise StateDictError(
+                            f"{type(self).__name__}.load_state_dict: expected an array for {key!r}, received {_describe(value)}"
+                        ) from None
+                if tuple(value.shape) != tuple(current.shape):
+                    raise ShapeError(
+                        f"{type(self).__name__}.load_state_dict: expected {key!r} of shape {tuple(current.shape)}, "
+                        f"received {tuple(value.shape)}"
+                    )
+                if value.dtype.kind not in "fiub" and not _is_extended_float(value.dtype):
+                    raise DTypeError(
+                        f"{type(self).__name__}.load_state_dict: expected a numeric array for {key!r}, received dtype {value.dtype}"
+                    )
+            staged.append((key, value))
+        # Nothing below can fail on the user's data: every check is above.
+        for key, value in staged:
+            m, name, p = targets[key]
+            current = own[key]
+            if backend.is_array(current):
+                new = backend.to_device(value, backend.device_of(current)).astype(current.dtype, copy=True)
+            else:
+                new = value
+            if p is not None:
+                p.data = new
+            else:
+                m._set_buffer(name, new)
+        self.clear_cache()
+        return missing, unexpected
+
+    # -- printing -------------------------------------------------------------
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        if not self._children:
+            return self._label()
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self._children.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_repr}")
+        return "\n".join(lines) + "\n)"
+
+    def summary(self, input_shape=None, print_fn=print):
+        """A table of the layers, their output shapes (when ``input_shape`` is
+        given, by running one forward under no_grad in eval mode) and their
+        parameter counts.  Prints it through ``print_fn`` (None to only
+        return it) and returns it as a string.
+        """
+        shapes = self._trace_shapes(tuple(input_shape)) if input_shape is not None else {}
+        rows = [("layer", "type", "output shape", "params")]
+        for name, m in self.named_modules():
+            if m is self and self._children:
+                continue
+            n = sum(p.size for p in m.parameters(recurse=False))
+            rows.append((name or type(m).__name__, type(m).__name__, str(shapes.get(id(m), "")), f"{n:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+
+        def fmt(r):
+            return "  ".join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+        rule = "-" * (sum(widths) + 6)
+        total, trainable = self.num_parameters(), self.num_parameters(trainable_only=True)
+        lines = [fmt(rows[0]), rule, *[fmt(r) for r in rows[1:]], rule, f"parameters: {total:,} (trainable {trainable:,})"]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def _trace_shapes(self, input_shape):
+        shapes = {}
+        wrapped = []
+        for m in self.modules():
+            def traced(*args, _fwd=m.forward, _m=m, **kwargs):
+                y = _fwd(*args, **kwargs)
+                shapes[id(_m)] = tuple(y.shape)
+                return y
+
+            object.__setattr__(m, "forward", traced)
+            wrapped.append(m)
+        was_training = self.training
+        try:
+            self.eval()
+            xp = np if self.device.type == "cpu" else backend.require_cuda()
+            with no_grad():
+                self.forward(xp.zeros(input_shape, dtype=self.dtype or np.float32))
+        finally:
+            for m in wrapped:
+                object.__delattr__(m, "forward")
+            self.train(was_training)
+        return shapes
+
+
+def _is_extended_float(dtype):
+    """bfloat16 and friends from ml_dtypes register as kind 'V'."""
+    return np.dtype(dtype).name in ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+
+def _to_numpy_if_tensor(value):
+    """Accept PyTorch tensors in a state_dict without importing torch."""
+    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    return value

@@ -1,0 +1,209 @@
+"""The one dispatch point between layers and kernels.
+
+Layers call these functions with NumPy or CuPy arrays and never branch on the
+backend themselves.  Each function picks, in this order:
+
+* CuPy arrays: lamina's CUDA kernel from ``lamina._C_cuda`` when built;
+* NumPy arrays: lamina's C++ kernel from ``lamina._C`` when built and the
+  dtype is one it has;
+* otherwise the reference in :mod:`lamina.ops.reference`, announced once by
+  a :class:`lamina.PerformanceWarning` when a compiled kernel was expected.
+
+Where NumPy or CuPy already do the job well (ReLU on the CPU, GEMMs on
+NumPy's BLAS) the reference *is* the chosen path and nothing is announced.
+"""
+
+import numpy as np
+
+from .. import backend
+from ..errors import warn_once
+from . import _ext, reference
+
+_CPU_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_CUDA_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+# --------------------------------------------------------------------------
+# how a call reaches a compiled kernel
+# --------------------------------------------------------------------------
+
+
+def _cpu_kernel(name, *arrays):
+    """The ``lamina._C`` module if it can run ``name`` on these arrays, else None."""
+    mod = _ext.cpu_module()
+    if mod is None:
+        warn_once(
+            "no _C",
+            f"lamina._C is not built ({_ext.import_error('_C')}); CPU kernels run on the slower NumPy "
+            "references. Reinstall lamina with a C++ compiler to build it.",
+        )
+        return None
+    if arrays[0].dtype not in _CPU_DTYPES:
+        warn_once(
+            f"_C {name} {arrays[0].dtype}",
+            f"lamina._C.{name} has no {arrays[0].dtype} kernel; using the NumPy reference",
+        )
+        return None
+    return mod
+
+
+def _cuda_kernel(name, *arrays):
+    """The ``lamina._C_cuda`` module if it can run ``name`` on these arrays, else None."""
+    mod = _ext.cuda_module()
+    if mod is None:
+        warn_once(
+            "no _C_cuda",
+            f"lamina._C_cuda is not built ({_ext.import_error('_C_cuda')}); GPU ops run on CuPy "
+            "references instead of lamina's CUDA kernels. Reinstall lamina with nvcc on PATH to build it.",
+        )
+        return None
+    if arrays[0].dtype.name not in _CUDA_DTYPES:
+        warn_once(f"_C_cuda {name} {arrays[0].dtype}", f"lamina._C_cuda.{name} has no {arrays[0].dtype} kernel; using CuPy")
+        return None
+    return mod
+
+
+def _contiguous(xp, *arrays):
+    return [xp.ascontiguousarray(a) for a in arrays]
+
+
+def _addr(a):
+    """Raw address of an array's first element."""
+    return a.data.ptr if backend.is_cupy_array(a) else a.ctypes.data
+
+
+def _stream(xp):
+    return xp.cuda.get_current_stream().ptr
+
+
+# --------------------------------------------------------------------------
+# activations
+# --------------------------------------------------------------------------
+
+
+def relu_forward(x):
+    """y = max(x, 0)."""
+    xp = backend.get_array_module(x)
+    if xp is not np and (mod := _cuda_kernel("relu_forward", x)) is not None:
+        (x,) = _contiguous(xp, x)
+        with x.device:
+            y = xp.empty_like(x)
+            mod.relu_forward(_addr(y), _addr(x), x.size, x.dtype.name, _stream(xp))
+        return y
+    return reference.relu_forward(xp, x)
+
+
+def relu_backward(dy, y):
+    """dx = dy where y > 0, else 0."""
+    xp = backend.get_array_module(dy, y)
+    if xp is not np and (mod := _cuda_kernel("relu_backward", dy)) is not None:
+        dy, y = _contiguous(xp, dy, y)
+        with dy.device:
+            dx = xp.empty_like(dy)
+            mod.relu_backward(_addr(dx), _addr(dy), _addr(y), dy.size, dy.dtype.name, _stream(xp))
+        return dx
+    return reference.relu_backward(xp, dy, y)
+
+
+def gelu_forward(x, approximate="none"):
+    xp = backend.get_array_module(x)
+    tanh = approximate == "tanh"
+    if xp is np:
+        mod = _cpu_kernel("gelu_forward", x)
+        if mod is not None:
+            (x,) = _contiguous(xp, x)
+            y = np.empty_like(x)
+            mod.gelu_forward(_addr(y), _addr(x), x.size, tanh, x.dtype.name)
+            return y
+    elif (mod := _cuda_kernel("gelu_forward", x)) is not None:
+        (x,) = _contiguous(xp, x)
+        with x.device:
+            y = xp.empty_like(x)
+            mod.gelu_forward(_addr(y), _addr(x), x.size, tanh, x.dtype.name, _stream(xp))
+        return y
+    return reference.gelu_forward(xp, x, approximate)
+
+
+def gelu_backward(dy, x, approximate="none"):
+    xp = backend.get_array_module(dy, x)
+    tanh = approximate == "tanh"
+    if xp is np:
+        mod = _cpu_kernel("gelu_backward", dy)
+        if mod is not None:
+            dy, x = _contiguous(xp, dy, x)
+            dx = np.empty_like(dy)
+            mod.gelu_backward(_addr(dx), _addr(dy), _addr(x), dy.size, tanh, dy.dtype.name)
+            return dx
+    elif (mod := _cuda_kernel("gelu_backward", dy)) is not None:
+        dy, x = _contiguous(xp, dy, x)
+        with dy.device:
+            dx = xp.empty_like(dy)
+            mod.gelu_backward(_addr(dx), _addr(dy), _addr(x), dy.size, tanh, dy.dtype.name, _stream(xp))
+        return dx
+    return reference.gelu_backward(xp, dy, x, approximate)
+
+
+# --------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------
+
+
+def softmax_xent(logits, labels, smoothing=0.0, grad_scale=1.0, need_grad=True):
+    """Fused softmax cross-entropy.
+
+    Args:
+        logits: (N, C) floating point.
+        labels: (N,) int64 class indices, already validated to lie in [0, C).
+        smoothing: label smoothing epsilon.
+        grad_scale: factor applied to the gradient (1/N for a mean).
+        need_grad: also compute d(loss)/d(logits).
+
+    Returns:
+        ``(loss_rows, dlogits)``: per-row losses (N,) in the logits' dtype, and
+        the scaled gradient (N, C) or None.
+    """
+    xp = backend.get_array_module(logits, labels)
+    if xp is np:
+        mod = _cpu_kernel("softmax_xent", logits)
+        if mod is not None:
+            logits, labels = _contiguous(np, logits, labels.astype(np.int64, copy=False))
+            n, c = logits.shape
+            loss = np.empty(n, dtype=logits.dtype)
+            dlogits = np.empty_like(logits) if need_grad else None
+            mod.softmax_xent(
+                _addr(loss), _addr(dlogits) if need_grad else 0, _addr(logits), _addr(labels),
+                n, c, float(smoothing), float(grad_scale), logits.dtype.name,
+            )
+            return loss, dlogits
+    return reference.softmax_xent(xp, logits, labels, smoothing, grad_scale, need_grad)
+
+
+# --------------------------------------------------------------------------
+# dense algebra
+# --------------------------------------------------------------------------
+
+
+def linear_forward(x, weight, bias=None):
+    """y = x Wᵀ + b for x (M, K), W (N, K), b (N,)."""
+    y = x @ weight.T
+    if bias is not None:
+        y += bias
+    return y
+
+
+def linear_backward(dy, x, weight, need_dx=True):
+    """Gradients of y = x Wᵀ + b: (dx = dy W, dW = dyᵀ x, db = Σ_rows dy)."""
+    dx = dy @ weight if need_dx else None
+    dweight = dy.T @ x
+    dbias = dy.sum(axis=0)
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------
+# random numbers on the GPU
+# --------------------------------------------------------------------------
+
+
+def random_uniform_cuda(shape, dtype, key, offset):
+    """Counter-based uniform samples on the current GPU (see lamina.random)."""
+    return reference.random_uniform_cuda(backend.require_cuda(), shape, dtype, key, offset)

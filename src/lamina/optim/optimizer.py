@@ -1,0 +1,128 @@
+"""Optimizer base class: parameter groups and state, as ``torch.optim``."""
+
+import copy
+
+import numpy as np
+
+from .. import backend
+from ..module import Parameter
+
+
+class Optimizer:
+    """Holds parameter groups (dicts with ``params`` and hyperparameters) and
+    per-parameter state (moment buffers, ...).
+
+    Args:
+        params: an iterable of :class:`Parameter`, or of dicts
+            ``{"params": [...], "lr": ...}`` for parameter groups.
+        defaults: hyperparameters a group takes when it does not set them.
+    """
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        self.state = {}  # Parameter -> dict of arrays/numbers
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: received an empty parameter list")
+        if not isinstance(params[0], dict):
+            params = [{"params": params}]
+        for group in params:
+            self.add_param_group(group)
+
+    def add_param_group(self, group):
+        group = dict(group)
+        ps = group["params"]
+        ps = [ps] if isinstance(ps, Parameter) else list(ps)
+        for p in ps:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"{type(self).__name__}: expected Parameters, received {type(p).__name__}")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in ps):
+            raise ValueError(f"{type(self).__name__}: a parameter appears in more than one group")
+        group["params"] = ps
+        for k, v in self.defaults.items():
+            group.setdefault(k, v)
+        self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none=False):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad[...] = 0
+
+    def step(self):
+        raise NotImplementedError
+
+    def _params_with_grad(self, group):
+        return [p for p in group["params"] if p.requires_grad and p.grad is not None]
+
+    # -- state ----------------------------------------------------------------
+
+    def state_dict(self):
+        """``{"state": {index: {name: value}}, "param_groups": [...]}`` with
+        parameters replaced by their index, as in PyTorch.  Arrays are copied
+        to NumPy so the result can be saved anywhere."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            g = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            g["params"] = []
+            for p in group["params"]:
+                index.setdefault(id(p), len(index))
+                g["params"].append(index[id(p)])
+            groups.append(g)
+        state = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p in self.state:
+                    state[index[id(p)]] = {k: backend.to_device(v, "cpu").copy() if backend.is_array(v) else v
+                                           for k, v in self.state[p].items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: expected {len(self.param_groups)} parameter groups, received {len(groups)}"
+            )
+        for mine, theirs in zip(self.param_groups, groups):
+            if len(mine["params"]) != len(theirs["params"]):
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: expected a group of {len(mine['params'])} parameters, "
+                    f"received {len(theirs['params'])}"
+                )
+        by_index = {}
+        for mine, theirs in zip(self.param_groups, groups):
+            for p, i in zip(mine["params"], theirs["params"]):
+                by_index[i] = p
+        new_state = {}
+        for i, s in state_dict["state"].items():
+            p = by_index[int(i)]
+            entry = {}
+            for k, v in s.items():
+                if backend.is_array(v) or isinstance(v, np.ndarray):
+                    if tuple(v.shape) != tuple(p.shape) and np.ndim(v) != 0:
+                        raise ValueError(
+                            f"{type(self).__name__}.load_state_dict: expected state {k!r} of shape {tuple(p.shape)}, "
+                            f"received {tuple(v.shape)}"
+                        )
+                    v = backend.to_device(np.asarray(v) if not backend.is_array(v) else v, p.device).astype(p.dtype, copy=True)
+                entry[k] = v
+            new_state[p] = entry
+        for mine, theirs in zip(self.param_groups, groups):
+            for k, v in theirs.items():
+                if k != "params":
+                    mine[k] = copy.deepcopy(v)
+        self.state = new_state
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            hp = ", ".join(f"{k}={v}" for k, v in g.items() if k != "params")
+            lines.append(f"  group {i}: {len(g['params'])} parameters, {hp}")
+        return "\n".join(lines) + "\n)"

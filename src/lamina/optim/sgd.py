@@ -1,0 +1,45 @@
+"""Stochastic gradient descent with momentum (``torch.optim.SGD`` semantics)."""
+
+from .optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    """For each parameter p with gradient g:
+
+        g ← g + λ p                          (weight_decay λ)
+        b ← g  on the first step, else  b ← μ b + (1 - τ) g   (momentum μ, dampening τ)
+        g ← g + μ b  if nesterov, else  g ← b
+        p ← p - η g                           (lr η)
+    """
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        if lr is None or lr < 0:
+            raise ValueError(f"SGD: expected lr >= 0, received {lr!r}")
+        if momentum < 0:
+            raise ValueError(f"SGD: expected momentum >= 0, received {momentum!r}")
+        if weight_decay < 0:
+            raise ValueError(f"SGD: expected weight_decay >= 0, received {weight_decay!r}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: nesterov needs momentum > 0 and dampening 0")
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
+        )
+
+    def step(self):
+        for group in self.param_groups:
+            lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
+            wd, nesterov = group["weight_decay"], group["nesterov"]
+            for p in self._params_with_grad(group):
+                g = p.grad
+                if wd != 0:
+                    g = g + wd * p.data
+                if mu != 0:
+                    state = self.state.setdefault(p, {})
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = g.copy()
+                    else:
+                        buf *= mu
+                        buf += (1 - tau) * g
+                    g = g + mu * buf if nesterov else buf
+                p.data -= lr * g

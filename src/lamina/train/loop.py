@@ -1,0 +1,60 @@
+"""The explicit training loop, written out once: forward, loss, backward, step."""
+
+import numpy as np
+
+from .. import backend
+from .. import random as lrandom
+from ..module import no_grad
+
+
+def iterate_minibatches(n, batch_size, shuffle=True):
+    """Yield index arrays covering range(n) in batches; shuffled with lamina's
+    CPU generator (seeded by :func:`lamina.manual_seed`)."""
+    order = lrandom.cpu_generator().permutation(n) if shuffle else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def train_epoch(model, loss_fn, optimizer, x, y, batch_size, shuffle=True):
+    """One pass over (x, y).  Returns the mean training loss.
+
+    ``x`` and ``y`` are NumPy arrays; each batch moves to the model's device.
+    """
+    model.train()
+    device = model.device
+    total, count = 0.0, 0
+    for idx in iterate_minibatches(len(x), batch_size, shuffle):
+        xb = backend.to_device(x[idx], device)
+        yb = backend.to_device(y[idx], device)
+        loss = loss_fn(model(xb), yb)          # forward
+        optimizer.zero_grad()
+        model.backward(loss_fn.backward())     # backward
+        optimizer.step()                       # update
+        total += loss * len(idx)
+        count += len(idx)
+    return total / max(count, 1)
+
+
+def accuracy(logits, y):
+    xp = backend.get_array_module(logits)
+    return float((xp.argmax(logits, axis=1) == y).mean())
+
+
+@no_grad()
+def evaluate(model, loss_fn, x, y, batch_size=1024):
+    """Mean loss and accuracy over (x, y) in eval mode, caching nothing."""
+    was_training = model.training
+    model.eval()
+    device = model.device
+    total_loss, correct = 0.0, 0
+    try:
+        for idx in iterate_minibatches(len(x), batch_size, shuffle=False):
+            xb = backend.to_device(x[idx], device)
+            yb = backend.to_device(y[idx], device)
+            logits = model(xb)
+            total_loss += loss_fn(logits, yb) * len(idx)
+            xp = backend.get_array_module(logits)
+            correct += int((xp.argmax(logits, axis=1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return total_loss / len(x), correct / len(x)
