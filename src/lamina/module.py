@@ -325,10 +325,12 @@ class Layer:
         if device is not None and not isinstance(device, backend.Device):
             try:
                 device = backend.Device(device)
-            except (TypeError, ValueError):
-                if dtype is None:  # model.to(np.float64) reads naturally too
-                    device, dtype = None, device
-                else:
+            except (TypeError, ValueError) as device_error:
+                try:  # model.to(np.float64) reads naturally too
+                    dtype, device = (backend.as_dtype(device), None) if dtype is None else (dtype, device)
+                except TypeError:
+                    raise device_error from None
+                if device is not None:
                     raise
         if device is not None and device.type == "cuda":
             backend.require_cuda(device)  # fail before anything moves

@@ -8,7 +8,8 @@ element by element, with the central difference
     (L(x + ε e_i) - L(x - ε e_i)) / 2ε
 
 computed in float64.  For a loss (``loss(x, t)`` returns a float) L is the
-loss itself and ``backward()`` its gradient.
+loss itself and ``backward()`` its gradient with respect to x (the target t
+gets none).
 """
 
 import copy
@@ -85,7 +86,7 @@ def gradcheck(layer, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, check_para
         grads = (grads,)
     targets = []  # (name, array to perturb, analytic gradient)
     gi = 0
-    for i, a in enumerate(xs):
+    for i, a in enumerate(xs[:1] if is_loss else xs):  # a loss's target gets no gradient
         if _is_float_array(a):
             targets.append((f"input {i}", a, grads[gi] if gi < len(grads) else None))
             gi += 1

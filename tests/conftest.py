@@ -1,0 +1,50 @@
+"""Shared fixtures: a backend fixture that runs a test on NumPy and, when a
+GPU and CuPy are present, on CuPy; PyTorch as the reference; MNIST-1D once."""
+
+import numpy as np
+import pytest
+
+import lamina
+from lamina import backend
+
+
+def _cuda_skip_reason():
+    if backend.cupy_module() is None:
+        return f"CuPy not available ({backend.cupy_import_error()})"
+    if backend.cuda_device_count() == 0:
+        return "no CUDA device"
+    if not lamina.cuda_available():
+        return "lamina._C_cuda not built"
+    return None
+
+
+CUDA_SKIP = _cuda_skip_reason()
+requires_cuda = pytest.mark.skipif(CUDA_SKIP is not None, reason=CUDA_SKIP or "")
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=[pytest.mark.gpu, requires_cuda])])
+def xp(request):
+    """The array module a test body runs on."""
+    return np if request.param == "numpy" else backend.cupy_module()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    lamina.manual_seed(1234)
+    yield
+
+
+@pytest.fixture(scope="session")
+def torch():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return torch
+
+
+@pytest.fixture(scope="session")
+def mnist1d():
+    from lamina.data import load_mnist1d
+
+    return load_mnist1d()

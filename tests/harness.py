@@ -1,0 +1,102 @@
+"""The layer contract: one harness that every layer's test feeds.
+
+A test supplies how to build the layer (and its PyTorch twin) and a list of
+inputs; :func:`check_layer` then checks, for each input:
+
+* gradcheck in float64 (input and parameter gradients),
+* parity with PyTorch in float32: forward, dx and every parameter gradient,
+  with the PyTorch weights loaded through ``load_state_dict`` (so the layout
+  and the key names are checked too),
+* a state_dict round trip and one SGD step that changes every parameter.
+"""
+
+import copy
+
+import numpy as np
+
+import lamina
+from lamina import backend
+from lamina.testing import gradcheck
+
+
+def to_numpy(a):
+    return backend.to_device(a, "cpu")
+
+
+def random_inputs(shapes, rng, away_from=None, noncontiguous=True):
+    """Random float64 inputs of the given shapes, then a non-contiguous view
+    with the largest shape (every other element of the last dimension).
+
+    ``away_from``: keep every element at least 1e-3 from this value (a kink,
+    such as 0 for ReLU), so finite differences never straddle it.
+    """
+    out = [rng.standard_normal(shape) for shape in shapes]
+    if noncontiguous:
+        last = tuple(max(shapes, key=lambda s: (int(np.prod(s)), s[-1])))
+        view = rng.standard_normal(last[:-1] + (2 * last[-1],))[..., ::2]
+        assert view.shape == last and not view.flags.c_contiguous
+        out.append(view)
+    if away_from is not None:
+        for x in out:
+            x[np.abs(x - away_from) < 1e-3] += 2e-3
+    return out
+
+
+def check_layer(make, inputs, torch_make=None, torch=None, xp=np, rtol=1e-5, atol=1e-6, grad_atol=1e-5):
+    """Run the contract on every input.  ``make()`` builds a float32 lamina
+    layer; ``torch_make(layer)`` builds the PyTorch twin (weights are copied
+    from PyTorch into lamina, not the other way round)."""
+    for x in inputs:
+        layer = make()
+        assert gradcheck(layer, x)
+        if torch_make is not None:
+            check_torch_parity(layer, x, torch_make, torch, xp, rtol, atol, grad_atol)
+        check_state_round_trip(make, layer, x, xp)
+
+
+def check_torch_parity(layer, x, torch_make, torch, xp, rtol, atol, grad_atol):
+    tlayer = torch_make()
+    tlayer.train(layer.training)
+    layer.load_state_dict(tlayer.state_dict())  # PyTorch tensors load one to one
+    layer.to(backend.CPU if xp is np else "cuda")
+    x32 = x.astype(np.float32)
+    dy = np.random.default_rng(7).standard_normal(tlayer(torch.from_numpy(x32.copy())).shape).astype(np.float32)
+
+    tx = torch.from_numpy(np.ascontiguousarray(x32)).requires_grad_(True)
+    ty = tlayer(tx)
+    ty.backward(torch.from_numpy(dy))
+
+    layer.zero_grad(set_to_none=True)
+    y = layer(xp.asarray(x32))
+    dx = layer.backward(xp.asarray(dy))
+    np.testing.assert_allclose(to_numpy(y), ty.detach().numpy(), rtol=rtol, atol=atol, err_msg=f"{layer}: forward")
+    np.testing.assert_allclose(to_numpy(dx), tx.grad.numpy(), rtol=rtol, atol=grad_atol, err_msg=f"{layer}: dx")
+    assert y.dtype == np.float32 and dx.dtype == np.float32
+    tparams = dict(tlayer.named_parameters())
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(
+            to_numpy(p.grad), tparams[name].grad.numpy(), rtol=rtol, atol=grad_atol, err_msg=f"{layer}: grad of {name}"
+        )
+    assert set(tparams) == {n for n, _ in layer.named_parameters()}
+
+
+def check_state_round_trip(make, layer, x, xp):
+    """state_dict → fresh layer gives the same output; one SGD step moves every parameter."""
+    layer = copy.deepcopy(layer).to(backend.CPU if xp is np else "cuda", dtype=np.float32)
+    x32 = xp.asarray(x.astype(np.float32))
+    twin = make().to(backend.CPU if xp is np else "cuda")
+    twin.load_state_dict({k: to_numpy(v) for k, v in layer.state_dict().items()})
+    layer.eval(), twin.eval()
+    with lamina.no_grad():
+        np.testing.assert_array_equal(to_numpy(layer(x32)), to_numpy(twin(x32)))
+    params = list(layer.parameters())
+    if not params:
+        return
+    layer.train()
+    before = [to_numpy(p.data).copy() for p in params]
+    y = layer(x32)
+    layer.zero_grad()
+    layer.backward(xp.ones_like(y))
+    lamina.optim.SGD(params, lr=0.1).step()
+    for b, p in zip(before, params):
+        assert not np.array_equal(b, to_numpy(p.data)), "an SGD step left a parameter unchanged"

@@ -1,0 +1,167 @@
+"""lamina._C_cuda: built and importable wherever nvcc is (CI included), and,
+on a machine with a GPU, each kernel against a float64 reference."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+import lamina as lm
+from conftest import requires_cuda
+from lamina import backend, ops
+from lamina.ops import _ext
+
+G = _ext.cuda_module()
+SIZES = [1, 255, 256, 257, 1021, 65536, 65537, 1_000_003]
+
+
+def test_cuda_module_is_built_where_nvcc_is():
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc not on PATH: lamina built without its CUDA module")
+    assert G is not None, f"nvcc is present but lamina._C_cuda did not import: {_ext.import_error('_C_cuda')}"
+    assert "sm_80" in G.archs and "sm_90" in G.archs
+    assert {"relu_forward", "relu_backward"} <= set(G.kernels)
+    assert G.runtime_version() >= 11000
+
+
+def test_cuda_module_reports_no_device_without_one():
+    if G is None:
+        pytest.skip("lamina._C_cuda not built")
+    if backend.cuda_device_count() > 0:
+        pytest.skip("a GPU is present")
+    assert G.device_count() == 0
+    assert not lm.cuda_available()
+
+
+# ---------------------------------------------------------------------------
+# on a GPU
+# ---------------------------------------------------------------------------
+
+DTYPES = ["float32", "float64", "float16"]
+
+
+def _poisoned(cp, n, dtype):
+    return cp.full(n, cp.nan, dtype=dtype)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_relu_kernels_match_reference(dtype, n):
+    cp = backend.cupy_module()
+    rng = np.random.default_rng(n)
+    x64 = rng.standard_normal(n)
+    dy64 = rng.standard_normal(n)
+    x, dy = cp.asarray(x64.astype(dtype)), cp.asarray(dy64.astype(dtype))
+    y, dx = _poisoned(cp, n, dtype), _poisoned(cp, n, dtype)
+    stream = cp.cuda.get_current_stream().ptr
+    G.relu_forward(y.data.ptr, x.data.ptr, n, dtype, stream)
+    G.relu_backward(dx.data.ptr, dy.data.ptr, y.data.ptr, n, dtype, stream)
+    xs = x.get().astype(np.float64)  # the exact inputs the kernel saw
+    np.testing.assert_array_equal(y.get().astype(np.float64), np.maximum(xs, 0))
+    np.testing.assert_array_equal(dx.get().astype(np.float64), np.where(xs > 0, dy.get().astype(np.float64), 0))
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_gelu_kernels_match_reference(approximate, dtype, n):
+    from lamina.ops import reference
+
+    cp = backend.cupy_module()
+    rng = np.random.default_rng(n + 1)
+    x = cp.asarray((rng.standard_normal(n) * 3).astype(dtype))
+    dy = cp.asarray(rng.standard_normal(n).astype(dtype))
+    y, dx = _poisoned(cp, n, dtype), _poisoned(cp, n, dtype)
+    stream = cp.cuda.get_current_stream().ptr
+    G.gelu_forward(y.data.ptr, x.data.ptr, n, approximate == "tanh", dtype, stream)
+    G.gelu_backward(dx.data.ptr, dy.data.ptr, x.data.ptr, n, approximate == "tanh", dtype, stream)
+    x64, dy64 = x.get().astype(np.float64), dy.get().astype(np.float64)
+    tol = {"float32": 1e-5, "float64": 1e-12, "float16": 2e-2}[dtype]
+    np.testing.assert_allclose(y.get().astype(np.float64), reference.gelu_forward(np, x64, approximate), rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        dx.get().astype(np.float64), reference.gelu_backward(np, dy64, x64, approximate), rtol=tol, atol=tol
+    )
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_relu_layer_runs_lamina_kernel_on_cupy(monkeypatch):
+    cp = backend.cupy_module()
+    calls = []
+    real = G.relu_forward
+    monkeypatch.setattr(G, "relu_forward", lambda *a: (calls.append(a), real(*a))[1])
+    x = cp.asarray(np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32))
+    y = lm.ReLU()(x)
+    assert calls and isinstance(y, cp.ndarray)
+    np.testing.assert_array_equal(y.get(), np.maximum(x.get(), 0))
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_whole_model_gpu_matches_cpu():
+    cp = backend.cupy_module()
+    lm.manual_seed(0)
+    cpu = lm.Sequential(lm.Dense(40, 64), lm.ReLU(), lm.Dense(64, 32), lm.GELU(), lm.Dense(32, 10))
+    gpu = lm.Sequential(lm.Dense(40, 64), lm.ReLU(), lm.Dense(64, 32), lm.GELU(), lm.Dense(32, 10))
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.to("cuda")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((17, 40)).astype(np.float32)
+    y = rng.integers(0, 10, 17)
+    fn_c, fn_g = lm.SoftmaxCrossEntropy(), lm.SoftmaxCrossEntropy()
+    loss_c = fn_c(cpu(x), y)
+    loss_g = fn_g(gpu(cp.asarray(x)), cp.asarray(y))
+    cpu.backward(fn_c.backward())
+    dx = gpu.backward(fn_g.backward())
+    assert isinstance(dx, cp.ndarray)
+    np.testing.assert_allclose(loss_g, loss_c, rtol=1e-5)
+    for (n, p), (_, q) in zip(cpu.named_parameters(), gpu.named_parameters()):
+        np.testing.assert_allclose(q.grad.get(), p.grad, rtol=1e-4, atol=1e-6, err_msg=n)
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_mixing_devices_is_a_device_error_naming_the_layer():
+    cp = backend.cupy_module()
+    layer = lm.Dense(3, 2)
+    with pytest.raises(lm.DeviceError, match=r"Dense\(in_features=3.*expected input on cpu.*received it on cuda:0"):
+        layer(cp.ones((2, 3), dtype=cp.float32))
+    relu = lm.ReLU()
+    relu(np.ones((2, 3), dtype=np.float32))
+    with pytest.raises(lm.DeviceError, match=r"ReLU\(\).*output gradient on cpu"):
+        relu.backward(cp.ones((2, 3), dtype=cp.float32))
+    fn = lm.SoftmaxCrossEntropy()
+    with pytest.raises(lm.DeviceError, match="SoftmaxCrossEntropy"):
+        fn(cp.ones((2, 3), dtype=cp.float32), np.zeros(2, dtype=np.int64))
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_gpu_dropout_is_seeded_and_replayable():
+    cp = backend.cupy_module()
+    x = cp.ones((256, 256), dtype=cp.float32)
+    lm.manual_seed(3)
+    a = lm.Dropout(0.3)(x).get()
+    lm.manual_seed(3)
+    state = lm.get_rng_state()
+    b = lm.Dropout(0.3)(x).get()
+    lm.set_rng_state(state)
+    c = lm.Dropout(0.3)(x).get()
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(b, c)
+    assert abs((a != 0).mean() - 0.7) < 0.01
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_relu_kernel_via_ops_has_no_fallback_warning():
+    import warnings
+
+    cp = backend.cupy_module()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops.relu_backward(cp.ones(10, dtype=cp.float32), ops.relu_forward(cp.ones(10, dtype=cp.float32)))

@@ -1,0 +1,222 @@
+"""Every layer through the contract harness: gradcheck (float64), PyTorch
+parity (float32), state_dict round trip, an SGD step; then the errors."""
+
+import zlib
+
+import numpy as np
+import pytest
+
+import lamina as lm
+from harness import check_layer, random_inputs, to_numpy
+
+# name -> (lamina factory, torch factory(torch) or None, input shapes, kink)
+CASES = {
+    "dense": (lambda: lm.Dense(5, 3), lambda t: t.nn.Linear(5, 3), [(1, 5), (3, 5), (7, 5), (2, 3, 5), (4, 1, 5)], None),
+    "dense_no_bias": (
+        lambda: lm.Dense(7, 4, bias=False), lambda t: t.nn.Linear(7, 4, bias=False),
+        [(1, 7), (2, 7), (5, 7), (3, 2, 7), (11, 7)], None,
+    ),
+    "dense_wide": (lambda: lm.Dense(17, 33), lambda t: t.nn.Linear(17, 33), [(1, 17), (2, 17), (13, 17), (3, 17), (1, 1, 17)], None),
+    "relu": (lambda: lm.ReLU(), lambda t: t.nn.ReLU(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.0),
+    "leaky_relu": (
+        lambda: lm.LeakyReLU(0.2), lambda t: t.nn.LeakyReLU(0.2), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.0,
+    ),
+    "sigmoid": (lambda: lm.Sigmoid(), lambda t: t.nn.Sigmoid(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "tanh": (lambda: lm.Tanh(), lambda t: t.nn.Tanh(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "gelu": (lambda: lm.GELU(), lambda t: t.nn.GELU(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "gelu_tanh": (
+        lambda: lm.GELU("tanh"), lambda t: t.nn.GELU(approximate="tanh"), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None,
+    ),
+    "softmax": (lambda: lm.Softmax(), lambda t: t.nn.Softmax(dim=-1), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1)], None),
+    "softmax_dim1": (lambda: lm.Softmax(dim=1), lambda t: t.nn.Softmax(dim=1), [(1, 4), (3, 5), (2, 3, 4), (2, 1, 3), (1, 6)], None),
+    "identity": (lambda: lm.Identity(), lambda t: t.nn.Identity(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "flatten": (lambda: lm.Flatten(), lambda t: t.nn.Flatten(), [(1, 4), (3, 5), (2, 3, 4), (2, 3, 1, 2), (1, 1, 1)], None),
+    "flatten_mid": (
+        lambda: lm.Flatten(1, 2), lambda t: t.nn.Flatten(1, 2), [(1, 2, 3, 2), (3, 1, 5, 1), (2, 3, 4, 2), (1, 1, 1, 3), (2, 2, 2, 2)],
+        None,
+    ),
+    "sequential": (
+        lambda: lm.Sequential(lm.Dense(6, 8), lm.Tanh(), lm.Dense(8, 3), lm.GELU()),
+        lambda t: t.nn.Sequential(t.nn.Linear(6, 8), t.nn.Tanh(), t.nn.Linear(8, 3), t.nn.GELU()),
+        [(1, 6), (2, 6), (9, 6), (3, 2, 6), (4, 6)], None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_layer_contract(name, torch, xp):
+    make, torch_make, shapes, kink = CASES[name]
+    inputs = random_inputs(shapes, np.random.default_rng(zlib.crc32(name.encode())), away_from=kink)
+    assert len(inputs) >= 6
+    check_layer(make, inputs, torch_make=lambda: torch_make(torch), torch=torch, xp=xp)
+
+
+# ---------------------------------------------------------------------------
+# Dropout: random, so no PyTorch parity; its own checks instead
+# ---------------------------------------------------------------------------
+
+
+def test_dropout_gradcheck():
+    rng = np.random.default_rng(0)
+    for x in random_inputs([(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], rng):
+        assert lm.testing.gradcheck(lm.Dropout(0.3), x)
+
+
+def test_dropout_train_masks_and_scales(xp):
+    layer = lm.Dropout(0.25)
+    x = xp.ones((400, 50), dtype=xp.float32)
+    y = to_numpy(layer(x))
+    kept = y != 0
+    assert abs(kept.mean() - 0.75) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)
+    dy = xp.asarray(np.random.default_rng(1).standard_normal((400, 50)).astype(np.float32))
+    dx = to_numpy(layer.backward(dy))
+    np.testing.assert_allclose(dx, to_numpy(dy) * kept / 0.75, rtol=1e-6)
+
+
+def test_dropout_eval_and_p0_are_identity(xp):
+    x = xp.asarray(np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+    for layer in (lm.Dropout(0.5).eval(), lm.Dropout(0.0)):
+        np.testing.assert_array_equal(to_numpy(layer(x)), to_numpy(x))
+        np.testing.assert_array_equal(to_numpy(layer.backward(x)), to_numpy(x))
+
+
+def test_dropout_is_seeded(xp):
+    x = xp.ones((64, 64), dtype=xp.float32)
+    lm.manual_seed(5)
+    a = to_numpy(lm.Dropout(0.5)(x))
+    lm.manual_seed(5)
+    b = to_numpy(lm.Dropout(0.5)(x))
+    c = to_numpy(lm.Dropout(0.5)(x))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(b, c)
+
+
+def test_dropout_replays_from_saved_rng_state(xp):
+    x = xp.ones((32, 32), dtype=xp.float32)
+    state = lm.get_rng_state()
+    a = to_numpy(lm.Dropout(0.5)(x))
+    lm.set_rng_state(state)
+    np.testing.assert_array_equal(a, to_numpy(lm.Dropout(0.5)(x)))
+
+
+def test_dropout_rejects_bad_p():
+    for p in (-0.1, 1.0, 2):
+        with pytest.raises(ValueError, match="Dropout"):
+            lm.Dropout(p)
+
+
+# ---------------------------------------------------------------------------
+# errors: named layer, expected and received, layer untouched
+# ---------------------------------------------------------------------------
+
+ALL_LAYERS = [name for name in CASES] + ["dropout"]
+
+
+def _make(name):
+    return lm.Dropout(0.5) if name == "dropout" else CASES[name][0]()
+
+
+_GOOD_SHAPES = {"dense_no_bias": (3, 7), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6)}
+
+
+def _good_input(name):
+    shape = _GOOD_SHAPES.get(name, (3, 5))
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def _snapshot(layer):
+    return {k: np.array(v, copy=True) for k, v in layer.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ALL_LAYERS)
+def test_integer_input_is_a_dtype_error(name):
+    layer = _make(name)
+    before = _snapshot(layer)
+    x = _good_input(name).astype(np.int64)
+    with pytest.raises(lm.DTypeError) as e:
+        layer(x)
+    msg = str(e.value)
+    assert type(layer[0] if name == "sequential" else layer).__name__ in msg and "int64" in msg and "floating" in msg
+    assert all(np.array_equal(before[k], v) for k, v in layer.state_dict().items())
+    assert not layer.has_cache()
+
+
+@pytest.mark.parametrize("name", ALL_LAYERS)
+def test_non_array_input_is_rejected_with_its_type(name, torch):
+    layer = _make(name)
+    with pytest.raises(lm.DTypeError, match="received torch.Tensor"):
+        layer(torch.zeros(_good_input(name).shape))
+    with pytest.raises(lm.DTypeError, match="received builtins.list"):
+        layer(_good_input(name).tolist())
+
+
+@pytest.mark.parametrize("name", ALL_LAYERS)
+def test_wrong_gradient_shape_keeps_the_cache(name):
+    layer = _make(name)
+    x = _good_input(name)
+    y = layer(x)
+    bad = np.zeros(y.shape[:-1] + (y.shape[-1] + 1,), dtype=np.float32)
+    with pytest.raises(lm.ShapeError) as e:
+        layer.backward(bad)
+    assert str(tuple(y.shape)) in str(e.value) and str(bad.shape) in str(e.value)
+    dx = layer.backward(np.ones_like(y))  # the failed call changed nothing
+    assert dx.shape == x.shape
+
+
+@pytest.mark.parametrize("name", ALL_LAYERS)
+def test_backward_without_forward(name):
+    layer = _make(name)
+    with pytest.raises(lm.CacheError, match="backward"):
+        layer.backward(np.ones((3, 5), dtype=np.float32))
+
+
+def test_dense_wrong_feature_size_names_layer_expected_and_received():
+    layer = lm.Dense(5, 3)
+    before = _snapshot(layer)
+    with pytest.raises(lm.ShapeError) as e:
+        layer(np.zeros((4, 6), dtype=np.float32))
+    msg = str(e.value)
+    assert "Dense(in_features=5, out_features=3" in msg and "size 5" in msg and "(4, 6)" in msg
+    assert all(np.array_equal(before[k], v) for k, v in layer.state_dict().items())
+
+
+def test_dense_dtype_must_match_parameters():
+    layer = lm.Dense(5, 3)
+    with pytest.raises(lm.DTypeError) as e:
+        layer(np.zeros((2, 5), dtype=np.float64))
+    assert "float32" in str(e.value) and "float64" in str(e.value) and "Dense" in str(e.value)
+    layer.to(dtype=np.float64)
+    assert layer(np.zeros((2, 5))).dtype == np.float64
+
+
+def test_sequential_error_names_the_inner_layer():
+    model = lm.Sequential(lm.Dense(4, 8), lm.ReLU(), lm.Dense(9, 2))
+    with pytest.raises(lm.ShapeError, match=r"Dense\(in_features=9, out_features=2"):
+        model(np.zeros((2, 4), dtype=np.float32))
+
+
+def test_softmax_bad_dim_and_flatten_bad_dims():
+    with pytest.raises(lm.ShapeError, match="Softmax"):
+        lm.Softmax(dim=2)(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match="Flatten"):
+        lm.Flatten(1, 3)(np.zeros((2, 3), dtype=np.float32))
+
+
+def test_constructor_arguments_are_validated():
+    with pytest.raises(ValueError, match="Dense: expected in_features"):
+        lm.Dense(0, 3)
+    with pytest.raises(ValueError, match="GELU"):
+        lm.GELU("fast")
+    with pytest.raises(ValueError, match="LeakyReLU"):
+        lm.LeakyReLU(float("nan"))
+
+
+def test_sigmoid_and_tanh_saturate_without_overflow():
+    x = np.array([[-1e4, -80.0, 0.0, 80.0, 1e4]], dtype=np.float32)
+    for layer in (lm.Sigmoid(), lm.Tanh()):
+        with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
+            y = layer(x)
+            dx = layer.backward(np.ones_like(y))
+        assert np.isfinite(y).all() and np.isfinite(dx).all()
+    np.testing.assert_allclose(lm.Sigmoid()(x)[0, [0, 2, 4]], [0.0, 0.5, 1.0])

@@ -1,0 +1,152 @@
+"""Losses: gradcheck, PyTorch parity, numerical edges, errors."""
+
+import numpy as np
+import pytest
+
+import lamina as lm
+from harness import to_numpy
+from lamina.testing import gradcheck
+
+XENT_SHAPES = [(1, 3), (4, 10), (7, 2), (5, 17), (2, 1), (33, 5)]
+
+
+def _logits_labels(shape, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(shape) * scale, rng.integers(0, shape[1], size=shape[0])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_xent_gradcheck(reduction, smoothing):
+    for i, shape in enumerate(XENT_SHAPES):
+        x, y = _logits_labels(shape, seed=i)
+        assert gradcheck(lm.SoftmaxCrossEntropy(reduction, smoothing), x, y)
+    strided = np.random.default_rng(9).standard_normal((6, 14))[:, ::2]
+    assert gradcheck(lm.SoftmaxCrossEntropy(reduction, smoothing), strided, np.arange(6) % 7)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.25])
+def test_softmax_xent_matches_torch(torch, xp, reduction, smoothing):
+    for i, shape in enumerate(XENT_SHAPES):
+        x, y = _logits_labels(shape, seed=i, scale=3.0)
+        x = x.astype(np.float32)
+        tx = torch.from_numpy(x.copy()).requires_grad_(True)
+        tloss = torch.nn.functional.cross_entropy(tx, torch.from_numpy(y), reduction=reduction, label_smoothing=smoothing)
+        tloss.backward()
+        fn = lm.SoftmaxCrossEntropy(reduction, smoothing)
+        loss = fn(xp.asarray(x), xp.asarray(y))
+        dx = fn.backward()
+        assert isinstance(loss, float)
+        np.testing.assert_allclose(loss, tloss.item(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(to_numpy(dx), tx.grad.numpy(), rtol=1e-5, atol=1e-7)
+        assert dx.dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_xent_extreme_logits(torch, xp, dtype):
+    cases = [
+        np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [-1e4, -1e4, -1e4]]),
+        np.full((4, 10), 1e8),
+    ]
+    for x in cases:
+        y = np.arange(len(x)) % x.shape[1]
+        fn = lm.SoftmaxCrossEntropy()
+        loss = fn(xp.asarray(x.astype(dtype)), xp.asarray(y))
+        dx = to_numpy(fn.backward())
+        tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        tloss = torch.nn.functional.cross_entropy(tx, torch.from_numpy(y))
+        tloss.backward()
+        assert np.isfinite(loss) and np.isfinite(dx).all()
+        np.testing.assert_allclose(loss, tloss.item(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(dx, tx.grad.numpy(), atol=1e-6)
+    # all-equal logits: the loss is exactly log C, whatever their size
+    fn = lm.SoftmaxCrossEntropy()
+    np.testing.assert_allclose(fn(xp.full((3, 10), 1e8, dtype=dtype), xp.zeros(3, dtype=np.int64)), np.log(10), rtol=1e-6)
+
+
+def test_softmax_xent_compiled_kernel_matches_reference():
+    from lamina import ops
+    from lamina.ops import reference
+
+    for dtype in (np.float32, np.float64):
+        for n, c in [(1, 1), (3, 7), (64, 10), (129, 1000)]:
+            rng = np.random.default_rng(n * c)
+            x = (rng.standard_normal((n, c)) * 5).astype(dtype)
+            y = rng.integers(0, c, size=n)
+            loss, grad = ops.softmax_xent(x, y, 0.1, 0.5, True)
+            rloss, rgrad = reference.softmax_xent(np, x.astype(np.float64), y, 0.1, 0.5, True)
+            tol = 1e-5 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(loss, rloss, rtol=tol, atol=tol)
+            np.testing.assert_allclose(grad, rgrad, rtol=tol, atol=tol)
+            loss_only, none = ops.softmax_xent(x, y, 0.1, 0.5, False)
+            assert none is None
+            np.testing.assert_array_equal(loss_only, loss)
+
+
+def test_softmax_xent_errors():
+    fn = lm.SoftmaxCrossEntropy()
+    x = np.zeros((4, 3), dtype=np.float32)
+    with pytest.raises(lm.ShapeError, match=r"SoftmaxCrossEntropy.*target of shape \(4,\).*received \(5,\)"):
+        fn(x, np.zeros(5, dtype=np.int64))
+    with pytest.raises(lm.DTypeError, match="integer class indices.*float32"):
+        fn(x, np.zeros(4, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\], received 3"):
+        fn(x, np.array([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="received -1"):
+        fn(x, np.array([0, -1, 2, 1]))
+    with pytest.raises(lm.ShapeError, match=r"logits of shape \(N, C\)"):
+        fn(np.zeros((2, 3, 4), dtype=np.float32), np.zeros(2, dtype=np.int64))
+    with pytest.raises(lm.CacheError):
+        fn.backward()  # nothing above was cached
+    with pytest.raises(ValueError, match="reduction"):
+        lm.SoftmaxCrossEntropy("avg")
+
+
+def test_no_grad_loss_caches_nothing():
+    fn = lm.SoftmaxCrossEntropy()
+    with lm.no_grad():
+        fn(np.zeros((2, 3), dtype=np.float32), np.array([0, 1]))
+    with pytest.raises(lm.CacheError):
+        fn.backward()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_mse_and_bce(torch, xp, reduction):
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (4, 3), (7,), (2, 3, 5), (5, 2), (3, 1)]:
+        x = rng.standard_normal(shape)
+        t = rng.standard_normal(shape)
+        p = rng.uniform(0, 1, shape)
+        assert gradcheck(lm.MSELoss(reduction), x, t)
+        assert gradcheck(lm.BCEWithLogits(reduction), x * 4, p)
+        for fn, tfn, target in (
+            (lm.MSELoss(reduction), torch.nn.functional.mse_loss, t),
+            (lm.BCEWithLogits(reduction), torch.nn.functional.binary_cross_entropy_with_logits, p),
+        ):
+            x32, t32 = (x * 4).astype(np.float32), target.astype(np.float32)
+            tx = torch.from_numpy(x32.copy()).requires_grad_(True)
+            tl = tfn(tx, torch.from_numpy(t32), reduction=reduction)
+            tl.backward()
+            loss = fn(xp.asarray(x32), xp.asarray(t32))
+            np.testing.assert_allclose(loss, tl.item(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(to_numpy(fn.backward()), tx.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_bce_extreme_logits_are_finite(torch):
+    x = np.array([-1e4, -100.0, 0.0, 100.0, 1e4], dtype=np.float32)
+    t = np.array([1.0, 0.0, 0.5, 1.0, 0.0], dtype=np.float32)
+    fn = lm.BCEWithLogits()
+    loss = fn(x, t)
+    dx = fn.backward()
+    tl = torch.nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(x), torch.from_numpy(t))
+    assert np.isfinite(loss) and np.isfinite(dx).all()
+    np.testing.assert_allclose(loss, tl.item(), rtol=1e-6)
+
+
+def test_mse_bce_errors():
+    x = np.zeros((3, 2), dtype=np.float32)
+    with pytest.raises(lm.ShapeError, match=r"MSELoss.*\(3, 2\).*\(2, 3\)"):
+        lm.MSELoss()(x, np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(lm.DTypeError, match="BCEWithLogits.*floating-point target"):
+        lm.BCEWithLogits()(x, np.zeros((3, 2), dtype=np.int64))

@@ -1,0 +1,256 @@
+"""The Layer API: registration, traversal, state_dict, devices and dtypes,
+train/eval, no_grad, gradient accumulation, summary, seeding."""
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import lamina as lm
+
+
+def mlp():
+    return lm.Sequential(lm.Dense(4, 8), lm.ReLU(), lm.Dropout(0.1), lm.Dense(8, 3))
+
+
+def test_named_parameters_use_pytorch_names_and_layouts(torch):
+    model = mlp()
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "3.weight", "3.bias"]
+    tmodel = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(8, 3))
+    assert list(model.state_dict()) == list(tmodel.state_dict())
+    for (n, p), (tn, tp) in zip(model.named_parameters(), tmodel.named_parameters()):
+        assert n == tn and p.shape == tuple(tp.shape)
+    assert len(list(model.children())) == 4 and [n for n, _ in model.named_children()] == ["0", "1", "2", "3"]
+    assert model.num_parameters() == sum(p.numel() for p in tmodel.parameters())
+
+
+def test_pytorch_state_dict_loads_one_to_one(torch):
+    tmodel = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(8, 3))
+    model = mlp()
+    # as NumPy arrays (float32 and float64 alike) ...
+    model.load_state_dict({k: v.numpy().astype(np.float64) for k, v in tmodel.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    model.eval(), tmodel.eval()
+    with torch.no_grad():
+        expected = tmodel(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model(x), expected, rtol=1e-6, atol=1e-6)
+    assert model[0].weight.dtype == np.float32  # cast to the parameter's dtype
+    # ... and as tensors
+    model2 = mlp().eval()
+    model2.load_state_dict(tmodel.state_dict())
+    np.testing.assert_allclose(model2(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def _snapshot(model):
+    return {k: v.copy() for k, v in model.state_dict().items()}
+
+
+def test_load_state_dict_validates_everything_before_changing_anything():
+    model = mlp()
+    good = {k: np.zeros_like(v) for k, v in model.state_dict().items()}
+    before = _snapshot(model)
+
+    bad_shape = OrderedDict(good)
+    bad_shape["3.weight"] = np.zeros((3, 9), dtype=np.float32)  # last key: the others were already seen
+    with pytest.raises(lm.ShapeError, match=r"'3.weight' of shape \(3, 8\), received \(3, 9\)"):
+        model.load_state_dict(bad_shape)
+    missing = dict(good)
+    del missing["0.bias"]
+    with pytest.raises(lm.StateDictError, match=r"missing keys \['0.bias'\]"):
+        model.load_state_dict(missing)
+    with pytest.raises(lm.StateDictError, match=r"unexpected keys \['extra'\]"):
+        model.load_state_dict({**good, "extra": np.zeros(1)})
+    with pytest.raises(lm.DTypeError, match="numeric array for '0.bias'"):
+        model.load_state_dict({**good, "0.bias": np.array(["a"] * 8)})
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+    missing_keys, unexpected = model.load_state_dict({**missing, "extra": np.zeros(1)}, strict=False)
+    assert missing_keys == ["0.bias"] and unexpected == ["extra"]
+    np.testing.assert_array_equal(model[0].weight.data, 0)
+    np.testing.assert_array_equal(model[0].bias.data, before["0.bias"])
+
+
+def test_load_state_dict_copies_its_input():
+    model = lm.Dense(2, 2)
+    sd = {k: np.ones_like(v) for k, v in model.state_dict().items()}
+    model.load_state_dict(sd)
+    sd["weight"][...] = 5
+    np.testing.assert_array_equal(model.weight.data, 1)
+
+
+def test_to_dtype_casts_parameters_and_grads():
+    model = mlp()
+    x = np.ones((2, 4), dtype=np.float32)
+    model.backward(np.ones_like(model(x)))
+    model.to(dtype=np.float64)
+    assert all(p.dtype == np.float64 and p.grad.dtype == np.float64 for p in model.parameters())
+    assert model.dtype == np.float64 and model(np.ones((2, 4))).dtype == np.float64
+    model.to(np.float32)  # the dtype may be given positionally too
+    assert model.dtype == np.float32
+    with pytest.raises(lm.DTypeError, match="floating-point dtype, received int32"):
+        model.to(dtype=np.int32)
+
+
+def test_to_cuda_without_gpu_says_why(monkeypatch):
+    from lamina import backend
+
+    if lm.cuda_available():
+        pytest.skip("a GPU is present")
+    model = mlp()
+    with pytest.raises(lm.DeviceError, match="CUDA device requested"):
+        model.to("cuda")
+    assert model.device == "cpu" and all(isinstance(p.data, np.ndarray) for p in model.parameters())
+    with pytest.raises(ValueError, match="expected a device"):
+        model.to("tpu")
+    assert backend.Device("cuda:1").index == 1 and str(backend.Device("CUDA")) == "cuda:0"
+
+
+def test_train_eval_propagate():
+    model = mlp()
+    assert all(m.training for m in model.modules())
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    x = np.ones((3, 4), dtype=np.float32)
+    np.testing.assert_array_equal(model(x), model(x))  # dropout off
+    model.train()
+    assert all(m.training for m in model.modules())
+
+
+def test_gradients_accumulate_until_zero_grad():
+    layer = lm.Dense(3, 2)
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    layer(x)
+    layer.backward(np.ones((4, 2), dtype=np.float32))
+    once = layer.weight.grad.copy()
+    layer(x)
+    layer.backward(np.ones((4, 2), dtype=np.float32))
+    np.testing.assert_allclose(layer.weight.grad, 2 * once, rtol=1e-6)
+    layer.zero_grad()
+    np.testing.assert_array_equal(layer.weight.grad, 0)
+    layer.zero_grad(set_to_none=True)
+    assert layer.weight.grad is None
+
+
+def test_requires_grad_false_freezes_a_parameter():
+    layer = lm.Dense(3, 2)
+    layer.bias.requires_grad = False
+    layer(np.ones((1, 3), dtype=np.float32))
+    layer.backward(np.ones((1, 2), dtype=np.float32))
+    assert layer.bias.grad is None and layer.weight.grad is not None
+    before = layer.bias.data.copy()
+    lm.optim.SGD(layer.parameters(), lr=1.0).step()
+    np.testing.assert_array_equal(layer.bias.data, before)
+    assert layer.num_parameters(trainable_only=True) == 6
+
+
+def test_no_grad_caches_nothing():
+    model = mlp()
+    x = np.ones((2, 4), dtype=np.float32)
+    with lm.no_grad():
+        assert not lm.is_grad_enabled()
+        model(x)
+    assert lm.is_grad_enabled()
+    assert not any(m.has_cache() for m in model.modules())
+    with pytest.raises(lm.CacheError, match="Dense.*backward"):
+        model.backward(np.ones((2, 3), dtype=np.float32))
+
+    @lm.no_grad()
+    def infer(x):
+        return model(x)
+
+    infer(x)
+    assert not any(m.has_cache() for m in model.modules())
+
+
+def test_clear_cache_drops_every_cache():
+    model = mlp()
+    model(np.ones((2, 4), dtype=np.float32))
+    assert any(m.has_cache() for m in model.modules())
+    model.clear_cache()
+    assert not any(m.has_cache() for m in model.modules())
+
+
+def test_custom_layer_with_buffer_and_children():
+    class Scale(lm.Layer):
+        """y = s·x + shift, with a learnable s and a fixed (buffer) shift."""
+
+        def __init__(self, n):
+            super().__init__()
+            self.s = lm.Parameter(np.ones(n, dtype=np.float32))
+            self.register_buffer("shift", np.zeros(n, dtype=np.float32))
+
+        def forward(self, x):
+            self._check_input(x, dim=[(-1, self.s.shape[0], "features")])
+            self._save(x, out=x)
+            return x * self.s.data + self.shift
+
+        def backward(self, dy):
+            x = self._take_cache(dy)
+            self.s.accumulate((dy * x).sum(axis=0))
+            return dy * self.s.data
+
+    class Net(lm.Layer):
+        def __init__(self):
+            super().__init__()
+            self.body = lm.Sequential(lm.Dense(3, 4), lm.Tanh())
+            self.scale = Scale(4)
+
+        def forward(self, x):
+            return self.scale(self.body(x))
+
+        def backward(self, dy):
+            return self.body.backward(self.scale.backward(dy))
+
+    net = Net()
+    assert list(net.state_dict()) == ["body.0.weight", "body.0.bias", "scale.s", "scale.shift"]
+    assert [n for n, _ in net.named_parameters()] == ["body.0.weight", "body.0.bias", "scale.s"]
+    net.scale.shift = np.full(4, 0.5, dtype=np.float32)  # reassigning keeps it a buffer
+    assert "scale.shift" in net.state_dict()
+    assert lm.testing.gradcheck(net, np.random.default_rng(0).standard_normal((5, 3)))
+
+
+def test_summary_lists_layers_shapes_and_counts():
+    model = mlp()
+    text = model.summary(input_shape=(2, 4), print_fn=None)
+    assert "(2, 8)" in text and "(2, 3)" in text and "Dense" in text and "Dropout" in text
+    assert "parameters: 67 (trainable 67)" in text
+    assert model.training and not any(m.has_cache() for m in model.modules())
+    assert "forward" not in vars(model[0])  # the tracing wrappers are gone
+
+
+def test_repr_nests():
+    r = repr(mlp())
+    assert r.startswith("Sequential(") and "(0): Dense(in_features=4, out_features=8, bias=True)" in r
+    assert "(2): Dropout(p=0.1)" in r
+
+
+def test_manual_seed_makes_runs_identical():
+    def run():
+        lm.manual_seed(42)
+        model = mlp()
+        opt = lm.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+        y = np.arange(16) % 3
+        fn = lm.SoftmaxCrossEntropy()
+        for _ in range(5):
+            fn(model(x), y)
+            opt.zero_grad()
+            model.backward(fn.backward())
+            opt.step()
+        return _snapshot(model)
+
+    a, b = run(), run()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    lm.manual_seed(43)
+    assert not np.array_equal(mlp()[0].weight.data, a["0.weight"])
+
+
+def test_layer_without_super_init_is_a_clear_error():
+    class Broken(lm.Layer):
+        def __init__(self):
+            self.w = 1
+
+    with pytest.raises(AttributeError, match="must call super"):
+        Broken()

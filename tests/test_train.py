@@ -1,0 +1,68 @@
+"""End to end: an MLP learns MNIST-1D; the command line works."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import lamina as lm
+from lamina.models import mlp
+from lamina.train import evaluate, train_epoch
+
+
+@pytest.mark.slow
+def test_mlp_reaches_60_percent_on_mnist1d_within_a_minute(mnist1d):
+    x_train, y_train, x_test, y_test = mnist1d
+    assert x_train.shape == (4000, 40) and x_test.shape == (1000, 40)
+    start = time.perf_counter()
+    lm.manual_seed(0)
+    model = mlp(40, (256, 256), 10)
+    loss_fn = lm.SoftmaxCrossEntropy()
+    opt = lm.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    first_loss = evaluate(model, loss_fn, x_test, y_test)[0]
+    for _ in range(20):
+        train_epoch(model, loss_fn, opt, x_train, y_train, batch_size=100)
+    test_loss, test_acc = evaluate(model, loss_fn, x_test, y_test)
+    elapsed = time.perf_counter() - start
+    assert test_acc >= 0.60, f"test accuracy {test_acc:.3f}"
+    assert test_loss < first_loss
+    assert elapsed < 60, f"took {elapsed:.1f} s"
+
+
+def test_mnist1d_generation_restores_global_rng_state():
+    import random
+
+    from lamina.data import load_mnist1d
+
+    random.seed(3)
+    np.random.seed(3)
+    expected = (random.random(), np.random.rand())
+    random.seed(3)
+    np.random.seed(3)
+    x, y, _, _ = load_mnist1d(num_samples=100)
+    assert (random.random(), np.random.rand()) == expected
+    assert x.shape == (80, 40) and x.dtype == np.float32 and y.dtype == np.int64 and set(y) <= set(range(10))
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONWARNINGS="error::DeprecationWarning")
+    return subprocess.run([sys.executable, "-m", "lamina", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_info_reports_kernels_and_backends():
+    out = _cli("info")
+    assert out.returncode == 0, out.stderr
+    assert "lamina 0.1.0" in out.stdout and "lamina._C " in out.stdout and "cuda_available" in out.stdout
+    assert "lamina._C_cuda" in out.stdout and "cupy" in out.stdout
+
+
+@pytest.mark.slow
+def test_cli_train_prints_final_metrics_as_json():
+    out = _cli("train", "--epochs", "3", "--hidden", "64", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert metrics["epochs"] == 3 and metrics["device"] == "cpu" and 0.2 < metrics["test_accuracy"] <= 1.0
