@@ -55,7 +55,9 @@ def nvcc_top(nvcc):
 
 
 def cxx_flags():
-    flags = ["-O3", "-fopenmp"]
+    # -fno-trapping-math and -fno-math-errno let GCC if-convert and vectorise the
+    # branch-free math in csrc/cpu/vmath.h; lamina never reads FP exceptions or errno.
+    flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]
     if os.environ.get("LAMINA_NATIVE") == "1":
         flags.append("-march=native")
     return flags

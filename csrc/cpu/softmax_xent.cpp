@@ -1,13 +1,45 @@
-// Fused softmax cross-entropy: one pass for the row maximum, one for the sum
-// of exponentials, one to write the gradient.  NumPy needs a temporary of the
-// full (N, C) size for each of those steps; here each row stays in cache.
+// Fused softmax cross-entropy, one row at a time while it sits in cache:
+//   pass 1: m = max_c x_c and sum_c x_c
+//   pass 2: e_c = exp(x_c - m), written straight into the gradient row, and s = sum_c e_c
+//   pass 3: g_c = scale (e_c / s - q_c)
+// The loss needs no second exp: with q = (1-eps) onehot + eps/C and d_c = m - x_c >= 0,
+//   loss = log s + sum_c q_c d_c = log s + (eps/C)(C m - sum_c x_c) + (1 - eps) d_label.
+// NumPy needs a full (N, C) temporary for each of those steps.
 #include <algorithm>
 #include <cmath>
 
 #include "kernels.h"
+#include "vmath.h"
 
 namespace lamina {
 namespace cpu {
+
+namespace {
+
+inline double exp_(double v) { return std::exp(v); }
+#pragma omp declare simd
+inline float exp_(float v) { return exp_f32(v); }
+
+// Sum of exp(x_c - m) over a row; writes the exponentials to e when e is not null.
+template <typename T>
+double row_exp_sum(const T* x, T m, T* e, int64_t c) {
+  // float rows accumulate in float lanes (vectorised), double rows in double.
+  T s = 0;
+  if (e != nullptr) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < c; ++j) {
+      const T v = exp_(x[j] - m);
+      e[j] = v;
+      s += v;
+    }
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < c; ++j) s += exp_(x[j] - m);
+  }
+  return double(s);
+}
+
+}  // namespace
 
 template <typename T>
 void softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* labels, int64_t n, int64_t c,
@@ -19,22 +51,24 @@ void softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* labels, i
     const T* x = logits + i * c;
     const int64_t label = labels[i];
     T m = x[0];
-    for (int64_t j = 1; j < c; ++j) m = std::max(m, x[j]);
-    // Sums in double: a float sum of C exponentials loses digits for large C.
-    double s = 0.0, qdist = 0.0;
+    double sum_x = 0.0;
     for (int64_t j = 0; j < c; ++j) {
-      const double d = double(m) - double(x[j]);  // >= 0
-      s += std::exp(-d);
-      qdist += (j == label ? on : off) * d;
+      m = std::max(m, x[j]);
+      sum_x += double(x[j]);
     }
+    T* g = dlogits != nullptr ? dlogits + i * c : nullptr;
+    const double s = row_exp_sum(x, m, g, c);
+    const double md = double(m);
+    // sum_c q_c d_c, every term >= 0; sum_x is exact enough: C m - sum_x is a sum of d_c >= 0.
+    const double qdist = off * std::max(0.0, double(c) * md - sum_x) + (on - off) * (md - double(x[label]));
     loss[i] = T(std::log(s) + qdist);
-    if (dlogits != nullptr) {
-      T* g = dlogits + i * c;
-      const double inv_s = 1.0 / s;
-      for (int64_t j = 0; j < c; ++j) {
-        const double p = std::exp(double(x[j]) - double(m)) * inv_s;
-        g[j] = T(grad_scale * (p - (j == label ? on : off)));
-      }
+    if (g != nullptr) {
+      const T a = T(grad_scale / s);
+      const T b_off = T(grad_scale * off);
+      const T b_on = T(grad_scale * on);
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) g[j] = g[j] * a - b_off;
+      g[label] += b_off - b_on;
     }
   }
 }
