@@ -95,8 +95,10 @@ if nvcc and cuda_home:
     )
     cuda_ext.cuda_sources = sorted(glob(rel("csrc", "cuda", "*.cu")))
     ext_modules.append(cuda_ext)
+elif cuda_mode == "0":
+    print("lamina: LAMINA_CUDA=0: building the CPU module lamina._C only")
 else:
-    print("lamina: nvcc not found (or LAMINA_CUDA=0): building the CPU module lamina._C only")
+    print("lamina: nvcc not found (set CUDA_HOME or put nvcc on PATH): building the CPU module lamina._C only")
 
 
 class BuildExt(build_ext):

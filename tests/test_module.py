@@ -254,3 +254,12 @@ def test_layer_without_super_init_is_a_clear_error():
 
     with pytest.raises(AttributeError, match="must call super"):
         Broken()
+
+
+def test_import_does_not_touch_cupy_or_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, lamina; lamina.Dense(2, 2); print(sorted(m for m in ('cupy', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

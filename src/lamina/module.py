@@ -226,8 +226,8 @@ class Layer:
                 raise DeviceError(
                     f"{label}: expected {what} on {p.device} (where the parameters are), received it on {backend.device_of(x)}"
                 )
-            if x.dtype != p.dtype:
-                raise DTypeError(f"{label}: expected {what} of dtype {p.dtype} (the parameters' dtype), received {x.dtype}")
+            if x.dtype != self.compute_dtype:
+                raise DTypeError(f"{label}: expected {what} of dtype {self.compute_dtype} (the compute dtype), received {x.dtype}")
         if ndim is not None and x.ndim != ndim:
             raise ShapeError(f"{label}: expected a {ndim}-d {what}, received shape {tuple(x.shape)}")
         if min_ndim is not None and x.ndim < min_ndim:
@@ -315,6 +315,18 @@ class Layer:
         for p in self.parameters():
             return p.dtype
         return None
+
+    @property
+    def compute_dtype(self):
+        """The dtype this layer computes in, and so the dtype its inputs must
+        have: the dtype of its own parameters (None for a layer without any).
+
+        This is the one place a dtype policy enters the Layer API: mixed
+        precision sets the compute dtype apart from the parameters' (master)
+        dtype by overriding it, without touching any layer's forward.
+        """
+        p = next(iter(self._parameters.values()), None)
+        return None if p is None else p.dtype
 
     def to(self, device=None, dtype=None):
         """Move every parameter, gradient and buffer to ``device`` and/or cast
