@@ -94,6 +94,17 @@ class Parameter:
         return f"Parameter(shape={self.shape}, dtype={self.dtype}, device={self.device})"
 
 
+def zero_grads(params, set_to_none=False):
+    """Reset the gradients of ``params`` to zero (or to None)."""
+    for p in params:
+        if p.grad is None:
+            continue
+        if set_to_none:
+            p.grad = None
+        else:
+            p.grad[...] = 0
+
+
 # --------------------------------------------------------------------------
 # Layer
 # --------------------------------------------------------------------------
@@ -289,13 +300,7 @@ class Layer:
         return self.train(False)
 
     def zero_grad(self, set_to_none=False):
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad[...] = 0
+        zero_grads(self.parameters(), set_to_none)
 
     # -- devices and dtypes ---------------------------------------------------
 

@@ -5,7 +5,7 @@ import copy
 import numpy as np
 
 from .. import backend
-from ..module import Parameter
+from ..module import Parameter, zero_grads
 
 
 class Optimizer:
@@ -46,14 +46,7 @@ class Optimizer:
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none=False):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad[...] = 0
+        zero_grads((p for g in self.param_groups for p in g["params"]), set_to_none)
 
     def step(self):
         raise NotImplementedError
