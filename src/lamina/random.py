@@ -40,27 +40,27 @@ def cpu_generator():
     return _cpu
 
 
-def uniform(xp, shape, dtype=np.float32):
-    """Uniform samples in [0, 1) of ``shape`` on the device of module ``xp``.
+def uniform_like(x):
+    """Uniform samples in [0, 1) with the shape and dtype of ``x``, on its device.
 
     On the CPU they come from the NumPy generator.  On a GPU they come from a
     counter-based generator: sample i of a draw is a hash of (seed, device,
-    offset + i), and the offset advances by the draw's size.  Its whole state
-    is one integer per device, so it is cheap to save and to replay.
+    offset + i), and the device's offset advances by the draw's size.  Its
+    whole state is one integer per device, so it is cheap to save and replay.
     """
-    dtype = np.dtype(dtype)
-    if xp is np:
+    shape, dtype = x.shape, np.dtype(x.dtype)
+    if isinstance(x, np.ndarray):
         if dtype.itemsize < 4:
             return _cpu.random(shape, dtype=np.float32).astype(dtype)
         return _cpu.random(shape, dtype=dtype)
     from .ops import random_uniform_cuda  # noqa: PLC0415 - ops sits above this module
 
-    index = xp.cuda.Device().id
+    index = x.device.id
     offset = _cuda.get(index, 0)
-    size = int(np.prod(shape, dtype=np.int64))
-    _cuda[index] = offset + size
+    _cuda[index] = offset + int(x.size)
     key = (_seed * 0x9E3779B97F4A7C15 + index) % 2**64
-    return random_uniform_cuda(shape, dtype, key, offset)
+    with x.device:
+        return random_uniform_cuda(shape, dtype, key, offset)
 
 
 def get_rng_state():

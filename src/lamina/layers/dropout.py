@@ -1,7 +1,6 @@
 """Dropout."""
 
 from .. import random as lrandom
-from ..backend import get_array_module
 from ..module import Layer
 
 
@@ -28,8 +27,7 @@ class Dropout(Layer):
         if not self.training or self.p == 0.0:
             self._save(None, out=x)
             return x
-        xp = get_array_module(x)
-        keep = lrandom.uniform(xp, x.shape, x.dtype) >= self.p
+        keep = lrandom.uniform_like(x) >= self.p
         scaled_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))  # same shape as x
         y = x * scaled_mask
         self._save(scaled_mask, out=y)
