@@ -2,6 +2,9 @@
 // (ndarray.ctypes.data) plus sizes and a dtype name; lamina/ops validates
 // dtype, shape and contiguity before calling, so nothing here converts.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
 
 #include <cstdint>
 #include <stdexcept>
@@ -25,6 +28,15 @@ T* ptr(uintptr_t address) {
 
 [[noreturn]] void bad_dtype(const std::string& fn, const std::string& dtype) {
   throw std::invalid_argument(fn + ": expected dtype float32 or float64, received " + dtype);
+}
+
+// (n, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow), as lamina/ops passes it.
+using GeometryTuple = std::array<int64_t, 14>;
+
+ConvGeometry geometry(const GeometryTuple& t) {
+  for (int64_t v : t)
+    if (v < 0) throw std::invalid_argument("lamina._C: negative convolution geometry");
+  return ConvGeometry{t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13]};
 }
 
 }  // namespace
@@ -70,6 +82,70 @@ PYBIND11_MODULE(_C, m) {
       py::arg("loss"), py::arg("dlogits"), py::arg("logits"), py::arg("labels"), py::arg("n"), py::arg("c"),
       py::arg("smoothing"), py::arg("grad_scale"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
 
+  m.def(
+      "im2col",
+      [](uintptr_t col, uintptr_t x, const GeometryTuple& g, const std::string& dtype) {
+        if (dtype == "float32") return im2col(ptr<float>(col), ptr<const float>(x), geometry(g));
+        if (dtype == "float64") return im2col(ptr<double>(col), ptr<const double>(x), geometry(g));
+        bad_dtype("im2col", dtype);
+      },
+      py::arg("col"), py::arg("x"), py::arg("geometry"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "col2im",
+      [](uintptr_t dx, uintptr_t dcol, const GeometryTuple& g, const std::string& dtype) {
+        if (dtype == "float32") return col2im(ptr<float>(dx), ptr<const float>(dcol), geometry(g));
+        if (dtype == "float64") return col2im(ptr<double>(dx), ptr<const double>(dcol), geometry(g));
+        bad_dtype("col2im", dtype);
+      },
+      py::arg("dx"), py::arg("dcol"), py::arg("geometry"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "maxpool_forward",
+      [](uintptr_t y, uintptr_t idx, uintptr_t x, const GeometryTuple& g, const std::string& dtype) {
+        auto* i = ptr<int64_t>(idx);
+        if (dtype == "float32") return maxpool_forward(ptr<float>(y), i, ptr<const float>(x), geometry(g));
+        if (dtype == "float64") return maxpool_forward(ptr<double>(y), i, ptr<const double>(x), geometry(g));
+        bad_dtype("maxpool_forward", dtype);
+      },
+      py::arg("y"), py::arg("idx"), py::arg("x"), py::arg("geometry"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "maxpool_backward",
+      [](uintptr_t dx, uintptr_t dy, uintptr_t idx, const GeometryTuple& g, const std::string& dtype) {
+        const auto* i = ptr<const int64_t>(idx);
+        if (dtype == "float32") return maxpool_backward(ptr<float>(dx), ptr<const float>(dy), i, geometry(g));
+        if (dtype == "float64") return maxpool_backward(ptr<double>(dx), ptr<const double>(dy), i, geometry(g));
+        bad_dtype("maxpool_backward", dtype);
+      },
+      py::arg("dx"), py::arg("dy"), py::arg("idx"), py::arg("geometry"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "avgpool_forward",
+      [](uintptr_t y, uintptr_t x, const GeometryTuple& g, bool count_include_pad, const std::string& dtype) {
+        if (dtype == "float32")
+          return avgpool_forward(ptr<float>(y), ptr<const float>(x), geometry(g), count_include_pad);
+        if (dtype == "float64")
+          return avgpool_forward(ptr<double>(y), ptr<const double>(x), geometry(g), count_include_pad);
+        bad_dtype("avgpool_forward", dtype);
+      },
+      py::arg("y"), py::arg("x"), py::arg("geometry"), py::arg("count_include_pad"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "avgpool_backward",
+      [](uintptr_t dx, uintptr_t dy, const GeometryTuple& g, bool count_include_pad, const std::string& dtype) {
+        if (dtype == "float32")
+          return avgpool_backward(ptr<float>(dx), ptr<const float>(dy), geometry(g), count_include_pad);
+        if (dtype == "float64")
+          return avgpool_backward(ptr<double>(dx), ptr<const double>(dy), geometry(g), count_include_pad);
+        bad_dtype("avgpool_backward", dtype);
+      },
+      py::arg("dx"), py::arg("dy"), py::arg("geometry"), py::arg("count_include_pad"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
   m.def("num_threads", []() {
 #ifdef _OPENMP
     return omp_get_max_threads();
@@ -89,5 +165,6 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("openmp") = false;
 #endif
-  m.attr("kernels") = py::make_tuple("gelu_forward", "gelu_backward", "softmax_xent");
+  m.attr("kernels") = py::make_tuple("gelu_forward", "gelu_backward", "softmax_xent", "im2col", "col2im",
+                                      "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward");
 }

@@ -7,6 +7,15 @@
 namespace lamina {
 namespace cpu {
 
+// Geometry of a 2-d convolution or pooling window sweep.  Input (n, c, h, w),
+// kernel (kh, kw), stride (sh, sw), padding top/left (pt, pl; bottom/right are
+// implied by the output size), dilation (dh, dw), output (oh, ow).
+struct ConvGeometry {
+  int64_t n, c, h, w;
+  int64_t kh, kw, sh, sw, pt, pl, dh, dw;
+  int64_t oh, ow;
+};
+
 // GELU.  exact:  y = x * Phi(x),  Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
 //        tanh:   y = 0.5 x (1 + tanh u),  u = sqrt(2/pi) (x + 0.044715 x^3)
 template <typename T>
@@ -26,6 +35,24 @@ void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, bool tanh_approx);
 template <typename T>
 void softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* labels, int64_t n, int64_t c,
                   double smoothing, double grad_scale);
+
+// x (N, C, H, W) -> col (C*KH*KW, N*OH*OW); see conv.cpp for the layout.
+template <typename T>
+void im2col(T* col, const T* x, const ConvGeometry& g);
+
+// The adjoint of im2col: dx (N, C, H, W) = scatter-add of dcol (overwrites dx).
+template <typename T>
+void col2im(T* dx, const T* dcol, const ConvGeometry& g);
+
+// Pooling over g.n planes of (h, w) (g.c is ignored); idx holds ih*w + iw of each maximum.
+template <typename T>
+void maxpool_forward(T* y, int64_t* idx, const T* x, const ConvGeometry& g);
+template <typename T>
+void maxpool_backward(T* dx, const T* dy, const int64_t* idx, const ConvGeometry& g);
+template <typename T>
+void avgpool_forward(T* y, const T* x, const ConvGeometry& g, bool count_include_pad);
+template <typename T>
+void avgpool_backward(T* dx, const T* dy, const ConvGeometry& g, bool count_include_pad);
 
 }  // namespace cpu
 }  // namespace lamina

@@ -17,7 +17,29 @@ __version__ = "0.1.0"
 from . import init, optim, testing
 from .backend import Device, cuda_available, get_array_module
 from .errors import CacheError, DeviceError, DTypeError, LaminaError, PerformanceWarning, ShapeError, StateDictError
-from .layers import GELU, Dense, Dropout, Flatten, Identity, LeakyReLU, ReLU, Sequential, Sigmoid, Softmax, Tanh
+from .layers import (
+    GELU,
+    AvgPool1D,
+    AvgPool2D,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    Identity,
+    LeakyReLU,
+    MaxPool1D,
+    MaxPool2D,
+    ReLU,
+    Residual,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from .losses import BCEWithLogits, Loss, MSELoss, SoftmaxCrossEntropy
 from .module import Layer, Parameter, is_grad_enabled, no_grad, set_grad_enabled
 from .random import get_rng_state, manual_seed, set_rng_state
@@ -30,7 +52,9 @@ __all__ = [
     "manual_seed", "get_rng_state", "set_rng_state",
     # layers
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Flatten", "Dropout", "Sequential",
+    "Identity", "Flatten", "Dropout", "Sequential", "Residual",
+    "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
+    "BatchNorm1d", "BatchNorm2d",
     # losses
     "Loss", "SoftmaxCrossEntropy", "MSELoss", "BCEWithLogits",
     # submodules

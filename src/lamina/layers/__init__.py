@@ -1,8 +1,15 @@
 """lamina's layers, one family per file."""
 
 from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from .containers import Flatten, Identity, Sequential
+from .containers import Flatten, Identity, Residual, Sequential
+from .conv import Conv1D, Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .norm import BatchNorm1d, BatchNorm2d
+from .pooling import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
 
-__all__ = ["Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Identity", "Flatten", "Dropout", "Sequential"]
+__all__ = [
+    "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Identity", "Flatten", "Dropout", "Sequential",
+    "Residual", "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
+    "BatchNorm1d", "BatchNorm2d",
+]

@@ -89,3 +89,51 @@ class Flatten(Layer):
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Residual(Layer):
+    """y = body(x) + shortcut(x), the shortcut being the identity by default.
+
+    Backward sums the two branches: dx = body'(dy) + shortcut'(dy)
+    (+ dy itself for the identity).  Children are named ``body`` and
+    ``shortcut``.  A ResNet basic block::
+
+        Residual(
+            Sequential(Conv2D(c, c, 3, padding=1, bias=False), BatchNorm2d(c), ReLU(),
+                       Conv2D(c, c, 3, padding=1, bias=False), BatchNorm2d(c)),
+        )
+
+    followed by a ReLU; a downsampling block passes
+    ``shortcut=Sequential(Conv2D(c, 2*c, 1, stride=2, bias=False), BatchNorm2d(2*c))``.
+    """
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        for name, layer in (("body", body), ("shortcut", shortcut)):
+            if layer is not None and not isinstance(layer, Layer):
+                raise TypeError(f"Residual: expected {name} to be a Layer, received {type(layer).__name__}")
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        self._check_input(x)
+        a = self.body(x)
+        b = x if self.shortcut is None else self.shortcut(x)
+        if a.shape != b.shape:
+            branch = "the input" if self.shortcut is None else "the shortcut's output"
+            raise ShapeError(
+                f"{self._label()}: expected the body's output to match {branch} in shape, "
+                f"received {tuple(a.shape)} and {tuple(b.shape)}"
+            )
+        y = a + b
+        self._save(None, out=y)
+        return y
+
+    def backward(self, dy):
+        self._take_cache(dy)
+        dx = self.body.backward(dy)
+        dx += dy if self.shortcut is None else self.shortcut.backward(dy)
+        return dx
+
+    def extra_repr(self):
+        return "" if self.shortcut is not None else "shortcut=identity"

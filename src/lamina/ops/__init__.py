@@ -207,3 +207,19 @@ def linear_backward(dy, x, weight, need_dx=True):
 def random_uniform_cuda(shape, dtype, key, offset):
     """Counter-based uniform samples on the current GPU (see lamina.random)."""
     return reference.random_uniform_cuda(backend.require_cuda(), shape, dtype, key, offset)
+
+
+# convolution and pooling live in their own module; imported last because it
+# uses the helpers above.
+from .conv import (  # noqa: E402
+    Geometry,
+    avgpool2d_backward,
+    avgpool2d_forward,
+    col2im,
+    conv2d_backward,
+    conv2d_forward,
+    geometry,
+    im2col,
+    maxpool2d_backward,
+    maxpool2d_forward,
+)

@@ -94,3 +94,86 @@ def random_uniform_cuda(cp, shape, dtype, key, offset):
     out = cp.empty(shape, dtype=np.float32 if np.dtype(dtype).itemsize < 4 else dtype)
     _uniform_kernel(np.uint64(key), np.int64(offset), out)
     return out.astype(dtype, copy=False)
+
+
+# --------------------------------------------------------------------------
+# convolution and pooling (geometry: lamina.ops.conv.Geometry)
+# --------------------------------------------------------------------------
+
+
+def _padded(xp, x, g, value=0):
+    """x padded so every window of the geometry fits: (N, C, Hp, Wp)."""
+    need_h = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1
+    need_w = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1
+    pb = max(0, need_h - g.pt - g.h)
+    pr = max(0, need_w - g.pl - g.w)
+    return xp.pad(x, ((0, 0), (0, 0), (g.pt, pb), (g.pl, pr)), constant_values=value)
+
+
+def _windows(xp, xpad, g):
+    """A strided view (N, C, KH, KW, OH, OW) of the padded input; no copy."""
+    s = xpad.strides
+    return xp.lib.stride_tricks.as_strided(
+        xpad, shape=(g.n, g.c, g.kh, g.kw, g.oh, g.ow),
+        strides=(s[0], s[1], s[2] * g.dh, s[3] * g.dw, s[2] * g.sh, s[3] * g.sw),
+    )
+
+
+def im2col(xp, x, g):
+    """x (N, C, H, W) -> col (C*KH*KW, N*OH*OW); see csrc/cpu/conv.cpp."""
+    win = _windows(xp, _padded(xp, x, g), g)
+    return xp.ascontiguousarray(win.transpose(1, 2, 3, 0, 4, 5)).reshape(g.c * g.kh * g.kw, g.n * g.oh * g.ow)
+
+
+def _scatter_windows(xp, parts, g, dtype):
+    """Sum parts[i][j] (N, C, OH, OW) into the input pixels window (i, j) reads."""
+    hp = max(g.pt + g.h, (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1)
+    wp = max(g.pl + g.w, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1)
+    dxp = xp.zeros((g.n, g.c, hp, wp), dtype=dtype)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            h0, w0 = i * g.dh, j * g.dw
+            dxp[:, :, h0 : h0 + g.sh * (g.oh - 1) + 1 : g.sh, w0 : w0 + g.sw * (g.ow - 1) + 1 : g.sw] += parts(i, j)
+    return xp.ascontiguousarray(dxp[:, :, g.pt : g.pt + g.h, g.pl : g.pl + g.w])
+
+
+def col2im(xp, dcol, g):
+    """The adjoint of im2col: dx (N, C, H, W)."""
+    d6 = dcol.reshape(g.c, g.kh, g.kw, g.n, g.oh, g.ow)
+    return _scatter_windows(xp, lambda i, j: d6[:, i, j].transpose(1, 0, 2, 3), g, dcol.dtype)
+
+
+def maxpool_forward(xp, x, g):
+    """(y, idx): y (N, C, OH, OW) and idx = ih*W + iw of each maximum (int64)."""
+    low = xp.asarray(-np.inf, dtype=x.dtype)
+    win = _windows(xp, _padded(xp, x, g, value=low), g)  # (N, C, KH, KW, OH, OW)
+    flat = win.reshape(g.n, g.c, g.kh * g.kw, g.oh, g.ow)
+    k = xp.argmax(flat, axis=2)  # first maximum; NaN wins
+    y = xp.take_along_axis(flat, k[:, :, None], axis=2)[:, :, 0]
+    ih = xp.arange(g.oh)[:, None] * g.sh - g.pt + k // g.kw * g.dh
+    iw = xp.arange(g.ow)[None, :] * g.sw - g.pl + k % g.kw * g.dw
+    return xp.ascontiguousarray(y), (ih * g.w + iw).astype(np.int64)
+
+
+def maxpool_backward(xp, dy, idx, g):
+    planes = xp.arange(g.n * g.c, dtype=np.int64).reshape(g.n, g.c, 1, 1) * (g.h * g.w)
+    dx = xp.bincount((planes + idx).ravel(), weights=dy.ravel(), minlength=g.n * g.c * g.h * g.w)
+    return dx.astype(dy.dtype).reshape(g.n, g.c, g.h, g.w)
+
+
+def _avg_divisor(xp, g, count_include_pad, dtype):
+    if count_include_pad:
+        return g.kh * g.kw
+    ones = xp.ones((1, 1, g.h, g.w), dtype=dtype)
+    counts = _windows(xp, _padded(xp, ones, g._replace(n=1, c=1)), g._replace(n=1, c=1)).sum(axis=(2, 3))
+    return counts  # (1, 1, OH, OW)
+
+
+def avgpool_forward(xp, x, g, count_include_pad):
+    s = _windows(xp, _padded(xp, x, g), g).sum(axis=(2, 3))
+    return (s / _avg_divisor(xp, g, count_include_pad, x.dtype)).astype(x.dtype, copy=False)
+
+
+def avgpool_backward(xp, dy, g, count_include_pad):
+    share = (dy / _avg_divisor(xp, g, count_include_pad, dy.dtype)).astype(dy.dtype, copy=False)
+    return _scatter_windows(xp, lambda i, j: share, g, dy.dtype)

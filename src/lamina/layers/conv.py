@@ -1,0 +1,161 @@
+"""Convolution layers: Conv2D on (N, C, H, W) and Conv1D on (N, C, L).
+
+Both run on the same machinery (:mod:`lamina.ops.conv`): im2col, one GEMM per
+group, col2im for the input gradient.  Conv1D is Conv2D with H = 1.  The math
+is derived in docs/convolution.md.
+"""
+
+import math
+
+import numpy as np
+
+from .. import init, ops
+from ..errors import ShapeError
+from ..module import Layer, Parameter
+from ._utils import as_tuple, positive_int
+
+
+class _ConvNd(Layer):
+    """Shared by Conv1D and Conv2D: arguments, parameters, forward and backward."""
+
+    _nd = 2
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 dtype=np.float32):
+        super().__init__()
+        name = type(self).__name__
+        self.in_channels = positive_int(in_channels, name, "in_channels")
+        self.out_channels = positive_int(out_channels, name, "out_channels")
+        self.groups = positive_int(groups, name, "groups")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"{name}: expected in_channels ({self.in_channels}) and out_channels ({self.out_channels}) "
+                f"to be divisible by groups ({self.groups})"
+            )
+        nd = self._nd
+        self.kernel_size = as_tuple(kernel_size, nd, name, "kernel_size")
+        self.stride = as_tuple(stride, nd, name, "stride")
+        self.dilation = as_tuple(dilation, nd, name, "dilation")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{name}: expected padding 'same', 'valid', an int or a tuple, received {padding!r}")
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError(f"{name}: padding='same' needs stride 1, received stride {self.stride}")
+            self.padding = padding
+        else:
+            self.padding = as_tuple(padding, nd, name, "padding", minimum=0)
+        self.weight = Parameter(
+            np.empty((self.out_channels, self.in_channels // self.groups, *self.kernel_size), dtype=dtype)
+        )
+        self.bias = Parameter(np.empty((self.out_channels,), dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """PyTorch's defaults: kaiming_uniform(a=√5) weights, U(±1/√fan_in) bias."""
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init.fan_in_and_fan_out(self.weight.shape)
+            bound = 1.0 / math.sqrt(fan_in)
+            init.uniform_(self.bias, -bound, bound)
+
+    def pads(self):
+        """(before, after) padding of each spatial dimension; 'same' splits
+        dilation*(k-1) with the extra element after, as PyTorch."""
+        if self.padding == "valid":
+            return tuple((0, 0) for _ in range(self._nd))
+        if self.padding == "same":
+            out = []
+            for k, d in zip(self.kernel_size, self.dilation):
+                total = d * (k - 1)
+                out.append((total // 2, total - total // 2))
+            return tuple(out)
+        return tuple((p, p) for p in self.padding)
+
+    # Conv1D maps onto the 2-d machinery with a height-1 kernel.
+    def _as_2d(self):
+        pads = self.pads()
+        if self._nd == 2:
+            return self.kernel_size, self.stride, (*pads[0], *pads[1]), self.dilation
+        (k,), (s,), (d,) = self.kernel_size, self.stride, self.dilation
+        return (1, k), (1, s), (0, 0, *pads[0]), (1, d)
+
+    def _weight_2d(self):
+        w = self.weight.data
+        return w if self._nd == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+
+    def forward(self, x):
+        self._check_input(x, ndim=self._nd + 2, dim=[(1, self.in_channels, "in_channels")])
+        x4 = x if self._nd == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+        kernel, stride, padding, dilation = self._as_2d()
+        g = ops.geometry(x4.shape, kernel, stride, padding, dilation)
+        if g.oh < 1 or g.ow < 1:
+            raise ShapeError(
+                f"{self._label()}: expected an input whose padded spatial size covers the dilated kernel, "
+                f"received shape {tuple(x.shape)}"
+            )
+        bias = None if self.bias is None else self.bias.data
+        y4, col = ops.conv2d_forward(x4, self._weight_2d(), bias, g, self.groups)
+        y = y4 if self._nd == 2 else y4.reshape(g.n, self.out_channels, g.ow)
+        self._save(col, g, out=y)  # col: (C*KH*KW, N*OH*OW), g: ops.Geometry
+        return y
+
+    def backward(self, dy):
+        col, g = self._take_cache(dy)
+        dy4 = dy.reshape(g.n, self.out_channels, g.oh, g.ow)
+        dx4, dweight, dbias = ops.conv2d_backward(dy4, col, self._weight_2d(), g, self.groups)
+        self.weight.accumulate(dweight.reshape(self.weight.shape))
+        if self.bias is not None:
+            self.bias.accumulate(dbias)
+        return dx4 if self._nd == 2 else dx4.reshape(g.n, g.c, g.w)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0,) * self._nd:
+            s += f", padding={self.padding!r}"
+        if self.dilation != (1,) * self._nd:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv2D(_ConvNd):
+    """2-d convolution (cross-correlation, as PyTorch's ``nn.Conv2d``).
+
+    Args:
+        in_channels, out_channels: C and O; both divisible by ``groups``.
+        kernel_size, stride, dilation: an int or a pair (height, width).
+        padding: an int, a pair, ``"valid"`` (none) or ``"same"`` (output size
+            equals input size; stride 1 only; an odd total puts the extra row
+            or column at the bottom/right, as PyTorch).
+        groups: G; input and output channels split into G independent groups.
+        bias: learn a per-channel bias.
+
+    Shape:
+        x: (N, C, H, W)  →  y: (N, O, OH, OW),
+        OH = ⌊(H + pad_top + pad_bottom - dilation·(KH-1) - 1) / stride⌋ + 1 (OW likewise).
+
+    Parameters:
+        weight: (O, C/G, KH, KW); bias: (O,).  Initialised as PyTorch.
+
+    Forward, with col = im2col(x) (C·KH·KW, N·OH·OW) and per group g:
+        y_g = W_g col_g + b
+    Backward:
+        dW_g += dy_g col_gᵀ,   db += Σ_{n,oh,ow} dy,   dx = col2im(W_gᵀ dy_g)
+    """
+
+    _nd = 2
+
+
+class Conv1D(_ConvNd):
+    """1-d convolution over sequences, PyTorch's ``nn.Conv1d``.
+
+    Same arguments as :class:`Conv2D` with ints (or 1-tuples) for the kernel,
+    stride, padding and dilation.  Shape: x (N, C, L) → y (N, O, OL).
+    Parameters: weight (O, C/G, K), bias (O,).  Runs on Conv2D's machinery
+    with a height-1 kernel.
+    """
+
+    _nd = 1

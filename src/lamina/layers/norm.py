@@ -1,0 +1,137 @@
+"""Batch normalisation with PyTorch's semantics (BatchNorm1d, BatchNorm2d).
+
+The derivation is in docs/normalization.md.  With the statistics taken over
+every axis but the channel axis (m values per channel):
+
+    mu = mean(x),  var = mean((x - mu)^2)            (biased, to normalise)
+    xhat = (x - mu) * inv_std,  inv_std = 1 / sqrt(var + eps)
+    y = gamma * xhat + beta
+
+    dgamma = sum(dy * xhat),  dbeta = sum(dy)
+    dx = gamma * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat))     (batch statistics)
+    dx = gamma * inv_std * dy                                           (running statistics)
+"""
+
+import numpy as np
+
+from .. import backend
+from ..errors import ShapeError
+from ..module import Layer, Parameter
+from ._utils import positive_int
+
+
+class _BatchNorm(Layer):
+    _ndims = (4,)
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=np.float32):
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = positive_int(num_features, name, "num_features")
+        if not eps > 0:
+            raise ValueError(f"{name}: expected eps > 0, received {eps!r}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"{name}: expected momentum in [0, 1] or None (cumulative average), received {momentum!r}")
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        c = self.num_features
+        if self.affine:
+            self.weight = Parameter(np.ones(c, dtype=dtype))
+            self.bias = Parameter(np.zeros(c, dtype=dtype))
+        self._stats_dtype = np.dtype(dtype)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", np.zeros(c, dtype=dtype))
+            self.register_buffer("running_var", np.ones(c, dtype=dtype))
+            self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+    def forward(self, x):
+        if x is not None and backend.is_array(x) and x.ndim not in self._ndims:
+            self._check_input(x)  # type and dtype errors first
+            expected = " or ".join(f"{n}-d" for n in self._ndims)
+            raise ShapeError(f"{self._label()}: expected a {expected} input, received shape {tuple(x.shape)}")
+        self._check_input(x, dim=[(1, self.num_features, "num_features")])
+        axes = (0, *range(2, x.ndim))
+        bshape = (1, self.num_features) + (1,) * (x.ndim - 2)
+        use_batch = self.training or not self.track_running_stats
+        if use_batch:
+            m = x.size // self.num_features
+            if self.training and m < 2:
+                raise ShapeError(
+                    f"{self._label()}: expected more than 1 value per channel when training, received shape {tuple(x.shape)}"
+                )
+            mean = x.mean(axis=axes, dtype=x.dtype)
+            var = ((x - mean.reshape(bshape)) ** 2).mean(axis=axes, dtype=x.dtype)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var, m)
+        else:
+            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
+        xp = backend.get_array_module(x)
+        inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype, copy=False)
+        xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
+        y = xhat * self.weight.data.reshape(bshape) + self.bias.data.reshape(bshape) if self.affine else xhat.copy()
+        self._save(xhat, inv_std, use_batch, out=y)  # xhat: like x; inv_std: (C,)
+        return y
+
+    def _update_running_stats(self, mean, var, m):
+        self.num_batches_tracked[...] += 1
+        if self.momentum is None:  # cumulative moving average, as PyTorch
+            f = 1.0 / float(self.num_batches_tracked)
+        else:
+            f = self.momentum
+        unbiased = var * (m / (m - 1))
+        self.running_mean[...] = (1 - f) * self.running_mean + f * mean.astype(self.running_mean.dtype)
+        self.running_var[...] = (1 - f) * self.running_var + f * unbiased.astype(self.running_var.dtype)
+
+    def backward(self, dy):
+        xhat, inv_std, use_batch = self._take_cache(dy)
+        axes = (0, *range(2, dy.ndim))
+        bshape = (1, self.num_features) + (1,) * (dy.ndim - 2)
+        if self.affine:
+            self.weight.accumulate((dy * xhat).sum(axis=axes))
+            self.bias.accumulate(dy.sum(axis=axes))
+            scale = (self.weight.data * inv_std).reshape(bshape)
+        else:
+            scale = inv_std.reshape(bshape)
+        if not use_batch:
+            return dy * scale
+        mean_dy = dy.mean(axis=axes, keepdims=True, dtype=dy.dtype)
+        mean_dy_xhat = (dy * xhat).mean(axis=axes, keepdims=True, dtype=dy.dtype)
+        return scale * (dy - mean_dy - xhat * mean_dy_xhat)
+
+    def extra_repr(self):
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation over (N, C) or (N, C, L), PyTorch's ``nn.BatchNorm1d``.
+
+    Args:
+        num_features: C.
+        eps: added to the variance, 1e-5.
+        momentum: running-statistics update factor, 0.1 (None: cumulative average).
+        affine: learn gamma (``weight``, ones) and beta (``bias``, zeros).
+        track_running_stats: keep ``running_mean``, ``running_var`` (unbiased)
+            and ``num_batches_tracked`` buffers and use them in eval mode.
+
+    Training normalises with the batch's biased variance and updates the
+    running statistics; eval mode normalises with the running statistics.
+    """
+
+    _ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over (N, C, H, W), PyTorch's ``nn.BatchNorm2d``;
+    arguments and semantics as :class:`BatchNorm1d`."""
+
+    _ndims = (4,)

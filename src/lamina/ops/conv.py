@@ -1,0 +1,188 @@
+"""Convolution and pooling: im2col + GEMM on both backends, C++ window kernels on the CPU.
+
+The geometry of one window sweep is a :class:`Geometry`.  Layers build it
+with :func:`geometry` after validating their input, then call the functions
+here; each picks ``lamina._C`` for NumPy float32/float64 arrays and the
+NumPy/CuPy reference otherwise (see :mod:`lamina.ops`).
+
+Convolution as GEMM, with P = OH*OW, K = C/G*KH*KW and G groups:
+
+    col = im2col(x)                                  (G*K, N*P)
+    Y_g = W_g @ col_g                                (O/G, N*P), then (N, O, P) + b
+    dW_g = dY_g @ col_gᵀ                             (O/G, K)
+    dcol_g = W_gᵀ @ dY_g,  dx = col2im(dcol)         (N, C, H, W)
+    db = Σ_{n,p} dy
+
+The GEMMs run on NumPy's BLAS (cuBLAS through CuPy on the GPU).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import backend
+from . import _addr, _contiguous, _cpu_kernel, reference
+
+
+class Geometry(NamedTuple):
+    """Input (n, c, h, w), kernel (kh, kw), stride (sh, sw), padding top/left
+    (pt, pl), dilation (dh, dw), output (oh, ow).  The bottom/right padding
+    is implied by the output size."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    pt: int
+    pl: int
+    dh: int
+    dw: int
+    oh: int
+    ow: int
+
+
+def output_size(size, kernel, stride, pad_before, pad_after, dilation):
+    """floor((size + pads - dilation*(kernel-1) - 1) / stride) + 1 (may be < 1)."""
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def geometry(x_shape, kernel, stride, padding, dilation=(1, 1)):
+    """Geometry of sweeping a (kh, kw) window over x (N, C, H, W); padding is
+    (top, bottom, left, right).  The caller checks that oh, ow >= 1."""
+    n, c, h, w = (int(s) for s in x_shape)
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    pt, pb, pl, pr = padding
+    oh = output_size(h, kh, sh, pt, pb, dh)
+    ow = output_size(w, kw, sw, pl, pr, dw)
+    return Geometry(n, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+# --------------------------------------------------------------------------
+# im2col / col2im
+# --------------------------------------------------------------------------
+
+
+def im2col(x, g):
+    """x (N, C, H, W) -> col (C*KH*KW, N*OH*OW), zero where a window reads padding."""
+    xp = backend.get_array_module(x)
+    if xp is np and (mod := _cpu_kernel("im2col", x)) is not None:
+        (x,) = _contiguous(np, x)
+        col = np.empty((g.c * g.kh * g.kw, g.n * g.oh * g.ow), dtype=x.dtype)
+        mod.im2col(_addr(col), _addr(x), g, x.dtype.name)
+        return col
+    return reference.im2col(xp, x, g)
+
+
+def col2im(dcol, g):
+    """The adjoint of :func:`im2col`: dx (N, C, H, W), summing overlapping windows."""
+    xp = backend.get_array_module(dcol)
+    if xp is np and (mod := _cpu_kernel("col2im", dcol)) is not None:
+        (dcol,) = _contiguous(np, dcol)
+        dx = np.empty((g.n, g.c, g.h, g.w), dtype=dcol.dtype)
+        mod.col2im(_addr(dx), _addr(dcol), g, dcol.dtype.name)
+        return dx
+    return reference.col2im(xp, dcol, g)
+
+
+# --------------------------------------------------------------------------
+# convolution
+# --------------------------------------------------------------------------
+
+
+def conv2d_forward(x, weight, bias, g, groups):
+    """y (N, O, OH, OW) and the col matrix that backward needs.
+
+    x (N, C, H, W), weight (O, C/G, KH, KW), bias (O,) or None.
+    """
+    xp = backend.get_array_module(x)
+    o = weight.shape[0]
+    col = im2col(x, g)  # (C*KH*KW, N*P)
+    if groups == 1:
+        y = weight.reshape(o, -1) @ col  # (O, N*P)
+    else:
+        k = col.shape[0] // groups
+        y = weight.reshape(groups, o // groups, k) @ col.reshape(groups, k, -1)  # (G, O/G, N*P)
+    y = y.reshape(o, g.n, g.oh * g.ow)
+    out = xp.empty((g.n, o, g.oh * g.ow), dtype=x.dtype)
+    if bias is not None:
+        xp.add(y.transpose(1, 0, 2), bias.reshape(1, o, 1), out=out)
+    else:
+        out[...] = y.transpose(1, 0, 2)
+    return out.reshape(g.n, o, g.oh, g.ow), col
+
+
+def conv2d_backward(dy, col, weight, g, groups, need_dx=True):
+    """(dx, dweight, dbias) of :func:`conv2d_forward`; dx is None unless need_dx."""
+    xp = backend.get_array_module(dy)
+    o = weight.shape[0]
+    dbias = dy.sum(axis=(0, 2, 3))
+    dy_t = xp.ascontiguousarray(dy.reshape(g.n, o, -1).transpose(1, 0, 2)).reshape(o, -1)  # (O, N*P)
+    if groups == 1:
+        dweight = (dy_t @ col.T).reshape(weight.shape)
+        dcol = weight.reshape(o, -1).T @ dy_t if need_dx else None
+    else:
+        k = col.shape[0] // groups
+        dy_g = dy_t.reshape(groups, o // groups, -1)
+        col_g = col.reshape(groups, k, -1)
+        dweight = (dy_g @ col_g.transpose(0, 2, 1)).reshape(weight.shape)
+        w_g = weight.reshape(groups, o // groups, k)
+        dcol = (w_g.transpose(0, 2, 1) @ dy_g).reshape(groups * k, -1) if need_dx else None
+    dx = col2im(dcol, g) if need_dx else None
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------
+# pooling (planes of x (N, C, H, W) pooled independently)
+# --------------------------------------------------------------------------
+
+
+def _planes(g):
+    """The geometry as the C++ pooling kernels read it: N*C planes."""
+    return g._replace(n=g.n * g.c, c=1)
+
+
+def maxpool2d_forward(x, g):
+    """(y, idx): y (N, C, OH, OW), idx (N, C, OH, OW) int64 = ih*W + iw of each maximum."""
+    xp = backend.get_array_module(x)
+    if xp is np and (mod := _cpu_kernel("maxpool_forward", x)) is not None:
+        (x,) = _contiguous(np, x)
+        y = np.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
+        idx = np.empty((g.n, g.c, g.oh, g.ow), dtype=np.int64)
+        mod.maxpool_forward(_addr(y), _addr(idx), _addr(x), _planes(g), x.dtype.name)
+        return y, idx
+    return reference.maxpool_forward(xp, x, g)
+
+
+def maxpool2d_backward(dy, idx, g):
+    """dx (N, C, H, W): each dy added at its window's maximum."""
+    xp = backend.get_array_module(dy, idx)
+    if xp is np and (mod := _cpu_kernel("maxpool_backward", dy)) is not None:
+        dy, idx = _contiguous(np, dy, idx)
+        dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
+        mod.maxpool_backward(_addr(dx), _addr(dy), _addr(idx), _planes(g), dy.dtype.name)
+        return dx
+    return reference.maxpool_backward(xp, dy, idx, g)
+
+
+def avgpool2d_forward(x, g, count_include_pad=True):
+    xp = backend.get_array_module(x)
+    if xp is np and (mod := _cpu_kernel("avgpool_forward", x)) is not None:
+        (x,) = _contiguous(np, x)
+        y = np.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
+        mod.avgpool_forward(_addr(y), _addr(x), _planes(g), bool(count_include_pad), x.dtype.name)
+        return y
+    return reference.avgpool_forward(xp, x, g, count_include_pad)
+
+
+def avgpool2d_backward(dy, g, count_include_pad=True):
+    xp = backend.get_array_module(dy)
+    if xp is np and (mod := _cpu_kernel("avgpool_backward", dy)) is not None:
+        (dy,) = _contiguous(np, dy)
+        dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
+        mod.avgpool_backward(_addr(dx), _addr(dy), _planes(g), bool(count_include_pad), dy.dtype.name)
+        return dx
+    return reference.avgpool_backward(xp, dy, g, count_include_pad)

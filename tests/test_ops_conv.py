@@ -1,0 +1,126 @@
+"""im2col/col2im and the pooling kernels of lamina._C against the NumPy
+references over random geometries (stride, padding, dilation, odd sizes,
+batch 1), both dtypes, poisoned outputs; the same functions through
+lamina.ops on each backend; the adjoint identity that ties im2col to col2im."""
+
+import numpy as np
+import pytest
+
+from harness import to_numpy
+from lamina import ops
+from lamina.ops import _ext, reference
+
+C = _ext.cpu_module()
+needs_c = pytest.mark.skipif(C is None, reason=f"lamina._C not built ({_ext.import_error('_C')})")
+
+
+def random_geometry(rng, pool=False):
+    """A random valid geometry (output at least 1x1) and its 4-sided padding."""
+    while True:
+        n, c = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+        h, w = int(rng.integers(1, 12)), int(rng.integers(1, 12))
+        kh, kw = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        dh, dw = (1, 1) if pool else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        if pool:  # PyTorch's rule: padding at most half the kernel, symmetric
+            pt, pl = int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))
+            pb, pr = pt, pl
+        else:
+            pt, pb, pl, pr = (int(v) for v in rng.integers(0, 3, size=4))
+        g = ops.geometry((n, c, h, w), (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw))
+        if g.oh >= 1 and g.ow >= 1:
+            return g
+
+
+GEOMETRIES = [random_geometry(np.random.default_rng(seed)) for seed in range(40)]
+# Larger than any OpenMP chunk, stride 1 (the memcpy path) and stride 2.
+GEOMETRIES += [
+    ops.geometry((5, 7, 29, 31), (3, 3), (1, 1), (1, 1, 1, 1)),
+    ops.geometry((3, 6, 33, 17), (5, 3), (2, 2), (2, 1, 0, 2), (2, 1)),
+]
+POOL_GEOMETRIES = [random_geometry(np.random.default_rng(100 + seed), pool=True) for seed in range(30)]
+POOL_GEOMETRIES += [ops.geometry((4, 9, 28, 28), (2, 2), (2, 2), (0, 0, 0, 0))]
+
+
+def _tol(dtype):
+    return dict(rtol=1e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("g", GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+def test_im2col_col2im_kernels_match_reference(g, dtype):
+    rng = np.random.default_rng(sum(g))
+    x = rng.standard_normal((g.n, g.c, g.h, g.w)).astype(dtype)
+    col = np.full((g.c * g.kh * g.kw, g.n * g.oh * g.ow), np.nan, dtype=dtype)  # poisoned
+    C.im2col(col.ctypes.data, x.ctypes.data, g, np.dtype(dtype).name)
+    np.testing.assert_array_equal(col, reference.im2col(np, x, g))
+
+    dcol = rng.standard_normal(col.shape).astype(dtype)
+    dx = np.full(x.shape, np.nan, dtype=dtype)
+    C.col2im(dx.ctypes.data, dcol.ctypes.data, g, np.dtype(dtype).name)
+    np.testing.assert_allclose(dx, reference.col2im(np, dcol.astype(np.float64), g), **_tol(dtype))
+
+
+@pytest.mark.parametrize("g", GEOMETRIES[:12], ids=lambda g: "x".join(map(str, g)))
+def test_col2im_is_the_adjoint_of_im2col(g, xp):
+    """<im2col(x), d> = <x, col2im(d)> for every x and d: col2im is exactly the
+    transpose of the linear map im2col, which is what backward needs."""
+    rng = np.random.default_rng(sum(g) + 1)
+    x = rng.standard_normal((g.n, g.c, g.h, g.w))
+    d = rng.standard_normal((g.c * g.kh * g.kw, g.n * g.oh * g.ow))
+    lhs = float(np.sum(to_numpy(ops.im2col(xp.asarray(x), g)) * d))
+    rhs = float(np.sum(x * to_numpy(ops.col2im(xp.asarray(d), g))))
+    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("g", GEOMETRIES[::4], ids=lambda g: "x".join(map(str, g)))
+def test_ops_im2col_on_each_backend_matches_cpu(g, xp):
+    rng = np.random.default_rng(sum(g) + 2)
+    x = rng.standard_normal((g.n, g.c, g.h, g.w)).astype(np.float32)
+    np.testing.assert_array_equal(to_numpy(ops.im2col(xp.asarray(x), g)), reference.im2col(np, x, g))
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("g", POOL_GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+def test_pool_kernels_match_reference(g, dtype):
+    rng = np.random.default_rng(sum(g))
+    planes = g._replace(n=g.n * g.c, c=1)
+    name = np.dtype(dtype).name
+    x = rng.standard_normal((g.n, g.c, g.h, g.w)).astype(dtype)
+    dy = rng.standard_normal((g.n, g.c, g.oh, g.ow)).astype(dtype)
+
+    y = np.full(dy.shape, np.nan, dtype=dtype)
+    idx = np.full(dy.shape, -1, dtype=np.int64)
+    C.maxpool_forward(y.ctypes.data, idx.ctypes.data, x.ctypes.data, planes, name)
+    ry, ridx = reference.maxpool_forward(np, x, g)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    dx = np.full(x.shape, np.nan, dtype=dtype)
+    C.maxpool_backward(dx.ctypes.data, dy.ctypes.data, idx.ctypes.data, planes, name)
+    np.testing.assert_allclose(dx, reference.maxpool_backward(np, dy, idx, g), **_tol(dtype))
+
+    for include_pad in (True, False):
+        y = np.full(dy.shape, np.nan, dtype=dtype)
+        C.avgpool_forward(y.ctypes.data, x.ctypes.data, planes, include_pad, name)
+        np.testing.assert_allclose(y, reference.avgpool_forward(np, x.astype(np.float64), g, include_pad), **_tol(dtype))
+        dx = np.full(x.shape, np.nan, dtype=dtype)
+        C.avgpool_backward(dx.ctypes.data, dy.ctypes.data, planes, include_pad, name)
+        np.testing.assert_allclose(dx, reference.avgpool_backward(np, dy.astype(np.float64), g, include_pad), **_tol(dtype))
+
+
+def test_maxpool_nan_wins_and_ties_take_the_first(xp):
+    """As PyTorch: a NaN in a window is its maximum; on ties the first index."""
+    x = np.array([[[[1.0, 1.0, 0.0, np.nan], [1.0, 0.5, 2.0, 3.0]]]], dtype=np.float32)
+    g = ops.geometry(x.shape, (2, 2), (2, 2), (0, 0, 0, 0))
+    y, idx = ops.maxpool2d_forward(xp.asarray(x), g)
+    np.testing.assert_array_equal(to_numpy(idx), [[[[0, 3]]]])
+    assert to_numpy(y)[0, 0, 0, 0] == 1.0 and np.isnan(to_numpy(y)[0, 0, 0, 1])
+
+
+def test_kernels_reject_negative_geometry():
+    if C is None:
+        pytest.skip("lamina._C not built")
+    with pytest.raises(ValueError, match="negative convolution geometry"):
+        C.im2col(0, 0, (1, 1, 1, 1, 1, 1, 1, 1, -1, 0, 1, 1, 1, 1), "float32")
