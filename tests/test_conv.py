@@ -7,9 +7,9 @@ import zlib
 
 import numpy as np
 import pytest
+from harness import check_layer, random_inputs, to_numpy
 
 import lamina as lm
-from harness import check_layer, random_inputs, to_numpy
 
 
 def _inputs(name, shapes):
@@ -329,3 +329,28 @@ def test_layers_run_on_references_without_the_cpu_module(monkeypatch, torch):
         ]:
             check_layer(make, _inputs("no_C", shapes), torch_make=tmake, torch=torch, rtol=1e-4, atol=1e-5, grad_atol=1e-4)
     _warned.discard("no _C")
+
+
+def test_conv_work_buffer_reuse_never_corrupts_a_pending_backward():
+    """Conv2D reuses its previous col buffer; an inference forward under
+    no_grad between forward and backward must not overwrite the cached one."""
+    rng = np.random.default_rng(0)
+    conv = lm.Conv2D(2, 3, 3, padding=1)
+    x1, x2 = (rng.standard_normal((2, 2, 5, 5)).astype(np.float32) for _ in range(2))
+    dy = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+
+    ref = lm.Conv2D(2, 3, 3, padding=1)
+    ref.load_state_dict(conv.state_dict())
+    ref(x1)
+    dx_ref = ref.backward(dy)
+
+    conv(x2)  # a first step leaves a buffer behind
+    conv.backward(dy)
+    conv.zero_grad()
+    conv(x1)
+    with lm.no_grad():
+        conv(x2)  # must not reuse the buffer the pending backward reads
+    np.testing.assert_array_equal(conv.backward(dy), dx_ref)
+    np.testing.assert_array_equal(conv.weight.grad, ref.weight.grad)
+    conv.clear_cache()
+    assert conv.__dict__.get("_col") is None

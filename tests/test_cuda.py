@@ -5,9 +5,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import requires_cuda
 
 import lamina as lm
-from conftest import requires_cuda
 from lamina import backend, ops
 from lamina.ops import _ext
 

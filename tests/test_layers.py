@@ -5,9 +5,9 @@ import zlib
 
 import numpy as np
 import pytest
+from harness import check_layer, random_inputs, to_numpy
 
 import lamina as lm
-from harness import check_layer, random_inputs, to_numpy
 
 # name -> (lamina factory, torch factory(torch) or None, input shapes, kink)
 CASES = {

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from harness import to_numpy
 
 import lamina as lm
-from harness import to_numpy
 from lamina.testing import gradcheck
 
 XENT_SHAPES = [(1, 3), (4, 10), (7, 2), (5, 17), (2, 1), (33, 5)]

@@ -5,8 +5,8 @@ lamina.ops on each backend; the adjoint identity that ties im2col to col2im."""
 
 import numpy as np
 import pytest
-
 from harness import to_numpy
+
 from lamina import ops
 from lamina.ops import _ext, reference
 
@@ -110,13 +110,18 @@ def test_pool_kernels_match_reference(g, dtype):
         np.testing.assert_allclose(dx, reference.avgpool_backward(np, dy.astype(np.float64), g, include_pad), **_tol(dtype))
 
 
-def test_maxpool_nan_wins_and_ties_take_the_first(xp):
-    """As PyTorch: a NaN in a window is its maximum; on ties the first index."""
-    x = np.array([[[[1.0, 1.0, 0.0, np.nan], [1.0, 0.5, 2.0, 3.0]]]], dtype=np.float32)
-    g = ops.geometry(x.shape, (2, 2), (2, 2), (0, 0, 0, 0))
+@pytest.mark.parametrize("window", [(2, 2, 0), (3, 1, 1)], ids=["2x2_fast_path", "3x3_s1_p1"])
+def test_maxpool_nan_and_ties_follow_pytorch(window, xp, torch):
+    """A NaN in a window is its maximum (the last NaN if several), and ties
+    take the first index: PyTorch's indices exactly, on both code paths."""
+    k, s, p = window
+    x = np.array([[[[1.0, 1.0, 0.0, np.nan, 2.0, 2.0], [1.0, 0.5, np.nan, 3.0, 2.0, 1.0],
+                    [0.0, 0.0, 0.0, 0.0, np.nan, np.nan], [0.0, 0.0, -1.0, 5.0, 1.0, np.nan]]]], dtype=np.float32)
+    g = ops.geometry(x.shape, (k, k), (s, s), (p, p, p, p))
     y, idx = ops.maxpool2d_forward(xp.asarray(x), g)
-    np.testing.assert_array_equal(to_numpy(idx), [[[[0, 3]]]])
-    assert to_numpy(y)[0, 0, 0, 0] == 1.0 and np.isnan(to_numpy(y)[0, 0, 0, 1])
+    ty, tidx = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p, return_indices=True)
+    np.testing.assert_array_equal(to_numpy(idx), tidx.numpy())
+    np.testing.assert_array_equal(to_numpy(y), ty.numpy())
 
 
 def test_kernels_reject_negative_geometry():
@@ -124,3 +129,20 @@ def test_kernels_reject_negative_geometry():
         pytest.skip("lamina._C not built")
     with pytest.raises(ValueError, match="negative convolution geometry"):
         C.im2col(0, 0, (1, 1, 1, 1, 1, 1, 1, 1, -1, 0, 1, 1, 1, 1), "float32")
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,c,p", [(1, 1, 1), (3, 5, 7), (64, 32, 196), (2, 3, 4099)])
+def test_channel_transposes_match_reference(n, c, p, dtype):
+    rng = np.random.default_rng(n * c + p)
+    y = rng.standard_normal((c, n * p)).astype(dtype)
+    bias = rng.standard_normal(c).astype(dtype)
+    for b in (bias, None):
+        np.testing.assert_array_equal(ops.channels_to_batch_major(y, b, n), reference.channels_to_batch_major(np, y, b, n))
+    dy = rng.standard_normal((n, c, p)).astype(dtype)
+    out, sums = ops.batch_to_channels_major(dy)
+    rout, rsums = reference.batch_to_channels_major(np, dy.astype(np.float64), True)
+    np.testing.assert_array_equal(out, rout.astype(dtype))
+    np.testing.assert_allclose(sums, rsums, **(dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else _tol(dtype)))
+    assert ops.batch_to_channels_major(dy, need_sums=False)[1] is None

@@ -83,6 +83,24 @@ PYBIND11_MODULE(_C, m) {
       py::arg("smoothing"), py::arg("grad_scale"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
 
   m.def(
+      "relu_forward",
+      [](uintptr_t y, uintptr_t x, int64_t n, const std::string& dtype) {
+        if (dtype == "float32") return relu_forward(ptr<float>(y), ptr<const float>(x), n);
+        if (dtype == "float64") return relu_forward(ptr<double>(y), ptr<const double>(x), n);
+        bad_dtype("relu_forward", dtype);
+      },
+      py::arg("y"), py::arg("x"), py::arg("n"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "relu_backward",
+      [](uintptr_t dx, uintptr_t dy, uintptr_t y, int64_t n, const std::string& dtype) {
+        if (dtype == "float32") return relu_backward(ptr<float>(dx), ptr<const float>(dy), ptr<const float>(y), n);
+        if (dtype == "float64") return relu_backward(ptr<double>(dx), ptr<const double>(dy), ptr<const double>(y), n);
+        bad_dtype("relu_backward", dtype);
+      },
+      py::arg("dx"), py::arg("dy"), py::arg("y"), py::arg("n"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
       "im2col",
       [](uintptr_t col, uintptr_t x, const GeometryTuple& g, const std::string& dtype) {
         if (dtype == "float32") return im2col(ptr<float>(col), ptr<const float>(x), geometry(g));
@@ -99,6 +117,30 @@ PYBIND11_MODULE(_C, m) {
         bad_dtype("col2im", dtype);
       },
       py::arg("dx"), py::arg("dcol"), py::arg("geometry"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "channels_to_batch_major",
+      [](uintptr_t out, uintptr_t in, uintptr_t bias, int64_t n, int64_t c, int64_t p, const std::string& dtype) {
+        if (dtype == "float32")
+          return channels_to_batch_major(ptr<float>(out), ptr<const float>(in), ptr<const float>(bias), n, c, p);
+        if (dtype == "float64")
+          return channels_to_batch_major(ptr<double>(out), ptr<const double>(in), ptr<const double>(bias), n, c, p);
+        bad_dtype("channels_to_batch_major", dtype);
+      },
+      py::arg("out"), py::arg("x"), py::arg("bias"), py::arg("n"), py::arg("c"), py::arg("p"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "batch_to_channels_major",
+      [](uintptr_t out, uintptr_t sums, uintptr_t in, int64_t n, int64_t c, int64_t p, const std::string& dtype) {
+        if (dtype == "float32")
+          return batch_to_channels_major(ptr<float>(out), ptr<float>(sums), ptr<const float>(in), n, c, p);
+        if (dtype == "float64")
+          return batch_to_channels_major(ptr<double>(out), ptr<double>(sums), ptr<const double>(in), n, c, p);
+        bad_dtype("batch_to_channels_major", dtype);
+      },
+      py::arg("out"), py::arg("sums"), py::arg("x"), py::arg("n"), py::arg("c"), py::arg("p"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
 
   m.def(
       "maxpool_forward",
@@ -165,6 +207,7 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("openmp") = false;
 #endif
-  m.attr("kernels") = py::make_tuple("gelu_forward", "gelu_backward", "softmax_xent", "im2col", "col2im",
+  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "softmax_xent", "im2col", "col2im",
+                                      "channels_to_batch_major", "batch_to_channels_major",
                                       "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward");
 }

@@ -101,6 +101,49 @@ void col2im(T* dx, const T* dcol, const ConvGeometry& g) {
   }
 }
 
+// The GEMM's output is channel-major, (C, N, P); layers want (N, C, P).
+// out[n, c, :] = in[c, n, :] + bias[c], one contiguous P-run at a time.
+template <typename T>
+void channels_to_batch_major(T* out, const T* in, const T* bias, int64_t n, int64_t c, int64_t p) {
+#pragma omp parallel for collapse(2) schedule(static) if (n * c * p >= (1 << 15))
+  for (int64_t ni = 0; ni < n; ++ni) {
+    for (int64_t ci = 0; ci < c; ++ci) {
+      const T* src = in + (ci * n + ni) * p;
+      T* dst = out + (ni * c + ci) * p;
+      const T b = bias != nullptr ? bias[ci] : T(0);
+#pragma omp simd
+      for (int64_t k = 0; k < p; ++k) dst[k] = src[k] + b;
+    }
+  }
+}
+
+// The reverse, for the output gradient: out[c, n, :] = in[n, c, :], and
+// sums[c] = sum over n and p of in[n, c, :] (the bias gradient) when sums is
+// not null.  One thread owns each channel, so the sums need no atomics.
+template <typename T>
+void batch_to_channels_major(T* out, T* sums, const T* in, int64_t n, int64_t c, int64_t p) {
+#pragma omp parallel for schedule(static) if (n * c * p >= (1 << 15))
+  for (int64_t ci = 0; ci < c; ++ci) {
+    double total = 0;
+    for (int64_t ni = 0; ni < n; ++ni) {
+      const T* src = in + (ni * c + ci) * p;
+      T* dst = out + (ci * n + ni) * p;
+      T s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t k = 0; k < p; ++k) {
+        dst[k] = src[k];
+        s += src[k];
+      }
+      total += double(s);
+    }
+    if (sums != nullptr) sums[ci] = T(total);
+  }
+}
+
+template void channels_to_batch_major<float>(float*, const float*, const float*, int64_t, int64_t, int64_t);
+template void channels_to_batch_major<double>(double*, const double*, const double*, int64_t, int64_t, int64_t);
+template void batch_to_channels_major<float>(float*, float*, const float*, int64_t, int64_t, int64_t);
+template void batch_to_channels_major<double>(double*, double*, const double*, int64_t, int64_t, int64_t);
 template void im2col<float>(float*, const float*, const ConvGeometry&);
 template void im2col<double>(double*, const double*, const ConvGeometry&);
 template void col2im<float>(float*, const float*, const ConvGeometry&);

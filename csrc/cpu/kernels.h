@@ -36,6 +36,12 @@ template <typename T>
 void softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* labels, int64_t n, int64_t c,
                   double smoothing, double grad_scale);
 
+// ReLU: y = x < 0 ? 0 : x;  dx = y > 0 ? dy : 0.
+template <typename T>
+void relu_forward(T* y, const T* x, int64_t n);
+template <typename T>
+void relu_backward(T* dx, const T* dy, const T* y, int64_t n);
+
 // x (N, C, H, W) -> col (C*KH*KW, N*OH*OW); see conv.cpp for the layout.
 template <typename T>
 void im2col(T* col, const T* x, const ConvGeometry& g);
@@ -43,6 +49,13 @@ void im2col(T* col, const T* x, const ConvGeometry& g);
 // The adjoint of im2col: dx (N, C, H, W) = scatter-add of dcol (overwrites dx).
 template <typename T>
 void col2im(T* dx, const T* dcol, const ConvGeometry& g);
+
+// (C, N, P) -> (N, C, P) plus bias[c] (bias may be null), and the reverse
+// (N, C, P) -> (C, N, P) with per-channel sums (sums may be null).
+template <typename T>
+void channels_to_batch_major(T* out, const T* in, const T* bias, int64_t n, int64_t c, int64_t p);
+template <typename T>
+void batch_to_channels_major(T* out, T* sums, const T* in, int64_t n, int64_t c, int64_t p);
 
 // Pooling over g.n planes of (h, w) (g.c is ignored); idx holds ih*w + iw of each maximum.
 template <typename T>

@@ -4,7 +4,8 @@
 // max-pooling treats it as -inf, average pooling as 0.
 //
 //   max:  y[o] = max over the window,  idx[o] = ih*W + iw of the maximum
-//         (the first one on ties; a NaN wins, as in PyTorch)
+//         (the first one on ties; a NaN wins, the last NaN if several:
+//         "take v when v > max or v is NaN", exactly PyTorch's rule)
 //         dx[idx[o]] += dy[o]
 //   avg:  y[o] = sum over the window / d,  d = KH*KW with count_include_pad,
 //         else the number of window elements inside the image
@@ -34,8 +35,44 @@ inline Span span(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t exte
 
 }  // namespace
 
+// The common 2x2, stride-2, unpadded window: every window lies inside the
+// image, so there is no clipping, and the four-way max is branch-free selects
+// that GCC vectorises (the offset is int32 so that SSE2 can blend it).
+template <typename T>
+void maxpool_2x2(T* y, int64_t* idx, const T* x, const ConvGeometry& g) {
+  const int32_t w = int32_t(g.w);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t p = 0; p < g.n; ++p) {
+    for (int64_t oh = 0; oh < g.oh; ++oh) {
+      const int64_t top = 2 * oh * g.w;
+      const T* r0 = x + p * g.h * g.w + top;
+      const T* r1 = r0 + g.w;
+      T* out = y + (p * g.oh + oh) * g.ow;
+      int64_t* arg = idx + (p * g.oh + oh) * g.ow;
+#pragma omp simd
+      for (int64_t ow = 0; ow < g.ow; ++ow) {
+        const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+        T m = a;
+        int32_t off = 0;
+        bool take = (b > m) | (b != b);
+        m = take ? b : m;
+        off = take ? 1 : off;
+        take = (c > m) | (c != c);
+        m = take ? c : m;
+        off = take ? w : off;
+        take = (d > m) | (d != d);
+        m = take ? d : m;
+        off = take ? w + 1 : off;
+        out[ow] = m;
+        arg[ow] = top + 2 * ow + off;
+      }
+    }
+  }
+}
+
 template <typename T>
 void maxpool_forward(T* y, int64_t* idx, const T* x, const ConvGeometry& g) {
+  if (g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0) return maxpool_2x2(y, idx, x, g);
   const int64_t HW = g.h * g.w, P = g.oh * g.ow;
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < g.n; ++p) {
@@ -54,11 +91,9 @@ void maxpool_forward(T* y, int64_t* idx, const T* x, const ConvGeometry& g) {
             if (v > best || std::isnan(v)) {
               best = v;
               best_at = ih * g.w + iw;
-              if (std::isnan(v)) goto done;
             }
           }
         }
-      done:
         out[oh * g.ow + ow] = best;
         arg[oh * g.ow + ow] = best_at;
       }

@@ -16,7 +16,15 @@ __version__ = "0.1.0"
 
 from . import init, optim, testing
 from .backend import Device, cuda_available, get_array_module
-from .errors import CacheError, DeviceError, DTypeError, LaminaError, PerformanceWarning, ShapeError, StateDictError
+from .errors import (
+    CacheError,
+    DeviceError,
+    DTypeError,
+    LaminaError,
+    PerformanceWarning,
+    ShapeError,
+    StateDictError,
+)
 from .layers import (
     GELU,
     AvgPool1D,

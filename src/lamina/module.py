@@ -205,9 +205,14 @@ class Layer:
         return saved
 
     def clear_cache(self):
-        """Drop the forward caches of this layer and every descendant."""
+        """Drop the forward caches (and any reusable work buffers) of this
+        layer and every descendant."""
         for m in self.modules():
-            object.__setattr__(m, "_cache", None)
+            m._release()
+
+    def _release(self):
+        """Drop this layer's cache; layers that keep work buffers extend it."""
+        object.__setattr__(self, "_cache", None)
 
     def has_cache(self):
         return self._cache is not None
@@ -372,7 +377,7 @@ class Layer:
                     p.grad = convert(p.grad)
             for name in m._buffers:
                 m._set_buffer(name, convert(getattr(m, name)))
-            object.__setattr__(m, "_cache", None)
+            m._release()
         return self
 
     def cpu(self):

@@ -12,7 +12,6 @@ Each source's state can be read and restored (:func:`get_rng_state`,
 
 import numpy as np
 
-
 _DEFAULT_SEED = 0x1A31A
 
 _seed = _DEFAULT_SEED

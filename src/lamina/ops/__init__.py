@@ -9,8 +9,7 @@ backend themselves.  Each function picks, in this order:
 * otherwise the reference in :mod:`lamina.ops.reference`, announced once by
   a :class:`lamina.PerformanceWarning` when a compiled kernel was expected.
 
-Where NumPy or CuPy already do the job well (ReLU on the CPU, GEMMs on
-NumPy's BLAS) the reference *is* the chosen path and nothing is announced.
+Where NumPy or CuPy already do the job well (GEMMs on NumPy's BLAS) the reference *is* the chosen path and nothing is announced.
 """
 
 import numpy as np
@@ -84,7 +83,14 @@ def _stream(xp):
 def relu_forward(x):
     """y = max(x, 0)."""
     xp = backend.get_array_module(x)
-    if xp is not np and (mod := _cuda_kernel("relu_forward", x)) is not None:
+    if xp is np:
+        mod = _cpu_kernel("relu_forward", x)
+        if mod is not None:
+            (x,) = _contiguous(xp, x)
+            y = np.empty_like(x)
+            mod.relu_forward(_addr(y), _addr(x), x.size, x.dtype.name)
+            return y
+    elif (mod := _cuda_kernel("relu_forward", x)) is not None:
         (x,) = _contiguous(xp, x)
         with x.device:
             y = xp.empty_like(x)
@@ -96,7 +102,14 @@ def relu_forward(x):
 def relu_backward(dy, y):
     """dx = dy where y > 0, else 0."""
     xp = backend.get_array_module(dy, y)
-    if xp is not np and (mod := _cuda_kernel("relu_backward", dy)) is not None:
+    if xp is np:
+        mod = _cpu_kernel("relu_backward", dy)
+        if mod is not None:
+            dy, y = _contiguous(xp, dy, y)
+            dx = np.empty_like(dy)
+            mod.relu_backward(_addr(dx), _addr(dy), _addr(y), dy.size, dy.dtype.name)
+            return dx
+    elif (mod := _cuda_kernel("relu_backward", dy)) is not None:
         dy, y = _contiguous(xp, dy, y)
         with dy.device:
             dx = xp.empty_like(dy)
@@ -211,10 +224,12 @@ def random_uniform_cuda(shape, dtype, key, offset):
 
 # convolution and pooling live in their own module; imported last because it
 # uses the helpers above.
-from .conv import (  # noqa: E402
+from .conv import (  # noqa: E402, F401 - re-exported for the layers
     Geometry,
     avgpool2d_backward,
     avgpool2d_forward,
+    batch_to_channels_major,
+    channels_to_batch_major,
     col2im,
     conv2d_backward,
     conv2d_forward,
@@ -222,4 +237,5 @@ from .conv import (  # noqa: E402
     im2col,
     maxpool2d_backward,
     maxpool2d_forward,
+    release_scratch,
 )

@@ -1,6 +1,7 @@
 """Loading of the compiled kernel modules, with the reason when one is missing."""
 
 import importlib
+import os
 
 _modules = {}
 _errors = {}
@@ -17,7 +18,16 @@ def _load(name):
 
 
 def cpu_module():
-    """``lamina._C`` (C++/OpenMP kernels), or None if it was not built."""
+    """``lamina._C`` (C++/OpenMP kernels), or None if it was not built.
+
+    Before the first import, ``OMP_WAIT_POLICY`` defaults to ``PASSIVE``
+    (unless the user set it): lamina's OpenMP threads then sleep between
+    kernels instead of spinning, which on a machine with few cores would take
+    the cores NumPy's BLAS threads need for the GEMM that follows (measured in
+    csrc/NOTES.md).  Set ``OMP_WAIT_POLICY=ACTIVE`` to get the spinning back.
+    """
+    if "_C" not in _modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return _load("_C")
 
 

@@ -14,8 +14,16 @@ Convolution as GEMM, with P = OH*OW, K = C/G*KH*KW and G groups:
     db = Σ_{n,p} dy
 
 The GEMMs run on NumPy's BLAS (cuBLAS through CuPy on the GPU).
+
+Memory.  col is the largest array of a CNN step (KH*KW times the input).  A
+layer may hand its previous col back to :func:`conv2d_forward` to be
+overwritten, and dcol, which lives only inside :func:`conv2d_backward`, is
+written into a per-thread scratch buffer on the CPU.  Both save a fresh
+allocation, whose page faults cost about as much as the im2col itself
+(csrc/NOTES.md).  :func:`release_scratch` frees the scratch buffer.
 """
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -66,15 +74,46 @@ def geometry(x_shape, kernel, stride, padding, dilation=(1, 1)):
 # --------------------------------------------------------------------------
 
 
-def im2col(x, g):
-    """x (N, C, H, W) -> col (C*KH*KW, N*OH*OW), zero where a window reads padding."""
+def im2col(x, g, out=None):
+    """x (N, C, H, W) -> col (C*KH*KW, N*OH*OW), zero where a window reads padding.
+
+    ``out``: an array to overwrite, used when its shape, dtype and device fit.
+    """
     xp = backend.get_array_module(x)
+    shape = (g.c * g.kh * g.kw, g.n * g.oh * g.ow)
     if xp is np and (mod := _cpu_kernel("im2col", x)) is not None:
         (x,) = _contiguous(np, x)
-        col = np.empty((g.c * g.kh * g.kw, g.n * g.oh * g.ow), dtype=x.dtype)
+        col = out if _fits(out, shape, x) else np.empty(shape, dtype=x.dtype)
         mod.im2col(_addr(col), _addr(x), g, x.dtype.name)
         return col
     return reference.im2col(xp, x, g)
+
+
+def _fits(buf, shape, like):
+    return (
+        buf is not None and type(buf) is type(like) and buf.shape == shape and buf.dtype == like.dtype
+        and buf.flags.c_contiguous and backend.device_of(buf) == backend.device_of(like)
+    )
+
+
+_scratch = threading.local()
+
+
+def _scratch_array(shape, dtype):
+    """A NumPy array of ``shape`` whose memory is reused from call to call on
+    this thread (its contents are garbage).  Only for results that die before
+    the function that asked for them returns."""
+    dtype = np.dtype(dtype)
+    need = int(np.prod(shape)) * dtype.itemsize
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.nbytes < need:
+        buf = _scratch.buf = np.empty(need, dtype=np.uint8)
+    return buf[:need].view(dtype).reshape(shape)
+
+
+def release_scratch():
+    """Free this thread's convolution scratch buffer."""
+    _scratch.buf = None
 
 
 def col2im(dcol, g):
@@ -93,44 +132,68 @@ def col2im(dcol, g):
 # --------------------------------------------------------------------------
 
 
-def conv2d_forward(x, weight, bias, g, groups):
+def channels_to_batch_major(y, bias, n):
+    """(C, N*P) GEMM output -> (N, C, P), plus bias[c] when bias is not None."""
+    xp = backend.get_array_module(y)
+    c, p = y.shape[0], y.shape[1] // n
+    if xp is np and (mod := _cpu_kernel("channels_to_batch_major", y)) is not None:
+        (y,) = _contiguous(np, y)
+        out = np.empty((n, c, p), dtype=y.dtype)
+        mod.channels_to_batch_major(_addr(out), _addr(y), 0 if bias is None else _addr(bias), n, c, p, y.dtype.name)
+        return out
+    return reference.channels_to_batch_major(xp, y, bias, n)
+
+
+def batch_to_channels_major(dy, need_sums=True):
+    """(N, C, P) -> ((C, N*P), per-channel sums (C,) or None)."""
+    xp = backend.get_array_module(dy)
+    n, c, p = dy.shape
+    if xp is np and (mod := _cpu_kernel("batch_to_channels_major", dy)) is not None:
+        (dy,) = _contiguous(np, dy)
+        out = np.empty((c, n * p), dtype=dy.dtype)
+        sums = np.empty(c, dtype=dy.dtype) if need_sums else None
+        mod.batch_to_channels_major(_addr(out), 0 if sums is None else _addr(sums), _addr(dy), n, c, p, dy.dtype.name)
+        return out, sums
+    return reference.batch_to_channels_major(xp, dy, need_sums)
+
+
+def conv2d_forward(x, weight, bias, g, groups, col_buffer=None):
     """y (N, O, OH, OW) and the col matrix that backward needs.
 
     x (N, C, H, W), weight (O, C/G, KH, KW), bias (O,) or None.
+    ``col_buffer``: a previous col to overwrite (the caller guarantees that
+    nothing still reads it), used when its shape and dtype fit.
     """
-    xp = backend.get_array_module(x)
     o = weight.shape[0]
-    col = im2col(x, g)  # (C*KH*KW, N*P)
+    col = im2col(x, g, out=col_buffer)  # (C*KH*KW, N*P)
     if groups == 1:
         y = weight.reshape(o, -1) @ col  # (O, N*P)
     else:
         k = col.shape[0] // groups
         y = weight.reshape(groups, o // groups, k) @ col.reshape(groups, k, -1)  # (G, O/G, N*P)
-    y = y.reshape(o, g.n, g.oh * g.ow)
-    out = xp.empty((g.n, o, g.oh * g.ow), dtype=x.dtype)
-    if bias is not None:
-        xp.add(y.transpose(1, 0, 2), bias.reshape(1, o, 1), out=out)
-    else:
-        out[...] = y.transpose(1, 0, 2)
-    return out.reshape(g.n, o, g.oh, g.ow), col
+    y = channels_to_batch_major(y.reshape(o, -1), bias, g.n)
+    return y.reshape(g.n, o, g.oh, g.ow), col
 
 
 def conv2d_backward(dy, col, weight, g, groups, need_dx=True):
     """(dx, dweight, dbias) of :func:`conv2d_forward`; dx is None unless need_dx."""
     xp = backend.get_array_module(dy)
     o = weight.shape[0]
-    dbias = dy.sum(axis=(0, 2, 3))
-    dy_t = xp.ascontiguousarray(dy.reshape(g.n, o, -1).transpose(1, 0, 2)).reshape(o, -1)  # (O, N*P)
+    dy_t, dbias = batch_to_channels_major(dy.reshape(g.n, o, -1))  # (O, N*P), (O,)
+    k = col.shape[0] // groups
+    dcol = None
+    if need_dx:
+        dcol = _scratch_array(col.shape, col.dtype) if xp is np else xp.empty_like(col)
     if groups == 1:
         dweight = (dy_t @ col.T).reshape(weight.shape)
-        dcol = weight.reshape(o, -1).T @ dy_t if need_dx else None
+        if need_dx:
+            xp.matmul(weight.reshape(o, -1).T, dy_t, out=dcol)
     else:
-        k = col.shape[0] // groups
         dy_g = dy_t.reshape(groups, o // groups, -1)
         col_g = col.reshape(groups, k, -1)
         dweight = (dy_g @ col_g.transpose(0, 2, 1)).reshape(weight.shape)
-        w_g = weight.reshape(groups, o // groups, k)
-        dcol = (w_g.transpose(0, 2, 1) @ dy_g).reshape(groups * k, -1) if need_dx else None
+        if need_dx:
+            xp.matmul(weight.reshape(groups, o // groups, k).transpose(0, 2, 1), dy_g, out=dcol.reshape(groups, k, -1))
     dx = col2im(dcol, g) if need_dx else None
     return dx, dweight, dbias
 

@@ -143,12 +143,30 @@ def col2im(xp, dcol, g):
     return _scatter_windows(xp, lambda i, j: d6[:, i, j].transpose(1, 0, 2, 3), g, dcol.dtype)
 
 
+def channels_to_batch_major(xp, y, bias, n):
+    c = y.shape[0]
+    out = xp.ascontiguousarray(y.reshape(c, n, -1).transpose(1, 0, 2))
+    if bias is not None:
+        out += bias.reshape(1, c, 1)
+    return out
+
+
+def batch_to_channels_major(xp, dy, need_sums):
+    n, c, _ = dy.shape
+    out = xp.ascontiguousarray(dy.transpose(1, 0, 2)).reshape(c, -1)
+    return out, (out.sum(axis=1) if need_sums else None)
+
+
 def maxpool_forward(xp, x, g):
     """(y, idx): y (N, C, OH, OW) and idx = ih*W + iw of each maximum (int64)."""
     low = xp.asarray(-np.inf, dtype=x.dtype)
     win = _windows(xp, _padded(xp, x, g, value=low), g)  # (N, C, KH, KW, OH, OW)
     flat = win.reshape(g.n, g.c, g.kh * g.kw, g.oh, g.ow)
-    k = xp.argmax(flat, axis=2)  # first maximum; NaN wins
+    k = xp.argmax(flat, axis=2)  # first maximum
+    # PyTorch's rule "take v when v > max or v is NaN" picks the last NaN
+    nan = xp.isnan(flat)
+    last_nan = g.kh * g.kw - 1 - xp.argmax(nan[:, :, ::-1], axis=2)
+    k = xp.where(nan.any(axis=2), last_nan, k)
     y = xp.take_along_axis(flat, k[:, :, None], axis=2)[:, :, 0]
     ih = xp.arange(g.oh)[:, None] * g.sh - g.pt + k // g.kw * g.dh
     iw = xp.arange(g.ow)[None, :] * g.sw - g.pl + k % g.kw * g.dw
