@@ -66,3 +66,28 @@ def test_cli_train_prints_final_metrics_as_json():
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
     assert metrics["epochs"] == 3 and metrics["device"] == "cpu" and 0.2 < metrics["test_accuracy"] <= 1.0
+
+
+def test_cnn_example_reaches_97_percent_on_digits():
+    """examples/cnn_digits.py with fewer epochs (8 instead of 30)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "cnn_digits.py")
+    spec = importlib.util.spec_from_file_location("cnn_digits", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(epochs=8, seed=0, verbose=False) >= 0.97
+
+
+def test_digits_ship_with_the_package_and_split_reproducibly():
+    from lamina.data import load_digits
+
+    x_train, y_train, x_test, y_test = load_digits()
+    assert x_train.shape == (1438, 1, 8, 8) and x_test.shape == (359, 1, 8, 8)
+    assert x_train.dtype == np.float32 and 0 <= x_train.min() and x_train.max() == 1
+    assert sorted(set(y_train.tolist())) == list(range(10)) and y_train.dtype == np.int64
+    again = load_digits()
+    np.testing.assert_array_equal(again[0], x_train)
+    np.testing.assert_array_equal(again[3], y_test)
+    assert load_digits(flat=True)[0].shape == (1438, 64)
+    assert not np.array_equal(load_digits(seed=1)[3], y_test)

@@ -188,6 +188,52 @@ PYBIND11_MODULE(_C, m) {
       py::arg("dx"), py::arg("dy"), py::arg("geometry"), py::arg("count_include_pad"), py::arg("dtype"),
       py::call_guard<py::gil_scoped_release>());
 
+  m.def(
+      "batchnorm_stats",
+      [](uintptr_t mean, uintptr_t var, uintptr_t x, int64_t n, int64_t c, int64_t l, const std::string& dtype) {
+        if (dtype == "float32") return batchnorm_stats(ptr<float>(mean), ptr<float>(var), ptr<const float>(x), n, c, l);
+        if (dtype == "float64")
+          return batchnorm_stats(ptr<double>(mean), ptr<double>(var), ptr<const double>(x), n, c, l);
+        bad_dtype("batchnorm_stats", dtype);
+      },
+      py::arg("mean"), py::arg("var"), py::arg("x"), py::arg("n"), py::arg("c"), py::arg("l"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "batchnorm_apply",
+      [](uintptr_t y, uintptr_t xhat, uintptr_t x, uintptr_t mean, uintptr_t inv_std, uintptr_t gamma, uintptr_t beta,
+         int64_t n, int64_t c, int64_t l, const std::string& dtype) {
+        if (dtype == "float32")
+          return batchnorm_apply(ptr<float>(y), ptr<float>(xhat), ptr<const float>(x), ptr<const float>(mean),
+                                 ptr<const float>(inv_std), ptr<const float>(gamma), ptr<const float>(beta), n, c, l);
+        if (dtype == "float64")
+          return batchnorm_apply(ptr<double>(y), ptr<double>(xhat), ptr<const double>(x), ptr<const double>(mean),
+                                 ptr<const double>(inv_std), ptr<const double>(gamma), ptr<const double>(beta), n, c,
+                                 l);
+        bad_dtype("batchnorm_apply", dtype);
+      },
+      py::arg("y"), py::arg("xhat"), py::arg("x"), py::arg("mean"), py::arg("inv_std"), py::arg("gamma"),
+      py::arg("beta"), py::arg("n"), py::arg("c"), py::arg("l"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "batchnorm_backward",
+      [](uintptr_t dx, uintptr_t dgamma, uintptr_t dbeta, uintptr_t dy, uintptr_t xhat, uintptr_t gamma,
+         uintptr_t inv_std, int64_t n, int64_t c, int64_t l, bool batch_stats, const std::string& dtype) {
+        if (dtype == "float32")
+          return batchnorm_backward(ptr<float>(dx), ptr<float>(dgamma), ptr<float>(dbeta), ptr<const float>(dy),
+                                    ptr<const float>(xhat), ptr<const float>(gamma), ptr<const float>(inv_std), n, c,
+                                    l, batch_stats);
+        if (dtype == "float64")
+          return batchnorm_backward(ptr<double>(dx), ptr<double>(dgamma), ptr<double>(dbeta), ptr<const double>(dy),
+                                    ptr<const double>(xhat), ptr<const double>(gamma), ptr<const double>(inv_std), n,
+                                    c, l, batch_stats);
+        bad_dtype("batchnorm_backward", dtype);
+      },
+      py::arg("dx"), py::arg("dgamma"), py::arg("dbeta"), py::arg("dy"), py::arg("xhat"), py::arg("gamma"),
+      py::arg("inv_std"), py::arg("n"), py::arg("c"), py::arg("l"), py::arg("batch_stats"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
   m.def("num_threads", []() {
 #ifdef _OPENMP
     return omp_get_max_threads();
@@ -209,5 +255,6 @@ PYBIND11_MODULE(_C, m) {
 #endif
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "softmax_xent", "im2col", "col2im",
                                       "channels_to_batch_major", "batch_to_channels_major",
+                                      "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
                                       "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward");
 }

@@ -67,5 +67,17 @@ void avgpool_forward(T* y, const T* x, const ConvGeometry& g, bool count_include
 template <typename T>
 void avgpool_backward(T* dx, const T* dy, const ConvGeometry& g, bool count_include_pad);
 
+// Batch normalisation over x viewed as (N, C, L); see batchnorm.cpp.  gamma,
+// beta may be null (no affine); xhat may be null in batchnorm_apply (nothing
+// cached).
+template <typename T>
+void batchnorm_stats(T* mean, T* var, const T* x, int64_t n, int64_t c, int64_t l);
+template <typename T>
+void batchnorm_apply(T* y, T* xhat, const T* x, const T* mean, const T* inv_std, const T* gamma, const T* beta,
+                     int64_t n, int64_t c, int64_t l);
+template <typename T>
+void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* xhat, const T* gamma, const T* inv_std,
+                        int64_t n, int64_t c, int64_t l, bool batch_stats);
+
 }  // namespace cpu
 }  // namespace lamina

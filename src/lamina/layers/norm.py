@@ -14,9 +14,9 @@ every axis but the channel axis (m values per channel):
 
 import numpy as np
 
-from .. import backend
+from .. import backend, ops
 from ..errors import ShapeError
-from ..module import Layer, Parameter
+from ..module import Layer, Parameter, is_grad_enabled
 from ._utils import positive_int
 
 
@@ -57,26 +57,25 @@ class _BatchNorm(Layer):
             expected = " or ".join(f"{n}-d" for n in self._ndims)
             raise ShapeError(f"{self._label()}: expected a {expected} input, received shape {tuple(x.shape)}")
         self._check_input(x, dim=[(1, self.num_features, "num_features")])
-        axes = (0, *range(2, x.ndim))
-        bshape = (1, self.num_features) + (1,) * (x.ndim - 2)
+        x3 = x.reshape(x.shape[0], self.num_features, -1)  # (N, C, L)
         use_batch = self.training or not self.track_running_stats
         if use_batch:
-            m = x.size // self.num_features
+            m = x3.shape[0] * x3.shape[2]
             if self.training and m < 2:
                 raise ShapeError(
                     f"{self._label()}: expected more than 1 value per channel when training, received shape {tuple(x.shape)}"
                 )
-            mean = x.mean(axis=axes, dtype=x.dtype)
-            var = ((x - mean.reshape(bshape)) ** 2).mean(axis=axes, dtype=x.dtype)
+            mean, var = ops.batchnorm_stats(x3)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, m)
         else:
             mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
         xp = backend.get_array_module(x)
         inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype, copy=False)
-        xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
-        y = xhat * self.weight.data.reshape(bshape) + self.bias.data.reshape(bshape) if self.affine else xhat.copy()
-        self._save(xhat, inv_std, use_batch, out=y)  # xhat: like x; inv_std: (C,)
+        gamma, beta = (self.weight.data, self.bias.data) if self.affine else (None, None)
+        y3, xhat = ops.batchnorm_apply(x3, mean, inv_std, gamma, beta, need_xhat=is_grad_enabled())
+        y = y3.reshape(x.shape)
+        self._save(xhat, inv_std, use_batch, out=y)  # xhat: (N, C, L); inv_std: (C,)
         return y
 
     def _update_running_stats(self, mean, var, m):
@@ -91,19 +90,12 @@ class _BatchNorm(Layer):
 
     def backward(self, dy):
         xhat, inv_std, use_batch = self._take_cache(dy)
-        axes = (0, *range(2, dy.ndim))
-        bshape = (1, self.num_features) + (1,) * (dy.ndim - 2)
+        gamma = self.weight.data if self.affine else None
+        dx3, dgamma, dbeta = ops.batchnorm_backward(dy.reshape(xhat.shape), xhat, inv_std, gamma, batch_stats=use_batch)
         if self.affine:
-            self.weight.accumulate((dy * xhat).sum(axis=axes))
-            self.bias.accumulate(dy.sum(axis=axes))
-            scale = (self.weight.data * inv_std).reshape(bshape)
-        else:
-            scale = inv_std.reshape(bshape)
-        if not use_batch:
-            return dy * scale
-        mean_dy = dy.mean(axis=axes, keepdims=True, dtype=dy.dtype)
-        mean_dy_xhat = (dy * xhat).mean(axis=axes, keepdims=True, dtype=dy.dtype)
-        return scale * (dy - mean_dy - xhat * mean_dy_xhat)
+            self.weight.accumulate(dgamma)
+            self.bias.accumulate(dbeta)
+        return dx3.reshape(dy.shape)
 
     def extra_repr(self):
         return (

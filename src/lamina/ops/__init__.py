@@ -239,3 +239,4 @@ from .conv import (  # noqa: E402, F401 - re-exported for the layers
     maxpool2d_forward,
     release_scratch,
 )
+from .norm import batchnorm_apply, batchnorm_backward, batchnorm_stats  # noqa: E402, F401

@@ -195,3 +195,33 @@ def avgpool_forward(xp, x, g, count_include_pad):
 def avgpool_backward(xp, dy, g, count_include_pad):
     share = (dy / _avg_divisor(xp, g, count_include_pad, dy.dtype)).astype(dy.dtype, copy=False)
     return _scatter_windows(xp, lambda i, j: share, g, dy.dtype)
+
+
+# --------------------------------------------------------------------------
+# batch normalisation over x (N, C, L)
+# --------------------------------------------------------------------------
+
+
+def batchnorm_stats(xp, x):
+    mean = x.mean(axis=(0, 2), dtype=x.dtype)
+    var = ((x - mean[None, :, None]) ** 2).mean(axis=(0, 2), dtype=x.dtype)
+    return mean, var
+
+
+def batchnorm_apply(xp, x, mean, inv_std, gamma, beta, need_xhat):
+    xhat = (x - mean[None, :, None]) * inv_std[None, :, None]
+    y = xhat * gamma[None, :, None] if gamma is not None else xhat.copy()
+    if beta is not None:
+        y += beta[None, :, None]
+    return y, (xhat if need_xhat else None)
+
+
+def batchnorm_backward(xp, dy, xhat, inv_std, gamma, batch_stats):
+    dbeta = dy.sum(axis=(0, 2))
+    dgamma = (dy * xhat).sum(axis=(0, 2))
+    scale = inv_std if gamma is None else gamma * inv_std
+    if not batch_stats:
+        return dy * scale[None, :, None], dgamma, dbeta
+    m = dy.shape[0] * dy.shape[2]
+    dx = scale[None, :, None] * (dy - (dbeta / m)[None, :, None] - xhat * (dgamma / m)[None, :, None])
+    return dx.astype(dy.dtype, copy=False), dgamma, dbeta
