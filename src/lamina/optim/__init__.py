@@ -1,6 +1,23 @@
-"""Optimizers."""
+"""Optimizers, learning-rate schedulers and gradient clipping."""
 
+from . import lr_scheduler
+from .adam import Adam, AdamW, RMSprop
+from .clip import clip_grad_norm_, clip_grad_value_
+from .lr_scheduler import (
+    CosineAnnealingLR,
+    LinearLR,
+    LinearWarmup,
+    LRScheduler,
+    ReduceLROnPlateau,
+    SequentialLR,
+    StepLR,
+)
 from .optimizer import Optimizer
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD"]
+__all__ = [
+    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop",
+    "clip_grad_norm_", "clip_grad_value_",
+    "lr_scheduler", "LRScheduler", "StepLR", "CosineAnnealingLR", "LinearLR", "LinearWarmup", "SequentialLR",
+    "ReduceLROnPlateau",
+]

@@ -16,10 +16,15 @@ class Optimizer:
         params: an iterable of :class:`Parameter`, or of dicts
             ``{"params": [...], "lr": ...}`` for parameter groups.
         defaults: hyperparameters a group takes when it does not set them.
+
+    Every optimizer also takes ``l1`` (per group, default 0): L1
+    regularisation, adding ``l1 * sign(p)`` to each gradient before the update.
+    L2 regularisation is ``weight_decay``.
     """
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
+        self.defaults.setdefault("l1", 0.0)
         self.param_groups = []
         self.state = {}  # Parameter -> dict of arrays/numbers
         params = list(params)
@@ -53,6 +58,16 @@ class Optimizer:
 
     def _params_with_grad(self, group):
         return [p for p in group["params"] if p.requires_grad and p.grad is not None]
+
+    @staticmethod
+    def _regularised_grad(p, group):
+        """The gradient with the group's L1 term added: g + l1 * sign(p).
+        (L2 is each optimizer's ``weight_decay``, applied as PyTorch does.)"""
+        l1 = group.get("l1", 0.0)
+        if not l1:
+            return p.grad
+        xp = backend.get_array_module(p.data)
+        return p.grad + l1 * xp.sign(p.data)
 
     # -- state ----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ class SGD(Optimizer):
         p ← p - η g                           (lr η)
     """
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, l1=0.0):
         if lr is None or lr < 0:
             raise ValueError(f"SGD: expected lr >= 0, received {lr!r}")
         if momentum < 0:
@@ -22,7 +22,8 @@ class SGD(Optimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: nesterov needs momentum > 0 and dampening 0")
         super().__init__(
-            params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
+            params,
+            dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, l1=l1),
         )
 
     def step(self):
@@ -30,7 +31,7 @@ class SGD(Optimizer):
             lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov = group["weight_decay"], group["nesterov"]
             for p in self._params_with_grad(group):
-                g = p.grad
+                g = self._regularised_grad(p, group)
                 if wd != 0:
                     g = g + wd * p.data
                 if mu != 0:

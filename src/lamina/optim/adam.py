@@ -1,0 +1,131 @@
+"""Adam, AdamW and RMSprop with ``torch.optim``'s update rules."""
+
+import math
+
+from .. import backend
+from .optimizer import Optimizer
+
+
+def _check(name, lr, eps, weight_decay, betas=None):
+    if lr is None or lr < 0:
+        raise ValueError(f"{name}: expected lr >= 0, received {lr!r}")
+    if eps < 0:
+        raise ValueError(f"{name}: expected eps >= 0, received {eps!r}")
+    if weight_decay < 0:
+        raise ValueError(f"{name}: expected weight_decay >= 0, received {weight_decay!r}")
+    if betas is not None and not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"{name}: expected betas in [0, 1), received {betas!r}")
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015), as ``torch.optim.Adam``.  For each parameter,
+    at step t (from 1):
+
+        g ← g + λ p                                  (weight_decay λ: L2, coupled)
+        m ← m + (1 - β1)(g - m)                       (first moment)
+        v ← β2 v + (1 - β2) g²                        (second moment)
+        v̂ ← max(v̂, v) with amsgrad, else v̂ = v
+        p ← p - η/(1 - β1^t) · m / (√v̂ / √(1 - β2^t) + ε)
+    """
+
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, l1=0.0):
+        _check(type(self).__name__, lr, eps, weight_decay, betas)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, l1=l1))
+
+    def step(self):
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in self._params_with_grad(group):
+                xp = backend.get_array_module(p.data)
+                g = self._regularised_grad(p, group)
+                if wd != 0:
+                    if self._decoupled:
+                        p.data *= 1 - lr * wd
+                    else:
+                        g = g + wd * p.data
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = xp.zeros_like(p.data)
+                    state["exp_avg_sq"] = xp.zeros_like(p.data)
+                    if group["amsgrad"]:
+                        state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+                state["step"] += 1
+                t = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m += (1 - b1) * (g - m)
+                v *= b2
+                v += (1 - b2) * (g * g)
+                if group["amsgrad"]:
+                    xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+                    v = state["max_exp_avg_sq"]
+                step_size = lr / (1 - b1**t)
+                denom = xp.sqrt(v) / math.sqrt(1 - b2**t) + eps
+                p.data -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as
+    ``torch.optim.AdamW``: p ← p (1 - η λ) before the Adam step, and the
+    gradient is left alone.  weight_decay defaults to 0.01."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, l1=0.0):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, l1)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton), as ``torch.optim.RMSprop``:
+
+        g ← g + λ p
+        s ← α s + (1 - α) g²
+        centered:  a ← a + (1 - α)(g - a);  d = √(s - a²) + ε      else d = √s + ε
+        momentum μ > 0:  b ← μ b + g / d;  p ← p - η b              else p ← p - η g / d
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, l1=0.0):
+        _check("RMSprop", lr, eps, weight_decay)
+        if not 0 <= alpha:
+            raise ValueError(f"RMSprop: expected alpha >= 0, received {alpha!r}")
+        if momentum < 0:
+            raise ValueError(f"RMSprop: expected momentum >= 0, received {momentum!r}")
+        super().__init__(
+            params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, l1=l1)
+        )
+
+    def step(self):
+        for group in self.param_groups:
+            lr, alpha, eps, wd, mu = group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"]
+            for p in self._params_with_grad(group):
+                xp = backend.get_array_module(p.data)
+                g = self._regularised_grad(p, group)
+                if wd != 0:
+                    g = g + wd * p.data
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state["step"] = 0
+                    state["square_avg"] = xp.zeros_like(p.data)
+                    if mu > 0:
+                        state["momentum_buffer"] = xp.zeros_like(p.data)
+                    if group["centered"]:
+                        state["grad_avg"] = xp.zeros_like(p.data)
+                state["step"] += 1
+                s = state["square_avg"]
+                s *= alpha
+                s += (1 - alpha) * (g * g)
+                if group["centered"]:
+                    a = state["grad_avg"]
+                    a += (1 - alpha) * (g - a)
+                    d = xp.sqrt(s - a * a) + eps
+                else:
+                    d = xp.sqrt(s) + eps
+                if mu > 0:
+                    b = state["momentum_buffer"]
+                    b *= mu
+                    b += g / d
+                    p.data -= lr * b
+                else:
+                    p.data -= lr * (g / d)

@@ -1,0 +1,203 @@
+"""Learning-rate schedulers with ``torch.optim.lr_scheduler``'s semantics.
+
+A scheduler sets each parameter group's ``lr``.  Construct it after the
+optimizer (that sets the lr of step 0), then call ``step()`` once per epoch
+(or per iteration, for warmup), after ``optimizer.step()``.
+``ReduceLROnPlateau.step(metric)`` takes the monitored value.  Every scheduler
+has ``state_dict()`` / ``load_state_dict()`` for checkpoints.
+
+The closed-form schedulers compute lr(t) = base_lr · factor(t) from the group's
+``initial_lr`` (set on first construction, as PyTorch does), so they can be
+chained with :class:`SequentialLR` and resumed from any step.
+"""
+
+import bisect
+import math
+
+
+class LRScheduler:
+    """Base class: subclasses implement ``factor(t)`` (or ``lr_at``)."""
+
+    def __init__(self, optimizer, last_epoch=-1):
+        self.optimizer = optimizer
+        for group in optimizer.param_groups:
+            if last_epoch == -1:
+                group.setdefault("initial_lr", group["lr"])
+            elif "initial_lr" not in group:
+                raise KeyError(f"{type(self).__name__}: resuming (last_epoch={last_epoch}) needs 'initial_lr' in every param group")
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.last_epoch = last_epoch
+        self._last_lr = None
+        self.step()
+
+    def factor(self, t):
+        raise NotImplementedError
+
+    def lr_at(self, t):
+        """The learning rate of each group at step ``t``."""
+        f = self.factor(t)
+        return [base * f for base in self.base_lrs]
+
+    def step(self):
+        self.last_epoch += 1
+        lrs = self.lr_at(self.last_epoch)
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self._last_lr = list(lrs)
+
+    def get_last_lr(self):
+        return list(self._last_lr)
+
+    def state_dict(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedulers")}
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update({k: v for k, v in state_dict.items() if k not in ("optimizer", "schedulers")})
+
+
+class StepLR(LRScheduler):
+    """lr = base_lr · gamma^⌊t / step_size⌋."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+        if int(step_size) <= 0:
+            raise ValueError(f"StepLR: expected step_size >= 1, received {step_size!r}")
+        self.step_size, self.gamma = int(step_size), float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, t):
+        return self.gamma ** (t // self.step_size)
+
+
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (base_lr − eta_min) · (1 + cos(π t / T_max)) / 2."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):  # noqa: N803 - PyTorch's name
+        if int(T_max) <= 0:
+            raise ValueError(f"CosineAnnealingLR: expected T_max >= 1, received {T_max!r}")
+        self.T_max, self.eta_min = int(T_max), float(eta_min)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, t):
+        c = (1 + math.cos(math.pi * t / self.T_max)) / 2
+        return [self.eta_min + (base - self.eta_min) * c for base in self.base_lrs]
+
+
+class LinearLR(LRScheduler):
+    """lr = base_lr · (start_factor + (end_factor − start_factor) · min(t, total_iters) / total_iters)."""
+
+    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5, last_epoch=-1):
+        if not 0 < start_factor <= 1 or not 0 <= end_factor <= 1:
+            raise ValueError(
+                f"LinearLR: expected start_factor in (0, 1] and end_factor in [0, 1], received {start_factor!r}, {end_factor!r}"
+            )
+        self.start_factor, self.end_factor, self.total_iters = float(start_factor), float(end_factor), int(total_iters)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, t):
+        return self.start_factor + (self.end_factor - self.start_factor) * min(t, self.total_iters) / self.total_iters
+
+
+class LinearWarmup(LinearLR):
+    """Linear warmup from ``start_factor`` · base_lr to base_lr over
+    ``warmup_steps`` steps, then constant; chain it with another scheduler
+    through :class:`SequentialLR` (warmup, then cosine)."""
+
+    def __init__(self, optimizer, warmup_steps, start_factor=1e-3, last_epoch=-1):
+        super().__init__(optimizer, start_factor, 1.0, warmup_steps, last_epoch)
+
+
+class SequentialLR(LRScheduler):
+    """``schedulers[i]`` from ``milestones[i-1]`` on, each counting its own
+    steps from 0 at its milestone (PyTorch's ``SequentialLR``)."""
+
+    def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
+        if len(milestones) != len(schedulers) - 1:
+            raise ValueError(
+                f"SequentialLR: expected {len(schedulers) - 1} milestones for {len(schedulers)} schedulers, received {len(milestones)}"
+            )
+        for s in schedulers:
+            if s.optimizer is not optimizer:
+                raise ValueError("SequentialLR: every scheduler must drive the same optimizer")
+        self.schedulers = list(schedulers)
+        self.milestones = [int(m) for m in milestones]
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, t):
+        i = bisect.bisect_right(self.milestones, t)
+        start = self.milestones[i - 1] if i > 0 else 0
+        return self.schedulers[i].lr_at(t - start)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["_schedulers"] = [s.state_dict() for s in self.schedulers]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        for s, sd in zip(self.schedulers, state_dict.pop("_schedulers", [])):
+            s.load_state_dict(sd)
+        super().load_state_dict(state_dict)
+
+
+class ReduceLROnPlateau:
+    """Multiply the lr by ``factor`` when a metric has not improved for more
+    than ``patience`` steps, as PyTorch's ``ReduceLROnPlateau``.
+
+    Improvement (mode "min", threshold_mode "rel"): metric < best · (1 − threshold);
+    "abs": metric < best − threshold; "max" mirrors both.  After a reduction,
+    ``cooldown`` steps pass before counting resumes.  The lr never goes below
+    ``min_lr``, and changes smaller than ``eps`` are skipped.
+    """
+
+    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
+                 cooldown=0, min_lr=0.0, eps=1e-8):
+        if factor >= 1.0:
+            raise ValueError(f"ReduceLROnPlateau: expected factor < 1, received {factor!r}")
+        if mode not in ("min", "max") or threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"ReduceLROnPlateau: unknown mode {mode!r} or threshold_mode {threshold_mode!r}")
+        self.optimizer = optimizer
+        n = len(optimizer.param_groups)
+        self.min_lrs = list(min_lr) if isinstance(min_lr, (list, tuple)) else [float(min_lr)] * n
+        self.mode, self.factor, self.patience = mode, float(factor), int(patience)
+        self.threshold, self.threshold_mode = float(threshold), threshold_mode
+        self.cooldown, self.eps = int(cooldown), float(eps)
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+        self.last_epoch = 0
+        self._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+    def is_better(self, a, best):
+        if self.mode == "min":
+            return a < (best * (1 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
+        return a > (best * (1 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold)
+
+    def step(self, metrics):
+        current = float(metrics)
+        self.last_epoch += 1
+        if self.is_better(current, self.best):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
+                old = group["lr"]
+                new = max(old * self.factor, min_lr)
+                if old - new > self.eps:
+                    group["lr"] = new
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+    def get_last_lr(self):
+        return list(self._last_lr)
+
+    def state_dict(self):
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update(state_dict)

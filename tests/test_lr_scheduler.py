@@ -1,0 +1,91 @@
+"""Learning-rate schedulers against torch.optim.lr_scheduler: the lr of every
+group at every step, and exact resumption from state_dict."""
+
+import numpy as np
+import pytest
+
+import lamina as lm
+
+
+def _pair(torch, lrs=(0.1, 0.02)):
+    ps = [lm.Parameter(np.zeros(2)) for _ in lrs]
+    tps = [torch.zeros(2, requires_grad=True) for _ in lrs]
+    opt = lm.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(ps, lrs)], lr=lrs[0], momentum=0.9)
+    topt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(tps, lrs)], lr=lrs[0], momentum=0.9)
+    return opt, topt
+
+
+SCHEDULES = {
+    "step": (lambda m, o: m.StepLR(o, step_size=7, gamma=0.5), lambda t, o: t.StepLR(o, step_size=7, gamma=0.5)),
+    "cosine": (lambda m, o: m.CosineAnnealingLR(o, T_max=20, eta_min=1e-4), lambda t, o: t.CosineAnnealingLR(o, T_max=20, eta_min=1e-4)),
+    "linear": (lambda m, o: m.LinearLR(o, start_factor=0.1, total_iters=8), lambda t, o: t.LinearLR(o, start_factor=0.1, total_iters=8)),
+    "warmup_then_cosine": (
+        lambda m, o: m.SequentialLR(o, [m.LinearLR(o, start_factor=0.01, total_iters=5), m.CosineAnnealingLR(o, T_max=30)], [5]),
+        lambda t, o: t.SequentialLR(o, [t.LinearLR(o, start_factor=0.01, total_iters=5), t.CosineAnnealingLR(o, T_max=30)], [5]),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_scheduler_matches_torch(torch, name):
+    make, tmake = SCHEDULES[name]
+    opt, topt = _pair(torch)
+    sched, tsched = make(lm.optim.lr_scheduler, opt), tmake(torch.optim.lr_scheduler, topt)
+    for _ in range(40):
+        np.testing.assert_allclose([g["lr"] for g in opt.param_groups], [g["lr"] for g in topt.param_groups], rtol=1e-9)
+        np.testing.assert_allclose(sched.get_last_lr(), tsched.get_last_lr(), rtol=1e-9)
+        topt.step()  # torch warns if the scheduler steps before the optimizer
+        sched.step()
+        tsched.step()
+
+
+def test_reduce_on_plateau_matches_torch(torch):
+    opt, topt = _pair(torch)
+    kw = dict(mode="min", factor=0.5, patience=2, threshold=0.01, cooldown=1, min_lr=[0.01, 0.004])
+    sched = lm.optim.ReduceLROnPlateau(opt, **kw)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **kw)
+    metrics = [1.0, 0.9, 0.895, 0.9, 0.91, 0.7, 0.7, 0.7, 0.7, 0.7, 0.69, 0.71, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]
+    for m in metrics:
+        sched.step(m)
+        tsched.step(m)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["lr"] for g in topt.param_groups], rel=1e-12)
+    assert opt.param_groups[0]["lr"] < 0.1  # it did reduce
+    mx = lm.optim.ReduceLROnPlateau(opt, mode="max", threshold_mode="abs", patience=0)
+    mx.step(1.0)
+    before = opt.param_groups[0]["lr"]
+    mx.step(0.5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(before * 0.1) or opt.param_groups[0]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_scheduler_resumes_from_state_dict(torch, name):
+    make, _ = SCHEDULES[name]
+    opt, _ = _pair(torch)
+    sched = make(lm.optim.lr_scheduler, opt)
+    for _ in range(9):
+        sched.step()
+    osd, ssd = opt.state_dict(), sched.state_dict()
+    straight = []
+    for _ in range(10):
+        sched.step()
+        straight.append(sched.get_last_lr())
+
+    opt2, _ = _pair(torch)
+    opt2.load_state_dict(osd)
+    sched2 = make(lm.optim.lr_scheduler, opt2)
+    sched2.load_state_dict(ssd)
+    resumed = []
+    for _ in range(10):
+        sched2.step()
+        resumed.append(sched2.get_last_lr())
+    assert resumed == straight
+
+
+def test_scheduler_argument_errors():
+    opt = lm.optim.SGD([lm.Parameter(np.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="step_size"):
+        lm.optim.StepLR(opt, 0)
+    with pytest.raises(ValueError, match="factor < 1"):
+        lm.optim.ReduceLROnPlateau(opt, factor=1.5)
+    with pytest.raises(ValueError, match="expected 1 milestones"):
+        lm.optim.SequentialLR(opt, [lm.optim.StepLR(opt, 2), lm.optim.StepLR(opt, 3)], [])
