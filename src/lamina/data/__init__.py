@@ -1,6 +1,9 @@
-"""Datasets that need no download."""
+"""Data: in-memory loaders, datasets that need no download, and readers for
+downloaded MNIST and CIFAR-10 files."""
 
 from .digits import load_digits
+from .files import load_cifar10, load_mnist, read_idx
+from .loader import DataLoader, train_val_split
 from .mnist1d import load_mnist1d
 
-__all__ = ["load_digits", "load_mnist1d"]
+__all__ = ["DataLoader", "train_val_split", "load_digits", "load_mnist1d", "load_mnist", "load_cifar10", "read_idx"]
