@@ -18,6 +18,7 @@ from . import init, optim, testing
 from .backend import Device, cuda_available, get_array_module
 from .errors import (
     CacheError,
+    CheckpointError,
     DeviceError,
     DTypeError,
     LaminaError,
@@ -51,6 +52,7 @@ from .layers import (
 from .losses import BCEWithLogits, Loss, MSELoss, SoftmaxCrossEntropy
 from .module import Layer, Parameter, is_grad_enabled, no_grad, set_grad_enabled
 from .random import get_rng_state, manual_seed, set_rng_state
+from .serialization import load, load_checkpoint, load_torch_weights, save, save_checkpoint
 
 __all__ = [
     "__version__",
@@ -65,8 +67,11 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d",
     # losses
     "Loss", "SoftmaxCrossEntropy", "MSELoss", "BCEWithLogits",
+    # saving and loading
+    "save", "load", "save_checkpoint", "load_checkpoint", "load_torch_weights",
     # submodules
     "init", "optim", "testing",
     # errors
-    "LaminaError", "ShapeError", "DTypeError", "DeviceError", "CacheError", "StateDictError", "PerformanceWarning",
+    "LaminaError", "ShapeError", "DTypeError", "DeviceError", "CacheError", "StateDictError", "CheckpointError",
+    "PerformanceWarning",
 ]

@@ -49,3 +49,8 @@ def warn_once(key, message, category=PerformanceWarning):
         return
     _warned.add(key)
     warnings.warn(message, category, stacklevel=3)
+
+
+class CheckpointError(LaminaError, ValueError):
+    """A weights or checkpoint file is corrupt, of another format or version,
+    or does not fit the objects it is loaded into."""
