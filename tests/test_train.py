@@ -61,11 +61,44 @@ def test_cli_info_reports_kernels_and_backends():
 
 
 @pytest.mark.slow
-def test_cli_train_prints_final_metrics_as_json():
-    out = _cli("train", "--epochs", "3", "--hidden", "64", "--device", "cpu")
+def test_cli_train_prints_metrics_and_writes_its_outputs(tmp_path):
+    out = _cli("train", "--epochs", "3", "--hidden", "64", "--device", "cpu", "--out", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
     assert metrics["epochs"] == 3 and metrics["device"] == "cpu" and 0.2 < metrics["test_accuracy"] <= 1.0
+    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint.safetensors", "history.png", "metrics.json", "model.safetensors"]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    model = lm.load(tmp_path / "run" / "model.safetensors", mlp(40, (64,), 10))
+    assert model.num_parameters() == metrics["parameters"]
+    assert "ecutable" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_train_cnn_reaches_90_percent_on_mnist1d(tmp_path):
+    """The MNIST-1D paper's CNN (94% published) through the command line."""
+    out = _cli("train", "--model", "cnn", "--optimizer", "adam", "--lr", "0.01", "--epochs", "30", "--device", "cpu",
+               "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert metrics["test_accuracy"] >= 0.90, metrics
+
+
+def test_cli_train_rejects_bad_arguments_clearly(tmp_path):
+    for args, message in [
+        (("--data", "mnist"), "needs the folder of the downloaded files"),
+        (("--data", "imagenet"), "unknown --data 'imagenet'"),
+        (("--model", "resnet"), "--model resnet needs image data"),
+        (("--model", "cnn", "--data", "digits", "--optimizer", "lbfgs"), "unknown --optimizer 'lbfgs'"),
+    ]:
+        out = _cli("train", *args, "--out", str(tmp_path))
+        assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+
+
+def test_cli_gradcheck_prints_a_table_and_passes():
+    out = _cli("gradcheck")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Conv2D(3, 4, 3, stride=2, padding=1)" in out.stdout and "BatchNorm2d(3)" in out.stdout
+    assert "FAIL" not in out.stdout and "of" in out.stdout.splitlines()[-1]
 
 
 def test_cnn_example_reaches_97_percent_on_digits():

@@ -1,4 +1,4 @@
-"""The ``lamina`` command line: ``lamina info``, ``lamina train``."""
+"""The ``lamina`` command line: ``lamina info``, ``lamina train``, ``lamina gradcheck``."""
 
 import argparse
 import json
@@ -49,39 +49,164 @@ def _resolve_device(spec):
     return spec
 
 
+def _load_data(spec, seed):
+    """(name, x_train, y_train, x_test, y_test) for a --data value."""
+    from lamina import data
+
+    name, _, directory = spec.partition(":")
+    if name == "mnist1d":
+        return (name, *data.load_mnist1d())
+    if name == "digits":
+        return (name, *data.load_digits(seed=seed))
+    if name in ("mnist", "cifar10"):
+        if not directory:
+            raise SystemExit(f"lamina train: --data {name} needs the folder of the downloaded files: --data {name}:DIR")
+        loader = data.load_mnist if name == "mnist" else data.load_cifar10
+        return (name, *loader(directory))
+    raise SystemExit(f"lamina train: unknown --data {spec!r}; expected mnist1d, digits, mnist:DIR or cifar10:DIR")
+
+
+def _build_model(kind, x, hidden, classes=10):
+    """A model for inputs shaped like x (N, ...); returns (model, x reshaped)."""
+    from lamina import models
+
+    if kind == "mlp":
+        return models.mlp(int(x[0].size), hidden, classes, flatten=x.ndim > 2), x
+    if x.ndim == 2:  # 1-d signals (MNIST-1D): add a channel axis
+        if kind == "cnn":
+            return models.mnist1d_cnn(x.shape[1], classes), x[:, None, :]
+        raise SystemExit(f"lamina train: --model {kind} needs image data (digits, mnist, cifar10)")
+    c, h = x.shape[1], x.shape[2]
+    if kind == "cnn":
+        return (models.small_cnn(c, h, classes) if h < 16 else models.lenet(c, h, classes)), x
+    if kind == "resnet":
+        return models.resnet(c, classes, blocks_per_stage=1 if h < 16 else 3), x
+    raise SystemExit(f"lamina train: unknown --model {kind!r}; expected mlp, cnn or resnet")
+
+
+def _optimizer(name, params, lr, momentum, weight_decay):
+    import lamina
+
+    defaults = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
+    if name not in defaults:
+        raise SystemExit(f"lamina train: unknown --optimizer {name!r}; expected one of {sorted(defaults)}")
+    lr = defaults[name] if lr is None else lr
+    if name == "sgd":
+        return lamina.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return lamina.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    cls = lamina.optim.Adam if name == "adam" else lamina.optim.AdamW
+    return cls(params, lr=lr, weight_decay=weight_decay)
+
+
 def _train(args):
+    import os
+
     import numpy as np
 
     import lamina
-    from lamina.data import load_mnist1d
-    from lamina.models import mlp
-    from lamina.train import evaluate, train_epoch
+    from lamina.data import DataLoader, train_val_split
+    from lamina.train import Callback, EarlyStopping, evaluate, fit
 
     lamina.manual_seed(args.seed)
     device = _resolve_device(args.device)
-    x_train, y_train, x_test, y_test = load_mnist1d()
+    data_name, x_train, y_train, x_test, y_test = _load_data(args.data, args.seed)
     hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else ()
-    model = mlp(x_train.shape[1], hidden, 10).to(device)
+    model, x_train = _build_model(args.model, x_train, hidden)
+    _, x_test = _build_model(args.model, x_test, hidden)
+    model.to(device)
+    val = None
+    if args.val_fraction > 0:
+        (x_train, y_train), val = train_val_split(x_train, y_train, val_fraction=args.val_fraction, seed=args.seed)
+    opt = _optimizer(args.optimizer, model.parameters(), args.lr, args.momentum, args.weight_decay)
+    scheduler = lamina.optim.CosineAnnealingLR(opt, T_max=args.epochs) if args.scheduler == "cosine" else None
     loss_fn = lamina.SoftmaxCrossEntropy()
-    opt = lamina.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    print(f"lamina train: MLP {x_train.shape[1]}-{'-'.join(map(str, hidden))}-10 on MNIST-1D "
-          f"({len(x_train)} train / {len(x_test)} test), {args.epochs} epochs, device {device}", flush=True)
+    out = args.out or os.path.join("runs", f"{args.model}-{data_name}")
+    print(f"lamina train: {args.model} ({model.num_parameters():,} parameters) on {data_name} "
+          f"({len(x_train)} train / {0 if val is None else len(val[0])} val / {len(x_test)} test), "
+          f"{args.optimizer}, {args.epochs} epochs, device {device}, output in {out}", flush=True)
+
+    class Log(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            if epoch % args.log_every == 0 or epoch == args.epochs:
+                print(f"epoch {epoch:4d}  " + "  ".join(f"{k} {v:.4g}" for k, v in logs.items()), flush=True)
+
+    callbacks = [Log()]
+    if args.patience and val is not None:
+        callbacks.append(EarlyStopping("val_loss", patience=args.patience, restore_best=True))
+    loader = DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True)
+    from lamina.train.fit import Trainer
+
+    trainer = Trainer(model, loss_fn, opt, loader, scheduler)
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        train_loss = train_epoch(model, loss_fn, opt, x_train, y_train, args.batch_size)
-        if epoch % args.log_every == 0 or epoch == args.epochs:
-            test_loss, test_acc = evaluate(model, loss_fn, x_test, y_test)
-            print(f"epoch {epoch:4d}  train loss {train_loss:.4f}  test loss {test_loss:.4f}  test acc {test_acc:.4f}", flush=True)
+    history = fit(model, loss_fn, opt, loader, val=val, epochs=args.epochs, scheduler=scheduler, callbacks=callbacks,
+                  progress=None if args.progress == "auto" else args.progress == "on", clip_grad_norm=args.clip_grad_norm,
+                  trainer=trainer)
+    seconds = time.perf_counter() - start
     train_loss, train_acc = evaluate(model, loss_fn, x_train, y_train)
     test_loss, test_acc = evaluate(model, loss_fn, x_test, y_test)
+    os.makedirs(out, exist_ok=True)
+    trainer.save_checkpoint(os.path.join(out, "checkpoint.safetensors"))
+    lamina.save(model, os.path.join(out, "model.safetensors"), {"model": args.model, "data": data_name})
+    history.plot(os.path.join(out, "history.png"), title=f"{args.model} on {data_name}")
     metrics = {
-        "model": "mlp", "data": "mnist1d", "device": str(device), "epochs": args.epochs,
-        "train_loss": round(train_loss, 5), "train_accuracy": round(train_acc, 5),
-        "test_loss": round(test_loss, 5), "test_accuracy": round(test_acc, 5),
-        "seconds": round(time.perf_counter() - start, 2), "parameters": model.num_parameters(),
+        "model": args.model, "data": data_name, "optimizer": args.optimizer, "device": str(device),
+        "epochs": len(history.epochs), "train_loss": round(train_loss, 5), "train_accuracy": round(train_acc, 5),
+        "test_loss": round(test_loss, 5), "test_accuracy": round(test_acc, 5), "seconds": round(seconds, 2),
+        "parameters": model.num_parameters(), "out": out,
     }
+    if val is not None:
+        metrics["val_accuracy"] = round(history["val_accuracy"][-1], 5)
+    from lamina.serialization import atomic_write
+
+    atomic_write(os.path.join(out, "metrics.json"), (json.dumps(metrics, indent=2) + "\n").encode())
     print(json.dumps(metrics))
     return 0 if np.isfinite(test_loss) else 1
+
+
+def _gradcheck(args):
+    """Gradcheck every built-in layer on small random inputs and print a table."""
+    import numpy as np
+
+    import lamina as lm
+
+    cases = [
+        ("Dense(5, 3)", lambda: lm.Dense(5, 3), (4, 5)),
+        ("ReLU", lm.ReLU, (3, 7)), ("LeakyReLU(0.1)", lambda: lm.LeakyReLU(0.1), (3, 7)),
+        ("Sigmoid", lm.Sigmoid, (3, 7)), ("Tanh", lm.Tanh, (3, 7)), ("GELU", lm.GELU, (3, 7)),
+        ("GELU(tanh)", lambda: lm.GELU("tanh"), (3, 7)), ("Softmax", lm.Softmax, (3, 7)),
+        ("Dropout(0.3)", lambda: lm.Dropout(0.3), (3, 7)), ("Flatten", lm.Flatten, (2, 3, 4)),
+        ("Conv2D(3, 4, 3, stride=2, padding=1)", lambda: lm.Conv2D(3, 4, 3, stride=2, padding=1), (2, 3, 5, 6)),
+        ("Conv2D(4, 4, 3, groups=2, dilation=2, padding='same')",
+         lambda: lm.Conv2D(4, 4, 3, groups=2, dilation=2, padding="same"), (1, 4, 5, 5)),
+        ("Conv1D(2, 3, 3, stride=2)", lambda: lm.Conv1D(2, 3, 3, stride=2), (2, 2, 9)),
+        ("MaxPool2D(2)", lambda: lm.MaxPool2D(2), (2, 3, 4, 5)), ("AvgPool2D(3, 2, 1)", lambda: lm.AvgPool2D(3, 2, 1), (2, 3, 5, 5)),
+        ("MaxPool1D(3, 2, 1)", lambda: lm.MaxPool1D(3, 2, 1), (2, 3, 7)), ("AvgPool1D(2)", lambda: lm.AvgPool1D(2), (2, 3, 7)),
+        ("GlobalAvgPool2D", lm.GlobalAvgPool2D, (2, 3, 4, 4)),
+        ("BatchNorm1d(4)", lambda: lm.BatchNorm1d(4), (5, 4)), ("BatchNorm2d(3)", lambda: lm.BatchNorm2d(3), (2, 3, 3, 4)),
+        ("BatchNorm2d(3).eval()", lambda: lm.BatchNorm2d(3).eval(), (2, 3, 3, 4)),
+        ("Residual(Conv2D, BatchNorm2d)", lambda: lm.Residual(lm.Sequential(lm.Conv2D(3, 3, 3, padding=1), lm.BatchNorm2d(3))), (2, 3, 4, 4)),
+    ]
+    rng = np.random.default_rng(args.seed)
+    rows, failed = [], 0
+    for name, make, shape in cases:
+        x = rng.standard_normal(shape)
+        x[np.abs(x) < 1e-3] += 2e-3  # away from the kinks of ReLU and max
+        t = time.perf_counter()
+        try:
+            ok = lm.testing.gradcheck(make(), x)
+            detail = ""
+        except AssertionError as e:
+            ok, detail = False, str(e).splitlines()[0][:80]
+        failed += not ok
+        rows.append((name, "x".join(map(str, shape)), "ok" if ok else "FAIL", f"{(time.perf_counter() - t) * 1e3:.0f} ms", detail))
+    widths = [max(len(r[i]) for r in rows + [("layer", "input", "result", "time", "")]) for i in range(4)]
+    print("  ".join(h.ljust(w) for h, w in zip(("layer", "input", "result", "time"), widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + (f"  {r[4]}" if r[4] else ""))
+    print(f"\n{len(rows) - failed} of {len(rows)} layers pass gradcheck (float64 central differences, eps 1e-6, atol 1e-5, rtol 1e-3)")
+    return 1 if failed else 0
 
 
 def build_parser():
@@ -91,17 +216,30 @@ def build_parser():
     info = sub.add_parser("info", help="versions, backends and which kernels are built")
     info.set_defaults(func=_info)
 
-    train = sub.add_parser("train", help="train the default MLP on MNIST-1D (generated offline)")
+    train = sub.add_parser("train", help="train a model; with no arguments, an MLP on MNIST-1D (generated offline)")
+    train.add_argument("--model", default="mlp", help="mlp, cnn or resnet (default mlp)")
+    train.add_argument("--data", default="mnist1d", help="mnist1d, digits, mnist:DIR or cifar10:DIR (default mnist1d)")
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--batch-size", type=int, default=100)
-    train.add_argument("--lr", type=float, default=0.05)
+    train.add_argument("--optimizer", default="sgd", help="sgd, adam, adamw or rmsprop (default sgd)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.05 for sgd, 1e-3 otherwise)")
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--hidden", default="256,256", help="hidden widths, comma separated (default 256,256)")
+    train.add_argument("--scheduler", default="none", help="none or cosine")
+    train.add_argument("--clip-grad-norm", type=float, default=None)
+    train.add_argument("--val-fraction", type=float, default=0.1, help="share of the training data held out for validation")
+    train.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
+    train.add_argument("--hidden", default="256,256", help="MLP hidden widths, comma separated (default 256,256)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--out", default=None, help="folder for the checkpoint, weights, plot and metrics (default runs/MODEL-DATA)")
+    train.add_argument("--progress", default="auto", choices=["auto", "on", "off"], help="tqdm progress bar (auto: on a terminal)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--log-every", type=int, default=5)
     train.set_defaults(func=_train)
+
+    gc = sub.add_parser("gradcheck", help="check every built-in layer's backward against finite differences")
+    gc.add_argument("--seed", type=int, default=0)
+    gc.set_defaults(func=_gradcheck)
     return p
 
 

@@ -162,8 +162,8 @@ def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, sh
     if trainer is None:
         trainer = Trainer(model, loss_fn, optimizer, loader, scheduler)
     callbacks = list(callbacks)
-    if scheduler is not None:
-        callbacks.append(LRSchedulerCallback(scheduler, "val_loss" if val is not None else "loss"))
+    if scheduler is not None:  # first, so that checkpoints see the stepped scheduler
+        callbacks.insert(0, LRSchedulerCallback(scheduler, "val_loss" if val is not None else "loss"))
     show = sys.stderr.isatty() if progress is None else bool(progress)
     device = model.device
     for cb in callbacks:

@@ -78,7 +78,7 @@ class History:
         ax.set_title("gradient norm per layer")
         ax.grid(alpha=0.3, which="both")
         if self.grad_norms:
-            ax.legend(fontsize="small", ncols=2 if len(self.grad_norms) > 8 else 1)
+            ax.legend(fontsize="x-small", ncols=2 if len(self.grad_norms) > 12 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
         if title:
             fig.suptitle(title)
         import io  # noqa: PLC0415
