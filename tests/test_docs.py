@@ -35,3 +35,12 @@ def test_readme_loop_trains(capsys):
     exec(block, {})  # noqa: S102
     accuracy = float(re.search(r"test accuracy ([0-9.]+)", capsys.readouterr().out).group(1))
     assert accuracy >= 0.6
+
+
+@pytest.mark.parametrize("page", ["docs/training.md", "docs/saving.md"])
+def test_doc_pages_run_as_written(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the pages write under runs/
+    ns = {}
+    for block in _blocks(page):
+        exec(block, ns)  # noqa: S102 - our own documentation
+    assert (tmp_path / "runs").is_dir()

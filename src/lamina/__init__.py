@@ -14,7 +14,7 @@ C++ and CUDA kernels.
 
 __version__ = "0.1.0"
 
-from . import init, optim, testing
+from . import data, init, models, optim, testing, train
 from .backend import Device, cuda_available, get_array_module
 from .errors import (
     CacheError,
@@ -70,7 +70,7 @@ __all__ = [
     # saving and loading
     "save", "load", "save_checkpoint", "load_checkpoint", "load_torch_weights",
     # submodules
-    "init", "optim", "testing",
+    "data", "init", "models", "optim", "testing", "train",
     # errors
     "LaminaError", "ShapeError", "DTypeError", "DeviceError", "CacheError", "StateDictError", "CheckpointError",
     "PerformanceWarning",
