@@ -14,7 +14,7 @@ C++ and CUDA kernels.
 
 __version__ = "0.1.0"
 
-from . import data, init, models, optim, testing, train
+from . import data, init, memory, models, optim, testing, train
 from .backend import Device, cuda_available, get_array_module
 from .errors import (
     CacheError,
@@ -49,6 +49,7 @@ from .layers import (
     Softmax,
     Tanh,
 )
+from .checkpoint import Checkpoint
 from .losses import BCEWithLogits, Loss, MSELoss, SoftmaxCrossEntropy
 from .module import Layer, Parameter, is_grad_enabled, no_grad, set_grad_enabled
 from .random import get_rng_state, manual_seed, set_rng_state
@@ -62,7 +63,7 @@ __all__ = [
     "manual_seed", "get_rng_state", "set_rng_state",
     # layers
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Flatten", "Dropout", "Sequential", "Residual",
+    "Identity", "Flatten", "Dropout", "Sequential", "Residual", "Checkpoint",
     "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
     "BatchNorm1d", "BatchNorm2d",
     # losses
@@ -70,7 +71,7 @@ __all__ = [
     # saving and loading
     "save", "load", "save_checkpoint", "load_checkpoint", "load_torch_weights",
     # submodules
-    "data", "init", "models", "optim", "testing", "train",
+    "data", "init", "memory", "models", "optim", "testing", "train",
     # errors
     "LaminaError", "ShapeError", "DTypeError", "DeviceError", "CacheError", "StateDictError", "CheckpointError",
     "PerformanceWarning",

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import backend
+from . import backend, memory
 from .errors import CacheError, DeviceError, DTypeError, ShapeError, StateDictError
 
 # --------------------------------------------------------------------------
@@ -34,6 +34,22 @@ def is_grad_enabled():
 
 def set_grad_enabled(mode):
     _state.grad_enabled = bool(mode)
+
+
+def is_recomputing():
+    """True while gradient checkpointing re-runs a segment's forward: layers
+    with side effects in forward (BatchNorm's running statistics) skip them."""
+    return getattr(_state, "recomputing", False)
+
+
+@contextlib.contextmanager
+def recomputing():
+    prev = is_recomputing()
+    _state.recomputing = True
+    try:
+        yield
+    finally:
+        _state.recomputing = prev
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -181,7 +197,13 @@ class Layer:
         """
         if is_grad_enabled():
             saved = items if len(items) != 1 else items[0]
-            object.__setattr__(self, "_cache", (saved, tuple(out.shape), backend.device_of(out)))
+            self._set_cache((saved, tuple(out.shape), backend.device_of(out)))
+
+    def _set_cache(self, value):
+        """The one place a cache changes, so lamina.memory can count it."""
+        old = self._cache
+        object.__setattr__(self, "_cache", value)
+        memory._on_cache_change(old, value)
 
     def _take_cache(self, dy):
         """Validate ``dy`` against the cached output, then return the cache and
@@ -201,7 +223,7 @@ class Layer:
             raise ShapeError(f"{label}: expected the output gradient of shape {shape}, received {tuple(dy.shape)}")
         if dy.dtype.kind != "f" and not _is_extended_float(dy.dtype):
             raise DTypeError(f"{label}: expected a floating-point output gradient, received dtype {dy.dtype}")
-        object.__setattr__(self, "_cache", None)
+        self._set_cache(None)
         return saved
 
     def clear_cache(self):
@@ -212,7 +234,7 @@ class Layer:
 
     def _release(self):
         """Drop this layer's cache; layers that keep work buffers extend it."""
-        object.__setattr__(self, "_cache", None)
+        self._set_cache(None)
 
     def has_cache(self):
         return self._cache is not None

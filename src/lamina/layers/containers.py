@@ -1,7 +1,10 @@
 """Containers and shape-only layers: Sequential, Identity, Flatten."""
 
+import numpy as np
+
+from .. import random as lrandom
 from ..errors import ShapeError
-from ..module import Layer
+from ..module import Layer, is_grad_enabled
 
 
 class Sequential(Layer):
@@ -9,12 +12,26 @@ class Sequential(Layer):
 
     forward: y = f_n(... f_1(f_0(x)))
     backward: dx = f_0'(f_1'(... f_n'(dy))) — each child's backward in reverse order.
+
+    ``checkpoint_segments=k`` cuts the children into k contiguous segments
+    and checkpoints all but the last (see :mod:`lamina.checkpoint`): forward
+    keeps each segment's input only, and backward recomputes each segment
+    before running its backward.  The state_dict is unchanged.
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *layers, checkpoint_segments=0):
         super().__init__()
         for layer in layers:
             self.append(layer)
+        if int(checkpoint_segments) < 0:
+            raise ValueError(f"Sequential: expected checkpoint_segments >= 0, received {checkpoint_segments!r}")
+        object.__setattr__(self, "checkpoint_segments", int(checkpoint_segments))
+
+    def segments(self):
+        """The children cut into ``checkpoint_segments`` contiguous lists (at most one per child)."""
+        layers = list(self._children.values())
+        k = min(max(self.checkpoint_segments, 1), len(layers))
+        return [[layers[i] for i in idx] for idx in np.array_split(np.arange(len(layers)), k)]
 
     def append(self, layer):
         if not isinstance(layer, Layer):
@@ -34,16 +51,55 @@ class Sequential(Layer):
             return Sequential(*layers[index])
         return layers[index]
 
+    def __setattr__(self, name, value):
+        if name == "checkpoint_segments":
+            if int(value) < 0:
+                raise ValueError(f"Sequential: expected checkpoint_segments >= 0, received {value!r}")
+            object.__setattr__(self, name, int(value))
+            return
+        super().__setattr__(name, value)
+
     def forward(self, x):
+        if self.checkpoint_segments > 1 and is_grad_enabled() and len(self._children) > 1:
+            return self._checkpointed_forward(x)
+        if self._cache is not None:
+            self._set_cache(None)  # a plain forward: backward goes through the children directly
         for layer in self._children.values():
             x = layer(x)
         return x
 
+    def _checkpointed_forward(self, x):
+        from ..checkpoint import run_without_cache  # noqa: PLC0415 - checkpoint imports the module layer
+
+        segments = self.segments()
+        inputs = []
+        for seg in segments[:-1]:
+            inputs.append((x, lrandom.get_rng_state()))
+            x = run_without_cache(seg, x)
+        for layer in segments[-1]:  # the last segment keeps its caches: its backward comes first
+            x = layer(x)
+        self._save(inputs, out=x)  # [(segment input, random state before it)] for all but the last segment
+        return x
+
     def backward(self, dy):
-        for layer in reversed(self._children.values()):
+        if self._cache is None:
+            for layer in reversed(self._children.values()):
+                dy = layer.backward(dy)
+            return dy
+        from ..checkpoint import recompute  # noqa: PLC0415
+
+        inputs = self._take_cache(dy)
+        segments = self.segments()
+        for layer in reversed(segments[-1]):
             dy = layer.backward(dy)
+        for seg, (x, rng) in zip(reversed(segments[:-1]), reversed(inputs)):
+            recompute(seg, x, rng)
+            for layer in reversed(seg):
+                dy = layer.backward(dy)
         return dy
 
+    def extra_repr(self):
+        return f"checkpoint_segments={self.checkpoint_segments}" if self.checkpoint_segments else ""
 
 class Identity(Layer):
     """y = x.  Backward: dx = dy."""

@@ -94,25 +94,10 @@ class _ConvNd(Layer):
                 f"received shape {tuple(x.shape)}"
             )
         bias = None if self.bias is None else self.bias.data
-        y4, col = ops.conv2d_forward(x4, self._weight_2d(), bias, g, self.groups, col_buffer=self._free_col())
+        y4, col = ops.conv2d_forward(x4, self._weight_2d(), bias, g, self.groups, keep_col=is_grad_enabled())
         y = y4 if self._nd == 2 else y4.reshape(g.n, self.out_channels, g.ow)
         self._save(col, g, out=y)  # col: (C*KH*KW, N*OH*OW), g: ops.Geometry
-        object.__setattr__(self, "_col", col if is_grad_enabled() else None)
         return y
-
-    def _free_col(self):
-        """The col of the previous forward, if nothing can read it any more:
-        with gradients on, this forward replaces the cache that holds it; with
-        them off, only if no backward is pending.  Reusing it saves a fresh
-        allocation of the step's largest array."""
-        col = self.__dict__.get("_col")
-        if col is not None and (is_grad_enabled() or self._cache is None):
-            return col
-        return None
-
-    def _release(self):
-        super()._release()
-        object.__setattr__(self, "_col", None)
 
     def backward(self, dy):
         col, g = self._take_cache(dy)

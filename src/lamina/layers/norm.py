@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import backend, ops
 from ..errors import ShapeError
-from ..module import Layer, Parameter, is_grad_enabled
+from ..module import Layer, Parameter, is_grad_enabled, is_recomputing
 from ._utils import positive_int
 
 
@@ -66,8 +66,8 @@ class _BatchNorm(Layer):
                     f"{self._label()}: expected more than 1 value per channel when training, received shape {tuple(x.shape)}"
                 )
             mean, var = ops.batchnorm_stats(x3)
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean, var, m)
+            if self.training and self.track_running_stats and not is_recomputing():
+                self._update_running_stats(mean, var, m)  # once per batch, not again when checkpointing recomputes
         else:
             mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
         xp = backend.get_array_module(x)

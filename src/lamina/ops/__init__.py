@@ -237,6 +237,9 @@ from .conv import (  # noqa: E402, F401 - re-exported for the layers
     im2col,
     maxpool2d_backward,
     maxpool2d_forward,
-    release_scratch,
+    give_workspace,
+    release_workspace,
+    take_workspace,
+    workspace_bytes,
 )
 from .norm import batchnorm_apply, batchnorm_backward, batchnorm_stats  # noqa: E402, F401

@@ -15,12 +15,15 @@ Convolution as GEMM, with P = OH*OW, K = C/G*KH*KW and G groups:
 
 The GEMMs run on NumPy's BLAS (cuBLAS through CuPy on the GPU).
 
-Memory.  col is the largest array of a CNN step (KH*KW times the input).  A
-layer may hand its previous col back to :func:`conv2d_forward` to be
-overwritten, and dcol, which lives only inside :func:`conv2d_backward`, is
-written into a per-thread scratch buffer on the CPU.  Both save a fresh
-allocation, whose page faults cost about as much as the im2col itself
-(csrc/NOTES.md).  :func:`release_scratch` frees the scratch buffer.
+Memory.  col is the largest array of a CNN step (KH*KW times the input).
+On the CPU it comes from a pool of work buffers (:func:`take_workspace`) and
+goes back to it when its backward is done (or at once under no_grad), and
+dcol, which lives only inside :func:`conv2d_backward`, is written into a
+per-thread scratch buffer.  Both save a fresh allocation, whose page faults
+cost about as much as the im2col itself (csrc/NOTES.md), and the pool holds
+no more than the most cols that were ever alive at once, which gradient
+checkpointing keeps small.  :func:`release_workspace` frees both.
+(CuPy has a memory pool of its own.)
 """
 
 import threading
@@ -74,26 +77,57 @@ def geometry(x_shape, kernel, stride, padding, dilation=(1, 1)):
 # --------------------------------------------------------------------------
 
 
-def im2col(x, g, out=None):
+def im2col(x, g, pooled=False):
     """x (N, C, H, W) -> col (C*KH*KW, N*OH*OW), zero where a window reads padding.
 
-    ``out``: an array to overwrite, used when its shape, dtype and device fit.
+    ``pooled``: write into a buffer from :func:`take_workspace` (the caller
+    gives it back with :func:`give_workspace` when done).
     """
     xp = backend.get_array_module(x)
     shape = (g.c * g.kh * g.kw, g.n * g.oh * g.ow)
     if xp is np and (mod := _cpu_kernel("im2col", x)) is not None:
         (x,) = _contiguous(np, x)
-        col = out if _fits(out, shape, x) else np.empty(shape, dtype=x.dtype)
+        col = take_workspace(shape, x.dtype) if pooled else np.empty(shape, dtype=x.dtype)
         mod.im2col(_addr(col), _addr(x), g, x.dtype.name)
         return col
     return reference.im2col(xp, x, g)
 
 
-def _fits(buf, shape, like):
-    return (
-        buf is not None and type(buf) is type(like) and buf.shape == shape and buf.dtype == like.dtype
-        and buf.flags.c_contiguous and backend.device_of(buf) == backend.device_of(like)
-    )
+_pool_lock = threading.Lock()
+_pool = {}  # (shape, dtype) -> [free NumPy arrays]
+
+
+def take_workspace(shape, dtype):
+    """A NumPy array of ``shape`` and ``dtype`` (contents garbage), reused from
+    the pool when one of that size was given back."""
+    key = (tuple(shape), np.dtype(dtype).str)
+    with _pool_lock:
+        free = _pool.get(key)
+        if free:
+            return free.pop()
+    return np.empty(shape, dtype=dtype)
+
+
+def give_workspace(a):
+    """Return an array to the pool.  Only for arrays nothing reads any more."""
+    if isinstance(a, np.ndarray) and a.flags.c_contiguous and a.base is None:
+        with _pool_lock:
+            _pool.setdefault((a.shape, a.dtype.str), []).append(a)
+
+
+def workspace_bytes():
+    """Bytes held by the pool of free work buffers and this thread's scratch buffer."""
+    with _pool_lock:
+        pooled = sum(a.nbytes for free in _pool.values() for a in free)
+    buf = getattr(_scratch, "buf", None)
+    return pooled + (0 if buf is None else buf.nbytes)
+
+
+def release_workspace():
+    """Free the pooled work buffers and this thread's scratch buffer."""
+    with _pool_lock:
+        _pool.clear()
+    _scratch.buf = None
 
 
 _scratch = threading.local()
@@ -110,10 +144,6 @@ def _scratch_array(shape, dtype):
         buf = _scratch.buf = np.empty(need, dtype=np.uint8)
     return buf[:need].view(dtype).reshape(shape)
 
-
-def release_scratch():
-    """Free this thread's convolution scratch buffer."""
-    _scratch.buf = None
 
 
 def col2im(dcol, g):
@@ -157,26 +187,29 @@ def batch_to_channels_major(dy, need_sums=True):
     return reference.batch_to_channels_major(xp, dy, need_sums)
 
 
-def conv2d_forward(x, weight, bias, g, groups, col_buffer=None):
-    """y (N, O, OH, OW) and the col matrix that backward needs.
+def conv2d_forward(x, weight, bias, g, groups, keep_col=True):
+    """y (N, O, OH, OW) and the col matrix that backward needs (None, and
+    col's buffer back in the pool, unless ``keep_col``).
 
     x (N, C, H, W), weight (O, C/G, KH, KW), bias (O,) or None.
-    ``col_buffer``: a previous col to overwrite (the caller guarantees that
-    nothing still reads it), used when its shape and dtype fit.
     """
     o = weight.shape[0]
-    col = im2col(x, g, out=col_buffer)  # (C*KH*KW, N*P)
+    col = im2col(x, g, pooled=True)  # (C*KH*KW, N*P)
     if groups == 1:
         y = weight.reshape(o, -1) @ col  # (O, N*P)
     else:
         k = col.shape[0] // groups
         y = weight.reshape(groups, o // groups, k) @ col.reshape(groups, k, -1)  # (G, O/G, N*P)
     y = channels_to_batch_major(y.reshape(o, -1), bias, g.n)
+    if not keep_col:
+        give_workspace(col)
+        col = None
     return y.reshape(g.n, o, g.oh, g.ow), col
 
 
 def conv2d_backward(dy, col, weight, g, groups, need_dx=True):
-    """(dx, dweight, dbias) of :func:`conv2d_forward`; dx is None unless need_dx."""
+    """(dx, dweight, dbias) of :func:`conv2d_forward`; dx is None unless
+    need_dx.  Gives col back to the pool: it is dead after this."""
     xp = backend.get_array_module(dy)
     o = weight.shape[0]
     dy_t, dbias = batch_to_channels_major(dy.reshape(g.n, o, -1))  # (O, N*P), (O,)
@@ -194,6 +227,7 @@ def conv2d_backward(dy, col, weight, g, groups, need_dx=True):
         dweight = (dy_g @ col_g.transpose(0, 2, 1)).reshape(weight.shape)
         if need_dx:
             xp.matmul(weight.reshape(groups, o // groups, k).transpose(0, 2, 1), dy_g, out=dcol.reshape(groups, k, -1))
+    give_workspace(col)
     dx = col2im(dcol, g) if need_dx else None
     return dx, dweight, dbias
 
