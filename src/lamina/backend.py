@@ -156,5 +156,18 @@ def synchronize(device=None):
 
 
 def as_dtype(dtype):
-    """Normalise a dtype argument (``np.float32``, ``"float64"``, ...) to ``np.dtype``."""
+    """Normalise a dtype argument (``np.float32``, ``"float64"``, ``"bfloat16"``, ...) to ``np.dtype``.
+
+    ``"bfloat16"`` needs ml_dtypes (NumPy has no bfloat16 of its own)."""
+    if isinstance(dtype, str) and dtype in ("bfloat16", "bf16"):
+        import ml_dtypes  # noqa: PLC0415
+
+        return np.dtype(ml_dtypes.bfloat16)
+    if isinstance(dtype, str) and dtype in ("fp16", "half"):
+        return np.dtype(np.float16)
     return np.dtype(dtype)
+
+
+def is_low_precision(dtype):
+    """float16 or bfloat16: stored in 16 bits, computed in float32."""
+    return np.dtype(dtype).name in ("float16", "bfloat16")

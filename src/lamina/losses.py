@@ -44,7 +44,7 @@ class Loss:
         for what, a in (("input", input), ("target", target)):
             if not backend.is_array(a):
                 raise DTypeError(f"{label}: expected {what} as a numpy.ndarray or cupy.ndarray, received {type(a).__name__}")
-        if input.dtype.kind != "f":
+        if input.dtype.kind != "f" and not backend.is_low_precision(input.dtype):
             raise DTypeError(f"{label}: expected a floating-point input, received dtype {input.dtype}")
         if backend.device_of(input) != backend.device_of(target):
             raise DeviceError(
@@ -52,8 +52,14 @@ class Loss:
             )
         if target_kind == "int" and target.dtype.kind not in "iu":
             raise DTypeError(f"{label}: expected integer class indices as target, received dtype {target.dtype}")
-        if target_kind == "float" and target.dtype.kind != "f":
+        if target_kind == "float" and target.dtype.kind != "f" and not backend.is_low_precision(target.dtype):
             raise DTypeError(f"{label}: expected a floating-point target, received dtype {target.dtype}")
+
+    @staticmethod
+    def _widen(x):
+        """Losses reduce in float32 at least: 16-bit inputs (mixed precision)
+        are widened, and their gradient comes back in float32."""
+        return x.astype(np.float32) if backend.is_low_precision(x.dtype) else x
 
     def _save(self, grad):
         self._cache = grad if is_grad_enabled() else None
@@ -92,6 +98,7 @@ class SoftmaxCrossEntropy(Loss):
 
     def forward(self, input, target):
         self._check_pair(input, target, "int")
+        input = self._widen(input)
         label = self._label()
         if input.ndim != 2:
             raise ShapeError(f"{label}: expected input logits of shape (N, C), received {tuple(input.shape)}")
@@ -128,6 +135,7 @@ class MSELoss(Loss):
         self._check_pair(input, target, "float")
         if tuple(input.shape) != tuple(target.shape):
             raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
+        input = self._widen(input)
         diff = input - target.astype(input.dtype, copy=False)
         n = diff.size if self.reduction == "mean" else 1
         self._save(diff * input.dtype.type(2.0 / n))
@@ -149,7 +157,7 @@ class BCEWithLogits(Loss):
         if tuple(input.shape) != tuple(target.shape):
             raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
         xp = backend.get_array_module(input)
-        x = input
+        x = self._widen(input)
         t = target.astype(x.dtype, copy=False)
         e = xp.exp(-xp.abs(x))  # in (0, 1]
         loss = xp.maximum(x, 0) - x * t + xp.log1p(e)

@@ -245,13 +245,17 @@ class Layer:
         return f"{type(self).__name__}({self.extra_repr()})"
 
     def _check_input(self, x, what="input", ndim=None, min_ndim=None, dim=None):
-        """Validate an input array at the layer boundary.
+        """Validate an input array at the layer boundary, and return it.
 
         Checks, in order: that ``x`` is a NumPy or CuPy array, that it is
         floating point, that it matches the dtype and device of the layer's
         parameters (if any), that it has ``ndim`` (or at least ``min_ndim``)
         dimensions, and that ``x.shape[axis] == size`` for each
         ``(axis, size, name)`` in ``dim``.
+
+        Under mixed precision (:func:`lamina.amp.autocast`) a layer with
+        parameters casts a floating input to its compute dtype instead of
+        rejecting it, as autocast does; the returned array is the cast one.
         """
         label = self._label()
         if not backend.is_array(x):
@@ -265,7 +269,11 @@ class Layer:
                     f"{label}: expected {what} on {p.device} (where the parameters are), received it on {backend.device_of(x)}"
                 )
             if x.dtype != self.compute_dtype:
-                raise DTypeError(f"{label}: expected {what} of dtype {self.compute_dtype} (the compute dtype), received {x.dtype}")
+                if self.__dict__.get("_amp_dtype") is None:
+                    raise DTypeError(
+                        f"{label}: expected {what} of dtype {self.compute_dtype} (the compute dtype), received {x.dtype}"
+                    )
+                x = x.astype(self.compute_dtype)
         if ndim is not None and x.ndim != ndim:
             raise ShapeError(f"{label}: expected a {ndim}-d {what}, received shape {tuple(x.shape)}")
         if min_ndim is not None and x.ndim < min_ndim:
@@ -275,6 +283,17 @@ class Layer:
                 raise ShapeError(
                     f"{label}: expected {what} with size {size} ({name}) in dimension {axis}, received shape {tuple(x.shape)}"
                 )
+        return x
+
+    def _compute(self, p):
+        """Parameter ``p``'s value in the compute dtype (a cast copy under mixed precision)."""
+        dtype = self.compute_dtype
+        return p.data if p.data.dtype == dtype else p.data.astype(dtype)
+
+    def _compute_grad(self, dy):
+        """The output gradient in the compute dtype (losses hand back float32)."""
+        amp = self.__dict__.get("_amp_dtype")
+        return dy if amp is None or dy.dtype == amp else dy.astype(amp)
 
     # -- traversal ----------------------------------------------------------
 
@@ -357,6 +376,9 @@ class Layer:
         precision sets the compute dtype apart from the parameters' (master)
         dtype by overriding it, without touching any layer's forward.
         """
+        amp = self.__dict__.get("_amp_dtype")
+        if amp is not None:
+            return amp
         p = next(iter(self._parameters.values()), None)
         return None if p is None else p.dtype
 

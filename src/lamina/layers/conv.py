@@ -80,11 +80,11 @@ class _ConvNd(Layer):
         return (1, k), (1, s), (0, 0, *pads[0]), (1, d)
 
     def _weight_2d(self):
-        w = self.weight.data
+        w = self._compute(self.weight)
         return w if self._nd == 2 else w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
 
     def forward(self, x):
-        self._check_input(x, ndim=self._nd + 2, dim=[(1, self.in_channels, "in_channels")])
+        x = self._check_input(x, ndim=self._nd + 2, dim=[(1, self.in_channels, "in_channels")])
         x4 = x if self._nd == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
         kernel, stride, padding, dilation = self._as_2d()
         g = ops.geometry(x4.shape, kernel, stride, padding, dilation)
@@ -93,7 +93,7 @@ class _ConvNd(Layer):
                 f"{self._label()}: expected an input whose padded spatial size covers the dilated kernel, "
                 f"received shape {tuple(x.shape)}"
             )
-        bias = None if self.bias is None else self.bias.data
+        bias = None if self.bias is None else self._compute(self.bias)
         y4, col = ops.conv2d_forward(x4, self._weight_2d(), bias, g, self.groups, keep_col=is_grad_enabled())
         y = y4 if self._nd == 2 else y4.reshape(g.n, self.out_channels, g.ow)
         self._save(col, g, out=y)  # col: (C*KH*KW, N*OH*OW), g: ops.Geometry
@@ -101,7 +101,7 @@ class _ConvNd(Layer):
 
     def backward(self, dy):
         col, g = self._take_cache(dy)
-        dy4 = dy.reshape(g.n, self.out_channels, g.oh, g.ow)
+        dy4 = self._compute_grad(dy).reshape(g.n, self.out_channels, g.oh, g.ow)
         dx4, dweight, dbias = ops.conv2d_backward(dy4, col, self._weight_2d(), g, self.groups)
         self.weight.accumulate(dweight.reshape(self.weight.shape))
         if self.bias is not None:

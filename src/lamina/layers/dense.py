@@ -49,17 +49,17 @@ class Dense(Layer):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        self._check_input(x, min_ndim=1, dim=[(-1, self.in_features, "in_features")])
+        x = self._check_input(x, min_ndim=1, dim=[(-1, self.in_features, "in_features")])
         x2 = x.reshape(-1, self.in_features)
-        y2 = ops.linear_forward(x2, self.weight.data, None if self.bias is None else self.bias.data)
+        y2 = ops.linear_forward(x2, self._compute(self.weight), None if self.bias is None else self._compute(self.bias))
         y = y2.reshape(*x.shape[:-1], self.out_features)
         self._save(x2, out=y)  # x2: (M, in_features)
         return y
 
     def backward(self, dy):
         x2 = self._take_cache(dy)
-        dy2 = dy.reshape(-1, self.out_features)
-        dx2, dweight, dbias = ops.linear_backward(dy2, x2, self.weight.data)
+        dy2 = self._compute_grad(dy).reshape(-1, self.out_features)
+        dx2, dweight, dbias = ops.linear_backward(dy2, x2, self._compute(self.weight))
         self.weight.accumulate(dweight)
         if self.bias is not None:
             self.bias.accumulate(dbias)

@@ -56,8 +56,11 @@ class _BatchNorm(Layer):
             self._check_input(x)  # type and dtype errors first
             expected = " or ".join(f"{n}-d" for n in self._ndims)
             raise ShapeError(f"{self._label()}: expected a {expected} input, received shape {tuple(x.shape)}")
-        self._check_input(x, dim=[(1, self.num_features, "num_features")])
-        x3 = x.reshape(x.shape[0], self.num_features, -1)  # (N, C, L)
+        x = self._check_input(x, dim=[(1, self.num_features, "num_features")])
+        # Normalisation reduces in float32 at least: 16-bit inputs (mixed
+        # precision) are widened, and gamma, beta and the statistics stay float32.
+        work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype
+        x3 = x.reshape(x.shape[0], self.num_features, -1).astype(work, copy=False)  # (N, C, L)
         use_batch = self.training or not self.track_running_stats
         if use_batch:
             m = x3.shape[0] * x3.shape[2]
@@ -69,12 +72,14 @@ class _BatchNorm(Layer):
             if self.training and self.track_running_stats and not is_recomputing():
                 self._update_running_stats(mean, var, m)  # once per batch, not again when checkpointing recomputes
         else:
-            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
+            mean, var = self.running_mean.astype(work), self.running_var.astype(work)
         xp = backend.get_array_module(x)
-        inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype, copy=False)
-        gamma, beta = (self.weight.data, self.bias.data) if self.affine else (None, None)
+        inv_std = (1 / xp.sqrt(var + self.eps)).astype(work, copy=False)
+        gamma, beta = (self.weight.data.astype(work, copy=False), self.bias.data.astype(work, copy=False)) if self.affine else (None, None)
         y3, xhat = ops.batchnorm_apply(x3, mean, inv_std, gamma, beta, need_xhat=is_grad_enabled())
-        y = y3.reshape(x.shape)
+        y = y3.astype(x.dtype, copy=False).reshape(x.shape)
+        if xhat is not None:
+            xhat = xhat.astype(x.dtype, copy=False)  # cached in the input's dtype
         self._save(xhat, inv_std, use_batch, out=y)  # xhat: (N, C, L); inv_std: (C,)
         return y
 
@@ -90,12 +95,15 @@ class _BatchNorm(Layer):
 
     def backward(self, dy):
         xhat, inv_std, use_batch = self._take_cache(dy)
-        gamma = self.weight.data if self.affine else None
-        dx3, dgamma, dbeta = ops.batchnorm_backward(dy.reshape(xhat.shape), xhat, inv_std, gamma, batch_stats=use_batch)
+        work = inv_std.dtype
+        gamma = self.weight.data.astype(work, copy=False) if self.affine else None
+        dx3, dgamma, dbeta = ops.batchnorm_backward(
+            dy.reshape(xhat.shape).astype(work, copy=False), xhat.astype(work, copy=False), inv_std, gamma, batch_stats=use_batch
+        )
         if self.affine:
             self.weight.accumulate(dgamma)
             self.bias.accumulate(dbeta)
-        return dx3.reshape(dy.shape)
+        return dx3.astype(xhat.dtype, copy=False).reshape(dy.shape)
 
     def extra_repr(self):
         return (

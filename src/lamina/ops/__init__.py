@@ -12,6 +12,8 @@ backend themselves.  Each function picks, in this order:
 Where NumPy or CuPy already do the job well (GEMMs on NumPy's BLAS) the reference *is* the chosen path and nothing is announced.
 """
 
+import functools
+
 import numpy as np
 
 from .. import backend
@@ -62,6 +64,55 @@ def _cuda_kernel(name, *arrays):
     return mod
 
 
+def float32_on_cpu(fn):
+    """Run ``fn`` on float16/bfloat16 NumPy arrays by computing in float32.
+
+    The CPU has no 16-bit kernels: the array arguments are widened to float32,
+    ``fn`` runs on lamina's float32 kernels, and floating results are rounded
+    back to the 16-bit dtype (integer results, such as max-pool indices, are
+    left alone).  Storage, and so activation memory, stays 16-bit; the
+    arithmetic is float32, as on a GPU's 16-bit units.  Announced once.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        low = next((a.dtype for a in args if isinstance(a, np.ndarray) and backend.is_low_precision(a.dtype)), None)
+        if low is None:
+            return fn(*args, **kwargs)
+        warn_once(
+            "cpu low precision",
+            f"lamina computes {low} arrays on the CPU in float32 and rounds the results to {low} "
+            "(16-bit storage and activation memory, no 16-bit speedup: the CPU has no 16-bit kernels)",
+        )
+
+        def widen(a):
+            return a.astype(np.float32) if isinstance(a, np.ndarray) and backend.is_low_precision(a.dtype) else a
+
+        def narrow(r):
+            if isinstance(r, np.ndarray) and r.dtype == np.float32:
+                return r.astype(low)
+            if isinstance(r, tuple):
+                return tuple(narrow(v) for v in r)
+            return r
+
+        return narrow(fn(*[widen(a) for a in args], **{k: widen(v) for k, v in kwargs.items()}))
+
+    return wrapper
+
+
+def matmul(a, b, out=None):
+    """a @ b; for float16/bfloat16 on the CPU, float32 products and sums
+    rounded once at the end (as tensor cores do), since NumPy has no 16-bit BLAS."""
+    xp = backend.get_array_module(a, b)
+    if xp is np and backend.is_low_precision(a.dtype):
+        r = np.matmul(a.astype(np.float32), b.astype(np.float32))
+        if out is None:
+            return r.astype(a.dtype)
+        out[...] = r
+        return out
+    return xp.matmul(a, b, out=out) if out is not None else xp.matmul(a, b)
+
+
 def _contiguous(xp, *arrays):
     return [xp.ascontiguousarray(a) for a in arrays]
 
@@ -80,6 +131,7 @@ def _stream(xp):
 # --------------------------------------------------------------------------
 
 
+@float32_on_cpu
 def relu_forward(x):
     """y = max(x, 0)."""
     xp = backend.get_array_module(x)
@@ -99,6 +151,7 @@ def relu_forward(x):
     return reference.relu_forward(xp, x)
 
 
+@float32_on_cpu
 def relu_backward(dy, y):
     """dx = dy where y > 0, else 0."""
     xp = backend.get_array_module(dy, y)
@@ -118,6 +171,7 @@ def relu_backward(dy, y):
     return reference.relu_backward(xp, dy, y)
 
 
+@float32_on_cpu
 def gelu_forward(x, approximate="none"):
     xp = backend.get_array_module(x)
     tanh = approximate == "tanh"
@@ -137,6 +191,7 @@ def gelu_forward(x, approximate="none"):
     return reference.gelu_forward(xp, x, approximate)
 
 
+@float32_on_cpu
 def gelu_backward(dy, x, approximate="none"):
     xp = backend.get_array_module(dy, x)
     tanh = approximate == "tanh"
@@ -198,7 +253,7 @@ def softmax_xent(logits, labels, smoothing=0.0, grad_scale=1.0, need_grad=True):
 
 def linear_forward(x, weight, bias=None):
     """y = x Wᵀ + b for x (M, K), W (N, K), b (N,)."""
-    y = x @ weight.T
+    y = matmul(x, weight.T)
     if bias is not None:
         y += bias
     return y
@@ -206,8 +261,8 @@ def linear_forward(x, weight, bias=None):
 
 def linear_backward(dy, x, weight, need_dx=True):
     """Gradients of y = x Wᵀ + b: (dx = dy W, dW = dyᵀ x, db = Σ_rows dy)."""
-    dx = dy @ weight if need_dx else None
-    dweight = dy.T @ x
+    dx = matmul(dy, weight) if need_dx else None
+    dweight = matmul(dy.T, x)
     dbias = dy.sum(axis=0)
     return dx, dweight, dbias
 

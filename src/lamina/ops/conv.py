@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from . import _addr, _contiguous, _cpu_kernel, reference
+from . import _addr, _contiguous, _cpu_kernel, float32_on_cpu, matmul, reference
 
 
 class Geometry(NamedTuple):
@@ -77,6 +77,7 @@ def geometry(x_shape, kernel, stride, padding, dilation=(1, 1)):
 # --------------------------------------------------------------------------
 
 
+@float32_on_cpu
 def im2col(x, g, pooled=False):
     """x (N, C, H, W) -> col (C*KH*KW, N*OH*OW), zero where a window reads padding.
 
@@ -146,6 +147,7 @@ def _scratch_array(shape, dtype):
 
 
 
+@float32_on_cpu
 def col2im(dcol, g):
     """The adjoint of :func:`im2col`: dx (N, C, H, W), summing overlapping windows."""
     xp = backend.get_array_module(dcol)
@@ -162,6 +164,7 @@ def col2im(dcol, g):
 # --------------------------------------------------------------------------
 
 
+@float32_on_cpu
 def channels_to_batch_major(y, bias, n):
     """(C, N*P) GEMM output -> (N, C, P), plus bias[c] when bias is not None."""
     xp = backend.get_array_module(y)
@@ -174,6 +177,7 @@ def channels_to_batch_major(y, bias, n):
     return reference.channels_to_batch_major(xp, y, bias, n)
 
 
+@float32_on_cpu
 def batch_to_channels_major(dy, need_sums=True):
     """(N, C, P) -> ((C, N*P), per-channel sums (C,) or None)."""
     xp = backend.get_array_module(dy)
@@ -196,10 +200,10 @@ def conv2d_forward(x, weight, bias, g, groups, keep_col=True):
     o = weight.shape[0]
     col = im2col(x, g, pooled=True)  # (C*KH*KW, N*P)
     if groups == 1:
-        y = weight.reshape(o, -1) @ col  # (O, N*P)
+        y = matmul(weight.reshape(o, -1), col)  # (O, N*P)
     else:
         k = col.shape[0] // groups
-        y = weight.reshape(groups, o // groups, k) @ col.reshape(groups, k, -1)  # (G, O/G, N*P)
+        y = matmul(weight.reshape(groups, o // groups, k), col.reshape(groups, k, -1))  # (G, O/G, N*P)
     y = channels_to_batch_major(y.reshape(o, -1), bias, g.n)
     if not keep_col:
         give_workspace(col)
@@ -218,15 +222,15 @@ def conv2d_backward(dy, col, weight, g, groups, need_dx=True):
     if need_dx:
         dcol = _scratch_array(col.shape, col.dtype) if xp is np else xp.empty_like(col)
     if groups == 1:
-        dweight = (dy_t @ col.T).reshape(weight.shape)
+        dweight = matmul(dy_t, col.T).reshape(weight.shape)
         if need_dx:
-            xp.matmul(weight.reshape(o, -1).T, dy_t, out=dcol)
+            matmul(weight.reshape(o, -1).T, dy_t, out=dcol)
     else:
         dy_g = dy_t.reshape(groups, o // groups, -1)
         col_g = col.reshape(groups, k, -1)
-        dweight = (dy_g @ col_g.transpose(0, 2, 1)).reshape(weight.shape)
+        dweight = matmul(dy_g, col_g.transpose(0, 2, 1)).reshape(weight.shape)
         if need_dx:
-            xp.matmul(weight.reshape(groups, o // groups, k).transpose(0, 2, 1), dy_g, out=dcol.reshape(groups, k, -1))
+            matmul(weight.reshape(groups, o // groups, k).transpose(0, 2, 1), dy_g, out=dcol.reshape(groups, k, -1))
     give_workspace(col)
     dx = col2im(dcol, g) if need_dx else None
     return dx, dweight, dbias
@@ -242,6 +246,7 @@ def _planes(g):
     return g._replace(n=g.n * g.c, c=1)
 
 
+@float32_on_cpu
 def maxpool2d_forward(x, g):
     """(y, idx): y (N, C, OH, OW), idx (N, C, OH, OW) int64 = ih*W + iw of each maximum."""
     xp = backend.get_array_module(x)
@@ -254,6 +259,7 @@ def maxpool2d_forward(x, g):
     return reference.maxpool_forward(xp, x, g)
 
 
+@float32_on_cpu
 def maxpool2d_backward(dy, idx, g):
     """dx (N, C, H, W): each dy added at its window's maximum."""
     xp = backend.get_array_module(dy, idx)
@@ -265,6 +271,7 @@ def maxpool2d_backward(dy, idx, g):
     return reference.maxpool_backward(xp, dy, idx, g)
 
 
+@float32_on_cpu
 def avgpool2d_forward(x, g, count_include_pad=True):
     xp = backend.get_array_module(x)
     if xp is np and (mod := _cpu_kernel("avgpool_forward", x)) is not None:
@@ -275,6 +282,7 @@ def avgpool2d_forward(x, g, count_include_pad=True):
     return reference.avgpool_forward(xp, x, g, count_include_pad)
 
 
+@float32_on_cpu
 def avgpool2d_backward(dy, g, count_include_pad=True):
     xp = backend.get_array_module(dy)
     if xp is np and (mod := _cpu_kernel("avgpool_backward", dy)) is not None:
