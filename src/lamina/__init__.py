@@ -14,7 +14,7 @@ C++ and CUDA kernels.
 
 __version__ = "0.1.0"
 
-from . import data, init, memory, models, optim, testing, train
+from . import amp, data, init, memory, models, optim, testing, train
 from .backend import Device, cuda_available, get_array_module
 from .errors import (
     CacheError,
@@ -71,7 +71,7 @@ __all__ = [
     # saving and loading
     "save", "load", "save_checkpoint", "load_checkpoint", "load_torch_weights",
     # submodules
-    "data", "init", "memory", "models", "optim", "testing", "train",
+    "amp", "data", "init", "memory", "models", "optim", "testing", "train",
     # errors
     "LaminaError", "ShapeError", "DTypeError", "DeviceError", "CacheError", "StateDictError", "CheckpointError",
     "PerformanceWarning",

@@ -39,6 +39,8 @@ class LRScheduler:
         return [base * f for base in self.base_lrs]
 
     def step(self):
+        if getattr(self.optimizer, "_last_step_skipped", False):
+            return  # the loss scaler skipped the optimizer's step (inf/NaN gradients): the schedule waits too
         self.last_epoch += 1
         lrs = self.lr_at(self.last_epoch)
         for group, lr in zip(self.optimizer.param_groups, lrs):
@@ -173,6 +175,8 @@ class ReduceLROnPlateau:
         return a > (best * (1 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold)
 
     def step(self, metrics):
+        if getattr(self.optimizer, "_last_step_skipped", False):
+            return
         current = float(metrics)
         self.last_epoch += 1
         if self.is_better(current, self.best):

@@ -51,6 +51,7 @@ class Optimizer:
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none=False):
+        self._last_step_skipped = False  # set by lamina.amp.LossScaler.step for this iteration
         zero_grads((p for g in self.param_groups for p in g["params"]), set_to_none)
 
     def step(self):
