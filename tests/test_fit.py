@@ -105,3 +105,20 @@ def test_fit_with_clipping_and_progress_forced_on(capsys):
     with pytest.raises(KeyError, match="'val_loss' is not logged"):
         fit(model, lm.SoftmaxCrossEntropy(), lm.optim.SGD(model.parameters(), lr=0.1), (x, y), epochs=1,
             callbacks=[EarlyStopping()])
+
+
+@pytest.mark.filterwarnings("ignore::lamina.PerformanceWarning")
+def test_fit_with_float16_loss_scaling_and_checkpoint_segments(tmp_path):
+    lm.manual_seed(0)
+    x, y = _data()
+    model = lm.Sequential(lm.Dense(5, 32), lm.ReLU(), lm.Dense(32, 32), lm.ReLU(), lm.Dense(32, 3), checkpoint_segments=2)
+    lm.amp.autocast(model, "float16")
+    scaler = lm.amp.LossScaler(init_scale=2.0**20, growth_interval=4)  # starts too high: the first steps overflow
+    opt = lm.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    hist = fit(model, lm.SoftmaxCrossEntropy(), opt, (x, y), val=(x, y), epochs=5, batch_size=16, scaler=scaler,
+               callbacks=[ModelCheckpoint(tmp_path)])
+    assert hist["val_accuracy"][-1] > 0.7 and all(np.isfinite(hist["loss"]))
+    assert model[0].weight.dtype == np.float32 and scaler.get_scale() < 2.0**20
+    other = lm.amp.LossScaler()
+    lm.load_checkpoint(tmp_path / "checkpoint.safetensors", model, scaler=other)
+    assert other.get_scale() == scaler.get_scale()

@@ -82,6 +82,15 @@ def test_cli_train_cnn_reaches_90_percent_on_mnist1d(tmp_path):
     assert metrics["test_accuracy"] >= 0.90, metrics
 
 
+def test_cli_train_with_mixed_precision_and_checkpointing(tmp_path):
+    out = _cli("train", "--epochs", "2", "--amp", "float16", "--checkpoint-segments", "2", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert metrics["amp"] == "float16" and 0.2 < metrics["test_accuracy"] <= 1.0
+    assert "float16 mixed precision, 2 checkpoint segments" in out.stdout
+    assert "computes float16 arrays on the CPU in float32" in out.stderr  # said once, not silently
+
+
 def test_cli_train_rejects_bad_arguments_clearly(tmp_path):
     for args, message in [
         (("--data", "mnist"), "needs the folder of the downloaded files"),

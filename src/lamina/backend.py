@@ -168,6 +168,14 @@ def as_dtype(dtype):
     return np.dtype(dtype)
 
 
+def narrow(a, dtype):
+    """``a.astype(dtype)`` for a cast to a 16-bit dtype: values beyond its
+    range become inf without a NumPy warning (under loss scaling an overflow
+    is expected; the scaler detects it and skips the step)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return a.astype(dtype)
+
+
 def is_low_precision(dtype):
     """float16 or bfloat16: stored in 16 bits, computed in float32."""
     return np.dtype(dtype).name in ("float16", "bfloat16")

@@ -115,6 +115,12 @@ def _train(args):
     model, x_train = _build_model(args.model, x_train, hidden)
     _, x_test = _build_model(args.model, x_test, hidden)
     model.to(device)
+    if args.checkpoint_segments:
+        model.checkpoint_segments = args.checkpoint_segments
+    scaler = None
+    if args.amp != "none":
+        lamina.amp.autocast(model, args.amp)
+        scaler = lamina.amp.LossScaler(enabled=args.amp == "float16")
     val = None
     if args.val_fraction > 0:
         (x_train, y_train), val = train_val_split(x_train, y_train, val_fraction=args.val_fraction, seed=args.seed)
@@ -124,7 +130,10 @@ def _train(args):
     out = args.out or os.path.join("runs", f"{args.model}-{data_name}")
     print(f"lamina train: {args.model} ({model.num_parameters():,} parameters) on {data_name} "
           f"({len(x_train)} train / {0 if val is None else len(val[0])} val / {len(x_test)} test), "
-          f"{args.optimizer}, {args.epochs} epochs, device {device}, output in {out}", flush=True)
+          f"{args.optimizer}, {args.epochs} epochs, device {device}"
+          + (f", {args.amp} mixed precision" if args.amp != "none" else "")
+          + (f", {args.checkpoint_segments} checkpoint segments" if args.checkpoint_segments else "")
+          + f", output in {out}", flush=True)
 
     class Log(Callback):
         def on_epoch_end(self, trainer, epoch, logs):
@@ -137,7 +146,7 @@ def _train(args):
     loader = DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True)
     from lamina.train.fit import Trainer
 
-    trainer = Trainer(model, loss_fn, opt, loader, scheduler)
+    trainer = Trainer(model, loss_fn, opt, loader, scheduler, scaler=scaler)
     start = time.perf_counter()
     history = fit(model, loss_fn, opt, loader, val=val, epochs=args.epochs, scheduler=scheduler, callbacks=callbacks,
                   progress=None if args.progress == "auto" else args.progress == "on", clip_grad_norm=args.clip_grad_norm,
@@ -150,7 +159,7 @@ def _train(args):
     lamina.save(model, os.path.join(out, "model.safetensors"), {"model": args.model, "data": data_name})
     history.plot(os.path.join(out, "history.png"), title=f"{args.model} on {data_name}")
     metrics = {
-        "model": args.model, "data": data_name, "optimizer": args.optimizer, "device": str(device),
+        "model": args.model, "data": data_name, "optimizer": args.optimizer, "device": str(device), "amp": args.amp,
         "epochs": len(history.epochs), "train_loss": round(train_loss, 5), "train_accuracy": round(train_acc, 5),
         "test_loss": round(test_loss, 5), "test_accuracy": round(test_acc, 5), "seconds": round(seconds, 2),
         "parameters": model.num_parameters(), "out": out,
@@ -227,6 +236,10 @@ def build_parser():
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--scheduler", default="none", help="none or cosine")
     train.add_argument("--clip-grad-norm", type=float, default=None)
+    train.add_argument("--amp", default="none", choices=["none", "float16", "bfloat16"],
+                       help="mixed precision: 16-bit compute, float32 master weights (float16 with loss scaling)")
+    train.add_argument("--checkpoint-segments", type=int, default=0,
+                       help="gradient checkpointing: recompute all but the last of this many segments in backward")
     train.add_argument("--val-fraction", type=float, default=0.1, help="share of the training data held out for validation")
     train.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
     train.add_argument("--hidden", default="256,256", help="MLP hidden widths, comma separated (default 256,256)")

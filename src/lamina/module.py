@@ -273,7 +273,7 @@ class Layer:
                     raise DTypeError(
                         f"{label}: expected {what} of dtype {self.compute_dtype} (the compute dtype), received {x.dtype}"
                     )
-                x = x.astype(self.compute_dtype)
+                x = backend.narrow(x, self.compute_dtype)
         if ndim is not None and x.ndim != ndim:
             raise ShapeError(f"{label}: expected a {ndim}-d {what}, received shape {tuple(x.shape)}")
         if min_ndim is not None and x.ndim < min_ndim:
@@ -293,7 +293,7 @@ class Layer:
     def _compute_grad(self, dy):
         """The output gradient in the compute dtype (losses hand back float32)."""
         amp = self.__dict__.get("_amp_dtype")
-        return dy if amp is None or dy.dtype == amp else dy.astype(amp)
+        return dy if amp is None or dy.dtype == amp else backend.narrow(dy, amp)
 
     # -- traversal ----------------------------------------------------------
 

@@ -77,7 +77,7 @@ class _BatchNorm(Layer):
         inv_std = (1 / xp.sqrt(var + self.eps)).astype(work, copy=False)
         gamma, beta = (self.weight.data.astype(work, copy=False), self.bias.data.astype(work, copy=False)) if self.affine else (None, None)
         y3, xhat = ops.batchnorm_apply(x3, mean, inv_std, gamma, beta, need_xhat=is_grad_enabled())
-        y = y3.astype(x.dtype, copy=False).reshape(x.shape)
+        y = backend.narrow(y3, x.dtype).reshape(x.shape) if y3.dtype != x.dtype else y3.reshape(x.shape)
         if xhat is not None:
             xhat = xhat.astype(x.dtype, copy=False)  # cached in the input's dtype
         self._save(xhat, inv_std, use_batch, out=y)  # xhat: (N, C, L); inv_std: (C,)
@@ -103,7 +103,8 @@ class _BatchNorm(Layer):
         if self.affine:
             self.weight.accumulate(dgamma)
             self.bias.accumulate(dbeta)
-        return dx3.astype(xhat.dtype, copy=False).reshape(dy.shape)
+        dx3 = backend.narrow(dx3, xhat.dtype) if dx3.dtype != xhat.dtype else dx3
+        return dx3.reshape(dy.shape)
 
     def extra_repr(self):
         return (

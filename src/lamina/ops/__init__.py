@@ -90,7 +90,7 @@ def float32_on_cpu(fn):
 
         def narrow(r):
             if isinstance(r, np.ndarray) and r.dtype == np.float32:
-                return r.astype(low)
+                return backend.narrow(r, low)
             if isinstance(r, tuple):
                 return tuple(narrow(v) for v in r)
             return r
@@ -107,8 +107,8 @@ def matmul(a, b, out=None):
     if xp is np and backend.is_low_precision(a.dtype):
         r = np.matmul(a.astype(np.float32), b.astype(np.float32))
         if out is None:
-            return r.astype(a.dtype)
-        out[...] = r
+            return backend.narrow(r, a.dtype)
+        out[...] = backend.narrow(r, out.dtype)
         return out
     return xp.matmul(a, b, out=out) if out is not None else xp.matmul(a, b)
 
@@ -263,7 +263,7 @@ def linear_backward(dy, x, weight, need_dx=True):
     """Gradients of y = x Wᵀ + b: (dx = dy W, dW = dyᵀ x, db = Σ_rows dy)."""
     dx = matmul(dy, weight) if need_dx else None
     dweight = matmul(dy.T, x)
-    dbias = dy.sum(axis=0)
+    dbias = dy.sum(axis=0, dtype=np.float32) if backend.is_low_precision(dy.dtype) else dy.sum(axis=0)  # 16-bit: sum in float32
     return dx, dweight, dbias
 
 

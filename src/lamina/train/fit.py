@@ -113,8 +113,9 @@ def _grad_norms(named_layers):
 class Trainer:
     """The state of one :func:`fit` run (what callbacks see)."""
 
-    def __init__(self, model, loss_fn, optimizer, loader, scheduler=None, history=None):
+    def __init__(self, model, loss_fn, optimizer, loader, scheduler=None, history=None, scaler=None):
         self.model, self.loss_fn, self.optimizer, self.loader, self.scheduler = model, loss_fn, optimizer, loader, scheduler
+        self.scaler = scaler
         self.history = history or History()
         self.epoch = 0
         self.step = 0
@@ -123,7 +124,7 @@ class Trainer:
 
     def save_checkpoint(self, path):
         save_checkpoint(
-            path, self.model, self.optimizer, self.scheduler, loader=self.loader, epoch=self.epoch, step=self.step,
+            path, self.model, self.optimizer, self.scheduler, self.scaler, loader=self.loader, epoch=self.epoch, step=self.step,
             extra={"history": self.history.state_dict()},
         )
 
@@ -135,7 +136,7 @@ def _progress(total, desc, enabled):
 
 
 def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, shuffle=True, scheduler=None,
-        callbacks=(), progress=None, clip_grad_norm=None, track_grad_norms=True, trainer=None):
+        callbacks=(), progress=None, clip_grad_norm=None, track_grad_norms=True, trainer=None, scaler=None):
     """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
 
     Args:
@@ -152,6 +153,9 @@ def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, sh
         clip_grad_norm: clip the global gradient norm to this before each step.
         track_grad_norms: record each layer's mean gradient norm per epoch.
         trainer: a :class:`Trainer` to continue (see :func:`resume`).
+        scaler: a :class:`lamina.amp.LossScaler` for float16 training: the
+            loss gradient is scaled, gradients are unscaled before clipping,
+            and steps with inf/NaN gradients are skipped.
 
     The loss is averaged over samples, and accuracy is computed when the
     model's outputs are (N, classes) logits with integer labels.
@@ -160,7 +164,8 @@ def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, sh
 
     loader = train if isinstance(train, DataLoader) else DataLoader(*train, batch_size=batch_size, shuffle=shuffle)
     if trainer is None:
-        trainer = Trainer(model, loss_fn, optimizer, loader, scheduler)
+        trainer = Trainer(model, loss_fn, optimizer, loader, scheduler, scaler=scaler)
+    scaler = trainer.scaler if scaler is None else scaler
     callbacks = list(callbacks)
     if scheduler is not None:  # first, so that checkpoints see the stepped scheduler
         callbacks.insert(0, LRSchedulerCallback(scheduler, "val_loss" if val is not None else "loss"))
@@ -179,13 +184,20 @@ def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, sh
             logits = model(xb)                      # forward
             loss = loss_fn(logits, yb)
             optimizer.zero_grad()
-            model.backward(loss_fn.backward())      # backward
+            dlogits = loss_fn.backward()
+            model.backward(scaler.scale(dlogits) if scaler is not None else dlogits)  # backward
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             if track_grad_norms:
                 for k, v in _grad_norms(trainer.layers).items():
                     norms[k] = norms.get(k, 0.0) + v
             if clip_grad_norm is not None:
                 clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()                        # update
+            if scaler is not None:
+                scaler.step(optimizer)              # update, unless a gradient overflowed
+                scaler.update()
+            else:
+                optimizer.step()                    # update
             trainer.step += 1
             n = len(yb)
             total += loss * n
@@ -222,15 +234,15 @@ def evaluate_arrays(model, loss_fn, x, y, batch_size=1024):
     return evaluate(model, loss_fn, x, y, batch_size)
 
 
-def resume(path, model, loss_fn, optimizer, train, scheduler=None, batch_size=32, shuffle=True):
+def resume(path, model, loss_fn, optimizer, train, scheduler=None, batch_size=32, shuffle=True, scaler=None):
     """A :class:`Trainer` restored from a checkpoint written by :class:`ModelCheckpoint`
     (or ``Trainer.save_checkpoint``); pass it to :func:`fit` as ``trainer=`` to
     continue exactly where the run stopped."""
     from ..serialization import load_checkpoint  # noqa: PLC0415
 
     loader = train if isinstance(train, DataLoader) else DataLoader(*train, batch_size=batch_size, shuffle=shuffle)
-    trainer = Trainer(model, loss_fn, optimizer, loader, scheduler)
-    info = load_checkpoint(path, model, optimizer, scheduler, loader=loader)
+    trainer = Trainer(model, loss_fn, optimizer, loader, scheduler, scaler=scaler)
+    info = load_checkpoint(path, model, optimizer, scheduler, scaler, loader=loader)
     trainer.epoch, trainer.step = info["epoch"], info["step"]
     if "history" in info["extra"]:
         trainer.history.load_state_dict(info["extra"]["history"])
