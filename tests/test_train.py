@@ -15,7 +15,7 @@ from lamina.train import evaluate, train_epoch
 
 
 @pytest.mark.slow
-def test_mlp_reaches_60_percent_on_mnist1d_within_a_minute(mnist1d):
+def test_mlp_reaches_62_percent_on_mnist1d_within_a_minute(mnist1d):
     x_train, y_train, x_test, y_test = mnist1d
     assert x_train.shape == (4000, 40) and x_test.shape == (1000, 40)
     start = time.perf_counter()
@@ -28,7 +28,7 @@ def test_mlp_reaches_60_percent_on_mnist1d_within_a_minute(mnist1d):
         train_epoch(model, loss_fn, opt, x_train, y_train, batch_size=100)
     test_loss, test_acc = evaluate(model, loss_fn, x_test, y_test)
     elapsed = time.perf_counter() - start
-    assert test_acc >= 0.60, f"test accuracy {test_acc:.3f}"
+    assert test_acc >= 0.62, f"test accuracy {test_acc:.3f}"
     assert test_loss < first_loss
     assert elapsed < 60, f"took {elapsed:.1f} s"
 

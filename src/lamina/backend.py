@@ -177,5 +177,7 @@ def narrow(a, dtype):
 
 
 def is_low_precision(dtype):
-    """float16 or bfloat16: stored in 16 bits, computed in float32."""
-    return np.dtype(dtype).name in ("float16", "bfloat16")
+    """float16 or bfloat16: stored in 16 bits, computed in float32.  (On
+    every layer call, so it checks the item size before any name.)"""
+    dt = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
+    return dt.itemsize == 2 and (dt.kind == "f" or dt.name == "bfloat16")

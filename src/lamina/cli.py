@@ -218,6 +218,24 @@ def _gradcheck(args):
     return 1 if failed else 0
 
 
+def _bench(args, rest):
+    """Run benchmarks/bench.py of a source checkout in a fresh process (it sets
+    thread-pool environment variables before NumPy and PyTorch load)."""
+    import os
+    import subprocess
+
+    import lamina
+
+    candidates = [args.path] if args.path else []
+    candidates += [os.path.join(os.getcwd(), "benchmarks", "bench.py"),
+                   os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(lamina.__file__)))), "benchmarks", "bench.py")]
+    for path in candidates:
+        if path and os.path.isfile(path):
+            return subprocess.call([sys.executable, path, *rest])
+    print("lamina bench: benchmarks/bench.py not found; run it from a lamina source checkout or pass --path", file=sys.stderr)
+    return 2
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="lamina", description="lamina: layers with hand-derived backward passes")
     sub = p.add_subparsers(dest="command")
@@ -250,6 +268,11 @@ def build_parser():
     train.add_argument("--log-every", type=int, default=5)
     train.set_defaults(func=_train)
 
+    bench = sub.add_parser("bench", help="lamina against PyTorch: training-step benchmarks (from a source checkout)",
+                           description="Runs benchmarks/bench.py; other arguments go to it (see its --help).")
+    bench.add_argument("--path", default=None, help="path of bench.py (default: ./benchmarks/bench.py)")
+    bench.set_defaults(func=_bench)
+
     gc = sub.add_parser("gradcheck", help="check every built-in layer's backward against finite differences")
     gc.add_argument("--seed", type=int, default=0)
     gc.set_defaults(func=_gradcheck)
@@ -258,8 +281,12 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "bench":
+        return args.func(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.func(args)

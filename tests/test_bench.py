@@ -1,0 +1,43 @@
+"""The benchmark harness: it refuses to time a model that does not match
+PyTorch, and writes JSON, Markdown and a PNG (run briefly, not for timing)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+
+def test_harness_refuses_to_time_a_mismatch(torch):
+    import bench
+
+    pair = bench.Pair("mlp", bench.CONFIGS["mlp"], "cpu", "fp32", batch=8)
+    pair.check_first_step()  # matches
+    w = pair.lmodel[2].weight
+    w.data = w.data + np.float32(0.01)  # one layer off
+    with pytest.raises(SystemExit, match="refusing to time it") as info:
+        pair.check_first_step()
+    assert "gradient of 2.weight" in str(info.value) and "loss" in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore::lamina.PerformanceWarning")
+def test_lamina_bench_writes_json_markdown_and_png(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "lamina", "bench", "--path", os.path.join(ROOT, "benchmarks", "bench.py"), "--models", "mlp",
+         "--precisions", "fp32,bf16", "--repeat", "2", "--warmup", "1", "--out", str(tmp_path), "--name", "t"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert [r["precision"] for r in result["results"]] == ["fp32", "bf16"]
+    row = result["results"][0]
+    assert row["lamina_ms"] > 0 and row["torch_ms"] > 0 and row["ratio"] == pytest.approx(row["lamina_ms"] / row["torch_ms"])
+    assert row["gflop_per_step"] == pytest.approx(3 * 2 * 128 * (784 * 512 + 512 * 512 + 512 * 10) / 1e9)
+    assert result["settings"]["tf32"] is False and result["torch"] and result["device"]
+    assert "| mlp | fp32 | 128 |" in (tmp_path / "t.md").read_text()
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
