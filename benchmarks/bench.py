@@ -52,9 +52,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
-import torch  # noqa: E402  (before lamina: its OpenMP runtime keeps its own settings)
-
 import numpy as np  # noqa: E402
+import torch  # noqa: E402  (before lamina: its OpenMP runtime keeps its own settings)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import models  # noqa: E402

@@ -31,12 +31,12 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
-import torch  # noqa: E402
-
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import models  # noqa: E402
+from bench import torch_saved_bytes  # noqa: E402
 
 import lamina as lm  # noqa: E402
 
@@ -47,20 +47,6 @@ def residual_net(m, blocks=32, c=16):
     layers += [models._block(L, c, c, 1) for _ in range(blocks)]
     layers += [L["gap"](), L["dense"](c, 10)]
     return layers
-
-
-def torch_saved_bytes(fn):
-    """Bytes of the tensors autograd holds for backward when ``fn`` returns."""
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, sum(storages.values())
 
 
 def main():

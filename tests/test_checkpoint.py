@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from harness import to_numpy
 
 import lamina as lm
-from harness import to_numpy
 
 
 def _block(c):

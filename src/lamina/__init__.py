@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 from . import amp, data, init, memory, models, optim, testing, train
 from .backend import Device, cuda_available, get_array_module
+from .checkpoint import Checkpoint
 from .errors import (
     CacheError,
     CheckpointError,
@@ -49,11 +50,16 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .checkpoint import Checkpoint
 from .losses import BCEWithLogits, Loss, MSELoss, SoftmaxCrossEntropy
 from .module import Layer, Parameter, is_grad_enabled, no_grad, set_grad_enabled
 from .random import get_rng_state, manual_seed, set_rng_state
-from .serialization import load, load_checkpoint, load_torch_weights, save, save_checkpoint
+from .serialization import (
+    load,
+    load_checkpoint,
+    load_torch_weights,
+    save,
+    save_checkpoint,
+)
 
 __all__ = [
     "__version__",

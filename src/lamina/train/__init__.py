@@ -1,6 +1,14 @@
 """Training: the explicit loop's helpers, and fit() with callbacks on top."""
 
-from .fit import Callback, EarlyStopping, LRSchedulerCallback, ModelCheckpoint, Trainer, fit, resume
+from .fit import (
+    Callback,
+    EarlyStopping,
+    LRSchedulerCallback,
+    ModelCheckpoint,
+    Trainer,
+    fit,
+    resume,
+)
 from .history import History
 from .loop import accuracy, evaluate, iterate_minibatches, train_epoch
 
