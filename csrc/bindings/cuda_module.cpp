@@ -108,6 +108,25 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("dx"), py::arg("dy"), py::arg("x"), py::arg("n"), py::arg("tanh_approx"), py::arg("dtype"),
       py::arg("stream"), py::call_guard<py::gil_scoped_release>());
 
+  m.def(
+      "gemm",
+      [](uintptr_t c, uintptr_t a, uintptr_t b, uintptr_t bias, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+         int64_t ldc, bool trans_a, bool trans_b, const std::string& act, const std::string& dtype, uintptr_t stream) {
+        if (dtype != "float32") throw std::invalid_argument("gemm: expected dtype float32, received " + dtype);
+        int code = lc::kActNone;
+        if (act == "relu") {
+          code = lc::kActRelu;
+        } else if (act != "none") {
+          throw std::invalid_argument("gemm: expected act 'none' or 'relu', received " + act);
+        }
+        check(lc::sgemm(ptr<float>(c), ptr<const float>(a), ptr<const float>(b), ptr<const float>(bias), m, n, k, lda, ldb,
+                        ldc, trans_a, trans_b, code, as_stream(stream)),
+              "gemm");
+      },
+      py::arg("c"), py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("m"), py::arg("n"), py::arg("k"), py::arg("lda"),
+      py::arg("ldb"), py::arg("ldc"), py::arg("trans_a"), py::arg("trans_b"), py::arg("act"), py::arg("dtype"),
+      py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+
   m.def("device_count", &device_count, "CUDA devices visible to lamina's kernels (0 without a driver or device)");
   m.def("runtime_version", []() {
     int v = 0;
@@ -123,5 +142,5 @@ PYBIND11_MODULE(_C_cuda, m) {
     return v;
   });
   m.attr("archs") = LAMINA_CUDA_ARCHS;
-  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward");
+  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm");
 }

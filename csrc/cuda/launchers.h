@@ -26,5 +26,14 @@ cudaError_t gelu_forward(T* y, const T* x, int64_t n, bool tanh_approx, cudaStre
 template <typename T>
 cudaError_t gelu_backward(T* dx, const T* dy, const T* x, int64_t n, bool tanh_approx, cudaStream_t stream);
 
+// Epilogue activations of the GEMM.
+constexpr int kActNone = 0;
+constexpr int kActRelu = 1;
+
+// fp32 GEMM: C[M, N] = act(op(A) · op(B) + bias), bias (N,) or null; leading
+// dimensions in elements; op transposes when trans_* is set (see gemm.cu).
+cudaError_t sgemm(float* C, const float* A, const float* B, const float* bias, int64_t M, int64_t N, int64_t K,
+                  int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace lamina

@@ -155,6 +155,35 @@ def synchronize(device=None):
             cp.cuda.get_current_stream().synchronize()
 
 
+# Which GPU kernels run the GEMMs of Dense and Conv on CuPy arrays.
+_KERNEL_CHOICES = ("cupy", "lamina")
+_kernels = "cupy"
+
+
+def use_kernels(name):
+    """Choose the GPU kernels behind Dense's and Conv's GEMMs on CuPy arrays:
+
+    * ``"cupy"`` (the default): cuBLAS through CuPy, the reference every
+      lamina kernel is measured against;
+    * ``"lamina"``: lamina's own CUDA kernels (``lamina._C_cuda.gemm``).
+
+    The default stays cuBLAS until lamina's kernels are measured at par with
+    it on a GPU (benchmarks/results); switching is for comparison and for
+    developing the kernels.  NumPy arrays are not affected.  Returns the
+    previous choice.
+    """
+    global _kernels
+    if name not in _KERNEL_CHOICES:
+        raise ValueError(f"use_kernels: expected one of {_KERNEL_CHOICES}, received {name!r}")
+    previous, _kernels = _kernels, name
+    return previous
+
+
+def kernels():
+    """The current choice of :func:`use_kernels`."""
+    return _kernels
+
+
 def as_dtype(dtype):
     """Normalise a dtype argument (``np.float32``, ``"float64"``, ``"bfloat16"``, ...) to ``np.dtype``.
 

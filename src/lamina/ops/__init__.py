@@ -100,10 +100,50 @@ def float32_on_cpu(fn):
     return wrapper
 
 
+def _gemm_operand(x):
+    """(C-contiguous array holding x's elements, whether x is its transpose, leading dimension)."""
+    if x.flags.c_contiguous:
+        return x, False, x.shape[1]
+    if x.flags.f_contiguous:
+        return x.T, True, x.shape[0]
+    x = backend.require_cuda().ascontiguousarray(x)
+    return x, False, x.shape[1]
+
+
+def _lamina_gemm(a, b):
+    """True when a @ b should run on lamina's CUDA GEMM."""
+    return (
+        backend.kernels() == "lamina" and backend.is_cupy_array(a) and a.ndim == 2 and b.ndim == 2
+        and a.dtype == np.float32 and b.dtype == np.float32 and _cuda_kernel("gemm", a) is not None
+    )
+
+
+def gemm_cuda(a, b, bias=None, act="none", out=None):
+    """act(a @ b + bias) on lamina's CUDA GEMM: a (M, K), b (K, N) float32
+    CuPy arrays, either of them possibly a transposed view (no copy)."""
+    cp = backend.require_cuda()
+    mod = _ext.cuda_module()
+    m, k = a.shape
+    n = b.shape[1]
+    A, ta, lda = _gemm_operand(a)
+    B, tb, ldb = _gemm_operand(b)
+    with a.device:
+        c = out if out is not None else cp.empty((m, n), dtype=np.float32)
+        if bias is not None:
+            (bias,) = _contiguous(cp, bias)
+        mod.gemm(_addr(c), _addr(A), _addr(B), 0 if bias is None else _addr(bias), m, n, k, lda, ldb, n, ta, tb, act,
+                 "float32", _stream(cp))
+    return c
+
+
 def matmul(a, b, out=None):
     """a @ b; for float16/bfloat16 on the CPU, float32 products and sums
-    rounded once at the end (as tensor cores do), since NumPy has no 16-bit BLAS."""
+    rounded once at the end (as tensor cores do), since NumPy has no 16-bit
+    BLAS; on CuPy float32 matrices, lamina's GEMM when chosen with
+    :func:`lamina.backend.use_kernels`."""
     xp = backend.get_array_module(a, b)
+    if xp is not np and _lamina_gemm(a, b) and (out is None or out.flags.c_contiguous):
+        return gemm_cuda(a, b, out=out)
     if xp is np and backend.is_low_precision(a.dtype):
         r = np.matmul(a.astype(np.float32), b.astype(np.float32))
         if out is None:
@@ -253,6 +293,8 @@ def softmax_xent(logits, labels, smoothing=0.0, grad_scale=1.0, need_grad=True):
 
 def linear_forward(x, weight, bias=None):
     """y = x Wᵀ + b for x (M, K), W (N, K), b (N,)."""
+    if _lamina_gemm(x, weight):
+        return gemm_cuda(x, weight.T, bias)  # the bias add fused into the GEMM's epilogue
     y = matmul(x, weight.T)
     if bias is not None:
         y += bias
