@@ -358,3 +358,22 @@ def test_conv_work_buffers_never_corrupt_a_pending_backward():
     assert lm.ops.workspace_bytes() > 0
     lm.ops.release_workspace()
     assert lm.ops.workspace_bytes() == 0
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=3, stride=2, groups=2, dilation=2, padding=2)])
+def test_keep_col_false_gives_identical_gradients_with_less_memory(kwargs):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 9, 8)).astype(np.float32)
+    fast, lean = lm.Conv2D(4, 6, **kwargs), lm.Conv2D(4, 6, keep_col=False, **kwargs)
+    lean.load_state_dict(fast.state_dict())
+    peaks = []
+    for layer in (fast, lean):
+        with lm.memory.track() as m:
+            y = layer(x)
+            dx = layer.backward(np.ones_like(y))
+        peaks.append(m.peak_bytes)
+        layer.dx = dx
+    np.testing.assert_array_equal(fast.dx, lean.dx)
+    np.testing.assert_array_equal(fast.weight.grad, lean.weight.grad)
+    assert peaks[1] * 2 < peaks[0] and "keep_col=False" in repr(lean)
+    assert lm.testing.gradcheck(lm.Conv2D(2, 3, 3, stride=2, keep_col=False), rng.standard_normal((2, 2, 5, 6)))

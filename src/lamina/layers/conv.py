@@ -21,8 +21,9 @@ class _ConvNd(Layer):
     _nd = 2
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
-                 dtype=np.float32):
+                 dtype=np.float32, keep_col=True):
         super().__init__()
+        self.keep_col = bool(keep_col)
         name = type(self).__name__
         self.in_channels = positive_int(in_channels, name, "in_channels")
         self.out_channels = positive_int(out_channels, name, "out_channels")
@@ -94,13 +95,17 @@ class _ConvNd(Layer):
                 f"received shape {tuple(x.shape)}"
             )
         bias = None if self.bias is None else self._compute(self.bias)
-        y4, col = ops.conv2d_forward(x4, self._weight_2d(), bias, g, self.groups, keep_col=is_grad_enabled())
+        keep = is_grad_enabled() and self.keep_col
+        y4, col = ops.conv2d_forward(x4, self._weight_2d(), bias, g, self.groups, keep_col=keep)
         y = y4 if self._nd == 2 else y4.reshape(g.n, self.out_channels, g.ow)
-        self._save(col, g, out=y)  # col: (C*KH*KW, N*OH*OW), g: ops.Geometry
+        # col: (C*KH*KW, N*OH*OW), or x4 (N, C, H, W) with keep_col=False; g: ops.Geometry
+        self._save(col if keep else x4, g, out=y)
         return y
 
     def backward(self, dy):
         col, g = self._take_cache(dy)
+        if not self.keep_col:
+            col = ops.im2col(col, g, pooled=True)  # the cache held the input: rebuild col
         dy4 = self._compute_grad(dy).reshape(g.n, self.out_channels, g.oh, g.ow)
         dx4, dweight, dbias = ops.conv2d_backward(dy4, col, self._weight_2d(), g, self.groups)
         self.weight.accumulate(dweight.reshape(self.weight.shape))
@@ -118,6 +123,8 @@ class _ConvNd(Layer):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if not self.keep_col:
+            s += ", keep_col=False"
         return s
 
 
@@ -132,6 +139,10 @@ class Conv2D(_ConvNd):
             or column at the bottom/right, as PyTorch).
         groups: G; input and output channels split into G independent groups.
         bias: learn a per-channel bias.
+        keep_col: cache the im2col matrix for backward (the default: fastest,
+            but KH·KW times the input's memory); False caches only the input
+            and rebuilds col in backward (one more im2col per step, about
+            KH·KW times less activation memory).
 
     Shape:
         x: (N, C, H, W)  →  y: (N, O, OH, OW),
