@@ -160,3 +160,17 @@ def test_zero_grad_and_validation():
         lm.optim.SGD([{"params": [p]}, {"params": [p]}], lr=0.1)
     with pytest.raises(ValueError, match="expected 1 parameter groups, received 2"):
         opt.load_state_dict({"state": {}, "param_groups": [{"params": [0]}, {"params": [1]}]})
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda p: lm.optim.Adam(p, lr=-1), "Adam: expected lr >= 0, received -1"),
+        (lambda p: lm.optim.AdamW(p, betas=(0.9, 1.0)), r"AdamW: expected betas in \[0, 1\)"),
+        (lambda p: lm.optim.RMSprop(p, alpha=-0.5), "RMSprop: expected alpha >= 0"),
+        (lambda p: lm.optim.SGD(p, lr=0.1, l1=-1), "SGD: expected l1 >= 0"),
+    ],
+)
+def test_bad_hyperparameters_name_the_optimizer(make, match):
+    with pytest.raises(ValueError, match=match):
+        make([lm.Parameter(np.zeros(2))])

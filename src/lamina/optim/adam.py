@@ -3,18 +3,7 @@
 import math
 
 from .. import backend
-from .optimizer import Optimizer
-
-
-def _check(name, lr, eps, weight_decay, betas=None):
-    if lr is None or lr < 0:
-        raise ValueError(f"{name}: expected lr >= 0, received {lr!r}")
-    if eps < 0:
-        raise ValueError(f"{name}: expected eps >= 0, received {eps!r}")
-    if weight_decay < 0:
-        raise ValueError(f"{name}: expected weight_decay >= 0, received {weight_decay!r}")
-    if betas is not None and not all(0 <= b < 1 for b in betas):
-        raise ValueError(f"{name}: expected betas in [0, 1), received {betas!r}")
+from .optimizer import Optimizer, check_hyperparameters
 
 
 class Adam(Optimizer):
@@ -31,7 +20,7 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, l1=0.0):
-        _check(type(self).__name__, lr, eps, weight_decay, betas)
+        check_hyperparameters(type(self).__name__, lr=lr, eps=eps, weight_decay=weight_decay, betas=betas, l1=l1)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, l1=l1))
 
     def step(self):
@@ -87,11 +76,7 @@ class RMSprop(Optimizer):
     """
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, l1=0.0):
-        _check("RMSprop", lr, eps, weight_decay)
-        if not 0 <= alpha:
-            raise ValueError(f"RMSprop: expected alpha >= 0, received {alpha!r}")
-        if momentum < 0:
-            raise ValueError(f"RMSprop: expected momentum >= 0, received {momentum!r}")
+        check_hyperparameters("RMSprop", lr=lr, eps=eps, weight_decay=weight_decay, alpha=alpha, momentum=momentum, l1=l1)
         super().__init__(
             params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, l1=l1)
         )

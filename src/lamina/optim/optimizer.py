@@ -8,6 +8,19 @@ from .. import backend
 from ..module import Parameter, zero_grads
 
 
+def check_hyperparameters(name, **values):
+    """Raise a ValueError naming the optimizer unless every value is >= 0
+    (``lr`` must also be given; ``betas`` must lie in [0, 1))."""
+    if values.get("lr", 0) is None:
+        raise ValueError(f"{name}: expected lr >= 0, received None")
+    for key, v in values.items():
+        if key == "betas":
+            if not all(0 <= b < 1 for b in v):
+                raise ValueError(f"{name}: expected betas in [0, 1), received {v!r}")
+        elif v < 0:
+            raise ValueError(f"{name}: expected {key} >= 0, received {v!r}")
+
+
 class Optimizer:
     """Holds parameter groups (dicts with ``params`` and hyperparameters) and
     per-parameter state (moment buffers, ...).

@@ -1,6 +1,6 @@
 """Stochastic gradient descent with momentum (``torch.optim.SGD`` semantics)."""
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_hyperparameters
 
 
 class SGD(Optimizer):
@@ -13,12 +13,7 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, l1=0.0):
-        if lr is None or lr < 0:
-            raise ValueError(f"SGD: expected lr >= 0, received {lr!r}")
-        if momentum < 0:
-            raise ValueError(f"SGD: expected momentum >= 0, received {momentum!r}")
-        if weight_decay < 0:
-            raise ValueError(f"SGD: expected weight_decay >= 0, received {weight_decay!r}")
+        check_hyperparameters("SGD", lr=lr, momentum=momentum, weight_decay=weight_decay, l1=l1)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: nesterov needs momentum > 0 and dampening 0")
         super().__init__(
