@@ -41,3 +41,16 @@ def test_lamina_bench_writes_json_markdown_and_png(tmp_path):
     assert result["settings"]["tf32"] is False and result["torch"] and result["device"]
     assert "| mlp | fp32 | 128 |" in (tmp_path / "t.md").read_text()
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet8"])
+def test_golden_whole_model_matches_pytorch(name, torch):
+    """Logits, loss and every parameter gradient of a whole CNN step, against
+    PyTorch with the same weights and data (the check `lamina bench` makes
+    before it times anything)."""
+    import bench
+
+    pair = bench.Pair(name, bench.CONFIGS[name], "cpu", "fp32", batch=4)
+    logits = pair.lmodel(pair.x)
+    np.testing.assert_allclose(logits, pair.tmodel(pair.tx).detach().numpy(), rtol=1e-4, atol=1e-5)
+    pair.check_first_step()

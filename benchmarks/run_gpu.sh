@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Everything lamina checks and measures on an NVIDIA GPU, in one go:
+# build with nvcc, the GPU tests, the GPU tests under compute-sanitizer
+# memcheck, the kernel benchmark against cuBLAS, and the training-step
+# benchmark against PyTorch (eager and CUDA-graph).  Logs and results go to
+# the folder given as the first argument (default: benchmarks/results/gpu-run).
+#
+#     bash benchmarks/run_gpu.sh [OUTDIR]
+#
+# Needs CuPy, PyTorch with CUDA, pytest and nvcc.  Each step runs even if an
+# earlier one failed; the exit status is that of the first failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/results/gpu-run}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+status=0
+step() {  # step NAME COMMAND...: run, log to OUTDIR/NAME.log, remember the first failure
+  local name=$1
+  shift
+  echo "== $name: $*"
+  "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  tail -n 15 "$out/$name.log"
+  echo "== $name: exit $rc"
+  [ "$rc" -ne 0 ] && [ "$status" -eq 0 ] && status=$rc
+  return 0
+}
+step build env LAMINA_CUDA=1 python -m pip install --no-build-isolation --no-deps -e .
+step info python -m lamina info
+step gpu_tests python -m pytest -q -m gpu -p no:cacheprovider
+if command -v compute-sanitizer >/dev/null; then
+  step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -m gpu -x -p no:cacheprovider \
+    tests/test_cuda.py tests/test_cuda_gemm.py
+fi
+step kernels python benchmarks/kernels.py --out "$out"
+step bench python benchmarks/bench.py --device cuda --models mlp,lenet,resnet20 --precisions fp32,fp16 --graph --out "$out"
+exit "$status"
