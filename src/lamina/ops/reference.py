@@ -159,8 +159,7 @@ def batch_to_channels_major(xp, dy, need_sums):
 
 def maxpool_forward(xp, x, g):
     """(y, idx): y (N, C, OH, OW) and idx = ih*W + iw of each maximum (int64)."""
-    low = xp.asarray(-np.inf, dtype=x.dtype)
-    win = _windows(xp, _padded(xp, x, g, value=low), g)  # (N, C, KH, KW, OH, OW)
+    win = _windows(xp, _padded(xp, x, g, value=-np.inf), g)  # (N, C, KH, KW, OH, OW)
     flat = win.reshape(g.n, g.c, g.kh * g.kw, g.oh, g.ow)
     k = xp.argmax(flat, axis=2)  # first maximum
     # PyTorch's rule "take v when v > max or v is NaN" picks the last NaN
