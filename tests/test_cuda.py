@@ -20,7 +20,7 @@ def test_cuda_module_is_built_where_nvcc_is():
         pytest.skip("nvcc not on PATH: lamina built without its CUDA module")
     assert G is not None, f"nvcc is present but lamina._C_cuda did not import: {_ext.import_error('_C_cuda')}"
     assert "sm_80" in G.archs and "sm_90" in G.archs
-    assert {"relu_forward", "relu_backward"} <= set(G.kernels)
+    assert {"relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "softmax_xent"} <= set(G.kernels)
     assert G.runtime_version() >= 11000
 
 
@@ -165,3 +165,24 @@ def test_relu_kernel_via_ops_has_no_fallback_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ops.relu_backward(cp.ones(10, dtype=cp.float32), ops.relu_forward(cp.ones(10, dtype=cp.float32)))
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,c", [(1, 1), (1, 5), (3, 31), (7, 32), (5, 33), (64, 10), (33, 1000), (2, 4099)])
+def test_softmax_xent_kernel_matches_float64(n, c, dtype):
+    import cupy as cp
+
+    rng = np.random.default_rng(n * 7 + c)
+    x = (rng.standard_normal((n, c)) * 4).astype(dtype)
+    y = rng.integers(0, c, n).astype(np.int64)
+    gx, gy = cp.asarray(x), cp.asarray(y)
+    loss = cp.full(n, cp.nan, dtype=dtype)  # poisoned
+    grad = cp.full((n, c), cp.nan, dtype=dtype)
+    G.softmax_xent(loss.data.ptr, grad.data.ptr, gx.data.ptr, gy.data.ptr, n, c, 0.1, 1.0 / n, dtype,
+                   cp.cuda.get_current_stream().ptr)
+    rloss, rgrad = ops.reference.softmax_xent(np, x.astype(np.float64), y, 0.1, 1.0 / n, True)
+    tol = {"float64": 1e-12, "float32": 2e-5, "float16": 5e-3}[dtype]
+    np.testing.assert_allclose(cp.asnumpy(loss).astype(np.float64), rloss, rtol=tol, atol=tol)
+    np.testing.assert_allclose(cp.asnumpy(grad).astype(np.float64), rgrad, rtol=tol, atol=tol)

@@ -109,6 +109,21 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("stream"), py::call_guard<py::gil_scoped_release>());
 
   m.def(
+      "softmax_xent",
+      [](uintptr_t loss, uintptr_t dlogits, uintptr_t logits, uintptr_t labels, int64_t n, int64_t c, double smoothing,
+         double grad_scale, const std::string& dtype, uintptr_t stream) {
+        dispatch(dtype, "softmax_xent", [&](auto t) {
+          using T = decltype(t);
+          check(lc::softmax_xent(ptr<T>(loss), ptr<T>(dlogits), ptr<const T>(logits), ptr<const int64_t>(labels), n, c,
+                                 smoothing, grad_scale, as_stream(stream)),
+                "softmax_xent");
+        });
+      },
+      py::arg("loss"), py::arg("dlogits"), py::arg("logits"), py::arg("labels"), py::arg("n"), py::arg("c"),
+      py::arg("smoothing"), py::arg("grad_scale"), py::arg("dtype"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
       "gemm",
       [](uintptr_t c, uintptr_t a, uintptr_t b, uintptr_t bias, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
          int64_t ldc, bool trans_a, bool trans_b, const std::string& act, const std::string& dtype, uintptr_t stream) {
@@ -142,5 +157,5 @@ PYBIND11_MODULE(_C_cuda, m) {
     return v;
   });
   m.attr("archs") = LAMINA_CUDA_ARCHS;
-  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm");
+  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "softmax_xent");
 }

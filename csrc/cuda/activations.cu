@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common.cuh"
 #include "launchers.h"
 
 namespace lamina {
@@ -16,25 +17,6 @@ constexpr float kSqrt2OverPi = 0.79788456080286535588f;
 constexpr float kInvSqrt2 = 0.70710678118654752440f;
 constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
 constexpr float kCubic = 0.044715f;
-
-// Compute type: fp32 for fp32/fp16/bf16 storage, fp64 for fp64.
-template <typename T>
-struct Acc {
-  using type = float;
-};
-template <>
-struct Acc<double> {
-  using type = double;
-};
-
-template <typename T>
-__device__ __forceinline__ typename Acc<T>::type load(const T* p, int64_t i) {
-  return static_cast<typename Acc<T>::type>(p[i]);
-}
-template <typename T>
-__device__ __forceinline__ void store(T* p, int64_t i, typename Acc<T>::type v) {
-  p[i] = static_cast<T>(v);
-}
 
 inline int blocks_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;

@@ -26,6 +26,12 @@ cudaError_t gelu_forward(T* y, const T* x, int64_t n, bool tanh_approx, cudaStre
 template <typename T>
 cudaError_t gelu_backward(T* dx, const T* dy, const T* x, int64_t n, bool tanh_approx, cudaStream_t stream);
 
+// Fused softmax cross-entropy over rows of logits (N, C) with int64 labels:
+// per-row loss, and grad_scale * (softmax - q) into dlogits unless it is null.
+template <typename T>
+cudaError_t softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* labels, int64_t n, int64_t c,
+                         double smoothing, double grad_scale, cudaStream_t stream);
+
 // Epilogue activations of the GEMM.
 constexpr int kActNone = 0;
 constexpr int kActRelu = 1;

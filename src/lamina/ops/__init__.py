@@ -283,6 +283,17 @@ def softmax_xent(logits, labels, smoothing=0.0, grad_scale=1.0, need_grad=True):
                 n, c, float(smoothing), float(grad_scale), logits.dtype.name,
             )
             return loss, dlogits
+    elif (mod := _cuda_kernel("softmax_xent", logits)) is not None:
+        logits, labels = _contiguous(xp, logits, labels.astype(np.int64, copy=False))
+        n, c = logits.shape
+        with logits.device:
+            loss = xp.empty(n, dtype=logits.dtype)
+            dlogits = xp.empty_like(logits) if need_grad else None
+            mod.softmax_xent(
+                _addr(loss), _addr(dlogits) if need_grad else 0, _addr(logits), _addr(labels), n, c,
+                float(smoothing), float(grad_scale), logits.dtype.name, _stream(xp),
+            )
+        return loss, dlogits
     return reference.softmax_xent(xp, logits, labels, smoothing, grad_scale, need_grad)
 
 
