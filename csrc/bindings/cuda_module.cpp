@@ -124,6 +124,44 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::call_guard<py::gil_scoped_release>());
 
   m.def(
+      "sgd_update",
+      [](uintptr_t p, uintptr_t grad, uintptr_t buf, int64_t n, double lr, double momentum, double dampening,
+         double weight_decay, bool nesterov, bool first_step, const std::string& dtype, uintptr_t stream) {
+        if (dtype == "float32")
+          return check(lc::sgd_update(ptr<float>(p), ptr<const float>(grad), ptr<float>(buf), n, lr, momentum, dampening,
+                                      weight_decay, nesterov, first_step, as_stream(stream)),
+                       "sgd_update");
+        if (dtype == "float64")
+          return check(lc::sgd_update(ptr<double>(p), ptr<const double>(grad), ptr<double>(buf), n, lr, momentum,
+                                      dampening, weight_decay, nesterov, first_step, as_stream(stream)),
+                       "sgd_update");
+        throw std::invalid_argument("sgd_update: expected dtype float32 or float64, received " + dtype);
+      },
+      py::arg("p"), py::arg("grad"), py::arg("buf"), py::arg("n"), py::arg("lr"), py::arg("momentum"),
+      py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("first_step"), py::arg("dtype"),
+      py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "adam_update",
+      [](uintptr_t p, uintptr_t grad, uintptr_t m_, uintptr_t v, int64_t n, double lr, double beta1, double beta2,
+         double eps, double weight_decay, bool decoupled, double step_size, double bc2_sqrt, const std::string& dtype,
+         uintptr_t stream) {
+        if (dtype == "float32")
+          return check(lc::adam_update(ptr<float>(p), ptr<const float>(grad), ptr<float>(m_), ptr<float>(v), n, lr, beta1,
+                                       beta2, eps, weight_decay, decoupled, step_size, bc2_sqrt, as_stream(stream)),
+                       "adam_update");
+        if (dtype == "float64")
+          return check(lc::adam_update(ptr<double>(p), ptr<const double>(grad), ptr<double>(m_), ptr<double>(v), n, lr,
+                                       beta1, beta2, eps, weight_decay, decoupled, step_size, bc2_sqrt,
+                                       as_stream(stream)),
+                       "adam_update");
+        throw std::invalid_argument("adam_update: expected dtype float32 or float64, received " + dtype);
+      },
+      py::arg("p"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("n"), py::arg("lr"), py::arg("beta1"),
+      py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"), py::arg("step_size"),
+      py::arg("bc2_sqrt"), py::arg("dtype"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
       "gemm",
       [](uintptr_t c, uintptr_t a, uintptr_t b, uintptr_t bias, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
          int64_t ldc, bool trans_a, bool trans_b, const std::string& act, const std::string& dtype, uintptr_t stream) {
@@ -157,5 +195,6 @@ PYBIND11_MODULE(_C_cuda, m) {
     return v;
   });
   m.attr("archs") = LAMINA_CUDA_ARCHS;
-  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "softmax_xent");
+  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "softmax_xent", "sgd_update",
+                                      "adam_update");
 }

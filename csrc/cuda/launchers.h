@@ -32,6 +32,15 @@ template <typename T>
 cudaError_t softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* labels, int64_t n, int64_t c,
                          double smoothing, double grad_scale, cudaStream_t stream);
 
+// Fused optimizer updates (float and double), in place; the math of
+// lamina/optim/sgd.py and adam.py.  buf is unused when momentum is 0.
+template <typename T>
+cudaError_t sgd_update(T* p, const T* grad, T* buf, int64_t n, double lr, double momentum, double dampening,
+                       double weight_decay, bool nesterov, bool first_step, cudaStream_t stream);
+template <typename T>
+cudaError_t adam_update(T* p, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
+                        double weight_decay, bool decoupled, double step_size, double bc2_sqrt, cudaStream_t stream);
+
 // Epilogue activations of the GEMM.
 constexpr int kActNone = 0;
 constexpr int kActRelu = 1;

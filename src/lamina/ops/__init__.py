@@ -321,6 +321,36 @@ def linear_backward(dy, x, weight, need_dx=True):
 
 
 # --------------------------------------------------------------------------
+# fused optimizer updates on the GPU
+# --------------------------------------------------------------------------
+
+
+def fused_update_kernel(p, g):
+    """``lamina._C_cuda`` when parameter array ``p`` and its gradient ``g``
+    (CuPy, float32/float64, contiguous, same dtype) can be updated in one
+    launch; None otherwise (NumPy arrays take the optimizer's own code)."""
+    if not backend.is_cupy_array(p) or p.dtype.name not in ("float32", "float64") or g.dtype != p.dtype:
+        return None
+    if not (p.flags.c_contiguous and g.flags.c_contiguous):
+        return None
+    return _cuda_kernel("sgd_update", p)
+
+
+def sgd_update(mod, p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
+    xp = backend.get_array_module(p)
+    with p.device:
+        mod.sgd_update(_addr(p), _addr(g), _addr(buf) if buf is not None else 0, p.size, float(lr), float(momentum),
+                       float(dampening), float(weight_decay), bool(nesterov), bool(first_step), p.dtype.name, _stream(xp))
+
+
+def adam_update(mod, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, bc2_sqrt):
+    xp = backend.get_array_module(p)
+    with p.device:
+        mod.adam_update(_addr(p), _addr(g), _addr(m), _addr(v), p.size, float(lr), float(beta1), float(beta2), float(eps),
+                        float(weight_decay), bool(decoupled), float(step_size), float(bc2_sqrt), p.dtype.name, _stream(xp))
+
+
+# --------------------------------------------------------------------------
 # random numbers on the GPU
 # --------------------------------------------------------------------------
 

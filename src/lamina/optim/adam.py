@@ -2,7 +2,7 @@
 
 import math
 
-from .. import backend
+from .. import backend, ops
 from .optimizer import Optimizer, check_hyperparameters
 
 
@@ -29,6 +29,18 @@ class Adam(Optimizer):
             for p in self._params_with_grad(group):
                 xp = backend.get_array_module(p.data)
                 g = self._regularised_grad(p, group)
+                mod = None if group["amsgrad"] else ops.fused_update_kernel(p.data, g)
+                if mod is not None:  # one CUDA launch for the whole update
+                    state = self.state.setdefault(p, {})
+                    if not state:
+                        state["step"] = 0
+                        state["exp_avg"] = xp.zeros_like(p.data)
+                        state["exp_avg_sq"] = xp.zeros_like(p.data)
+                    state["step"] += 1
+                    t = state["step"]
+                    ops.adam_update(mod, p.data, g, state["exp_avg"], state["exp_avg_sq"], lr, b1, b2, eps, wd,
+                                    self._decoupled, lr / (1 - b1**t), math.sqrt(1 - b2**t))
+                    continue
                 if wd != 0:
                     if self._decoupled:
                         p.data *= 1 - lr * wd

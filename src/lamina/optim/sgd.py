@@ -1,5 +1,6 @@
 """Stochastic gradient descent with momentum (``torch.optim.SGD`` semantics)."""
 
+from .. import backend, ops
 from .optimizer import Optimizer, check_hyperparameters
 
 
@@ -27,6 +28,16 @@ class SGD(Optimizer):
             wd, nesterov = group["weight_decay"], group["nesterov"]
             for p in self._params_with_grad(group):
                 g = self._regularised_grad(p, group)
+                if (mod := ops.fused_update_kernel(p.data, g)) is not None:  # one CUDA launch for all of the below
+                    buf, first = None, False
+                    if mu != 0:
+                        state = self.state.setdefault(p, {})
+                        buf = state.get("momentum_buffer")
+                        if buf is None:
+                            buf = state["momentum_buffer"] = backend.get_array_module(p.data).empty_like(p.data)
+                            first = True
+                    ops.sgd_update(mod, p.data, g, buf, lr, mu, tau, wd, nesterov, first)
+                    continue
                 if wd != 0:
                     g = g + wd * p.data
                 if mu != 0:
