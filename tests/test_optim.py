@@ -176,6 +176,7 @@ def test_bad_hyperparameters_name_the_optimizer(make, match):
         make([lm.Parameter(np.zeros(2))])
 
 
+@pytest.mark.filterwarnings(r"ignore:Adam\(amsgrad=True\) has no fused CUDA update")  # said once, by design
 @pytest.mark.parametrize(
     "name,cfg",
     [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)), ("SGD", dict(lr=0.1)),

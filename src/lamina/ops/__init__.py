@@ -111,11 +111,18 @@ def _gemm_operand(x):
 
 
 def _lamina_gemm(a, b):
-    """True when a @ b should run on lamina's CUDA GEMM."""
-    return (
-        backend.kernels() == "lamina" and backend.is_cupy_array(a) and a.ndim == 2 and b.ndim == 2
-        and a.dtype == np.float32 and b.dtype == np.float32 and _cuda_kernel("gemm", a) is not None
+    """True when a @ b should run on lamina's CUDA GEMM.  When lamina's kernels
+    were chosen but this product cannot use them (dtype, batched), says so once."""
+    if backend.kernels() != "lamina" or not backend.is_cupy_array(a):
+        return False
+    if a.ndim == 2 and b.ndim == 2 and a.dtype == np.float32 and b.dtype == np.float32:
+        return _cuda_kernel("gemm", a) is not None
+    warn_once(
+        f"lamina gemm {a.dtype} {a.ndim}x{b.ndim}",
+        f"use_kernels('lamina'): lamina's CUDA GEMM takes 2-d float32 operands, received {a.dtype} "
+        f"{a.ndim}-d @ {b.dtype} {b.ndim}-d; this product runs on cuBLAS through CuPy",
     )
+    return False
 
 
 def gemm_cuda(a, b, bias=None, act="none", out=None):
@@ -329,9 +336,14 @@ def fused_update_kernel(p, g):
     """``lamina._C_cuda`` when parameter array ``p`` and its gradient ``g``
     (CuPy, float32/float64, contiguous, same dtype) can be updated in one
     launch; None otherwise (NumPy arrays take the optimizer's own code)."""
-    if not backend.is_cupy_array(p) or p.dtype.name not in ("float32", "float64") or g.dtype != p.dtype:
+    if not backend.is_cupy_array(p):
         return None
-    if not (p.flags.c_contiguous and g.flags.c_contiguous):
+    if p.dtype.name not in ("float32", "float64") or g.dtype != p.dtype or not (p.flags.c_contiguous and g.flags.c_contiguous):
+        warn_once(
+            f"fused update {p.dtype} {g.dtype}",
+            f"no fused CUDA optimizer update for a {p.dtype} parameter with a {g.dtype} gradient (or a non-contiguous one); "
+            "it steps with CuPy's elementwise operations",
+        )
         return None
     return _cuda_kernel("sgd_update", p)
 

@@ -3,6 +3,7 @@
 import math
 
 from .. import backend, ops
+from ..errors import warn_once
 from .optimizer import Optimizer, check_hyperparameters
 
 
@@ -29,7 +30,11 @@ class Adam(Optimizer):
             for p in self._params_with_grad(group):
                 xp = backend.get_array_module(p.data)
                 g = self._regularised_grad(p, group)
-                mod = None if group["amsgrad"] else ops.fused_update_kernel(p.data, g)
+                mod = ops.fused_update_kernel(p.data, g)
+                if mod is not None and group["amsgrad"]:
+                    warn_once("adam amsgrad cuda", f"{type(self).__name__}(amsgrad=True) has no fused CUDA update; "
+                              "it steps with CuPy's elementwise operations (several launches per parameter)")
+                    mod = None
                 if mod is not None:  # one CUDA launch for the whole update
                     state = self.state.setdefault(p, {})
                     if not state:
