@@ -17,6 +17,7 @@ Environment:
 import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 import sys
 from glob import glob
 
@@ -116,15 +117,19 @@ class BuildExt(build_ext):
         for a in archs:
             gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
         gencode += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]  # PTX for newer GPUs
-        objects = []
+        commands = []
         for src in sources:
             obj = os.path.join(self.build_temp, os.path.basename(src) + ".o")
-            cmd = [nvcc, "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
-                   "-cudart", "static", *gencode, "-c", src, "-o", obj]
+            commands.append([nvcc, "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
+                             "-cudart", "static", *gencode, "-c", src, "-o", obj])
+        for cmd in commands:
             print("lamina: " + " ".join(cmd))
-            subprocess.check_call(cmd)
-            objects.append(obj)
-        return objects
+        # nvcc is single-threaded and each file builds for every arch: one process per core.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for cmd, rc in zip(commands, pool.map(lambda c: subprocess.call(c), commands)):
+                if rc != 0:
+                    raise subprocess.CalledProcessError(rc, cmd)
+        return [cmd[-1] for cmd in commands]
 
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

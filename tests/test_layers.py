@@ -9,8 +9,33 @@ from harness import check_layer, random_inputs, to_numpy
 
 import lamina as lm
 
+
+def _torch_linear_act(t, i, o, act, bias=True):
+    """nn.Linear followed by an activation, with Linear's parameter names (the twin of Dense(activation=...))."""
+    fn = {"relu": t.nn.functional.relu, "gelu": t.nn.functional.gelu,
+          "gelu_tanh": lambda z: t.nn.functional.gelu(z, approximate="tanh")}[act]
+
+    class LinearAct(t.nn.Linear):
+        def forward(self, x):
+            return fn(super().forward(x))
+
+    return LinearAct(i, o, bias=bias)
+
+
 # name -> (lamina factory, torch factory(torch) or None, input shapes, kink)
 CASES = {
+    "dense_relu": (
+        lambda: lm.Dense(6, 5, activation="relu"), lambda t: _torch_linear_act(t, 6, 5, "relu"),
+        [(1, 6), (4, 6), (9, 6), (2, 3, 6), (3, 1, 6)], None,
+    ),
+    "dense_gelu_no_bias": (
+        lambda: lm.Dense(7, 3, bias=False, activation="gelu"), lambda t: _torch_linear_act(t, 7, 3, "gelu", bias=False),
+        [(1, 7), (2, 7), (5, 7), (3, 2, 7), (11, 7)], None,
+    ),
+    "dense_gelu_tanh": (
+        lambda: lm.Dense(4, 9, activation="gelu_tanh"), lambda t: _torch_linear_act(t, 4, 9, "gelu_tanh"),
+        [(1, 4), (3, 4), (8, 4), (2, 2, 4), (5, 4)], None,
+    ),
     "dense": (lambda: lm.Dense(5, 3), lambda t: t.nn.Linear(5, 3), [(1, 5), (3, 5), (7, 5), (2, 3, 5), (4, 1, 5)], None),
     "dense_no_bias": (
         lambda: lm.Dense(7, 4, bias=False), lambda t: t.nn.Linear(7, 4, bias=False),
@@ -117,7 +142,7 @@ def _make(name):
     return lm.Dropout(0.5) if name == "dropout" else CASES[name][0]()
 
 
-_GOOD_SHAPES = {"dense_no_bias": (3, 7), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6)}
+_GOOD_SHAPES = {"dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6)}
 
 
 def _good_input(name):
@@ -206,6 +231,8 @@ def test_softmax_bad_dim_and_flatten_bad_dims():
 def test_constructor_arguments_are_validated():
     with pytest.raises(ValueError, match="Dense: expected in_features"):
         lm.Dense(0, 3)
+    with pytest.raises(ValueError, match="Dense: expected activation in"):
+        lm.Dense(2, 3, activation="swish")
     with pytest.raises(ValueError, match="GELU"):
         lm.GELU("fast")
     with pytest.raises(ValueError, match="LeakyReLU"):

@@ -47,6 +47,34 @@ void dispatch(const std::string& dtype, const char* fn, F&& f) {
                               dtype);
 }
 
+// The GEMM epilogue's activation code (launchers.h) for its Python name.
+int act_code(const std::string& act, const char* fn) {
+  if (act == "none") return lc::kActNone;
+  if (act == "relu") return lc::kActRelu;
+  if (act == "gelu") return lc::kActGelu;
+  if (act == "gelu_tanh") return lc::kActGeluTanh;
+  throw std::invalid_argument(std::string(fn) + ": expected act 'none', 'relu', 'gelu' or 'gelu_tanh', received " +
+                              act);
+}
+
+// Calls f(T{}) for the convolution kernels' storage types (no float64).
+template <typename F>
+void dispatch_conv(const std::string& dtype, const char* fn, F&& f) {
+  if (dtype == "float32") return f(float{});
+  if (dtype == "float16") return f(__half{});
+  if (dtype == "bfloat16") return f(__nv_bfloat16{});
+  throw std::invalid_argument(std::string(fn) + ": expected dtype float32, float16 or bfloat16, received " + dtype);
+}
+
+// A lamina.ops.Geometry (14 ints: n c h w kh kw sh sw pt pl dh dw oh ow),
+// the output channels and the groups, as the kernels read them.
+lc::ConvShape conv_shape(const py::tuple& g, int o, int groups) {
+  if (g.size() != 14) throw std::invalid_argument("conv geometry: expected 14 integers, received " + std::to_string(g.size()));
+  auto at = [&](int i) { return g[i].cast<int>(); };
+  return lc::ConvShape{at(0), at(1), at(2), at(3), o, groups, at(4), at(5), at(6), at(7),
+                       at(8), at(9), at(10), at(11), at(12), at(13)};
+}
+
 int device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -163,22 +191,91 @@ PYBIND11_MODULE(_C_cuda, m) {
 
   m.def(
       "gemm",
-      [](uintptr_t c, uintptr_t a, uintptr_t b, uintptr_t bias, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
-         int64_t ldc, bool trans_a, bool trans_b, const std::string& act, const std::string& dtype, uintptr_t stream) {
-        if (dtype != "float32") throw std::invalid_argument("gemm: expected dtype float32, received " + dtype);
-        int code = lc::kActNone;
-        if (act == "relu") {
-          code = lc::kActRelu;
-        } else if (act != "none") {
-          throw std::invalid_argument("gemm: expected act 'none' or 'relu', received " + act);
-        }
-        check(lc::sgemm(ptr<float>(c), ptr<const float>(a), ptr<const float>(b), ptr<const float>(bias), m, n, k, lda, ldb,
-                        ldc, trans_a, trans_b, code, as_stream(stream)),
-              "gemm");
+      [](uintptr_t c, uintptr_t aux, uintptr_t a, uintptr_t b, uintptr_t bias, int64_t m, int64_t n, int64_t k,
+         int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, const std::string& act,
+         const std::string& dtype, const std::string& out_dtype, uintptr_t stream) {
+        const int code = act_code(act, "gemm");
+        auto run = [&](auto t, auto o) {
+          using T = decltype(t);
+          using O = decltype(o);
+          check(lc::gemm<T, O>(ptr<O>(c), ptr<O>(aux), ptr<const T>(a), ptr<const T>(b), ptr<const T>(bias), m, n, k,
+                               lda, ldb, ldc, trans_a, trans_b, code, as_stream(stream)),
+                "gemm");
+        };
+        if (dtype == "float32" && out_dtype == "float32") return run(float{}, float{});
+        if (dtype == "float16" && out_dtype == "float16") return run(__half{}, __half{});
+        if (dtype == "float16" && out_dtype == "float32") return run(__half{}, float{});
+        if (dtype == "bfloat16" && out_dtype == "bfloat16") return run(__nv_bfloat16{}, __nv_bfloat16{});
+        if (dtype == "bfloat16" && out_dtype == "float32") return run(__nv_bfloat16{}, float{});
+        throw std::invalid_argument("gemm: expected dtype float32, float16 or bfloat16 with out_dtype the same or "
+                                    "float32, received dtype " + dtype + " and out_dtype " + out_dtype);
       },
-      py::arg("c"), py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("m"), py::arg("n"), py::arg("k"), py::arg("lda"),
-      py::arg("ldb"), py::arg("ldc"), py::arg("trans_a"), py::arg("trans_b"), py::arg("act"), py::arg("dtype"),
-      py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+      py::arg("c"), py::arg("aux"), py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("m"), py::arg("n"),
+      py::arg("k"), py::arg("lda"), py::arg("ldb"), py::arg("ldc"), py::arg("trans_a"), py::arg("trans_b"),
+      py::arg("act"), py::arg("dtype"), py::arg("out_dtype"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "bias_act_backward",
+      [](uintptr_t dz, uintptr_t dbias, uintptr_t dy, uintptr_t z, int64_t m, int64_t n, const std::string& act,
+         const std::string& dtype, uintptr_t stream) {
+        const int code = act_code(act, "bias_act_backward");
+        dispatch(dtype, "bias_act_backward", [&](auto t) {
+          using T = decltype(t);
+          check(lc::bias_act_backward(ptr<T>(dz), ptr<T>(dbias), ptr<const T>(dy), ptr<const T>(z), m, n, code,
+                                      as_stream(stream)),
+                "bias_act_backward");
+        });
+      },
+      py::arg("dz"), py::arg("dbias"), py::arg("dy"), py::arg("z"), py::arg("m"), py::arg("n"), py::arg("act"),
+      py::arg("dtype"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "conv2d_forward",
+      [](uintptr_t y, uintptr_t x, uintptr_t w, uintptr_t bias, py::tuple geometry, int o, int groups,
+         const std::string& dtype, uintptr_t stream) {
+        const lc::ConvShape s = conv_shape(geometry, o, groups);
+        py::gil_scoped_release release;
+        dispatch_conv(dtype, "conv2d_forward", [&](auto t) {
+          using T = decltype(t);
+          check(lc::conv2d_forward(ptr<T>(y), ptr<const T>(x), ptr<const T>(w), ptr<const T>(bias), s,
+                                   as_stream(stream)),
+                "conv2d_forward");
+        });
+      },
+      py::arg("y"), py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("geometry"), py::arg("o"), py::arg("groups"),
+      py::arg("dtype"), py::arg("stream"));
+
+  m.def(
+      "conv2d_backward_data",
+      [](uintptr_t dx, uintptr_t dy, uintptr_t w, py::tuple geometry, int o, int groups, const std::string& dtype,
+         uintptr_t stream) {
+        const lc::ConvShape s = conv_shape(geometry, o, groups);
+        py::gil_scoped_release release;
+        dispatch_conv(dtype, "conv2d_backward_data", [&](auto t) {
+          using T = decltype(t);
+          check(lc::conv2d_backward_data(ptr<T>(dx), ptr<const T>(dy), ptr<const T>(w), s, as_stream(stream)),
+                "conv2d_backward_data");
+        });
+      },
+      py::arg("dx"), py::arg("dy"), py::arg("w"), py::arg("geometry"), py::arg("o"), py::arg("groups"),
+      py::arg("dtype"), py::arg("stream"));
+
+  m.def(
+      "conv2d_backward_weight",
+      [](uintptr_t dw, uintptr_t workspace, uintptr_t dy, uintptr_t x, py::tuple geometry, int o, int groups,
+         int splits, const std::string& dtype, uintptr_t stream) {
+        const lc::ConvShape s = conv_shape(geometry, o, groups);
+        py::gil_scoped_release release;
+        dispatch_conv(dtype, "conv2d_backward_weight", [&](auto t) {
+          using T = decltype(t);
+          check(lc::conv2d_backward_weight(ptr<T>(dw), ptr<float>(workspace), ptr<const T>(dy), ptr<const T>(x), s,
+                                           splits, as_stream(stream)),
+                "conv2d_backward_weight");
+        });
+      },
+      py::arg("dw"), py::arg("workspace"), py::arg("dy"), py::arg("x"), py::arg("geometry"), py::arg("o"),
+      py::arg("groups"), py::arg("splits"), py::arg("dtype"), py::arg("stream"));
 
   m.def("device_count", &device_count, "CUDA devices visible to lamina's kernels (0 without a driver or device)");
   m.def("runtime_version", []() {
@@ -195,6 +292,7 @@ PYBIND11_MODULE(_C_cuda, m) {
     return v;
   });
   m.attr("archs") = LAMINA_CUDA_ARCHS;
-  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "softmax_xent", "sgd_update",
-                                      "adam_update");
+  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "bias_act_backward", "softmax_xent",
+                                      "sgd_update", "adam_update", "conv2d_forward", "conv2d_backward_data",
+                                      "conv2d_backward_weight");
 }

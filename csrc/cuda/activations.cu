@@ -13,10 +13,6 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr float kSqrt2OverPi = 0.79788456080286535588f;
-constexpr float kInvSqrt2 = 0.70710678118654752440f;
-constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
-constexpr float kCubic = 0.044715f;
 
 inline int blocks_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
@@ -42,38 +38,15 @@ __global__ void relu_backward_kernel(T* __restrict__ dx, const T* __restrict__ d
 
 template <typename T>
 __global__ void gelu_forward_kernel(T* __restrict__ y, const T* __restrict__ x, int64_t n, bool tanh_approx) {
-  using A = typename Acc<T>::type;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const A v = load(x, i);
-    A out;
-    if (tanh_approx) {
-      const A u = A(kSqrt2OverPi) * (v + A(kCubic) * v * v * v);
-      out = A(0.5) * v * (A(1) + tanh(u));
-    } else {
-      out = A(0.5) * v * (A(1) + erf(v * A(kInvSqrt2)));
-    }
-    store(y, i, out);
-  }
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    store(y, i, gelu_value(load(x, i), tanh_approx));
 }
 
 template <typename T>
 __global__ void gelu_backward_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ x, int64_t n,
                                      bool tanh_approx) {
-  using A = typename Acc<T>::type;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const A v = load(x, i);
-    A d;
-    if (tanh_approx) {
-      const A t = tanh(A(kSqrt2OverPi) * (v + A(kCubic) * v * v * v));
-      const A du = A(kSqrt2OverPi) * (A(1) + A(3) * A(kCubic) * v * v);
-      d = A(0.5) * (A(1) + t) + A(0.5) * v * (A(1) - t * t) * du;
-    } else {
-      const A cdf = A(0.5) * (A(1) + erf(v * A(kInvSqrt2)));
-      const A pdf = A(kInvSqrt2Pi) * exp(A(-0.5) * v * v);
-      d = cdf + v * pdf;
-    }
-    store(dx, i, load(dy, i) * d);
-  }
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    store(dx, i, load(dy, i) * gelu_grad(load(x, i), tanh_approx));
 }
 
 }  // namespace

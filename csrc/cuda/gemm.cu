@@ -4,113 +4,148 @@
 //   op(B)[k, n] = trans_b ? B[n * ldb + k] : B[k * ldb + n]
 // so Dense's forward (x Wᵀ), dx (dy W) and dW (dyᵀ x) all run without copies.
 //
-// v1: shared-memory tiles of BM x BK (A) and BK x BN (B), each thread
-// accumulating a TM x TN block in registers (outer products from shared
-// memory, BM = BN = 64, BK = 16, TM = TN = 4, 256 threads).  Global loads are
-// ordered along the contiguous dimension of each operand so that they
-// coalesce whether or not it is transposed; out-of-range elements load as 0,
-// so any M, N, K work (edges included) and the epilogue masks its stores.
-// Predicted and measured figures: csrc/NOTES.md.  This is the correct,
-// portable baseline that later versions (vectorised loads, double
-// buffering, tensor cores) are checked against.
+// v2: the SIMT core of simt_gemm.cuh (128 x 128 x 8 tiles, 8 x 8 per thread,
+// float4 shared loads, register-staged double buffering).  Each operand is
+// read along its contiguous dimension whichever way it is transposed, with
+// 16-byte loads when the leading dimension and address allow and masked
+// scalar loads at the edges, so any M, N, K work.  v1 (64 x 64 x 16, 4 x 4
+// per thread, scalar loads, one buffer) is in git history; predicted and
+// measured figures of both are in csrc/NOTES.md.
+//
+// Also here: the fused bias + activation backward that goes with the
+// epilogue (dz = dy act'(z), db = Σ_rows dz).
 #include <cuda_runtime.h>
 
+#include "common.cuh"
 #include "launchers.h"
+#include "simt_gemm.cuh"
 
 namespace lamina {
 namespace cuda {
 
 namespace {
 
-constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4;
-constexpr int kGemmThreads = (BM / TM) * (BN / TN);  // 256
+using simt::DenseLoader;
+using simt::from_float;
+using simt::kColMajor;
+using simt::kRowMajor;
+using simt::to_float;
 
-template <bool TA, bool TB>
-__global__ void __launch_bounds__(kGemmThreads)
-    sgemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __restrict__ B,
-                 const float* __restrict__ bias, int M, int N, int K, int lda, int ldb, int ldc, int act) {
-  __shared__ float As[BK][BM + 1];  // As[k][m]; +1 breaks bank conflicts on the transposed stores
-  __shared__ float Bs[BK][BN + 1];  // Bs[k][n]
-  const int tid = threadIdx.x;
-  const int tx = tid % (BN / TN), ty = tid / (BN / TN);
-  const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
-  float acc[TM][TN] = {};
-
-  for (int k0 = 0; k0 < K; k0 += BK) {
-    for (int i = tid; i < BM * BK; i += kGemmThreads) {
-      int m, k;
-      if (TA) {  // A stored (K, M): consecutive threads walk m
-        k = i / BM;
-        m = i % BM;
-      } else {  // A stored (M, K): consecutive threads walk k
-        m = i / BK;
-        k = i % BK;
-      }
-      const int gm = row0 + m, gk = k0 + k;
-      float v = 0.f;
-      if (gm < M && gk < K) v = TA ? A[(size_t)gk * lda + gm] : A[(size_t)gm * lda + gk];
-      As[k][m] = v;
-    }
-    for (int i = tid; i < BN * BK; i += kGemmThreads) {
-      int n, k;
-      if (TB) {  // B stored (N, K): consecutive threads walk k
-        n = i / BK;
-        k = i % BK;
-      } else {  // B stored (K, N): consecutive threads walk n
-        k = i / BN;
-        n = i % BN;
-      }
-      const int gn = col0 + n, gk = k0 + k;
-      float v = 0.f;
-      if (gn < N && gk < K) v = TB ? B[(size_t)gn * ldb + gk] : B[(size_t)gk * ldb + gn];
-      Bs[k][n] = v;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      float a[TM], b[TN];
-#pragma unroll
-      for (int i = 0; i < TM; ++i) a[i] = As[kk][ty * TM + i];
-#pragma unroll
-      for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx * TN + j];
-#pragma unroll
-      for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
-    __syncthreads();
+template <typename T, typename OutT>
+struct GemmEpilogue {
+  OutT* C;
+  OutT* aux;
+  const T* bias;
+  int64_t ldc;
+  int act;
+  // Not inlined: 64 inlined GELUs per kernel cost compile time, not run time.
+  __device__ __noinline__ void operator()(int m, int n, float v) const {
+    if (bias != nullptr) v += to_float(bias[n]);
+    const int64_t at = (int64_t)m * ldc + n;
+    if (aux != nullptr) aux[at] = from_float<OutT>(v);
+    C[at] = from_float<OutT>(act_value(v, act));
   }
+};
 
-#pragma unroll
-  for (int i = 0; i < TM; ++i) {
-    const int gm = row0 + ty * TM + i;
-    if (gm >= M) continue;
-#pragma unroll
-    for (int j = 0; j < TN; ++j) {
-      const int gn = col0 + tx * TN + j;
-      if (gn >= N) continue;
-      float v = acc[i][j];
-      if (bias != nullptr) v += bias[gn];
-      if (act == kActRelu) v = fmaxf(v, 0.f);
-      C[(size_t)gm * ldc + gn] = v;
+template <typename T, typename OutT, simt::Pattern PA, simt::Pattern PB>
+__global__ void __launch_bounds__(simt::kThreads)
+    sgemm_kernel(GemmEpilogue<T, OutT> epi, const T* __restrict__ A, const T* __restrict__ B, int M, int N, int K,
+                 int64_t lda, int64_t ldb, bool vec_a, bool vec_b) {
+  const int m0 = blockIdx.y * simt::BM, n0 = blockIdx.x * simt::BN;
+  // A's rows are m; B's "rows" (its tile's long side) are n.
+  DenseLoader<T, PA> la{A, lda, M, K, m0, vec_a, {}};
+  DenseLoader<T, PB> lb{B, ldb, N, K, n0, vec_b, {}};
+  float acc[8][8] = {};
+  simt::mainloop(la, lb, 0, K, acc);
+  simt::epilogue(epi, acc, m0, n0, M, N);
+}
+
+template <typename T>
+bool aligned4(const T* p, int64_t ld) {
+  return ld % 4 == 0 && reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0;
+}
+
+// dz = dy act'(z), db[n] = Σ_m dz[m, n]: a block owns 32 columns and walks
+// all rows, 32 x 8 threads (coalesced along n); the 8 partial column sums
+// meet in shared memory, so the sum has a fixed order (deterministic).
+constexpr int kBiasRows = 8;
+
+template <typename T>
+__global__ void __launch_bounds__(32 * kBiasRows)
+    bias_act_backward_kernel(T* __restrict__ dz, T* __restrict__ dbias, const T* __restrict__ dy,
+                             const T* __restrict__ z, int64_t M, int64_t N, int act) {
+  using A = typename Acc<T>::type;
+  __shared__ A part[kBiasRows][33];
+  const int64_t n = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  A s = 0;
+  if (n < N) {
+    for (int64_t m = threadIdx.y; m < M; m += kBiasRows) {
+      const int64_t at = m * N + n;
+      const A g = load(dy, at) * act_grad(load(z, at), act);
+      store(dz, at, g);
+      s += g;
     }
   }
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && n < N && dbias != nullptr) {
+    A total = 0;
+#pragma unroll
+    for (int r = 0; r < kBiasRows; ++r) total += part[r][threadIdx.x];
+    store(dbias, n, total);
+  }
+}
+
+template <typename T, typename OutT>
+cudaError_t sgemm(OutT* C, OutT* aux, const T* A, const T* B, const T* bias, int64_t M, int64_t N, int64_t K,
+                  int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act, cudaStream_t stream) {
+  if (M == 0 || N == 0) return cudaSuccess;
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) return cudaErrorInvalidValue;
+  const int64_t grid_y = (M + simt::BM - 1) / simt::BM;
+  if (grid_y > 65535) return cudaErrorInvalidValue;
+  const dim3 grid((unsigned)((N + simt::BN - 1) / simt::BN), (unsigned)grid_y);
+  const GemmEpilogue<T, OutT> epi{C, aux, bias, ldc, act};
+  const int m = (int)M, n = (int)N, k = (int)K;
+  const bool va = aligned4(A, lda), vb = aligned4(B, ldb);
+  // A (M, K) is k-contiguous unless transposed; B (K, N) is n-contiguous unless transposed.
+  if (!trans_a && !trans_b)
+    sgemm_kernel<T, OutT, kRowMajor, kColMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb);
+  if (!trans_a && trans_b)
+    sgemm_kernel<T, OutT, kRowMajor, kRowMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb);
+  if (trans_a && !trans_b)
+    sgemm_kernel<T, OutT, kColMajor, kColMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb);
+  if (trans_a && trans_b)
+    sgemm_kernel<T, OutT, kColMajor, kRowMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb);
+  return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t sgemm(float* C, const float* A, const float* B, const float* bias, int64_t M, int64_t N, int64_t K,
-                  int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act, cudaStream_t stream) {
-  if (M == 0 || N == 0) return cudaSuccess;
-  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) return cudaErrorInvalidValue;
-  const dim3 grid((unsigned)((N + BN - 1) / BN), (unsigned)((M + BM - 1) / BM));
-  const int m = (int)M, n = (int)N, k = (int)K, a = (int)lda, b = (int)ldb, c = (int)ldc;
-  if (!trans_a && !trans_b) sgemm_kernel<false, false><<<grid, kGemmThreads, 0, stream>>>(C, A, B, bias, m, n, k, a, b, c, act);
-  if (!trans_a && trans_b) sgemm_kernel<false, true><<<grid, kGemmThreads, 0, stream>>>(C, A, B, bias, m, n, k, a, b, c, act);
-  if (trans_a && !trans_b) sgemm_kernel<true, false><<<grid, kGemmThreads, 0, stream>>>(C, A, B, bias, m, n, k, a, b, c, act);
-  if (trans_a && trans_b) sgemm_kernel<true, true><<<grid, kGemmThreads, 0, stream>>>(C, A, B, bias, m, n, k, a, b, c, act);
+template <>
+cudaError_t gemm<float, float>(float* C, float* aux, const float* A, const float* B, const float* bias, int64_t M,
+                               int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b,
+                               int act, cudaStream_t stream) {
+  return sgemm(C, aux, A, B, bias, M, N, K, lda, ldb, ldc, trans_a, trans_b, act, stream);
+}
+
+template <typename T>
+cudaError_t bias_act_backward(T* dz, T* dbias, const T* dy, const T* z, int64_t M, int64_t N, int act,
+                              cudaStream_t stream) {
+  if (N == 0) return cudaSuccess;
+  const int64_t blocks = (N + 31) / 32;
+  if (blocks > INT32_MAX) return cudaErrorInvalidValue;
+  bias_act_backward_kernel<T><<<(unsigned)blocks, dim3(32, kBiasRows), 0, stream>>>(dz, dbias, dy, z, M, N, act);
   return cudaGetLastError();
 }
+
+template cudaError_t bias_act_backward<float>(float*, float*, const float*, const float*, int64_t, int64_t, int,
+                                              cudaStream_t);
+template cudaError_t bias_act_backward<double>(double*, double*, const double*, const double*, int64_t, int64_t, int,
+                                               cudaStream_t);
+template cudaError_t bias_act_backward<__half>(__half*, __half*, const __half*, const __half*, int64_t, int64_t, int,
+                                               cudaStream_t);
+template cudaError_t bias_act_backward<__nv_bfloat16>(__nv_bfloat16*, __nv_bfloat16*, const __nv_bfloat16*,
+                                                      const __nv_bfloat16*, int64_t, int64_t, int, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace lamina

@@ -3,6 +3,8 @@
 // and returns the launch's cudaError_t.  Shapes and dtypes are validated in
 // Python; pointers are device pointers from CuPy arrays.
 #pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -41,14 +43,63 @@ template <typename T>
 cudaError_t adam_update(T* p, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
                         double weight_decay, bool decoupled, double step_size, double bc2_sqrt, cudaStream_t stream);
 
-// Epilogue activations of the GEMM.
+// Epilogue activations of the GEMMs (act_value/act_grad in common.cuh).
 constexpr int kActNone = 0;
 constexpr int kActRelu = 1;
+constexpr int kActGelu = 2;      // exact (erf)
+constexpr int kActGeluTanh = 3;  // tanh approximation
 
-// fp32 GEMM: C[M, N] = act(op(A) · op(B) + bias), bias (N,) or null; leading
-// dimensions in elements; op transposes when trans_* is set (see gemm.cu).
-cudaError_t sgemm(float* C, const float* A, const float* B, const float* bias, int64_t M, int64_t N, int64_t K,
-                  int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act, cudaStream_t stream);
+// GEMM: C[M, N] = act(op(A) · op(B) + bias), with
+//   op(A)[m, k] = trans_a ? A[k * lda + m] : A[m * lda + k]
+//   op(B)[k, n] = trans_b ? B[n * ldb + k] : B[k * ldb + n]
+// and bias (N,) or null.  aux, unless null, receives the pre-activation
+// (what the activation's backward needs).  Leading dimensions in elements.
+// T = float runs on CUDA cores (gemm.cu); __half and __nv_bfloat16 run on
+// tensor cores with fp32 accumulation (gemm_tc.cu).  OutT is T, or float.
+template <typename T, typename OutT>
+cudaError_t gemm(OutT* C, OutT* aux, const T* A, const T* B, const T* bias, int64_t M, int64_t N, int64_t K,
+                 int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act, cudaStream_t stream);
+#define LAMINA_GEMM_DECLARE(T, OutT)                                                                            \
+  template <>                                                                                                   \
+  cudaError_t gemm<T, OutT>(OutT * C, OutT * aux, const T* A, const T* B, const T* bias, int64_t M, int64_t N,  \
+                            int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act, \
+                            cudaStream_t stream);
+LAMINA_GEMM_DECLARE(float, float)
+LAMINA_GEMM_DECLARE(__half, __half)
+LAMINA_GEMM_DECLARE(__half, float)
+LAMINA_GEMM_DECLARE(__nv_bfloat16, __nv_bfloat16)
+LAMINA_GEMM_DECLARE(__nv_bfloat16, float)
+#undef LAMINA_GEMM_DECLARE
+
+// dz = dy * act'(z) and dbias = sum over rows of dz, for row-major (M, N)
+// arrays; z is the pre-activation (for ReLU the output works as well, since
+// relu'(z) = [y > 0]).  dbias may be null.  One pass over dy and z.
+template <typename T>
+cudaError_t bias_act_backward(T* dz, T* dbias, const T* dy, const T* z, int64_t M, int64_t N, int act,
+                              cudaStream_t stream);
+
+// Geometry of a 2-d convolution, NCHW: input (n, c, h, w), weight
+// (o, c / groups, kh, kw), output (n, o, oh, ow); padding top/left (the
+// bottom/right padding is implied by oh, ow).
+struct ConvShape {
+  int n, c, h, w, o, groups, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow;
+};
+
+// Convolution as implicit GEMM (conv.cu): the im2col matrix is gathered
+// tile by tile into shared memory and never written to device memory.
+//   forward          y = W_g · col_g (+ bias)           (O/G) x (N*OH*OW) x (C/G*KH*KW)
+//   backward-data    dx = W_gᵀ · dy, gathered            (C/G) x (N*H*W)  x (O/G*KH*KW)
+//   backward-weight  dW_g = dy_g · col_gᵀ, split-K       (O/G) x (C/G*KH*KW) x (N*OH*OW)
+// Backward-weight splits the reduction over N*OH*OW into `splits` ranges
+// whose fp32 partial sums go to workspace (splits * O * C/G*KH*KW floats;
+// unused when splits is 1) and are added in a fixed order: deterministic.
+template <typename T>
+cudaError_t conv2d_forward(T* y, const T* x, const T* w, const T* bias, const ConvShape& s, cudaStream_t stream);
+template <typename T>
+cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream);
+template <typename T>
+cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T* x, const ConvShape& s, int splits,
+                                   cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace lamina

@@ -110,37 +110,51 @@ def _gemm_operand(x):
     return x, False, x.shape[1]
 
 
+_GEMM_DTYPES = ("float32", "float16", "bfloat16")
+
+
 def _lamina_gemm(a, b):
     """True when a @ b should run on lamina's CUDA GEMM.  When lamina's kernels
     were chosen but this product cannot use them (dtype, batched), says so once."""
     if backend.kernels() != "lamina" or not backend.is_cupy_array(a):
         return False
-    if a.ndim == 2 and b.ndim == 2 and a.dtype == np.float32 and b.dtype == np.float32:
+    if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.name in _GEMM_DTYPES:
         return _cuda_kernel("gemm", a) is not None
     warn_once(
         f"lamina gemm {a.dtype} {a.ndim}x{b.ndim}",
-        f"use_kernels('lamina'): lamina's CUDA GEMM takes 2-d float32 operands, received {a.dtype} "
-        f"{a.ndim}-d @ {b.dtype} {b.ndim}-d; this product runs on cuBLAS through CuPy",
+        f"use_kernels('lamina'): lamina's CUDA GEMM takes 2-d float32, float16 or bfloat16 operands of one dtype, "
+        f"received {a.dtype} {a.ndim}-d @ {b.dtype} {b.ndim}-d; this product runs on cuBLAS through CuPy",
     )
     return False
 
 
-def gemm_cuda(a, b, bias=None, act="none", out=None):
-    """act(a @ b + bias) on lamina's CUDA GEMM: a (M, K), b (K, N) float32
-    CuPy arrays, either of them possibly a transposed view (no copy)."""
+GEMM_ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh")
+
+
+def gemm_cuda(a, b, bias=None, act="none", out=None, out_dtype=None, keep_preactivation=False):
+    """act(a @ b + bias) on lamina's CUDA GEMM: a (M, K), b (K, N) CuPy arrays
+    of one dtype (float32 on CUDA cores; float16/bfloat16 on tensor cores
+    with float32 accumulation), either of them possibly a transposed view
+    (no copy).  The result has ``out_dtype`` (the operands' dtype, or float32
+    for 16-bit operands).  With ``keep_preactivation`` returns (y, z), z the
+    pre-activation a @ b + bias that the activation's backward needs."""
     cp = backend.require_cuda()
     mod = _ext.cuda_module()
+    if act not in GEMM_ACTIVATIONS:
+        raise ValueError(f"gemm_cuda: expected act in {GEMM_ACTIVATIONS}, received {act!r}")
+    out_dtype = np.dtype(a.dtype if out_dtype is None else out_dtype)
     m, k = a.shape
     n = b.shape[1]
     A, ta, lda = _gemm_operand(a)
     B, tb, ldb = _gemm_operand(b)
     with a.device:
-        c = out if out is not None else cp.empty((m, n), dtype=np.float32)
+        c = out if out is not None else cp.empty((m, n), dtype=out_dtype)
+        z = cp.empty((m, n), dtype=out_dtype) if keep_preactivation else None
         if bias is not None:
-            (bias,) = _contiguous(cp, bias)
-        mod.gemm(_addr(c), _addr(A), _addr(B), 0 if bias is None else _addr(bias), m, n, k, lda, ldb, n, ta, tb, act,
-                 "float32", _stream(cp))
-    return c
+            (bias,) = _contiguous(cp, bias.astype(a.dtype, copy=False))
+        mod.gemm(_addr(c), 0 if z is None else _addr(z), _addr(A), _addr(B), 0 if bias is None else _addr(bias),
+                 m, n, k, lda, ldb, n, ta, tb, act, a.dtype.name, out_dtype.name, _stream(cp))
+    return (c, z) if keep_preactivation else c
 
 
 def matmul(a, b, out=None):
@@ -319,10 +333,64 @@ def linear_forward(x, weight, bias=None):
     return y
 
 
-def linear_backward(dy, x, weight, need_dx=True):
-    """Gradients of y = x Wᵀ + b: (dx = dy W, dW = dyᵀ x, db = Σ_rows dy)."""
+def activation_forward(z, act):
+    """act(z) for the activations a GEMM epilogue can fuse."""
+    if act == "none":
+        return z
+    if act == "relu":
+        return relu_forward(z)
+    return gelu_forward(z, "tanh" if act == "gelu_tanh" else "none")
+
+
+def activation_backward(dy, z, act):
+    """dy act'(z); for ReLU, z may be the output as well."""
+    if act == "none":
+        return dy
+    if act == "relu":
+        return relu_backward(dy, z)
+    return gelu_backward(dy, z, "tanh" if act == "gelu_tanh" else "none")
+
+
+def linear_act_forward(x, weight, bias, act):
+    """(y, z) with z = x Wᵀ + b and y = act(z).  z is None when backward does
+    not need it (no activation, or ReLU, whose backward reads y).  On
+    lamina's CUDA GEMM the bias and the activation run in its epilogue."""
+    keep = act in ("gelu", "gelu_tanh")
+    if _lamina_gemm(x, weight):
+        r = gemm_cuda(x, weight.T, bias, act=act, keep_preactivation=keep)
+        return r if keep else (r, None)
+    z = linear_forward(x, weight, bias)
+    return activation_forward(z, act), (z if keep else None)
+
+
+def bias_act_backward(dy, z, act, need_bias=True):
+    """(dz, db): dz = dy act'(z), db = Σ_rows dz (None unless need_bias), for
+    (M, N) arrays.  One fused kernel on CuPy with lamina's kernels."""
+    if backend.kernels() == "lamina" and backend.is_cupy_array(dy) and act != "none":
+        mod = _cuda_kernel("bias_act_backward", dy)
+        if mod is not None:
+            cp = backend.require_cuda()
+            dy, z = _contiguous(cp, dy, z)
+            m, n = dy.shape
+            with dy.device:
+                dz = cp.empty_like(dy)
+                db = cp.empty((n,), dtype=dy.dtype) if need_bias else None
+                mod.bias_act_backward(_addr(dz), 0 if db is None else _addr(db), _addr(dy), _addr(z), m, n, act,
+                                      dy.dtype.name, _stream(cp))
+            return dz, db
+    dz = activation_backward(dy, z, act)
+    if not need_bias:
+        return dz, None
+    return dz, (dz.sum(axis=0, dtype=np.float32) if backend.is_low_precision(dz.dtype) else dz.sum(axis=0))
+
+
+def linear_backward(dy, x, weight, need_dx=True, need_bias=True):
+    """Gradients of y = x Wᵀ + b: (dx = dy W, dW = dyᵀ x, db = Σ_rows dy);
+    dx and db are None unless asked for."""
     dx = matmul(dy, weight) if need_dx else None
     dweight = matmul(dy.T, x)
+    if not need_bias:
+        return dx, dweight, None
     dbias = dy.sum(axis=0, dtype=np.float32) if backend.is_low_precision(dy.dtype) else dy.sum(axis=0)  # 16-bit: sum in float32
     return dx, dweight, dbias
 

@@ -1,0 +1,368 @@
+// 2-d convolution (NCHW) as implicit GEMM on the SIMT core of simt_gemm.cuh:
+// the im2col matrix is gathered slice by slice straight into shared memory
+// and never exists in device memory.  Math and index conventions are those
+// of lamina/ops/conv.py (and of the NumPy mirror of these loaders,
+// lamina/ops/reference.py: implicit_conv_*), per group g, with
+// Cg = C/G, Og = O/G, KK = KH*KW, P = OH*OW:
+//
+//   forward          Y_g[o, (n,p)]      = Σ_{k=(c,kh,kw)} W_g[o, k] col_g[k, (n,p)]   + b[o]
+//   backward-data    dX_g[c, (n,ih,iw)] = Σ_{k=(o,kh,kw)} W_g[o, c, kh, kw] dY[n, o, oh, ow]
+//                    where ih + pt - kh*dh = oh*sh, iw + pl - kw*dw = ow*sw (else the term is 0)
+//   backward-weight  dW_g[o, k]         = Σ_{q=(n,p)} dY_g[o, q] col_g[k, q]          (split over q)
+//
+// col_g[k, (n, p)] = x[n, g*Cg + c, oh*sh - pt + kh*dh, ow*sw - pl + kw*dw], 0 in the padding.
+// Each output element is written once by one thread (no atomics), and the
+// split-K partial sums of backward-weight are added in a fixed order.
+//
+// Backward-data gathers dY for every (o, kh, kw) and masks the terms whose
+// window does not land on an output pixel: with stride s that wastes
+// 1 - 1/(sh*sw) of its FMAs.  Decomposing it into sh*sw stride-1 problems
+// is the known fix (csrc/NOTES.md).
+#include <cuda_runtime.h>
+
+#include "common.cuh"
+#include "launchers.h"
+#include "simt_gemm.cuh"
+
+namespace lamina {
+namespace cuda {
+
+namespace {
+
+using simt::BK;
+using simt::from_float;
+using simt::kColMajor;
+using simt::kRowMajor;
+using simt::LDS;
+using simt::to_float;
+
+// B of the forward: col_g (K = Cg*KK rows of k, N*P columns of pixels).
+// Pattern kColMajor: a warp reads 128 consecutive output pixels of one k, so
+// for stride 1 consecutive threads read consecutive input columns.  Each
+// thread's 4 pixels are fixed for the whole k loop: decoded once here.
+template <typename T>
+struct ImageColumnsLoader {
+  const T* x;  // x + group's first channel
+  ConvShape s;
+  int kend;
+  int64_t base[4];  // offset of image n's group channel 0
+  int ih0[4], iw0[4];
+  float v[4];
+
+  __device__ ImageColumnsLoader(const T* x_, const ConvShape& s_, int kend_, int pix0) : x(x_), s(s_), kend(kend_) {
+    const int npix = s.n * s.oh * s.ow;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int q = pix0 + (threadIdx.x & 31) * 4 + i;
+      if (q < npix) {
+        const int n = q / (s.oh * s.ow), p = q % (s.oh * s.ow);
+        base[i] = (int64_t)n * s.c * s.h * s.w;
+        ih0[i] = (p / s.ow) * s.sh - s.pt;
+        iw0[i] = (p % s.ow) * s.sw - s.pl;
+      } else {
+        base[i] = -1;
+        ih0[i] = iw0[i] = 0;
+      }
+    }
+  }
+  __device__ void fetch(int k0) {
+    const int k = k0 + (threadIdx.x >> 5);
+    const int kk = s.kh * s.kw;
+    const int c = k / kk, r = k % kk;
+    const int dh = (r / s.kw) * s.dh, dw = (r % s.kw) * s.dw;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int ih = ih0[i] + dh, iw = iw0[i] + dw;
+      const bool in = k < kend && base[i] >= 0 && ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
+      v[i] = in ? to_float(x[base[i] + ((int64_t)c * s.h + ih) * s.w + iw]) : 0.f;
+    }
+  }
+  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
+};
+
+template <typename T>
+struct ConvForwardEpilogue {
+  T* y;  // y + group's first channel
+  const T* bias;  // bias + group's first channel, or null
+  ConvShape s;
+  __device__ void operator()(int o, int q, float v) const {
+    const int p = s.oh * s.ow;
+    const int n = q / p;
+    if (bias != nullptr) v += to_float(bias[o]);
+    y[((int64_t)n * s.o + o) * p + q % p] = from_float<T>(v);
+  }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(simt::kThreads)
+    conv_forward_kernel(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w,
+                        const T* __restrict__ bias, ConvShape s, bool vec_w) {
+  const int g = blockIdx.z;
+  const int cg = s.c / s.groups, og = s.o / s.groups, K = cg * s.kh * s.kw;
+  const int m0 = blockIdx.y * simt::BM, n0 = blockIdx.x * simt::BN;
+  simt::DenseLoader<T, kRowMajor> la{w + (int64_t)g * og * K, K, og, K, m0, vec_w, {}};
+  ImageColumnsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, K, n0);
+  float acc[8][8] = {};
+  simt::mainloop(la, lb, 0, K, acc);
+  const ConvForwardEpilogue<T> epi{y + (int64_t)g * og * s.oh * s.ow, bias == nullptr ? nullptr : bias + g * og, s};
+  simt::epilogue(epi, acc, m0, n0, og, s.n * s.oh * s.ow);
+}
+
+// A of backward-data: A[c, k = (o, kh, kw)] = W[g*Og + o, c, kh, kw].  Rows
+// of k are contiguous within one o; kRowMajor, decoded per element.
+template <typename T>
+struct FlippedWeightLoader {
+  const T* w;  // w + group's first output channel
+  int cg, kk, rows, kend, r0;
+  float v[4];
+  __device__ void fetch(int k0) {
+    const int c = r0 + (threadIdx.x >> 1), kb = k0 + (threadIdx.x & 1) * 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int k = kb + i;
+      v[i] = (c < rows && k < kend) ? to_float(w[((int64_t)(k / kk) * cg + c) * kk + k % kk]) : 0.f;
+    }
+  }
+  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kRowMajor>(sm, v); }
+};
+
+// B of backward-data: B[k = (o, kh, kw), (n, ih, iw)] = dY[n, g*Og + o, oh, ow]
+// where the window position lands on an output pixel, else 0.
+template <typename T>
+struct OutputGradLoader {
+  const T* dy;  // dy + group's first channel
+  ConvShape s;
+  int kend;
+  int64_t base[4];  // offset of image n's group channel 0 in dy
+  int th0[4], tw0[4];  // ih + pt, iw + pl
+  float v[4];
+
+  __device__ OutputGradLoader(const T* dy_, const ConvShape& s_, int kend_, int pix0) : dy(dy_), s(s_), kend(kend_) {
+    const int npix = s.n * s.h * s.w;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int q = pix0 + (threadIdx.x & 31) * 4 + i;
+      if (q < npix) {
+        const int n = q / (s.h * s.w), p = q % (s.h * s.w);
+        base[i] = (int64_t)n * s.o * s.oh * s.ow;
+        th0[i] = p / s.w + s.pt;
+        tw0[i] = p % s.w + s.pl;
+      } else {
+        base[i] = -1;
+        th0[i] = tw0[i] = 0;
+      }
+    }
+  }
+  __device__ void fetch(int k0) {
+    const int k = k0 + (threadIdx.x >> 5);
+    const int kk = s.kh * s.kw;
+    const int o = k / kk, r = k % kk;
+    const int dh = (r / s.kw) * s.dh, dw = (r % s.kw) * s.dw;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int th = th0[i] - dh, tw = tw0[i] - dw;
+      const int oh = th / s.sh, ow = tw / s.sw;  // used only when th, tw >= 0 and divisible
+      const bool in = k < kend && base[i] >= 0 && th >= 0 && tw >= 0 && th % s.sh == 0 && tw % s.sw == 0 &&
+                      oh < s.oh && ow < s.ow;
+      v[i] = in ? to_float(dy[base[i] + ((int64_t)o * s.oh + oh) * s.ow + ow]) : 0.f;
+    }
+  }
+  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
+};
+
+template <typename T>
+struct ConvDataEpilogue {
+  T* dx;  // dx + group's first channel
+  ConvShape s;
+  __device__ void operator()(int c, int q, float v) const {
+    const int p = s.h * s.w;
+    dx[((int64_t)(q / p) * s.c + c) * p + q % p] = from_float<T>(v);
+  }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(simt::kThreads)
+    conv_backward_data_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ w, ConvShape s) {
+  const int g = blockIdx.z;
+  const int cg = s.c / s.groups, og = s.o / s.groups, kk = s.kh * s.kw, K = og * kk;
+  const int m0 = blockIdx.y * simt::BM, n0 = blockIdx.x * simt::BN;
+  FlippedWeightLoader<T> la{w + (int64_t)g * og * cg * kk, cg, kk, cg, K, m0, {}};
+  OutputGradLoader<T> lb(dy + (int64_t)g * og * s.oh * s.ow, s, K, n0);
+  float acc[8][8] = {};
+  simt::mainloop(la, lb, 0, K, acc);
+  const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s};
+  simt::epilogue(epi, acc, m0, n0, cg, s.n * s.h * s.w);
+}
+
+// A of backward-weight: A[o, q = (n, p)] = dY[n, g*Og + o, p]; contiguous
+// along q within one image, so kRowMajor, decoded per element.
+template <typename T>
+struct OutputGradRowsLoader {
+  const T* dy;  // dy + group's first channel
+  int o_total, p, rows, kend, r0;
+  float v[4];
+  __device__ void fetch(int k0) {
+    const int o = r0 + (threadIdx.x >> 1), qb = k0 + (threadIdx.x & 1) * 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int q = qb + i;
+      v[i] = (o < rows && q < kend) ? to_float(dy[((int64_t)(q / p) * o_total + o) * p + q % p]) : 0.f;
+    }
+  }
+  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kRowMajor>(sm, v); }
+};
+
+// B of backward-weight: B[q = (n, p), k = (c, kh, kw)] = col_g[k, q].  The
+// tile's long side is k (fixed per thread: decoded once), the reduction
+// index q runs along output pixels, contiguous for stride 1: kRowMajor.
+template <typename T>
+struct ImageRowsLoader {
+  const T* x;  // x + group's first channel
+  ConvShape s;
+  int kend;  // end of this split's q range
+  int c, dh, dw;
+  bool valid;
+  float v[4];
+
+  __device__ ImageRowsLoader(const T* x_, const ConvShape& s_, int kend_, int k0, int ktotal)
+      : x(x_), s(s_), kend(kend_) {
+    const int k = k0 + (threadIdx.x >> 1);
+    const int kk = s.kh * s.kw;
+    valid = k < ktotal;
+    c = k / kk;
+    dh = ((k % kk) / s.kw) * s.dh;
+    dw = ((k % kk) % s.kw) * s.dw;
+  }
+  __device__ void fetch(int q0) {
+    const int qb = q0 + (threadIdx.x & 1) * 4;
+    const int p = s.oh * s.ow;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int q = qb + i;
+      float val = 0.f;
+      if (valid && q < kend) {
+        const int n = q / p, r = q % p;
+        const int ih = (r / s.ow) * s.sh - s.pt + dh, iw = (r % s.ow) * s.sw - s.pl + dw;
+        if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w)
+          val = to_float(x[(((int64_t)n * s.c + c) * s.h + ih) * s.w + iw]);
+      }
+      v[i] = val;
+    }
+  }
+  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kRowMajor>(sm, v); }
+};
+
+// Writes dW_g (O x Cg*KK, as the weight is laid out) or one split's fp32
+// partial sums at the same index.
+template <typename OutT>
+struct ConvWeightEpilogue {
+  OutT* out;  // + group's first output channel (and the split's slab)
+  int ktotal;
+  __device__ void operator()(int o, int k, float v) const { out[(int64_t)o * ktotal + k] = from_float<OutT>(v); }
+};
+
+template <typename T, typename OutT>
+__global__ void __launch_bounds__(simt::kThreads)
+    conv_backward_weight_kernel(OutT* __restrict__ out, const T* __restrict__ dy, const T* __restrict__ x, ConvShape s,
+                                int splits, int chunk) {
+  const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
+  const int cg = s.c / s.groups, og = s.o / s.groups, K = cg * s.kh * s.kw;
+  const int q_total = s.n * s.oh * s.ow;
+  const int qbegin = split * chunk;
+  const int qend = min(q_total, qbegin + chunk);
+  const int m0 = blockIdx.y * simt::BM, n0 = blockIdx.x * simt::BN;
+  OutputGradRowsLoader<T> la{dy + (int64_t)g * og * s.oh * s.ow, s.o, s.oh * s.ow, og, qend, m0, {}};
+  ImageRowsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, qend, n0, K);
+  float acc[8][8] = {};
+  simt::mainloop(la, lb, qbegin, qend, acc);  // an empty range leaves zeros: still written below
+  const ConvWeightEpilogue<OutT> epi{out + (int64_t)split * s.o * K + (int64_t)g * og * K, K};
+  simt::epilogue(epi, acc, m0, n0, og, K);
+}
+
+// dw[i] = Σ_s partial[s][i], in split order.
+template <typename T>
+__global__ void sum_splits_kernel(T* __restrict__ dw, const float* __restrict__ partial, int64_t n, int splits) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float acc = 0.f;
+    for (int sp = 0; sp < splits; ++sp) acc += partial[sp * n + i];
+    dw[i] = from_float<T>(acc);
+  }
+}
+
+bool valid(const ConvShape& s) {
+  return s.n > 0 && s.c > 0 && s.o > 0 && s.groups > 0 && s.c % s.groups == 0 && s.o % s.groups == 0 && s.kh > 0 &&
+         s.kw > 0 && s.sh > 0 && s.sw > 0 && s.dh > 0 && s.dw > 0 && s.oh > 0 && s.ow > 0 && s.pt >= 0 && s.pl >= 0;
+}
+
+// Tiles of 128 x 128 over an M x N problem per group (and split).
+cudaError_t grid_for(int64_t m, int64_t n, int64_t z, dim3* grid) {
+  const int64_t gx = (n + simt::BN - 1) / simt::BN, gy = (m + simt::BM - 1) / simt::BM;
+  if (gx > INT32_MAX || gy > 65535 || z > 65535) return cudaErrorInvalidValue;
+  *grid = dim3((unsigned)gx, (unsigned)gy, (unsigned)z);
+  return cudaSuccess;
+}
+
+bool fits_int(int64_t v) { return v <= INT32_MAX; }
+
+}  // namespace
+
+template <typename T>
+cudaError_t conv2d_forward(T* y, const T* x, const T* w, const T* bias, const ConvShape& s, cudaStream_t stream) {
+  if (!valid(s)) return cudaErrorInvalidValue;
+  const int64_t pix = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
+  if (!fits_int(pix) || !fits_int(K)) return cudaErrorInvalidValue;
+  dim3 grid;
+  if (cudaError_t e = grid_for(s.o / s.groups, pix, s.groups, &grid)) return e;
+  const bool vec_w = K % 4 == 0 && reinterpret_cast<uintptr_t>(w) % (4 * sizeof(T)) == 0;
+  conv_forward_kernel<T><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream) {
+  if (!valid(s)) return cudaErrorInvalidValue;
+  const int64_t pix = (int64_t)s.n * s.h * s.w, K = (int64_t)(s.o / s.groups) * s.kh * s.kw;
+  if (!fits_int(pix) || !fits_int(K)) return cudaErrorInvalidValue;
+  dim3 grid;
+  if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, &grid)) return e;
+  conv_backward_data_kernel<T><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T* x, const ConvShape& s, int splits,
+                                   cudaStream_t stream) {
+  if (!valid(s) || splits < 1) return cudaErrorInvalidValue;
+  const int64_t q_total = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
+  if (!fits_int(q_total) || !fits_int(K) || !fits_int((int64_t)s.n * s.c * s.h * s.w)) return cudaErrorInvalidValue;
+  if (splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+  // Each split covers a whole number of BK-slices of q.
+  const int64_t slices = (q_total + BK - 1) / BK;
+  const int64_t per = (slices + splits - 1) / splits;
+  const int chunk = (int)(per * BK);
+  dim3 grid;
+  if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, &grid)) return e;
+  if (splits == 1) {
+    conv_backward_weight_kernel<T, T><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, 1, chunk);
+    return cudaGetLastError();
+  }
+  conv_backward_weight_kernel<T, float><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, splits, chunk);
+  if (cudaError_t e = cudaGetLastError()) return e;
+  const int64_t n = (int64_t)s.o * K;
+  const int64_t blocks = std::min<int64_t>((n + 255) / 256, 65535 * 8);
+  sum_splits_kernel<T><<<(unsigned)blocks, 256, 0, stream>>>(dw, workspace, n, splits);
+  return cudaGetLastError();
+}
+
+#define LAMINA_INSTANTIATE(T)                                                                                    \
+  template cudaError_t conv2d_forward<T>(T*, const T*, const T*, const T*, const ConvShape&, cudaStream_t);    \
+  template cudaError_t conv2d_backward_data<T>(T*, const T*, const T*, const ConvShape&, cudaStream_t);        \
+  template cudaError_t conv2d_backward_weight<T>(T*, float*, const T*, const T*, const ConvShape&, int, cudaStream_t);
+
+LAMINA_INSTANTIATE(float)
+LAMINA_INSTANTIATE(__half)
+LAMINA_INSTANTIATE(__nv_bfloat16)
+#undef LAMINA_INSTANTIATE
+
+}  // namespace cuda
+}  // namespace lamina

@@ -1,0 +1,283 @@
+// fp16/bf16 GEMM on tensor cores with fp32 accumulation, the same contract
+// as gemm.cu (transposes, bias, activation, aux):
+//   C[M, N] = act(op(A)[M, K] · op(B)[K, N] + bias[N]),  C in T or fp32.
+//
+// v1: mma.sync m16n8k16 (sm_80 and later, Hopper included).  A block of
+// 8 warps computes a 128 x 128 tile, each warp 64 x 32 (4 x 4 mma tiles,
+// 64 fp32 accumulators per thread).  K advances 32 at a time through a
+// 3-stage shared-memory ring filled by cp.async (16-byte copies, zero-filled
+// past the edges), so two slices are in flight while one is multiplied.
+// Operands keep their own layout in shared memory and ldmatrix turns them
+// into mma fragments: plain for a k-contiguous tile (A (M, K), B stored
+// (N, K) as Dense's weight), .trans for a k-strided one (A (K, M), B (K, N)).
+// Rows are padded by 16 bytes so the 8 addresses of each ldmatrix phase fall
+// in distinct bank groups.  When a leading dimension is not a multiple of 8
+// elements (or a base address is not 16-byte aligned) the same kernel loads
+// with masked scalar reads instead of cp.async.
+//
+// Next version (csrc/NOTES.md): wgmma fed by TMA on sm_90a, warp-specialised.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common.cuh"
+#include "launchers.h"
+#include "simt_gemm.cuh"
+
+namespace lamina {
+namespace cuda {
+
+namespace {
+
+using simt::from_float;
+using simt::to_float;
+
+constexpr int BM = 128, BN = 128, BK = 32, STAGES = 3, THREADS = 256;
+constexpr int PAD = 8;                      // halves: 16 bytes
+constexpr int KSTRIDE = BK + PAD;           // row stride of a k-contiguous tile ([row][k])
+constexpr int RSTRIDE = BM + PAD;           // row stride of a k-strided tile ([k][row]); BM == BN
+constexpr int TILE = BM * KSTRIDE;          // halves per operand per stage (>= BK * RSTRIDE)
+constexpr int SMEM_BYTES = STAGES * 2 * TILE * 2;
+static_assert(BK * RSTRIDE <= TILE, "stage too small for a k-strided tile");
+
+template <typename T>
+struct MmaOp;
+template <>
+struct MmaOp<__half> {
+  static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+template <>
+struct MmaOp<__nv_bfloat16> {
+  static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  if (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// 16-byte global -> shared copy; bytes beyond src_bytes (0..16) are zeroed.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// One operand's BK-slice of a 128-row tile into shared memory.  The operand
+// has `rows` rows (m for A, n for B) and K columns; element (r, k) is at
+// g[r * ld + k] when KMAJOR (k-contiguous), g[k * ld + r] otherwise.  Shared
+// layout: [r][k] (stride KSTRIDE) when KMAJOR, [k][r] (stride RSTRIDE)
+// otherwise.  512 chunks of 8 elements, 2 per thread.
+// The epilogue for one element: bias, activation, store (and the
+// pre-activation to aux).  Not inlined: 64 inlined copies of the GELU code
+// per kernel cost minutes of compile time and nothing at run time worth
+// having (the epilogue is a sliver of a GEMM's time).
+template <typename T>
+__device__ __noinline__ void store_out(void* C, void* aux, const T* bias, int m, int n, int64_t ldc, int act,
+                                       bool out_f32, float v) {
+  if (bias != nullptr) v += to_float(bias[n]);
+  const int64_t at = (int64_t)m * ldc + n;
+  const float y = act_value(v, act);
+  if (out_f32) {
+    if (aux != nullptr) static_cast<float*>(aux)[at] = v;
+    static_cast<float*>(C)[at] = y;
+  } else {
+    if (aux != nullptr) static_cast<T*>(aux)[at] = from_float<T>(v);
+    static_cast<T*>(C)[at] = from_float<T>(y);
+  }
+}
+
+template <typename T, bool KMAJOR>
+__device__ __forceinline__ void load_tile(T* s, const T* __restrict__ g, int64_t ld, int rows, int K, int r0, int k0,
+                                          bool async) {
+#pragma unroll
+  for (int it = 0; it < 2; ++it) {
+    const int c = threadIdx.x + it * THREADS;
+    int r, k, sidx, count;  // count: valid elements of the chunk along its contiguous dimension
+    int64_t gidx;
+    if (KMAJOR) {
+      r = r0 + c / (BK / 8);
+      k = k0 + (c % (BK / 8)) * 8;
+      sidx = (c / (BK / 8)) * KSTRIDE + (c % (BK / 8)) * 8;
+      gidx = (int64_t)r * ld + k;
+      count = r < rows ? min(max(K - k, 0), 8) : 0;
+    } else {
+      k = k0 + c / (BM / 8);
+      r = r0 + (c % (BM / 8)) * 8;
+      sidx = (c / (BM / 8)) * RSTRIDE + (c % (BM / 8)) * 8;
+      gidx = (int64_t)k * ld + r;
+      count = k < K ? min(max(rows - r, 0), 8) : 0;
+    }
+    if (async) {
+      cp_async16(smem_addr(s + sidx), count > 0 ? g + gidx : g, count * (int)sizeof(T));
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s[sidx + i] = i < count ? g[gidx + i] : from_float<T>(0.f);
+    }
+  }
+}
+
+// C and aux hold T, or float when out_f32.  async: both operands allow
+// 16-byte cp.async (leading dimension a multiple of 8, aligned base).
+template <typename T, bool A_KMAJOR, bool B_KMAJOR>
+__global__ void __launch_bounds__(THREADS)
+    gemm_tc_kernel(void* __restrict__ C, void* __restrict__ aux, const T* __restrict__ A, const T* __restrict__ B,
+                   const T* __restrict__ bias, int M, int N, int K, int64_t lda, int64_t ldb, int64_t ldc, int act,
+                   bool out_f32, bool async) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* smem = reinterpret_cast<T*>(smem_raw);  // stage s: A at s * 2 * TILE, B right after
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;  // the warp's 64 x 32 corner of the tile
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int ktiles = (K + BK - 1) / BK;
+
+  float acc[4][4][4] = {};
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < ktiles) {
+      load_tile<T, A_KMAJOR>(smem + s * 2 * TILE, A, lda, M, K, m0, s * BK, async);
+      load_tile<T, B_KMAJOR>(smem + s * 2 * TILE + TILE, B, ldb, N, K, n0, s * BK, async);
+    }
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < ktiles; ++kt) {
+    cp_async_wait<STAGES - 2>();  // slice kt has landed (this thread's copies) ...
+    __syncthreads();              // ... and everyone's; slice kt-1's stage is free
+    const int pf = kt + STAGES - 1;
+    if (pf < ktiles) {
+      T* st = smem + (pf % STAGES) * 2 * TILE;
+      load_tile<T, A_KMAJOR>(st, A, lda, M, K, m0, pf * BK, async);
+      load_tile<T, B_KMAJOR>(st + TILE, B, ldb, N, K, n0, pf * BK, async);
+    }
+    cp_async_commit();
+
+    const T* As = smem + (kt % STAGES) * 2 * TILE;
+    const T* Bs = As + TILE;
+#pragma unroll
+    for (int ks = 0; ks < BK; ks += 16) {
+      uint32_t a[4][4], b[4][2];
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi) {
+        const int row = wm + mi * 16;
+        if (A_KMAJOR) {  // [m][k]: lanes 0-15 rows at k, lanes 16-31 rows at k + 8
+          ldmatrix_x4<false>(a[mi], smem_addr(As + (row + lane % 16) * KSTRIDE + ks + (lane / 16) * 8));
+        } else {  // [k][m]: matrices (k0-7, m0-7), (k0-7, m8-15), (k8-15, m0-7), (k8-15, m8-15), transposed
+          ldmatrix_x4<true>(a[mi], smem_addr(As + (ks + (lane / 16) * 8 + lane % 8) * RSTRIDE + row + ((lane / 8) % 2) * 8));
+        }
+      }
+#pragma unroll
+      for (int nj = 0; nj < 2; ++nj) {
+        const int col = wn + nj * 16;
+        uint32_t r[4];
+        if (B_KMAJOR) {  // [n][k]: matrices (n0-7, k0-7), (n0-7, k8-15), (n8-15, k0-7), (n8-15, k8-15)
+          ldmatrix_x4<false>(r, smem_addr(Bs + (col + (lane / 16) * 8 + lane % 8) * KSTRIDE + ks + ((lane / 8) % 2) * 8));
+        } else {  // [k][n]: matrices (k0-7, n0-7), (k8-15, n0-7), (k0-7, n8-15), (k8-15, n8-15), transposed
+          ldmatrix_x4<true>(r, smem_addr(Bs + (ks + ((lane / 8) % 2) * 8 + lane % 8) * RSTRIDE + col + (lane / 16) * 8));
+        }
+        b[2 * nj][0] = r[0];
+        b[2 * nj][1] = r[1];
+        b[2 * nj + 1][0] = r[2];
+        b[2 * nj + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) MmaOp<T>::run(acc[mi][ni], a[mi], b[ni]);
+    }
+  }
+  cp_async_wait<0>();
+
+  // Accumulator (mi, ni, r): row wm + mi*16 + lane/4 (+8 for r >= 2),
+  // column wn + ni*8 + 2*(lane%4) (+1 for odd r).
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int m = m0 + wm + mi * 16 + lane / 4 + (r >= 2 ? 8 : 0);
+        const int n = n0 + wn + ni * 8 + 2 * (lane % 4) + (r & 1);
+        if (m < M && n < N) store_out<T>(C, aux, bias, m, n, ldc, act, out_f32, acc[mi][ni][r]);
+      }
+}
+
+template <typename T, bool AK, bool BKM>
+cudaError_t launch(dim3 grid, cudaStream_t stream, void* C, void* aux, const T* A, const T* B, const T* bias, int M,
+                   int N, int K, int64_t lda, int64_t ldb, int64_t ldc, int act, bool out_f32, bool async) {
+  auto kernel = gemm_tc_kernel<T, AK, BKM>;
+  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES)) return e;
+  kernel<<<grid, THREADS, SMEM_BYTES, stream>>>(C, aux, A, B, bias, M, N, K, lda, ldb, ldc, act, out_f32, async);
+  return cudaGetLastError();
+}
+
+template <typename T>
+bool aligned8(const T* p, int64_t ld) {
+  return ld % 8 == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+template <typename T>
+cudaError_t gemm_tc(void* C, void* aux, bool out_f32, const T* A, const T* B, const T* bias, int64_t M, int64_t N,
+                    int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act,
+                    cudaStream_t stream) {
+  if (M == 0 || N == 0) return cudaSuccess;
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) return cudaErrorInvalidValue;
+  const int64_t grid_y = (M + BM - 1) / BM;
+  if (grid_y > 65535) return cudaErrorInvalidValue;
+  const dim3 grid((unsigned)((N + BN - 1) / BN), (unsigned)grid_y);
+  const bool async = aligned8(A, lda) && aligned8(B, ldb);
+  const int m = (int)M, n = (int)N, k = (int)K;
+  // A is k-contiguous unless transposed; B is k-contiguous only when transposed.
+  if (!trans_a && trans_b) return launch<T, true, true>(grid, stream, C, aux, A, B, bias, m, n, k, lda, ldb, ldc, act, out_f32, async);
+  if (!trans_a && !trans_b) return launch<T, true, false>(grid, stream, C, aux, A, B, bias, m, n, k, lda, ldb, ldc, act, out_f32, async);
+  if (trans_a && trans_b) return launch<T, false, true>(grid, stream, C, aux, A, B, bias, m, n, k, lda, ldb, ldc, act, out_f32, async);
+  return launch<T, false, false>(grid, stream, C, aux, A, B, bias, m, n, k, lda, ldb, ldc, act, out_f32, async);
+}
+
+}  // namespace
+
+#define LAMINA_GEMM_TC(T, OutT)                                                                                       \
+  template <>                                                                                                         \
+  cudaError_t gemm<T, OutT>(OutT * C, OutT * aux, const T* A, const T* B, const T* bias, int64_t M, int64_t N,        \
+                            int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act,    \
+                            cudaStream_t stream) {                                                                    \
+    return gemm_tc<T>(C, aux, sizeof(OutT) == 4, A, B, bias, M, N, K, lda, ldb, ldc, trans_a, trans_b, act, stream); \
+  }
+
+LAMINA_GEMM_TC(__half, __half)
+LAMINA_GEMM_TC(__half, float)
+LAMINA_GEMM_TC(__nv_bfloat16, __nv_bfloat16)
+LAMINA_GEMM_TC(__nv_bfloat16, float)
+#undef LAMINA_GEMM_TC
+
+}  // namespace cuda
+}  // namespace lamina
