@@ -30,30 +30,161 @@ def test_use_kernels_validates_and_leaves_numpy_alone():
         backend.use_kernels("cudnn")
 
 
-@pytest.mark.gpu
-@requires_cuda
-@pytest.mark.parametrize("m,n,k", [(m, n, k) for m, n, k in itertools.product(SIZES, SIZES, [1, 17, 64, 129]) if (m * n) % 3 == 0 or m == n][:60])
-@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
-def test_gemm_kernel_matches_float64(m, n, k, ta, tb):
+def to_bf16_bits(a):
+    """float32 -> bfloat16 bit patterns (uint16), rounded to nearest even, as the GPU converts."""
+    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(b):
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+def storage(a, dtype):
+    """(host array in the storage dtype, its exactly representable float64 value)."""
+    if dtype == "bfloat16":
+        bits = to_bf16_bits(a)
+        return bits, from_bf16_bits(bits).astype(np.float64)
+    s = a.astype(dtype)
+    return s, s.astype(np.float64)
+
+
+def gelu64(z, tanh):
+    from scipy.special import erf
+
+    if tanh:
+        return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
+    return 0.5 * z * (1 + erf(z / np.sqrt(2)))
+
+
+ACTS = {"none": lambda z: z, "relu": lambda z: np.maximum(z, 0), "gelu": lambda z: gelu64(z, False),
+        "gelu_tanh": lambda z: gelu64(z, True)}
+
+
+def run_gemm(mod, m, n, k, ta, tb, dtype, out_dtype, act, use_bias, seed, keep_z=False):
+    """One launch of lamina._C_cuda.gemm on fresh random data; returns (c, z, float64 reference c, z)."""
     import cupy as cp
 
+    rng = np.random.default_rng(seed)
+    a, ra = storage(rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32), dtype)
+    b, rb = storage(rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32), dtype)
+    bias, rbias = storage(rng.standard_normal(n).astype(np.float32), dtype)
+    z_ref = (ra.T if ta else ra) @ (rb.T if tb else rb) + (rbias if use_bias else 0)
+    out_np = np.uint16 if out_dtype == "bfloat16" else np.dtype(out_dtype)
+    poison = 0xFFFF if out_dtype == "bfloat16" else np.nan  # NaN in every storage dtype
+    c = cp.full((m, n), poison, dtype=out_np)  # poisoned: every element must be written
+    z = cp.full((m, n), poison, dtype=out_np) if keep_z else None
+    ga, gb, gbias = cp.asarray(a), cp.asarray(b), cp.asarray(bias)
+    mod.gemm(c.data.ptr, z.data.ptr if keep_z else 0, ga.data.ptr, gb.data.ptr, gbias.data.ptr if use_bias else 0,
+             m, n, k, a.shape[1], b.shape[1], n, ta, tb, act, dtype, out_dtype, cp.cuda.get_current_stream().ptr)
+
+    def host(v):
+        v = cp.asnumpy(v)
+        return from_bf16_bits(v) if out_dtype == "bfloat16" else v.astype(np.float32)
+
+    return host(c), (host(z) if keep_z else None), ACTS[act](z_ref), z_ref
+
+
+def tolerance(dtype, out_dtype, k):
+    # fp32 accumulation of exactly represented inputs; the output rounding dominates for 16-bit outputs.
+    if out_dtype == "float32":
+        return dict(rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    return dict(rtol=1e-2 if out_dtype == "bfloat16" else 2e-3, atol=(1e-2 if out_dtype == "bfloat16" else 2e-3) * np.sqrt(k))
+
+
+GEMM_SHAPES = [(m, n, k) for m, n, k in itertools.product(SIZES, SIZES, [1, 17, 64, 129]) if (m * n) % 3 == 0 or m == n][:60]
+# around the tensor-core kernel's 128 x 128 x 32 tile, and primes
+TC_SHAPES = [(1, 1, 1), (127, 128, 31), (128, 128, 32), (129, 129, 33), (257, 131, 97), (61, 263, 200), (128, 8, 16)]
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES + TC_SHAPES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_fp32_gemm_matches_float64(m, n, k, ta, tb):
     from lamina.ops import _ext
 
     mod = _ext.cuda_module()
-    rng = np.random.default_rng(m * 10007 + n * 101 + k)
-    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
-    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
-    bias = rng.standard_normal(n).astype(np.float32)
-    ref_a, ref_b = (a.T if ta else a).astype(np.float64), (b.T if tb else b).astype(np.float64)
     for act, use_bias in (("none", False), ("none", True), ("relu", True)):
-        expected = ref_a @ ref_b + (bias if use_bias else 0)
-        if act == "relu":
-            expected = np.maximum(expected, 0)
-        ga, gb, gbias = cp.asarray(a), cp.asarray(b), cp.asarray(bias)
-        c = cp.full((m, n), cp.nan, dtype=cp.float32)  # poisoned: every element must be written
-        mod.gemm(c.data.ptr, ga.data.ptr, gb.data.ptr, gbias.data.ptr if use_bias else 0, m, n, k,
-                 a.shape[1], b.shape[1], n, ta, tb, act, "float32", cp.cuda.get_current_stream().ptr)
-        np.testing.assert_allclose(cp.asnumpy(c), expected, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+        c, _, ref, _ = run_gemm(mod, m, n, k, ta, tb, "float32", "float32", act, use_bias, m * 10007 + n * 101 + k)
+        np.testing.assert_allclose(c, ref, **tolerance("float32", "float32", k), err_msg=f"{act} bias={use_bias}")
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("m,n,k", TC_SHAPES + [(64, 65, 63), (1, 130, 8), (300, 1, 40)])
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("dtype,out_dtype", [("float16", "float16"), ("float16", "float32"), ("bfloat16", "bfloat16"),
+                                             ("bfloat16", "float32")])
+def test_tensor_core_gemm_matches_float64(m, n, k, ta, tb, dtype, out_dtype):
+    """k = 31, 33, 97, ... also leave the leading dimensions off multiples of 8: the scalar-load path."""
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    c, _, ref, _ = run_gemm(mod, m, n, k, ta, tb, dtype, out_dtype, "none", True, m + 7 * n + 13 * k)
+    np.testing.assert_allclose(c, ref, **tolerance(dtype, out_dtype, k))
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("act", ["relu", "gelu", "gelu_tanh"])
+def test_gemm_epilogue_activations_and_preactivation(dtype, act):
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    out = "float32" if dtype == "float32" else dtype
+    c, z, ref, z_ref = run_gemm(mod, 130, 67, 96, False, True, dtype, out, act, True, 5, keep_z=True)
+    np.testing.assert_allclose(z, z_ref, **tolerance(dtype, out, 96))
+    np.testing.assert_allclose(c, ref, **tolerance(dtype, out, 96))
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("m,n", [(1, 1), (128, 10), (257, 33), (1000, 512)])
+@pytest.mark.parametrize("act", ["relu", "gelu", "gelu_tanh"])
+def test_bias_act_backward_matches_float64(m, n, act):
+    import cupy as cp
+
+    from lamina import ops
+
+    rng = np.random.default_rng(m + n)
+    dy, z = rng.standard_normal((m, n)).astype(np.float32), rng.standard_normal((m, n)).astype(np.float32)
+    z64 = z.astype(np.float64)
+    h = 1e-6
+    grad = (ACTS[act](z64 + h) - ACTS[act](z64 - h)) / (2 * h)  # act'(z) by central differences in float64
+    previous = backend.use_kernels("lamina")
+    try:
+        dz, db = ops.bias_act_backward(cp.asarray(dy), cp.asarray(z), act)
+    finally:
+        backend.use_kernels(previous)
+    np.testing.assert_allclose(cp.asnumpy(dz), dy * grad, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cp.asnumpy(db), (dy * grad).sum(axis=0), rtol=1e-4, atol=1e-4 * np.sqrt(m))
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("act", [None, "relu", "gelu"])
+def test_dense_with_activation_on_lamina_kernels_matches_the_cpu(act):
+    import cupy as cp
+
+    lm.manual_seed(0)
+    cpu = lm.Dense(37, 29, activation=act)
+    gpu = lm.Dense(37, 29, activation=act)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.to("cuda")
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((19, 37)).astype(np.float32), rng.standard_normal((19, 29)).astype(np.float32)
+    previous = backend.use_kernels("lamina")
+    try:
+        y = gpu(cp.asarray(x))
+        dx = gpu.backward(cp.asarray(dy))
+    finally:
+        backend.use_kernels(previous)
+    np.testing.assert_allclose(to_numpy(y), cpu(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(dx), cpu.backward(dy), rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
+        np.testing.assert_allclose(to_numpy(q.grad), p.grad, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.gpu

@@ -146,3 +146,55 @@ def test_channel_transposes_match_reference(n, c, p, dtype):
     np.testing.assert_array_equal(out, rout.astype(dtype))
     np.testing.assert_allclose(sums, rsums, **(dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else _tol(dtype)))
     assert ops.batch_to_channels_major(dy, need_sums=False)[1] is None
+
+
+# ---------------------------------------------------------------------------
+# Implicit GEMM: the NumPy mirror of the CUDA kernels' index arithmetic
+# (reference.implicit_conv_*) against the im2col path, which is itself
+# checked against PyTorch in test_conv.py.  The CUDA kernels are compared
+# with this arithmetic's results on the GPU (test_cuda_conv.py).
+# ---------------------------------------------------------------------------
+
+
+def _grouped_problem(g, seed):
+    rng = np.random.default_rng(seed)
+    groups = int(rng.choice([d for d in range(1, g.c + 1) if g.c % d == 0]))
+    o = groups * int(rng.integers(1, 4))
+    x = rng.standard_normal((g.n, g.c, g.h, g.w))
+    w = rng.standard_normal((o, g.c // groups, g.kh, g.kw))
+    b = rng.standard_normal(o)
+    dy = rng.standard_normal((g.n, o, g.oh, g.ow))
+    return x, w, b, dy, groups
+
+
+@pytest.mark.parametrize("g", GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+def test_implicit_gemm_arithmetic_matches_im2col(g):
+    x, w, b, dy, groups = _grouped_problem(g, sum(g))
+    o = w.shape[0]
+    y_ref, col = ops.conv2d_forward(x, w, b, g, groups)
+    dx_ref, dw_ref, _ = ops.conv2d_backward(dy, col, w, g, groups)
+    np.testing.assert_allclose(reference.implicit_conv_forward(np, x, w, b, g, groups), y_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(reference.implicit_conv_backward_data(np, dy, w, g, groups), dx_ref, rtol=1e-12, atol=1e-12)
+    for splits in (1, 2, 7):
+        dw = reference.implicit_conv_backward_weight(np, dy, x, g, o, groups, splits)
+        np.testing.assert_allclose(dw, dw_ref, rtol=1e-12, atol=1e-12, err_msg=f"splits={splits}")
+
+
+@pytest.mark.parametrize("q,splits", [(1, 1), (7, 3), (8, 1), (9, 2), (1000, 7), (131072, 33), (24, 5)])
+def test_implicit_split_ranges_tile_the_reduction(q, splits):
+    ranges = reference.implicit_split_ranges(q, splits)
+    assert len(ranges) == splits and ranges[0][0] == 0 and ranges[-1][1] == q
+    for (b0, e0), (b1, _) in zip(ranges, ranges[1:]):
+        assert e0 == b1 and b0 <= e0 and (b0 == e0 or b0 % reference.IMPLICIT_BK == 0)
+
+
+def test_backward_weight_splits_fill_the_gpu_without_tiny_ranges():
+    resnet_stage1 = ops.geometry((128, 16, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1))
+    splits = ops.conv.backward_weight_splits(resnet_stage1, 16, 1, sm_count=132)
+    assert 100 <= splits <= 264  # one 128x128 tile (16 x 144): split the 131072 pixels across the SMs
+    q = resnet_stage1.n * resnet_stage1.oh * resnet_stage1.ow
+    assert q / splits >= 256
+    big = ops.geometry((8, 512, 7, 7), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(big, 512, 1, sm_count=132) >= 1
+    tiny = ops.geometry((1, 1, 3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
+    assert ops.conv.backward_weight_splits(tiny, 1, 1, sm_count=132) == 1

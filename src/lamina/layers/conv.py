@@ -95,19 +95,28 @@ class _ConvNd(Layer):
                 f"received shape {tuple(x.shape)}"
             )
         bias = None if self.bias is None else self._compute(self.bias)
-        keep = is_grad_enabled() and self.keep_col
-        y4, col = ops.conv2d_forward(x4, self._weight_2d(), bias, g, self.groups, keep_col=keep)
+        weight = self._weight_2d()
+        if ops.implicit_gemm_ready(x4, weight):  # lamina's CUDA kernels: no col matrix, backward needs only x
+            y4 = ops.conv2d_forward_implicit(x4, weight, bias, g, self.groups)
+            saved = ("x", x4)
+        else:
+            keep = is_grad_enabled() and self.keep_col
+            y4, col = ops.conv2d_forward(x4, weight, bias, g, self.groups, keep_col=keep)
+            # col: (C*KH*KW, N*OH*OW), or x4 (N, C, H, W) with keep_col=False
+            saved = ("col", col) if keep else ("x", x4)
         y = y4 if self._nd == 2 else y4.reshape(g.n, self.out_channels, g.ow)
-        # col: (C*KH*KW, N*OH*OW), or x4 (N, C, H, W) with keep_col=False; g: ops.Geometry
-        self._save(col if keep else x4, g, out=y)
+        self._save(*saved, g, out=y)  # g: ops.Geometry
         return y
 
     def backward(self, dy):
-        col, g = self._take_cache(dy)
-        if not self.keep_col:
-            col = ops.im2col(col, g, pooled=True)  # the cache held the input: rebuild col
+        kind, saved, g = self._take_cache(dy)
         dy4 = self._compute_grad(dy).reshape(g.n, self.out_channels, g.oh, g.ow)
-        dx4, dweight, dbias = ops.conv2d_backward(dy4, col, self._weight_2d(), g, self.groups)
+        weight = self._weight_2d()
+        if kind == "x" and ops.implicit_gemm_ready(saved, weight):
+            dx4, dweight, dbias = ops.conv2d_backward_implicit(dy4, saved, weight, g, self.groups)
+        else:
+            col = saved if kind == "col" else ops.im2col(saved, g, pooled=True)  # rebuild col from the input
+            dx4, dweight, dbias = ops.conv2d_backward(dy4, col, weight, g, self.groups)
         self.weight.accumulate(dweight.reshape(self.weight.shape))
         if self.bias is not None:
             self.bias.accumulate(dbias)

@@ -32,7 +32,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from . import _addr, _contiguous, _cpu_kernel, float32_on_cpu, matmul, reference
+from ..errors import warn_once
+from . import _addr, _contiguous, _cpu_kernel, _cuda_kernel, _ext, _stream, float32_on_cpu, matmul, reference
 
 
 class Geometry(NamedTuple):
@@ -233,6 +234,86 @@ def conv2d_backward(dy, col, weight, g, groups, need_dx=True):
             matmul(weight.reshape(groups, o // groups, k).transpose(0, 2, 1), dy_g, out=dcol.reshape(groups, k, -1))
     give_workspace(col)
     dx = col2im(dcol, g) if need_dx else None
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------
+# implicit GEMM on the GPU (csrc/cuda/conv.cu): no col matrix at all
+# --------------------------------------------------------------------------
+
+_IMPLICIT_DTYPES = ("float32", "float16", "bfloat16")
+_TILE = 128  # the SIMT core's block tile (csrc/cuda/simt_gemm.cuh)
+
+
+def implicit_gemm_ready(x, weight):
+    """True when a convolution of CuPy arrays x and weight should run on
+    lamina's implicit-GEMM kernels (chosen with
+    :func:`lamina.backend.use_kernels`).  When they were chosen but cannot
+    take these arrays, says so once."""
+    if backend.kernels() != "lamina" or not backend.is_cupy_array(x):
+        return False
+    if x.dtype == weight.dtype and x.dtype.name in _IMPLICIT_DTYPES:
+        return _cuda_kernel("conv2d_forward", x) is not None
+    warn_once(
+        f"lamina conv {x.dtype} {weight.dtype}",
+        f"use_kernels('lamina'): lamina's implicit-GEMM convolution takes float32, float16 or bfloat16 input and "
+        f"weight of one dtype, received {x.dtype} and {weight.dtype}; this convolution runs on im2col + cuBLAS",
+    )
+    return False
+
+
+def backward_weight_splits(g, o, groups, sm_count):
+    """How many ranges backward-weight cuts its reduction over the N*OH*OW
+    pixels into: enough blocks for two per multiprocessor when the weight
+    gradient itself is only a tile or two (ResNet's 16-channel stage: one),
+    but never ranges of fewer than 512 pixels."""
+    k = (g.c // groups) * g.kh * g.kw
+    tiles = -(-(o // groups) // _TILE) * -(-k // _TILE) * groups
+    want = -(-2 * sm_count // tiles)
+    most = max(1, (g.n * g.oh * g.ow) // 512)
+    return int(max(1, min(want, most, 65535 // groups)))
+
+
+def _sm_count(cp):
+    dev = cp.cuda.Device()
+    return int(dev.attributes["MultiProcessorCount"])
+
+
+def conv2d_forward_implicit(x, weight, bias, g, groups):
+    """y (N, O, OH, OW) = conv(x, weight) + bias on lamina's implicit-GEMM kernel."""
+    cp = backend.require_cuda()
+    mod = _ext.cuda_module()
+    o = weight.shape[0]
+    x, weight = _contiguous(cp, x, weight)
+    with x.device:
+        if bias is not None:
+            (bias,) = _contiguous(cp, bias.astype(x.dtype, copy=False))
+        y = cp.empty((g.n, o, g.oh, g.ow), dtype=x.dtype)
+        mod.conv2d_forward(_addr(y), _addr(x), _addr(weight), 0 if bias is None else _addr(bias), tuple(g), o, groups,
+                           x.dtype.name, _stream(cp))
+    return y
+
+
+def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True):
+    """(dx, dweight, dbias) of :func:`conv2d_forward_implicit` from the input
+    x (no col matrix); dx is None unless need_dx."""
+    cp = backend.require_cuda()
+    mod = _ext.cuda_module()
+    o = weight.shape[0]
+    dy, x, weight = _contiguous(cp, dy, x, weight)
+    with dy.device:
+        low = backend.is_low_precision(dy.dtype)
+        dbias = dy.sum(axis=(0, 2, 3), dtype=np.float32 if low else None)
+        dx = None
+        if need_dx:
+            dx = cp.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
+            mod.conv2d_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), o, groups, dy.dtype.name,
+                                     _stream(cp))
+        splits = backward_weight_splits(g, o, groups, _sm_count(cp))
+        workspace = cp.empty(splits * weight.size, dtype=np.float32) if splits > 1 else None
+        dweight = cp.empty(weight.shape, dtype=dy.dtype)
+        mod.conv2d_backward_weight(_addr(dweight), 0 if workspace is None else _addr(workspace), _addr(dy), _addr(x),
+                                   tuple(g), o, groups, splits, dy.dtype.name, _stream(cp))
     return dx, dweight, dbias
 
 

@@ -224,3 +224,99 @@ def batchnorm_backward(xp, dy, xhat, inv_std, gamma, batch_stats):
     m = dy.shape[0] * dy.shape[2]
     dx = scale[None, :, None] * (dy - (dbeta / m)[None, :, None] - xhat * (dgamma / m)[None, :, None])
     return dx.astype(dy.dtype, copy=False), dgamma, dbeta
+
+
+# --------------------------------------------------------------------------
+# Implicit-GEMM convolution: a NumPy/CuPy mirror of the operand loaders and
+# epilogues of csrc/cuda/conv.cu.  Every element is found by the same index
+# arithmetic the kernels use (decode k into (c, kh, kw) or (o, kh, kw), a
+# pixel into (n, h, w), the stride-divisibility test of backward-data, the
+# split-K ranges of backward-weight), vectorised over whole index grids, so
+# that the arithmetic is proven on the CPU against PyTorch and im2col.
+# --------------------------------------------------------------------------
+
+IMPLICIT_BK = 8  # the SIMT core's k-slice: split-K ranges are multiples of it
+
+
+def _implicit_sizes(g, o, groups):
+    cg, og = g.c // groups, o // groups
+    return cg, og, g.kh * g.kw
+
+
+def implicit_conv_forward(xp, x, w, bias, g, groups):
+    """y[n, g*Og + o, p] = Σ_k W_g[o, k] col_g[k, (n, p)] + b: conv.cu's forward."""
+    o = w.shape[0]
+    cg, og, kk = _implicit_sizes(g, o, groups)
+    p = g.oh * g.ow
+    k = xp.arange(cg * kk)[:, None]  # rows of col_g: (c, kh, kw)
+    q = xp.arange(g.n * p)[None, :]  # columns: output pixels (n, oh, ow)
+    c, r = k // kk, k % kk
+    n, pp = q // p, q % p
+    ih = (pp // g.ow) * g.sh - g.pt + (r // g.kw) * g.dh
+    iw = (pp % g.ow) * g.sw - g.pl + (r % g.kw) * g.dw
+    inside = (ih >= 0) & (ih < g.h) & (iw >= 0) & (iw < g.w)
+    y = xp.empty((g.n, o, p), dtype=x.dtype)
+    for gi in range(groups):
+        xg = x[:, gi * cg:(gi + 1) * cg]
+        col = xp.where(inside, xg[n, c, xp.clip(ih, 0, g.h - 1), xp.clip(iw, 0, g.w - 1)], 0)
+        acc = w[gi * og:(gi + 1) * og].reshape(og, -1) @ col  # (Og, N*P)
+        if bias is not None:
+            acc = acc + bias[gi * og:(gi + 1) * og, None]
+        y[:, gi * og:(gi + 1) * og] = acc.reshape(og, g.n, p).transpose(1, 0, 2)
+    return y.reshape(g.n, o, g.oh, g.ow)
+
+
+def implicit_conv_backward_data(xp, dy, w, g, groups):
+    """dx[n, g*Cg + c, ih, iw] = Σ_{(o,kh,kw)} W[g*Og + o, c, kh, kw] dy[n, o, oh, ow] over
+    the window positions that land on an output pixel: conv.cu's backward-data."""
+    o = w.shape[0]
+    cg, og, kk = _implicit_sizes(g, o, groups)
+    hw = g.h * g.w
+    k = xp.arange(og * kk)[:, None]  # (o, kh, kw)
+    q = xp.arange(g.n * hw)[None, :]  # input pixels (n, ih, iw)
+    oc, r = k // kk, k % kk
+    n, pp = q // hw, q % hw
+    th = pp // g.w + g.pt - (r // g.kw) * g.dh
+    tw = pp % g.w + g.pl - (r % g.kw) * g.dw
+    oh, ow = th // g.sh, tw // g.sw
+    lands = (th >= 0) & (tw >= 0) & (th % g.sh == 0) & (tw % g.sw == 0) & (oh < g.oh) & (ow < g.ow)
+    dx = xp.empty((g.n, g.c, hw), dtype=dy.dtype)
+    for gi in range(groups):
+        dyg = dy[:, gi * og:(gi + 1) * og]
+        b = xp.where(lands, dyg[n, oc, xp.clip(oh, 0, g.oh - 1), xp.clip(ow, 0, g.ow - 1)], 0)  # (Og*KK, N*H*W)
+        wg = w[gi * og:(gi + 1) * og]  # (Og, Cg, KH, KW)
+        a = wg.reshape(og, cg, kk).transpose(1, 0, 2).reshape(cg, og * kk)  # A[c, (o, kh, kw)]
+        dx[:, gi * cg:(gi + 1) * cg] = (a @ b).reshape(cg, g.n, hw).transpose(1, 0, 2)
+    return dx.reshape(g.n, g.c, g.h, g.w)
+
+
+def implicit_split_ranges(q_total, splits):
+    """The pixel ranges [begin, end) of backward-weight's splits, each a
+    whole number of k-slices (some may be empty), as conv.cu cuts them."""
+    slices = -(-q_total // IMPLICIT_BK)
+    chunk = -(-slices // splits) * IMPLICIT_BK
+    return [(min(s * chunk, q_total), min(q_total, (s + 1) * chunk)) for s in range(splits)]
+
+
+def implicit_conv_backward_weight(xp, dy, x, g, o, groups, splits=1):
+    """dW_g[o, k] = Σ_q dy_g[o, q] col_g[k, q], the reduction over pixels q
+    cut into ``splits`` ranges whose float32 partial sums are added in split
+    order: conv.cu's backward-weight."""
+    cg, og, kk = _implicit_sizes(g, o, groups)
+    p = g.oh * g.ow
+    k = xp.arange(cg * kk)[:, None]
+    q = xp.arange(g.n * p)[None, :]
+    c, r = k // kk, k % kk
+    n, pp = q // p, q % p
+    ih = (pp // g.ow) * g.sh - g.pt + (r // g.kw) * g.dh
+    iw = (pp % g.ow) * g.sw - g.pl + (r % g.kw) * g.dw
+    inside = (ih >= 0) & (ih < g.h) & (iw >= 0) & (iw < g.w)
+    acc_dtype = np.float64 if dy.dtype == np.float64 else np.float32
+    dw = xp.zeros((o, cg * kk), dtype=acc_dtype)
+    ranges = implicit_split_ranges(g.n * p, splits)
+    for gi in range(groups):
+        col = xp.where(inside, x[:, gi * cg:(gi + 1) * cg][n, c, xp.clip(ih, 0, g.h - 1), xp.clip(iw, 0, g.w - 1)], 0)
+        a = dy[:, gi * og:(gi + 1) * og].reshape(g.n, og, p).transpose(1, 0, 2).reshape(og, -1)  # A[o, (n, p)]
+        for begin, end in ranges:
+            dw[gi * og:(gi + 1) * og] += (a[:, begin:end].astype(acc_dtype) @ col[:, begin:end].T.astype(acc_dtype))
+    return dw.astype(dy.dtype).reshape(o, cg, g.kh, g.kw)

@@ -1,0 +1,141 @@
+"""lamina's implicit-GEMM convolution kernels (csrc/cuda/conv.cu) against a
+float64 reference on fresh random data: the random geometries of
+test_ops_conv.py (stride, four-sided padding, dilation, groups, batch 1,
+odd sizes) plus ResNet shapes and sizes around the 128-wide tile; outputs
+poisoned before each launch; split-K on and off; float16/bfloat16; Conv2D
+on the kernels against the CPU.  GPU only."""
+
+import numpy as np
+import pytest
+from conftest import requires_cuda
+from harness import to_numpy
+from test_cuda_gemm import from_bf16_bits, storage
+from test_ops_conv import GEOMETRIES, _grouped_problem
+
+import lamina as lm
+from lamina import backend, ops
+
+pytestmark = [pytest.mark.gpu, requires_cuda]
+
+# around the 128 x 128 tile: 127/128/129 output channels, pixel counts either side of 128
+EXTRA = [
+    (ops.geometry((1, 3, 11, 12), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 128),
+    (ops.geometry((2, 129, 8, 8), (1, 1), (1, 1), (0, 0, 0, 0)), 1, 127),
+    (ops.geometry((3, 16, 13, 5), (3, 3), (2, 2), (1, 1, 1, 1)), 1, 129),
+    (ops.geometry((4, 64, 16, 16), (3, 3), (2, 2), (1, 1, 1, 1)), 1, 32),  # ResNet-20 stage change
+    (ops.geometry((8, 16, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 16),  # ResNet-20 stage 1
+    (ops.geometry((2, 8, 9, 9), (3, 3), (1, 1), (1, 1, 1, 1)), 8, 8),  # depthwise
+]
+
+
+def _case_id(case):
+    return "x".join(map(str, case[0] if len(case) == 3 else case)) + (f"-g{case[1]}-o{case[2]}" if len(case) == 3 else "")
+
+
+def _problem(case, seed):
+    if len(case) == 3:  # (geometry, groups, out channels)
+        g, groups, o = case
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((g.n, g.c, g.h, g.w))
+        w = rng.standard_normal((o, g.c // groups, g.kh, g.kw))
+        return g, x, w, rng.standard_normal(o), rng.standard_normal((g.n, o, g.oh, g.ow)), groups
+    x, w, b, dy, groups = _grouped_problem(case, seed)
+    return case, x, w, b, dy, groups
+
+
+def _launch_all(g, x, w, b, dy, groups, dtype, splits):
+    """Run the three kernels on storage-dtype copies; return host float arrays and their float64 references."""
+    import cupy as cp
+
+    from lamina.ops import _ext, reference
+
+    mod = _ext.cuda_module()
+    o = w.shape[0]
+    (xs, x64), (ws, w64), (bs, b64), (dys, dy64) = (storage(a.astype(np.float32), dtype) for a in (x, w, b, dy))
+    gx, gw, gb, gdy = (cp.asarray(a) for a in (xs, ws, bs, dys))
+    store = np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
+    poison = 0xFFFF if dtype == "bfloat16" else np.nan
+    y = cp.full((g.n, o, g.oh, g.ow), poison, dtype=store)
+    dx = cp.full((g.n, g.c, g.h, g.w), poison, dtype=store)
+    dw = cp.full(w.shape, poison, dtype=store)
+    workspace = cp.full(splits * w.size, np.nan, dtype=np.float32) if splits > 1 else None
+    stream = cp.cuda.get_current_stream().ptr
+    mod.conv2d_forward(y.data.ptr, gx.data.ptr, gw.data.ptr, gb.data.ptr, tuple(g), o, groups, dtype, stream)
+    mod.conv2d_backward_data(dx.data.ptr, gdy.data.ptr, gw.data.ptr, tuple(g), o, groups, dtype, stream)
+    mod.conv2d_backward_weight(dw.data.ptr, 0 if workspace is None else workspace.data.ptr, gdy.data.ptr, gx.data.ptr,
+                               tuple(g), o, groups, splits, dtype, stream)
+
+    def host(a):
+        a = cp.asnumpy(a)
+        return from_bf16_bits(a) if dtype == "bfloat16" else a.astype(np.float32)
+
+    y_ref = reference.implicit_conv_forward(np, x64, w64, b64, g, groups)
+    dx_ref = reference.implicit_conv_backward_data(np, dy64, w64, g, groups)
+    dw_ref = reference.implicit_conv_backward_weight(np, dy64, x64, g, o, groups)
+    return (host(y), y_ref), (host(dx), dx_ref), (host(dw), dw_ref)
+
+
+def _check(results, dtype, g, w):
+    k_fwd = w.shape[1] * g.kh * g.kw
+    k_dw = g.n * g.oh * g.ow
+    k_dx = w.shape[0] * g.kh * g.kw
+    rel = {"float32": 1e-4, "float16": 2e-3, "bfloat16": 1e-2}[dtype]
+    for (got, ref), k, name in zip(results, (k_fwd, k_dx, k_dw), ("forward", "backward-data", "backward-weight")):
+        np.testing.assert_allclose(got, ref, rtol=rel, atol=rel * np.sqrt(k), err_msg=f"{name} {dtype} {g}")
+
+
+@pytest.mark.parametrize("case", GEOMETRIES + EXTRA, ids=_case_id)
+def test_conv_kernels_match_float64(case):
+    g, x, w, b, dy, groups = _problem(case, 11)
+    for splits in (1, 3):
+        _check(_launch_all(g, x, w, b, dy, groups, "float32", splits), "float32", g, w)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("case", GEOMETRIES[::5] + EXTRA[:4], ids=_case_id)
+def test_conv_kernels_16_bit_match_float64(case, dtype):
+    g, x, w, b, dy, groups = _problem(case, 12)
+    _check(_launch_all(g, x, w, b, dy, groups, dtype, 2), dtype, g, w)
+
+
+def test_backward_weight_split_k_is_deterministic():
+    import cupy as cp
+
+    from lamina.ops import _ext
+
+    g, x, w, b, dy, groups = _problem(EXTRA[4], 3)
+    mod = _ext.cuda_module()
+    gx, gdy = cp.asarray(x.astype(np.float32)), cp.asarray(dy.astype(np.float32))
+    runs = []
+    for _ in range(3):
+        dw = cp.empty(w.shape, dtype=np.float32)
+        ws = cp.empty(40 * w.size, dtype=np.float32)
+        mod.conv2d_backward_weight(dw.data.ptr, ws.data.ptr, gdy.data.ptr, gx.data.ptr, tuple(g), w.shape[0], groups, 40,
+                                   "float32", cp.cuda.get_current_stream().ptr)
+        runs.append(cp.asnumpy(dw))
+    assert all(np.array_equal(runs[0], r) for r in runs[1:])
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(stride=2, padding=1), dict(padding="same", dilation=2), dict(groups=2, bias=False)])
+def test_conv2d_layer_on_lamina_kernels_matches_the_cpu(kwargs):
+    import cupy as cp
+
+    lm.manual_seed(0)
+    cpu = lm.Conv2D(4, 6, 3, **kwargs)
+    gpu = lm.Conv2D(4, 6, 3, **kwargs)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.to("cuda")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 11, 9)).astype(np.float32)
+    y_cpu = cpu(x)
+    dy = rng.standard_normal(y_cpu.shape).astype(np.float32)
+    previous = backend.use_kernels("lamina")
+    try:
+        y = gpu(cp.asarray(x))
+        dx = gpu.backward(cp.asarray(dy))
+    finally:
+        backend.use_kernels(previous)
+    np.testing.assert_allclose(to_numpy(y), y_cpu, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(dx), cpu.backward(dy), rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
+        np.testing.assert_allclose(to_numpy(q.grad), p.grad, rtol=1e-4, atol=1e-4, err_msg=name)
