@@ -1,0 +1,81 @@
+// Runs lamina's SIMT CUDA kernels on the CPU, for tests on machines without
+// a GPU: each CUDA thread of a block is a std::thread, __syncthreads() is a
+// std::barrier, __shared__ variables are statics (one block runs at a time),
+// and a kernel launch runs every block in turn on those threads.  Only what
+// the SIMT kernels use is emulated (no warp shuffles, no tensor cores).
+// Included before the kernel source, which emulate.py rewrites so that
+// `k<<<grid, block, smem, stream>>>(args);` becomes an emu::launch call.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __shared__
+#undef __forceinline__
+#undef __noinline__
+#undef __launch_bounds__
+#undef __align__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static
+
+namespace emu {
+inline thread_local uint3 thread_idx, block_idx;
+inline thread_local dim3 grid_dim, block_dim;
+inline std::barrier<>* block_barrier = nullptr;
+
+template <typename T>
+inline T ldg(const T* p) {
+  return *p;
+}
+
+// Runs f() as every thread of every block; blocks one after another.
+inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::function<void()>& f) {
+  const unsigned nthreads = block.x * block.y * block.z;
+  std::barrier<> bar(nthreads);
+  block_barrier = &bar;
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < nthreads; ++t) {
+    threads.emplace_back([&, t] {
+      thread_idx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+      grid_dim = grid;
+      block_dim = block;
+      for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+          for (unsigned x = 0; x < grid.x; ++x) {
+            block_idx = uint3{x, y, z};
+            f();
+            bar.arrive_and_wait();  // the next block reuses the statics
+          }
+    });
+  }
+  for (auto& th : threads) th.join();
+  block_barrier = nullptr;
+}
+}  // namespace emu
+
+#define threadIdx emu::thread_idx
+#define blockIdx emu::block_idx
+#define gridDim emu::grid_dim
+#define blockDim emu::block_dim
+#define __syncthreads() emu::block_barrier->arrive_and_wait()
+#define __ldg(p) emu::ldg(p)
+#define cudaGetLastError() cudaSuccess
+using std::max;
+using std::min;

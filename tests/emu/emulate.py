@@ -1,0 +1,104 @@
+"""Build lamina's SIMT CUDA kernels (csrc/cuda/gemm.cu, conv.cu) as a host
+shared library that runs them on emulated blocks (emu.h), for tests on
+machines without a GPU.  Returns None, with the reason, when no C++20
+compiler or no CUDA headers are found."""
+
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CUDA_SRC = ROOT / "csrc" / "cuda"
+HERE = Path(__file__).resolve().parent
+SOURCES = ["gemm.cu", "conv.cu"]
+LAUNCH = re.compile(r"^(\s*)(.+?)<<<(.+?)>>>\((.*)\);\s*$")
+
+
+def _cuda_include():
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home and (Path(home) / "include" / "cuda_runtime.h").is_file():
+            return Path(home) / "include"
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        inc = Path(nvcc).resolve().parents[1] / "include"
+        if (inc / "cuda_runtime.h").is_file():
+            return inc
+    return None
+
+
+def rewrite(source):
+    """The kernel source with each launch turned into emu::launch(grid, block, smem, stream, [&] { k(args); })."""
+    out = []
+    for line in source.splitlines():
+        m = LAUNCH.match(line)
+        if m:
+            indent, kernel, config, args = m.groups()
+            line = f"{indent}emu::launch({config}, [&] {{ {kernel}({args}); }});"
+        out.append(line)
+    return "#include \"emu.h\"\n" + "\n".join(out) + "\n"
+
+
+GLUE = r'''
+#include "emu.h"
+#include "launchers.h"
+namespace lc = lamina::cuda;
+extern "C" {
+int emu_sgemm(float* c, float* aux, const float* a, const float* b, const float* bias, int64_t m, int64_t n, int64_t k,
+              int64_t lda, int64_t ldb, int64_t ldc, int ta, int tb, int act) {
+  return lc::gemm<float, float>(c, aux, a, b, bias, m, n, k, lda, ldb, ldc, ta, tb, act, nullptr);
+}
+int emu_bias_act_backward(float* dz, float* db, const float* dy, const float* z, int64_t m, int64_t n, int act) {
+  return lc::bias_act_backward<float>(dz, db, dy, z, m, n, act, nullptr);
+}
+static lc::ConvShape shape(const int* g) {
+  return lc::ConvShape{g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]};
+}
+int emu_conv2d_forward(float* y, const float* x, const float* w, const float* bias, const int* g) {
+  return lc::conv2d_forward<float>(y, x, w, bias, shape(g), nullptr);
+}
+int emu_conv2d_backward_data(float* dx, const float* dy, const float* w, const int* g) {
+  return lc::conv2d_backward_data<float>(dx, dy, w, shape(g), nullptr);
+}
+int emu_conv2d_backward_weight(float* dw, float* ws, const float* dy, const float* x, const int* g, int splits) {
+  return lc::conv2d_backward_weight<float>(dw, ws, dy, x, shape(g), splits, nullptr);
+}
+}
+'''
+
+
+def build():
+    """(ctypes library, None) or (None, why it could not be built)."""
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    if cxx is None:
+        return None, "no C++ compiler"
+    inc = _cuda_include()
+    if inc is None:
+        return None, "CUDA headers not found (set CUDA_HOME)"
+    texts = {name: (CUDA_SRC / name).read_text() for name in SOURCES}
+    digest = hashlib.sha256("".join(texts.values()).encode() + (HERE / "emu.h").read_bytes() + GLUE.encode())
+    for h in sorted(CUDA_SRC.glob("*.cuh")) + [CUDA_SRC / "launchers.h"]:
+        digest.update(h.read_bytes())
+    work = Path(tempfile.gettempdir()) / f"lamina-emu-{digest.hexdigest()[:16]}"
+    lib = work / "libemu.so"
+    if not lib.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        files = []
+        for name, text in texts.items():
+            p = work / (name + ".cpp")
+            p.write_text(rewrite(text))
+            files.append(p)
+        (work / "glue.cpp").write_text(GLUE)
+        files.append(work / "glue.cpp")
+        tmp = work / f"libemu.{os.getpid()}.so"
+        cmd = [cxx, "-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-w", f"-I{HERE}", f"-I{CUDA_SRC}", f"-I{inc}",
+               *map(str, files), "-o", str(tmp)]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise RuntimeError("building the kernel emulator failed:\n" + r.stderr[-4000:])
+        os.replace(tmp, lib)
+    return ctypes.CDLL(str(lib)), None

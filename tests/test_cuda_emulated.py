@@ -1,0 +1,138 @@
+"""lamina's SIMT CUDA kernels (csrc/cuda/gemm.cu and conv.cu: the fp32 GEMM
+with every transpose and epilogue, the fused bias+activation backward, and
+the implicit-GEMM convolutions with split-K) run on the CPU through a block
+emulator (tests/emu), against float64 references.  This checks their index
+arithmetic, tiling, edge masking and double buffering on every CI run,
+without a GPU; the same kernels on the GPU are checked by test_cuda_gemm.py
+and test_cuda_conv.py.  Sizes stay small: each CUDA thread is a CPU thread."""
+
+import ctypes
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lamina import ops
+from lamina.ops import reference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "emu"))
+import emulate  # noqa: E402
+
+LIB, WHY = emulate.build()
+pytestmark = pytest.mark.skipif(LIB is None, reason=f"kernel emulator not built: {WHY}")
+
+ACT = {"none": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
+
+
+def ptr(a):
+    return ctypes.c_void_p(0 if a is None else a.ctypes.data)
+
+
+def i64(v):
+    return ctypes.c_int64(int(v))
+
+
+def act64(z, act):
+    from scipy.special import erf
+
+    if act == "relu":
+        return np.maximum(z, 0)
+    if act == "gelu":
+        return 0.5 * z * (1 + erf(z / np.sqrt(2)))
+    if act == "gelu_tanh":
+        return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
+    return z
+
+
+# around the 128 x 128 x 8 tile, with odd leading dimensions (scalar loads) and multiples of 4 (vector loads)
+GEMM_CASES = [(1, 1, 1), (5, 3, 7), (128, 128, 8), (129, 127, 9), (130, 260, 16), (64, 131, 33), (3, 129, 200)]
+
+
+@pytest.mark.parametrize("m,n,k", GEMM_CASES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_emulated_sgemm_matches_float64(m, n, k, ta, tb):
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    z_ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64) + bias
+    for act in ("none", "relu", "gelu"):
+        c = np.full((m, n), np.nan, dtype=np.float32)
+        z = np.full((m, n), np.nan, dtype=np.float32)
+        rc = LIB.emu_sgemm(ptr(c), ptr(z), ptr(a), ptr(b), ptr(bias), i64(m), i64(n), i64(k), i64(a.shape[1]),
+                           i64(b.shape[1]), i64(n), int(ta), int(tb), ACT[act])
+        assert rc == 0
+        np.testing.assert_allclose(z, z_ref, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+        np.testing.assert_allclose(c, act64(z_ref, act), rtol=1e-5, atol=1e-5 * np.sqrt(k), err_msg=act)
+
+
+def test_emulated_sgemm_on_a_strided_output_and_no_bias():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((37, 12)).astype(np.float32), rng.standard_normal((12, 20)).astype(np.float32)
+    c = np.full((37, 25), 7.0, dtype=np.float32)  # ldc 25 > n 20: columns 20.. must stay untouched
+    assert LIB.emu_sgemm(ptr(c), None, ptr(a), ptr(b), None, i64(37), i64(20), i64(12), i64(12), i64(20), i64(25),
+                         0, 0, 0) == 0
+    np.testing.assert_allclose(c[:, :20], a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+    assert (c[:, 20:] == 7.0).all()
+
+
+@pytest.mark.parametrize("m,n", [(1, 1), (9, 33), (70, 5)])
+@pytest.mark.parametrize("act", ["relu", "gelu", "gelu_tanh"])
+def test_emulated_bias_act_backward(m, n, act):
+    rng = np.random.default_rng(m + n)
+    dy, z = rng.standard_normal((m, n)).astype(np.float32), rng.standard_normal((m, n)).astype(np.float32)
+    z64, h = z.astype(np.float64), 1e-6
+    expected = dy * (act64(z64 + h, act) - act64(z64 - h, act)) / (2 * h)
+    dz, db = np.full_like(dy, np.nan), np.full(n, np.nan, dtype=np.float32)
+    assert LIB.emu_bias_act_backward(ptr(dz), ptr(db), ptr(dy), ptr(z), i64(m), i64(n), ACT[act]) == 0
+    np.testing.assert_allclose(dz, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(db, expected.sum(axis=0), rtol=1e-4, atol=1e-4)
+
+
+CONV_CASES = [
+    # (x shape, kernel, stride, padding (t, b, l, r), dilation, groups, out channels)
+    ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, 1),
+    ((2, 3, 7, 6), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 5),
+    ((2, 4, 9, 8), (3, 2), (2, 3), (1, 0, 2, 1), (2, 1), 2, 6),
+    ((1, 6, 11, 5), (5, 3), (3, 2), (2, 2, 0, 1), (1, 2), 3, 3),
+    ((3, 2, 10, 12), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, 130),  # out channels across two tiles
+    ((1, 9, 6, 7), (2, 2), (1, 1), (0, 1, 1, 0), (1, 1), 1, 4),  # K = 36: the weight's vector loads
+    ((2, 130, 3, 3), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, 3),  # input channels across two tiles
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_emulated_conv_kernels_match_float64(case):
+    shape, kernel, stride, padding, dilation, groups, o = case
+    g = ops.geometry(shape, kernel, stride, padding, dilation)
+    rng = np.random.default_rng(sum(shape) + o)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((o, shape[1] // groups, *kernel)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    dy = rng.standard_normal((g.n, o, g.oh, g.ow)).astype(np.float32)
+    geo = (ctypes.c_int * 16)(g.n, g.c, g.h, g.w, o, groups, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw, g.oh, g.ow)
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+
+    y = np.full((g.n, o, g.oh, g.ow), np.nan, dtype=np.float32)
+    assert LIB.emu_conv2d_forward(ptr(y), ptr(x), ptr(w), ptr(b), geo) == 0
+    y_ref = reference.implicit_conv_forward(np, x64, w64, b.astype(np.float64), g, groups)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * np.sqrt(w[0].size))
+
+    dx = np.full(shape, np.nan, dtype=np.float32)
+    assert LIB.emu_conv2d_backward_data(ptr(dx), ptr(dy), ptr(w), geo) == 0
+    dx_ref = reference.implicit_conv_backward_data(np, dy64, w64, g, groups)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5 * np.sqrt(o * g.kh * g.kw))
+
+    dw_ref = reference.implicit_conv_backward_weight(np, dy64, x64, g, o, groups)
+    for splits in (1, 3):
+        dw = np.full(w.shape, np.nan, dtype=np.float32)
+        ws = np.full(splits * w.size, np.nan, dtype=np.float32)
+        assert LIB.emu_conv2d_backward_weight(ptr(dw), ptr(ws), ptr(dy), ptr(x), geo, splits) == 0
+        np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5 * np.sqrt(g.n * g.oh * g.ow), err_msg=f"splits={splits}")
+
+
+def test_emulated_conv_rejects_an_invalid_shape():
+    geo = (ctypes.c_int * 16)(1, 3, 5, 5, 4, 2, 3, 3, 1, 1, 0, 0, 1, 1, 3, 3)  # 3 channels in 2 groups
+    x = np.zeros((1, 3, 5, 5), np.float32)
+    assert LIB.emu_conv2d_forward(ptr(np.zeros((1, 4, 3, 3), np.float32)), ptr(x), ptr(np.zeros(36, np.float32)), None, geo) != 0
