@@ -1,7 +1,9 @@
-"""lamina's SIMT CUDA kernels (csrc/cuda/gemm.cu and conv.cu: the fp32 GEMM
-with every transpose and epilogue, the fused bias+activation backward, and
-the implicit-GEMM convolutions with split-K) run on the CPU through a block
-emulator (tests/emu), against float64 references.  This checks their index
+"""lamina's CUDA kernels (csrc/cuda/gemm.cu and conv.cu: the fp32 GEMM with
+every transpose and epilogue, the fused bias+activation backward, and the
+implicit-GEMM convolutions with split-K; gemm_tc.cu: the fp16/bf16
+tensor-core GEMM, its ldmatrix/mma.sync/cp.async standing in as
+warp-cooperative CPU code) run on the CPU through a block emulator
+(tests/emu), against float64 references.  This checks their index
 arithmetic, tiling, edge masking and double buffering on every CI run,
 without a GPU; the same kernels on the GPU are checked by test_cuda_gemm.py
 and test_cuda_conv.py.  Sizes stay small: each CUDA thread is a CPU thread."""
@@ -75,6 +77,55 @@ def test_emulated_sgemm_on_a_strided_output_and_no_bias():
                          0, 0, 0) == 0
     np.testing.assert_allclose(c[:, :20], a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
     assert (c[:, 20:] == 7.0).all()
+
+
+def _bf16_bits(a):
+    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def _bf16_value(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+# around the tensor-core kernel's 128 x 128 x 32 tile; k = 31, 33, 40 ... also move
+# the leading dimensions off multiples of 8 (the scalar-load path); (64, 72, 160) runs
+# five k-tiles through the cp.async ring
+TC_CASES = [(1, 1, 1), (16, 8, 16), (128, 128, 32), (129, 130, 33), (37, 140, 64), (131, 9, 40), (5, 3, 100), (64, 72, 160)]
+
+
+@pytest.mark.parametrize("m,n,k", TC_CASES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("dtype,out_f32", [("float16", False), ("bfloat16", True)])
+def test_emulated_tensor_core_gemm_matches_float64(m, n, k, ta, tb, dtype, out_f32):
+    rng = np.random.default_rng(m * 7 + n * 3 + k)
+
+    def operand(shape):
+        v = rng.standard_normal(shape).astype(np.float32)
+        if dtype == "bfloat16":
+            bits = _bf16_bits(v)
+            return bits, _bf16_value(bits).astype(np.float64)
+        h = v.astype(np.float16)
+        return h, h.astype(np.float64)
+
+    a, a64 = operand((k, m) if ta else (m, k))
+    b, b64 = operand((n, k) if tb else (k, n))
+    bias, bias64 = operand((n,))
+    z_ref = (a64.T if ta else a64) @ (b64.T if tb else b64) + bias64
+    store = np.float32 if out_f32 else (np.uint16 if dtype == "bfloat16" else np.float16)
+    for act in ("none", "gelu"):
+        c = np.full((m, n), 0xFFFF if store == np.uint16 else np.nan, dtype=store)
+        z = np.full((m, n), 0xFFFF if store == np.uint16 else np.nan, dtype=store)
+        rc = LIB.emu_gemm_tc(ptr(c), ptr(z), ptr(a), ptr(b), ptr(bias), i64(m), i64(n), i64(k), i64(a.shape[1]),
+                             i64(b.shape[1]), i64(n), int(ta), int(tb), ACT[act], int(dtype == "bfloat16"), int(out_f32))
+        assert rc == 0
+
+        def value(v):
+            return _bf16_value(v) if store == np.uint16 else v.astype(np.float64)
+
+        rel = 1e-5 if out_f32 else (1e-2 if dtype == "bfloat16" else 2e-3)
+        np.testing.assert_allclose(value(z), z_ref, rtol=rel, atol=rel * np.sqrt(k), err_msg="pre-activation")
+        np.testing.assert_allclose(value(c), act64(z_ref, act), rtol=rel, atol=rel * np.sqrt(k), err_msg=act)
 
 
 @pytest.mark.parametrize("m,n", [(1, 1), (9, 33), (70, 5)])

@@ -25,6 +25,7 @@
 #include "common.cuh"
 #include "launchers.h"
 #include "simt_gemm.cuh"
+#include "tc_primitives.cuh"
 
 namespace lamina {
 namespace cuda {
@@ -42,60 +43,6 @@ constexpr int TILE = BM * KSTRIDE;          // halves per operand per stage (>= 
 constexpr int SMEM_BYTES = STAGES * 2 * TILE * 2;
 static_assert(BK * RSTRIDE <= TILE, "stage too small for a k-strided tile");
 
-template <typename T>
-struct MmaOp;
-template <>
-struct MmaOp<__half> {
-  static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-};
-template <>
-struct MmaOp<__nv_bfloat16> {
-  static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-};
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-template <bool TRANS>
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  if (TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-  else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-// 16-byte global -> shared copy; bytes beyond src_bytes (0..16) are zeroed.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-// One operand's BK-slice of a 128-row tile into shared memory.  The operand
-// has `rows` rows (m for A, n for B) and K columns; element (r, k) is at
-// g[r * ld + k] when KMAJOR (k-contiguous), g[k * ld + r] otherwise.  Shared
-// layout: [r][k] (stride KSTRIDE) when KMAJOR, [k][r] (stride RSTRIDE)
-// otherwise.  512 chunks of 8 elements, 2 per thread.
 // The epilogue for one element: bias, activation, store (and the
 // pre-activation to aux).  Not inlined: 64 inlined copies of the GELU code
 // per kernel cost minutes of compile time and nothing at run time worth

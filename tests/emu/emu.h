@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -39,6 +40,13 @@ namespace emu {
 inline thread_local uint3 thread_idx, block_idx;
 inline thread_local dim3 grid_dim, block_dim;
 inline std::barrier<>* block_barrier = nullptr;
+inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;  // one per 32 threads
+alignas(16) inline unsigned char dyn_smem[64 * 1024];               // extern __shared__
+
+inline int linear_tid() { return thread_idx.x + block_dim.x * (thread_idx.y + block_dim.y * thread_idx.z); }
+inline int lane() { return linear_tid() % 32; }
+inline int warp() { return linear_tid() / 32; }
+inline void warp_sync() { warp_barriers[warp()]->arrive_and_wait(); }
 
 template <typename T>
 inline T ldg(const T* p) {
@@ -50,6 +58,8 @@ inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::funct
   const unsigned nthreads = block.x * block.y * block.z;
   std::barrier<> bar(nthreads);
   block_barrier = &bar;
+  warp_barriers.clear();
+  for (unsigned w = 0; w < nthreads / 32; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
   std::vector<std::thread> threads;
   for (unsigned t = 0; t < nthreads; ++t) {
     threads.emplace_back([&, t] {
@@ -77,5 +87,6 @@ inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::funct
 #define __syncthreads() emu::block_barrier->arrive_and_wait()
 #define __ldg(p) emu::ldg(p)
 #define cudaGetLastError() cudaSuccess
+#define cudaFuncSetAttribute(...) cudaSuccess
 using std::max;
 using std::min;

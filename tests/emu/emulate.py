@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_SRC = ROOT / "csrc" / "cuda"
 HERE = Path(__file__).resolve().parent
-SOURCES = ["gemm.cu", "conv.cu"]
+SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu"]
+DYNAMIC_SHARED = re.compile(r"extern __shared__ .*?(\w+)\[\];")
 LAUNCH = re.compile(r"^(\s*)(.+?)<<<(.+?)>>>\((.*)\);\s*$")
 
 
@@ -39,6 +40,7 @@ def rewrite(source):
         if m:
             indent, kernel, config, args = m.groups()
             line = f"{indent}emu::launch({config}, [&] {{ {kernel}({args}); }});"
+        line = DYNAMIC_SHARED.sub(r"unsigned char* \1 = emu::dyn_smem;", line)
         out.append(line)
     return "#include \"emu.h\"\n" + "\n".join(out) + "\n"
 
@@ -51,6 +53,18 @@ extern "C" {
 int emu_sgemm(float* c, float* aux, const float* a, const float* b, const float* bias, int64_t m, int64_t n, int64_t k,
               int64_t lda, int64_t ldb, int64_t ldc, int ta, int tb, int act) {
   return lc::gemm<float, float>(c, aux, a, b, bias, m, n, k, lda, ldb, ldc, ta, tb, act, nullptr);
+}
+int emu_gemm_tc(void* c, void* aux, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
+                int64_t lda, int64_t ldb, int64_t ldc, int ta, int tb, int act, int bf16, int out_f32) {
+  using H = __half;
+  using B = __nv_bfloat16;
+  if (!bf16 && !out_f32)
+    return lc::gemm<H, H>((H*)c, (H*)aux, (const H*)a, (const H*)b, (const H*)bias, m, n, k, lda, ldb, ldc, ta, tb, act, nullptr);
+  if (!bf16)
+    return lc::gemm<H, float>((float*)c, (float*)aux, (const H*)a, (const H*)b, (const H*)bias, m, n, k, lda, ldb, ldc, ta, tb, act, nullptr);
+  if (!out_f32)
+    return lc::gemm<B, B>((B*)c, (B*)aux, (const B*)a, (const B*)b, (const B*)bias, m, n, k, lda, ldb, ldc, ta, tb, act, nullptr);
+  return lc::gemm<B, float>((float*)c, (float*)aux, (const B*)a, (const B*)b, (const B*)bias, m, n, k, lda, ldb, ldc, ta, tb, act, nullptr);
 }
 int emu_bias_act_backward(float* dz, float* db, const float* dy, const float* z, int64_t m, int64_t n, int act) {
   return lc::bias_act_backward<float>(dz, db, dy, z, m, n, act, nullptr);
@@ -81,7 +95,7 @@ def build():
         return None, "CUDA headers not found (set CUDA_HOME)"
     texts = {name: (CUDA_SRC / name).read_text() for name in SOURCES}
     digest = hashlib.sha256("".join(texts.values()).encode() + (HERE / "emu.h").read_bytes() + GLUE.encode())
-    for h in sorted(CUDA_SRC.glob("*.cuh")) + [CUDA_SRC / "launchers.h"]:
+    for h in sorted(CUDA_SRC.glob("*.cuh")) + sorted(HERE.glob("*.cuh")) + [CUDA_SRC / "launchers.h"]:
         digest.update(h.read_bytes())
     work = Path(tempfile.gettempdir()) / f"lamina-emu-{digest.hexdigest()[:16]}"
     lib = work / "libemu.so"
