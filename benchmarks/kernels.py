@@ -1,87 +1,186 @@
-"""lamina's CUDA GEMM against cuBLAS (through CuPy), on a GPU.
+"""lamina's CUDA kernels against cuBLAS and cuDNN (through PyTorch), on a GPU.
 
-fp32 with TF32 off on both sides (CuPy's default compute type for float32
-is full fp32 unless CUPY_TF32 is set; this script clears it), at 4096³,
-8192³, an odd size and training shapes, every transpose Dense uses.
-Device-event timings, medians after warm-up, ratio lamina/cuBLAS as
-throughput (higher is better for lamina).  Each kernel is checked against
-cuBLAS before it is timed.
+* GEMM, fp32 on CUDA cores with TF32 off on both sides: 4096³, 8192³, an odd
+  size, and Dense's training shapes with the transposes they use.
+* GEMM, bf16 and fp16 on tensor cores (fp32 accumulation): 8192³ and the
+  training shapes.
+* Convolution forward, backward-data and backward-weight, fp32 (TF32 off),
+  NCHW on both sides, on ResNet shapes.
 
-    python benchmarks/kernels.py [--repeat 20]
+lamina's kernels are called through ``lamina._C_cuda`` on PyTorch's tensors
+(their device pointers, PyTorch's current stream), so both sides see the same
+memory and stream.  Every kernel is first checked against the reference and
+not timed if it differs.  Timing: CUDA events, warm-up, then rounds that
+alternate lamina and the reference; medians; ratio = reference time / lamina
+time (lamina's share of the reference's throughput: 1.0 is parity).
+
+    python benchmarks/kernels.py [--repeat 15] [--quick]
 
 Writes benchmarks/results/kernels_<device>.json.
 """
 
+import argparse
+import json
 import os
+import re
+import statistics
+import sys
 
-os.environ.pop("CUPY_TF32", None)
+from lamina import ops
+from lamina.ops import _ext
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
+GEMM = [  # (name, M, N, K, trans_a, trans_b, dtypes)
+    ("square 4096", 4096, 4096, 4096, False, False, ("float32",)),
+    ("square 8192", 8192, 8192, 8192, False, False, ("float32", "bfloat16", "float16")),
+    ("odd 4000x4100x4200", 4000, 4100, 4200, False, False, ("float32", "bfloat16")),
+    ("dense fwd 128x512x784 (x Wt)", 128, 512, 784, False, True, ("float32", "bfloat16")),
+    ("dense dx 128x784x512 (dy W)", 128, 784, 512, False, False, ("float32", "bfloat16")),
+    ("dense dW 512x784x128 (dyt x)", 512, 784, 128, True, False, ("float32", "bfloat16")),
+    ("mlp fwd 4096x4096x1024 (x Wt)", 4096, 4096, 1024, False, True, ("float32", "bfloat16")),
+]
 
-import numpy as np  # noqa: E402
-
-from lamina import backend, ops  # noqa: E402
-
-SHAPES = [  # (name, M, N, K, trans_a, trans_b)
-    ("square 4096", 4096, 4096, 4096, False, False),
-    ("square 8192", 8192, 8192, 8192, False, False),
-    ("odd 4000x4100x4200", 4000, 4100, 4200, False, False),
-    ("dense fwd 128x512x784 (x Wt)", 128, 512, 784, False, True),
-    ("dense dx 128x784x512 (dy W)", 128, 784, 512, False, False),
-    ("dense dW 512x784x128 (dyt x)", 512, 784, 128, True, False),
-    ("conv2 fwd 64x12544x800", 64, 12544, 800, False, False),
+CONV = [  # (name, (N, C, H, W), O, kernel, stride, padding)
+    ("resnet20 stage1 3x3", (128, 16, 32, 32), 16, 3, 1, 1),
+    ("resnet20 stage2 3x3", (128, 32, 16, 16), 32, 3, 1, 1),
+    ("resnet20 stage3 3x3", (128, 64, 8, 8), 64, 3, 1, 1),
+    ("resnet20 down 3x3 s2", (128, 16, 32, 32), 32, 3, 2, 1),
+    ("resnet50 conv2 3x3", (32, 64, 56, 56), 64, 3, 1, 1),
+    ("resnet50 conv4 3x3", (32, 256, 14, 14), 256, 3, 1, 1),
+    ("resnet50 1x1 expand", (32, 64, 56, 56), 256, 1, 1, 0),
 ]
 
 
-def time_ms(cp, fn, repeat):
+def timed_pair(torch, lamina_fn, ref_fn, repeat):
+    """Median milliseconds of (lamina_fn, ref_fn), interleaved round by round."""
     for _ in range(3):
-        fn()
-    times = []
+        lamina_fn()
+        ref_fn()
+    times = ([], [])
     for _ in range(repeat):
-        start, end = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, end))
-    return statistics.median(times)
+        for i, fn in enumerate((lamina_fn, ref_fn)):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times[i].append(start.elapsed_time(end))
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def rel_error(torch, got, ref):
+    return float((got.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-30))
+
+
+def bench_gemm(torch, mod, args):
+    rows = []
+    stream = torch.cuda.current_stream().cuda_stream
+    for name, m, n, k, ta, tb, dtypes in GEMM:
+        for dtype in dtypes:
+            if args.quick and m * n * k > 2**34:
+                continue
+            tdt = getattr(torch, dtype)
+            g = torch.Generator(device="cuda").manual_seed(0)
+            a = torch.randn((k, m) if ta else (m, k), device="cuda", generator=g).to(tdt)
+            b = torch.randn((n, k) if tb else (k, n), device="cuda", generator=g).to(tdt)
+            oa, ob = (a.t() if ta else a), (b.t() if tb else b)
+            c = torch.empty((m, n), device="cuda", dtype=tdt)
+            ref = torch.empty_like(c)
+
+            def lamina_fn():
+                mod.gemm(c.data_ptr(), 0, a.data_ptr(), b.data_ptr(), 0, m, n, k, a.shape[1], b.shape[1], n, ta, tb,
+                         "none", dtype, dtype, stream)
+
+            def ref_fn():
+                torch.matmul(oa, ob, out=ref)
+
+            lamina_fn()
+            ref_fn()
+            err = rel_error(torch, c, ref)
+            limit = 1e-4 if dtype == "float32" else 2e-2
+            if not err < limit:
+                sys.exit(f"GEMM {name} {dtype}: lamina differs from cuBLAS by {err:.2e} (relative): not timing it")
+            t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
+            flops = 2.0 * m * n * k
+            row = {"kernel": "gemm", "shape": name, "m": m, "n": n, "k": k, "trans_a": ta, "trans_b": tb, "dtype": dtype,
+                   "lamina_ms": t_l, "cublas_ms": t_r, "lamina_tflops": flops / t_l / 1e9,
+                   "cublas_tflops": flops / t_r / 1e9, "ratio_of_cublas": t_r / t_l, "max_rel_error": err}
+            rows.append(row)
+            print(f"gemm {name:>30} {dtype:>8}: lamina {t_l:8.3f} ms ({row['lamina_tflops']:6.1f} TFLOP/s)  "
+                  f"cuBLAS {t_r:8.3f} ms ({row['cublas_tflops']:6.1f})  ratio {row['ratio_of_cublas']:.2f}", flush=True)
+    return rows
+
+
+def bench_conv(torch, mod, args):
+    rows = []
+    stream = torch.cuda.current_stream().cuda_stream
+    sm_count = torch.cuda.get_device_properties(0).multi_processor_count
+    F = torch.nn.functional
+    for name, xshape, o, kk, s, p in CONV:
+        if args.quick and xshape[0] * xshape[1] * xshape[2] * xshape[3] * o * kk * kk > 2**33:
+            continue
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        x = torch.randn(xshape, device="cuda", generator=gen)
+        w = torch.randn((o, xshape[1], kk, kk), device="cuda", generator=gen) / (xshape[1] * kk * kk) ** 0.5
+        geo = ops.geometry(xshape, (kk, kk), (s, s), (p, p, p, p))
+        y_shape = (geo.n, o, geo.oh, geo.ow)
+        dy = torch.randn(y_shape, device="cuda", generator=gen)
+        y, dx, dw = torch.empty(y_shape, device="cuda"), torch.empty_like(x), torch.empty_like(w)
+        splits = ops.conv.backward_weight_splits(geo, o, 1, sm_count)
+        ws = torch.empty(max(1, splits * w.numel()), device="cuda")
+        g = tuple(geo)
+        flops = 2.0 * geo.n * o * geo.oh * geo.ow * xshape[1] * kk * kk
+        passes = {
+            "forward": (
+                lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, "float32", stream),
+                lambda: F.conv2d(x, w, stride=s, padding=p), lambda: y),
+            "backward-data": (
+                lambda: mod.conv2d_backward_data(dx.data_ptr(), dy.data_ptr(), w.data_ptr(), g, o, 1, "float32", stream),
+                lambda: torch.nn.grad.conv2d_input(xshape, w, dy, stride=s, padding=p), lambda: dx),
+            "backward-weight": (
+                lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws.data_ptr(), dy.data_ptr(), x.data_ptr(), g, o, 1,
+                                                   splits, "float32", stream),
+                lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p), lambda: dw),
+        }
+        for pass_name, (lamina_fn, ref_fn, result) in passes.items():
+            lamina_fn()
+            err = rel_error(torch, result(), ref_fn())
+            if not err < 1e-4:
+                sys.exit(f"conv {name} {pass_name}: lamina differs from cuDNN by {err:.2e} (relative): not timing it")
+            t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
+            row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o, "kernel_size": kk,
+                   "stride": s, "padding": p, "dtype": "float32", "layout": "NCHW", "splits": splits if pass_name == "backward-weight" else None,
+                   "lamina_ms": t_l, "cudnn_ms": t_r, "lamina_tflops": flops / t_l / 1e9, "cudnn_tflops": flops / t_r / 1e9,
+                   "ratio_of_cudnn": t_r / t_l, "max_rel_error": err}
+            rows.append(row)
+            print(f"conv {name:>22} {pass_name:>15}: lamina {t_l:8.3f} ms ({row['lamina_tflops']:6.1f} TFLOP/s)  "
+                  f"cuDNN {t_r:8.3f} ms ({row['cudnn_tflops']:6.1f})  ratio {row['ratio_of_cudnn']:.2f}", flush=True)
+    return rows
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=15)
+    p.add_argument("--quick", action="store_true", help="skip the largest problems")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = p.parse_args()
-    cp = backend.require_cuda()
-    props = cp.cuda.runtime.getDeviceProperties(0)
-    device = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    rng = np.random.default_rng(0)
-    rows = []
-    for name, m, n, k, ta, tb in SHAPES:
-        a = cp.asarray(rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32))
-        b = cp.asarray(rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32))
-        oa, ob = (a.T if ta else a), (b.T if tb else b)
-        ref = oa @ ob
-        got = ops.gemm_cuda(oa, ob)
-        err = float(cp.abs(got - ref).max() / cp.abs(ref).max())
-        if not err < 1e-4:
-            sys.exit(f"{name}: lamina's GEMM differs from cuBLAS by {err:.2e} (relative): not timing it")
-        out = cp.empty((m, n), dtype=cp.float32)
-        t_lamina = time_ms(cp, lambda: ops.gemm_cuda(oa, ob, out=out), args.repeat)
-        t_cublas = time_ms(cp, lambda: cp.matmul(oa, ob, out=out), args.repeat)
-        flops = 2.0 * m * n * k
-        row = {"shape": name, "m": m, "n": n, "k": k, "trans_a": ta, "trans_b": tb, "dtype": "float32", "tf32": False,
-               "lamina_ms": t_lamina, "cublas_ms": t_cublas, "lamina_tflops": flops / t_lamina / 1e9,
-               "cublas_tflops": flops / t_cublas / 1e9, "ratio_of_cublas": t_cublas / t_lamina, "max_rel_error": err}
-        rows.append(row)
-        print(f"{name:>32}: lamina {t_lamina:8.3f} ms ({row['lamina_tflops']:6.1f} TFLOP/s)  cuBLAS {t_cublas:8.3f} ms "
-              f"({row['cublas_tflops']:6.1f} TFLOP/s)  lamina/cuBLAS throughput {row['ratio_of_cublas']:.2f}", flush=True)
-    result = {"benchmark": "kernels", "device": device, "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
-              "cupy": cp.__version__, "results": rows}
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit("kernels.py needs a CUDA GPU (and PyTorch built with CUDA)")
+    mod = _ext.cuda_module()
+    if mod is None:
+        sys.exit(f"lamina._C_cuda is not built: {_ext.import_error('_C_cuda')}")
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest algorithm per shape
+    rows = bench_gemm(torch, mod, args) + bench_conv(torch, mod, args)
+    device = torch.cuda.get_device_name(0)
+    result = {
+        "benchmark": "kernels", "device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(), "lamina_archs": mod.archs, "tf32": False, "cudnn_benchmark": True,
+        "timing": f"CUDA events, 3 warm-up rounds, medians of {args.repeat} interleaved rounds",
+        "ratio": "reference ms / lamina ms (1.0 = parity, higher is better for lamina)", "results": rows,
+    }
     stem = "kernels_" + re.sub(r"[^A-Za-z0-9]+", "_", device).strip("_").lower()
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, stem + ".json")

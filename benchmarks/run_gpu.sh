@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything lamina checks and measures on an NVIDIA GPU, in one go:
 # build with nvcc, the GPU tests, the GPU tests under compute-sanitizer
-# memcheck, the kernel benchmark against cuBLAS, and the training-step
+# memcheck, the kernel benchmark against cuBLAS/cuDNN, and the training-step
 # benchmark against PyTorch (eager and CUDA-graph).  Logs and results go to
 # the folder given as the first argument (default: benchmarks/results/gpu-run).
 #
@@ -30,8 +30,10 @@ step build env LAMINA_CUDA=1 python -m pip install --no-build-isolation --no-dep
 step info python -m lamina info
 step gpu_tests python -m pytest -q -m gpu -p no:cacheprovider
 if command -v compute-sanitizer >/dev/null; then
-  step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -m gpu -x -p no:cacheprovider \
-    tests/test_cuda.py tests/test_cuda_gemm.py
+  # every kernel under memcheck, on a subset of the shapes (memcheck is slow)
+  step memcheck timeout 300 compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -m gpu -x \
+    -p no:cacheprovider tests/test_cuda.py tests/test_cuda_gemm.py tests/test_cuda_conv.py \
+    -k "not test_fp32_gemm_matches_float64 or 1-1-1 or 129-129-33"
 fi
 step kernels python benchmarks/kernels.py --out "$out"
 step bench python benchmarks/bench.py --device cuda --models mlp,lenet,resnet20 --precisions fp32,fp16 --graph --out "$out"

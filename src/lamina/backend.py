@@ -161,11 +161,14 @@ _kernels = "cupy"
 
 
 def use_kernels(name):
-    """Choose the GPU kernels behind Dense's and Conv's GEMMs on CuPy arrays:
+    """Choose the GPU kernels behind Dense and Conv on CuPy arrays:
 
-    * ``"cupy"`` (the default): cuBLAS through CuPy, the reference every
-      lamina kernel is measured against;
-    * ``"lamina"``: lamina's own CUDA kernels (``lamina._C_cuda.gemm``).
+    * ``"cupy"`` (the default): cuBLAS through CuPy (Conv as im2col + cuBLAS),
+      the reference every lamina kernel is measured against;
+    * ``"lamina"``: lamina's own CUDA kernels: its GEMM (fp32 on CUDA cores,
+      fp16/bf16 on tensor cores) with the bias and ``Dense(activation=...)``
+      fused into the epilogue and the fused bias+activation backward, and
+      implicit-GEMM convolution (no im2col matrix; backward from the input).
 
     The default stays cuBLAS until lamina's kernels are measured at par with
     it on a GPU (benchmarks/results); switching is for comparison and for
