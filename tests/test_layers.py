@@ -22,8 +22,55 @@ def _torch_linear_act(t, i, o, act, bias=True):
     return LinearAct(i, o, bias=bias)
 
 
+def _torch_self_attention(t, e, h, causal=False, bias=True):
+    """nn.MultiheadAttention called as self-attention (the twin of MultiheadAttention)."""
+
+    class SelfAttention(t.nn.MultiheadAttention):
+        def forward(self, x):
+            mask = t.triu(t.ones(x.shape[1], x.shape[1], dtype=t.bool), 1) if causal else None
+            return super().forward(x, x, x, need_weights=False, attn_mask=mask)[0]
+
+    return SelfAttention(e, h, bias=bias, batch_first=True)
+
+
+def _torch_encoder_layer(t, e, h, ff, activation, norm_first, causal=False):
+    class Encoder(t.nn.TransformerEncoderLayer):
+        def forward(self, x):
+            mask = t.triu(t.full((x.shape[1], x.shape[1]), float("-inf")), 1) if causal else None
+            return super().forward(x, src_mask=mask)
+
+    return Encoder(e, h, ff, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first)
+
+
+ATTN_SHAPES = [(1, 1, 4), (2, 3, 4), (1, 5, 4), (3, 2, 4), (2, 7, 4)]
+
 # name -> (lamina factory, torch factory(torch) or None, input shapes, kink)
 CASES = {
+    "layernorm": (lambda: lm.LayerNorm(5), lambda t: t.nn.LayerNorm(5), [(1, 5), (3, 5), (2, 3, 5), (7, 5), (1, 1, 5)], None),
+    "layernorm_2d_no_bias": (
+        lambda: lm.LayerNorm((3, 4), bias=False), lambda t: t.nn.LayerNorm((3, 4), bias=False),
+        [(1, 3, 4), (2, 3, 4), (5, 3, 4), (2, 2, 3, 4), (3, 4)], None,
+    ),
+    "layernorm_no_affine": (
+        lambda: lm.LayerNorm(6, elementwise_affine=False), lambda t: t.nn.LayerNorm(6, elementwise_affine=False),
+        [(1, 6), (4, 6), (2, 3, 6), (9, 6), (1, 1, 6)], None,
+    ),
+    "attention": (lambda: lm.MultiheadAttention(4, 2), lambda t: _torch_self_attention(t, 4, 2), ATTN_SHAPES, None),
+    "attention_causal_one_head": (
+        lambda: lm.MultiheadAttention(4, 1, causal=True), lambda t: _torch_self_attention(t, 4, 1, causal=True), ATTN_SHAPES, None,
+    ),
+    "attention_no_bias": (
+        lambda: lm.MultiheadAttention(6, 3, bias=False), lambda t: _torch_self_attention(t, 6, 3, bias=False),
+        [(1, 1, 6), (2, 3, 6), (1, 4, 6), (3, 2, 6), (2, 5, 6)], None,
+    ),
+    "encoder_pre_ln_gelu": (
+        lambda: lm.TransformerEncoderLayer(4, 2, 6, dropout=0.0, activation="gelu", norm_first=True),
+        lambda t: _torch_encoder_layer(t, 4, 2, 6, "gelu", True), ATTN_SHAPES, None,
+    ),
+    "encoder_post_ln_relu_causal": (
+        lambda: lm.TransformerEncoderLayer(4, 1, 5, dropout=0.0, norm_first=False, causal=True),
+        lambda t: _torch_encoder_layer(t, 4, 1, 5, "relu", False, causal=True), ATTN_SHAPES, None,
+    ),
     "dense_relu": (
         lambda: lm.Dense(6, 5, activation="relu"), lambda t: _torch_linear_act(t, 6, 5, "relu"),
         [(1, 6), (4, 6), (9, 6), (2, 3, 6), (3, 1, 6)], None,
@@ -142,7 +189,9 @@ def _make(name):
     return lm.Dropout(0.5) if name == "dropout" else CASES[name][0]()
 
 
-_GOOD_SHAPES = {"dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6)}
+_GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6), "attention": (2, 3, 4),
+                "attention_causal_one_head": (2, 3, 4), "attention_no_bias": (2, 3, 6), "encoder_pre_ln_gelu": (2, 3, 4),
+                "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6)}
 
 
 def _good_input(name):

@@ -40,15 +40,18 @@ from .layers import (
     Flatten,
     GlobalAvgPool2D,
     Identity,
+    LayerNorm,
     LeakyReLU,
     MaxPool1D,
     MaxPool2D,
+    MultiheadAttention,
     ReLU,
     Residual,
     Sequential,
     Sigmoid,
     Softmax,
     Tanh,
+    TransformerEncoderLayer,
 )
 from .losses import BCEWithLogits, Loss, MSELoss, SoftmaxCrossEntropy
 from .module import Layer, Parameter, is_grad_enabled, no_grad, set_grad_enabled
@@ -71,7 +74,7 @@ __all__ = [
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
     "Identity", "Flatten", "Dropout", "Sequential", "Residual", "Checkpoint",
     "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
-    "BatchNorm1d", "BatchNorm2d",
+    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention", "TransformerEncoderLayer",
     # losses
     "Loss", "SoftmaxCrossEntropy", "MSELoss", "BCEWithLogits",
     # saving and loading

@@ -1,15 +1,16 @@
 """lamina's layers, one family per file."""
 
+from .attention import MultiheadAttention, TransformerEncoderLayer
 from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Flatten, Identity, Residual, Sequential
 from .conv import Conv1D, Conv2D
 from .dense import Dense
 from .dropout import Dropout
-from .norm import BatchNorm1d, BatchNorm2d
+from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
 from .pooling import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
 
 __all__ = [
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Identity", "Flatten", "Dropout", "Sequential",
     "Residual", "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
-    "BatchNorm1d", "BatchNorm2d",
+    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention", "TransformerEncoderLayer",
 ]

@@ -136,3 +136,82 @@ class BatchNorm2d(_BatchNorm):
     arguments and semantics as :class:`BatchNorm1d`."""
 
     _ndims = (4,)
+
+
+class LayerNorm(Layer):
+    """Layer normalisation over the trailing ``normalized_shape`` dimensions
+    (PyTorch's ``nn.LayerNorm``).  With the statistics taken per sample over
+    those D values:
+
+        mu = mean(x),  var = mean((x - mu)^2),  rstd = 1 / sqrt(var + eps)
+        xhat = (x - mu) rstd,   y = weight ⊙ xhat + bias
+
+    Backward (g = dy ⊙ weight, means over the D normalised values):
+
+        dx = rstd (g - mean(g) - xhat mean(g ⊙ xhat))
+        dweight = Σ_samples dy ⊙ xhat,   dbias = Σ_samples dy
+
+    Args:
+        normalized_shape: int or tuple, the trailing shape to normalise over.
+        eps: added to the variance, 1e-5.
+        elementwise_affine: learn ``weight`` (ones) and ``bias`` (zeros).
+        bias: learn ``bias`` as well (with elementwise_affine).
+
+    16-bit inputs (mixed precision) are normalised in float32.
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        self.normalized_shape = tuple(positive_int(s, "LayerNorm", "normalized_shape") for s in shape)
+        if not shape:
+            raise ValueError("LayerNorm: expected a non-empty normalized_shape")
+        if not eps > 0:
+            raise ValueError(f"LayerNorm: expected eps > 0, received {eps!r}")
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype)) if self.elementwise_affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype)) if self.elementwise_affine and bias else None
+
+    def forward(self, x):
+        k = len(self.normalized_shape)
+        x = self._check_input(x, min_ndim=k)
+        if tuple(x.shape[-k:]) != self.normalized_shape:
+            raise ShapeError(
+                f"{self._label()}: expected an input ending in {self.normalized_shape} (normalized_shape), "
+                f"received shape {tuple(x.shape)}"
+            )
+        xp = backend.get_array_module(x)
+        work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype
+        axes = tuple(range(-k, 0))
+        xw = x.astype(work, copy=False)
+        mu = xw.mean(axis=axes, keepdims=True)
+        xc = xw - mu
+        rstd = (1 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + self.eps)).astype(work, copy=False)
+        xhat = xc * rstd
+        y = xhat
+        if self.weight is not None:
+            y = y * self.weight.data.astype(work, copy=False)
+        if self.bias is not None:
+            y = y + self.bias.data.astype(work, copy=False)
+        y = backend.narrow(y, x.dtype) if y.dtype != x.dtype else y
+        self._save(xhat, rstd, out=y)  # xhat: x's shape, work dtype; rstd: (..., 1, ...)
+        return y
+
+    def backward(self, dy):
+        xhat, rstd = self._take_cache(dy)
+        dy = self._compute_grad(dy)
+        k = len(self.normalized_shape)
+        axes = tuple(range(-k, 0))
+        lead = tuple(range(dy.ndim - k))
+        dyw = dy.astype(xhat.dtype, copy=False)
+        g = dyw * self.weight.data.astype(xhat.dtype, copy=False) if self.weight is not None else dyw
+        dx = rstd * (g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+        if self.weight is not None:
+            self.weight.accumulate((dyw * xhat).sum(axis=lead))
+        if self.bias is not None:
+            self.bias.accumulate(dyw.sum(axis=lead))
+        return backend.narrow(dx, dy.dtype) if dx.dtype != dy.dtype else dx
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
