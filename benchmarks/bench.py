@@ -8,7 +8,9 @@ to time and says why. Then both run interleaved (the order alternating each
 round) after warm-up, and the medians are reported.
 
 Models: mlp (784-512-512-10, batch 128), lenet (conv32-pool-conv64-pool-
-fc128-fc10 on 1x28x28, batch 64), resnet20 (3x32x32, batch 128).
+fc128-fc10 on 1x28x28, batch 64), resnet20 (3x32x32, batch 128),
+transformer (one pre-LN encoder block, E=256, 4 heads, FF 1024, on
+sequences of 128, batch 32, then a linear classifier).
 Precisions: fp32 (TF32 off on both sides), and bf16/fp16 mixed precision
 (lamina.amp.autocast against torch.autocast; on the CPU lamina computes
 16-bit arrays in float32, so this compares memory more than time).
@@ -66,6 +68,7 @@ CONFIGS = {
     "lenet": dict(build=models.lenet, input=(1, 28, 28), batch=64, classes=10),
     "resnet20": dict(build=lambda m: models.resnet(m, 3), input=(3, 32, 32), batch=128, classes=10),
     "resnet8": dict(build=lambda m: models.resnet(m, 1), input=(3, 32, 32), batch=64, classes=10),
+    "transformer": dict(build=models.transformer, input=(128, 256), batch=32, classes=10),
 }
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 LAMINA_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
@@ -80,14 +83,19 @@ def count_flops(model, input_shape, batch):
     """FLOPs of one training step: 2 per multiply-add, forward plus the two
     backward GEMMs (dx and dW) of every Conv2d and Linear: 3x the forward."""
     shapes = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o: shapes.__setitem__(mod, o.shape))
-             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    kinds = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.MultiheadAttention)
+    hooks = [m.register_forward_hook(lambda mod, i, o: shapes.__setitem__(mod, (o[0] if isinstance(o, tuple) else o).shape))
+             for m in model.modules() if isinstance(m, kinds)]
     with torch.no_grad():
         model(torch.zeros(batch, *input_shape, device=next(model.parameters()).device))
     for h in hooks:
         h.remove()
     macs = 0
     for mod, out in shapes.items():
+        if isinstance(mod, torch.nn.MultiheadAttention):  # the q/k/v projection, q kᵀ and p v (out_proj is a Linear)
+            n, seq, e = out
+            macs += n * seq * 3 * e * e + 2 * n * seq * seq * e
+            continue
         k = mod.weight[0].numel() if isinstance(mod, torch.nn.Conv2d) else mod.in_features
         macs += out.numel() * k
     return 3 * 2 * macs

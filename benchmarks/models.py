@@ -8,7 +8,8 @@ def _ns(m):
     """The layer constructors of lamina (m is lamina) or of torch.nn."""
     if m is lm:
         return dict(conv=lm.Conv2D, bn=lm.BatchNorm2d, relu=lm.ReLU, maxpool=lm.MaxPool2D, flatten=lm.Flatten,
-                    dense=lm.Dense, seq=lm.Sequential, gap=lm.GlobalAvgPool2D, residual=lm.Residual)
+                    dense=lm.Dense, seq=lm.Sequential, gap=lm.GlobalAvgPool2D, residual=lm.Residual,
+                    encoder=lm.TransformerEncoderLayer)
     nn = m.nn
 
     class Residual(nn.Module):
@@ -21,7 +22,7 @@ def _ns(m):
 
     return dict(conv=nn.Conv2d, bn=nn.BatchNorm2d, relu=nn.ReLU, maxpool=nn.MaxPool2d, flatten=nn.Flatten,
                 dense=nn.Linear, seq=nn.Sequential, gap=lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-                residual=Residual)
+                residual=Residual, encoder=lambda *a, **k: nn.TransformerEncoderLayer(*a, batch_first=True, **k))
 
 
 def mlp(m):
@@ -63,3 +64,13 @@ def resnet(m, blocks_per_stage=3, widths=(16, 32, 64), num_classes=10):
             cin = w
     layers += [L["gap"](), L["dense"](cin, num_classes)]
     return L["seq"](*layers)
+
+
+def transformer(m, d_model=256, nhead=4, dim_feedforward=1024, seq_len=128, num_classes=10):
+    """One pre-LN Transformer encoder block (GELU, no dropout) on (L=128, E=256)
+    sequences, then a linear classifier over the flattened sequence."""
+    L = _ns(m)
+    return L["seq"](
+        L["encoder"](d_model, nhead, dim_feedforward, dropout=0.0, activation="gelu", norm_first=True),
+        L["flatten"](), L["dense"](seq_len * d_model, num_classes),
+    )
