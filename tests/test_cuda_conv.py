@@ -8,12 +8,12 @@ on the kernels against the CPU.  GPU only."""
 import numpy as np
 import pytest
 from conftest import requires_cuda
-from harness import to_numpy
+from harness import check_gpu_kernels_match_cpu
 from test_cuda_gemm import from_bf16_bits, storage
 from test_ops_conv import GEOMETRIES, _grouped_problem
 
 import lamina as lm
-from lamina import backend, ops
+from lamina import ops
 
 pytestmark = [pytest.mark.gpu, requires_cuda]
 
@@ -118,24 +118,5 @@ def test_backward_weight_split_k_is_deterministic():
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(stride=2, padding=1), dict(padding="same", dilation=2), dict(groups=2, bias=False)])
 def test_conv2d_layer_on_lamina_kernels_matches_the_cpu(kwargs):
-    import cupy as cp
-
-    lm.manual_seed(0)
-    cpu = lm.Conv2D(4, 6, 3, **kwargs)
-    gpu = lm.Conv2D(4, 6, 3, **kwargs)
-    gpu.load_state_dict(cpu.state_dict())
-    gpu.to("cuda")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 4, 11, 9)).astype(np.float32)
-    y_cpu = cpu(x)
-    dy = rng.standard_normal(y_cpu.shape).astype(np.float32)
-    previous = backend.use_kernels("lamina")
-    try:
-        y = gpu(cp.asarray(x))
-        dx = gpu.backward(cp.asarray(dy))
-    finally:
-        backend.use_kernels(previous)
-    np.testing.assert_allclose(to_numpy(y), y_cpu, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(to_numpy(dx), cpu.backward(dy), rtol=1e-4, atol=1e-5)
-    for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
-        np.testing.assert_allclose(to_numpy(q.grad), p.grad, rtol=1e-4, atol=1e-4, err_msg=name)
+    x = np.random.default_rng(0).standard_normal((3, 4, 11, 9)).astype(np.float32)
+    check_gpu_kernels_match_cpu(lambda: lm.Conv2D(4, 6, 3, **kwargs), x, grad_atol=1e-4)

@@ -10,7 +10,7 @@ import pytest
 
 import lamina as lm
 from conftest import requires_cuda
-from harness import to_numpy
+from harness import check_gpu_kernels_match_cpu
 from lamina import backend
 
 SIZES = [1, 63, 64, 65, 127, 131]
@@ -166,46 +166,14 @@ def test_bias_act_backward_matches_float64(m, n, act):
 @requires_cuda
 @pytest.mark.parametrize("act", [None, "relu", "gelu"])
 def test_dense_with_activation_on_lamina_kernels_matches_the_cpu(act):
-    import cupy as cp
-
-    lm.manual_seed(0)
-    cpu = lm.Dense(37, 29, activation=act)
-    gpu = lm.Dense(37, 29, activation=act)
-    gpu.load_state_dict(cpu.state_dict())
-    gpu.to("cuda")
     rng = np.random.default_rng(0)
-    x, dy = rng.standard_normal((19, 37)).astype(np.float32), rng.standard_normal((19, 29)).astype(np.float32)
-    previous = backend.use_kernels("lamina")
-    try:
-        y = gpu(cp.asarray(x))
-        dx = gpu.backward(cp.asarray(dy))
-    finally:
-        backend.use_kernels(previous)
-    np.testing.assert_allclose(to_numpy(y), cpu(x), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(to_numpy(dx), cpu.backward(dy), rtol=1e-4, atol=1e-5)
-    for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
-        np.testing.assert_allclose(to_numpy(q.grad), p.grad, rtol=1e-4, atol=1e-5, err_msg=name)
+    check_gpu_kernels_match_cpu(lambda: lm.Dense(37, 29, activation=act), rng.standard_normal((19, 37)).astype(np.float32))
 
 
 @pytest.mark.gpu
 @requires_cuda
 def test_models_on_lamina_kernels_match_the_cpu():
-    lm.manual_seed(0)
-    cpu = lm.Sequential(lm.Conv2D(3, 8, 3, padding=1), lm.ReLU(), lm.MaxPool2D(2), lm.Flatten(), lm.Dense(8 * 16, 10))
-    gpu = lm.Sequential(lm.Conv2D(3, 8, 3, padding=1), lm.ReLU(), lm.MaxPool2D(2), lm.Flatten(), lm.Dense(8 * 16, 10))
-    gpu.load_state_dict(cpu.state_dict())
-    gpu.to("cuda")
-    x = np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
-    dy = np.random.default_rng(1).standard_normal((5, 10)).astype(np.float32)
-    previous = backend.use_kernels("lamina")
-    try:
-        import cupy as cp
+    def make():
+        return lm.Sequential(lm.Conv2D(3, 8, 3, padding=1), lm.ReLU(), lm.MaxPool2D(2), lm.Flatten(), lm.Dense(8 * 16, 10))
 
-        y = gpu(cp.asarray(x))
-        dx = gpu.backward(cp.asarray(dy))
-    finally:
-        backend.use_kernels(previous)
-    np.testing.assert_allclose(to_numpy(y), cpu(x), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(to_numpy(dx), cpu.backward(dy), rtol=1e-4, atol=1e-5)
-    for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
-        np.testing.assert_allclose(to_numpy(q.grad), p.grad, rtol=1e-4, atol=1e-5, err_msg=name)
+    check_gpu_kernels_match_cpu(make, np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32))
