@@ -194,7 +194,10 @@ def test_backward_weight_splits_fill_the_gpu_without_tiny_ranges():
     assert 100 <= splits <= 264  # one 128x128 tile (16 x 144): split the 131072 pixels across the SMs
     q = resnet_stage1.n * resnet_stage1.oh * resnet_stage1.ow
     assert q / splits >= 256
-    big = ops.geometry((8, 512, 7, 7), (3, 3), (1, 1), (1, 1, 1, 1))
-    assert ops.conv.backward_weight_splits(big, 512, 1, sm_count=132) >= 1
+    wide = ops.geometry((8, 512, 7, 7), (3, 3), (1, 1), (1, 1, 1, 1))  # 144 tiles already, and only 392 pixels
+    assert ops.conv.backward_weight_splits(wide, 512, 1, sm_count=132) == 1
+    # 8 groups of one tile each would want 33 splits; 16384 pixels allow 32 of at least 512
+    grouped = ops.geometry((64, 32, 16, 16), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(grouped, 32, 8, sm_count=132) == 32
     tiny = ops.geometry((1, 1, 3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
     assert ops.conv.backward_weight_splits(tiny, 1, 1, sm_count=132) == 1

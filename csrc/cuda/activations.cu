@@ -14,11 +14,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-inline int blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
-}
-
 template <typename T>
 __global__ void relu_forward_kernel(T* __restrict__ y, const T* __restrict__ x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -54,28 +49,28 @@ __global__ void gelu_backward_kernel(T* __restrict__ dx, const T* __restrict__ d
 template <typename T>
 cudaError_t relu_forward(T* y, const T* x, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  relu_forward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(y, x, n);
+  relu_forward_kernel<T><<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(y, x, n);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t relu_backward(T* dx, const T* dy, const T* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  relu_backward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(dx, dy, y, n);
+  relu_backward_kernel<T><<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(dx, dy, y, n);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t gelu_forward(T* y, const T* x, int64_t n, bool tanh_approx, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  gelu_forward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(y, x, n, tanh_approx);
+  gelu_forward_kernel<T><<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(y, x, n, tanh_approx);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t gelu_backward(T* dx, const T* dy, const T* x, int64_t n, bool tanh_approx, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  gelu_backward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(dx, dy, x, n, tanh_approx);
+  gelu_backward_kernel<T><<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(dx, dy, x, n, tanh_approx);
   return cudaGetLastError();
 }
 

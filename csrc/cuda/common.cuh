@@ -8,6 +8,13 @@
 namespace lamina {
 namespace cuda {
 
+// Blocks for a grid-stride loop over n elements with `threads` per block:
+// enough to cover n, at least 1, at most 65535 * 8 (each thread loops on).
+inline unsigned grid_stride_blocks(int64_t n, int threads) {
+  const int64_t b = (n + threads - 1) / threads;
+  return static_cast<unsigned>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
+}
+
 // Compute type: fp32 for fp32/fp16/bf16 storage, fp64 for fp64.
 template <typename T>
 struct Acc {

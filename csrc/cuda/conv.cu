@@ -349,8 +349,7 @@ cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T
   conv_backward_weight_kernel<T, float><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, splits, chunk);
   if (cudaError_t e = cudaGetLastError()) return e;
   const int64_t n = (int64_t)s.o * K;
-  const int64_t blocks = std::min<int64_t>((n + 255) / 256, 65535 * 8);
-  sum_splits_kernel<T><<<(unsigned)blocks, 256, 0, stream>>>(dw, workspace, n, splits);
+  sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(dw, workspace, n, splits);
   return cudaGetLastError();
 }
 

@@ -13,11 +13,6 @@ namespace {
 
 constexpr int kOptThreads = 256;
 
-inline unsigned opt_blocks(int64_t n) {
-  const int64_t b = (n + kOptThreads - 1) / kOptThreads;
-  return static_cast<unsigned>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
-}
-
 //   g ← g + λ p;  b ← g (first step) or μ b + (1 − τ) g;  g ← g + μ b (Nesterov) or b;  p ← p − η g
 template <typename T>
 __global__ void sgd_kernel(T* __restrict__ p, const T* __restrict__ grad, T* __restrict__ buf, int64_t n, T lr, T momentum,
@@ -65,7 +60,7 @@ cudaError_t sgd_update(T* p, const T* grad, T* buf, int64_t n, double lr, double
                        double weight_decay, bool nesterov, bool first_step, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   // 1 - τ, 1 - β and 1 - ηλ are formed in double, as the Python code forms them, then rounded once.
-  sgd_kernel<T><<<opt_blocks(n), kOptThreads, 0, stream>>>(p, grad, buf, n, T(lr), T(momentum), T(1.0 - dampening),
+  sgd_kernel<T><<<grid_stride_blocks(n, kOptThreads), kOptThreads, 0, stream>>>(p, grad, buf, n, T(lr), T(momentum), T(1.0 - dampening),
                                                             T(weight_decay), nesterov, first_step);
   return cudaGetLastError();
 }
@@ -74,7 +69,7 @@ template <typename T>
 cudaError_t adam_update(T* p, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
                         double weight_decay, bool decoupled, double step_size, double bc2_sqrt, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  adam_kernel<T><<<opt_blocks(n), kOptThreads, 0, stream>>>(p, grad, m, v, n, T(1.0 - beta1), T(beta2), T(1.0 - beta2),
+  adam_kernel<T><<<grid_stride_blocks(n, kOptThreads), kOptThreads, 0, stream>>>(p, grad, m, v, n, T(1.0 - beta1), T(beta2), T(1.0 - beta2),
                                                              T(eps), T(weight_decay), T(1.0 - lr * weight_decay),
                                                              decoupled, T(step_size), T(bc2_sqrt));
   return cudaGetLastError();
