@@ -91,7 +91,7 @@ if nvcc and cuda_home:
         include_dirs=[os.path.join(cuda_home, "include")],
         library_dirs=lib_dirs,
         libraries=["cudart_static", "rt", "pthread", "dl"],
-        extra_compile_args=["-O3", f'-DLAMINA_CUDA_ARCHS="{",".join("sm_" + a for a in archs)}"'],
+        extra_compile_args=["-O3", f'-DLAMINA_CUDA_ARCHS="{",".join("sm_" + a for a in archs)},sm_90a (wgmma)"'],
         cxx_std=17,
     )
     cuda_ext.cuda_sources = sorted(glob(rel("csrc", "cuda", "*.cu")))
@@ -100,6 +100,10 @@ elif cuda_mode == "0":
     print("lamina: LAMINA_CUDA=0: building the CPU module lamina._C only")
 else:
     print("lamina: nvcc not found (set CUDA_HOME or put nvcc on PATH): building the CPU module lamina._C only")
+
+
+SM90A_ONLY = {"gemm_wgmma.cu"}
+SM90A_GENCODE = ["-gencode", "arch=compute_90a,code=sm_90a"]
 
 
 class BuildExt(build_ext):
@@ -120,8 +124,11 @@ class BuildExt(build_ext):
         commands = []
         for src in sources:
             obj = os.path.join(self.build_temp, os.path.basename(src) + ".o")
+            # wgmma and TMA exist only as sm_90a code; gemm_tc.cu calls that
+            # kernel on compute capability 9.0 devices alone.
+            codes = SM90A_GENCODE if os.path.basename(src) in SM90A_ONLY else gencode
             commands.append([nvcc, "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
-                             "-cudart", "static", *gencode, "-c", src, "-o", obj])
+                             "-cudart", "static", *codes, "-c", src, "-o", obj])
         for cmd in commands:
             print("lamina: " + " ".join(cmd))
         # nvcc is single-threaded and each file builds for every arch: one process per core.

@@ -3,7 +3,8 @@
 * GEMM, fp32 on CUDA cores with TF32 off on both sides: 4096³, 8192³, an odd
   size, and Dense's training shapes with the transposes they use.
 * GEMM, bf16 and fp16 on tensor cores (fp32 accumulation): 8192³ and the
-  training shapes.
+  training shapes, once per kernel: mma.sync (v1) and, on compute capability
+  9.0, wgmma fed by TMA (v2).
 * Convolution forward, backward-data and backward-weight, fp32 (TF32 off),
   NCHW on both sides, on ResNet shapes.
 
@@ -74,6 +75,7 @@ def rel_error(torch, got, ref):
 def bench_gemm(torch, mod, args):
     rows = []
     stream = torch.cuda.current_stream().cuda_stream
+    hopper = torch.cuda.get_device_capability() == (9, 0)
     for name, m, n, k, ta, tb, dtypes in GEMM:
         for dtype in dtypes:
             if args.quick and m * n * k > 2**34:
@@ -93,20 +95,31 @@ def bench_gemm(torch, mod, args):
             def ref_fn():
                 torch.matmul(oa, ob, out=ref)
 
-            lamina_fn()
-            ref_fn()
-            err = rel_error(torch, c, ref)
-            limit = 1e-4 if dtype == "float32" else 2e-2
-            if not err < limit:
-                sys.exit(f"GEMM {name} {dtype}: lamina differs from cuBLAS by {err:.2e} (relative): not timing it")
-            t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
-            flops = 2.0 * m * n * k
-            row = {"kernel": "gemm", "shape": name, "m": m, "n": n, "k": k, "trans_a": ta, "trans_b": tb, "dtype": dtype,
-                   "lamina_ms": t_l, "cublas_ms": t_r, "lamina_tflops": flops / t_l / 1e9,
-                   "cublas_tflops": flops / t_r / 1e9, "ratio_of_cublas": t_r / t_l, "max_rel_error": err}
-            rows.append(row)
-            print(f"gemm {name:>30} {dtype:>8}: lamina {t_l:8.3f} ms ({row['lamina_tflops']:6.1f} TFLOP/s)  "
-                  f"cuBLAS {t_r:8.3f} ms ({row['cublas_tflops']:6.1f})  ratio {row['ratio_of_cublas']:.2f}", flush=True)
+            # 16-bit: each tensor-core kernel in turn (v1 mma.sync; v2 wgmma where the device runs sm_90a)
+            variants = ["auto"] if dtype == "float32" else ["mma"] + (["wgmma"] if hopper else [])
+            for variant in variants:
+                previous = mod.tensor_core_gemm(variant)
+                try:
+                    c.fill_(float("nan"))
+                    lamina_fn()
+                    ref_fn()
+                    err = rel_error(torch, c, ref)
+                    limit = 1e-4 if dtype == "float32" else 2e-2
+                    if not err < limit:
+                        sys.exit(f"GEMM {name} {dtype} ({variant}): lamina differs from cuBLAS by {err:.2e} "
+                                 f"(relative): not timing it")
+                    t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
+                finally:
+                    mod.tensor_core_gemm(previous)
+                flops = 2.0 * m * n * k
+                row = {"kernel": "gemm", "shape": name, "m": m, "n": n, "k": k, "trans_a": ta, "trans_b": tb,
+                       "dtype": dtype, "variant": "simt" if dtype == "float32" else variant, "lamina_ms": t_l,
+                       "cublas_ms": t_r, "lamina_tflops": flops / t_l / 1e9, "cublas_tflops": flops / t_r / 1e9,
+                       "ratio_of_cublas": t_r / t_l, "max_rel_error": err}
+                rows.append(row)
+                print(f"gemm {name:>30} {dtype:>8} {row['variant']:>5}: lamina {t_l:8.3f} ms "
+                      f"({row['lamina_tflops']:6.1f} TFLOP/s)  cuBLAS {t_r:8.3f} ms ({row['cublas_tflops']:6.1f})  "
+                      f"ratio {row['ratio_of_cublas']:.2f}", flush=True)
     return rows
 
 

@@ -19,7 +19,7 @@ def test_cuda_module_is_built_where_nvcc_is():
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc not on PATH: lamina built without its CUDA module")
     assert G is not None, f"nvcc is present but lamina._C_cuda did not import: {_ext.import_error('_C_cuda')}"
-    assert "sm_80" in G.archs and "sm_90" in G.archs
+    assert "sm_80" in G.archs and "sm_90" in G.archs and "sm_90a" in G.archs  # sm_90a: the wgmma GEMM
     assert {"relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "softmax_xent"} <= set(G.kernels)
     assert G.runtime_version() >= 11000
 

@@ -2,7 +2,8 @@
 every transpose and epilogue, the fused bias+activation backward, and the
 implicit-GEMM convolutions with split-K; gemm_tc.cu: the fp16/bf16
 tensor-core GEMM, its ldmatrix/mma.sync/cp.async standing in as
-warp-cooperative CPU code) run on the CPU through a block emulator
+warp-cooperative CPU code; gemm_wgmma.cu: the sm_90a GEMM, its TMA copies,
+mbarriers and wgmma modelled from the PTX ISA) run on the CPU through a block emulator
 (tests/emu), against float64 references.  This checks their index
 arithmetic, tiling, edge masking and double buffering on every CI run,
 without a GPU; the same kernels on the GPU are checked by test_cuda_gemm.py
@@ -187,3 +188,67 @@ def test_emulated_conv_rejects_an_invalid_shape():
     geo = (ctypes.c_int * 16)(1, 3, 5, 5, 4, 2, 3, 3, 1, 1, 0, 0, 1, 1, 3, 3)  # 3 channels in 2 groups
     x = np.zeros((1, 3, 5, 5), np.float32)
     assert LIB.emu_conv2d_forward(ptr(np.zeros((1, 4, 3, 3), np.float32)), ptr(x), ptr(np.zeros(36, np.float32)), None, geo) != 0
+
+
+# The wgmma kernel (gemm_wgmma.cu, sm_90a): TMA needs leading dimensions that are
+# multiples of 8, so operands live in wider arrays; sizes straddle the 128-row and
+# 128/256-column tiles and the 64-deep k-slices, and the longer k wrap the ring of
+# stages (6 for 128-wide tiles, 4 for 256-wide ones).  `sms` is the SM count the
+# launcher sees: 1 makes it pick 256-wide tiles.  TMA copies land lazily (when
+# waited for: catches reads before the wait) or eagerly (catches refills of a stage
+# still being read).
+WGMMA_CASES = [  # m, n, k, sms, dtype, out_f32
+    (1, 1, 1, 132, "float16", False),
+    (130, 136, 72, 132, "bfloat16", True),
+    (64, 200, 520, 1, "float16", True),
+    (100, 72, 450, 132, "bfloat16", False),
+]
+
+
+def _padded(rng, shape, dtype):
+    """(array of `shape` inside a buffer whose rows are a multiple of 8 wide, float64 values, leading dimension)."""
+    rows, cols = shape
+    ld = -(-cols // 8) * 8 + 8
+    v = rng.standard_normal((rows, ld)).astype(np.float32)
+    if dtype == "bfloat16":
+        buf = _bf16_bits(v)
+        return buf, _bf16_value(buf)[:, :cols].astype(np.float64), ld
+    buf = v.astype(np.float16)
+    return buf, buf[:, :cols].astype(np.float64), ld
+
+
+@pytest.mark.parametrize("case", WGMMA_CASES, ids=str)
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_emulated_wgmma_gemm_matches_float64(case, ta, tb):
+    m, n, k, sms, dtype, out_f32 = case
+    rng = np.random.default_rng(m + n + k + 2 * ta + tb)
+    a, a64, lda = _padded(rng, (k, m) if ta else (m, k), dtype)
+    b, b64, ldb = _padded(rng, (n, k) if tb else (k, n), dtype)
+    bias, bias64, _ = _padded(rng, (1, n), dtype)
+    z_ref = (a64.T if ta else a64) @ (b64.T if tb else b64) + bias64[0]
+    store = np.float32 if out_f32 else (np.uint16 if dtype == "bfloat16" else np.float16)
+    ldc = n + 3
+    c = np.full((m, ldc), 0xFFFF if store == np.uint16 else np.nan, dtype=store)
+    z = np.full((m, ldc), 0xFFFF if store == np.uint16 else np.nan, dtype=store)
+    untouched = c[:, n:].copy()
+    LIB.emu_wgmma_setup(int(ta != tb), sms)
+    rc = LIB.emu_gemm_wgmma(ptr(c), ptr(z), ptr(a), ptr(b), ptr(bias), i64(m), i64(n), i64(k), i64(lda), i64(ldb),
+                            i64(ldc), int(ta), int(tb), ACT["gelu"], int(dtype == "bfloat16"), int(out_f32))
+    assert rc == 0
+
+    def value(v):
+        return _bf16_value(v) if store == np.uint16 else v.astype(np.float64)
+
+    rel = 1e-5 if out_f32 else (1e-2 if dtype == "bfloat16" else 2e-3)
+    np.testing.assert_allclose(value(z[:, :n]), z_ref, rtol=rel, atol=rel * np.sqrt(k), err_msg="pre-activation")
+    np.testing.assert_allclose(value(c[:, :n]), act64(z_ref, "gelu"), rtol=rel, atol=rel * np.sqrt(k))
+    np.testing.assert_array_equal(c[:, n:].view(np.uint8), untouched.view(np.uint8))  # beyond n: never written
+
+
+def test_emulated_wgmma_refuses_operands_tma_cannot_read():
+    a = np.zeros((16, 12), np.float16)  # leading dimension 12: not a multiple of 8
+    b = np.zeros((12, 16), np.float16)
+    c = np.zeros((16, 16), np.float16)
+    rc = LIB.emu_gemm_wgmma(ptr(c), None, ptr(a), ptr(b), None, i64(16), i64(16), i64(12), i64(12), i64(16), i64(16),
+                            0, 0, 0, 0, 0)
+    assert rc != 0

@@ -125,6 +125,78 @@ def test_tensor_core_gemm_matches_float64(m, n, k, ta, tb, dtype, out_dtype):
     np.testing.assert_allclose(c, ref, **tolerance(dtype, out_dtype, k))
 
 
+def _hopper():
+    import cupy as cp
+
+    return cp.cuda.Device().compute_capability == "90"
+
+
+# Around the wgmma kernel's 128 x 128|256 x 64 tiles; k = 700 wraps its ring of stages
+# twice; (2048, 4096, 1000) gives enough tiles for the 256-wide ones.
+WGMMA_SHAPES = [(1, 1, 1), (128, 128, 64), (129, 257, 65), (61, 263, 200), (300, 136, 700), (2048, 4096, 1000)]
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("variant", ["wgmma", "mma"])
+@pytest.mark.parametrize("m,n,k", WGMMA_SHAPES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("dtype,out_dtype", [("float16", "float16"), ("bfloat16", "float32")])
+def test_tensor_core_gemm_variants_on_padded_operands(variant, m, n, k, ta, tb, dtype, out_dtype):
+    """Each tensor-core kernel forced in turn, on operands whose rows are padded to a
+    multiple of 8 elements (what TMA needs), the output written into a wider array
+    whose extra columns must stay untouched; the reference is float64 on the host."""
+    import cupy as cp
+
+    from lamina.ops import _ext
+
+    if variant == "wgmma" and not _hopper():
+        pytest.skip("the wgmma kernel is sm_90a code: compute capability 9.0 only")
+    mod = _ext.cuda_module()
+    rng = np.random.default_rng(m + 3 * n + 7 * k + ta + 2 * tb)
+
+    def padded(rows, cols):
+        ld = -(-cols // 8) * 8 + 8
+        host, ref = storage(rng.standard_normal((rows, ld)).astype(np.float32), dtype)
+        return cp.asarray(host), ref[:, :cols], ld
+
+    a, ra, lda = padded(*((k, m) if ta else (m, k)))
+    b, rb, ldb = padded(*((n, k) if tb else (k, n)))
+    bias, rbias = storage(rng.standard_normal(n).astype(np.float32), dtype)
+    ref = (ra.T if ta else ra) @ (rb.T if tb else rb) + rbias
+    out_np = np.uint16 if out_dtype == "bfloat16" else np.dtype(out_dtype)
+    ldc = n + 5
+    c = cp.full((m, ldc), np.nan, dtype=out_np)
+    previous = mod.tensor_core_gemm(variant)
+    try:
+        mod.gemm(c.data.ptr, 0, a.data.ptr, b.data.ptr, cp.asarray(bias).data.ptr, m, n, k, lda, ldb, ldc, ta, tb,
+                 "none", dtype, out_dtype, cp.cuda.get_current_stream().ptr)
+    finally:
+        mod.tensor_core_gemm(previous)
+    host = cp.asnumpy(c)
+    assert np.isnan(host[:, n:].astype(np.float32)).all()
+    np.testing.assert_allclose(host[:, :n].astype(np.float32), ref, **tolerance(dtype, out_dtype, k))
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_forcing_wgmma_where_it_cannot_run_is_an_error():
+    import cupy as cp
+
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    a = cp.zeros((16, 12), cp.float16)  # leading dimension 12: TMA cannot read it
+    c = cp.zeros((16, 12), cp.float16)
+    previous = mod.tensor_core_gemm("wgmma")
+    try:
+        with pytest.raises(RuntimeError):
+            mod.gemm(c.data.ptr, 0, a.data.ptr, a.data.ptr, 0, 16, 12, 12, 12, 12, 12, False, True, "none", "float16",
+                     "float16", cp.cuda.get_current_stream().ptr)
+    finally:
+        mod.tensor_core_gemm(previous)
+
+
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
@@ -177,3 +249,21 @@ def test_models_on_lamina_kernels_match_the_cpu():
         return lm.Sequential(lm.Conv2D(3, 8, 3, padding=1), lm.ReLU(), lm.MaxPool2D(2), lm.Flatten(), lm.Dense(8 * 16, 10))
 
     check_gpu_kernels_match_cpu(make, np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32))
+
+
+def test_tensor_core_gemm_switch_validates_and_restores():
+    from lamina import ops
+    from lamina.ops import _ext
+
+    if _ext.cuda_module() is None:
+        pytest.skip("lamina._C_cuda is not built")
+    assert ops.tensor_core_gemm() == "auto"  # the default
+    previous = ops.tensor_core_gemm("mma")
+    try:
+        assert previous == "auto" and ops.tensor_core_gemm() == "mma"
+        with pytest.raises(ValueError, match="expected 'auto', 'mma' or 'wgmma'"):
+            ops.tensor_core_gemm("cublas")
+        assert ops.tensor_core_gemm() == "mma"  # a rejected choice changes nothing
+    finally:
+        ops.tensor_core_gemm(previous)
+    assert ops.tensor_core_gemm() == "auto"

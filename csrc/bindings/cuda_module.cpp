@@ -291,6 +291,25 @@ PYBIND11_MODULE(_C_cuda, m) {
     }
     return v;
   });
+  m.def(
+      "tensor_core_gemm",
+      [](py::object variant) {
+        static const char* names[] = {"auto", "mma", "wgmma"};
+        const int before = lc::tensor_core_gemm();
+        if (!variant.is_none()) {
+          const std::string v = variant.cast<std::string>();
+          int code = -1;
+          for (int i = 0; i < 3; ++i)
+            if (v == names[i]) code = i;
+          if (code < 0)
+            throw std::invalid_argument("tensor_core_gemm: expected 'auto', 'mma' or 'wgmma', received '" + v + "'");
+          lc::set_tensor_core_gemm(code);
+        }
+        return std::string(names[before]);
+      },
+      py::arg("variant") = py::none(),
+      "The fp16/bf16 GEMM kernel: 'auto' (wgmma with TMA on compute capability 9.0 when the operands allow, else "
+      "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "bias_act_backward", "softmax_xent",
                                       "sgd_update", "adam_update", "conv2d_forward", "conv2d_backward_data",

@@ -15,11 +15,13 @@
 // elements (or a base address is not 16-byte aligned) the same kernel loads
 // with masked scalar reads instead of cp.async.
 //
-// Next version (csrc/NOTES.md): wgmma fed by TMA on sm_90a, warp-specialised.
+// On compute capability 9.0 the wgmma kernel of gemm_wgmma.cu (v2) takes over
+// when the operands allow TMA; set_tensor_core_gemm chooses by hand.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "common.cuh"
@@ -187,9 +189,23 @@ cudaError_t launch(dim3 grid, cudaStream_t stream, void* C, void* aux, const T* 
   return cudaGetLastError();
 }
 
-template <typename T>
-bool aligned8(const T* p, int64_t ld) {
-  return ld % 8 == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0;
+std::atomic<int> variant{0};  // set_tensor_core_gemm
+
+// Compute capability 9.0 (sm_90a code runs on nothing else), per device.
+bool device_runs_wgmma() {
+  static std::atomic<int> known[64];  // 0 not asked yet, 1 yes, 2 no
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (dev < 0 || dev >= 64) return false;
+  int k = known[dev].load();
+  if (k == 0) {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    k = major == 9 && minor == 0 ? 1 : 2;
+    known[dev].store(k);
+  }
+  return k == 1;
 }
 
 template <typename T>
@@ -201,7 +217,12 @@ cudaError_t gemm_tc(void* C, void* aux, bool out_f32, const T* A, const T* B, co
   const int64_t grid_y = (M + BM - 1) / BM;
   if (grid_y > 65535) return cudaErrorInvalidValue;
   const dim3 grid((unsigned)((N + BN - 1) / BN), (unsigned)grid_y);
-  const bool async = aligned8(A, lda) && aligned8(B, ldb);
+  const int v = variant.load();
+  if (v == 2 || (v == 0 && K > 0 && wgmma_operands_ok(A, lda) && wgmma_operands_ok(B, ldb) && device_runs_wgmma())) {
+    if (v == 2 && !device_runs_wgmma()) return cudaErrorNotSupported;
+    return gemm_wgmma<T>(C, aux, out_f32, A, B, bias, M, N, K, lda, ldb, ldc, trans_a, trans_b, act, stream);
+  }
+  const bool async = wgmma_operands_ok(A, lda) && wgmma_operands_ok(B, ldb);  // the same 16-byte condition
   const int m = (int)M, n = (int)N, k = (int)K;
   // A is k-contiguous unless transposed; B is k-contiguous only when transposed.
   if (!trans_a && trans_b) return launch<T, true, true>(grid, stream, C, aux, A, B, bias, m, n, k, lda, ldb, ldc, act, out_f32, async);
@@ -211,6 +232,9 @@ cudaError_t gemm_tc(void* C, void* aux, bool out_f32, const T* A, const T* B, co
 }
 
 }  // namespace
+
+void set_tensor_core_gemm(int v) { variant.store(v); }
+int tensor_core_gemm() { return variant.load(); }
 
 #define LAMINA_GEMM_TC(T, OutT)                                                                                       \
   template <>                                                                                                         \

@@ -71,6 +71,26 @@ LAMINA_GEMM_DECLARE(__nv_bfloat16, __nv_bfloat16)
 LAMINA_GEMM_DECLARE(__nv_bfloat16, float)
 #undef LAMINA_GEMM_DECLARE
 
+// The tensor-core GEMM has two kernels: mma.sync fed by cp.async
+// (gemm_tc.cu, sm_80 and later) and wgmma fed by TMA (gemm_wgmma.cu, sm_90a:
+// compute capability 9.0 only).  gemm<__half|__nv_bfloat16, ...> picks the
+// wgmma one on such a device when wgmma_operands_ok holds for both operands.
+// set_tensor_core_gemm chooses instead: 0 that automatic choice (the
+// default), 1 always mma.sync, 2 always wgmma (cudaErrorNotSupported where
+// it cannot run).  Process-wide, for benchmarks and tests.
+void set_tensor_core_gemm(int variant);
+int tensor_core_gemm();
+template <typename T>
+cudaError_t gemm_wgmma(void* C, void* aux, bool out_f32, const T* A, const T* B, const T* bias, int64_t M, int64_t N,
+                       int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act,
+                       cudaStream_t stream);
+// TMA needs a 16-byte aligned base and a row pitch that is a multiple of 16
+// bytes: 8 elements of 16 bits.
+template <typename T>
+inline bool wgmma_operands_ok(const T* p, int64_t ld) {
+  return ld % 8 == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
 // dz = dy * act'(z) and dbias = sum over rows of dz, for row-major (M, N)
 // arrays; z is the pre-activation (for ReLU the output works as well, since
 // relu'(z) = [y > 0]).  dbias may be null.  One pass over dy and z.

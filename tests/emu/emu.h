@@ -2,7 +2,8 @@
 // a GPU: each CUDA thread of a block is a std::thread, __syncthreads() is a
 // std::barrier, __shared__ variables are statics (one block runs at a time),
 // and a kernel launch runs every block in turn on those threads.  Only what
-// the SIMT kernels use is emulated (no warp shuffles, no tensor cores).
+// the kernels use is emulated (no warp shuffles); tensor-core instructions
+// are stood in for by tc_primitives.cuh and wgmma_primitives.cuh here.
 // Included before the kernel source, which emulate.py rewrites so that
 // `k<<<grid, block, smem, stream>>>(args);` becomes an emu::launch call.
 #pragma once
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -35,18 +37,49 @@
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static
+#undef __grid_constant__
+#define __grid_constant__
 
 namespace emu {
 inline thread_local uint3 thread_idx, block_idx;
 inline thread_local dim3 grid_dim, block_dim;
 inline std::barrier<>* block_barrier = nullptr;
 inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;  // one per 32 threads
-alignas(16) inline unsigned char dyn_smem[64 * 1024];               // extern __shared__
+alignas(1024) inline unsigned char dyn_smem[228 * 1024];            // extern __shared__ (an H100's most)
+
+// Named barriers (bar.sync id, count), made by the first thread to arrive.
+inline std::mutex named_mutex;
+inline std::unique_ptr<std::barrier<>> named_barriers[16];
+inline void named_barrier_sync(int id, int count) {
+  std::barrier<>* b;
+  {
+    std::lock_guard<std::mutex> lock(named_mutex);
+    if (!named_barriers[id]) named_barriers[id] = std::make_unique<std::barrier<>>(count);
+    b = named_barriers[id].get();
+  }
+  b->arrive_and_wait();
+}
+
+// The device the emulated kernels see (tests may change it before a launch).
+inline int sm_count = 132, cc_major = 8, cc_minor = 0;
+inline cudaError_t get_device(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+inline cudaError_t device_attribute(int* v, cudaDeviceAttr a, int) {
+  *v = a == cudaDevAttrMultiProcessorCount ? sm_count
+       : a == cudaDevAttrComputeCapabilityMajor ? cc_major
+       : a == cudaDevAttrComputeCapabilityMinor ? cc_minor
+                                                 : 0;
+  return cudaSuccess;
+}
 
 inline int linear_tid() { return thread_idx.x + block_dim.x * (thread_idx.y + block_dim.y * thread_idx.z); }
 inline int lane() { return linear_tid() % 32; }
 inline int warp() { return linear_tid() / 32; }
 inline void warp_sync() { warp_barriers[warp()]->arrive_and_wait(); }
+inline std::vector<std::unique_ptr<std::barrier<>>> warpgroup_barriers;  // one per 128 threads
+inline void warpgroup_sync() { warpgroup_barriers[linear_tid() / 128]->arrive_and_wait(); }
 
 template <typename T>
 inline T ldg(const T* p) {
@@ -60,6 +93,8 @@ inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::funct
   block_barrier = &bar;
   warp_barriers.clear();
   for (unsigned w = 0; w < nthreads / 32; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
+  warpgroup_barriers.clear();
+  for (unsigned w = 0; w < nthreads / 128; ++w) warpgroup_barriers.push_back(std::make_unique<std::barrier<>>(128));
   std::vector<std::thread> threads;
   for (unsigned t = 0; t < nthreads; ++t) {
     threads.emplace_back([&, t] {
@@ -77,6 +112,7 @@ inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::funct
   }
   for (auto& th : threads) th.join();
   block_barrier = nullptr;
+  for (auto& b : named_barriers) b.reset();
 }
 }  // namespace emu
 
@@ -88,5 +124,7 @@ inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::funct
 #define __ldg(p) emu::ldg(p)
 #define cudaGetLastError() cudaSuccess
 #define cudaFuncSetAttribute(...) cudaSuccess
+#define cudaGetDevice emu::get_device
+#define cudaDeviceGetAttribute emu::device_attribute
 using std::max;
 using std::min;

@@ -1,4 +1,4 @@
-"""Build lamina's SIMT CUDA kernels (csrc/cuda/gemm.cu, conv.cu) as a host
+"""Build lamina's CUDA kernels (csrc/cuda/gemm.cu, conv.cu, gemm_tc.cu, gemm_wgmma.cu) as a host
 shared library that runs them on emulated blocks (emu.h), for tests on
 machines without a GPU.  Returns None, with the reason, when no C++20
 compiler or no CUDA headers are found."""
@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_SRC = ROOT / "csrc" / "cuda"
 HERE = Path(__file__).resolve().parent
-SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu"]
+SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu"]
 DYNAMIC_SHARED = re.compile(r"extern __shared__ .*?(\w+)\[\];")
 LAUNCH = re.compile(r"^(\s*)(.+?)<<<(.+?)>>>\((.*)\);\s*$")
 
@@ -48,6 +48,8 @@ def rewrite(source):
 GLUE = r'''
 #include "emu.h"
 #include "launchers.h"
+#include "simt_gemm.cuh"
+#include "wgmma_primitives.cuh"
 namespace lc = lamina::cuda;
 extern "C" {
 int emu_sgemm(float* c, float* aux, const float* a, const float* b, const float* bias, int64_t m, int64_t n, int64_t k,
@@ -65,6 +67,22 @@ int emu_gemm_tc(void* c, void* aux, const void* a, const void* b, const void* bi
   if (!out_f32)
     return lc::gemm<B, B>((B*)c, (B*)aux, (const B*)a, (const B*)b, (const B*)bias, m, n, k, lda, ldb, ldc, ta, tb, act, nullptr);
   return lc::gemm<B, float>((float*)c, (float*)aux, (const B*)a, (const B*)b, (const B*)bias, m, n, k, lda, ldb, ldc, ta, tb, act, nullptr);
+}
+int emu_gemm_wgmma(void* c, void* aux, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
+                   int64_t lda, int64_t ldb, int64_t ldc, int ta, int tb, int act, int bf16, int out_f32) {
+  using H = __half;
+  using B = __nv_bfloat16;
+  lc::emu_wg::failed = false;
+  const int rc = bf16 ? lc::gemm_wgmma<B>(c, aux, out_f32, (const B*)a, (const B*)b, (const B*)bias, m, n, k, lda, ldb,
+                                          ldc, ta, tb, act, nullptr)
+                      : lc::gemm_wgmma<H>(c, aux, out_f32, (const H*)a, (const H*)b, (const H*)bias, m, n, k, lda, ldb,
+                                          ldc, ta, tb, act, nullptr);
+  return lc::emu_wg::failed ? -1 : rc;
+}
+// lazy: TMA copies land when waited for (else at once); sms: the SM count the launcher sees.
+void emu_wgmma_setup(int lazy, int sms) {
+  lc::emu_wg::lazy_tma = lazy != 0;
+  emu::sm_count = sms;
 }
 int emu_bias_act_backward(float* dz, float* db, const float* dy, const float* z, int64_t m, int64_t n, int act) {
   return lc::bias_act_backward<float>(dz, db, dy, z, m, n, act, nullptr);

@@ -147,6 +147,14 @@ def gemm_cuda(a, b, bias=None, act="none", out=None, out_dtype=None, keep_preact
     n = b.shape[1]
     A, ta, lda = _gemm_operand(a)
     B, tb, ldb = _gemm_operand(b)
+    if a.dtype.itemsize == 2 and any(ld % 8 or X.data.ptr % 16 for X, ld in ((A, lda), (B, ldb))):
+        warn_once(
+            "lamina gemm 16-bit unaligned",
+            f"lamina's tensor-core GEMM reads operands 16 bytes at a time (TMA on compute capability 9.0, cp.async "
+            f"elsewhere); a leading dimension here is not a multiple of 8 elements (lda {lda}, ldb {ldb}) or an "
+            f"operand is not 16-byte aligned, so this product runs with scalar loads, several times slower. "
+            f"Pad the feature dimensions to a multiple of 8",
+        )
     with a.device:
         c = out if out is not None else cp.empty((m, n), dtype=out_dtype)
         z = cp.empty((m, n), dtype=out_dtype) if keep_preactivation else None
@@ -155,6 +163,17 @@ def gemm_cuda(a, b, bias=None, act="none", out=None, out_dtype=None, keep_preact
         mod.gemm(_addr(c), 0 if z is None else _addr(z), _addr(A), _addr(B), 0 if bias is None else _addr(bias),
                  m, n, k, lda, ldb, n, ta, tb, act, a.dtype.name, out_dtype.name, _stream(cp))
     return (c, z) if keep_preactivation else c
+
+
+def tensor_core_gemm(variant=None):
+    """The fp16/bf16 GEMM kernel of ``use_kernels('lamina')``: ``"auto"`` (the
+    default: wgmma fed by TMA on compute capability 9.0 when the operands
+    allow it, else mma.sync), ``"mma"`` or ``"wgmma"`` (an error where it
+    cannot run).  Returns the previous choice; ``None`` only reads it."""
+    mod = _ext.cuda_module()
+    if mod is None:
+        raise RuntimeError(f"tensor_core_gemm: lamina._C_cuda is not built ({_ext.import_error('_C_cuda')})")
+    return mod.tensor_core_gemm(variant)
 
 
 def matmul(a, b, out=None):
