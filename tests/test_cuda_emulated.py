@@ -151,6 +151,10 @@ CONV_CASES = [
     ((3, 2, 10, 12), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, 130),  # out channels across two tiles
     ((1, 9, 6, 7), (2, 2), (1, 1), (0, 1, 1, 0), (1, 1), 1, 4),  # K = 36: the weight's vector loads
     ((2, 130, 3, 3), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, 3),  # input channels across two tiles
+    # up to 32 channels run on 32-row tiles, 33-64 on 64-row ones, more on 128-row ones
+    ((2, 48, 5, 6), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 40),
+    ((1, 96, 4, 5), (3, 3), (2, 1), (1, 1, 0, 0), (1, 1), 2, 66),  # per group: 48 in, 33 out
+    ((1, 32, 6, 6), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 32),  # exactly one 32-row tile
 ]
 
 

@@ -93,16 +93,17 @@ struct ConvForwardEpilogue {
   }
 };
 
-template <typename T>
+// Every kernel below takes TM: its A tile has 16 TM rows (simt_gemm.cuh).
+template <typename T, int TM>
 __global__ void __launch_bounds__(simt::kThreads)
     conv_forward_kernel(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w,
                         const T* __restrict__ bias, ConvShape s, bool vec_w) {
   const int g = blockIdx.z;
   const int cg = s.c / s.groups, og = s.o / s.groups, K = cg * s.kh * s.kw;
-  const int m0 = blockIdx.y * simt::BM, n0 = blockIdx.x * simt::BN;
-  simt::DenseLoader<T, kRowMajor> la{w + (int64_t)g * og * K, K, og, K, m0, vec_w, {}};
+  const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
+  simt::DenseLoader<T, kRowMajor, TM / 2> la{w + (int64_t)g * og * K, K, og, K, m0, vec_w, {}};
   ImageColumnsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, K, n0);
-  float acc[8][8] = {};
+  float acc[TM][8] = {};
   simt::mainloop(la, lb, 0, K, acc);
   const ConvForwardEpilogue<T> epi{y + (int64_t)g * og * s.oh * s.ow, bias == nullptr ? nullptr : bias + g * og, s};
   simt::epilogue(epi, acc, m0, n0, og, s.n * s.oh * s.ow);
@@ -110,20 +111,23 @@ __global__ void __launch_bounds__(simt::kThreads)
 
 // A of backward-data: A[c, k = (o, kh, kw)] = W[g*Og + o, c, kh, kw].  Rows
 // of k are contiguous within one o; kRowMajor, decoded per element.
-template <typename T>
+template <typename T, int E>
 struct FlippedWeightLoader {
   const T* w;  // w + group's first output channel
   int cg, kk, rows, kend, r0;
-  float v[4];
+  float v[E];
   __device__ void fetch(int k0) {
-    const int c = r0 + (threadIdx.x >> 1), kb = k0 + (threadIdx.x & 1) * 4;
+    const int c = r0 + simt::pattern_row<kRowMajor, E>(0), kb = k0 + simt::pattern_k<kRowMajor, E>(0);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < E; ++i) {
       const int k = kb + i;
       v[i] = (c < rows && k < kend) ? to_float(w[((int64_t)(k / kk) * cg + c) * kk + k % kk]) : 0.f;
     }
   }
-  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kRowMajor>(sm, v); }
+  template <int S>
+  __device__ void stash(float (*sm)[S]) const {
+    simt::stash<kRowMajor, E, S>(sm, v);
+  }
 };
 
 // B of backward-data: B[k = (o, kh, kw), (n, ih, iw)] = dY[n, g*Og + o, oh, ow]
@@ -180,15 +184,15 @@ struct ConvDataEpilogue {
   }
 };
 
-template <typename T>
+template <typename T, int TM>
 __global__ void __launch_bounds__(simt::kThreads)
     conv_backward_data_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ w, ConvShape s) {
   const int g = blockIdx.z;
   const int cg = s.c / s.groups, og = s.o / s.groups, kk = s.kh * s.kw, K = og * kk;
-  const int m0 = blockIdx.y * simt::BM, n0 = blockIdx.x * simt::BN;
-  FlippedWeightLoader<T> la{w + (int64_t)g * og * cg * kk, cg, kk, cg, K, m0, {}};
+  const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
+  FlippedWeightLoader<T, TM / 2> la{w + (int64_t)g * og * cg * kk, cg, kk, cg, K, m0, {}};
   OutputGradLoader<T> lb(dy + (int64_t)g * og * s.oh * s.ow, s, K, n0);
-  float acc[8][8] = {};
+  float acc[TM][8] = {};
   simt::mainloop(la, lb, 0, K, acc);
   const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s};
   simt::epilogue(epi, acc, m0, n0, cg, s.n * s.h * s.w);
@@ -196,20 +200,23 @@ __global__ void __launch_bounds__(simt::kThreads)
 
 // A of backward-weight: A[o, q = (n, p)] = dY[n, g*Og + o, p]; contiguous
 // along q within one image, so kRowMajor, decoded per element.
-template <typename T>
+template <typename T, int E>
 struct OutputGradRowsLoader {
   const T* dy;  // dy + group's first channel
   int o_total, p, rows, kend, r0;
-  float v[4];
+  float v[E];
   __device__ void fetch(int k0) {
-    const int o = r0 + (threadIdx.x >> 1), qb = k0 + (threadIdx.x & 1) * 4;
+    const int o = r0 + simt::pattern_row<kRowMajor, E>(0), qb = k0 + simt::pattern_k<kRowMajor, E>(0);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < E; ++i) {
       const int q = qb + i;
       v[i] = (o < rows && q < kend) ? to_float(dy[((int64_t)(q / p) * o_total + o) * p + q % p]) : 0.f;
     }
   }
-  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kRowMajor>(sm, v); }
+  template <int S>
+  __device__ void stash(float (*sm)[S]) const {
+    simt::stash<kRowMajor, E, S>(sm, v);
+  }
 };
 
 // B of backward-weight: B[q = (n, p), k = (c, kh, kw)] = col_g[k, q].  The
@@ -261,7 +268,7 @@ struct ConvWeightEpilogue {
   __device__ void operator()(int o, int k, float v) const { out[(int64_t)o * ktotal + k] = from_float<OutT>(v); }
 };
 
-template <typename T, typename OutT>
+template <typename T, typename OutT, int TM>
 __global__ void __launch_bounds__(simt::kThreads)
     conv_backward_weight_kernel(OutT* __restrict__ out, const T* __restrict__ dy, const T* __restrict__ x, ConvShape s,
                                 int splits, int chunk) {
@@ -270,10 +277,10 @@ __global__ void __launch_bounds__(simt::kThreads)
   const int q_total = s.n * s.oh * s.ow;
   const int qbegin = split * chunk;
   const int qend = min(q_total, qbegin + chunk);
-  const int m0 = blockIdx.y * simt::BM, n0 = blockIdx.x * simt::BN;
-  OutputGradRowsLoader<T> la{dy + (int64_t)g * og * s.oh * s.ow, s.o, s.oh * s.ow, og, qend, m0, {}};
+  const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
+  OutputGradRowsLoader<T, TM / 2> la{dy + (int64_t)g * og * s.oh * s.ow, s.o, s.oh * s.ow, og, qend, m0, {}};
   ImageRowsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, qend, n0, K);
-  float acc[8][8] = {};
+  float acc[TM][8] = {};
   simt::mainloop(la, lb, qbegin, qend, acc);  // an empty range leaves zeros: still written below
   const ConvWeightEpilogue<OutT> epi{out + (int64_t)split * s.o * K + (int64_t)g * og * K, K};
   simt::epilogue(epi, acc, m0, n0, og, K);
@@ -294,9 +301,13 @@ bool valid(const ConvShape& s) {
          s.kw > 0 && s.sh > 0 && s.sw > 0 && s.dh > 0 && s.dw > 0 && s.oh > 0 && s.ow > 0 && s.pt >= 0 && s.pl >= 0;
 }
 
-// Tiles of 128 x 128 over an M x N problem per group (and split).
-cudaError_t grid_for(int64_t m, int64_t n, int64_t z, dim3* grid) {
-  const int64_t gx = (n + simt::BN - 1) / simt::BN, gy = (m + simt::BM - 1) / simt::BM;
+// The A-tile height for m rows: the smallest of 32, 64, 128 that holds them
+// (a 16-channel layer in a 128-row tile would leave 7/8 of it idle); TM = height / 16.
+int tile_tm(int64_t m) { return m <= 32 ? 2 : m <= 64 ? 4 : 8; }
+
+// Tiles of 16 TM x 128 over an M x N problem per group (and split).
+cudaError_t grid_for(int64_t m, int64_t n, int64_t z, int tm, dim3* grid) {
+  const int64_t gx = (n + simt::BN - 1) / simt::BN, gy = (m + 16 * tm - 1) / (16 * tm);
   if (gx > INT32_MAX || gy > 65535 || z > 65535) return cudaErrorInvalidValue;
   *grid = dim3((unsigned)gx, (unsigned)gy, (unsigned)z);
   return cudaSuccess;
@@ -311,10 +322,16 @@ cudaError_t conv2d_forward(T* y, const T* x, const T* w, const T* bias, const Co
   if (!valid(s)) return cudaErrorInvalidValue;
   const int64_t pix = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   if (!fits_int(pix) || !fits_int(K)) return cudaErrorInvalidValue;
+  const int tm = tile_tm(s.o / s.groups);
   dim3 grid;
-  if (cudaError_t e = grid_for(s.o / s.groups, pix, s.groups, &grid)) return e;
+  if (cudaError_t e = grid_for(s.o / s.groups, pix, s.groups, tm, &grid)) return e;
   const bool vec_w = K % 4 == 0 && reinterpret_cast<uintptr_t>(w) % (4 * sizeof(T)) == 0;
-  conv_forward_kernel<T><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w);
+  if (tm == 2)
+    conv_forward_kernel<T, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w);
+  else if (tm == 4)
+    conv_forward_kernel<T, 4><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w);
+  else
+    conv_forward_kernel<T, 8><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w);
   return cudaGetLastError();
 }
 
@@ -323,9 +340,15 @@ cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape
   if (!valid(s)) return cudaErrorInvalidValue;
   const int64_t pix = (int64_t)s.n * s.h * s.w, K = (int64_t)(s.o / s.groups) * s.kh * s.kw;
   if (!fits_int(pix) || !fits_int(K)) return cudaErrorInvalidValue;
+  const int tm = tile_tm(s.c / s.groups);
   dim3 grid;
-  if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, &grid)) return e;
-  conv_backward_data_kernel<T><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s);
+  if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, tm, &grid)) return e;
+  if (tm == 2)
+    conv_backward_data_kernel<T, 2><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s);
+  else if (tm == 4)
+    conv_backward_data_kernel<T, 4><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s);
+  else
+    conv_backward_data_kernel<T, 8><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s);
   return cudaGetLastError();
 }
 
@@ -340,13 +363,24 @@ cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T
   const int64_t slices = (q_total + BK - 1) / BK;
   const int64_t per = (slices + splits - 1) / splits;
   const int chunk = (int)(per * BK);
+  const int tm = tile_tm(s.o / s.groups);
   dim3 grid;
-  if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, &grid)) return e;
+  if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, tm, &grid)) return e;
   if (splits == 1) {
-    conv_backward_weight_kernel<T, T><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, 1, chunk);
+    if (tm == 2)
+      conv_backward_weight_kernel<T, T, 2><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, 1, chunk);
+    else if (tm == 4)
+      conv_backward_weight_kernel<T, T, 4><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, 1, chunk);
+    else
+      conv_backward_weight_kernel<T, T, 8><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, 1, chunk);
     return cudaGetLastError();
   }
-  conv_backward_weight_kernel<T, float><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, splits, chunk);
+  if (tm == 2)
+    conv_backward_weight_kernel<T, float, 2><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, splits, chunk);
+  else if (tm == 4)
+    conv_backward_weight_kernel<T, float, 4><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, splits, chunk);
+  else
+    conv_backward_weight_kernel<T, float, 8><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, splits, chunk);
   if (cudaError_t e = cudaGetLastError()) return e;
   const int64_t n = (int64_t)s.o * K;
   sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(dw, workspace, n, splits);

@@ -1,27 +1,31 @@
 // The SIMT GEMM core shared by the fp32 GEMM (gemm.cu) and the implicit-GEMM
 // convolutions (conv.cu):  acc[M, N] = sum_k A[m, k] B[k, n]  over one
-// block's 128 x 128 tile, in fp32 on CUDA cores.
+// block's RM x 128 tile, in fp32 on CUDA cores, RM = 128, 64 or 32 rows of A
+// (the convolutions pick the smallest that holds their output or input
+// channels: a 16-channel layer would leave 7/8 of a 128-row tile idle).
 //
 // A block of 256 threads stages BK = 8 slices of A and B in shared memory
-// (As[k][m], Bs[k][n], double buffered), and each thread accumulates an 8 x 8
-// sub-tile in registers: rows {ty*4 + i, 64 + ty*4 + i} and columns
-// {tx*4 + j, 64 + tx*4 + j} (i, j < 4), read from shared memory as float4 so
-// that one k-step costs 4 shared loads for 64 FMAs.  While the block works on
-// slice k, each thread holds slice k+1's four A and four B elements in
-// registers (fetched before the math, stored to the other buffer after it),
-// so global latency hides behind the FMAs with one barrier per slice.
+// (As[k][m], Bs[k][n], double buffered), and each thread accumulates a
+// TM x 8 sub-tile in registers, TM = RM / 16: columns {tx*4 + j, 64 + tx*4 + j}
+// (j < 4) and rows {ty*4 + i, 64 + ty*4 + i} (i < 4) for RM = 128, else
+// rows ty*TM + i (i < TM), read from shared memory as float4 (float2 for
+// RM = 32), so that one k-step of RM = 128 costs 4 shared loads for 64 FMAs.
+// While the block works on slice k, each thread holds slice k+1's elements
+// of A and B in registers (fetched before the math, stored to the other
+// buffer after it), so global latency hides behind the FMAs with one
+// barrier per slice.
 //
 // Operands come from loaders, which is what makes one core serve a dense
 // GEMM and a convolution whose A or B is an im2col matrix that is never
-// materialised.  A loader owns one operand tile of 128 rows (m for A, n for
-// B) by BK, and implements
-//     fetch(k0)   read the thread's 4 elements of slice [k0, k0 + BK) into
+// materialised.  A loader owns one operand tile of R rows (m for A, n for
+// B) by BK, E = R / 32 elements per thread (B: R = 128, E = 4), and implements
+//     fetch(k0)   read the thread's E elements of slice [k0, k0 + BK) into
 //                 registers, 0 outside the operand;
 //     stash(s)    write them to shared memory s[k][row].
-// Each thread covers 4 elements in one of two patterns, chosen by the
+// Each thread covers E elements in one of two patterns, chosen by the
 // loader so that a warp reads its operand's contiguous dimension:
-//     kRowMajor   row = tid / 2, k = (tid % 2) * 4 + i   (contiguous along k)
-//     kColMajor   k = tid / 32, row = (tid % 32) * 4 + i (contiguous along rows)
+//     kRowMajor   row = tid / (8/E), k = (tid % (8/E)) * E + i   (contiguous along k)
+//     kColMajor   k = tid / 32, row = (tid % 32) * E + i         (contiguous along rows)
 // The epilogue calls epi(m, n, value) for every in-range element of the tile.
 #pragma once
 #include <cuda_bf16.h>
@@ -81,61 +85,81 @@ __device__ __forceinline__ void load4(const H* p, float (&v)[4]) {  // __half, _
 
 enum Pattern { kRowMajor, kColMajor };
 
-// Writes a loader's four registers to shared memory in its pattern.
+// Shared row stride of a tile with R rows: float4 aligned, and the
+// kRowMajor stash of the 128-row tiles is conflict-free.
+template <int R>
+constexpr int smem_stride() {
+  return R + 4;
+}
+
+// Row and k of element i of this thread's E in pattern P (a tile of 32 E rows).
+template <Pattern P, int E>
+__device__ __forceinline__ int pattern_row(int i) {
+  return P == kRowMajor ? threadIdx.x / (BK / E) : (threadIdx.x & 31) * E + i;
+}
+template <Pattern P, int E>
+__device__ __forceinline__ int pattern_k(int i) {
+  return P == kRowMajor ? (threadIdx.x % (BK / E)) * E + i : threadIdx.x >> 5;
+}
+
+// Writes a loader's E registers to shared memory in its pattern.
+template <Pattern P, int E, int S>
+__device__ __forceinline__ void stash(float (*s)[S], const float (&v)[E]) {
+  if (P == kColMajor && E == 4) {
+    *reinterpret_cast<float4*>(&s[threadIdx.x >> 5][(threadIdx.x & 31) * 4]) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) s[pattern_k<P, E>(i)][pattern_row<P, E>(i)] = v[i];
+  }
+}
+
+// The 4-element stash of the 128-row operand tiles (B, and A of RM = 128).
 template <Pattern P>
 __device__ __forceinline__ void stash4(float (*s)[LDS], const float (&v)[4]) {
-  const int tid = threadIdx.x;
-  if (P == kRowMajor) {
-    const int r = tid >> 1, k = (tid & 1) * 4;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) s[k + i][r] = v[i];
-  } else {
-    *reinterpret_cast<float4*>(&s[tid >> 5][(tid & 31) * 4]) = make_float4(v[0], v[1], v[2], v[3]);
-  }
+  stash<P, 4, LDS>(s, v);
 }
 
 // A dense operand: element (r, k) of a rows x kend matrix stored at p with
 // leading dimension ld, k-contiguous (p[r * ld + k], kRowMajor) or
 // row-contiguous (p[k * ld + r], kColMajor).  vec: ld and p allow aligned
-// 4-element loads (checked on the host).
-template <typename T, Pattern P>
+// 4-element loads (checked on the host; used when E = 4).
+template <typename T, Pattern P, int E = 4>
 struct DenseLoader {
   const T* p;
   int64_t ld;
   int rows, kend, r0;
   bool vec;
-  float v[4];
+  float v[E];
 
   __device__ void fetch(int k0) {
-    const int tid = threadIdx.x;
-    if (P == kRowMajor) {
-      const int r = r0 + (tid >> 1), k = k0 + (tid & 1) * 4;
-      const T* q = p + (int64_t)r * ld + k;
-      if (r < rows && vec && k + 3 < kend) {
+    const int r = r0 + pattern_row<P, E>(0), k = k0 + pattern_k<P, E>(0);
+    const T* q = P == kRowMajor ? p + (int64_t)r * ld + k : p + (int64_t)k * ld + r;
+    if constexpr (E == 4) {
+      if (vec && (P == kRowMajor ? r < rows && k + 3 < kend : k < kend && r + 3 < rows)) {
         load4(q, v);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) v[i] = (r < rows && k + i < kend) ? to_float(q[i]) : 0.f;
-      }
-    } else {
-      const int k = k0 + (tid >> 5), r = r0 + (tid & 31) * 4;
-      const T* q = p + (int64_t)k * ld + r;
-      if (k < kend && vec && r + 3 < rows) {
-        load4(q, v);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) v[i] = (k < kend && r + i < rows) ? to_float(q[i]) : 0.f;
+        return;
       }
     }
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const bool in = P == kRowMajor ? r < rows && k + i < kend : k < kend && r + i < rows;
+      v[i] = in ? to_float(q[i]) : 0.f;
+    }
   }
-  __device__ void stash(float (*s)[LDS]) const { stash4<P>(s, v); }
+  template <int S>
+  __device__ void stash(float (*s)[S]) const {
+    simt::stash<P, E, S>(s, v);
+  }
 };
 
-// acc += A[m0:m0+128, kbegin:kend] B[kbegin:kend, n0:n0+128] for this
-// thread's 8 x 8 elements.  Loaders bound-check against their own extents.
-template <class LA, class LB>
-__device__ __forceinline__ void mainloop(LA& la, LB& lb, int kbegin, int kend, float (&acc)[8][8]) {
-  __shared__ __align__(16) float As[2][BK][LDS];
+// acc += A[m0:m0+RM, kbegin:kend] B[kbegin:kend, n0:n0+128] for this
+// thread's TM x 8 elements (RM = 16 TM).  Loaders bound-check against their
+// own extents.
+template <class LA, class LB, int TM>
+__device__ __forceinline__ void mainloop(LA& la, LB& lb, int kbegin, int kend, float (&acc)[TM][8]) {
+  constexpr int RM = 16 * TM, LDA = smem_stride<RM>();
+  static_assert(TM == 8 || TM == 4 || TM == 2, "A tiles of 128, 64 or 32 rows");
+  __shared__ __align__(16) float As[2][BK][LDA];
   __shared__ __align__(16) float Bs[2][BK][LDS];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   if (kbegin >= kend) return;
@@ -153,15 +177,23 @@ __device__ __forceinline__ void mainloop(LA& la, LB& lb, int kbegin, int kend, f
     }
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
-      float a[8], b[8];
-      const float4 a0 = *reinterpret_cast<const float4*>(&As[cur][kk][ty * 4]);
-      const float4 a1 = *reinterpret_cast<const float4*>(&As[cur][kk][64 + ty * 4]);
+      float a[TM], b[8];
+      if constexpr (TM == 8) {
+        const float4 a0 = *reinterpret_cast<const float4*>(&As[cur][kk][ty * 4]);
+        const float4 a1 = *reinterpret_cast<const float4*>(&As[cur][kk][64 + ty * 4]);
+        a[0] = a0.x, a[1] = a0.y, a[2] = a0.z, a[3] = a0.w, a[4] = a1.x, a[5] = a1.y, a[6] = a1.z, a[7] = a1.w;
+      } else if constexpr (TM == 4) {
+        const float4 a0 = *reinterpret_cast<const float4*>(&As[cur][kk][ty * 4]);
+        a[0] = a0.x, a[1] = a0.y, a[2] = a0.z, a[3] = a0.w;
+      } else {
+        const float2 a0 = *reinterpret_cast<const float2*>(&As[cur][kk][ty * 2]);
+        a[0] = a0.x, a[1] = a0.y;
+      }
       const float4 b0 = *reinterpret_cast<const float4*>(&Bs[cur][kk][tx * 4]);
       const float4 b1 = *reinterpret_cast<const float4*>(&Bs[cur][kk][64 + tx * 4]);
-      a[0] = a0.x, a[1] = a0.y, a[2] = a0.z, a[3] = a0.w, a[4] = a1.x, a[5] = a1.y, a[6] = a1.z, a[7] = a1.w;
       b[0] = b0.x, b[1] = b0.y, b[2] = b0.z, b[3] = b0.w, b[4] = b1.x, b[5] = b1.y, b[6] = b1.z, b[7] = b1.w;
 #pragma unroll
-      for (int i = 0; i < 8; ++i)
+      for (int i = 0; i < TM; ++i)
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
     }
@@ -175,14 +207,17 @@ __device__ __forceinline__ void mainloop(LA& la, LB& lb, int kbegin, int kend, f
 }
 
 // Row and column of accumulator (i, j) inside the tile.
-__device__ __forceinline__ int acc_row(int i) { return (i < 4 ? 0 : 64) + (threadIdx.x / 16) * 4 + (i & 3); }
+template <int TM>
+__device__ __forceinline__ int acc_row(int i) {
+  return TM == 8 ? (i < 4 ? 0 : 64) + (threadIdx.x / 16) * 4 + (i & 3) : (threadIdx.x / 16) * TM + i;
+}
 __device__ __forceinline__ int acc_col(int j) { return (j < 4 ? 0 : 64) + (threadIdx.x % 16) * 4 + (j & 3); }
 
-template <class Epi>
-__device__ __forceinline__ void epilogue(const Epi& epi, const float (&acc)[8][8], int m0, int n0, int M, int N) {
+template <class Epi, int TM>
+__device__ __forceinline__ void epilogue(const Epi& epi, const float (&acc)[TM][8], int m0, int n0, int M, int N) {
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const int m = m0 + acc_row(i);
+  for (int i = 0; i < TM; ++i) {
+    const int m = m0 + acc_row<TM>(i);
     if (m >= M) continue;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
