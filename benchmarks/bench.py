@@ -406,8 +406,8 @@ def main(argv=None):
     rows = []
     for name in args.models.split(","):
         for precision in args.precisions.split(","):
-            if device == "cuda" and precision == "bf16":
-                print(f"{name} [bf16]: skipped: CuPy has no bfloat16 arrays (lamina's bf16 GPU kernels are not in yet)")
+            if device == "cuda" and precision == "bf16" and not lm.backend.cupy_bfloat16()[0]:
+                print(f"{name} [bf16]: skipped: {lm.backend.cupy_bfloat16()[1]}")
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", lm.PerformanceWarning)  # CPU 16-bit runs in float32: in the docstring

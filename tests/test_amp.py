@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import lamina as lm
+from conftest import requires_cuda
 
 pytestmark = pytest.mark.filterwarnings("ignore::lamina.PerformanceWarning")  # CPU 16-bit runs in float32, said once
 
@@ -165,3 +166,61 @@ def test_fp16_activation_memory_is_about_half():
             model.backward(loss_fn.backward())
         peaks[dtype] = m.peak_bytes
     assert peaks["float16"] / peaks[None] <= 0.55, peaks
+
+
+def test_cupy_bfloat16_probe_says_why_not_without_cupy():
+    ok, why = lm.backend.cupy_bfloat16()
+    if lm.backend.cupy_module() is not None:
+        pytest.skip("CuPy is present: the GPU tests below use the probe")
+    assert not ok and "CuPy is not available" in why
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("kernels", ["cupy", "lamina"])
+def test_mixed_precision_on_the_gpu_tracks_the_cpu(dtype, kernels):
+    """The same model and batch under autocast on CuPy and on NumPy: loss and
+    float32 master gradients agree to 16-bit accuracy, on cuBLAS/cuDNN and on
+    lamina's kernels (the tensor-core GEMM and implicit-GEMM convolutions)."""
+    if dtype == "bfloat16" and not lm.backend.cupy_bfloat16()[0]:
+        pytest.skip(lm.backend.cupy_bfloat16()[1])
+    import cupy as cp
+
+    lm.manual_seed(0)
+    cpu = lm.Sequential(lm.Conv2D(3, 8, 3, padding=1), lm.BatchNorm2d(8), lm.ReLU(), lm.MaxPool2D(2), lm.Flatten(),
+                        lm.Dense(8 * 4 * 4, 32, activation="gelu"), lm.Dense(32, 5))
+    gpu = lm.Sequential(lm.Conv2D(3, 8, 3, padding=1), lm.BatchNorm2d(8), lm.ReLU(), lm.MaxPool2D(2), lm.Flatten(),
+                        lm.Dense(8 * 4 * 4, 32, activation="gelu"), lm.Dense(32, 5))
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.to("cuda")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 3, 8, 8)).astype(np.float32), rng.integers(0, 5, 6)
+    results = []
+    previous = lm.backend.use_kernels(kernels)
+    try:
+        for model, xp in ((cpu, np), (gpu, cp)):
+            lm.amp.autocast(model, dtype)
+            loss_fn = lm.SoftmaxCrossEntropy()
+            loss = loss_fn(model(xp.asarray(x)), xp.asarray(y))
+            model.backward(loss_fn.backward())
+            results.append((loss, {n: lm.backend.to_device(p.grad, "cpu") for n, p in model.named_parameters()}))
+    finally:
+        lm.backend.use_kernels(previous)
+    (loss_cpu, g_cpu), (loss_gpu, g_gpu) = results
+    tol = 3e-2 if dtype == "float16" else 1e-1
+    assert abs(loss_cpu - loss_gpu) <= tol * abs(loss_cpu)
+    for name in g_cpu:
+        scale = np.abs(g_cpu[name]).max() + 1e-6
+        np.testing.assert_allclose(g_gpu[name] / scale, g_cpu[name] / scale, atol=tol, err_msg=name)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_autocast_bfloat16_on_a_gpu_without_bfloat16_cupy_says_so():
+    if lm.backend.cupy_bfloat16()[0]:
+        pytest.skip("this CuPy computes on bfloat16 arrays")
+    model = lm.Sequential(lm.Dense(4, 2)).to("cuda")
+    with pytest.raises(lm.DTypeError, match="bfloat16 on the GPU needs bfloat16 CuPy arrays"):
+        lm.amp.autocast(model, "bfloat16")
+    assert model.compute_dtype == np.float32  # unchanged

@@ -22,8 +22,10 @@ What autocast does:
   GPU; widened to float32 on the CPU, which has no 16-bit arithmetic: there
   mixed precision saves memory, not time).
 
-bfloat16 on the CPU comes from ml_dtypes.  On the GPU, float16 runs on CuPy
-(CuPy has no bfloat16 arrays).
+bfloat16 on the CPU comes from ml_dtypes.  On the GPU, float16 runs on any
+CuPy; bfloat16 needs a CuPy that computes on ml_dtypes' bfloat16 arrays
+(CuPy 14 and later), which :func:`lamina.backend.cupy_bfloat16` checks, and
+autocast says so when it cannot.  lamina's CUDA kernels take both.
 """
 
 import math
@@ -43,7 +45,9 @@ def autocast(model, dtype="bfloat16"):
         if not backend.is_low_precision(dtype):
             raise DTypeError(f"autocast: expected float16 or bfloat16, received {dtype}")
         if dtype.name == "bfloat16" and model.device.type == "cuda":
-            raise DTypeError("autocast: CuPy has no bfloat16 arrays; use float16 on the GPU")
+            ok, why = backend.cupy_bfloat16()
+            if not ok:
+                raise DTypeError(f"autocast: bfloat16 on the GPU needs bfloat16 CuPy arrays: {why}; use float16")
     for m in model.modules():
         object.__setattr__(m, "_amp_dtype", dtype)
         m.clear_cache()

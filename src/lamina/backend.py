@@ -200,6 +200,36 @@ def as_dtype(dtype):
     return np.dtype(dtype)
 
 
+_cupy_bf16 = None  # (supported, why not) once probed
+
+
+def cupy_bfloat16():
+    """(True, "") when CuPy holds and computes on bfloat16 arrays (CuPy 14
+    and later with ml_dtypes installed), else (False, why not).  Probed once,
+    on the current device, with the operations autocast relies on: casts,
+    elementwise arithmetic, reductions and a matrix product."""
+    global _cupy_bf16
+    if _cupy_bf16 is None:
+        cp = cupy_module()
+        if cp is None:
+            _cupy_bf16 = (False, f"CuPy is not available ({cupy_import_error()})")
+            return _cupy_bf16
+        try:
+            import ml_dtypes  # noqa: PLC0415
+
+            bf16 = np.dtype(ml_dtypes.bfloat16)
+            a = cp.arange(16, dtype=cp.float32).reshape(4, 4).astype(bf16)
+            b = (a * a + a).astype(cp.float32).sum() + (a @ a).astype(cp.float32).sum()
+            want = float(((np.arange(16.0).reshape(4, 4) ** 2 + np.arange(16.0).reshape(4, 4)).sum()
+                          + (np.arange(16.0).reshape(4, 4) @ np.arange(16.0).reshape(4, 4)).sum()))
+            ok = abs(float(b) - want) <= 1e-2 * want
+            _cupy_bf16 = (ok, "" if ok else "CuPy's bfloat16 arithmetic gave wrong results")
+        except Exception as e:  # an old CuPy, no ml_dtypes, or an unsupported operation
+            _cupy_bf16 = (False, f"CuPy {getattr(cp, '__version__', '?')} cannot compute on bfloat16 arrays "
+                                 f"({type(e).__name__}: {e}); CuPy 14 or later with ml_dtypes can")
+    return _cupy_bf16
+
+
 def narrow(a, dtype):
     """``a.astype(dtype)`` for a cast to a 16-bit dtype: values beyond its
     range become inf without a NumPy warning (under loss scaling an overflow
