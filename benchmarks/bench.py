@@ -46,6 +46,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
@@ -342,12 +343,43 @@ def markdown(result):
     ]
     for r in result["results"]:
         lines.append(
-            f"| {r['model']} | {r['precision']} | {r['batch']} | {r['lamina_ms']:.1f} | {r['torch_ms']:.1f} | **{r['ratio']:.2f}** "
+            f"| {_label(r)} | {r['precision']} | {r['batch']} | {r['lamina_ms']:.1f} | {r['torch_ms']:.1f} | **{r['ratio']:.2f}** "
             f"| {r['blocked_ratio']:.2f} | {r['lamina_gflops']:.0f} | {r['torch_gflops']:.0f} "
             f"| {r['lamina_peak_activation_bytes'] / 2**20:.1f} | {r['torch_saved_for_backward_bytes'] / 2**20:.1f} "
             f"| {r['lamina_dispatch_floor_ms']:.2f} |"
         )
+    graphed = [r for r in result["results"] if "lamina_graph_ms" in r]
+    if graphed:
+        lines += ["", "Whole step captured in a CUDA graph (ratio: lamina graph / PyTorch eager, and graph / graph):", "",
+                  "| model | precision | lamina graph ms | PyTorch graph ms | vs PyTorch eager | vs PyTorch graph |",
+                  "|---|---|---|---|---|---|"]
+        for r in graphed:
+            lines.append(f"| {_label(r)} | {r['precision']} | {r['lamina_graph_ms']:.2f} | {r['torch_graph_ms']:.2f} "
+                         f"| **{r['graph_ratio_vs_torch_eager']:.2f}** | {r['lamina_graph_ms'] / r['torch_graph_ms']:.2f} |")
+    if result.get("amp_speedups"):
+        lines += ["", "Mixed precision: step-time speedup over each framework's own fp32 step:", "",
+                  "| model | precision | lamina speedup | PyTorch autocast speedup |", "|---|---|---|---|"]
+        for a in result["amp_speedups"]:
+            lines.append(f"| {a['model']} | {a['precision']} | {a['lamina_speedup']:.2f} | {a['torch_speedup']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _label(r):
+    """The model's name, with the kernels when lamina ran on its own CUDA kernels."""
+    return r["model"] + (" (lamina kernels)" if r.get("kernels") == "lamina" else "")
+
+
+def amp_speedups(rows):
+    """fp32 step time / 16-bit step time, per model and kernel choice, for lamina and PyTorch."""
+    out = []
+    fp32 = {(r["model"], r.get("kernels")): r for r in rows if r["precision"] == "fp32"}
+    for r in rows:
+        base = fp32.get((r["model"], r.get("kernels")))
+        if r["precision"] != "fp32" and base is not None:
+            out.append({"model": _label(r), "precision": r["precision"],
+                        "lamina_speedup": base["lamina_ms"] / r["lamina_ms"],
+                        "torch_speedup": base["torch_ms"] / r["torch_ms"]})
+    return out
 
 
 def bar_chart(result, path):
@@ -392,6 +424,9 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--graph", action="store_true", help="also time CUDA-graph replays of the step (GPU)")
+    p.add_argument("--kernels", default="cupy",
+                   help="GPU: lamina's layers on cuBLAS/cuDNN through CuPy ('cupy', the default), on lamina's own "
+                        "CUDA kernels ('lamina'), or both ('cupy,lamina')")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     p.add_argument("--name", default=None, help="file name stem of the results (default: from the device)")
     args = p.parse_args(argv)
@@ -404,21 +439,27 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
     torch.backends.cudnn.allow_tf32 = False
     rows = []
-    for name in args.models.split(","):
-        for precision in args.precisions.split(","):
-            if device == "cuda" and precision == "bf16" and not lm.backend.cupy_bfloat16()[0]:
-                print(f"{name} [bf16]: skipped: {lm.backend.cupy_bfloat16()[1]}")
-                continue
+    kernel_choices = args.kernels.split(",") if device == "cuda" else ["cupy"]
+    for name, kernels, precision in itertools.product(args.models.split(","), kernel_choices, args.precisions.split(",")):
+        if device == "cuda" and precision == "bf16" and not lm.backend.cupy_bfloat16()[0]:
+            print(f"{name} [bf16]: skipped: {lm.backend.cupy_bfloat16()[1]}")
+            continue
+        previous = lm.backend.use_kernels(kernels)
+        try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", lm.PerformanceWarning)  # CPU 16-bit runs in float32: in the docstring
                 row = bench(name, device, precision, args.repeat, args.warmup, args.graph)
-            rows.append(row)
-            print(f"{name:>9} [{precision}] batch {row['batch']:>3}: lamina {row['lamina_ms']:8.1f} ms  PyTorch {row['torch_ms']:8.1f} ms"
-                  f"  ratio {row['ratio']:.2f} (blocked {row['blocked_ratio']:.2f})  {row['lamina_gflops']:.0f} vs "
-                  f"{row['torch_gflops']:.0f} GFLOP/s  activations {row['lamina_peak_activation_bytes'] / 2**20:.1f} vs "
-                  f"{row['torch_saved_for_backward_bytes'] / 2**20:.1f} MiB  dispatch floor {row['lamina_dispatch_floor_ms']:.2f} ms "
-                  f"({row['lamina_dispatch_us_per_layer']:.0f} µs x {row['lamina_layers']} layers)",
-                  flush=True)
+        finally:
+            lm.backend.use_kernels(previous)
+        if device == "cuda":
+            row["kernels"] = kernels
+        rows.append(row)
+        print(f"{_label(row):>9} [{precision}] batch {row['batch']:>3}: lamina {row['lamina_ms']:8.1f} ms  PyTorch {row['torch_ms']:8.1f} ms"
+              f"  ratio {row['ratio']:.2f} (blocked {row['blocked_ratio']:.2f})  {row['lamina_gflops']:.0f} vs "
+              f"{row['torch_gflops']:.0f} GFLOP/s  activations {row['lamina_peak_activation_bytes'] / 2**20:.1f} vs "
+              f"{row['torch_saved_for_backward_bytes'] / 2**20:.1f} MiB  dispatch floor {row['lamina_dispatch_floor_ms']:.2f} ms "
+              f"({row['lamina_dispatch_us_per_layer']:.0f} µs x {row['lamina_layers']} layers)",
+              flush=True)
     dev = device_name(device)
     result = {
         "benchmark": "lamina bench", "device": dev, "device_kind": device, "cpu_count": os.cpu_count(),
@@ -427,6 +468,7 @@ def main(argv=None):
                      **{k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")}},
         "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": rows,
+        "amp_speedups": amp_speedups(rows),
     }
     stem = args.name or ("cpu" if device == "cpu" else re.sub(r"[^A-Za-z0-9]+", "_", dev).strip("_").lower())
     os.makedirs(args.out, exist_ok=True)

@@ -12,9 +12,12 @@
    (``lamina.amp.autocast``).  On the CPU 16-bit arithmetic runs in float32,
    so only memory is compared here; the speedup needs a GPU.
 
-    python benchmarks/checkpoint_amp.py [--repeat 5]
+    python benchmarks/checkpoint_amp.py [--repeat 5] [--device cuda]
 
-Writes benchmarks/results/cpu_checkpoint_amp.json.
+On a GPU (``--device cuda``) both models live there, each step is timed
+between device synchronisations, and lamina's memory figures come from the
+arrays it tracks on CuPy.  Writes benchmarks/results/cpu_checkpoint_amp.json
+(or cuda_checkpoint_amp.json).
 """
 
 import os
@@ -54,23 +57,44 @@ def main():
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--blocks", type=int, default=32)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_checkpoint_amp.json"))
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--out", default=None, help="default: benchmarks/results/<device>_checkpoint_amp.json")
     args = p.parse_args()
+    if args.out is None:
+        args.out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"{args.device}_checkpoint_amp.json")
     torch.set_num_threads(os.cpu_count())
+    if args.device == "cuda":
+        import cupy as xp  # noqa: PLC0415
+
+        torch.backends.cudnn.allow_tf32 = False  # fp32 on both sides
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+        def sync():
+            xp.cuda.Device().synchronize()
+            torch.cuda.synchronize()
+    else:
+        xp = np
+
+        def sync():
+            pass
     n_layers = 3 + args.blocks + 2
     k = round(math.sqrt(n_layers))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, 16, 16)).astype(np.float32)
     y = rng.integers(0, 10, args.batch)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    tx, ty = torch.from_numpy(x).to(args.device), torch.from_numpy(y).to(args.device)
 
     torch.manual_seed(0)
     tlayers = residual_net(torch, args.blocks)
     tmodel = torch.nn.Sequential(*tlayers)
+    state = {key: v.numpy() for key, v in tmodel.state_dict().items()}
+    tmodel.to(args.device)
     lmodels = {}
     for segments in (0, k):
         lmodels[segments] = lm.Sequential(*residual_net(lm, args.blocks), checkpoint_segments=segments)
-        lmodels[segments].load_state_dict(tmodel.state_dict())
+        lmodels[segments].load_state_dict(state)
+        lmodels[segments].to(args.device)
+    x, y = xp.asarray(x), xp.asarray(y)
     loss_fn = lm.SoftmaxCrossEntropy()
     opts = {s: lm.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for s, m in lmodels.items()}
     topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
@@ -107,17 +131,21 @@ def main():
     times = {f"{fw}_{s}": [] for fw in ("lamina", "torch") for s in (0, k)}
     for r in range(args.repeat):
         for s in ((0, k) if r % 2 == 0 else (k, 0)):
+            sync()
             t = time.perf_counter()
             lamina_step(s)
+            sync()
             times[f"lamina_{s}"].append(time.perf_counter() - t)
             t = time.perf_counter()
             torch_step(s)
+            sync()
             times[f"torch_{s}"].append(time.perf_counter() - t)
     med = {key: statistics.median(v) for key, v in times.items()}
 
     # fp16 against fp32 activation memory (same network, no checkpointing)
     half = lm.Sequential(*residual_net(lm, args.blocks))
-    half.load_state_dict(tmodel.state_dict())
+    half.load_state_dict(state)
+    half.to(args.device)
     lm.amp.autocast(half, "float16")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", lm.PerformanceWarning)  # the CPU computes float16 in float32: said in the docstring
@@ -127,7 +155,8 @@ def main():
     fp32_peak = memory["lamina_0"]["peak_bytes"]
 
     result = {
-        "benchmark": "checkpoint_amp", "device": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "benchmark": "checkpoint_amp", "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or platform.machine(),
         "model": f"{args.blocks}-block residual CNN, 16 channels, 16x16, batch {args.batch}", "layers": n_layers, "segments": k,
         "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__, "lamina": lm.__version__,
         "env": {v: os.environ.get(v) for v in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")},
