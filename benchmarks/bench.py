@@ -155,7 +155,7 @@ class Pair:
     def lamina_step(self):
         self.loss_fn(self.lmodel(self.x), self.y)
         self.lopt.zero_grad()
-        self.lmodel.backward(self.scaler.scale(self.loss_fn.backward()))
+        self.lmodel.backward_parameters(self.scaler.scale(self.loss_fn.backward()))  # as PyTorch: no input grad
         self.scaler.step(self.lopt)
         self.scaler.update()
 
@@ -172,7 +172,7 @@ class Pair:
         rtol = 2e-3 if self.precision == "fp32" else 6e-2
         loss = self.loss_fn(self.lmodel(self.x), self.y)
         self.lmodel.zero_grad(set_to_none=True)
-        self.lmodel.backward(self.loss_fn.backward())
+        self.lmodel.backward_parameters(self.loss_fn.backward())
         self.tmodel.zero_grad(set_to_none=True)
         with self._autocast():
             tloss = torch.nn.functional.cross_entropy(self.tmodel(self.tx), self.ty)

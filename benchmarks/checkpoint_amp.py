@@ -106,7 +106,7 @@ def main():
             held = mem.live_bytes
             loss_fn(logits, y)
             opts[segments].zero_grad()
-            model.backward(loss_fn.backward())
+            model.backward_parameters(loss_fn.backward())
         opts[segments].step()
         return mem.peak_bytes, held
 
@@ -151,7 +151,7 @@ def main():
         warnings.simplefilter("ignore", lm.PerformanceWarning)  # the CPU computes float16 in float32: said in the docstring
         with lm.memory.track() as mem16:
             loss_fn(half(x.astype(np.float16)), y)
-            half.backward(loss_fn.backward())
+            half.backward_parameters(loss_fn.backward())
     fp32_peak = memory["lamina_0"]["peak_bytes"]
 
     result = {

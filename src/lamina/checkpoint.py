@@ -71,3 +71,8 @@ class Checkpoint(Layer):
         x, rng = self._take_cache(dy)
         recompute([self.segment], x, rng)
         return self.segment.backward(dy)
+
+    def backward_parameters(self, dy):
+        x, rng = self._take_cache(dy)
+        recompute([self.segment], x, rng)
+        self.segment.backward_parameters(dy)

@@ -186,6 +186,16 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
+    def backward_parameters(self, dy):
+        """Backward for the parameters alone: accumulates every parameter's
+        gradient exactly as :meth:`backward` does and returns None, for the
+        outermost model of a training step, whose input needs no gradient.
+        Layers that can skip computing dx do (Dense, Conv1D/Conv2D, and
+        Sequential and Checkpoint pass it on to their first layer): in an
+        MLP that is the largest GEMM of the backward pass.  This default runs
+        :meth:`backward` and drops dx."""
+        self.backward(dy)
+
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 

@@ -82,20 +82,33 @@ class Sequential(Layer):
         return x
 
     def backward(self, dy):
+        return self._backward(dy, input_grad=True)
+
+    def backward_parameters(self, dy):
+        """:meth:`Layer.backward_parameters`: every layer's backward, the first
+        layer's without its input gradient."""
+        self._backward(dy, input_grad=False)
+
+    def _backward(self, dy, input_grad):
+        first = next(iter(self._children.values()), None)
+
+        def run(layer, dy):
+            return layer.backward(dy) if input_grad or layer is not first else layer.backward_parameters(dy)
+
         if self._cache is None:
             for layer in reversed(self._children.values()):
-                dy = layer.backward(dy)
+                dy = run(layer, dy)
             return dy
         from ..checkpoint import recompute  # noqa: PLC0415
 
         inputs = self._take_cache(dy)
         segments = self.segments()
         for layer in reversed(segments[-1]):
-            dy = layer.backward(dy)
+            dy = run(layer, dy)
         for seg, (x, rng) in zip(reversed(segments[:-1]), reversed(inputs)):
             recompute(seg, x, rng)
             for layer in reversed(seg):
-                dy = layer.backward(dy)
+                dy = run(layer, dy)
         return dy
 
     def extra_repr(self):

@@ -109,17 +109,26 @@ class _ConvNd(Layer):
         return y
 
     def backward(self, dy):
+        return self._backward(dy, need_dx=True)
+
+    def backward_parameters(self, dy):
+        """dW and db only: skips backward-data and col2im (:meth:`Layer.backward_parameters`)."""
+        self._backward(dy, need_dx=False)
+
+    def _backward(self, dy, need_dx):
         kind, saved, g = self._take_cache(dy)
         dy4 = self._compute_grad(dy).reshape(g.n, self.out_channels, g.oh, g.ow)
         weight = self._weight_2d()
         if kind == "x" and ops.implicit_gemm_ready(saved, weight):
-            dx4, dweight, dbias = ops.conv2d_backward_implicit(dy4, saved, weight, g, self.groups)
+            dx4, dweight, dbias = ops.conv2d_backward_implicit(dy4, saved, weight, g, self.groups, need_dx=need_dx)
         else:
             col = saved if kind == "col" else ops.im2col(saved, g, pooled=True)  # rebuild col from the input
-            dx4, dweight, dbias = ops.conv2d_backward(dy4, col, weight, g, self.groups)
+            dx4, dweight, dbias = ops.conv2d_backward(dy4, col, weight, g, self.groups, need_dx=need_dx)
         self.weight.accumulate(dweight.reshape(self.weight.shape))
         if self.bias is not None:
             self.bias.accumulate(dbias)
+        if dx4 is None:
+            return None
         return dx4 if self._nd == 2 else dx4.reshape(g.n, g.c, g.w)
 
     def extra_repr(self):

@@ -76,19 +76,26 @@ class Dense(Layer):
         return y
 
     def backward(self, dy):
+        return self._backward(dy, need_dx=True)
+
+    def backward_parameters(self, dy):
+        """dW and db only: skips dx = dy W (:meth:`Layer.backward_parameters`)."""
+        self._backward(dy, need_dx=False)
+
+    def _backward(self, dy, need_dx):
         cache = self._take_cache(dy)
         dy2 = self._compute_grad(dy).reshape(-1, self.out_features)
         weight = self._compute(self.weight)
         if self.activation is None:
-            dx2, dweight, dbias = ops.linear_backward(dy2, cache, weight)
+            dx2, dweight, dbias = ops.linear_backward(dy2, cache, weight, need_dx=need_dx)
         else:
             x2, z2 = cache
             dz2, dbias = ops.bias_act_backward(dy2, z2, self.activation, need_bias=self.bias is not None)
-            dx2, dweight, _ = ops.linear_backward(dz2, x2, weight, need_bias=False)
+            dx2, dweight, _ = ops.linear_backward(dz2, x2, weight, need_dx=need_dx, need_bias=False)
         self.weight.accumulate(dweight)
         if self.bias is not None:
             self.bias.accumulate(dbias)
-        return dx2.reshape(*dy.shape[:-1], self.in_features)
+        return None if dx2 is None else dx2.reshape(*dy.shape[:-1], self.in_features)
 
     def extra_repr(self):
         s = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -185,7 +185,7 @@ def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, sh
             loss = loss_fn(logits, yb)
             optimizer.zero_grad()
             dlogits = loss_fn.backward()
-            model.backward(scaler.scale(dlogits) if scaler is not None else dlogits)  # backward
+            model.backward_parameters(scaler.scale(dlogits) if scaler is not None else dlogits)  # backward; no dx
             if scaler is not None:
                 scaler.unscale_(optimizer)
             if track_grad_norms:

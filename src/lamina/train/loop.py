@@ -28,7 +28,7 @@ def train_epoch(model, loss_fn, optimizer, x, y, batch_size, shuffle=True):
         yb = backend.to_device(y[idx], device)
         loss = loss_fn(model(xb), yb)          # forward
         optimizer.zero_grad()
-        model.backward(loss_fn.backward())     # backward
+        model.backward_parameters(loss_fn.backward())  # backward (the input needs no gradient)
         optimizer.step()                       # update
         total += loss * len(idx)
         count += len(idx)
