@@ -268,3 +268,42 @@ def test_tensor_core_gemm_switch_validates_and_restores():
     finally:
         ops.tensor_core_gemm(previous)
     assert ops.tensor_core_gemm() == "auto"
+
+
+def test_split_k_heuristic_on_dense_shapes():
+    from lamina import ops
+
+    sms = 132
+    assert ops.gemm_splits(128, 512, 784, sms) == 6  # 4 tiles: k in 6 ranges of >= 128
+    assert ops.gemm_splits(128, 784, 512, sms) == 4
+    assert ops.gemm_splits(512, 784, 128, sms) == 1  # k too short to split
+    assert ops.gemm_splits(4096, 4096, 1024, sms) == 1  # enough tiles already
+    assert ops.gemm_splits(1, 1, 10**6, sms) == 64  # capped
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("m,n,k", [(128, 512, 784), (128, 784, 512), (1, 3, 1000), (129, 130, 257)])
+@pytest.mark.parametrize("splits", [2, 5, 64])
+@pytest.mark.parametrize("ta,tb", [(False, True), (True, False)])
+def test_split_k_gemm_matches_float64(m, n, k, splits, ta, tb):
+    import cupy as cp
+
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    rng = np.random.default_rng(m + n + k + splits)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64) + bias
+    c = cp.full((m, n), cp.nan, dtype=cp.float32)
+    ws = cp.full(splits * m * n, cp.nan, dtype=cp.float32)  # poisoned: every slab must be written
+    ga, gb, gbias = cp.asarray(a), cp.asarray(b), cp.asarray(bias)
+    mod.gemm(c.data.ptr, 0, ga.data.ptr, gb.data.ptr, gbias.data.ptr, m, n, k, a.shape[1], b.shape[1], n, ta, tb,
+             "gelu", "float32", "float32", cp.cuda.get_current_stream().ptr, splits, ws.data.ptr)
+    np.testing.assert_allclose(cp.asnumpy(c), gelu64(ref, False), rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    again = cp.empty_like(c)  # deterministic: the slabs are added in a fixed order
+    mod.gemm(again.data.ptr, 0, ga.data.ptr, gb.data.ptr, gbias.data.ptr, m, n, k, a.shape[1], b.shape[1], n, ta, tb,
+             "gelu", "float32", "float32", cp.cuda.get_current_stream().ptr, splits, ws.data.ptr)
+    assert cp.array_equal(c, again)

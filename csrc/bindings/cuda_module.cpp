@@ -193,8 +193,18 @@ PYBIND11_MODULE(_C_cuda, m) {
       "gemm",
       [](uintptr_t c, uintptr_t aux, uintptr_t a, uintptr_t b, uintptr_t bias, int64_t m, int64_t n, int64_t k,
          int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, const std::string& act,
-         const std::string& dtype, const std::string& out_dtype, uintptr_t stream) {
+         const std::string& dtype, const std::string& out_dtype, uintptr_t stream, int splits, uintptr_t workspace) {
         const int code = act_code(act, "gemm");
+        if (splits != 1) {  // split-K: the fp32 SIMT GEMM only
+          if (dtype != "float32" || out_dtype != "float32")
+            throw std::invalid_argument("gemm: splits > 1 needs dtype and out_dtype float32, received " + dtype +
+                                        " and " + out_dtype);
+          check(lc::sgemm_split_k(ptr<float>(c), ptr<float>(aux), ptr<float>(workspace), splits, ptr<const float>(a),
+                                  ptr<const float>(b), ptr<const float>(bias), m, n, k, lda, ldb, ldc, trans_a, trans_b,
+                                  code, as_stream(stream)),
+                "gemm");
+          return;
+        }
         auto run = [&](auto t, auto o) {
           using T = decltype(t);
           using O = decltype(o);
@@ -212,8 +222,8 @@ PYBIND11_MODULE(_C_cuda, m) {
       },
       py::arg("c"), py::arg("aux"), py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("m"), py::arg("n"),
       py::arg("k"), py::arg("lda"), py::arg("ldb"), py::arg("ldc"), py::arg("trans_a"), py::arg("trans_b"),
-      py::arg("act"), py::arg("dtype"), py::arg("out_dtype"), py::arg("stream"),
-      py::call_guard<py::gil_scoped_release>());
+      py::arg("act"), py::arg("dtype"), py::arg("out_dtype"), py::arg("stream"), py::arg("splits") = 1,
+      py::arg("workspace") = 0, py::call_guard<py::gil_scoped_release>());
 
   m.def(
       "bias_act_backward",

@@ -12,9 +12,16 @@
 // per thread, scalar loads, one buffer) is in git history; predicted and
 // measured figures of both are in csrc/NOTES.md.
 //
+// Split-K (sgemm_split_k) for problems of a few tiles, such as Dense's
+// training shapes (M = 128: one row of tiles): the k range is cut into
+// `splits` ranges whose fp32 partial tiles go to a workspace, then a second
+// kernel adds them in order and applies the epilogue.
+//
 // Also here: the fused bias + activation backward that goes with the
 // epilogue (dz = dy act'(z), db = Σ_rows dz).
 #include <cuda_runtime.h>
+
+#include <type_traits>
 
 #include "common.cuh"
 #include "launchers.h"
@@ -47,17 +54,44 @@ struct GemmEpilogue {
   }
 };
 
-template <typename T, typename OutT, simt::Pattern PA, simt::Pattern PB>
+// Split-K: block z of the grid reduces k in [z * chunk, (z + 1) * chunk) and
+// writes its fp32 partial sums to slab z of the workspace (M x N each).
+struct PartialEpilogue {
+  float* slab;
+  int64_t n;
+  __device__ void operator()(int m, int col, float v) const { slab[(int64_t)m * n + col] = v; }
+};
+
+template <class Epi, typename T, simt::Pattern PA, simt::Pattern PB>
 __global__ void __launch_bounds__(simt::kThreads)
-    sgemm_kernel(GemmEpilogue<T, OutT> epi, const T* __restrict__ A, const T* __restrict__ B, int M, int N, int K,
-                 int64_t lda, int64_t ldb, bool vec_a, bool vec_b) {
+    sgemm_kernel(Epi epi, const T* __restrict__ A, const T* __restrict__ B, int M, int N, int K, int64_t lda,
+                 int64_t ldb, bool vec_a, bool vec_b, int chunk) {
   const int m0 = blockIdx.y * simt::BM, n0 = blockIdx.x * simt::BN;
-  // A's rows are m; B's "rows" (its tile's long side) are n.
-  DenseLoader<T, PA> la{A, lda, M, K, m0, vec_a, {}};
-  DenseLoader<T, PB> lb{B, ldb, N, K, n0, vec_b, {}};
+  const int kbegin = blockIdx.z * chunk, kend = min(K, kbegin + chunk);
+  // A's rows are m; B's "rows" (its tile's long side) are n.  Loaders bound k by K;
+  // the range [kbegin, kend) is the mainloop's.
+  DenseLoader<T, PA> la{A, lda, M, kend, m0, vec_a, {}};
+  DenseLoader<T, PB> lb{B, ldb, N, kend, n0, vec_b, {}};
   float acc[8][8] = {};
-  simt::mainloop(la, lb, 0, K, acc);
-  simt::epilogue(epi, acc, m0, n0, M, N);
+  simt::mainloop(la, lb, kbegin, kend, acc);  // an empty range leaves zeros, still written
+  if constexpr (std::is_same<Epi, PartialEpilogue>::value) {
+    const PartialEpilogue slab{epi.slab + (int64_t)blockIdx.z * M * N, epi.n};
+    simt::epilogue(slab, acc, m0, n0, M, N);
+  } else {
+    simt::epilogue(epi, acc, m0, n0, M, N);
+  }
+}
+
+// C = epilogue(Σ_z partial[z]), the slabs added in order (deterministic).
+template <typename T, typename OutT>
+__global__ void split_k_reduce_kernel(GemmEpilogue<T, OutT> epi, const float* __restrict__ partial, int M, int N,
+                                      int splits) {
+  const int64_t total = (int64_t)M * N;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    float v = 0.f;
+    for (int z = 0; z < splits; ++z) v += partial[z * total + i];
+    epi((int)(i / N), (int)(i % N), v);
+  }
 }
 
 template <typename T>
@@ -96,26 +130,43 @@ __global__ void __launch_bounds__(32 * kBiasRows)
   }
 }
 
-template <typename T, typename OutT>
-cudaError_t sgemm(OutT* C, OutT* aux, const T* A, const T* B, const T* bias, int64_t M, int64_t N, int64_t K,
-                  int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act, cudaStream_t stream) {
-  if (M == 0 || N == 0) return cudaSuccess;
-  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) return cudaErrorInvalidValue;
-  const int64_t grid_y = (M + simt::BM - 1) / simt::BM;
-  if (grid_y > 65535) return cudaErrorInvalidValue;
-  const dim3 grid((unsigned)((N + simt::BN - 1) / simt::BN), (unsigned)grid_y);
-  const GemmEpilogue<T, OutT> epi{C, aux, bias, ldc, act};
-  const int m = (int)M, n = (int)N, k = (int)K;
+template <class Epi, typename T>
+void launch_sgemm(dim3 grid, cudaStream_t stream, const Epi& epi, const T* A, const T* B, int m, int n, int k,
+                  int64_t lda, int64_t ldb, bool trans_a, bool trans_b, int chunk) {
   const bool va = aligned4(A, lda), vb = aligned4(B, ldb);
   // A (M, K) is k-contiguous unless transposed; B (K, N) is n-contiguous unless transposed.
   if (!trans_a && !trans_b)
-    sgemm_kernel<T, OutT, kRowMajor, kColMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb);
+    sgemm_kernel<Epi, T, kRowMajor, kColMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb, chunk);
   if (!trans_a && trans_b)
-    sgemm_kernel<T, OutT, kRowMajor, kRowMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb);
+    sgemm_kernel<Epi, T, kRowMajor, kRowMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb, chunk);
   if (trans_a && !trans_b)
-    sgemm_kernel<T, OutT, kColMajor, kColMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb);
+    sgemm_kernel<Epi, T, kColMajor, kColMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb, chunk);
   if (trans_a && trans_b)
-    sgemm_kernel<T, OutT, kColMajor, kRowMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb);
+    sgemm_kernel<Epi, T, kColMajor, kRowMajor><<<grid, simt::kThreads, 0, stream>>>(epi, A, B, m, n, k, lda, ldb, va, vb, chunk);
+}
+
+template <typename T, typename OutT>
+cudaError_t sgemm(OutT* C, OutT* aux, float* workspace, int splits, const T* A, const T* B, const T* bias, int64_t M,
+                  int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act,
+                  cudaStream_t stream) {
+  if (M == 0 || N == 0) return cudaSuccess;
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || splits < 1 || splits > 65535) return cudaErrorInvalidValue;
+  if (splits > 1 && (workspace == nullptr || M * N * splits > INT64_MAX / 4)) return cudaErrorInvalidValue;
+  const int64_t grid_y = (M + simt::BM - 1) / simt::BM;
+  if (grid_y > 65535) return cudaErrorInvalidValue;
+  // Each split covers a whole number of BK-slices of k.
+  const int64_t slices = (K + simt::BK - 1) / simt::BK;
+  const int chunk = (int)(((slices + splits - 1) / splits) * simt::BK);
+  const dim3 grid((unsigned)((N + simt::BN - 1) / simt::BN), (unsigned)grid_y, (unsigned)splits);
+  const GemmEpilogue<T, OutT> epi{C, aux, bias, ldc, act};
+  const int m = (int)M, n = (int)N, k = (int)K;
+  if (splits == 1) {
+    launch_sgemm(grid, stream, epi, A, B, m, n, k, lda, ldb, trans_a, trans_b, k);
+    return cudaGetLastError();
+  }
+  launch_sgemm(grid, stream, PartialEpilogue{workspace, N}, A, B, m, n, k, lda, ldb, trans_a, trans_b, chunk);
+  if (cudaError_t e = cudaGetLastError()) return e;
+  split_k_reduce_kernel<T, OutT><<<grid_stride_blocks(M * N, 256), 256, 0, stream>>>(epi, workspace, m, n, splits);
   return cudaGetLastError();
 }
 
@@ -125,7 +176,13 @@ template <>
 cudaError_t gemm<float, float>(float* C, float* aux, const float* A, const float* B, const float* bias, int64_t M,
                                int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b,
                                int act, cudaStream_t stream) {
-  return sgemm(C, aux, A, B, bias, M, N, K, lda, ldb, ldc, trans_a, trans_b, act, stream);
+  return sgemm(C, aux, nullptr, 1, A, B, bias, M, N, K, lda, ldb, ldc, trans_a, trans_b, act, stream);
+}
+
+cudaError_t sgemm_split_k(float* C, float* aux, float* workspace, int splits, const float* A, const float* B,
+                          const float* bias, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
+                          bool trans_a, bool trans_b, int act, cudaStream_t stream) {
+  return sgemm(C, aux, workspace, splits, A, B, bias, M, N, K, lda, ldb, ldc, trans_a, trans_b, act, stream);
 }
 
 template <typename T>

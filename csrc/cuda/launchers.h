@@ -71,6 +71,14 @@ LAMINA_GEMM_DECLARE(__nv_bfloat16, __nv_bfloat16)
 LAMINA_GEMM_DECLARE(__nv_bfloat16, float)
 #undef LAMINA_GEMM_DECLARE
 
+// fp32 GEMM with the K reduction split into `splits` ranges (gemm.cu), for
+// problems of few tiles: fp32 partial sums go to workspace (splits * M * N
+// floats; unused when splits is 1), then are added in a fixed order
+// (deterministic) and the epilogue is applied.  Same contract as gemm.
+cudaError_t sgemm_split_k(float* C, float* aux, float* workspace, int splits, const float* A, const float* B,
+                          const float* bias, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
+                          bool trans_a, bool trans_b, int act, cudaStream_t stream);
+
 // The tensor-core GEMM has two kernels: mma.sync fed by cp.async
 // (gemm_tc.cu, sm_80 and later) and wgmma fed by TMA (gemm_wgmma.cu, sm_90a:
 // compute capability 9.0 only).  gemm<__half|__nv_bfloat16, ...> picks the

@@ -56,6 +56,10 @@ int emu_sgemm(float* c, float* aux, const float* a, const float* b, const float*
               int64_t lda, int64_t ldb, int64_t ldc, int ta, int tb, int act) {
   return lc::gemm<float, float>(c, aux, a, b, bias, m, n, k, lda, ldb, ldc, ta, tb, act, nullptr);
 }
+int emu_sgemm_split(float* c, float* aux, float* ws, int splits, const float* a, const float* b, const float* bias,
+                    int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, int ta, int tb, int act) {
+  return lc::sgemm_split_k(c, aux, ws, splits, a, b, bias, m, n, k, lda, ldb, ldc, ta, tb, act, nullptr);
+}
 int emu_gemm_tc(void* c, void* aux, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
                 int64_t lda, int64_t ldb, int64_t ldc, int ta, int tb, int act, int bf16, int out_f32) {
   using H = __half;

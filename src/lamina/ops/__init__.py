@@ -129,6 +129,19 @@ def _lamina_gemm(a, b):
 
 
 GEMM_ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh")
+_GEMM_TILE = 128  # the SIMT GEMM's block tile (csrc/cuda/simt_gemm.cuh)
+
+
+def gemm_splits(m, n, k, sm_count):
+    """How many ranges the fp32 GEMM cuts its k reduction into (split-K):
+    enough blocks for two per multiprocessor when the output is only a few
+    128 x 128 tiles (Dense's training shapes: batch 128 is one row of tiles),
+    but never ranges of fewer than 128 of k.  1 for everything else."""
+    tiles = -(-m // _GEMM_TILE) * -(-n // _GEMM_TILE)
+    if tiles >= sm_count:
+        return 1
+    want = -(-2 * sm_count // tiles)
+    return int(max(1, min(want, k // 128, 64)))
 
 
 def gemm_cuda(a, b, bias=None, act="none", out=None, out_dtype=None, keep_preactivation=False):
@@ -160,8 +173,13 @@ def gemm_cuda(a, b, bias=None, act="none", out=None, out_dtype=None, keep_preact
         z = cp.empty((m, n), dtype=out_dtype) if keep_preactivation else None
         if bias is not None:
             (bias,) = _contiguous(cp, bias.astype(a.dtype, copy=False))
+        splits, workspace = 1, None
+        if a.dtype == np.float32 and out_dtype == np.float32:
+            splits = gemm_splits(m, n, k, _sm_count(cp))
+            workspace = cp.empty(splits * m * n, dtype=np.float32) if splits > 1 else None
         mod.gemm(_addr(c), 0 if z is None else _addr(z), _addr(A), _addr(B), 0 if bias is None else _addr(bias),
-                 m, n, k, lda, ldb, n, ta, tb, act, a.dtype.name, out_dtype.name, _stream(cp))
+                 m, n, k, lda, ldb, n, ta, tb, act, a.dtype.name, out_dtype.name, _stream(cp), splits,
+                 0 if workspace is None else _addr(workspace))
     return (c, z) if keep_preactivation else c
 
 
@@ -191,6 +209,18 @@ def matmul(a, b, out=None):
         out[...] = backend.narrow(r, out.dtype)
         return out
     return xp.matmul(a, b, out=out) if out is not None else xp.matmul(a, b)
+
+
+def _sm_count(cp):
+    """Multiprocessors of CuPy's current device (cached per device)."""
+    dev = cp.cuda.Device()
+    count = _SM_COUNTS.get(dev.id)
+    if count is None:
+        count = _SM_COUNTS[dev.id] = int(dev.attributes["MultiProcessorCount"])
+    return count
+
+
+_SM_COUNTS = {}
 
 
 def _contiguous(xp, *arrays):

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import warn_once
-from . import _addr, _contiguous, _cpu_kernel, _cuda_kernel, _ext, _stream, float32_on_cpu, matmul, reference
+from . import _addr, _contiguous, _cpu_kernel, _cuda_kernel, _ext, _sm_count, _stream, float32_on_cpu, matmul, reference
 
 
 class Geometry(NamedTuple):
@@ -272,11 +272,6 @@ def backward_weight_splits(g, o, groups, sm_count):
     want = -(-2 * sm_count // tiles)
     most = max(1, (g.n * g.oh * g.ow) // 512)
     return int(max(1, min(want, most, 65535 // groups)))
-
-
-def _sm_count(cp):
-    dev = cp.cuda.Device()
-    return int(dev.attributes["MultiProcessorCount"])
 
 
 def conv2d_forward_implicit(x, weight, bias, g, groups):
