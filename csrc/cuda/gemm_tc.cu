@@ -27,6 +27,7 @@
 #include "common.cuh"
 #include "launchers.h"
 #include "simt_gemm.cuh"
+#include "tc_epilogue.cuh"
 #include "tc_primitives.cuh"
 
 namespace lamina {
@@ -52,16 +53,7 @@ static_assert(BK * RSTRIDE <= TILE, "stage too small for a k-strided tile");
 template <typename T>
 __device__ __noinline__ void store_out(void* C, void* aux, const T* bias, int m, int n, int64_t ldc, int act,
                                        bool out_f32, float v) {
-  if (bias != nullptr) v += to_float(bias[n]);
-  const int64_t at = (int64_t)m * ldc + n;
-  const float y = act_value(v, act);
-  if (out_f32) {
-    if (aux != nullptr) static_cast<float*>(aux)[at] = v;
-    static_cast<float*>(C)[at] = y;
-  } else {
-    if (aux != nullptr) static_cast<T*>(aux)[at] = from_float<T>(v);
-    static_cast<T*>(C)[at] = from_float<T>(y);
-  }
+  tc_store<T>(C, aux, bias, m, n, ldc, act, out_f32, v);
 }
 
 template <typename T, bool KMAJOR>

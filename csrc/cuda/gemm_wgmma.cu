@@ -30,15 +30,13 @@
 #include "common.cuh"
 #include "launchers.h"
 #include "simt_gemm.cuh"
+#include "tc_epilogue.cuh"
 #include "wgmma_primitives.cuh"
 
 namespace lamina {
 namespace cuda {
 
 namespace {
-
-using simt::from_float;
-using simt::to_float;
 
 constexpr int BM = 128, BK = 64;
 constexpr int CONSUMERS = 2, THREADS = 128 * (CONSUMERS + 1);
@@ -156,17 +154,7 @@ __global__ void __launch_bounds__(THREADS, 1)
   for (int idx = threadIdx.x; idx < BM * BN; idx += CONSUMERS * 128) {
     const int r = idx / BN, c = idx % BN, m = m0 + r, n = n0 + c;
     if (m >= M || n >= N) continue;
-    float v = out[r * Cfg::OUT_STRIDE + c];
-    if (bias != nullptr) v += to_float(bias[n]);
-    const int64_t at = (int64_t)m * ldc + n;
-    const float y = act_value(v, act);
-    if (out_f32) {
-      if (aux != nullptr) static_cast<float*>(aux)[at] = v;
-      static_cast<float*>(C)[at] = y;
-    } else {
-      if (aux != nullptr) static_cast<T*>(aux)[at] = from_float<T>(v);
-      static_cast<T*>(C)[at] = from_float<T>(y);
-    }
+    tc_store<T>(C, aux, bias, m, n, ldc, act, out_f32, out[r * Cfg::OUT_STRIDE + c]);
   }
 }
 
