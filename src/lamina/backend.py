@@ -36,9 +36,16 @@ def cupy_import_error():
     return _cupy_error
 
 
+_cupy_types = {}  # type -> whether it is CuPy's (every layer call asks, so it is cached)
+
+
 def is_cupy_array(x):
     """True for a ``cupy.ndarray``, without importing CuPy."""
-    return type(x).__module__.split(".", 1)[0] == "cupy"
+    t = type(x)
+    known = _cupy_types.get(t)
+    if known is None:
+        known = _cupy_types[t] = t.__module__.split(".", 1)[0] == "cupy"
+    return known
 
 
 def is_array(x):
@@ -50,12 +57,19 @@ def get_array_module(*arrays):
 
     Arrays from both modules in one call raise :class:`DeviceError`.
     """
-    kinds = {is_cupy_array(a) for a in arrays if a is not None and not np.isscalar(a)}
-    if kinds == {True}:
-        return cupy_module()
-    if kinds == {True, False}:
+    on_gpu = on_cpu = False
+    for a in arrays:
+        if type(a) is np.ndarray:
+            on_cpu = True
+        elif a is None or np.isscalar(a):
+            continue
+        elif is_cupy_array(a):
+            on_gpu = True
+        else:
+            on_cpu = True
+    if on_gpu and on_cpu:
         raise DeviceError("expected arrays on one device, received a mix of numpy and cupy arrays")
-    return np
+    return cupy_module() if on_gpu else np
 
 
 class Device:
@@ -76,10 +90,11 @@ class Device:
         self.index = (int(idx) if idx else 0) if kind == "cuda" else None
 
     def __eq__(self, other):
-        try:
-            other = Device(other)
-        except (TypeError, ValueError):
-            return NotImplemented
+        if type(other) is not Device:
+            try:
+                other = Device(other)
+            except (TypeError, ValueError):
+                return NotImplemented
         return self.type == other.type and self.index == other.index
 
     def __hash__(self):

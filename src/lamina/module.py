@@ -224,15 +224,14 @@ class Layer:
                 "with gradients enabled (not under no_grad) before each backward()"
             )
         saved, shape, device = self._cache
-        label = self._label()
         if not backend.is_array(dy):
-            raise DTypeError(f"{label}: expected the output gradient as an array, received {_describe(dy)}")
+            raise DTypeError(f"{self._label()}: expected the output gradient as an array, received {_describe(dy)}")
         if backend.device_of(dy) != device:
-            raise DeviceError(f"{label}: expected the output gradient on {device}, received it on {backend.device_of(dy)}")
+            raise DeviceError(f"{self._label()}: expected the output gradient on {device}, received it on {backend.device_of(dy)}")
         if tuple(dy.shape) != shape:
-            raise ShapeError(f"{label}: expected the output gradient of shape {shape}, received {tuple(dy.shape)}")
+            raise ShapeError(f"{self._label()}: expected the output gradient of shape {shape}, received {tuple(dy.shape)}")
         if dy.dtype.kind != "f" and not _is_extended_float(dy.dtype):
-            raise DTypeError(f"{label}: expected a floating-point output gradient, received dtype {dy.dtype}")
+            raise DTypeError(f"{self._label()}: expected a floating-point output gradient, received dtype {dy.dtype}")
         self._set_cache(None)
         return saved
 
@@ -267,31 +266,30 @@ class Layer:
         parameters casts a floating input to its compute dtype instead of
         rejecting it, as autocast does; the returned array is the cast one.
         """
-        label = self._label()
         if not backend.is_array(x):
-            raise DTypeError(f"{label}: expected {what} as a numpy.ndarray or cupy.ndarray, received {_describe(x)}")
+            raise DTypeError(f"{self._label()}: expected {what} as a numpy.ndarray or cupy.ndarray, received {_describe(x)}")
         if x.dtype.kind != "f" and not _is_extended_float(x.dtype):
-            raise DTypeError(f"{label}: expected a floating-point {what}, received dtype {x.dtype}")
+            raise DTypeError(f"{self._label()}: expected a floating-point {what}, received dtype {x.dtype}")
         p = next(iter(self._parameters.values()), None)
         if p is not None:
             if backend.device_of(x) != p.device:
                 raise DeviceError(
-                    f"{label}: expected {what} on {p.device} (where the parameters are), received it on {backend.device_of(x)}"
+                    f"{self._label()}: expected {what} on {p.device} (where the parameters are), received it on {backend.device_of(x)}"
                 )
             if x.dtype != self.compute_dtype:
                 if self.__dict__.get("_amp_dtype") is None:
                     raise DTypeError(
-                        f"{label}: expected {what} of dtype {self.compute_dtype} (the compute dtype), received {x.dtype}"
+                        f"{self._label()}: expected {what} of dtype {self.compute_dtype} (the compute dtype), received {x.dtype}"
                     )
                 x = backend.narrow(x, self.compute_dtype)
         if ndim is not None and x.ndim != ndim:
-            raise ShapeError(f"{label}: expected a {ndim}-d {what}, received shape {tuple(x.shape)}")
+            raise ShapeError(f"{self._label()}: expected a {ndim}-d {what}, received shape {tuple(x.shape)}")
         if min_ndim is not None and x.ndim < min_ndim:
-            raise ShapeError(f"{label}: expected {what} with at least {min_ndim} dimensions, received shape {tuple(x.shape)}")
+            raise ShapeError(f"{self._label()}: expected {what} with at least {min_ndim} dimensions, received shape {tuple(x.shape)}")
         for axis, size, name in dim or ():
             if x.shape[axis] != size:
                 raise ShapeError(
-                    f"{label}: expected {what} with size {size} ({name}) in dimension {axis}, received shape {tuple(x.shape)}"
+                    f"{self._label()}: expected {what} with size {size} ({name}) in dimension {axis}, received shape {tuple(x.shape)}"
                 )
         return x
 

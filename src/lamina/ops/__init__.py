@@ -58,7 +58,7 @@ def _cuda_kernel(name, *arrays):
             "references instead of lamina's CUDA kernels. Reinstall lamina with nvcc on PATH to build it.",
         )
         return None
-    if arrays[0].dtype.name not in _CUDA_DTYPES:
+    if _name(arrays[0].dtype) not in _CUDA_DTYPES:
         warn_once(f"_C_cuda {name} {arrays[0].dtype}", f"lamina._C_cuda.{name} has no {arrays[0].dtype} kernel; using CuPy")
         return None
     return mod
@@ -118,7 +118,7 @@ def _lamina_gemm(a, b):
     were chosen but this product cannot use them (dtype, batched), says so once."""
     if backend.kernels() != "lamina" or not backend.is_cupy_array(a):
         return False
-    if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.name in _GEMM_DTYPES:
+    if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and _name(a.dtype) in _GEMM_DTYPES:
         return _cuda_kernel("gemm", a) is not None
     warn_once(
         f"lamina gemm {a.dtype} {a.ndim}x{b.ndim}",
@@ -178,7 +178,7 @@ def gemm_cuda(a, b, bias=None, act="none", out=None, out_dtype=None, keep_preact
             splits = gemm_splits(m, n, k, _sm_count(cp))
             workspace = cp.empty(splits * m * n, dtype=np.float32) if splits > 1 else None
         mod.gemm(_addr(c), 0 if z is None else _addr(z), _addr(A), _addr(B), 0 if bias is None else _addr(bias),
-                 m, n, k, lda, ldb, n, ta, tb, act, a.dtype.name, out_dtype.name, _stream(cp), splits,
+                 m, n, k, lda, ldb, n, ta, tb, act, _name(a.dtype), _name(out_dtype), _stream(cp), splits,
                  0 if workspace is None else _addr(workspace))
     return (c, z) if keep_preactivation else c
 
@@ -223,6 +223,18 @@ def _sm_count(cp):
 _SM_COUNTS = {}
 
 
+_DTYPE_NAMES = {}
+
+
+def _name(dtype):
+    """``dtype.name``, cached: NumPy builds that string anew on each access
+    (~5 µs), and every kernel call passes one."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = dtype.name
+    return name
+
+
 def _contiguous(xp, *arrays):
     return [xp.ascontiguousarray(a) for a in arrays]
 
@@ -250,13 +262,13 @@ def relu_forward(x):
         if mod is not None:
             (x,) = _contiguous(xp, x)
             y = np.empty_like(x)
-            mod.relu_forward(_addr(y), _addr(x), x.size, x.dtype.name)
+            mod.relu_forward(_addr(y), _addr(x), x.size, _name(x.dtype))
             return y
     elif (mod := _cuda_kernel("relu_forward", x)) is not None:
         (x,) = _contiguous(xp, x)
         with x.device:
             y = xp.empty_like(x)
-            mod.relu_forward(_addr(y), _addr(x), x.size, x.dtype.name, _stream(xp))
+            mod.relu_forward(_addr(y), _addr(x), x.size, _name(x.dtype), _stream(xp))
         return y
     return reference.relu_forward(xp, x)
 
@@ -270,13 +282,13 @@ def relu_backward(dy, y):
         if mod is not None:
             dy, y = _contiguous(xp, dy, y)
             dx = np.empty_like(dy)
-            mod.relu_backward(_addr(dx), _addr(dy), _addr(y), dy.size, dy.dtype.name)
+            mod.relu_backward(_addr(dx), _addr(dy), _addr(y), dy.size, _name(dy.dtype))
             return dx
     elif (mod := _cuda_kernel("relu_backward", dy)) is not None:
         dy, y = _contiguous(xp, dy, y)
         with dy.device:
             dx = xp.empty_like(dy)
-            mod.relu_backward(_addr(dx), _addr(dy), _addr(y), dy.size, dy.dtype.name, _stream(xp))
+            mod.relu_backward(_addr(dx), _addr(dy), _addr(y), dy.size, _name(dy.dtype), _stream(xp))
         return dx
     return reference.relu_backward(xp, dy, y)
 
@@ -290,13 +302,13 @@ def gelu_forward(x, approximate="none"):
         if mod is not None:
             (x,) = _contiguous(xp, x)
             y = np.empty_like(x)
-            mod.gelu_forward(_addr(y), _addr(x), x.size, tanh, x.dtype.name)
+            mod.gelu_forward(_addr(y), _addr(x), x.size, tanh, _name(x.dtype))
             return y
     elif (mod := _cuda_kernel("gelu_forward", x)) is not None:
         (x,) = _contiguous(xp, x)
         with x.device:
             y = xp.empty_like(x)
-            mod.gelu_forward(_addr(y), _addr(x), x.size, tanh, x.dtype.name, _stream(xp))
+            mod.gelu_forward(_addr(y), _addr(x), x.size, tanh, _name(x.dtype), _stream(xp))
         return y
     return reference.gelu_forward(xp, x, approximate)
 
@@ -310,13 +322,13 @@ def gelu_backward(dy, x, approximate="none"):
         if mod is not None:
             dy, x = _contiguous(xp, dy, x)
             dx = np.empty_like(dy)
-            mod.gelu_backward(_addr(dx), _addr(dy), _addr(x), dy.size, tanh, dy.dtype.name)
+            mod.gelu_backward(_addr(dx), _addr(dy), _addr(x), dy.size, tanh, _name(dy.dtype))
             return dx
     elif (mod := _cuda_kernel("gelu_backward", dy)) is not None:
         dy, x = _contiguous(xp, dy, x)
         with dy.device:
             dx = xp.empty_like(dy)
-            mod.gelu_backward(_addr(dx), _addr(dy), _addr(x), dy.size, tanh, dy.dtype.name, _stream(xp))
+            mod.gelu_backward(_addr(dx), _addr(dy), _addr(x), dy.size, tanh, _name(dy.dtype), _stream(xp))
         return dx
     return reference.gelu_backward(xp, dy, x, approximate)
 
@@ -350,7 +362,7 @@ def softmax_xent(logits, labels, smoothing=0.0, grad_scale=1.0, need_grad=True):
             dlogits = np.empty_like(logits) if need_grad else None
             mod.softmax_xent(
                 _addr(loss), _addr(dlogits) if need_grad else 0, _addr(logits), _addr(labels),
-                n, c, float(smoothing), float(grad_scale), logits.dtype.name,
+                n, c, float(smoothing), float(grad_scale), _name(logits.dtype),
             )
             return loss, dlogits
     elif (mod := _cuda_kernel("softmax_xent", logits)) is not None:
@@ -361,7 +373,7 @@ def softmax_xent(logits, labels, smoothing=0.0, grad_scale=1.0, need_grad=True):
             dlogits = xp.empty_like(logits) if need_grad else None
             mod.softmax_xent(
                 _addr(loss), _addr(dlogits) if need_grad else 0, _addr(logits), _addr(labels), n, c,
-                float(smoothing), float(grad_scale), logits.dtype.name, _stream(xp),
+                float(smoothing), float(grad_scale), _name(logits.dtype), _stream(xp),
             )
         return loss, dlogits
     return reference.softmax_xent(xp, logits, labels, smoothing, grad_scale, need_grad)
@@ -425,7 +437,7 @@ def bias_act_backward(dy, z, act, need_bias=True):
                 dz = cp.empty_like(dy)
                 db = cp.empty((n,), dtype=dy.dtype) if need_bias else None
                 mod.bias_act_backward(_addr(dz), 0 if db is None else _addr(db), _addr(dy), _addr(z), m, n, act,
-                                      dy.dtype.name, _stream(cp))
+                                      _name(dy.dtype), _stream(cp))
             return dz, db
     dz = activation_backward(dy, z, act)
     if not need_bias:
@@ -455,7 +467,7 @@ def fused_update_kernel(p, g):
     launch; None otherwise (NumPy arrays take the optimizer's own code)."""
     if not backend.is_cupy_array(p):
         return None
-    if p.dtype.name not in ("float32", "float64") or g.dtype != p.dtype or not (p.flags.c_contiguous and g.flags.c_contiguous):
+    if _name(p.dtype) not in ("float32", "float64") or g.dtype != p.dtype or not (p.flags.c_contiguous and g.flags.c_contiguous):
         warn_once(
             f"fused update {p.dtype} {g.dtype}",
             f"no fused CUDA optimizer update for a {p.dtype} parameter with a {g.dtype} gradient (or a non-contiguous one); "
@@ -469,14 +481,14 @@ def sgd_update(mod, p, g, buf, lr, momentum, dampening, weight_decay, nesterov, 
     xp = backend.get_array_module(p)
     with p.device:
         mod.sgd_update(_addr(p), _addr(g), _addr(buf) if buf is not None else 0, p.size, float(lr), float(momentum),
-                       float(dampening), float(weight_decay), bool(nesterov), bool(first_step), p.dtype.name, _stream(xp))
+                       float(dampening), float(weight_decay), bool(nesterov), bool(first_step), _name(p.dtype), _stream(xp))
 
 
 def adam_update(mod, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, bc2_sqrt):
     xp = backend.get_array_module(p)
     with p.device:
         mod.adam_update(_addr(p), _addr(g), _addr(m), _addr(v), p.size, float(lr), float(beta1), float(beta2), float(eps),
-                        float(weight_decay), bool(decoupled), float(step_size), float(bc2_sqrt), p.dtype.name, _stream(xp))
+                        float(weight_decay), bool(decoupled), float(step_size), float(bc2_sqrt), _name(p.dtype), _stream(xp))
 
 
 # --------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import warn_once
-from . import _addr, _contiguous, _cpu_kernel, _cuda_kernel, _ext, _sm_count, _stream, float32_on_cpu, matmul, reference
+from . import _addr, _contiguous, _name, _cpu_kernel, _cuda_kernel, _ext, _sm_count, _stream, float32_on_cpu, matmul, reference
 
 
 class Geometry(NamedTuple):
@@ -90,7 +90,7 @@ def im2col(x, g, pooled=False):
     if xp is np and (mod := _cpu_kernel("im2col", x)) is not None:
         (x,) = _contiguous(np, x)
         col = take_workspace(shape, x.dtype) if pooled else np.empty(shape, dtype=x.dtype)
-        mod.im2col(_addr(col), _addr(x), g, x.dtype.name)
+        mod.im2col(_addr(col), _addr(x), g, _name(x.dtype))
         return col
     return reference.im2col(xp, x, g)
 
@@ -155,7 +155,7 @@ def col2im(dcol, g):
     if xp is np and (mod := _cpu_kernel("col2im", dcol)) is not None:
         (dcol,) = _contiguous(np, dcol)
         dx = np.empty((g.n, g.c, g.h, g.w), dtype=dcol.dtype)
-        mod.col2im(_addr(dx), _addr(dcol), g, dcol.dtype.name)
+        mod.col2im(_addr(dx), _addr(dcol), g, _name(dcol.dtype))
         return dx
     return reference.col2im(xp, dcol, g)
 
@@ -173,7 +173,7 @@ def channels_to_batch_major(y, bias, n):
     if xp is np and (mod := _cpu_kernel("channels_to_batch_major", y)) is not None:
         (y,) = _contiguous(np, y)
         out = np.empty((n, c, p), dtype=y.dtype)
-        mod.channels_to_batch_major(_addr(out), _addr(y), 0 if bias is None else _addr(bias), n, c, p, y.dtype.name)
+        mod.channels_to_batch_major(_addr(out), _addr(y), 0 if bias is None else _addr(bias), n, c, p, _name(y.dtype))
         return out
     return reference.channels_to_batch_major(xp, y, bias, n)
 
@@ -187,7 +187,7 @@ def batch_to_channels_major(dy, need_sums=True):
         (dy,) = _contiguous(np, dy)
         out = np.empty((c, n * p), dtype=dy.dtype)
         sums = np.empty(c, dtype=dy.dtype) if need_sums else None
-        mod.batch_to_channels_major(_addr(out), 0 if sums is None else _addr(sums), _addr(dy), n, c, p, dy.dtype.name)
+        mod.batch_to_channels_major(_addr(out), 0 if sums is None else _addr(sums), _addr(dy), n, c, p, _name(dy.dtype))
         return out, sums
     return reference.batch_to_channels_major(xp, dy, need_sums)
 
@@ -252,7 +252,7 @@ def implicit_gemm_ready(x, weight):
     take these arrays, says so once."""
     if backend.kernels() != "lamina" or not backend.is_cupy_array(x):
         return False
-    if x.dtype == weight.dtype and x.dtype.name in _IMPLICIT_DTYPES:
+    if x.dtype == weight.dtype and _name(x.dtype) in _IMPLICIT_DTYPES:
         return _cuda_kernel("conv2d_forward", x) is not None
     warn_once(
         f"lamina conv {x.dtype} {weight.dtype}",
@@ -285,7 +285,7 @@ def conv2d_forward_implicit(x, weight, bias, g, groups):
             (bias,) = _contiguous(cp, bias.astype(x.dtype, copy=False))
         y = cp.empty((g.n, o, g.oh, g.ow), dtype=x.dtype)
         mod.conv2d_forward(_addr(y), _addr(x), _addr(weight), 0 if bias is None else _addr(bias), tuple(g), o, groups,
-                           x.dtype.name, _stream(cp))
+                           _name(x.dtype), _stream(cp))
     return y
 
 
@@ -302,13 +302,13 @@ def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True):
         dx = None
         if need_dx:
             dx = cp.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
-            mod.conv2d_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), o, groups, dy.dtype.name,
+            mod.conv2d_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), o, groups, _name(dy.dtype),
                                      _stream(cp))
         splits = backward_weight_splits(g, o, groups, _sm_count(cp))
         workspace = cp.empty(splits * weight.size, dtype=np.float32) if splits > 1 else None
         dweight = cp.empty(weight.shape, dtype=dy.dtype)
         mod.conv2d_backward_weight(_addr(dweight), 0 if workspace is None else _addr(workspace), _addr(dy), _addr(x),
-                                   tuple(g), o, groups, splits, dy.dtype.name, _stream(cp))
+                                   tuple(g), o, groups, splits, _name(dy.dtype), _stream(cp))
     return dx, dweight, dbias
 
 
@@ -330,7 +330,7 @@ def maxpool2d_forward(x, g):
         (x,) = _contiguous(np, x)
         y = np.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
         idx = np.empty((g.n, g.c, g.oh, g.ow), dtype=np.int64)
-        mod.maxpool_forward(_addr(y), _addr(idx), _addr(x), _planes(g), x.dtype.name)
+        mod.maxpool_forward(_addr(y), _addr(idx), _addr(x), _planes(g), _name(x.dtype))
         return y, idx
     return reference.maxpool_forward(xp, x, g)
 
@@ -342,7 +342,7 @@ def maxpool2d_backward(dy, idx, g):
     if xp is np and (mod := _cpu_kernel("maxpool_backward", dy)) is not None:
         dy, idx = _contiguous(np, dy, idx)
         dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
-        mod.maxpool_backward(_addr(dx), _addr(dy), _addr(idx), _planes(g), dy.dtype.name)
+        mod.maxpool_backward(_addr(dx), _addr(dy), _addr(idx), _planes(g), _name(dy.dtype))
         return dx
     return reference.maxpool_backward(xp, dy, idx, g)
 
@@ -353,7 +353,7 @@ def avgpool2d_forward(x, g, count_include_pad=True):
     if xp is np and (mod := _cpu_kernel("avgpool_forward", x)) is not None:
         (x,) = _contiguous(np, x)
         y = np.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
-        mod.avgpool_forward(_addr(y), _addr(x), _planes(g), bool(count_include_pad), x.dtype.name)
+        mod.avgpool_forward(_addr(y), _addr(x), _planes(g), bool(count_include_pad), _name(x.dtype))
         return y
     return reference.avgpool_forward(xp, x, g, count_include_pad)
 
@@ -364,6 +364,6 @@ def avgpool2d_backward(dy, g, count_include_pad=True):
     if xp is np and (mod := _cpu_kernel("avgpool_backward", dy)) is not None:
         (dy,) = _contiguous(np, dy)
         dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
-        mod.avgpool_backward(_addr(dx), _addr(dy), _planes(g), bool(count_include_pad), dy.dtype.name)
+        mod.avgpool_backward(_addr(dx), _addr(dy), _planes(g), bool(count_include_pad), _name(dy.dtype))
         return dx
     return reference.avgpool_backward(xp, dy, g, count_include_pad)

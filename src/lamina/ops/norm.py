@@ -5,7 +5,7 @@ the NumPy/CuPy reference otherwise."""
 import numpy as np
 
 from .. import backend
-from . import _addr, _contiguous, _cpu_kernel, reference
+from . import _addr, _contiguous, _name, _cpu_kernel, reference
 
 
 def batchnorm_stats(x):
@@ -15,7 +15,7 @@ def batchnorm_stats(x):
         (x,) = _contiguous(np, x)
         n, c, l = x.shape
         mean, var = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
-        mod.batchnorm_stats(_addr(mean), _addr(var), _addr(x), n, c, l, x.dtype.name)
+        mod.batchnorm_stats(_addr(mean), _addr(var), _addr(x), n, c, l, _name(x.dtype))
         return mean, var
     return reference.batchnorm_stats(xp, x)
 
@@ -30,7 +30,7 @@ def batchnorm_apply(x, mean, inv_std, gamma=None, beta=None, need_xhat=True):
         xhat = np.empty_like(x) if need_xhat else None
         mod.batchnorm_apply(
             _addr(y), 0 if xhat is None else _addr(xhat), _addr(x), _addr(mean), _addr(inv_std),
-            0 if gamma is None else _addr(gamma), 0 if beta is None else _addr(beta), n, c, l, x.dtype.name,
+            0 if gamma is None else _addr(gamma), 0 if beta is None else _addr(beta), n, c, l, _name(x.dtype),
         )
         return y, xhat
     return reference.batchnorm_apply(xp, x, mean, inv_std, gamma, beta, need_xhat)
@@ -46,7 +46,7 @@ def batchnorm_backward(dy, xhat, inv_std, gamma=None, batch_stats=True):
         dgamma, dbeta = np.empty(c, dtype=dy.dtype), np.empty(c, dtype=dy.dtype)
         mod.batchnorm_backward(
             _addr(dx), _addr(dgamma), _addr(dbeta), _addr(dy), _addr(xhat), 0 if gamma is None else _addr(gamma),
-            _addr(inv_std), n, c, l, bool(batch_stats), dy.dtype.name,
+            _addr(inv_std), n, c, l, bool(batch_stats), _name(dy.dtype),
         )
         return dx, dgamma, dbeta
     return reference.batchnorm_backward(xp, dy, xhat, inv_std, gamma, batch_stats)
