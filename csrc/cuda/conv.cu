@@ -109,25 +109,34 @@ __global__ void __launch_bounds__(simt::kThreads)
   simt::epilogue(epi, acc, m0, n0, og, s.n * s.oh * s.ow);
 }
 
-// A of backward-data: A[c, k = (o, kh, kw)] = W[g*Og + o, c, kh, kw].  Rows
-// of k are contiguous within one o; kRowMajor, decoded per element.
-template <typename T, int E>
-struct FlippedWeightLoader {
-  const T* w;  // w + group's first output channel
-  int cg, kk, rows, kend, r0;
+// An A operand gathered element by element, kRowMajor: A[r, k] =
+// p[index(r, k)] for r < rows and k < kend, else 0.  The index functors below
+// give backward-data's and backward-weight's A.
+template <typename T, int E, class Index>
+struct GatherRowsLoader {
+  const T* p;
+  Index index;
+  int rows, kend, r0;
   float v[E];
   __device__ void fetch(int k0) {
-    const int c = r0 + simt::pattern_row<kRowMajor, E>(0), kb = k0 + simt::pattern_k<kRowMajor, E>(0);
+    const int r = r0 + simt::pattern_row<kRowMajor, E>(0), kb = k0 + simt::pattern_k<kRowMajor, E>(0);
 #pragma unroll
     for (int i = 0; i < E; ++i) {
       const int k = kb + i;
-      v[i] = (c < rows && k < kend) ? to_float(w[((int64_t)(k / kk) * cg + c) * kk + k % kk]) : 0.f;
+      v[i] = (r < rows && k < kend) ? to_float(p[index(r, k)]) : 0.f;
     }
   }
   template <int S>
   __device__ void stash(float (*sm)[S]) const {
     simt::stash<kRowMajor, E, S>(sm, v);
   }
+};
+
+// A of backward-data: A[c, k = (o, kh, kw)] = W[g*Og + o, c, kh, kw] (p = w +
+// group's first output channel).  Rows of k are contiguous within one o.
+struct FlippedWeightIndex {
+  int cg, kk;
+  __device__ int64_t operator()(int c, int k) const { return ((int64_t)(k / kk) * cg + c) * kk + k % kk; }
 };
 
 // B of backward-data: B[k = (o, kh, kw), (n, ih, iw)] = dY[n, g*Og + o, oh, ow]
@@ -190,7 +199,7 @@ __global__ void __launch_bounds__(simt::kThreads)
   const int g = blockIdx.z;
   const int cg = s.c / s.groups, og = s.o / s.groups, kk = s.kh * s.kw, K = og * kk;
   const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
-  FlippedWeightLoader<T, TM / 2> la{w + (int64_t)g * og * cg * kk, cg, kk, cg, K, m0, {}};
+  GatherRowsLoader<T, TM / 2, FlippedWeightIndex> la{w + (int64_t)g * og * cg * kk, {cg, kk}, cg, K, m0, {}};
   OutputGradLoader<T> lb(dy + (int64_t)g * og * s.oh * s.ow, s, K, n0);
   float acc[TM][8] = {};
   simt::mainloop(la, lb, 0, K, acc);
@@ -198,25 +207,11 @@ __global__ void __launch_bounds__(simt::kThreads)
   simt::epilogue(epi, acc, m0, n0, cg, s.n * s.h * s.w);
 }
 
-// A of backward-weight: A[o, q = (n, p)] = dY[n, g*Og + o, p]; contiguous
-// along q within one image, so kRowMajor, decoded per element.
-template <typename T, int E>
-struct OutputGradRowsLoader {
-  const T* dy;  // dy + group's first channel
-  int o_total, p, rows, kend, r0;
-  float v[E];
-  __device__ void fetch(int k0) {
-    const int o = r0 + simt::pattern_row<kRowMajor, E>(0), qb = k0 + simt::pattern_k<kRowMajor, E>(0);
-#pragma unroll
-    for (int i = 0; i < E; ++i) {
-      const int q = qb + i;
-      v[i] = (o < rows && q < kend) ? to_float(dy[((int64_t)(q / p) * o_total + o) * p + q % p]) : 0.f;
-    }
-  }
-  template <int S>
-  __device__ void stash(float (*sm)[S]) const {
-    simt::stash<kRowMajor, E, S>(sm, v);
-  }
+// A of backward-weight: A[o, q = (n, p)] = dY[n, g*Og + o, p] (p = dy +
+// group's first channel); contiguous along q within one image.
+struct OutputGradRowsIndex {
+  int o_total, p;
+  __device__ int64_t operator()(int o, int q) const { return ((int64_t)(q / p) * o_total + o) * p + q % p; }
 };
 
 // B of backward-weight: B[q = (n, p), k = (c, kh, kw)] = col_g[k, q].  The
@@ -278,7 +273,8 @@ __global__ void __launch_bounds__(simt::kThreads)
   const int qbegin = split * chunk;
   const int qend = min(q_total, qbegin + chunk);
   const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
-  OutputGradRowsLoader<T, TM / 2> la{dy + (int64_t)g * og * s.oh * s.ow, s.o, s.oh * s.ow, og, qend, m0, {}};
+  GatherRowsLoader<T, TM / 2, OutputGradRowsIndex> la{dy + (int64_t)g * og * s.oh * s.ow, {s.o, s.oh * s.ow}, og, qend,
+                                                      m0, {}};
   ImageRowsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, qend, n0, K);
   float acc[TM][8] = {};
   simt::mainloop(la, lb, qbegin, qend, acc);  // an empty range leaves zeros: still written below
