@@ -176,6 +176,10 @@ CONV_CASES = [
     ((2, 48, 5, 6), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 40),
     ((1, 96, 4, 5), (3, 3), (2, 1), (1, 1, 0, 0), (1, 1), 2, 66),  # per group: 48 in, 33 out
     ((1, 32, 6, 6), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 32),  # exactly one 32-row tile
+    # backward-data's stride phases: phases of 1, 2 and 4 taps, several pixel tiles per phase
+    ((2, 16, 29, 26), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, 32),
+    ((1, 3, 7, 8), (1, 1), (3, 2), (0, 0, 0, 0), (1, 1), 1, 4),  # most phases have pixels but no taps: zeros
+    ((2, 4, 12, 11), (3, 3), (2, 4), (2, 1, 0, 3), (2, 2), 2, 6),  # dilation sharing a factor with the stride
 ]
 
 

@@ -14,10 +14,8 @@
 // Each output element is written once by one thread (no atomics), and the
 // split-K partial sums of backward-weight are added in a fixed order.
 //
-// Backward-data gathers dY for every (o, kh, kw) and masks the terms whose
-// window does not land on an output pixel: with stride s that wastes
-// 1 - 1/(sh*sw) of its FMAs.  Decomposing it into sh*sw stride-1 problems
-// is the known fix (csrc/NOTES.md).
+// Backward-data runs as sh*sw dense problems, one per stride phase of the
+// input pixels, so no FMA is spent on a window that misses the output grid.
 #include <cuda_runtime.h>
 
 #include "common.cuh"
@@ -132,52 +130,101 @@ struct GatherRowsLoader {
   }
 };
 
-// A of backward-data: A[c, k = (o, kh, kw)] = W[g*Og + o, c, kh, kw] (p = w +
-// group's first output channel).  Rows of k are contiguous within one o.
-struct FlippedWeightIndex {
-  int cg, kk;
-  __device__ int64_t operator()(int c, int k) const { return ((int64_t)(k / kk) * cg + c) * kk + k % kk; }
+// Backward-data, decomposed by stride.  An input row ih takes terms only
+// from the taps kh with ih + pt - kh*dh ≡ 0 (mod sh), so grouping the input
+// rows by their phase r = (ih + pt) mod sh makes each group a dense
+// problem: rows ih = first, first + sh, ... and taps kh = k0, k0 + kstep, ...
+// (the kh with kh*dh ≡ r, kstep = sh / gcd(sh, dh)), and every (row, tap)
+// pair lands on the output row oh = (ih + pt - kh*dh) / sh exactly, or off
+// the edge.  Masking instead of decomposing would spend 1 - 1/(sh*sw) of the
+// FMAs on zeros (3/4 for stride 2).  Stride 1 is one phase: the plain
+// gathered GEMM.  Mirrored in lamina/ops/reference.py (implicit_data_phase).
+struct PhaseAxis {
+  int first, count;  // input positions first + j*stride, j < count
+  int k0, kstep, kcount;  // taps k0 + i*kstep, i < kcount (0 when no tap has this phase)
+  int base;  // output position of j = 0 and tap i = 0 is base + j - (t0 + i*tstep)
+  int t0, tstep;
 };
 
-// B of backward-data: B[k = (o, kh, kw), (n, ih, iw)] = dY[n, g*Og + o, oh, ow]
-// where the window position lands on an output pixel, else 0.
+inline PhaseAxis phase_axis(int r, int size, int pad, int kernel, int stride, int dil) {
+  PhaseAxis a{};
+  a.first = ((r - pad) % stride + stride) % stride;
+  a.count = a.first < size ? (size - a.first + stride - 1) / stride : 0;
+  int g = stride, d = dil;  // gcd(stride, dil)
+  while (d != 0) {
+    const int t = g % d;
+    g = d;
+    d = t;
+  }
+  a.kstep = stride / g;
+  a.k0 = 0;
+  while (a.k0 < kernel && a.k0 < a.kstep && (a.k0 * dil) % stride != r) ++a.k0;
+  a.kcount = a.k0 < kernel && a.k0 < a.kstep ? (kernel - a.k0 + a.kstep - 1) / a.kstep : 0;
+  a.base = (a.first + pad - r) / stride;
+  a.t0 = (a.k0 * dil - r) / stride;  // exact when kcount > 0
+  a.tstep = a.kstep * dil / stride;
+  return a;
+}
+
+struct DataPhase {
+  PhaseAxis h, w;
+};
+
+inline DataPhase data_phase(const ConvShape& s, int phase) {
+  return {phase_axis(phase / s.sw, s.h, s.pt, s.kh, s.sh, s.dh), phase_axis(phase % s.sw, s.w, s.pl, s.kw, s.sw, s.dw)};
+}
+
+// A of backward-data in one phase: A[c, k = (o, i, j)] = W[g*Og + o, c, kh, kw]
+// at the phase's taps kh = h.k0 + i*h.kstep, kw = w.k0 + j*w.kstep (p = w +
+// group's first output channel).
+struct PhaseWeightIndex {
+  int cg, kh, kw;
+  PhaseAxis h, w;
+  __device__ int64_t operator()(int c, int k) const {
+    const int taps = h.kcount * w.kcount, o = k / taps, r = k % taps;
+    const int th = h.k0 + (r / w.kcount) * h.kstep, tw = w.k0 + (r % w.kcount) * w.kstep;
+    return (((int64_t)o * cg + c) * kh + th) * kw + tw;
+  }
+};
+
+// B of backward-data in one phase: B[k = (o, i, j), (n, jh, jw)] = dY[n, g*Og + o, oh, ow]
+// with oh = h.base + jh - (h.t0 + i*h.tstep) (likewise ow), 0 off the edge.
+// Each thread's 4 pixels are decoded once.
 template <typename T>
 struct OutputGradLoader {
   const T* dy;  // dy + group's first channel
-  ConvShape s;
-  int kend;
+  int oh_n, ow_n, kend, taps, kcount_w, t0h, tsteph, t0w, tstepw;
   int64_t base[4];  // offset of image n's group channel 0 in dy
-  int th0[4], tw0[4];  // ih + pt, iw + pl
+  int ohb[4], owb[4];  // h.base + jh, w.base + jw: the output position before the tap's offset
   float v[4];
 
-  __device__ OutputGradLoader(const T* dy_, const ConvShape& s_, int kend_, int pix0) : dy(dy_), s(s_), kend(kend_) {
-    const int npix = s.n * s.h * s.w;
+  __device__ OutputGradLoader(const T* dy_, const ConvShape& s, const DataPhase& ph, int kend_, int pix0)
+      : dy(dy_), oh_n(s.oh), ow_n(s.ow), kend(kend_), taps(ph.h.kcount * ph.w.kcount), kcount_w(ph.w.kcount),
+        t0h(ph.h.t0), tsteph(ph.h.tstep), t0w(ph.w.t0), tstepw(ph.w.tstep) {
+    const int hw = ph.h.count * ph.w.count, npix = s.n * hw;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int q = pix0 + (threadIdx.x & 31) * 4 + i;
       if (q < npix) {
-        const int n = q / (s.h * s.w), p = q % (s.h * s.w);
+        const int n = q / hw, p = q % hw;
         base[i] = (int64_t)n * s.o * s.oh * s.ow;
-        th0[i] = p / s.w + s.pt;
-        tw0[i] = p % s.w + s.pl;
+        ohb[i] = ph.h.base + p / ph.w.count;
+        owb[i] = ph.w.base + p % ph.w.count;
       } else {
         base[i] = -1;
-        th0[i] = tw0[i] = 0;
+        ohb[i] = owb[i] = 0;
       }
     }
   }
   __device__ void fetch(int k0) {
     const int k = k0 + (threadIdx.x >> 5);
-    const int kk = s.kh * s.kw;
-    const int o = k / kk, r = k % kk;
-    const int dh = (r / s.kw) * s.dh, dw = (r % s.kw) * s.dw;
+    const int o = k / taps, r = k % taps;  // taps > 0 whenever fetch runs (K = Og * taps)
+    const int th = t0h + (r / kcount_w) * tsteph, tw = t0w + (r % kcount_w) * tstepw;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int th = th0[i] - dh, tw = tw0[i] - dw;
-      const int oh = th / s.sh, ow = tw / s.sw;  // used only when th, tw >= 0 and divisible
-      const bool in = k < kend && base[i] >= 0 && th >= 0 && tw >= 0 && th % s.sh == 0 && tw % s.sw == 0 &&
-                      oh < s.oh && ow < s.ow;
-      v[i] = in ? to_float(dy[base[i] + ((int64_t)o * s.oh + oh) * s.ow + ow]) : 0.f;
+      const int oh = ohb[i] - th, ow = owb[i] - tw;
+      const bool in = k < kend && base[i] >= 0 && oh >= 0 && oh < oh_n && ow >= 0 && ow < ow_n;
+      v[i] = in ? to_float(dy[base[i] + ((int64_t)o * oh_n + oh) * ow_n + ow]) : 0.f;
     }
   }
   __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
@@ -187,24 +234,34 @@ template <typename T>
 struct ConvDataEpilogue {
   T* dx;  // dx + group's first channel
   ConvShape s;
+  DataPhase ph;
   __device__ void operator()(int c, int q, float v) const {
-    const int p = s.h * s.w;
-    dx[((int64_t)(q / p) * s.c + c) * p + q % p] = from_float<T>(v);
+    const int hw = ph.h.count * ph.w.count, n = q / hw, p = q % hw;
+    const int ih = ph.h.first + (p / ph.w.count) * s.sh, iw = ph.w.first + (p % ph.w.count) * s.sw;
+    dx[(((int64_t)n * s.c + c) * s.h + ih) * s.w + iw] = from_float<T>(v);
   }
 };
 
+// One launch per stride phase, its taps and pixels in the kernel's
+// parameters: they stay in the constant bank (decoded from blockIdx.z in the
+// kernel they took 25-40 more registers).  8 / TM blocks per SM keeps the
+// occupancy of the masked kernel this replaced (ptxas: 167, 121, 64
+// registers, no spills).  A phase with no taps (possible when the dilation
+// shares a factor with the stride) still writes its zeros.
 template <typename T, int TM>
-__global__ void __launch_bounds__(simt::kThreads)
-    conv_backward_data_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ w, ConvShape s) {
+__global__ void __launch_bounds__(simt::kThreads, 8 / TM)
+    conv_backward_data_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ w, ConvShape s,
+                              DataPhase ph) {
   const int g = blockIdx.z;
-  const int cg = s.c / s.groups, og = s.o / s.groups, kk = s.kh * s.kw, K = og * kk;
+  const int cg = s.c / s.groups, og = s.o / s.groups, K = og * ph.h.kcount * ph.w.kcount;
   const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
-  GatherRowsLoader<T, TM / 2, FlippedWeightIndex> la{w + (int64_t)g * og * cg * kk, {cg, kk}, cg, K, m0, {}};
-  OutputGradLoader<T> lb(dy + (int64_t)g * og * s.oh * s.ow, s, K, n0);
+  GatherRowsLoader<T, TM / 2, PhaseWeightIndex> la{
+      w + (int64_t)g * og * cg * s.kh * s.kw, {cg, s.kh, s.kw, ph.h, ph.w}, cg, K, m0, {}};
+  OutputGradLoader<T> lb(dy + (int64_t)g * og * s.oh * s.ow, s, ph, K, n0);
   float acc[TM][8] = {};
   simt::mainloop(la, lb, 0, K, acc);
-  const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s};
-  simt::epilogue(epi, acc, m0, n0, cg, s.n * s.h * s.w);
+  const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s, ph};
+  simt::epilogue(epi, acc, m0, n0, cg, s.n * ph.h.count * ph.w.count);
 }
 
 // A of backward-weight: A[o, q = (n, p)] = dY[n, g*Og + o, p] (p = dy +
@@ -334,18 +391,24 @@ cudaError_t conv2d_forward(T* y, const T* x, const T* w, const T* bias, const Co
 template <typename T>
 cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream) {
   if (!valid(s)) return cudaErrorInvalidValue;
-  const int64_t pix = (int64_t)s.n * s.h * s.w, K = (int64_t)(s.o / s.groups) * s.kh * s.kw;
-  if (!fits_int(pix) || !fits_int(K)) return cudaErrorInvalidValue;
+  const int64_t K = (int64_t)(s.o / s.groups) * s.kh * s.kw;
+  if (!fits_int((int64_t)s.n * s.h * s.w) || !fits_int(K)) return cudaErrorInvalidValue;
   const int tm = tile_tm(s.c / s.groups);
-  dim3 grid;
-  if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, tm, &grid)) return e;
-  if (tm == 2)
-    conv_backward_data_kernel<T, 2><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s);
-  else if (tm == 4)
-    conv_backward_data_kernel<T, 4><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s);
-  else
-    conv_backward_data_kernel<T, 8><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s);
-  return cudaGetLastError();
+  for (int phase = 0; phase < s.sh * s.sw; ++phase) {
+    const DataPhase ph = data_phase(s, phase);
+    const int64_t pix = (int64_t)s.n * ph.h.count * ph.w.count;
+    if (pix == 0) continue;  // no input pixel has this phase
+    dim3 grid;
+    if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, tm, &grid)) return e;
+    if (tm == 2)
+      conv_backward_data_kernel<T, 2><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph);
+    else if (tm == 4)
+      conv_backward_data_kernel<T, 4><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph);
+    else
+      conv_backward_data_kernel<T, 8><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph);
+    if (cudaError_t e = cudaGetLastError()) return e;
+  }
+  return cudaSuccess;
 }
 
 template <typename T>

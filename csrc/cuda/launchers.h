@@ -117,6 +117,7 @@ struct ConvShape {
 // tile by tile into shared memory and never written to device memory.
 //   forward          y = W_g · col_g (+ bias)           (O/G) x (N*OH*OW) x (C/G*KH*KW)
 //   backward-data    dx = W_gᵀ · dy, gathered            (C/G) x (N*H*W)  x (O/G*KH*KW)
+//                    as sh*sw launches, one per stride phase of the input pixels (no masked FMAs)
 //   backward-weight  dW_g = dy_g · col_gᵀ, split-K       (O/G) x (C/G*KH*KW) x (N*OH*OW)
 // Backward-weight splits the reduction over N*OH*OW into `splits` ranges
 // whose fp32 partial sums go to workspace (splits * O * C/G*KH*KW floats;

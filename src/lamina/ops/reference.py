@@ -266,28 +266,58 @@ def implicit_conv_forward(xp, x, w, bias, g, groups):
     return y.reshape(g.n, o, g.oh, g.ow)
 
 
+def implicit_data_phase(r, size, pad, kernel, stride, dil):
+    """One axis of backward-data's stride phase r, as conv.cu's phase_axis:
+    the input positions ``first + j*stride`` (j < count) whose ``pos + pad``
+    is r modulo the stride, the taps ``k0 + i*kstep`` (i < kcount) with
+    ``tap*dil`` ≡ r, and the output position ``base + j - (t0 + i*tstep)``
+    where input j and tap i meet."""
+    first = (r - pad) % stride
+    count = -(-(size - first) // stride) if first < size else 0
+    kstep = stride // math.gcd(stride, dil)
+    k0 = next((k for k in range(min(kernel, kstep)) if (k * dil) % stride == r), None)
+    kcount = 0 if k0 is None else -(-(kernel - k0) // kstep)
+    k0 = k0 or 0
+    return dict(first=first, count=count, k0=k0, kstep=kstep, kcount=kcount,
+                base=(first + pad - r) // stride, t0=(k0 * dil - r) // stride, tstep=kstep * dil // stride)
+
+
 def implicit_conv_backward_data(xp, dy, w, g, groups):
     """dx[n, g*Cg + c, ih, iw] = Σ_{(o,kh,kw)} W[g*Og + o, c, kh, kw] dy[n, o, oh, ow] over
-    the window positions that land on an output pixel: conv.cu's backward-data."""
+    the window positions that land on an output pixel: conv.cu's backward-data,
+    one dense problem per stride phase of the input pixels (implicit_data_phase)."""
     o = w.shape[0]
     cg, og, kk = _implicit_sizes(g, o, groups)
-    hw = g.h * g.w
-    k = xp.arange(og * kk)[:, None]  # (o, kh, kw)
-    q = xp.arange(g.n * hw)[None, :]  # input pixels (n, ih, iw)
-    oc, r = k // kk, k % kk
-    n, pp = q // hw, q % hw
-    th = pp // g.w + g.pt - (r // g.kw) * g.dh
-    tw = pp % g.w + g.pl - (r % g.kw) * g.dw
-    oh, ow = th // g.sh, tw // g.sw
-    lands = (th >= 0) & (tw >= 0) & (th % g.sh == 0) & (tw % g.sw == 0) & (oh < g.oh) & (ow < g.ow)
-    dx = xp.empty((g.n, g.c, hw), dtype=dy.dtype)
-    for gi in range(groups):
-        dyg = dy[:, gi * og:(gi + 1) * og]
-        b = xp.where(lands, dyg[n, oc, xp.clip(oh, 0, g.oh - 1), xp.clip(ow, 0, g.ow - 1)], 0)  # (Og*KK, N*H*W)
-        wg = w[gi * og:(gi + 1) * og]  # (Og, Cg, KH, KW)
-        a = wg.reshape(og, cg, kk).transpose(1, 0, 2).reshape(cg, og * kk)  # A[c, (o, kh, kw)]
-        dx[:, gi * cg:(gi + 1) * cg] = (a @ b).reshape(cg, g.n, hw).transpose(1, 0, 2)
-    return dx.reshape(g.n, g.c, g.h, g.w)
+    dx = xp.zeros((g.n, g.c, g.h, g.w), dtype=dy.dtype)
+    for phase in range(g.sh * g.sw):
+        ph = implicit_data_phase(phase // g.sw, g.h, g.pt, g.kh, g.sh, g.dh)
+        pw = implicit_data_phase(phase % g.sw, g.w, g.pl, g.kw, g.sw, g.dw)
+        hw, taps = ph["count"] * pw["count"], ph["kcount"] * pw["kcount"]
+        if hw == 0:
+            continue
+        ih = ph["first"] + xp.arange(ph["count"]) * g.sh
+        iw = pw["first"] + xp.arange(pw["count"]) * g.sw
+        if taps == 0:  # no tap reaches these pixels: their gradient is 0
+            dx[:, :, ih[:, None], iw[None, :]] = 0
+            continue
+        k = xp.arange(og * taps)[:, None]  # (o, i, j)
+        q = xp.arange(g.n * hw)[None, :]  # this phase's input pixels (n, jh, jw)
+        oc, r = k // taps, k % taps
+        ti, tj = r // pw["kcount"], r % pw["kcount"]
+        n, pp = q // hw, q % hw
+        oh = ph["base"] + pp // pw["count"] - (ph["t0"] + ti * ph["tstep"])
+        ow = pw["base"] + pp % pw["count"] - (pw["t0"] + tj * pw["tstep"])
+        lands = (oh >= 0) & (oh < g.oh) & (ow >= 0) & (ow < g.ow)
+        kh = ph["k0"] + xp.arange(ph["kcount"]) * ph["kstep"]
+        kw = pw["k0"] + xp.arange(pw["kcount"]) * pw["kstep"]
+        for gi in range(groups):
+            dyg = dy[:, gi * og:(gi + 1) * og]
+            b = xp.where(lands, dyg[n, oc, xp.clip(oh, 0, g.oh - 1), xp.clip(ow, 0, g.ow - 1)], 0)  # (Og*taps, N*hw)
+            wg = w[gi * og:(gi + 1) * og][:, :, kh[:, None], kw[None, :]]  # (Og, Cg, kcount_h, kcount_w)
+            a = wg.reshape(og, cg, taps).transpose(1, 0, 2).reshape(cg, og * taps)  # A[c, (o, i, j)]
+            part = (a @ b).reshape(cg, g.n, ph["count"], pw["count"]).transpose(1, 0, 2, 3)
+            dx[:, gi * cg:(gi + 1) * cg, ih[:, None], iw[None, :]] = part
+    return dx
 
 
 def implicit_split_ranges(q_total, splits):
