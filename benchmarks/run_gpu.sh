@@ -13,7 +13,8 @@
 # `run_gpu.sh OUT kernels bench checkpoint`.
 #
 # Needs CuPy, PyTorch with CUDA, pytest and nvcc.  Each step runs even if an
-# earlier one failed; the exit status is that of the first failure.
+# earlier one failed; the exit status is that of the first failure.  The
+# interpreter is $PYTHON, else python3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results/gpu-run}
@@ -22,6 +23,7 @@ wanted=" ${*:-build tests memcheck kernels bench checkpoint} "
 want() { [[ "$wanted" == *" $1 "* ]]; }
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
 status=0
 step() {  # step NAME COMMAND...: run, log to OUTDIR/NAME.log, remember the first failure
   local name=$1
@@ -38,22 +40,22 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   # a wheelhouse for a machine without a package index: the test and benchmark
   # dependencies, installed beside (not over) what the machine has
   site="${TMPDIR:-/tmp}/lamina-wheelhouse"
-  [ -d "$site" ] || step wheels python -m pip install -q --no-index --no-deps --target "$site" .whl/*.whl
+  [ -d "$site" ] || step wheels "$py" -m pip install -q --no-index --no-deps --target "$site" .whl/*.whl
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if want build; then
-  step build env LAMINA_CUDA=1 python -m pip install --no-build-isolation --no-deps -e .
-  step info python -m lamina info
+  step build env LAMINA_CUDA=1 "$py" -m pip install --no-build-isolation --no-deps -e .
+  step info "$py" -m lamina info
 fi
-want tests && step gpu_tests python -m pytest -q -m gpu -p no:cacheprovider
+want tests && step gpu_tests "$py" -m pytest -q -m gpu -p no:cacheprovider
 if want memcheck && command -v compute-sanitizer >/dev/null; then
   # every kernel under memcheck, on a subset of the shapes (memcheck is slow)
-  step memcheck timeout 300 compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -m gpu -x \
+  step memcheck timeout 300 compute-sanitizer --tool memcheck --error-exitcode 1 "$py" -m pytest -q -m gpu -x \
     -p no:cacheprovider tests/test_cuda.py tests/test_cuda_gemm.py tests/test_cuda_conv.py \
     -k "(not test_fp32_gemm_matches_float64 and not padded_operands) or 1-1-1 or 129-129-33 or 300-136-700"
 fi
-want kernels && step kernels python benchmarks/kernels.py --out "$out"
-want bench && step bench python benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,transformer \
+want kernels && step kernels "$py" benchmarks/kernels.py --out "$out"
+want bench && step bench "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,transformer \
   --precisions fp32,bf16,fp16 --kernels cupy,lamina --graph --out "$out"
-want checkpoint && step checkpoint_amp python benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"
+want checkpoint && step checkpoint_amp "$py" benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"
 exit "$status"
