@@ -7,7 +7,8 @@ parameter gradient must match PyTorch; if they do not, the harness refuses
 to time and says why. Then both run interleaved (the order alternating each
 round) after warm-up, and the medians are reported.
 
-Models: mlp (784-512-512-10, batch 128), lenet (conv32-pool-conv64-pool-
+Models: mlp (784-512-512-10, batch 128), mlp_wide (4096-4096-4096-4096-10,
+batch 1024: compute-bound on a GPU, for the mixed-precision speedup), lenet (conv32-pool-conv64-pool-
 fc128-fc10 on 1x28x28, batch 64), resnet20 (3x32x32, batch 128),
 transformer (one pre-LN encoder block, E=256, 4 heads, FF 1024, on
 sequences of 128, batch 32, then a linear classifier).
@@ -66,6 +67,8 @@ from lamina import backend  # noqa: E402
 
 CONFIGS = {
     "mlp": dict(build=models.mlp, input=(784,), batch=128, classes=10),
+    # compute-bound on a GPU (~0.28 TFLOP per step): where mixed precision's speedup shows
+    "mlp_wide": dict(build=lambda m: models.mlp(m, (4096, 4096, 4096, 4096, 10)), input=(4096,), batch=1024, classes=10),
     "lenet": dict(build=models.lenet, input=(1, 28, 28), batch=64, classes=10),
     "resnet20": dict(build=lambda m: models.resnet(m, 3), input=(3, 32, 32), batch=128, classes=10),
     "resnet8": dict(build=lambda m: models.resnet(m, 1), input=(3, 32, 32), batch=64, classes=10),
@@ -180,12 +183,21 @@ class Pair:
         problems = []
         if not np.isclose(loss, tloss.item(), rtol=rtol, atol=rtol / 10):
             problems.append(f"loss {loss:.6g} vs PyTorch {tloss.item():.6g}")
+        # Gradients are compared norm-wise, with a loose element-wise bound beside:
+        # a ReLU unit within rounding of zero switches on in one float32
+        # implementation and off in another, and with random labels a batch
+        # gradient is a random walk of B terms, so one such unit moves an
+        # element by ~1/sqrt(B) of the largest (~3% at B = 1024: PyTorch's own
+        # float32 gradients differ from float64 that much on mlp_wide) but the
+        # whole gradient by ~1e-3.  A wrong kernel moves the norm by O(1).
         tgrads = {k: p.grad.float().cpu().numpy() for k, p in self.tmodel.named_parameters()}
         for key, p in self.lmodel.named_parameters():
-            g, tg = backend.to_device(p.grad, "cpu"), tgrads[key]
-            err = float(np.abs(g - tg).max()) / max(float(np.abs(tg).max()), 1e-12)
-            if err > rtol * 10:
-                problems.append(f"gradient of {key}: max error {err:.2e} of its largest element")
+            g, tg = backend.to_device(p.grad, "cpu").astype(np.float64), tgrads[key].astype(np.float64)
+            scale = max(float(np.abs(tg).max()), 1e-30)
+            err = float(np.linalg.norm(g - tg)) / max(float(np.linalg.norm(tg)), 1e-30)
+            worst = float(np.abs(g - tg).max()) / scale
+            if err > rtol or worst > max(10 * rtol, 0.2):
+                problems.append(f"gradient of {key}: norm-wise error {err:.2e}, max error {worst:.2e} of its largest element")
         self.lmodel.zero_grad(set_to_none=True)
         self.tmodel.zero_grad(set_to_none=True)
         if problems:

@@ -25,10 +25,13 @@ def _ns(m):
                 residual=Residual, encoder=lambda *a, **k: nn.TransformerEncoderLayer(*a, batch_first=True, **k))
 
 
-def mlp(m):
-    """MLP 784-512-512-10."""
+def mlp(m, sizes=(784, 512, 512, 10)):
+    """MLP with ReLU between its Dense layers: 784-512-512-10 by default."""
     L = _ns(m)
-    return L["seq"](L["dense"](784, 512), L["relu"](), L["dense"](512, 512), L["relu"](), L["dense"](512, 10))
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [L["dense"](a, b)] + ([L["relu"]()] if i < len(sizes) - 2 else [])
+    return L["seq"](*layers)
 
 
 def lenet(m):
