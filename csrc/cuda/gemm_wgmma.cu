@@ -12,7 +12,8 @@
 //     zeros past the edges); a `full` mbarrier per stage counts the bytes in;
 //   * warpgroups 0 and 1, the consumers, each own 64 rows of the tile: per
 //     stage they wait on `full`, issue 4 wgmma m64nBNk16 reading both
-//     operands straight from shared memory, wait for them, and arrive on the
+//     operands straight from shared memory, then wait for the previous
+//     stage's wgmmas only (one group stays in flight) and arrive on that
 //     stage's `empty` mbarrier, on which the producer waits before refilling.
 // Operands keep their global layout: a k-contiguous operand is loaded as
 // [row][64 k] boxes (K-major descriptor), a row-contiguous one as [k][64 rows]
@@ -129,10 +130,14 @@ __global__ void __launch_bounds__(THREADS, 1)
           acc, wgmma_desc(a0 + kk * A_STEP, ATOM, 1024), wgmma_desc(b0 + kk * B_STEP, ATOM, 1024));
     }
     wgmma_commit();
-    wgmma_wait<0>();
+    // This stage's wgmmas stay in flight while the next stage's are issued:
+    // wait only for the previous stage's, then hand that stage back.
+    wgmma_wait<1>();
     fence_registers(acc);
-    if (lane == 0) mbar_arrive(&empty[s]);
+    if (kt > 0 && lane == 0) mbar_arrive(&empty[(kt - 1) % STAGES]);
   }
+  wgmma_wait<0>();  // the last stage is never refilled: no release needed
+  fence_registers(acc);
 
   // Epilogue.  Once both consumers are past their last wgmma the ring is
   // free: stage the tile there as fp32, then bias, activation and stores in
