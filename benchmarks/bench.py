@@ -368,6 +368,10 @@ def markdown(result):
         for r in graphed:
             lines.append(f"| {_label(r)} | {r['precision']} | {r['lamina_graph_ms']:.2f} | {r['torch_graph_ms']:.2f} "
                          f"| **{r['graph_ratio_vs_torch_eager']:.2f}** | {r['lamina_graph_ms'] / r['torch_graph_ms']:.2f} |")
+    if result.get("refused"):
+        lines += ["", "Not timed: the first step does not match PyTorch:", ""]
+        lines += [f"* {r['model']} [{r['precision']}]" + (f" ({r['kernels']} kernels)" if r.get("kernels") else "")
+                  + ": " + r["reason"].replace("\n", " ") for r in result["refused"]]
     if result.get("amp_speedups"):
         lines += ["", "Mixed precision: step-time speedup over each framework's own fp32 step:", "",
                   "| model | precision | lamina speedup | PyTorch autocast speedup |", "|---|---|---|---|"]
@@ -450,7 +454,7 @@ def main(argv=None):
         _ext.cpu_module().set_num_threads(args.threads)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
     torch.backends.cudnn.allow_tf32 = False
-    rows = []
+    rows, refused = [], []
     kernel_choices = args.kernels.split(",") if device == "cuda" else ["cupy"]
     for name, kernels, precision in itertools.product(args.models.split(","), kernel_choices, args.precisions.split(",")):
         if device == "cuda" and precision == "bf16" and not lm.backend.cupy_bfloat16()[0]:
@@ -461,6 +465,11 @@ def main(argv=None):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", lm.PerformanceWarning)  # CPU 16-bit runs in float32: in the docstring
                 row = bench(name, device, precision, args.repeat, args.warmup, args.graph)
+        except SystemExit as e:  # the first step does not match PyTorch: report it, time the others
+            print(e, flush=True)
+            refused.append({"model": name, "precision": precision, "kernels": kernels if device == "cuda" else None,
+                            "reason": str(e)})
+            continue
         finally:
             lm.backend.use_kernels(previous)
         if device == "cuda":
@@ -480,6 +489,7 @@ def main(argv=None):
                      **{k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")}},
         "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": rows,
+        "refused": refused,
         "amp_speedups": amp_speedups(rows),
     }
     stem = args.name or ("cpu" if device == "cpu" else re.sub(r"[^A-Za-z0-9]+", "_", dev).strip("_").lower())
@@ -491,6 +501,9 @@ def main(argv=None):
         os.replace(path + ".tmp", path)
     bar_chart(result, os.path.join(args.out, f"{stem}.png"))
     print(f"wrote {os.path.join(args.out, stem)}.json, .md and .png")
+    if refused:
+        print(f"{len(refused)} run(s) refused: their first step does not match PyTorch", file=sys.stderr)
+        return 1
     return 0
 
 

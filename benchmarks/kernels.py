@@ -15,7 +15,11 @@ not timed if it differs.  Timing: CUDA events, warm-up, then rounds that
 alternate lamina and the reference; medians; ratio = reference time / lamina
 time (lamina's share of the reference's throughput: 1.0 is parity).
 
-    python benchmarks/kernels.py [--repeat 15] [--quick]
+    python benchmarks/kernels.py [--repeat 15] [--quick] [--sweep]
+
+A kernel whose result differs from the reference is reported as a
+'mismatch' row and not timed; the others still run, and the exit status
+is 1.  --sweep also times split-K counts around lamina's choices.
 
 Writes benchmarks/results/kernels_<device>.json.
 """
@@ -72,6 +76,12 @@ def rel_error(torch, got, ref):
     return float((got.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-30))
 
 
+def mismatch(kernel, shape, what, ref_name, err):
+    """A row for a kernel whose result differs from the reference: reported, not timed."""
+    print(f"{kernel} {shape} {what}: lamina differs from {ref_name} by {err:.2e} (relative): NOT TIMED", flush=True)
+    return {"kernel": kernel, "shape": shape, "what": what, "mismatch": True, "max_rel_error": err}
+
+
 def bench_gemm(torch, mod, args):
     rows = []
     stream = torch.cuda.current_stream().cuda_stream
@@ -111,8 +121,8 @@ def bench_gemm(torch, mod, args):
                     err = rel_error(torch, c, ref)
                     limit = 1e-4 if dtype == "float32" else 2e-2
                     if not err < limit:
-                        sys.exit(f"GEMM {name} {dtype} ({variant}): lamina differs from cuBLAS by {err:.2e} "
-                                 f"(relative): not timing it")
+                        rows.append(mismatch("gemm", name, f"{dtype} ({variant})", "cuBLAS", err))
+                        continue
                     t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
                 finally:
                     mod.tensor_core_gemm(previous)
@@ -164,7 +174,8 @@ def bench_conv(torch, mod, args):
             lamina_fn()
             err = rel_error(torch, result(), ref_fn())
             if not err < 1e-4:
-                sys.exit(f"conv {name} {pass_name}: lamina differs from cuDNN by {err:.2e} (relative): not timing it")
+                rows.append(mismatch("conv2d " + pass_name, name, "float32", "cuDNN", err))
+                continue
             t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
             row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o, "kernel_size": kk,
                    "stride": s, "padding": p, "dtype": "float32", "layout": "NCHW", "splits": splits if pass_name == "backward-weight" else None,
@@ -176,10 +187,69 @@ def bench_conv(torch, mod, args):
     return rows
 
 
+def sweep_splits(torch, mod, args):
+    """Split counts around the ones lamina picks, timed on the shapes where they
+    apply (fp32 GEMMs with few output tiles; convolution backward-weight), so
+    that one GPU run also gives the data to tune ops.gemm_splits and
+    ops.conv.backward_weight_splits.  Results only: no reference, no ratio."""
+    rows = []
+    stream = torch.cuda.current_stream().cuda_stream
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+
+    def timed(fn):
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(args.repeat):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
+
+    for name, m, n, k, ta, tb, _ in GEMM:
+        chosen = ops.gemm_splits(m, n, k, sms)
+        if chosen == 1 and m * n >= 1024 * 1024:
+            continue
+        a = torch.randn((k, m) if ta else (m, k), device="cuda")
+        b = torch.randn((n, k) if tb else (k, n), device="cuda")
+        c = torch.empty((m, n), device="cuda")
+        times = {}
+        for splits in sorted({1, 2, 3, 4, 6, 8, 12, 16, chosen} & set(range(1, max(1, k // 32) + 1))):
+            ws = torch.empty(max(1, splits * m * n if splits > 1 else 1), device="cuda")
+            times[splits] = timed(lambda: mod.gemm(c.data_ptr(), 0, a.data_ptr(), b.data_ptr(), 0, m, n, k, a.shape[1],
+                                                   b.shape[1], n, ta, tb, "none", "float32", "float32", stream, splits,
+                                                   ws.data_ptr()))
+        rows.append({"kernel": "gemm fp32 split-K", "shape": name, "chosen": chosen, "ms_by_splits": times,
+                     "best": min(times, key=times.get)})
+        print(f"sweep gemm {name:>30}: chosen {chosen}, best {rows[-1]['best']}: "
+              + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
+    for name, xshape, o, kk, s, p in CONV:
+        geo = ops.geometry(xshape, (kk, kk), (s, s), (p, p, p, p))
+        chosen = ops.conv.backward_weight_splits(geo, o, 1, sms)
+        x = torch.randn(xshape, device="cuda")
+        dy = torch.randn((geo.n, o, geo.oh, geo.ow), device="cuda")
+        dw = torch.empty((o, xshape[1], kk, kk), device="cuda")
+        times = {}
+        for splits in sorted({1, 2, 4, 8, 16, 32, 64, chosen, max(1, chosen // 2), 2 * chosen}):
+            ws = torch.empty(max(1, splits * dw.numel()), device="cuda")
+            times[splits] = timed(lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws.data_ptr(), dy.data_ptr(),
+                                                                     x.data_ptr(), tuple(geo), o, 1, splits, "float32",
+                                                                     stream))
+        rows.append({"kernel": "conv2d backward-weight split-K", "shape": name, "chosen": chosen,
+                     "ms_by_splits": times, "best": min(times, key=times.get)})
+        print(f"sweep conv {name:>22}: chosen {chosen}, best {rows[-1]['best']}: "
+              + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--quick", action="store_true", help="skip the largest problems")
+    p.add_argument("--sweep", action="store_true", help="also time split-K counts around lamina's choices")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = p.parse_args()
     import torch
@@ -193,12 +263,14 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest algorithm per shape
     rows = bench_gemm(torch, mod, args) + bench_conv(torch, mod, args)
+    sweeps = sweep_splits(torch, mod, args) if args.sweep else []
     device = torch.cuda.get_device_name(0)
     result = {
         "benchmark": "kernels", "device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(), "lamina_archs": mod.archs, "tf32": False, "cudnn_benchmark": True,
         "timing": f"CUDA events, 3 warm-up rounds, medians of {args.repeat} interleaved rounds",
         "ratio": "reference ms / lamina ms (1.0 = parity, higher is better for lamina)", "results": rows,
+        "split_k_sweeps": sweeps,
     }
     stem = "kernels_" + re.sub(r"[^A-Za-z0-9]+", "_", device).strip("_").lower()
     os.makedirs(args.out, exist_ok=True)
@@ -207,6 +279,9 @@ def main():
         json.dump(result, f, indent=2)
     os.replace(path + ".tmp", path)
     print(f"wrote {path}")
+    bad = [r for r in rows if r.get("mismatch")]
+    if bad:
+        sys.exit(f"{len(bad)} kernel(s) differ from the reference (rows marked 'mismatch', not timed)")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ if want memcheck && command -v compute-sanitizer >/dev/null; then
     -p no:cacheprovider tests/test_cuda.py tests/test_cuda_gemm.py tests/test_cuda_conv.py \
     -k "(not test_fp32_gemm_matches_float64 and not padded_operands) or 1-1-1 or 129-129-33 or 300-136-700"
 fi
-want kernels && step kernels "$py" benchmarks/kernels.py --out "$out"
+want kernels && step kernels "$py" benchmarks/kernels.py --sweep --out "$out"
 want bench && step bench "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,transformer,mlp_wide \
   --precisions fp32,bf16,fp16 --kernels cupy,lamina --graph --out "$out"
 want checkpoint && step checkpoint_amp "$py" benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"

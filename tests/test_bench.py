@@ -54,3 +54,24 @@ def test_golden_whole_model_matches_pytorch(name, torch):
     logits = pair.lmodel(pair.x)
     np.testing.assert_allclose(logits, pair.tmodel(pair.tx).detach().numpy(), rtol=1e-4, atol=1e-5)
     pair.check_first_step()
+
+
+@pytest.mark.filterwarnings("ignore::lamina.PerformanceWarning")
+def test_a_refused_model_is_reported_and_the_others_still_timed(tmp_path, monkeypatch, torch):
+    import bench
+
+    real = bench.Pair.check_first_step
+
+    def check(self):
+        if self.name == "lenet":
+            raise SystemExit("lenet [fp32]: lamina does not match PyTorch on the first step, refusing to time it:\n  planted")
+        return real(self)
+
+    monkeypatch.setattr(bench.Pair, "check_first_step", check)
+    rc = bench.main(["--models", "lenet,mlp", "--precisions", "fp32", "--repeat", "2", "--warmup", "1",
+                     "--out", str(tmp_path), "--name", "t"])
+    assert rc == 1
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert [r["model"] for r in result["results"]] == ["mlp"]
+    assert [r["model"] for r in result["refused"]] == ["lenet"] and "planted" in result["refused"][0]["reason"]
+    assert "Not timed" in (tmp_path / "t.md").read_text()
