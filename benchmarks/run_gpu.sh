@@ -47,10 +47,16 @@ if want build; then
   step build env LAMINA_CUDA=1 "$py" -m pip install --no-build-isolation --no-deps -e .
   step info "$py" -m lamina info
 fi
-want tests && step gpu_tests "$py" -m pytest -q -m gpu -p no:cacheprovider
+# Each test is named in the log, and a hang (a wgmma pipeline waiting forever,
+# say) ends the test or the step, not the whole run; with pytest-xdist the
+# tests run in 4 processes on the one GPU (CuPy compiles its kernels on the CPU).
+extra=()
+"$py" -c "import pytest_timeout" 2>/dev/null && extra+=(--timeout=120 --timeout-method=thread)
+"$py" -c "import xdist" 2>/dev/null && extra+=(-n 4)
+want tests && step gpu_tests timeout 300 "$py" -m pytest -v -m gpu -p no:cacheprovider ${extra[@]+"${extra[@]}"}
 if want memcheck && command -v compute-sanitizer >/dev/null; then
   # every kernel under memcheck, on a subset of the shapes (memcheck is slow)
-  step memcheck timeout 300 compute-sanitizer --tool memcheck --error-exitcode 1 "$py" -m pytest -q -m gpu -x \
+  step memcheck timeout 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$py" -m pytest -q -m gpu -x \
     -p no:cacheprovider tests/test_cuda.py tests/test_cuda_gemm.py tests/test_cuda_conv.py \
     -k "(not test_fp32_gemm_matches_float64 and not padded_operands) or 1-1-1 or 129-129-33 or 300-136-700"
 fi
