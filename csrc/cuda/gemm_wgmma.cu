@@ -118,6 +118,10 @@ __global__ void __launch_bounds__(THREADS, 1)
   // rows; an MN-major one by 16 of its 128-byte k-rows.  Rows 64 wg.. of A
   // are the wg-th 64-row box in both layouts.
   constexpr uint32_t A_STEP = A_KMAJOR ? 32 : 16 * 128, B_STEP = B_KMAJOR ? 32 : 16 * 128;
+  // The leading byte offset steps an MN-major operand from one 64-row box to
+  // the next; a swizzled K-major one never leaves its 128-byte rows, and takes
+  // 16 there (the value CUTLASS writes).
+  constexpr uint32_t A_LBO = A_KMAJOR ? 16 : ATOM, B_LBO = B_KMAJOR ? 16 : ATOM;
   for (int kt = 0; kt < ktiles; ++kt) {
     const int s = kt % STAGES;
     mbar_wait(&full[s], (kt / STAGES) & 1);
@@ -127,7 +131,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
     for (int kk = 0; kk < BK / 16; ++kk) {
       Wgmma<T, BN>::template run<A_KMAJOR ? 0 : 1, B_KMAJOR ? 0 : 1>(
-          acc, wgmma_desc(a0 + kk * A_STEP, ATOM, 1024), wgmma_desc(b0 + kk * B_STEP, ATOM, 1024));
+          acc, wgmma_desc(a0 + kk * A_STEP, A_LBO, 1024), wgmma_desc(b0 + kk * B_STEP, B_LBO, 1024));
     }
     wgmma_commit();
     // This stage's wgmmas stay in flight while the next stage's are issued:
