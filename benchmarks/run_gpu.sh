@@ -40,7 +40,12 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   # a wheelhouse for a machine without a package index: the test and benchmark
   # dependencies, installed beside (not over) what the machine has
   site="${TMPDIR:-/tmp}/lamina-wheelhouse"
-  [ -d "$site" ] || step wheels "$py" -m pip install -q --no-index --no-deps --target "$site" .whl/*.whl
+  # (logged only on failure: a folder of results may have to stay small)
+  if [ ! -d "$site" ] && ! "$py" -m pip install -q --no-index --no-deps --target "$site" .whl/*.whl >"$site.log" 2>&1; then
+    cp "$site.log" "$out/wheels.log"
+    echo "== wheels: install failed (wheels.log)"
+    status=1
+  fi
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if want build; then
