@@ -53,18 +53,16 @@ def test_parameter_gradients_equal_those_of_backward(name):
 
 def test_dense_and_conv_skip_the_input_gradient(monkeypatch):
     asked = []
-    linear, conv = ops.linear_backward, ops.conv2d_backward
+    def spy(kind, fn):
+        def wrapper(*args, need_dx=True, **kwargs):
+            asked.append((kind, need_dx))
+            return fn(*args, need_dx=need_dx, **kwargs)
 
-    def spy_linear(*args, need_dx=True, **kwargs):
-        asked.append(("dense", need_dx))
-        return linear(*args, need_dx=need_dx, **kwargs)
+        return wrapper
 
-    def spy_conv(*args, need_dx=True, **kwargs):
-        asked.append(("conv", need_dx))
-        return conv(*args, need_dx=need_dx, **kwargs)
-
-    monkeypatch.setattr(ops, "linear_backward", spy_linear)
-    monkeypatch.setattr(ops, "conv2d_backward", spy_conv)
+    monkeypatch.setattr(ops, "linear_backward", spy("dense", ops.linear_backward))
+    for name in ("conv2d_backward", "conv2d_backward_col_free"):  # im2col, or direct / implicit GEMM
+        monkeypatch.setattr(ops, name, spy("conv", getattr(ops, name)))
     model = lm.Sequential(lm.Conv2D(1, 2, 3), lm.Flatten(), lm.Dense(2 * 3 * 3, 4), lm.ReLU(), lm.Dense(4, 2))
     y = model(np.ones((1, 1, 5, 5), np.float32))
     model.backward_parameters(np.ones_like(y))

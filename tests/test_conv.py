@@ -3,6 +3,7 @@
 step) over a grid of kernel, stride, padding, dilation and groups; then the
 kernels against their references, BatchNorm's running statistics, errors."""
 
+import warnings
 import zlib
 
 import numpy as np
@@ -36,9 +37,20 @@ CONV2D = [
 SAME_EVEN = "ignore:Using padding='same' with even kernel:UserWarning"
 
 
+@pytest.fixture(params=["direct", "im2col"])
+def cpu_conv(request, xp):
+    """Each CPU convolution algorithm (lamina.ops.cpu_conv) in turn; strided
+    geometries run on im2col under both."""
+    if xp is not np and request.param == "im2col":
+        pytest.skip("lamina.ops.cpu_conv chooses among CPU kernels; CuPy arrays are not affected")
+    previous = lm.ops.cpu_conv(request.param)
+    yield request.param
+    lm.ops.cpu_conv(previous)
+
+
 @pytest.mark.filterwarnings(SAME_EVEN)
 @pytest.mark.parametrize("name,kwargs,shapes", CONV2D, ids=[c[0] for c in CONV2D])
-def test_conv2d_contract(name, kwargs, shapes, torch, xp):
+def test_conv2d_contract(name, kwargs, shapes, torch, xp, cpu_conv):
     out = 6 if kwargs.get("groups", 1) == 2 else 8
     check_layer(
         lambda: lm.Conv2D(4, out, **kwargs), _inputs(name, shapes),
@@ -56,7 +68,7 @@ CONV1D = [
 
 @pytest.mark.filterwarnings(SAME_EVEN)
 @pytest.mark.parametrize("name,kwargs,shapes", CONV1D, ids=[c[0] for c in CONV1D])
-def test_conv1d_contract(name, kwargs, shapes, torch, xp):
+def test_conv1d_contract(name, kwargs, shapes, torch, xp, cpu_conv):
     check_layer(
         lambda: lm.Conv1D(4, 6, **kwargs), _inputs(name, shapes),
         torch_make=lambda: torch.nn.Conv1d(4, 6, **kwargs), torch=torch, xp=xp, rtol=1e-4, atol=1e-5, grad_atol=1e-4,
@@ -361,7 +373,8 @@ def test_conv_work_buffers_never_corrupt_a_pending_backward():
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=3, stride=2, groups=2, dilation=2, padding=2)])
-def test_keep_col_false_gives_identical_gradients_with_less_memory(kwargs):
+def test_keep_col_false_gives_identical_gradients_with_less_memory(kwargs, monkeypatch):
+    monkeypatch.setattr(lm.ops.conv, "_cpu_conv", "im2col")  # keep_col concerns the im2col path only
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4, 9, 8)).astype(np.float32)
     fast, lean = lm.Conv2D(4, 6, **kwargs), lm.Conv2D(4, 6, keep_col=False, **kwargs)
@@ -377,3 +390,52 @@ def test_keep_col_false_gives_identical_gradients_with_less_memory(kwargs):
     np.testing.assert_array_equal(fast.weight.grad, lean.weight.grad)
     assert peaks[1] * 2 < peaks[0] and "keep_col=False" in repr(lean)
     assert lm.testing.gradcheck(lm.Conv2D(2, 3, 3, stride=2, keep_col=False), rng.standard_normal((2, 2, 5, 6)))
+
+
+def _direct_available():
+    mod = lm.ops._ext.cpu_module()
+    return mod is not None and mod.conv_direct_supported()
+
+
+@pytest.mark.skipif(not _direct_available(), reason="lamina._C not built, or this CPU lacks AVX2 or FMA")
+def test_direct_conv_caches_the_input_not_col_and_matches_im2col(monkeypatch):
+    """A stride-1 convolution on the direct kernel keeps only x for backward
+    (the im2col path keeps col, KH*KW times larger) and gives the same
+    output and gradients as im2col to float32 rounding."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 8, 16, 16)).astype(np.float32)
+    dy = rng.standard_normal((4, 8, 16, 16)).astype(np.float32)
+    direct, im2col = lm.Conv2D(8, 8, 3, padding=1), lm.Conv2D(8, 8, 3, padding=1)
+    im2col.load_state_dict(direct.state_dict())
+    results, cached = [], []
+    for layer, algo in ((direct, "direct"), (im2col, "im2col")):
+        monkeypatch.setattr(lm.ops.conv, "_cpu_conv", algo)
+        with lm.memory.track() as m:
+            y = layer(x)
+            cached.append(m.live_bytes)
+            dx = layer.backward(dy)
+        results.append((y, dx, layer.weight.grad.copy(), layer.bias.grad.copy()))
+    assert cached[0] <= x.nbytes + 1024 < 4 * x.nbytes < cached[1]
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_conv_choice_is_validated_and_announced_where_the_cpu_cannot(monkeypatch):
+    with pytest.raises(ValueError, match=r"cpu_conv: expected one of \('direct', 'im2col'\), received 'fft'"):
+        lm.ops.cpu_conv("fft")
+    assert lm.ops.cpu_conv() == "direct"
+    if lm.ops._ext.cpu_module() is None:
+        pytest.skip("lamina._C not built")
+    monkeypatch.setattr(lm.ops.conv, "_DIRECT_SUPPORTED", [False])
+    monkeypatch.setattr(lm.errors, "_warned", set())
+    conv = lm.Conv2D(2, 3, 3, padding=1)
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    with pytest.warns(lm.PerformanceWarning, match="needs a CPU with AVX2 and FMA"):
+        with lm.memory.track() as m:
+            y = conv(x)
+    assert m.live_bytes >= 9 * x.nbytes  # im2col ran and its col is cached
+    g = lm.ops.geometry(x.shape, (3, 3), (1, 1), (1, 1, 1, 1))
+    np.testing.assert_array_equal(y, lm.ops.conv2d_forward(x, conv.weight.data, conv.bias.data, g, 1)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conv(x)  # said once

@@ -201,3 +201,87 @@ def test_backward_weight_splits_fill_the_gpu_without_tiny_ranges():
     assert ops.conv.backward_weight_splits(grouped, 32, 8, sm_count=132) == 32
     tiny = ops.geometry((1, 1, 3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
     assert ops.conv.backward_weight_splits(tiny, 1, 1, sm_count=132) == 1
+
+
+# ---------------------------------------------------------------------------
+# The direct stride-1 CPU kernel (csrc/cpu/conv_direct.cpp) against the
+# im2col path in float64, whose results test_conv.py holds to PyTorch.
+# ---------------------------------------------------------------------------
+
+
+def _direct_domain(g):
+    """The Python statement of conv_direct_geometry_ok: stride 1, and padding
+    on each side at most the dilated kernel's span (so that backward-data,
+    a correlation of dy padded by span - padding, pads by >= 0)."""
+    pb = g.oh + g.dh * (g.kh - 1) - g.h - g.pt
+    pr = g.ow + g.dw * (g.kw - 1) - g.w - g.pl
+    span_h, span_w = g.dh * (g.kh - 1), g.dw * (g.kw - 1)
+    return g.sh == g.sw == 1 and 0 <= g.pt <= span_h and 0 <= pb <= span_h and 0 <= g.pl <= span_w and 0 <= pr <= span_w
+
+
+def _stride1_geometry(seed):
+    rng = np.random.default_rng(1000 + seed)
+    while True:
+        g = random_geometry(rng)
+        pb, pr = (int(v) for v in rng.integers(0, 3, size=2))
+        g = ops.geometry((g.n, g.c, g.h, g.w), (g.kh, g.kw), (1, 1), (g.pt, pb, g.pl, pr), (g.dh, g.dw))
+        if g.oh >= 1 and g.ow >= 1 and _direct_domain(g):
+            return g
+
+
+DIRECT_GEOMETRIES = [_stride1_geometry(seed) for seed in range(24)]
+DIRECT_GEOMETRIES += [
+    ops.geometry((37, 5, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1)),  # several image chunks per thread in backward-weight
+    ops.geometry((2, 3, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), (2, 2)),  # ResNet stage 3's plane, dilated
+    ops.geometry((1, 9, 13, 27), (5, 5), (1, 1), (2, 2, 2, 2)),  # 5x5 'same' (LeNet), batch 1
+    ops.geometry((3, 2, 1, 50), (1, 7), (1, 1), (0, 0, 6, 0)),  # Conv1D-shaped, causal padding
+    ops.geometry((2, 4, 6, 7), (1, 1), (1, 1), (0, 0, 0, 0)),  # 1x1
+]
+
+
+@needs_c
+def test_direct_domain_matches_the_kernel():
+    for seed in range(200):
+        g = random_geometry(np.random.default_rng(seed))
+        assert C.conv_direct_geometry_ok(tuple(g)) == _direct_domain(g), g
+    assert all(C.conv_direct_geometry_ok(tuple(g)) for g in DIRECT_GEOMETRIES)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("g", DIRECT_GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+def test_direct_kernels_match_im2col(g, dtype):
+    if not C.conv_direct_supported():
+        pytest.skip("this CPU lacks AVX2 or FMA")
+    x, w, b, dy, groups = (a.astype(dtype) if isinstance(a, np.ndarray) else a for a in _grouped_problem(g, sum(g)))
+    o, name, geo = w.shape[0], np.dtype(dtype).name, tuple(g)
+    y_ref, col = ops.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), g, groups)
+    dx_ref, dw_ref, db_ref = ops.conv2d_backward(dy.astype(np.float64), col, w.astype(np.float64), g, groups)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+    for bias in (b, None):  # outputs poisoned: every element must be written
+        y = np.full(y_ref.shape, np.nan, dtype=dtype)
+        C.conv_direct_forward(y.ctypes.data, x.ctypes.data, w.ctypes.data, 0 if bias is None else bias.ctypes.data,
+                              geo, o, groups, name)
+        np.testing.assert_allclose(y, y_ref if bias is not None else y_ref - b.reshape(1, -1, 1, 1), **tol)
+    dx = np.full(x.shape, np.nan, dtype=dtype)
+    C.conv_direct_backward_data(dx.ctypes.data, dy.ctypes.data, w.ctypes.data, geo, o, groups, name)
+    np.testing.assert_allclose(dx, dx_ref, **tol)
+    dw, db = np.full(w.shape, np.nan, dtype=dtype), np.full(o, np.nan, dtype=dtype)
+    C.conv_direct_backward_weight(dw.ctypes.data, db.ctypes.data, dy.ctypes.data, x.ctypes.data, geo, o, groups, name)
+    np.testing.assert_allclose(dw, dw_ref, **tol)
+    np.testing.assert_allclose(db, db_ref, **tol)
+    C.conv_direct_backward_weight(dw.ctypes.data, 0, dy.ctypes.data, x.ctypes.data, geo, o, groups, name)  # no db
+    np.testing.assert_allclose(dw, dw_ref, **tol)
+
+
+@needs_c
+def test_direct_kernels_refuse_geometry_outside_their_domain():
+    if not C.conv_direct_supported():
+        pytest.skip("this CPU lacks AVX2 or FMA")
+    strided = ops.geometry((1, 1, 5, 5), (3, 3), (2, 2), (1, 1, 1, 1))
+    wide_pad = ops.geometry((1, 1, 5, 5), (3, 3), (1, 1), (3, 3, 0, 0))
+    for g in (strided, wide_pad):
+        assert not C.conv_direct_geometry_ok(tuple(g))
+        with pytest.raises(ValueError, match="outside the direct kernel's domain"):
+            C.conv_direct_forward(0, 0, 0, 0, tuple(g), 1, 1, "float32")

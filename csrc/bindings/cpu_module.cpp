@@ -39,6 +39,15 @@ ConvGeometry geometry(const GeometryTuple& t) {
   return ConvGeometry{t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13]};
 }
 
+ConvGeometry direct_geometry(const std::string& fn, const GeometryTuple& t) {
+  if (!conv_direct_supported()) throw std::runtime_error("lamina._C." + fn + ": this CPU lacks AVX2 or FMA");
+  const ConvGeometry g = geometry(t);
+  if (!conv_direct_geometry_ok(g))
+    throw std::invalid_argument("lamina._C." + fn + ": geometry outside the direct kernel's domain (stride 1, "
+                                "padding at most the dilated kernel span)");
+  return g;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -117,6 +126,58 @@ PYBIND11_MODULE(_C, m) {
         bad_dtype("col2im", dtype);
       },
       py::arg("dx"), py::arg("dcol"), py::arg("geometry"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  // Direct convolution.  Each call checks what would otherwise crash (an
+  // AVX2 instruction on a CPU without it) or read out of bounds.
+  m.def("conv_direct_supported", &conv_direct_supported);
+  m.def("conv_direct_geometry_ok", [](const GeometryTuple& g) { return conv_direct_geometry_ok(geometry(g)); },
+        py::arg("geometry"));
+
+  m.def(
+      "conv_direct_forward",
+      [](uintptr_t y, uintptr_t x, uintptr_t w, uintptr_t bias, const GeometryTuple& gt, int64_t o, int64_t groups,
+         const std::string& dtype) {
+        const ConvGeometry g = direct_geometry("conv_direct_forward", gt);
+        if (dtype == "float32")
+          return conv_direct_forward(ptr<float>(y), ptr<const float>(x), ptr<const float>(w), ptr<const float>(bias), g,
+                                     o, groups);
+        if (dtype == "float64")
+          return conv_direct_forward(ptr<double>(y), ptr<const double>(x), ptr<const double>(w),
+                                     ptr<const double>(bias), g, o, groups);
+        bad_dtype("conv_direct_forward", dtype);
+      },
+      py::arg("y"), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("geometry"), py::arg("out_channels"),
+      py::arg("groups"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "conv_direct_backward_data",
+      [](uintptr_t dx, uintptr_t dy, uintptr_t w, const GeometryTuple& gt, int64_t o, int64_t groups,
+         const std::string& dtype) {
+        const ConvGeometry g = direct_geometry("conv_direct_backward_data", gt);
+        if (dtype == "float32")
+          return conv_direct_backward_data(ptr<float>(dx), ptr<const float>(dy), ptr<const float>(w), g, o, groups);
+        if (dtype == "float64")
+          return conv_direct_backward_data(ptr<double>(dx), ptr<const double>(dy), ptr<const double>(w), g, o, groups);
+        bad_dtype("conv_direct_backward_data", dtype);
+      },
+      py::arg("dx"), py::arg("dy"), py::arg("weight"), py::arg("geometry"), py::arg("out_channels"), py::arg("groups"),
+      py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "conv_direct_backward_weight",
+      [](uintptr_t dw, uintptr_t db, uintptr_t dy, uintptr_t x, const GeometryTuple& gt, int64_t o, int64_t groups,
+         const std::string& dtype) {
+        const ConvGeometry g = direct_geometry("conv_direct_backward_weight", gt);
+        if (dtype == "float32")
+          return conv_direct_backward_weight(ptr<float>(dw), ptr<float>(db), ptr<const float>(dy), ptr<const float>(x),
+                                             g, o, groups);
+        if (dtype == "float64")
+          return conv_direct_backward_weight(ptr<double>(dw), ptr<double>(db), ptr<const double>(dy),
+                                             ptr<const double>(x), g, o, groups);
+        bad_dtype("conv_direct_backward_weight", dtype);
+      },
+      py::arg("dweight"), py::arg("dbias"), py::arg("dy"), py::arg("x"), py::arg("geometry"), py::arg("out_channels"),
+      py::arg("groups"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
 
   m.def(
       "channels_to_batch_major",

@@ -50,6 +50,21 @@ void im2col(T* col, const T* x, const ConvGeometry& g);
 template <typename T>
 void col2im(T* dx, const T* dcol, const ConvGeometry& g);
 
+// Direct stride-1 convolution without a column matrix (conv_direct.cpp,
+// compiled for AVX2 + FMA).  Call only when conv_direct_supported() and
+// conv_direct_geometry_ok(g).  x (N, C, H, W), w (O, C/G, KH, KW), y and dy
+// (N, O, OH, OW); bias and db may be null.  dw and db are overwritten.
+bool conv_direct_supported();  // the CPU has AVX2 and FMA (conv.cpp)
+bool conv_direct_geometry_ok(const ConvGeometry& g);
+template <typename T>
+void conv_direct_forward(T* y, const T* x, const T* w, const T* bias, const ConvGeometry& g, int64_t o,
+                         int64_t groups);
+template <typename T>
+void conv_direct_backward_data(T* dx, const T* dy, const T* w, const ConvGeometry& g, int64_t o, int64_t groups);
+template <typename T>
+void conv_direct_backward_weight(T* dw, T* db, const T* dy, const T* x, const ConvGeometry& g, int64_t o,
+                                 int64_t groups);
+
 // (C, N, P) -> (N, C, P) plus bias[c] (bias may be null), and the reverse
 // (N, C, P) -> (C, N, P) with per-channel sums (sums may be null).
 template <typename T>

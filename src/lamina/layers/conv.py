@@ -96,8 +96,8 @@ class _ConvNd(Layer):
             )
         bias = None if self.bias is None else self._compute(self.bias)
         weight = self._weight_2d()
-        if ops.implicit_gemm_ready(x4, weight):  # lamina's CUDA kernels: no col matrix, backward needs only x
-            y4 = ops.conv2d_forward_implicit(x4, weight, bias, g, self.groups)
+        if ops.col_free(x4, weight, g):  # direct (CPU) or implicit-GEMM (CUDA) kernel: backward needs only x
+            y4 = ops.conv2d_forward_col_free(x4, weight, bias, g, self.groups)
             saved = ("x", x4)
         else:
             keep = is_grad_enabled() and self.keep_col
@@ -119,8 +119,8 @@ class _ConvNd(Layer):
         kind, saved, g = self._take_cache(dy)
         dy4 = self._compute_grad(dy).reshape(g.n, self.out_channels, g.oh, g.ow)
         weight = self._weight_2d()
-        if kind == "x" and ops.implicit_gemm_ready(saved, weight):
-            dx4, dweight, dbias = ops.conv2d_backward_implicit(dy4, saved, weight, g, self.groups, need_dx=need_dx)
+        if kind == "x" and ops.col_free(saved, weight, g):
+            dx4, dweight, dbias = ops.conv2d_backward_col_free(dy4, saved, weight, g, self.groups, need_dx=need_dx)
         else:
             col = saved if kind == "col" else ops.im2col(saved, g, pooled=True)  # rebuild col from the input
             dx4, dweight, dbias = ops.conv2d_backward(dy4, col, weight, g, self.groups, need_dx=need_dx)

@@ -238,6 +238,128 @@ def conv2d_backward(dy, col, weight, g, groups, need_dx=True):
 
 
 # --------------------------------------------------------------------------
+# without a col matrix: which kernel, and the calls that hide the backend
+# --------------------------------------------------------------------------
+
+_CPU_CONV_CHOICES = ("direct", "im2col")
+_cpu_conv = "direct"
+
+
+def cpu_conv(name=None):
+    """Choose how stride-1 convolutions of NumPy arrays run:
+
+    * ``"direct"`` (the default): lamina's direct kernel (csrc/cpu/conv_direct.cpp,
+      AVX2 + FMA): each image's input, zero-padded, stays in cache and the
+      kernel reads its windows in place.  No col matrix, so backward keeps
+      only the input (KH·KW times less activation memory) and the memory
+      traffic of writing and reading col is gone;
+    * ``"im2col"``: im2col + NumPy's BLAS, the reference the direct kernel is
+      measured against (benchmarks/cpu_kernels.py).
+
+    Strided convolutions, and padding wider than the dilated kernel, always
+    run on im2col.  Returns the previous choice; ``None`` only reads it.
+    """
+    global _cpu_conv
+    if name is None:
+        return _cpu_conv
+    if name not in _CPU_CONV_CHOICES:
+        raise ValueError(f"cpu_conv: expected one of {_CPU_CONV_CHOICES}, received {name!r}")
+    previous, _cpu_conv = _cpu_conv, name
+    return previous
+
+
+def _direct_ready(x, weight, g):
+    """True when lamina's direct CPU kernel takes this convolution (announced
+    once when it was chosen but the CPU lacks AVX2 or FMA)."""
+    if _cpu_conv != "direct" or not isinstance(x, np.ndarray) or x.dtype != weight.dtype:
+        return False
+    mod = _ext.cpu_module()
+    if mod is None or not hasattr(mod, "conv_direct_forward"):
+        return False
+    if not mod.conv_direct_geometry_ok(tuple(g)):
+        return False
+    if not _direct_supported(mod):
+        warn_once(
+            "cpu conv direct",
+            "lamina's direct convolution kernel needs a CPU with AVX2 and FMA; this one lacks them, so "
+            "stride-1 convolutions run on im2col + BLAS (slower, and col is cached for backward)",
+        )
+        return False
+    return x.dtype in _DIRECT_DTYPES or backend.is_low_precision(x.dtype)
+
+
+_DIRECT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_DIRECT_SUPPORTED = []
+
+
+def _direct_supported(mod):
+    if not _DIRECT_SUPPORTED:
+        _DIRECT_SUPPORTED.append(bool(mod.conv_direct_supported()))
+    return _DIRECT_SUPPORTED[0]
+
+
+def col_free(x, weight, g):
+    """True when this convolution runs without a col matrix, so that backward
+    needs only the input x: on lamina's implicit-GEMM CUDA kernels
+    (``use_kernels("lamina")``) or on the direct CPU kernel (:func:`cpu_conv`).
+    Otherwise it runs as im2col + GEMM (:func:`conv2d_forward`)."""
+    if backend.is_cupy_array(x):
+        return implicit_gemm_ready(x, weight)
+    return _direct_ready(x, weight, g)
+
+
+def conv2d_forward_col_free(x, weight, bias, g, groups):
+    """y (N, O, OH, OW) = conv(x, weight) + bias, when :func:`col_free`."""
+    if backend.is_cupy_array(x):
+        return conv2d_forward_implicit(x, weight, bias, g, groups)
+    return conv2d_forward_direct(x, weight, bias, g, groups)
+
+
+def conv2d_backward_col_free(dy, x, weight, g, groups, need_dx=True):
+    """(dx, dweight, dbias) of :func:`conv2d_forward_col_free` from the input
+    x; dx is None unless need_dx."""
+    if backend.is_cupy_array(dy):
+        return conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=need_dx)
+    return conv2d_backward_direct(dy, x, weight, g, groups, need_dx=need_dx)
+
+
+# --------------------------------------------------------------------------
+# direct stride-1 convolution on the CPU (csrc/cpu/conv_direct.cpp)
+# --------------------------------------------------------------------------
+
+
+@float32_on_cpu
+def conv2d_forward_direct(x, weight, bias, g, groups):
+    """y (N, O, OH, OW) = conv(x, weight) + bias on the direct CPU kernel."""
+    mod = _ext.cpu_module()
+    o = weight.shape[0]
+    x, weight = _contiguous(np, x, weight)
+    if bias is not None:
+        (bias,) = _contiguous(np, bias.astype(x.dtype, copy=False))
+    y = np.empty((g.n, o, g.oh, g.ow), dtype=x.dtype)
+    mod.conv_direct_forward(_addr(y), _addr(x), _addr(weight), 0 if bias is None else _addr(bias), tuple(g), o,
+                            groups, _name(x.dtype))
+    return y
+
+
+@float32_on_cpu
+def conv2d_backward_direct(dy, x, weight, g, groups, need_dx=True):
+    """(dx, dweight, dbias) on the direct CPU kernel; dx is None unless need_dx."""
+    mod = _ext.cpu_module()
+    o = weight.shape[0]
+    dy, x, weight = _contiguous(np, dy, x, weight)
+    dx = None
+    if need_dx:
+        dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
+        mod.conv_direct_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), o, groups, _name(dy.dtype))
+    dweight = np.empty(weight.shape, dtype=dy.dtype)
+    dbias = np.empty(o, dtype=dy.dtype)
+    mod.conv_direct_backward_weight(_addr(dweight), _addr(dbias), _addr(dy), _addr(x), tuple(g), o, groups,
+                                    _name(dy.dtype))
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------
 # implicit GEMM on the GPU (csrc/cuda/conv.cu): no col matrix at all
 # --------------------------------------------------------------------------
 
