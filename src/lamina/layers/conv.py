@@ -1,8 +1,11 @@
 """Convolution layers: Conv2D on (N, C, H, W) and Conv1D on (N, C, L).
 
-Both run on the same machinery (:mod:`lamina.ops.conv`): im2col, one GEMM per
-group, col2im for the input gradient.  Conv1D is Conv2D with H = 1.  The math
-is derived in docs/convolution.md.
+Both run on the same machinery (:mod:`lamina.ops.conv`), which picks the
+kernel: on the CPU, stride-1 convolutions run on lamina's direct kernel (no
+col matrix; backward reads the cached input), the others as im2col, one GEMM
+per group, and col2im for the input gradient; on the GPU, im2col + cuBLAS or
+lamina's implicit GEMM (``use_kernels``).  Conv1D is Conv2D with H = 1.  The
+math is derived in docs/convolution.md.
 """
 
 import math
@@ -157,10 +160,13 @@ class Conv2D(_ConvNd):
             or column at the bottom/right, as PyTorch).
         groups: G; input and output channels split into G independent groups.
         bias: learn a per-channel bias.
-        keep_col: cache the im2col matrix for backward (the default: fastest,
-            but KH·KW times the input's memory); False caches only the input
-            and rebuilds col in backward (one more im2col per step, about
-            KH·KW times less activation memory).
+        keep_col: where the convolution runs as im2col + GEMM (strided, or
+            ``lamina.ops.cpu_conv("im2col")``), cache the im2col matrix for
+            backward (the default: fastest, but KH·KW times the input's
+            memory); False caches only the input and rebuilds col in
+            backward (one more im2col per step, about KH·KW times less
+            activation memory).  The direct and implicit-GEMM kernels always
+            cache only the input.
 
     Shape:
         x: (N, C, H, W)  →  y: (N, O, OH, OW),
@@ -173,6 +179,8 @@ class Conv2D(_ConvNd):
         y_g = W_g col_g + b
     Backward:
         dW_g += dy_g col_gᵀ,   db += Σ_{n,oh,ow} dy,   dx = col2im(W_gᵀ dy_g)
+    (The direct kernel computes the same sums from x without forming col:
+    dx is the forward correlation of dy with W transposed and flipped.)
     """
 
     _nd = 2
