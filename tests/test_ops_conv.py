@@ -247,26 +247,24 @@ def test_direct_domain_matches_the_kernel():
     assert all(C.conv_direct_geometry_ok(tuple(g)) for g in DIRECT_GEOMETRIES)
 
 
-@needs_c
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("g", DIRECT_GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
-def test_direct_kernels_match_im2col(g, dtype):
-    if not C.conv_direct_supported():
-        pytest.skip("this CPU lacks AVX2 or FMA")
-    x, w, b, dy, groups = (a.astype(dtype) if isinstance(a, np.ndarray) else a for a in _grouped_problem(g, sum(g)))
+def _check_direct(g, x, w, b, dy, groups, dtype):
+    """Both register-block variants of forward and backward-data, and
+    backward-weight, against the float64 im2col path; outputs poisoned."""
+    x, w, b, dy = (a.astype(dtype) for a in (x, w, b, dy))
     o, name, geo = w.shape[0], np.dtype(dtype).name, tuple(g)
     y_ref, col = ops.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), g, groups)
     dx_ref, dw_ref, db_ref = ops.conv2d_backward(dy.astype(np.float64), col, w.astype(np.float64), g, groups)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
-
-    for bias in (b, None):  # outputs poisoned: every element must be written
-        y = np.full(y_ref.shape, np.nan, dtype=dtype)
-        C.conv_direct_forward(y.ctypes.data, x.ctypes.data, w.ctypes.data, 0 if bias is None else bias.ctypes.data,
-                              geo, o, groups, name)
-        np.testing.assert_allclose(y, y_ref if bias is not None else y_ref - b.reshape(1, -1, 1, 1), **tol)
-    dx = np.full(x.shape, np.nan, dtype=dtype)
-    C.conv_direct_backward_data(dx.ctypes.data, dy.ctypes.data, w.ctypes.data, geo, o, groups, name)
-    np.testing.assert_allclose(dx, dx_ref, **tol)
+    for variant in ("auto", "pixels", "channels"):
+        for bias in (b, None):
+            y = np.full(y_ref.shape, np.nan, dtype=dtype)
+            C.conv_direct_forward(y.ctypes.data, x.ctypes.data, w.ctypes.data, 0 if bias is None else bias.ctypes.data,
+                                  geo, o, groups, name, variant)
+            np.testing.assert_allclose(y, y_ref if bias is not None else y_ref - b.reshape(1, -1, 1, 1), **tol,
+                                       err_msg=f"forward, {variant}")
+        dx = np.full(x.shape, np.nan, dtype=dtype)
+        C.conv_direct_backward_data(dx.ctypes.data, dy.ctypes.data, w.ctypes.data, geo, o, groups, name, variant)
+        np.testing.assert_allclose(dx, dx_ref, **tol, err_msg=f"backward-data, {variant}")
     dw, db = np.full(w.shape, np.nan, dtype=dtype), np.full(o, np.nan, dtype=dtype)
     C.conv_direct_backward_weight(dw.ctypes.data, db.ctypes.data, dy.ctypes.data, x.ctypes.data, geo, o, groups, name)
     np.testing.assert_allclose(dw, dw_ref, **tol)
@@ -275,13 +273,47 @@ def test_direct_kernels_match_im2col(g, dtype):
     np.testing.assert_allclose(dw, dw_ref, **tol)
 
 
-@needs_c
+needs_direct = pytest.mark.skipif(C is None or not C.conv_direct_supported(),
+                                  reason="lamina._C not built, or this CPU lacks AVX2 or FMA")
+
+
+@needs_direct
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("g", DIRECT_GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+def test_direct_kernels_match_im2col(g, dtype):
+    _check_direct(g, *_grouped_problem(g, sum(g)), dtype)
+
+
+# Output channels per group past one register block of channel vectors (16
+# floats, 8 doubles) and not a multiple of it, pixel counts not a multiple
+# of the 6-pixel block, groups: (input shape, kernel, padding, dilation, O, G).
+WIDE = [
+    ((3, 8, 7, 5), (3, 3), (1, 1, 1, 1), (1, 1), 20, 1),
+    ((2, 6, 8, 8), (3, 3), (1, 1, 1, 1), (1, 1), 40, 2),
+    ((1, 20, 5, 9), (5, 3), (2, 2, 0, 1), (1, 2), 17, 1),
+    ((4, 34, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 34, 2),
+]
+
+
+@needs_direct
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,kernel,padding,dilation,o,groups", WIDE, ids=lambda v: str(v))
+def test_direct_kernels_with_many_channels_match_im2col(shape, kernel, padding, dilation, o, groups, dtype):
+    g = ops.geometry(shape, kernel, (1, 1), padding, dilation)
+    rng = np.random.default_rng(o + groups)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((o, shape[1] // groups, *kernel))
+    _check_direct(g, x, w, rng.standard_normal(o), rng.standard_normal((g.n, o, g.oh, g.ow)), groups, dtype)
+
+
+@needs_direct
 def test_direct_kernels_refuse_geometry_outside_their_domain():
-    if not C.conv_direct_supported():
-        pytest.skip("this CPU lacks AVX2 or FMA")
     strided = ops.geometry((1, 1, 5, 5), (3, 3), (2, 2), (1, 1, 1, 1))
     wide_pad = ops.geometry((1, 1, 5, 5), (3, 3), (1, 1), (3, 3, 0, 0))
     for g in (strided, wide_pad):
         assert not C.conv_direct_geometry_ok(tuple(g))
         with pytest.raises(ValueError, match="outside the direct kernel's domain"):
             C.conv_direct_forward(0, 0, 0, 0, tuple(g), 1, 1, "float32")
+    ok = ops.geometry((1, 1, 5, 5), (3, 3), (1, 1), (1, 1, 1, 1))
+    with pytest.raises(ValueError, match="expected variant 'auto', 'pixels' or 'channels', received 'rows'"):
+        C.conv_direct_forward(0, 0, 0, 0, tuple(ok), 1, 1, "float32", "rows")

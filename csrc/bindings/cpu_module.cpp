@@ -48,6 +48,14 @@ ConvGeometry direct_geometry(const std::string& fn, const GeometryTuple& t) {
   return g;
 }
 
+int direct_variant(const std::string& fn, const std::string& name) {
+  if (name == "auto") return kAuto;
+  if (name == "pixels") return kPixels;
+  if (name == "channels") return kChannels;
+  throw std::invalid_argument("lamina._C." + fn + ": expected variant 'auto', 'pixels' or 'channels', received '" +
+                              name + "'");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -136,32 +144,35 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "conv_direct_forward",
       [](uintptr_t y, uintptr_t x, uintptr_t w, uintptr_t bias, const GeometryTuple& gt, int64_t o, int64_t groups,
-         const std::string& dtype) {
+         const std::string& dtype, const std::string& variant) {
         const ConvGeometry g = direct_geometry("conv_direct_forward", gt);
+        const int v = direct_variant("conv_direct_forward", variant);
         if (dtype == "float32")
           return conv_direct_forward(ptr<float>(y), ptr<const float>(x), ptr<const float>(w), ptr<const float>(bias), g,
-                                     o, groups);
+                                     o, groups, v);
         if (dtype == "float64")
           return conv_direct_forward(ptr<double>(y), ptr<const double>(x), ptr<const double>(w),
-                                     ptr<const double>(bias), g, o, groups);
+                                     ptr<const double>(bias), g, o, groups, v);
         bad_dtype("conv_direct_forward", dtype);
       },
       py::arg("y"), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("geometry"), py::arg("out_channels"),
-      py::arg("groups"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+      py::arg("groups"), py::arg("dtype"), py::arg("variant") = "auto", py::call_guard<py::gil_scoped_release>());
 
   m.def(
       "conv_direct_backward_data",
       [](uintptr_t dx, uintptr_t dy, uintptr_t w, const GeometryTuple& gt, int64_t o, int64_t groups,
-         const std::string& dtype) {
+         const std::string& dtype, const std::string& variant) {
         const ConvGeometry g = direct_geometry("conv_direct_backward_data", gt);
+        const int v = direct_variant("conv_direct_backward_data", variant);
         if (dtype == "float32")
-          return conv_direct_backward_data(ptr<float>(dx), ptr<const float>(dy), ptr<const float>(w), g, o, groups);
+          return conv_direct_backward_data(ptr<float>(dx), ptr<const float>(dy), ptr<const float>(w), g, o, groups, v);
         if (dtype == "float64")
-          return conv_direct_backward_data(ptr<double>(dx), ptr<const double>(dy), ptr<const double>(w), g, o, groups);
+          return conv_direct_backward_data(ptr<double>(dx), ptr<const double>(dy), ptr<const double>(w), g, o, groups,
+                                           v);
         bad_dtype("conv_direct_backward_data", dtype);
       },
       py::arg("dx"), py::arg("dy"), py::arg("weight"), py::arg("geometry"), py::arg("out_channels"), py::arg("groups"),
-      py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+      py::arg("dtype"), py::arg("variant") = "auto", py::call_guard<py::gil_scoped_release>());
 
   m.def(
       "conv_direct_backward_weight",

@@ -54,13 +54,17 @@ void col2im(T* dx, const T* dcol, const ConvGeometry& g);
 // compiled for AVX2 + FMA).  Call only when conv_direct_supported() and
 // conv_direct_geometry_ok(g).  x (N, C, H, W), w (O, C/G, KH, KW), y and dy
 // (N, O, OH, OW); bias and db may be null.  dw and db are overwritten.
+// variant: which register block the forward and backward-data use (vectors
+// of pixels or of output channels; kAuto picks the one that wastes less).
 bool conv_direct_supported();  // the CPU has AVX2 and FMA (conv.cpp)
 bool conv_direct_geometry_ok(const ConvGeometry& g);
+enum ConvDirectVariant { kAuto = 0, kPixels = 1, kChannels = 2 };
 template <typename T>
 void conv_direct_forward(T* y, const T* x, const T* w, const T* bias, const ConvGeometry& g, int64_t o,
-                         int64_t groups);
+                         int64_t groups, int variant);
 template <typename T>
-void conv_direct_backward_data(T* dx, const T* dy, const T* w, const ConvGeometry& g, int64_t o, int64_t groups);
+void conv_direct_backward_data(T* dx, const T* dy, const T* w, const ConvGeometry& g, int64_t o, int64_t groups,
+                               int variant);
 template <typename T>
 void conv_direct_backward_weight(T* dw, T* db, const T* dy, const T* x, const ConvGeometry& g, int64_t o,
                                  int64_t groups);
