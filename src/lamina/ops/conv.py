@@ -274,7 +274,14 @@ def _direct_ready(x, weight, g):
     if _cpu_conv != "direct" or not isinstance(x, np.ndarray) or x.dtype != weight.dtype:
         return False
     mod = _ext.cpu_module()
-    if mod is None or not hasattr(mod, "conv_direct_forward"):
+    if mod is None:
+        return False  # announced by the im2col kernels' own lookup
+    if not hasattr(mod, "conv_direct_forward"):
+        warn_once(
+            "cpu conv direct missing",
+            "lamina._C was built without the direct convolution kernel (an older build); stride-1 convolutions run "
+            "on im2col + BLAS. Reinstall lamina to rebuild it",
+        )
         return False
     if not mod.conv_direct_geometry_ok(tuple(g)):
         return False
