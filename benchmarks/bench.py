@@ -31,7 +31,8 @@ speedup removes; times the model's layer count it is the dispatch floor).
     python benchmarks/bench.py --models mlp,lenet --precisions fp32,bf16 --repeat 30
 
 Writes benchmarks/results/<device>.json, a Markdown table (.md) and a bar
-chart (.png).
+chart (.png).  The JSON and the table are rewritten after every model
+("complete": false until the last), so a run cut short keeps what finished.
 
 Threads (CPU): NumPy's OpenBLAS keeps its workers spinning for ~0.1 s after
 each GEMM and PyTorch's OpenMP workers spin after each op; interleaved on
@@ -65,6 +66,7 @@ import models  # noqa: E402
 
 import lamina as lm  # noqa: E402
 from lamina import backend  # noqa: E402
+from lamina.serialization import atomic_write  # noqa: E402
 
 CONFIGS = {
     "mlp": dict(build=models.mlp, input=(784,), batch=128, classes=10),
@@ -471,6 +473,27 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
     torch.backends.cudnn.allow_tf32 = False
     rows, refused = [], []
+    dev = device_name(device)
+    stem = args.name or ("cpu" if device == "cpu" else re.sub(r"[^A-Za-z0-9]+", "_", dev).strip("_").lower())
+    header = {
+        "benchmark": "lamina bench", "device": dev, "device_kind": device, "cpu_count": os.cpu_count(),
+        "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__, "lamina": lm.__version__,
+        "settings": {"threads": args.threads, "repeat": args.repeat, "warmup": args.warmup, "tf32": False,
+                     **{k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")}},
+        "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+
+    def save(complete):
+        """Write the JSON and Markdown of what has run so far (after every model, so
+        that a run cut short keeps its finished rows), and at the end the chart."""
+        result = {**header, "complete": complete, "results": rows, "refused": refused, "amp_speedups": amp_speedups(rows)}
+        base = os.path.join(args.out, stem)
+        atomic_write(base + ".json", json.dumps(result, indent=2).encode())
+        atomic_write(base + ".md", markdown(result).encode())
+        if complete:
+            bar_chart(result, base + ".png")
+            print(f"wrote {base}.json, .md and .png")
+
     kernel_choices = args.kernels.split(",") if device == "cuda" else ["cupy"]
     for name, kernels, precision in itertools.product(args.models.split(","), kernel_choices, args.precisions.split(",")):
         if device == "cuda" and precision == "bf16" and not lm.backend.cupy_bfloat16()[0]:
@@ -485,6 +508,7 @@ def main(argv=None):
             print(e, flush=True)
             refused.append({"model": name, "precision": precision, "kernels": kernels if device == "cuda" else None,
                             "reason": str(e)})
+            save(complete=False)
             continue
         finally:
             lm.backend.use_kernels(previous)
@@ -497,26 +521,8 @@ def main(argv=None):
               f"{row['torch_saved_for_backward_bytes'] / 2**20:.1f} MiB  dispatch floor {row['lamina_dispatch_floor_ms']:.2f} ms "
               f"({row['lamina_dispatch_us_per_layer']:.0f} µs x {row['lamina_layers']} layers)",
               flush=True)
-    dev = device_name(device)
-    result = {
-        "benchmark": "lamina bench", "device": dev, "device_kind": device, "cpu_count": os.cpu_count(),
-        "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__, "lamina": lm.__version__,
-        "settings": {"threads": args.threads, "repeat": args.repeat, "warmup": args.warmup, "tf32": False,
-                     **{k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")}},
-        "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "results": rows,
-        "refused": refused,
-        "amp_speedups": amp_speedups(rows),
-    }
-    stem = args.name or ("cpu" if device == "cpu" else re.sub(r"[^A-Za-z0-9]+", "_", dev).strip("_").lower())
-    os.makedirs(args.out, exist_ok=True)
-    for ext, write in (("json", lambda f: json.dump(result, f, indent=2)), ("md", lambda f: f.write(markdown(result)))):
-        path = os.path.join(args.out, f"{stem}.{ext}")
-        with open(path + ".tmp", "w") as f:
-            write(f)
-        os.replace(path + ".tmp", path)
-    bar_chart(result, os.path.join(args.out, f"{stem}.png"))
-    print(f"wrote {os.path.join(args.out, stem)}.json, .md and .png")
+        save(complete=False)
+    save(complete=True)
     if refused:
         print(f"{len(refused)} run(s) refused: their first step does not match PyTorch", file=sys.stderr)
         return 1

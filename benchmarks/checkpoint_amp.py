@@ -42,6 +42,7 @@ import models  # noqa: E402
 from bench import torch_saved_bytes  # noqa: E402
 
 import lamina as lm  # noqa: E402
+from lamina.serialization import atomic_write  # noqa: E402
 
 
 def residual_net(m, blocks=32, c=16):
@@ -178,11 +179,7 @@ def main():
           f"{memory[f'torch_{k}']['held_after_forward_bytes'] * mb:.1f} MiB (ratio {result['torch_held_ratio']:.3f}); "
           f"step {result['step_ms']['torch_0']:.0f} -> {result['step_ms'][f'torch_{k}']:.0f} ms (x{result['torch_time_ratio']:.2f})")
     print(f"  float16 activation memory / float32: {result['fp16_over_fp32_memory']:.3f}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, json.dumps(result, indent=2).encode())
     print(f"wrote {args.out}")
 
 

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from lamina import ops  # noqa: E402
 from lamina.ops import _ext, reference  # noqa: E402
+from lamina.serialization import atomic_write  # noqa: E402
 
 # (name, N, C, H, W, O, kernel, padding): every stride-1 convolution of the bench models.
 CONVS = [
@@ -137,10 +138,7 @@ def main():
         "torch": None if torch is None else torch.__version__,
         **{k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")}, "rows": rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(args.out + ".tmp", args.out)
+    atomic_write(args.out, json.dumps(result, indent=2).encode())
     print(f"{'kernel':36s} {'shape':>22s} {'lamina ms':>10s} {'numpy ms':>10s} {'ratio':>7s} {'torch ms':>9s} {'ratio':>7s}")
     for r in rows:
         t = f"{r['torch_s'] * 1e3:9.3f} {r['ratio_torch']:7.3f}" if "torch_s" in r else ""

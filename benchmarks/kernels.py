@@ -21,7 +21,8 @@ A kernel whose result differs from the reference is reported as a
 'mismatch' row and not timed; the others still run, and the exit status
 is 1.  --sweep also times split-K counts around lamina's choices.
 
-Writes benchmarks/results/kernels_<device>.json.
+Writes benchmarks/results/kernels_<device>.json, after every row ("complete":
+false until the end), so a run cut short keeps the rows it finished.
 """
 
 import argparse
@@ -33,6 +34,7 @@ import sys
 
 from lamina import ops
 from lamina.ops import _ext
+from lamina.serialization import atomic_write
 
 GEMM = [  # (name, M, N, K, trans_a, trans_b, dtypes)
     ("square 4096", 4096, 4096, 4096, False, False, ("float32",)),
@@ -53,6 +55,18 @@ CONV = [  # (name, (N, C, H, W), O, kernel, stride, padding)
     ("resnet50 conv4 3x3", (32, 256, 14, 14), 256, 3, 1, 1),
     ("resnet50 1x1 expand", (32, 64, 56, 56), 256, 1, 1, 0),
 ]
+
+
+class SavedRows(list):
+    """Result rows that call save() after every append."""
+
+    def __init__(self, save):
+        super().__init__()
+        self._save = save
+
+    def append(self, row):
+        super().append(row)
+        self._save()
 
 
 def timed_pair(torch, lamina_fn, ref_fn, repeat):
@@ -82,8 +96,7 @@ def mismatch(kernel, shape, what, ref_name, err):
     return {"kernel": kernel, "shape": shape, "what": what, "mismatch": True, "max_rel_error": err}
 
 
-def bench_gemm(torch, mod, args):
-    rows = []
+def bench_gemm(torch, mod, args, rows):
     stream = torch.cuda.current_stream().cuda_stream
     hopper = torch.cuda.get_device_capability() == (9, 0)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
@@ -136,11 +149,9 @@ def bench_gemm(torch, mod, args):
                 print(f"gemm {name:>30} {dtype:>8} {row['variant']:>5}: lamina {t_l:8.3f} ms "
                       f"({row['lamina_tflops']:6.1f} TFLOP/s)  cuBLAS {t_r:8.3f} ms ({row['cublas_tflops']:6.1f})  "
                       f"ratio {row['ratio_of_cublas']:.2f}", flush=True)
-    return rows
 
 
-def bench_conv(torch, mod, args):
-    rows = []
+def bench_conv(torch, mod, args, rows):
     stream = torch.cuda.current_stream().cuda_stream
     sm_count = torch.cuda.get_device_properties(0).multi_processor_count
     F = torch.nn.functional
@@ -184,15 +195,13 @@ def bench_conv(torch, mod, args):
             rows.append(row)
             print(f"conv {name:>22} {pass_name:>15}: lamina {t_l:8.3f} ms ({row['lamina_tflops']:6.1f} TFLOP/s)  "
                   f"cuDNN {t_r:8.3f} ms ({row['cudnn_tflops']:6.1f})  ratio {row['ratio_of_cudnn']:.2f}", flush=True)
-    return rows
 
 
-def sweep_splits(torch, mod, args):
+def sweep_splits(torch, mod, args, rows):
     """Split counts around the ones lamina picks, timed on the shapes where they
     apply (fp32 GEMMs with few output tiles; convolution backward-weight), so
     that one GPU run also gives the data to tune ops.gemm_splits and
     ops.conv.backward_weight_splits.  Results only: no reference, no ratio."""
-    rows = []
     stream = torch.cuda.current_stream().cuda_stream
     sms = torch.cuda.get_device_properties(0).multi_processor_count
 
@@ -242,7 +251,6 @@ def sweep_splits(torch, mod, args):
                      "ms_by_splits": times, "best": min(times, key=times.get)})
         print(f"sweep conv {name:>22}: chosen {chosen}, best {rows[-1]['best']}: "
               + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
-    return rows
 
 
 def main():
@@ -262,22 +270,28 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest algorithm per shape
-    rows = bench_gemm(torch, mod, args) + bench_conv(torch, mod, args)
-    sweeps = sweep_splits(torch, mod, args) if args.sweep else []
     device = torch.cuda.get_device_name(0)
+    stem = "kernels_" + re.sub(r"[^A-Za-z0-9]+", "_", device).strip("_").lower()
+    path = os.path.join(args.out, stem + ".json")
     result = {
         "benchmark": "kernels", "device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(), "lamina_archs": mod.archs, "tf32": False, "cudnn_benchmark": True,
         "timing": f"CUDA events, 3 warm-up rounds, medians of {args.repeat} interleaved rounds",
-        "ratio": "reference ms / lamina ms (1.0 = parity, higher is better for lamina)", "results": rows,
-        "split_k_sweeps": sweeps,
+        "ratio": "reference ms / lamina ms (1.0 = parity, higher is better for lamina)", "complete": False,
     }
-    stem = "kernels_" + re.sub(r"[^A-Za-z0-9]+", "_", device).strip("_").lower()
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, stem + ".json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(path + ".tmp", path)
+
+    def save():
+        atomic_write(path, json.dumps(result, indent=2).encode())
+
+    # the file is rewritten after every row, so a run cut short keeps the rows it finished
+    rows = result["results"] = SavedRows(save)
+    result["split_k_sweeps"] = SavedRows(save)
+    bench_gemm(torch, mod, args, rows)
+    bench_conv(torch, mod, args, rows)
+    if args.sweep:
+        sweep_splits(torch, mod, args, result["split_k_sweeps"])
+    result["complete"] = True
+    save()
     print(f"wrote {path}")
     bad = [r for r in rows if r.get("mismatch")]
     if bad:

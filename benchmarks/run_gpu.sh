@@ -7,29 +7,48 @@
 #
 #     bash benchmarks/run_gpu.sh [OUTDIR [STEP...]]
 #
-# STEPs (default: all, in this order): build tests memcheck kernels bench
-# checkpoint.  The build is kept between runs, so a long session can be split
+# STEPs (default: all, in this order): build tests memcheck kernels checkpoint
+# bench.  The build is kept between runs, so a long session can be split
 # into several shorter ones, e.g. `run_gpu.sh OUT build tests memcheck`, then
-# `run_gpu.sh OUT kernels bench checkpoint`.
+# `run_gpu.sh OUT kernels checkpoint bench`.
 #
 # Needs CuPy, PyTorch with CUDA, pytest and nvcc.  Each step runs even if an
 # earlier one failed; the exit status is that of the first failure.  The
-# interpreter is $PYTHON, else python3.
+# interpreter is $PYTHON, else python3.  LAMINA_GPU_BUDGET_S (seconds) bounds
+# the whole run: each step gets at most what is left of it and a step that
+# would start with under 30 s left is skipped.  The benchmarks write their
+# results after every row, so a step stopped at its limit keeps its finished
+# rows.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results/gpu-run}
 shift || true
-wanted=" ${*:-build tests memcheck kernels bench checkpoint} "
+wanted=" ${*:-build tests memcheck kernels checkpoint bench} "
 want() { [[ "$wanted" == *" $1 "* ]]; }
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 status=0
-step() {  # step NAME COMMAND...: run, log to OUTDIR/NAME.log, remember the first failure
-  local name=$1
-  shift
-  echo "== $name: $*"
-  "$@" >"$out/$name.log" 2>&1
+budget=${LAMINA_GPU_BUDGET_S:-0}
+step() {  # step NAME CAP COMMAND...: run for at most CAP seconds (0: no cap of its own) and what is
+  # left of the budget, log to OUTDIR/NAME.log, remember the first failure
+  local name=$1 cap=$2
+  shift 2
+  if [ "$budget" -gt 0 ]; then
+    local left=$((budget - SECONDS - 5))
+    if [ "$left" -lt 30 ]; then
+      echo "== $name: skipped, ${left}s of LAMINA_GPU_BUDGET_S left"
+      [ "$status" -eq 0 ] && status=124
+      return 0
+    fi
+    if [ "$cap" -eq 0 ] || [ "$left" -lt "$cap" ]; then cap=$left; fi
+  fi
+  echo "== $name: $* (limit ${cap}s)"
+  if [ "$cap" -gt 0 ]; then
+    timeout -k 10 "$cap" "$@" >"$out/$name.log" 2>&1
+  else
+    "$@" >"$out/$name.log" 2>&1
+  fi
   local rc=$?
   tail -n 15 "$out/$name.log"
   echo "== $name: exit $rc"
@@ -49,8 +68,8 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if want build; then
-  step build env LAMINA_CUDA=1 "$py" -m pip install --no-build-isolation --no-deps -e .
-  step info "$py" -m lamina info
+  step build 0 env LAMINA_CUDA=1 "$py" -m pip install --no-build-isolation --no-deps -e .
+  step info 60 "$py" -m lamina info
 fi
 # Each test is named in the log, and a hang (a wgmma pipeline waiting forever,
 # say) ends the test or the step, not the whole run; with pytest-xdist the
@@ -58,15 +77,17 @@ fi
 extra=()
 "$py" -c "import pytest_timeout" 2>/dev/null && extra+=(--timeout=120 --timeout-method=thread)
 "$py" -c "import xdist" 2>/dev/null && extra+=(-n 4)
-want tests && step gpu_tests timeout 300 "$py" -m pytest -v -m gpu -p no:cacheprovider ${extra[@]+"${extra[@]}"}
+want tests && step gpu_tests 300 "$py" -m pytest -v -m gpu -p no:cacheprovider ${extra[@]+"${extra[@]}"}
 if want memcheck && command -v compute-sanitizer >/dev/null; then
   # every kernel under memcheck, on a subset of the shapes (memcheck is slow)
-  step memcheck timeout 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$py" -m pytest -q -m gpu -x \
+  step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$py" -m pytest -q -m gpu -x \
     -p no:cacheprovider tests/test_cuda.py tests/test_cuda_gemm.py tests/test_cuda_conv.py \
     -k "(not test_fp32_gemm_matches_float64 and not padded_operands) or 1-1-1 or 129-129-33 or 300-136-700"
 fi
-want kernels && step kernels "$py" benchmarks/kernels.py --sweep --out "$out"
-want bench && step bench "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,transformer,mlp_wide \
+# with a budget the kernel benchmark leaves time for the other two (the
+# training-step benchmark last: it is the longest, and keeps what it finished)
+want kernels && step kernels "$([ "$budget" -gt 0 ] && echo 240 || echo 0)" "$py" benchmarks/kernels.py --sweep --out "$out"
+want checkpoint && step checkpoint_amp 0 "$py" benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"
+want bench && step bench 0 "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,mlp_wide,transformer \
   --precisions fp32,bf16,fp16 --kernels cupy,lamina --graph --out "$out"
-want checkpoint && step checkpoint_amp "$py" benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"
 exit "$status"

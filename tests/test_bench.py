@@ -38,7 +38,7 @@ def test_lamina_bench_writes_json_markdown_and_png(tmp_path):
     row = result["results"][0]
     assert row["lamina_ms"] > 0 and row["torch_ms"] > 0 and row["ratio"] == pytest.approx(row["lamina_ms"] / row["torch_ms"])
     assert row["gflop_per_step"] == pytest.approx(3 * 2 * 128 * (784 * 512 + 512 * 512 + 512 * 10) / 1e9)
-    assert result["settings"]["tf32"] is False and result["torch"] and result["device"]
+    assert result["settings"]["tf32"] is False and result["torch"] and result["device"] and result["complete"] is True
     assert "| mlp | fp32 | 128 |" in (tmp_path / "t.md").read_text()
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -75,3 +75,26 @@ def test_a_refused_model_is_reported_and_the_others_still_timed(tmp_path, monkey
     assert [r["model"] for r in result["results"]] == ["mlp"]
     assert [r["model"] for r in result["refused"]] == ["lenet"] and "planted" in result["refused"][0]["reason"]
     assert "Not timed" in (tmp_path / "t.md").read_text()
+
+
+@pytest.mark.filterwarnings("ignore::lamina.PerformanceWarning")
+def test_a_run_cut_short_keeps_the_models_it_finished(tmp_path, monkeypatch, torch):
+    """The results are rewritten after every model: a run stopped at a time
+    limit (on a GPU lent for minutes) still leaves its finished rows."""
+    import bench
+
+    real = bench.bench
+
+    def bench_until_lenet(name, *args):
+        if name == "lenet":
+            raise KeyboardInterrupt  # what a time limit looks like from inside
+        return real(name, *args)
+
+    monkeypatch.setattr(bench, "bench", bench_until_lenet)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--models", "mlp,lenet", "--precisions", "fp32", "--repeat", "2", "--warmup", "1",
+                    "--out", str(tmp_path), "--name", "t"])
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["complete"] is False and [r["model"] for r in result["results"]] == ["mlp"]
+    assert "| mlp | fp32 | 128 |" in (tmp_path / "t.md").read_text()
+    assert not (tmp_path / "t.png").exists()
