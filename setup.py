@@ -67,6 +67,7 @@ def cxx_flags():
 cpu_ext = Pybind11Extension(
     "lamina._C",
     sources=sorted(glob(rel("csrc", "cpu", "*.cpp"))) + [rel("csrc", "bindings", "cpu_module.cpp")],
+    depends=sorted(glob(rel("csrc", "cpu", "*.h"))),  # a changed header rebuilds the module
     extra_compile_args=cxx_flags(),
     extra_link_args=["-fopenmp"],
     cxx_std=17,

@@ -13,10 +13,21 @@ pytestmark = pytest.mark.skipif(C is None, reason=f"lamina._C not built ({_ext.i
 SIZES = [1, 2, 7, 255, 256, 257, 4099, (1 << 15) + 3]
 
 
+@pytest.fixture(params=["avx2", "baseline"])
+def isa(request):
+    """Each float32 elementwise kernel has two builds: AVX2 + FMA, used where the
+    CPU has both, and the baseline (SSE2) one; every test runs on each."""
+    if request.param == "avx2" and not C.cpu_has_avx2_fma():
+        pytest.skip("this CPU lacks AVX2 or FMA")
+    previous = C.set_avx2(request.param == "avx2")
+    yield request.param
+    C.set_avx2(previous)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 @pytest.mark.parametrize("n", SIZES)
-def test_gelu_kernels_match_reference(dtype, approximate, n):
+def test_gelu_kernels_match_reference(dtype, approximate, n, isa):
     rng = np.random.default_rng(n)
     x = (rng.standard_normal(n) * 3).astype(dtype)
     dy = rng.standard_normal(n).astype(dtype)
@@ -77,3 +88,78 @@ def test_float16_on_cpu_warns_once_and_computes_in_float32():
 
 def test_openmp_is_on():
     assert C.openmp and C.num_threads() >= 1
+
+
+ROWS_D = [(1, 1), (1, 7), (3, 8), (5, 33), (2, 1000), (300, 128), (37, 4099)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows,d", ROWS_D)
+@pytest.mark.parametrize("scale", [1.0, 0.125])
+def test_softmax_kernels_match_reference(dtype, rows, d, scale, isa):
+    rng = np.random.default_rng(rows * d)
+    x = (rng.standard_normal((rows, d)) * 4).astype(dtype)
+    dy = rng.standard_normal((rows, d)).astype(dtype)
+    y = np.full_like(x, np.nan)  # poisoned
+    dx = np.full_like(x, np.nan)
+    C.softmax_forward(y.ctypes.data, x.ctypes.data, rows, d, scale, np.dtype(dtype).name)
+    C.softmax_backward(dx.ctypes.data, dy.ctypes.data, y.ctypes.data, rows, d, scale, np.dtype(dtype).name)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    y64 = reference.softmax_forward(np, x64, scale)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(y, y64, rtol=tol * 10, atol=tol)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=tol * 10)
+    np.testing.assert_allclose(dx, reference.softmax_backward(np, dy64, y.astype(np.float64), scale), rtol=1e-4, atol=tol * 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_kernel_masks_nans_and_extremes_like_pytorch(dtype, isa):
+    """-inf (a causal mask) gives exactly 0; a row with a NaN, or of -inf only,
+    gives NaN; +-1e30 logits stay finite."""
+    torch = pytest.importorskip("torch")
+    inf = np.inf
+    x = np.array([[0.0, -inf, 1.0, -inf], [-inf, -inf, -inf, -inf], [0.0, np.nan, 1.0, 2.0], [1e30, -1e30, 0.0, 1e30],
+                  [-1e4, 1e4, -1e4, 0.0]], dtype=dtype)
+    y = ops.softmax_forward(x, 0.5)
+    expected = torch.softmax(torch.from_numpy(x) * 0.5, dim=-1).numpy()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=0)  # allclose treats NaN == NaN
+    assert y[0, 1] == 0.0 and y[0, 3] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows,d", ROWS_D[1:])
+@pytest.mark.parametrize("affine", ["weight+bias", "weight", "none"])
+def test_layernorm_kernels_match_reference(dtype, rows, d, affine, isa):
+    rng = np.random.default_rng(rows + d)
+    x = (rng.standard_normal((rows, d)) * 3 + 5).astype(dtype)  # an offset mean: the variance must not cancel
+    dy = rng.standard_normal((rows, d)).astype(dtype)
+    w = rng.standard_normal(d).astype(dtype) if affine != "none" else None
+    b = rng.standard_normal(d).astype(dtype) if affine == "weight+bias" else None
+    y, xhat, rstd = ops.layernorm_forward(x, w, b, 1e-5)
+    dx, dw, db = ops.layernorm_backward(dy, xhat, rstd, w, need_params=True)
+    as64 = [None if a is None else a.astype(np.float64) for a in (x, dy, w, b)]
+    y64, xhat64, rstd64 = reference.layernorm_forward(np, as64[0], as64[2], as64[3], 1e-5)
+    dx64, dw64, db64 = reference.layernorm_backward(np, as64[1], xhat64, rstd64, as64[2], True)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for got, ref in ((y, y64), (xhat, xhat64), (rstd, rstd64), (dx, dx64)):
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+    # the column sums add `rows` terms of size ~1
+    np.testing.assert_allclose(dw, dw64, rtol=tol, atol=tol * rows)
+    np.testing.assert_allclose(db, db64, rtol=tol, atol=tol * rows)
+    dx2, dw2, db2 = ops.layernorm_backward(dy, xhat, rstd, w, need_params=False)
+    assert dw2 is None and db2 is None
+    np.testing.assert_array_equal(dx2, dx)
+
+
+def test_layernorm_kernel_writes_every_output():
+    rows, d = 5, 9
+    x = np.random.default_rng(0).standard_normal((rows, d)).astype(np.float32)
+    y, xhat = np.full_like(x, np.nan), np.full_like(x, np.nan)
+    rstd = np.full(rows, np.nan, dtype=np.float32)
+    C.layernorm_forward(y.ctypes.data, xhat.ctypes.data, rstd.ctypes.data, x.ctypes.data, 0, 0, rows, d, 1e-5, "float32")
+    dx, dw, db = np.full_like(x, np.nan), np.full(d, np.nan, np.float32), np.full(d, np.nan, np.float32)
+    C.layernorm_backward(dx.ctypes.data, dw.ctypes.data, db.ctypes.data, x.ctypes.data, xhat.ctypes.data,
+                         rstd.ctypes.data, 0, rows, d, "float32")
+    for a in (y, xhat, rstd, dx, dw, db):
+        assert np.isfinite(a).all()

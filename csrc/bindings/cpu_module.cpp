@@ -84,6 +84,59 @@ PYBIND11_MODULE(_C, m) {
       py::call_guard<py::gil_scoped_release>());
 
   m.def(
+      "softmax_forward",
+      [](uintptr_t y, uintptr_t x, int64_t rows, int64_t d, double scale, const std::string& dtype) {
+        if (dtype == "float32") return softmax_forward(ptr<float>(y), ptr<const float>(x), rows, d, scale);
+        if (dtype == "float64") return softmax_forward(ptr<double>(y), ptr<const double>(x), rows, d, scale);
+        bad_dtype("softmax_forward", dtype);
+      },
+      py::arg("y"), py::arg("x"), py::arg("rows"), py::arg("d"), py::arg("scale"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "softmax_backward",
+      [](uintptr_t dx, uintptr_t dy, uintptr_t y, int64_t rows, int64_t d, double scale, const std::string& dtype) {
+        if (dtype == "float32")
+          return softmax_backward(ptr<float>(dx), ptr<const float>(dy), ptr<const float>(y), rows, d, scale);
+        if (dtype == "float64")
+          return softmax_backward(ptr<double>(dx), ptr<const double>(dy), ptr<const double>(y), rows, d, scale);
+        bad_dtype("softmax_backward", dtype);
+      },
+      py::arg("dx"), py::arg("dy"), py::arg("y"), py::arg("rows"), py::arg("d"), py::arg("scale"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
+  // Layer normalisation; w, b (forward) and dw, db (backward) may be 0 (absent).
+  m.def(
+      "layernorm_forward",
+      [](uintptr_t y, uintptr_t xhat, uintptr_t rstd, uintptr_t x, uintptr_t w, uintptr_t b, int64_t rows, int64_t d,
+         double eps, const std::string& dtype) {
+        if (dtype == "float32")
+          return layernorm_forward(ptr<float>(y), ptr<float>(xhat), ptr<float>(rstd), ptr<const float>(x),
+                                   ptr<const float>(w), ptr<const float>(b), rows, d, eps);
+        if (dtype == "float64")
+          return layernorm_forward(ptr<double>(y), ptr<double>(xhat), ptr<double>(rstd), ptr<const double>(x),
+                                   ptr<const double>(w), ptr<const double>(b), rows, d, eps);
+        bad_dtype("layernorm_forward", dtype);
+      },
+      py::arg("y"), py::arg("xhat"), py::arg("rstd"), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("rows"),
+      py::arg("d"), py::arg("eps"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "layernorm_backward",
+      [](uintptr_t dx, uintptr_t dw, uintptr_t db, uintptr_t dy, uintptr_t xhat, uintptr_t rstd, uintptr_t w,
+         int64_t rows, int64_t d, const std::string& dtype) {
+        if (dtype == "float32")
+          return layernorm_backward(ptr<float>(dx), ptr<float>(dw), ptr<float>(db), ptr<const float>(dy),
+                                    ptr<const float>(xhat), ptr<const float>(rstd), ptr<const float>(w), rows, d);
+        if (dtype == "float64")
+          return layernorm_backward(ptr<double>(dx), ptr<double>(dw), ptr<double>(db), ptr<const double>(dy),
+                                    ptr<const double>(xhat), ptr<const double>(rstd), ptr<const double>(w), rows, d);
+        bad_dtype("layernorm_backward", dtype);
+      },
+      py::arg("dx"), py::arg("dweight"), py::arg("dbias"), py::arg("dy"), py::arg("xhat"), py::arg("rstd"),
+      py::arg("weight"), py::arg("rows"), py::arg("d"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
       "softmax_xent",
       [](uintptr_t loss, uintptr_t dlogits, uintptr_t logits, uintptr_t labels, int64_t n, int64_t c,
          double smoothing, double grad_scale, const std::string& dtype) {
@@ -134,6 +187,11 @@ PYBIND11_MODULE(_C, m) {
         bad_dtype("col2im", dtype);
       },
       py::arg("dx"), py::arg("dcol"), py::arg("geometry"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def("cpu_has_avx2_fma", &cpu_has_avx2_fma, "Whether this CPU runs lamina's AVX2 + FMA kernels.");
+  m.def("set_avx2", &set_avx2, py::arg("enabled"),
+        "Turn the AVX2 + FMA builds of the elementwise kernels (GELU) on or off; returns the previous "
+        "setting.  Off, they run on their baseline (SSE2) build: for tests and comparisons.");
 
   // Direct convolution.  Each call checks what would otherwise crash (an
   // AVX2 instruction on a CPU without it) or read out of bounds.
@@ -325,7 +383,8 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("openmp") = false;
 #endif
-  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "softmax_xent", "im2col", "col2im",
+  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "softmax_forward",
+                                      "softmax_backward", "layernorm_forward", "layernorm_backward", "softmax_xent", "im2col", "col2im",
                                       "channels_to_batch_major", "batch_to_channels_major",
                                       "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
                                       "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward");

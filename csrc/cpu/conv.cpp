@@ -149,16 +149,7 @@ template void im2col<double>(double*, const double*, const ConvGeometry&);
 template void col2im<float>(float*, const float*, const ConvGeometry&);
 template void col2im<double>(double*, const double*, const ConvGeometry&);
 
-// Here, in a file built for the baseline instruction set, not in
-// conv_direct.cpp, which is built for AVX2 and must not run before this says yes.
-bool conv_direct_supported() {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
+bool conv_direct_supported() { return cpu_has_avx2_fma(); }
 
 }  // namespace cpu
 }  // namespace lamina

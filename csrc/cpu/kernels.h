@@ -16,6 +16,14 @@ struct ConvGeometry {
   int64_t oh, ow;
 };
 
+// The CPU's instruction set (cpu_features.cpp, built for the baseline).
+// Kernels with an AVX2 + FMA build use it when avx2_enabled(): the CPU has
+// both and set_avx2(false) has not turned them off (tests do, to check the
+// baseline build too).  set_avx2 returns the previous setting.
+bool cpu_has_avx2_fma();
+bool avx2_enabled();
+bool set_avx2(bool enabled);
+
 // GELU.  exact:  y = x * Phi(x),  Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
 //        tanh:   y = 0.5 x (1 + tanh u),  u = sqrt(2/pi) (x + 0.044715 x^3)
 template <typename T>
@@ -26,6 +34,37 @@ void gelu_forward(T* y, const T* x, int64_t n, bool tanh_approx);
 //   tanh:  dGELU/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
 template <typename T>
 void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, bool tanh_approx);
+
+// Softmax over the last axis of a (rows, d) array: y = softmax(scale * x),
+// scale > 0 (attention folds its 1/sqrt(d_head) in here); and its backward,
+// dx = scale * y ⊙ (dy - sum_j dy_j y_j) per row.
+template <typename T>
+void softmax_forward(T* y, const T* x, int64_t rows, int64_t d, double scale);
+template <typename T>
+void softmax_backward(T* dx, const T* dy, const T* y, int64_t rows, int64_t d, double scale);
+
+// Layer normalisation over the last axis of a (rows, d) array:
+//   rstd = 1/sqrt(var + eps), xhat = (x - mean) rstd, y = xhat ⊙ w + b
+// (w and b may be null; xhat and rstd (rows,) are written for backward), and
+//   dx = rstd (g - mean g - xhat mean(g ⊙ xhat)),  g = dy ⊙ w,
+//   dw = sum_rows dy ⊙ xhat,  db = sum_rows dy   (overwritten; dw and db may be null).
+template <typename T>
+void layernorm_forward(T* y, T* xhat, T* rstd, const T* x, const T* w, const T* b, int64_t rows, int64_t d,
+                       double eps);
+template <typename T>
+void layernorm_backward(T* dx, T* dw, T* db, const T* dy, const T* xhat, const T* rstd, const T* w, int64_t rows,
+                        int64_t d);
+
+// The float32 builds for AVX2 + FMA (vector_kernels_avx2.cpp) that the
+// functions above call when avx2_enabled().
+void gelu_forward_avx2(float* y, const float* x, int64_t n, bool tanh_approx);
+void gelu_backward_avx2(float* dx, const float* dy, const float* x, int64_t n, bool tanh_approx);
+void softmax_forward_avx2(float* y, const float* x, int64_t rows, int64_t d, float scale);
+void softmax_backward_avx2(float* dx, const float* dy, const float* y, int64_t rows, int64_t d, float scale);
+void layernorm_forward_avx2(float* y, float* xhat, float* rstd, const float* x, const float* w, const float* b,
+                            int64_t rows, int64_t d, double eps);
+void layernorm_backward_avx2(float* dx, float* dw, float* db, const float* dy, const float* xhat, const float* rstd,
+                             const float* w, int64_t rows, int64_t d, double* partial, int threads);
 
 // Softmax cross-entropy over rows of logits (N, C) with integer labels (N,),
 // forward and backward fused.  With q = (1 - eps) onehot(label) + eps / C and

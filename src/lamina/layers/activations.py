@@ -8,7 +8,7 @@ input otherwise (LeakyReLU, GELU).
 import numpy as np
 
 from .. import ops
-from ..backend import get_array_module, is_low_precision
+from ..backend import get_array_module
 from ..module import Layer
 
 
@@ -140,18 +140,15 @@ class Softmax(Layer):
 
             raise ShapeError(f"{self._label()}: expected an input with dimension {self.dim}, received shape {tuple(x.shape)}")
         xp = get_array_module(x)
-        xw = x.astype(np.float32) if is_low_precision(x.dtype) else x  # reduce in float32 at least
-        e = xp.exp(xw - xw.max(axis=self.dim, keepdims=True))
-        y = (e / e.sum(axis=self.dim, keepdims=True)).astype(x.dtype, copy=False)
+        # the kernels run along the last axis; 16-bit inputs reduce in float32
+        y = xp.moveaxis(ops.softmax_forward(xp.moveaxis(x, self.dim, -1)), -1, self.dim)
         self._save(y, out=y)  # y: same shape as x
         return y
 
     def backward(self, dy):
         y = self._take_cache(dy)
-        if is_low_precision(y.dtype):
-            yw, dyw = y.astype(np.float32), dy.astype(np.float32)
-            return (yw * (dyw - (dyw * yw).sum(axis=self.dim, keepdims=True))).astype(y.dtype)
-        return y * (dy - (dy * y).sum(axis=self.dim, keepdims=True))
+        xp = get_array_module(dy)
+        return xp.moveaxis(ops.softmax_backward(xp.moveaxis(dy, self.dim, -1), xp.moveaxis(y, self.dim, -1)), -1, self.dim)
 
     def extra_repr(self):
         return f"dim={self.dim}"

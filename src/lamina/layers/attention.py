@@ -89,11 +89,10 @@ class MultiheadAttention(Layer):
         qkv = ops.linear_forward(x2, self._compute(self.in_proj_weight), bias)  # (N*L, 3E)
         q, k, v = (self._heads(qkv[:, i * e:(i + 1) * e], n, l) for i in range(3))
         work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype  # scores and softmax in float32 at least
-        s = ops.matmul(q, k.transpose(0, 1, 3, 2)).astype(work, copy=False) * (1.0 / math.sqrt(self.head_dim))
+        s = ops.matmul(q, k.transpose(0, 1, 3, 2)).astype(work, copy=False)
         if self.causal:
             s = xp.where(xp.triu(xp.ones((l, l), dtype=bool), k=1), -xp.inf, s)
-        s = xp.exp(s - s.max(axis=-1, keepdims=True))
-        p = (s / s.sum(axis=-1, keepdims=True)).astype(x.dtype, copy=False)  # (N, H, L, L)
+        p = ops.softmax_forward(s, 1.0 / math.sqrt(self.head_dim)).astype(x.dtype, copy=False)  # (N, H, L, L)
         pd = self.attn_dropout(p)
         o = ops.matmul(pd, v).transpose(0, 2, 1, 3).reshape(n, l, e)
         y = self.out_proj(o)
@@ -109,7 +108,7 @@ class MultiheadAttention(Layer):
         dp = self.attn_dropout.backward(ops.matmul(do, v.transpose(0, 1, 3, 2)))
         work = np.float32 if backend.is_low_precision(p.dtype) else p.dtype
         pw, dpw = p.astype(work, copy=False), dp.astype(work, copy=False)
-        ds = (pw * (dpw - (dpw * pw).sum(axis=-1, keepdims=True)) * (1.0 / math.sqrt(d))).astype(q.dtype, copy=False)
+        ds = ops.softmax_backward(dpw, pw, 1.0 / math.sqrt(d)).astype(q.dtype, copy=False)
         dq = ops.matmul(ds, k)
         dk = ops.matmul(ds.transpose(0, 1, 3, 2), q)
         xp = backend.get_array_module(dy)

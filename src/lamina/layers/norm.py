@@ -12,6 +12,8 @@ every axis but the channel axis (m values per channel):
     dx = gamma * inv_std * dy                                           (running statistics)
 """
 
+import math
+
 import numpy as np
 
 from .. import backend, ops
@@ -181,36 +183,30 @@ class LayerNorm(Layer):
                 f"{self._label()}: expected an input ending in {self.normalized_shape} (normalized_shape), "
                 f"received shape {tuple(x.shape)}"
             )
-        xp = backend.get_array_module(x)
         work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype
-        axes = tuple(range(-k, 0))
-        xw = x.astype(work, copy=False)
-        mu = xw.mean(axis=axes, keepdims=True)
-        xc = xw - mu
-        rstd = (1 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + self.eps)).astype(work, copy=False)
-        xhat = xc * rstd
-        y = xhat
-        if self.weight is not None:
-            y = y * self.weight.data.astype(work, copy=False)
-        if self.bias is not None:
-            y = y + self.bias.data.astype(work, copy=False)
+        d = math.prod(self.normalized_shape)
+        xw = x.astype(work, copy=False).reshape(-1, d)
+        y, xhat, rstd = ops.layernorm_forward(xw, self._param(self.weight, work), self._param(self.bias, work), self.eps)
+        y = y.reshape(x.shape)
         y = backend.narrow(y, x.dtype) if y.dtype != x.dtype else y
-        self._save(xhat, rstd, out=y)  # xhat: x's shape, work dtype; rstd: (..., 1, ...)
+        self._save(xhat, rstd, out=y)  # xhat: (rows, D), work dtype; rstd: (rows,)
         return y
+
+    @staticmethod
+    def _param(p, dtype):
+        return None if p is None else p.data.astype(dtype, copy=False).reshape(-1)
 
     def backward(self, dy):
         xhat, rstd = self._take_cache(dy)
         dy = self._compute_grad(dy)
-        k = len(self.normalized_shape)
-        axes = tuple(range(-k, 0))
-        lead = tuple(range(dy.ndim - k))
-        dyw = dy.astype(xhat.dtype, copy=False)
-        g = dyw * self.weight.data.astype(xhat.dtype, copy=False) if self.weight is not None else dyw
-        dx = rstd * (g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+        dyw = dy.astype(xhat.dtype, copy=False).reshape(xhat.shape)
+        dx, dweight, dbias = ops.layernorm_backward(dyw, xhat, rstd, self._param(self.weight, xhat.dtype),
+                                                    need_params=self.weight is not None)
         if self.weight is not None:
-            self.weight.accumulate((dyw * xhat).sum(axis=lead))
+            self.weight.accumulate(dweight.reshape(self.normalized_shape))
         if self.bias is not None:
-            self.bias.accumulate(dyw.sum(axis=lead))
+            self.bias.accumulate(dbias.reshape(self.normalized_shape))
+        dx = dx.reshape(dy.shape)
         return backend.narrow(dx, dy.dtype) if dx.dtype != dy.dtype else dx
 
     def extra_repr(self):

@@ -333,6 +333,33 @@ def gelu_backward(dy, x, approximate="none"):
     return reference.gelu_backward(xp, dy, x, approximate)
 
 
+@float32_on_cpu
+def softmax_forward(x, scale=1.0):
+    """softmax(scale * x) over the last axis (scale > 0: attention folds its
+    1/sqrt(d) in here).  A row with a NaN, or of -inf only, gives NaN."""
+    xp = backend.get_array_module(x)
+    if xp is np and x.size and (mod := _cpu_kernel("softmax_forward", x)) is not None:
+        (x,) = _contiguous(xp, x)
+        y = np.empty_like(x)
+        mod.softmax_forward(_addr(y), _addr(x), x.size // x.shape[-1], x.shape[-1], float(scale), _name(x.dtype))
+        return y
+    return reference.softmax_forward(xp, x, scale)
+
+
+@float32_on_cpu
+def softmax_backward(dy, y, scale=1.0):
+    """dx = scale * y ⊙ (dy - Σ dy ⊙ y) over the last axis: the backward of
+    :func:`softmax_forward` from its output y."""
+    xp = backend.get_array_module(dy, y)
+    if xp is np and dy.size and (mod := _cpu_kernel("softmax_backward", dy)) is not None:
+        dy, y = _contiguous(xp, dy, y)
+        dx = np.empty_like(dy)
+        mod.softmax_backward(_addr(dx), _addr(dy), _addr(y), dy.size // dy.shape[-1], dy.shape[-1], float(scale),
+                             _name(dy.dtype))
+        return dx
+    return reference.softmax_backward(xp, dy, y, scale)
+
+
 # --------------------------------------------------------------------------
 # losses
 # --------------------------------------------------------------------------
@@ -530,4 +557,10 @@ from .conv import (  # noqa: E402, F401 - re-exported for the layers
     take_workspace,
     workspace_bytes,
 )
-from .norm import batchnorm_apply, batchnorm_backward, batchnorm_stats  # noqa: E402, F401
+from .norm import (  # noqa: E402, F401
+    batchnorm_apply,
+    batchnorm_backward,
+    batchnorm_stats,
+    layernorm_backward,
+    layernorm_forward,
+)

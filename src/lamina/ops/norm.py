@@ -1,6 +1,8 @@
-"""Batch normalisation kernels over x viewed as (N, C, L); the math is in
-docs/normalization.md and csrc/cpu/batchnorm.cpp.  ``lamina._C`` on the CPU,
-the NumPy/CuPy reference otherwise."""
+"""Normalisation kernels: batch normalisation over x viewed as (N, C, L),
+layer normalisation over the rows of x viewed as (R, D); the math is in
+docs/normalization.md, csrc/cpu/batchnorm.cpp and csrc/cpu/vector_loops.h.
+``lamina._C`` on the CPU (float32, float64), the NumPy/CuPy reference
+otherwise."""
 
 import numpy as np
 
@@ -50,3 +52,40 @@ def batchnorm_backward(dy, xhat, inv_std, gamma=None, batch_stats=True):
         )
         return dx, dgamma, dbeta
     return reference.batchnorm_backward(xp, dy, xhat, inv_std, gamma, batch_stats)
+
+
+def layernorm_forward(x, weight=None, bias=None, eps=1e-5):
+    """(y, xhat, rstd) for x (R, D) normalised over D: rstd (R,), xhat (R, D),
+    y = xhat ⊙ weight + bias (weight, bias (D,) or None, of x's dtype)."""
+    xp = backend.get_array_module(x)
+    if xp is np and x.size and (mod := _cpu_kernel("layernorm_forward", x)) is not None:
+        (x,) = _contiguous(np, x)
+        rows, d = x.shape
+        # held in names until the call returns: a temporary's address would dangle
+        w, b = (None if a is None else np.ascontiguousarray(a, dtype=x.dtype) for a in (weight, bias))
+        y, xhat, rstd = np.empty_like(x), np.empty_like(x), np.empty(rows, dtype=x.dtype)
+        mod.layernorm_forward(
+            _addr(y), _addr(xhat), _addr(rstd), _addr(x), 0 if w is None else _addr(w), 0 if b is None else _addr(b),
+            rows, d, float(eps), _name(x.dtype),
+        )
+        return y, xhat, rstd
+    return reference.layernorm_forward(xp, x, weight, bias, eps)
+
+
+def layernorm_backward(dy, xhat, rstd, weight=None, need_params=True):
+    """(dx, dweight, dbias) for dy, xhat (R, D) and rstd (R,); dweight and
+    dbias (D,) are None unless need_params."""
+    xp = backend.get_array_module(dy, xhat)
+    if xp is np and dy.size and (mod := _cpu_kernel("layernorm_backward", dy)) is not None:
+        (dy,) = _contiguous(np, dy)
+        xhat, rstd = (np.ascontiguousarray(a, dtype=dy.dtype) for a in (xhat, rstd))
+        rows, d = dy.shape
+        w = None if weight is None else np.ascontiguousarray(weight, dtype=dy.dtype)
+        dx = np.empty_like(dy)
+        dw, db = (np.empty(d, dtype=dy.dtype), np.empty(d, dtype=dy.dtype)) if need_params else (None, None)
+        mod.layernorm_backward(
+            _addr(dx), 0 if dw is None else _addr(dw), 0 if db is None else _addr(db), _addr(dy), _addr(xhat),
+            _addr(rstd), 0 if w is None else _addr(w), rows, d, _name(dy.dtype),
+        )
+        return dx, dw, db
+    return reference.layernorm_backward(xp, dy, xhat, rstd, weight, need_params)

@@ -50,6 +50,46 @@ def gelu_backward(xp, dy, x, approximate):
     return (dy * d).astype(dy.dtype, copy=False)
 
 
+def _work(dtype):
+    """float64 stays float64; everything else reduces in float32."""
+    return np.float64 if dtype == np.float64 else np.float32
+
+
+def softmax_forward(xp, x, scale):
+    """softmax(scale * x) over the last axis, scale > 0."""
+    xw = x.astype(_work(x.dtype), copy=False)
+    e = xp.exp(scale * (xw - xw.max(axis=-1, keepdims=True)))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype, copy=False)
+
+
+def softmax_backward(xp, dy, y, scale):
+    """scale * y (dy - sum(dy y)) over the last axis."""
+    work = _work(dy.dtype)
+    dyw, yw = dy.astype(work, copy=False), y.astype(work, copy=False)
+    return (scale * yw * (dyw - (dyw * yw).sum(axis=-1, keepdims=True))).astype(dy.dtype, copy=False)
+
+
+def layernorm_forward(xp, x, weight, bias, eps):
+    """(y, xhat, rstd) for x (R, D); see csrc/cpu/kernels.h."""
+    mu = x.mean(axis=-1, keepdims=True)
+    xc = x - mu
+    rstd = (1 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)).astype(x.dtype, copy=False)
+    xhat = xc * rstd
+    y = xhat * weight if weight is not None else xhat
+    if bias is not None:
+        y = y + bias
+    return y, xhat, rstd[:, 0]
+
+
+def layernorm_backward(xp, dy, xhat, rstd, weight, need_params):
+    """(dx, dweight, dbias) for dy, xhat (R, D); the sums are None unless need_params."""
+    g = dy * weight if weight is not None else dy
+    dx = rstd[:, None] * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    if not need_params:
+        return dx, None, None
+    return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
+
+
 def softmax_xent(xp, logits, labels, smoothing, grad_scale, need_grad):
     """Per-row loss and (optionally) gradient; see csrc/cpu/kernels.h for the math."""
     n, c = logits.shape

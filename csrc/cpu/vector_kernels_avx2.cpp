@@ -1,0 +1,56 @@
+// The float32 loops of vector_loops.h compiled for AVX2 + FMA (the pragma
+// below).  vector_kernels.cpp calls these only when avx2_enabled() (built
+// without the pragma) says the CPU has both; as in conv_direct.cpp,
+// everything else here has internal linkage and no standard-library
+// template is instantiated.
+#pragma GCC target("avx2,fma")
+
+#include "kernels.h"
+#include "vmath.h"
+
+namespace lamina {
+namespace cpu {
+namespace {
+#pragma omp declare simd
+inline float erf_(float v) { return erf_f32(v); }
+#pragma omp declare simd
+inline float exp_(float v) { return exp_f32(v); }
+#pragma omp declare simd
+inline float tanh_(float v) { return tanh_f32(v); }
+}  // namespace
+}  // namespace cpu
+}  // namespace lamina
+
+#include "vector_loops.h"
+
+namespace lamina {
+namespace cpu {
+
+void gelu_forward_avx2(float* y, const float* x, int64_t n, bool tanh_approx) {
+  gelu_forward_loop(y, x, n, tanh_approx);
+}
+
+void gelu_backward_avx2(float* dx, const float* dy, const float* x, int64_t n, bool tanh_approx) {
+  gelu_backward_loop(dx, dy, x, n, tanh_approx);
+}
+
+void softmax_forward_avx2(float* y, const float* x, int64_t rows, int64_t d, float scale) {
+  softmax_forward_loop(y, x, rows, d, scale);
+}
+
+void softmax_backward_avx2(float* dx, const float* dy, const float* y, int64_t rows, int64_t d, float scale) {
+  softmax_backward_loop(dx, dy, y, rows, d, scale);
+}
+
+void layernorm_forward_avx2(float* y, float* xhat, float* rstd, const float* x, const float* w, const float* b,
+                            int64_t rows, int64_t d, double eps) {
+  layernorm_forward_loop(y, xhat, rstd, x, w, b, rows, d, eps);
+}
+
+void layernorm_backward_avx2(float* dx, float* dw, float* db, const float* dy, const float* xhat, const float* rstd,
+                             const float* w, int64_t rows, int64_t d, double* partial, int threads) {
+  layernorm_backward_loop(dx, dw, db, dy, xhat, rstd, w, rows, d, partial, threads);
+}
+
+}  // namespace cpu
+}  // namespace lamina
