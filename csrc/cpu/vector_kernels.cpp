@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "kernels.h"
-#include "vmath.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -18,16 +17,10 @@ namespace lamina {
 namespace cpu {
 
 namespace {
-// Scalar math by type: libm for double, the vectorisable versions for float.
+// double runs on libm (float on vmath.h's versions, in vector_loops.h)
 inline double erf_(double v) { return std::erf(v); }
 inline double exp_(double v) { return std::exp(v); }
 inline double tanh_(double v) { return std::tanh(v); }
-#pragma omp declare simd
-inline float erf_(float v) { return erf_f32(v); }
-#pragma omp declare simd
-inline float exp_(float v) { return exp_f32(v); }
-#pragma omp declare simd
-inline float tanh_(float v) { return tanh_f32(v); }
 
 int max_threads() {
 #ifdef _OPENMP

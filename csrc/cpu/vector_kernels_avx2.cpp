@@ -6,21 +6,6 @@
 #pragma GCC target("avx2,fma")
 
 #include "kernels.h"
-#include "vmath.h"
-
-namespace lamina {
-namespace cpu {
-namespace {
-#pragma omp declare simd
-inline float erf_(float v) { return erf_f32(v); }
-#pragma omp declare simd
-inline float exp_(float v) { return exp_f32(v); }
-#pragma omp declare simd
-inline float tanh_(float v) { return tanh_f32(v); }
-}  // namespace
-}  // namespace cpu
-}  // namespace lamina
-
 #include "vector_loops.h"
 
 namespace lamina {

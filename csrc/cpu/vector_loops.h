@@ -2,8 +2,9 @@
 // layer normalisation), written once and compiled twice: by vector_kernels.cpp
 // for the baseline instruction set (float and double; SSE2 gives 4 float
 // lanes) and by vector_kernels_avx2.cpp for AVX2 + FMA (float: 8 lanes and
-// fused multiply-adds).  The includer declares erf_, exp_ and tanh_ for each
-// T first.  Everything here has internal linkage, so the two builds never
+// fused multiply-adds).  The float math is vmath.h's; an includer that
+// instantiates the loops for double declares erf_, exp_ and tanh_ for double
+// first.  Everything here has internal linkage, so the two builds never
 // merge at link time, and nothing here instantiates a standard-library
 // template (the AVX2 build must not leak into shared code).
 //
@@ -13,6 +14,8 @@
 #pragma once
 #include <cstdint>
 
+#include "vmath.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -20,6 +23,13 @@
 namespace lamina {
 namespace cpu {
 namespace {
+
+#pragma omp declare simd
+inline float erf_(float v) { return erf_f32(v); }
+#pragma omp declare simd
+inline float exp_(float v) { return exp_f32(v); }
+#pragma omp declare simd
+inline float tanh_(float v) { return tanh_f32(v); }
 
 constexpr double kSqrt2OverPi = 0.79788456080286535588;  // sqrt(2/pi)
 constexpr double kInvSqrt2 = 0.70710678118654752440;     // 1/sqrt(2)
