@@ -387,5 +387,6 @@ PYBIND11_MODULE(_C, m) {
                                       "softmax_backward", "layernorm_forward", "layernorm_backward", "softmax_xent", "im2col", "col2im",
                                       "channels_to_batch_major", "batch_to_channels_major",
                                       "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
-                                      "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward");
+                                      "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+                                      "conv_direct_forward", "conv_direct_backward_data", "conv_direct_backward_weight");
 }

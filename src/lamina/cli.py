@@ -19,7 +19,10 @@ def _info(args):
     if c is None:
         lines.append(f"lamina._C       not built ({_ext.import_error('_C')}); CPU kernels use NumPy references")
     else:
-        lines.append(f"lamina._C       built: OpenMP {'on' if c.openmp else 'off'}, {c.num_threads()} threads; kernels: {', '.join(c.kernels)}")
+        simd = ("AVX2 + FMA" if c.cpu_has_avx2_fma() else "baseline SSE2 (this CPU lacks AVX2 or FMA)") if hasattr(
+            c, "cpu_has_avx2_fma") else "baseline SSE2 (an older build)"
+        lines.append(f"lamina._C       built: OpenMP {'on' if c.openmp else 'off'}, {c.num_threads()} threads, {simd}; "
+                     f"kernels: {', '.join(c.kernels)}")
     g = _ext.cuda_module()
     if g is None:
         lines.append(f"lamina._C_cuda  not built ({_ext.import_error('_C_cuda')})")
