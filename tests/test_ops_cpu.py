@@ -1,6 +1,8 @@
 """lamina._C kernels against the NumPy references: random data, odd and
 large sizes (above the OpenMP threshold), both dtypes, poisoned outputs."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -163,3 +165,37 @@ def test_layernorm_kernel_writes_every_output():
                          rstd.ctypes.data, 0, rows, d, "float32")
     for a in (y, xhat, rstd, dx, dw, db):
         assert np.isfinite(a).all()
+
+
+AVX2_SOURCES = {
+    "conv_direct.cpp": {"conv_direct_geometry_ok", "conv_direct_forward", "conv_direct_backward_data",
+                        "conv_direct_backward_weight"},
+    "vector_kernels_avx2.cpp": {"gelu_forward_avx2", "gelu_backward_avx2", "softmax_forward_avx2",
+                                "softmax_backward_avx2", "layernorm_forward_avx2", "layernorm_backward_avx2"},
+}
+
+
+@pytest.mark.parametrize("source", sorted(AVX2_SOURCES))
+def test_avx2_files_export_only_their_entry_points(source, tmp_path):
+    """The files built for AVX2 + FMA must define no symbol the linker could
+    share with baseline code (an inline function or template instantiation
+    with external linkage would be one copy for the whole module, and might
+    be the AVX2 one: an illegal instruction on an older CPU).  Compiled here
+    as setup.py compiles them, their global symbols are listed with nm."""
+    import shutil
+    import subprocess
+
+    cxx, nm = shutil.which("g++") or shutil.which("c++"), shutil.which("nm")
+    if cxx is None or nm is None:
+        pytest.skip("needs a C++ compiler and nm")
+    src = os.path.join(os.path.dirname(__file__), "..", "csrc", "cpu", source)
+    obj = tmp_path / "k.o"
+    subprocess.run([cxx, "-std=c++17", "-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", "-fPIC", "-c", src,
+                    "-o", str(obj)], check=True, capture_output=True)
+    out = subprocess.run([nm, "-C", "--defined-only", str(obj)], check=True, capture_output=True, text=True).stdout
+    exported = set()
+    for line in out.splitlines():
+        parts = line.split(maxsplit=2)
+        if len(parts) == 3 and parts[1] in "TWi":  # code visible outside the object (data cannot fault)
+            exported.add(parts[2].split("(")[0].split("<")[0].rsplit("::", 1)[-1])
+    assert exported == AVX2_SOURCES[source], f"{source} exports {sorted(exported)}"
