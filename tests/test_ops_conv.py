@@ -248,8 +248,8 @@ def test_direct_domain_matches_the_kernel():
 
 
 def _check_direct(g, x, w, b, dy, groups, dtype):
-    """Both register-block variants of forward and backward-data, and
-    backward-weight, against the float64 im2col path; outputs poisoned."""
+    """Both register-block variants of forward, backward-data and
+    backward-weight against the float64 im2col path; outputs poisoned."""
     x, w, b, dy = (a.astype(dtype) for a in (x, w, b, dy))
     o, name, geo = w.shape[0], np.dtype(dtype).name, tuple(g)
     y_ref, col = ops.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), g, groups)
@@ -265,12 +265,15 @@ def _check_direct(g, x, w, b, dy, groups, dtype):
         dx = np.full(x.shape, np.nan, dtype=dtype)
         C.conv_direct_backward_data(dx.ctypes.data, dy.ctypes.data, w.ctypes.data, geo, o, groups, name, variant)
         np.testing.assert_allclose(dx, dx_ref, **tol, err_msg=f"backward-data, {variant}")
-    dw, db = np.full(w.shape, np.nan, dtype=dtype), np.full(o, np.nan, dtype=dtype)
-    C.conv_direct_backward_weight(dw.ctypes.data, db.ctypes.data, dy.ctypes.data, x.ctypes.data, geo, o, groups, name)
-    np.testing.assert_allclose(dw, dw_ref, **tol)
-    np.testing.assert_allclose(db, db_ref, **tol)
-    C.conv_direct_backward_weight(dw.ctypes.data, 0, dy.ctypes.data, x.ctypes.data, geo, o, groups, name)  # no db
-    np.testing.assert_allclose(dw, dw_ref, **tol)
+        dw, db = np.full(w.shape, np.nan, dtype=dtype), np.full(o, np.nan, dtype=dtype)
+        C.conv_direct_backward_weight(dw.ctypes.data, db.ctypes.data, dy.ctypes.data, x.ctypes.data, geo, o, groups,
+                                      name, variant)
+        np.testing.assert_allclose(dw, dw_ref, **tol, err_msg=f"backward-weight, {variant}")
+        np.testing.assert_allclose(db, db_ref, **tol, err_msg=f"backward-weight's bias, {variant}")
+        dw = np.full(w.shape, np.nan, dtype=dtype)
+        C.conv_direct_backward_weight(dw.ctypes.data, 0, dy.ctypes.data, x.ctypes.data, geo, o, groups, name,
+                                      variant)  # no db
+        np.testing.assert_allclose(dw, dw_ref, **tol, err_msg=f"backward-weight without db, {variant}")
 
 
 needs_direct = pytest.mark.skipif(C is None or not C.conv_direct_supported(),
@@ -292,6 +295,9 @@ WIDE = [
     ((2, 6, 8, 8), (3, 3), (1, 1, 1, 1), (1, 1), 40, 2),
     ((1, 20, 5, 9), (5, 3), (2, 2, 0, 1), (1, 2), 17, 1),
     ((4, 34, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 34, 2),
+    # enough images on small planes that backward-weight sums several per register block
+    ((17, 8, 6, 6), (3, 3), (1, 1, 1, 1), (1, 1), 24, 1),
+    ((19, 6, 5, 7), (2, 3), (1, 0, 1, 1), (1, 1), 18, 2),
 ]
 
 

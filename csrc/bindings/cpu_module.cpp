@@ -235,18 +235,19 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "conv_direct_backward_weight",
       [](uintptr_t dw, uintptr_t db, uintptr_t dy, uintptr_t x, const GeometryTuple& gt, int64_t o, int64_t groups,
-         const std::string& dtype) {
+         const std::string& dtype, const std::string& variant) {
         const ConvGeometry g = direct_geometry("conv_direct_backward_weight", gt);
+        const int v = direct_variant("conv_direct_backward_weight", variant);
         if (dtype == "float32")
           return conv_direct_backward_weight(ptr<float>(dw), ptr<float>(db), ptr<const float>(dy), ptr<const float>(x),
-                                             g, o, groups);
+                                             g, o, groups, v);
         if (dtype == "float64")
           return conv_direct_backward_weight(ptr<double>(dw), ptr<double>(db), ptr<const double>(dy),
-                                             ptr<const double>(x), g, o, groups);
+                                             ptr<const double>(x), g, o, groups, v);
         bad_dtype("conv_direct_backward_weight", dtype);
       },
       py::arg("dweight"), py::arg("dbias"), py::arg("dy"), py::arg("x"), py::arg("geometry"), py::arg("out_channels"),
-      py::arg("groups"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+      py::arg("groups"), py::arg("dtype"), py::arg("variant") = "auto", py::call_guard<py::gil_scoped_release>());
 
   m.def(
       "channels_to_batch_major",

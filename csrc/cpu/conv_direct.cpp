@@ -113,7 +113,8 @@ constexpr int kOB = 4;  // output channels per register block (pixel-vectorised 
 constexpr int kPV = 3;  // pixel vectors per register block (pixel-vectorised forward)
 constexpr int kOV = 2;  // output-channel vectors per register block (channel-vectorised forward)
 constexpr int kPB = 6;  // pixels per register block (channel-vectorised forward)
-constexpr int kTB = 3;  // taps per register block (backward-weight)
+constexpr int kTB = 3;  // taps per register block (pixel-vectorised backward-weight)
+constexpr int kKB = 6;  // (input channel, tap) pairs per register block (channel-vectorised backward-weight)
 
 // A 64-byte aligned buffer of T; freed on scope exit.
 template <typename T>
@@ -374,6 +375,45 @@ void wgrad_taps(double* dw, int64_t dw_ostride, const T* dyw, int64_t dy_ostride
   }
 }
 
+// Channel-vectorised backward-weight: kOV vectors of output channels x NK
+// (input channel, tap) pairs k, summed over `images` images and the P real
+// output pixels (flattened offsets qidx[p] in the padded plane), with dy
+// transposed to dyt[img][p][o] (o contiguous, stride ostride):
+//   acc[k][o] = sum_{img, p} dyt[img][p][o] * x[img][qidx[p] + xoff[k]]
+// where xoff[k] = c_k * plane + off[t_k].  Every lane is its own output
+// channel, so no horizontal sums, and no thrown-away columns; per pixel
+// kOV loads and NK broadcasts for NK * kOV FMAs.  Added to dw[o][k] (stride
+// dw_ostride per o) for the first n_o channels.
+template <typename T, int NK>
+void wgrad_block_ovec(double* dw, int64_t dw_ostride, int64_t n_o, const T* dyt, int64_t dyt_istride,
+                      int64_t ostride, const T* x, int64_t x_istride, const int64_t* xoff, const int64_t* qidx,
+                      int64_t P, int64_t images) {
+  using V = Vec<T>;
+  typename V::R acc[NK][kOV];
+  for (int k = 0; k < NK; ++k)
+    for (int v = 0; v < kOV; ++v) acc[k][v] = V::zero();
+  for (int64_t img = 0; img < images; ++img) {
+    const T* xk[NK];
+    for (int k = 0; k < NK; ++k) xk[k] = x + img * x_istride + xoff[k];
+    const T* d = dyt + img * dyt_istride;
+    for (int64_t p = 0; p < P; ++p) {
+      typename V::R dv[kOV];
+      for (int v = 0; v < kOV; ++v) dv[v] = V::load(d + p * ostride + v * V::L);
+      const int64_t q = qidx[p];
+      for (int k = 0; k < NK; ++k) {
+        const typename V::R xb = V::set1(xk[k][q]);
+        for (int v = 0; v < kOV; ++v) acc[k][v] = V::fma(xb, dv[v], acc[k][v]);
+      }
+    }
+  }
+  constexpr int ow = kOV * V::L;
+  T tile[NK * ow];
+  for (int k = 0; k < NK; ++k)
+    for (int v = 0; v < kOV; ++v) V::store(tile + k * ow + v * V::L, acc[k][v]);
+  for (int64_t o = 0; o < n_o; ++o)
+    for (int k = 0; k < NK; ++k) dw[o * dw_ostride + k] += double(tile[k * ow + o]);
+}
+
 // Offsets of the taps in a padded plane of width wp.
 void tap_offsets(int64_t* off, int64_t kh, int64_t kw, int64_t dh, int64_t dw, int64_t wp) {
   for (int64_t i = 0; i < kh; ++i)
@@ -437,8 +477,8 @@ void conv_direct_backward_data(T* dx, const T* dy, const T* w, const ConvGeometr
 
 template <typename T>
 void conv_direct_backward_weight(T* dw, T* db, const T* dy, const T* x, const ConvGeometry& g, int64_t o,
-                                 int64_t groups) {
-  const Corr c = forward_corr<T>(g, o, groups);
+                                 int64_t groups, int variant) {
+  const Corr c = forward_corr<T>(g, o, groups, variant);
   const int64_t L = Vec<T>::L;
   const int64_t nvec = cdiv(c.q, L), qv = nvec * L;  // q rounded up to whole vectors (zeros in dyw)
   Buffer<int64_t> off(c.taps);
@@ -447,10 +487,18 @@ void conv_direct_backward_weight(T* dw, T* db, const T* dy, const T* x, const Co
   const int threads = thread_count();
   Buffer<double> partial(threads * (wsize + o));  // per thread: dW, then db
   std::memset(partial.p, 0, sizeof(double) * threads * (wsize + o));
+  // Channel-vectorised: dy transposed to (pixel, channel), the real pixels' offsets.
+  const int64_t P = c.hout * c.wout, K = c.cin * c.taps;
+  Buffer<int64_t> qidx(c.ovec ? P : 1), xoff(c.ovec ? K : 1);
+  if (c.ovec) {
+    for (int64_t p = 0; p < P; ++p) qidx.p[p] = (p / c.wout) * c.wp + p % c.wout;
+    for (int64_t k = 0; k < K; ++k) xoff.p[k] = (k / c.taps) * c.plane + off.p[k % c.taps];
+  }
   // Tasks: (chunk of `batch` images, group).  A chunk's padded inputs and
   // dy stay in the thread's L2 (about 256 KiB) while every (o, c, tap)
   // block sweeps it, so that small planes still give long sums.
-  const int64_t per_image = c.padded + c.cout * qv;
+  const int64_t dy_image = c.ovec ? P * c.wstride : c.cout * qv;  // one image's dy as the blocks read it
+  const int64_t per_image = c.padded + dy_image;
   int64_t batch = imax(1, imin(cdiv(1024, qv), (256 << 10) / (per_image * int64_t(sizeof(T)))));
   batch = imax(1, imin(batch, cdiv(g.n, 2 * threads)));
   const int64_t chunks = cdiv(g.n, batch), tasks = chunks * groups;
@@ -462,8 +510,8 @@ void conv_direct_backward_weight(T* dw, T* db, const T* dy, const T* x, const Co
     double* mine = partial.p;
 #endif
     Buffer<T> padded(batch * c.padded);
-    Buffer<T> dyw(batch * c.cout * qv);
-    std::memset(dyw.p, 0, sizeof(T) * batch * c.cout * qv);  // thrown-away columns and the tail stay 0
+    Buffer<T> dyw(batch * dy_image);
+    std::memset(dyw.p, 0, sizeof(T) * batch * dy_image);  // thrown-away columns, the tail, lanes past cout stay 0
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t chunk = task / groups, grp = task % groups;
@@ -473,18 +521,52 @@ void conv_direct_backward_weight(T* dw, T* db, const T* dy, const T* x, const Co
         const int64_t img = first + b;
         pad_planes(padded.p + b * c.padded, x + (img * groups + grp) * c.cin * g.h * g.w, c);
         const T* dys = dy + (img * groups + grp) * c.cout * c.hout * c.wout;
-        T* dst = dyw.p + b * c.cout * qv;
+        T* dst = dyw.p + b * dy_image;
         for (int64_t oc = 0; oc < c.cout; ++oc) {
           double s = 0;
-          for (int64_t h = 0; h < c.hout; ++h) {
-            const T* src = dys + (oc * c.hout + h) * c.wout;
-            std::memcpy(dst + oc * qv + h * c.wp, src, sizeof(T) * c.wout);
-            for (int64_t w = 0; w < c.wout; ++w) s += src[w];
+          if (c.ovec) {
+            const T* src = dys + oc * P;
+            for (int64_t p = 0; p < P; ++p) {
+              dst[p * c.wstride + oc] = src[p];
+              s += src[p];
+            }
+          } else {
+            for (int64_t h = 0; h < c.hout; ++h) {
+              const T* src = dys + (oc * c.hout + h) * c.wout;
+              std::memcpy(dst + oc * qv + h * c.wp, src, sizeof(T) * c.wout);
+              for (int64_t w = 0; w < c.wout; ++w) s += src[w];
+            }
           }
           dbg[oc] += s;
         }
       }
       double* dwg = mine + grp * c.cout * c.cin * c.taps;
+      if (c.ovec) {
+        constexpr int64_t ow = kOV * Vec<T>::L;
+        for (int64_t ob = 0; ob < c.cout; ob += ow) {
+          const int64_t n_o = imin(ow, c.cout - ob);
+          for (int64_t k0 = 0; k0 < K; k0 += kKB) {
+            double* d = dwg + ob * K + k0;
+            const T* dyo = dyw.p + ob;
+            const int64_t* xo = xoff.p + k0;
+            switch (imin(kKB, K - k0)) {
+#define LAMINA_WGRAD_OVEC(NK)                                                                                   \
+  case NK:                                                                                                     \
+    wgrad_block_ovec<T, NK>(d, K, n_o, dyo, dy_image, c.wstride, padded.p, c.padded, xo, qidx.p, P, images); \
+    break;
+              LAMINA_WGRAD_OVEC(6)
+              LAMINA_WGRAD_OVEC(5)
+              LAMINA_WGRAD_OVEC(4)
+              LAMINA_WGRAD_OVEC(3)
+              LAMINA_WGRAD_OVEC(2)
+              default:
+                wgrad_block_ovec<T, 1>(d, K, n_o, dyo, dy_image, c.wstride, padded.p, c.padded, xo, qidx.p, P, images);
+#undef LAMINA_WGRAD_OVEC
+            }
+          }
+        }
+        continue;
+      }
       const int64_t dys = c.cout * qv, ds = c.cin * c.taps;
       for (int64_t ob = 0; ob < c.cout; ob += kOB) {
         const int n_o = static_cast<int>(imin(kOB, c.cout - ob));
@@ -520,7 +602,8 @@ void conv_direct_backward_weight(T* dw, T* db, const T* dy, const T* x, const Co
   template void conv_direct_forward<T>(T*, const T*, const T*, const T*, const ConvGeometry&, int64_t, int64_t,   \
                                        int);                                                                     \
   template void conv_direct_backward_data<T>(T*, const T*, const T*, const ConvGeometry&, int64_t, int64_t, int); \
-  template void conv_direct_backward_weight<T>(T*, T*, const T*, const T*, const ConvGeometry&, int64_t, int64_t);
+  template void conv_direct_backward_weight<T>(T*, T*, const T*, const T*, const ConvGeometry&, int64_t, int64_t, \
+                                               int);
 LAMINA_CONV_DIRECT(float)
 LAMINA_CONV_DIRECT(double)
 #undef LAMINA_CONV_DIRECT

@@ -106,7 +106,7 @@ void conv_direct_backward_data(T* dx, const T* dy, const T* w, const ConvGeometr
                                int variant);
 template <typename T>
 void conv_direct_backward_weight(T* dw, T* db, const T* dy, const T* x, const ConvGeometry& g, int64_t o,
-                                 int64_t groups);
+                                 int64_t groups, int variant);
 
 // (C, N, P) -> (N, C, P) plus bias[c] (bias may be null), and the reverse
 // (N, C, P) -> (C, N, P) with per-channel sums (sums may be null).
