@@ -111,7 +111,8 @@ def test_softmax_kernels_match_reference(dtype, rows, d, scale, isa):
     tol = 2e-6 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(y, y64, rtol=tol * 10, atol=tol)
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=tol * 10)
-    np.testing.assert_allclose(dx, reference.softmax_backward(np, dy64, y.astype(np.float64), scale), rtol=1e-4, atol=tol * 10)
+    np.testing.assert_allclose(dx, reference.softmax_backward(np, dy64, y.astype(np.float64), scale), rtol=tol * 50,
+                               atol=tol * 10)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -199,3 +200,21 @@ def test_avx2_files_export_only_their_entry_points(source, tmp_path):
         if len(parts) == 3 and parts[1] in "TWi":  # code visible outside the object (data cannot fault)
             exported.add(parts[2].split("(")[0].split("<")[0].rsplit("::", 1)[-1])
     assert exported == AVX2_SOURCES[source], f"{source} exports {sorted(exported)}"
+
+
+def test_a_cpu_without_avx2_is_announced_once(monkeypatch):
+    """The baseline build of GELU/softmax/LayerNorm is correct but slower: a
+    PerformanceWarning says so, once, instead of falling back silently."""
+    import warnings
+
+    import lamina as lm
+
+    monkeypatch.setattr(ops, "_AVX2", [False])
+    monkeypatch.setattr(lm.errors, "_warned", set())
+    x = np.ones((4, 8), dtype=np.float32)
+    with pytest.warns(lm.PerformanceWarning, match="lacks AVX2 or FMA.*baseline SSE2 build"):
+        ops.softmax_forward(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops.gelu_forward(x)
+        ops.layernorm_forward(x)

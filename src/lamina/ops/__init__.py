@@ -48,6 +48,26 @@ def _cpu_kernel(name, *arrays):
     return mod
 
 
+_AVX2 = []  # whether lamina._C's float32 vector kernels run their AVX2 + FMA build (asked once)
+
+
+def _vector_kernel(name, *arrays):
+    """:func:`_cpu_kernel` for GELU, softmax and LayerNorm, which have an AVX2 +
+    FMA build and a baseline (SSE2) one: on a CPU without AVX2 or FMA the
+    baseline build runs, 2-3x slower, and a one-time warning says so."""
+    mod = _cpu_kernel(name, *arrays)
+    if mod is not None and arrays[0].dtype == np.float32:
+        if not _AVX2:
+            _AVX2.append(bool(getattr(mod, "cpu_has_avx2_fma", lambda: False)()))
+        if not _AVX2[0]:
+            warn_once(
+                "cpu vector avx2",
+                "this CPU lacks AVX2 or FMA (or lamina._C predates its AVX2 build): GELU, softmax and LayerNorm run "
+                "on their baseline SSE2 build, about 2-3x slower",
+            )
+    return mod
+
+
 def _cuda_kernel(name, *arrays):
     """The ``lamina._C_cuda`` module if it can run ``name`` on these arrays, else None."""
     mod = _ext.cuda_module()
@@ -298,7 +318,7 @@ def gelu_forward(x, approximate="none"):
     xp = backend.get_array_module(x)
     tanh = approximate == "tanh"
     if xp is np:
-        mod = _cpu_kernel("gelu_forward", x)
+        mod = _vector_kernel("gelu_forward", x)
         if mod is not None:
             (x,) = _contiguous(xp, x)
             y = np.empty_like(x)
@@ -318,7 +338,7 @@ def gelu_backward(dy, x, approximate="none"):
     xp = backend.get_array_module(dy, x)
     tanh = approximate == "tanh"
     if xp is np:
-        mod = _cpu_kernel("gelu_backward", dy)
+        mod = _vector_kernel("gelu_backward", dy)
         if mod is not None:
             dy, x = _contiguous(xp, dy, x)
             dx = np.empty_like(dy)
@@ -338,7 +358,7 @@ def softmax_forward(x, scale=1.0):
     """softmax(scale * x) over the last axis (scale > 0: attention folds its
     1/sqrt(d) in here).  A row with a NaN, or of -inf only, gives NaN."""
     xp = backend.get_array_module(x)
-    if xp is np and x.size and (mod := _cpu_kernel("softmax_forward", x)) is not None:
+    if xp is np and x.size and (mod := _vector_kernel("softmax_forward", x)) is not None:
         (x,) = _contiguous(xp, x)
         y = np.empty_like(x)
         mod.softmax_forward(_addr(y), _addr(x), x.size // x.shape[-1], x.shape[-1], float(scale), _name(x.dtype))
@@ -351,7 +371,7 @@ def softmax_backward(dy, y, scale=1.0):
     """dx = scale * y ⊙ (dy - Σ dy ⊙ y) over the last axis: the backward of
     :func:`softmax_forward` from its output y."""
     xp = backend.get_array_module(dy, y)
-    if xp is np and dy.size and (mod := _cpu_kernel("softmax_backward", dy)) is not None:
+    if xp is np and dy.size and (mod := _vector_kernel("softmax_backward", dy)) is not None:
         dy, y = _contiguous(xp, dy, y)
         dx = np.empty_like(dy)
         mod.softmax_backward(_addr(dx), _addr(dy), _addr(y), dy.size // dy.shape[-1], dy.shape[-1], float(scale),

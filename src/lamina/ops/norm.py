@@ -7,7 +7,7 @@ otherwise."""
 import numpy as np
 
 from .. import backend
-from . import _addr, _contiguous, _name, _cpu_kernel, reference
+from . import _addr, _contiguous, _cpu_kernel, _name, _vector_kernel, reference
 
 
 def batchnorm_stats(x):
@@ -58,7 +58,7 @@ def layernorm_forward(x, weight=None, bias=None, eps=1e-5):
     """(y, xhat, rstd) for x (R, D) normalised over D: rstd (R,), xhat (R, D),
     y = xhat ⊙ weight + bias (weight, bias (D,) or None, of x's dtype)."""
     xp = backend.get_array_module(x)
-    if xp is np and x.size and (mod := _cpu_kernel("layernorm_forward", x)) is not None:
+    if xp is np and x.size and (mod := _vector_kernel("layernorm_forward", x)) is not None:
         (x,) = _contiguous(np, x)
         rows, d = x.shape
         # held in names until the call returns: a temporary's address would dangle
@@ -76,7 +76,7 @@ def layernorm_backward(dy, xhat, rstd, weight=None, need_params=True):
     """(dx, dweight, dbias) for dy, xhat (R, D) and rstd (R,); dweight and
     dbias (D,) are None unless need_params."""
     xp = backend.get_array_module(dy, xhat)
-    if xp is np and dy.size and (mod := _cpu_kernel("layernorm_backward", dy)) is not None:
+    if xp is np and dy.size and (mod := _vector_kernel("layernorm_backward", dy)) is not None:
         (dy,) = _contiguous(np, dy)
         xhat, rstd = (np.ascontiguousarray(a, dtype=dy.dtype) for a in (xhat, rstd))
         rows, d = dy.shape

@@ -93,7 +93,7 @@ def layernorm_backward(xp, dy, xhat, rstd, weight, need_params):
 def softmax_xent(xp, logits, labels, smoothing, grad_scale, need_grad):
     """Per-row loss and (optionally) gradient; see csrc/cpu/kernels.h for the math."""
     n, c = logits.shape
-    acc = np.float64 if logits.dtype == np.float64 else np.float32
+    acc = _work(logits.dtype)
     x = logits.astype(acc, copy=False)
     m = x.max(axis=1, keepdims=True)
     d = m - x  # >= 0
