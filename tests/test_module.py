@@ -127,10 +127,66 @@ def test_gradients_accumulate_until_zero_grad():
     layer(x)
     layer.backward(np.ones((4, 2), dtype=np.float32))
     np.testing.assert_allclose(layer.weight.grad, 2 * once, rtol=1e-6)
-    layer.zero_grad()
+    kept = layer.weight.grad
+    layer.zero_grad(set_to_none=False)
+    assert layer.weight.grad is kept
     np.testing.assert_array_equal(layer.weight.grad, 0)
-    layer.zero_grad(set_to_none=True)
+    layer.zero_grad()  # PyTorch's default: set_to_none=True
     assert layer.weight.grad is None
+
+
+def _arrays(obj, depth=0):
+    """Every NumPy array reachable from obj through dicts, lists and tuples."""
+    if isinstance(obj, np.ndarray):
+        yield obj
+    elif depth < 6 and isinstance(obj, dict):
+        for v in obj.values():
+            yield from _arrays(v, depth + 1)
+    elif depth < 6 and isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _arrays(v, depth + 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["cnn", "transformer"])
+def test_fresh_gradients_are_kept_without_a_copy_and_alias_nothing(kind, dtype):
+    """After zero_grad(), backward hands each layer's freshly computed
+    gradient to its parameter (Parameter.accumulate(owned=True)) instead of
+    copying it.  That is only right if no gradient shares memory with
+    anything else: another gradient, a parameter, a layer's cache or
+    workspace, or the gradient of the step before."""
+    lm.manual_seed(0)
+    rng = np.random.default_rng(1)
+    if kind == "cnn":  # the direct kernel (3x3 stride 1) and im2col (stride 2), BatchNorm, a fused Dense
+        model = lm.Sequential(lm.Conv2D(3, 8, 3, padding=1), lm.BatchNorm2d(8), lm.ReLU(), lm.Conv2D(8, 4, 3, stride=2),
+                              lm.Flatten(), lm.Dense(36, 6, activation="relu"), lm.Dense(6, 3))
+        shape = (5, 3, 8, 8)
+    else:
+        model = lm.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0)
+        shape = (3, 5, 8)
+    model.to(dtype=dtype)
+    params = list(model.parameters())
+
+    def step():
+        model.zero_grad()
+        y = model(rng.standard_normal(shape).astype(dtype))
+        model.backward(rng.standard_normal(y.shape).astype(dtype))
+        return [p.grad for p in params]
+
+    first = step()
+    values = [g.copy() for g in first]
+    second = step()
+    for g, p in zip(second, params):
+        assert g.dtype == p.dtype and g.shape == p.shape
+    for g1, v1, g2 in zip(first, values, second):
+        assert g2 is not g1
+        np.testing.assert_array_equal(g1, v1)  # the second backward wrote nothing into the first step's gradients
+    others = [p.data for p in params] + [a for m in model.modules() for a in _arrays(vars(m))]
+    for i, g in enumerate(second):
+        for j, h in enumerate(second):
+            assert i == j or not np.shares_memory(g, h)
+        for a in others:
+            assert not np.shares_memory(g, a)
 
 
 def test_requires_grad_false_freezes_a_parameter():

@@ -144,9 +144,9 @@ def test_zero_grad_and_validation():
     p = lm.Parameter(np.ones(2))
     p.grad = np.ones(2)
     opt = lm.optim.SGD([p], lr=0.1)
-    opt.zero_grad()
+    opt.zero_grad(set_to_none=False)
     np.testing.assert_array_equal(p.grad, 0)
-    opt.zero_grad(set_to_none=True)
+    opt.zero_grad()  # PyTorch's default: set_to_none=True
     assert p.grad is None
     opt.step()  # no gradient: nothing happens
     np.testing.assert_array_equal(p.data, 1)

@@ -77,7 +77,7 @@ class Parameter:
     Attributes:
         data: the value (``numpy.ndarray`` or ``cupy.ndarray``).
         grad: the accumulated gradient, same shape/dtype/device as ``data``,
-            or None before the first backward (and after ``zero_grad(set_to_none=True)``).
+            or None before the first backward and after ``zero_grad()``.
         requires_grad: when False, backward leaves ``grad`` alone and
             optimizers skip the parameter.
     """
@@ -97,12 +97,22 @@ class Parameter:
     size = property(lambda self: self.data.size)
     device = property(lambda self: backend.device_of(self.data))
 
-    def accumulate(self, g):
-        """``grad += g`` (``grad = g`` the first time)."""
+    def accumulate(self, g, owned=False):
+        """``grad += g`` (``grad = g`` the first time).
+
+        ``owned=True`` says the caller hands ``g`` over: a freshly computed
+        array that nothing else holds or will write.  A first gradient of the
+        parameter's dtype is then kept as it is, not copied (on the GPU that
+        is one launch fewer per parameter and step).  Otherwise ``grad`` is a
+        copy of ``g``, or ``g`` converted to the parameter's dtype.
+        """
         if not self.requires_grad:
             return
         if self.grad is None:
-            self.grad = g.astype(self.data.dtype, copy=True)
+            if owned and g.dtype == self.data.dtype and g.shape == self.data.shape and g.flags.c_contiguous:
+                self.grad = g
+            else:
+                self.grad = g.astype(self.data.dtype, copy=True)
         else:
             self.grad += g
 
@@ -110,8 +120,9 @@ class Parameter:
         return f"Parameter(shape={self.shape}, dtype={self.dtype}, device={self.device})"
 
 
-def zero_grads(params, set_to_none=False):
-    """Reset the gradients of ``params`` to zero (or to None)."""
+def zero_grads(params, set_to_none=True):
+    """Reset the gradients of ``params`` to None (or, with
+    ``set_to_none=False``, fill them with zeros), as PyTorch 2 does."""
     for p in params:
         if p.grad is None:
             continue
@@ -353,7 +364,11 @@ class Layer:
     def eval(self):
         return self.train(False)
 
-    def zero_grad(self, set_to_none=False):
+    def zero_grad(self, set_to_none=True):
+        """Drop every parameter's gradient (PyTorch's default since 2.0: the
+        next backward writes fresh gradients instead of adding to zeros, one
+        fill and one add fewer per parameter).  ``set_to_none=False`` keeps
+        the arrays and fills them with zeros."""
         zero_grads(self.parameters(), set_to_none)
 
     # -- devices and dtypes ---------------------------------------------------

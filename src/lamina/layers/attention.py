@@ -115,9 +115,9 @@ class MultiheadAttention(Layer):
         dqkv = xp.concatenate([a.transpose(0, 2, 1, 3).reshape(n * l, h * d) for a in (dq, dk, dv)], axis=1)
         dx2, dweight, dbias = ops.linear_backward(dqkv, x2, self._compute(self.in_proj_weight),
                                                   need_bias=self.in_proj_bias is not None)
-        self.in_proj_weight.accumulate(dweight)
+        self.in_proj_weight.accumulate(dweight, owned=True)
         if self.in_proj_bias is not None:
-            self.in_proj_bias.accumulate(dbias)
+            self.in_proj_bias.accumulate(dbias, owned=True)
         return dx2.reshape(n, l, h * d)
 
     def extra_repr(self):

@@ -127,9 +127,9 @@ class _ConvNd(Layer):
         else:
             col = saved if kind == "col" else ops.im2col(saved, g, pooled=True)  # rebuild col from the input
             dx4, dweight, dbias = ops.conv2d_backward(dy4, col, weight, g, self.groups, need_dx=need_dx)
-        self.weight.accumulate(dweight.reshape(self.weight.shape))
+        self.weight.accumulate(dweight.reshape(self.weight.shape), owned=True)
         if self.bias is not None:
-            self.bias.accumulate(dbias)
+            self.bias.accumulate(dbias, owned=True)
         if dx4 is None:
             return None
         return dx4 if self._nd == 2 else dx4.reshape(g.n, g.c, g.w)

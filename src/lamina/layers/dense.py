@@ -92,9 +92,9 @@ class Dense(Layer):
             x2, z2 = cache
             dz2, dbias = ops.bias_act_backward(dy2, z2, self.activation, need_bias=self.bias is not None)
             dx2, dweight, _ = ops.linear_backward(dz2, x2, weight, need_dx=need_dx, need_bias=False)
-        self.weight.accumulate(dweight)
+        self.weight.accumulate(dweight, owned=True)
         if self.bias is not None:
-            self.bias.accumulate(dbias)
+            self.bias.accumulate(dbias, owned=True)
         return None if dx2 is None else dx2.reshape(*dy.shape[:-1], self.in_features)
 
     def extra_repr(self):

@@ -103,8 +103,8 @@ class _BatchNorm(Layer):
             dy.reshape(xhat.shape).astype(work, copy=False), xhat.astype(work, copy=False), inv_std, gamma, batch_stats=use_batch
         )
         if self.affine:
-            self.weight.accumulate(dgamma)
-            self.bias.accumulate(dbeta)
+            self.weight.accumulate(dgamma, owned=True)
+            self.bias.accumulate(dbeta, owned=True)
         dx3 = backend.narrow(dx3, xhat.dtype) if dx3.dtype != xhat.dtype else dx3
         return dx3.reshape(dy.shape)
 
@@ -203,9 +203,9 @@ class LayerNorm(Layer):
         dx, dweight, dbias = ops.layernorm_backward(dyw, xhat, rstd, self._param(self.weight, xhat.dtype),
                                                     need_params=self.weight is not None)
         if self.weight is not None:
-            self.weight.accumulate(dweight.reshape(self.normalized_shape))
+            self.weight.accumulate(dweight.reshape(self.normalized_shape), owned=True)
         if self.bias is not None:
-            self.bias.accumulate(dbias.reshape(self.normalized_shape))
+            self.bias.accumulate(dbias.reshape(self.normalized_shape), owned=True)
         dx = dx.reshape(dy.shape)
         return backend.narrow(dx, dy.dtype) if dx.dtype != dy.dtype else dx
 

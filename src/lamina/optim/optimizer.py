@@ -63,7 +63,9 @@ class Optimizer:
             group.setdefault(k, v)
         self.param_groups.append(group)
 
-    def zero_grad(self, set_to_none=False):
+    def zero_grad(self, set_to_none=True):
+        """As :meth:`lamina.Layer.zero_grad`: gradients become None, or zeros
+        with ``set_to_none=False``."""
         self._last_step_skipped = False  # set by lamina.amp.LossScaler.step for this iteration
         zero_grads((p for g in self.param_groups for p in g["params"]), set_to_none)
 
