@@ -1,6 +1,8 @@
 """lamina's CUDA kernels (csrc/cuda/gemm.cu and conv.cu: the fp32 GEMM with
 every transpose and epilogue, the fused bias+activation backward, and the
-implicit-GEMM convolutions with split-K; gemm_tc.cu: the fp16/bf16
+implicit-GEMM convolutions with split-K; activations.cu, softmax_xent.cu
+(warp shuffles emulated) and the multi-tensor optimizer updates of optim.cu;
+gemm_tc.cu: the fp16/bf16
 tensor-core GEMM, its ldmatrix/mma.sync/cp.async standing in as
 warp-cooperative CPU code; gemm_wgmma.cu: the sm_90a GEMM, its TMA copies,
 mbarriers and wgmma modelled from the PTX ISA) run on the CPU through a block emulator
@@ -281,3 +283,160 @@ def test_emulated_wgmma_refuses_operands_tma_cannot_read():
     rc = LIB.emu_gemm_wgmma(ptr(c), None, ptr(a), ptr(b), None, i64(16), i64(16), i64(12), i64(12), i64(16), i64(16),
                             0, 0, 0, 0, 0)
     assert rc != 0
+
+
+# -- elementwise, softmax cross-entropy and the multi-tensor optimizer updates --
+
+# around the 256-thread block, and enough elements for several grid-stride blocks
+ELEMENTWISE_SIZES = [1, 255, 256, 257, 3001]
+
+
+@pytest.mark.parametrize("n", ELEMENTWISE_SIZES)
+def test_emulated_activations_match_float64(n):
+    rng = np.random.default_rng(n)
+    x, dy = rng.standard_normal(n).astype(np.float32) * 3, rng.standard_normal(n).astype(np.float32)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    x[0] = 0.0  # ReLU's kink: forward 0, and no gradient through it
+    y = np.full_like(x, np.nan)
+    assert LIB.emu_relu(ptr(y), ptr(x), None, i64(n), 0) == 0
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    dx = np.full_like(x, np.nan)
+    assert LIB.emu_relu(ptr(dx), ptr(dy), ptr(y), i64(n), 1) == 0
+    np.testing.assert_array_equal(dx, np.where(y > 0, dy, 0))
+    for approx in ("none", "tanh"):
+        x64 = x.astype(np.float64)
+        assert LIB.emu_gelu(ptr(y), ptr(x), None, i64(n), int(approx == "tanh"), 0) == 0
+        np.testing.assert_allclose(y, reference.gelu_forward(np, x64, approx), rtol=1e-5, atol=1e-6, err_msg=approx)
+        assert LIB.emu_gelu(ptr(dx), ptr(dy), ptr(x), i64(n), int(approx == "tanh"), 1) == 0
+        np.testing.assert_allclose(dx, reference.gelu_backward(np, dy64, x64, approx), rtol=1e-5, atol=1e-6,
+                                   err_msg=approx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,c", [(1, 1), (3, 10), (5, 33), (9, 100), (4, 64)])  # rows of one block and of several
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_emulated_softmax_xent_matches_float64(n, c, smoothing, dtype):
+    rng = np.random.default_rng(n * 100 + c)
+    logits = (rng.standard_normal((n, c)) * 4).astype(dtype)
+    logits[0, 0] = 1e4 if c > 1 else logits[0, 0]  # a logit that overflows exp without the max shift
+    labels = rng.integers(0, c, n).astype(np.int64)
+    loss_ref, g_ref = reference.softmax_xent(np, logits.astype(np.float64), labels, smoothing, 1.0 / n, True)
+    loss, g = np.full(n, np.nan, dtype=dtype), np.full((n, c), np.nan, dtype=dtype)
+    assert LIB.emu_softmax_xent(ptr(loss), ptr(g), ptr(logits), ptr(labels), i64(n), i64(c), ctypes.c_double(smoothing),
+                                ctypes.c_double(1.0 / n), int(dtype == np.float64)) == 0
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(loss, loss_ref, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(g, g_ref, rtol=rtol, atol=rtol)
+    only_loss = np.full(n, np.nan, dtype=dtype)  # no gradient asked for: dlogits null
+    assert LIB.emu_softmax_xent(ptr(only_loss), None, ptr(logits), ptr(labels), i64(n), i64(c),
+                                ctypes.c_double(smoothing), ctypes.c_double(1.0), int(dtype == np.float64)) == 0
+    np.testing.assert_array_equal(only_loss, loss)
+
+
+# a chunk is 1024 elements: tensors of one element, one chunk less and more, several chunks
+MULTI_SIZES = [1, 1023, 1024, 1025, 4099, 7]
+
+
+def _multi(count_rows):
+    """The (count, 4) address table the emulated launchers read."""
+    table = np.array([[0 if a is None else a.ctypes.data for a in row] + [0] * (4 - len(row)) for row in count_rows],
+                     dtype=np.uintp)
+    return table, ctypes.c_void_p(table.ctypes.data)
+
+
+def _doubles(values):
+    a = np.ascontiguousarray(values, dtype=np.float64)
+    return a, ctypes.c_void_p(a.ctypes.data)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cfg", [dict(momentum=0.9, nesterov=True, weight_decay=1e-2), dict(momentum=0.0),
+                                 dict(momentum=0.5, dampening=0.3)], ids=str)
+def test_emulated_multi_tensor_sgd_matches_the_optimizer(cfg, dtype):
+    """Several parameters of every size class in one launch, over three steps
+    (the first writes the fresh momentum buffers): the same values as
+    lamina.optim.SGD on NumPy float64."""
+    import lamina as lm
+
+    rng = np.random.default_rng(3)
+    init = [rng.standard_normal(n).astype(dtype) for n in MULTI_SIZES]
+    grads = [[rng.standard_normal(n).astype(dtype) for n in MULTI_SIZES] for _ in range(3)]
+    ref = [lm.Parameter(a.astype(np.float64)) for a in init]
+    opt = lm.optim.SGD(ref, lr=0.1, **cfg)
+    mine = [a.copy() for a in init]
+    bufs = [np.full_like(a, np.nan) if cfg["momentum"] else None for a in init]
+    for step, gs in enumerate(grads):
+        for p, g in zip(ref, gs):
+            p.grad = g.astype(np.float64)
+        opt.step()
+        table, addr = _multi([(p, g, b) for p, g, b in zip(mine, gs, bufs)])
+        sizes = np.array(MULTI_SIZES, dtype=np.int64)
+        first, first_addr = _doubles([step == 0] * len(mine))
+        zeros, zeros_addr = _doubles([0] * len(mine))
+        LIB.emu_launches()
+        rc = LIB.emu_sgd_update(int(dtype == np.float64), len(mine), addr, ctypes.c_void_p(sizes.ctypes.data), first_addr,
+                                zeros_addr, ctypes.c_double(0.1), ctypes.c_double(cfg["momentum"]),
+                                ctypes.c_double(cfg.get("dampening", 0.0)), ctypes.c_double(cfg.get("weight_decay", 0.0)),
+                                int(cfg.get("nesterov", False)))
+        assert rc == 0 and LIB.emu_launches() == 1
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for a, p in zip(mine, ref):
+        np.testing.assert_allclose(a, p.data, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_emulated_multi_tensor_adam_matches_the_optimizer(name, dtype):
+    """Parameters at different step counts (each has its own bias
+    corrections) in one launch: the same values as lamina.optim.Adam/AdamW on
+    NumPy float64."""
+    import lamina as lm
+
+    rng = np.random.default_rng(4)
+    init = [rng.standard_normal(n).astype(dtype) for n in MULTI_SIZES]
+    ref = [lm.Parameter(a.astype(np.float64)) for a in init]
+    lr, (b1, b2), eps, wd = 1e-2, (0.9, 0.99), 1e-8, 0.05
+    opt = getattr(lm.optim, name)(ref, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    mine = [a.copy() for a in init]
+    ms, vs = [np.zeros_like(a) for a in init], [np.zeros_like(a) for a in init]
+    steps = [0] * len(mine)
+    for it in range(4):
+        active = [i for i in range(len(mine)) if it == 0 or i % 2 == 0 or it == 3]  # odd ones skip steps 1 and 2
+        gs = {i: rng.standard_normal(MULTI_SIZES[i]).astype(dtype) for i in active}
+        for i, p in enumerate(ref):
+            p.grad = gs[i].astype(np.float64) if i in gs else None
+        opt.step()
+        for i in active:
+            steps[i] += 1
+        table, addr = _multi([(mine[i], gs[i], ms[i], vs[i]) for i in active])
+        sizes = np.array([MULTI_SIZES[i] for i in active], dtype=np.int64)
+        step_sizes, s_addr = _doubles([lr / (1 - b1 ** steps[i]) for i in active])
+        bc2, b_addr = _doubles([np.sqrt(1 - b2 ** steps[i]) for i in active])
+        rc = LIB.emu_adam_update(int(dtype == np.float64), len(active), addr, ctypes.c_void_p(sizes.ctypes.data), s_addr,
+                                 b_addr, ctypes.c_double(lr), ctypes.c_double(b1), ctypes.c_double(b2),
+                                 ctypes.c_double(eps), ctypes.c_double(wd), int(name == "AdamW"))
+        assert rc == 0
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    for a, p in zip(mine, ref):
+        np.testing.assert_allclose(a, p.data, rtol=rtol, atol=rtol)
+
+
+def test_emulated_multi_tensor_update_splits_long_lists_and_skips_empty_tensors():
+    """48 parameters a launch: 49 non-empty ones (of 55) take two launches,
+    empty ones take no place, and every parameter is stepped exactly once."""
+    count = 55
+    sizes = np.array([0 if i % 10 == 3 else 1 + (i * 37) % 300 for i in range(count)], dtype=np.int64)
+    params = [np.ones(n, np.float32) for n in sizes]
+    grads = [np.full(n, i + 1, np.float32) for i, n in enumerate(sizes)]
+    table, addr = _multi([(p, g, None) for p, g in zip(params, grads)])
+    first, first_addr = _doubles([0] * count)
+    LIB.emu_launches()
+    rc = LIB.emu_sgd_update(0, count, addr, ctypes.c_void_p(sizes.ctypes.data), first_addr, first_addr,
+                            ctypes.c_double(0.5), ctypes.c_double(0.0), ctypes.c_double(0.0), ctypes.c_double(0.0), 0)
+    assert rc == 0 and LIB.emu_launches() == 2
+    for i, p in enumerate(params):
+        np.testing.assert_array_equal(p, 1 - 0.5 * (i + 1))
+    none, none_addr = _doubles([])
+    assert LIB.emu_sgd_update(0, 0, addr, ctypes.c_void_p(sizes.ctypes.data), none_addr, none_addr, ctypes.c_double(0.5),
+                              ctypes.c_double(0.0), ctypes.c_double(0.0), ctypes.c_double(0.0), 0) == 0
+    assert LIB.emu_launches() == 0

@@ -199,3 +199,29 @@ def test_optimizers_on_each_backend_match_the_cpu(name, cfg, xp):
         finals.append(lm.backend.to_device(p.data, "cpu"))
         assert opt.state_dict()["param_groups"][0]["lr"] == cfg["lr"]
     np.testing.assert_allclose(finals[1], finals[0], rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("name,cfg", [("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-3)), ("SGD", dict(lr=0.1)),
+                                      ("Adam", dict(lr=1e-2)), ("AdamW", dict(lr=1e-2))])
+def test_multi_tensor_updates_on_the_gpu_match_the_cpu(name, cfg, xp):
+    """On CuPy one launch updates up to 48 parameters (csrc/cuda/optim.cu):
+    60 parameters of many sizes, float32 and float64 in one group, some
+    without a gradient on some steps (so Adam's step counts differ), follow
+    the CPU's trajectory."""
+    rng = np.random.default_rng(1)
+    shapes = [(1,), (1023,), (1024,), (1025,), (33, 7), (5, 300)] * 10
+    dtypes = [np.float32 if i % 7 else np.float64 for i in range(len(shapes))]
+    init = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+    steps = [[rng.standard_normal(s).astype(d) if (i + t) % 5 else None for i, (s, d) in enumerate(zip(shapes, dtypes))]
+             for t in range(6)]
+    finals = []
+    for mod in (np, xp):
+        params = [lm.Parameter(mod.asarray(a.copy())) for a in init]
+        opt = getattr(lm.optim, name)(params, **cfg)
+        for grads in steps:
+            for p, g in zip(params, grads):
+                p.grad = None if g is None else mod.asarray(g)
+            opt.step()
+        finals.append([lm.backend.to_device(p.data, "cpu") for p in params])
+    for gpu, cpu in zip(*finals[::-1]):
+        np.testing.assert_allclose(gpu, cpu, rtol=2e-5, atol=2e-6)

@@ -6,10 +6,12 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../cuda/launchers.h"
 
@@ -153,41 +155,58 @@ PYBIND11_MODULE(_C_cuda, m) {
 
   m.def(
       "sgd_update",
-      [](uintptr_t p, uintptr_t grad, uintptr_t buf, int64_t n, double lr, double momentum, double dampening,
-         double weight_decay, bool nesterov, bool first_step, const std::string& dtype, uintptr_t stream) {
+      [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& bufs,
+         const std::vector<int64_t>& sizes, const std::vector<bool>& first_steps, double lr, double momentum,
+         double dampening, double weight_decay, bool nesterov, const std::string& dtype, uintptr_t stream) {
+        const size_t n = params.size();
+        if (grads.size() != n || bufs.size() != n || sizes.size() != n || first_steps.size() != n)
+          throw std::invalid_argument("sgd_update: expected lists of one length for params, grads, bufs, sizes and first_steps");
+        std::vector<lc::MultiTensor> tensors(n);
+        for (size_t i = 0; i < n; ++i)
+          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(bufs[i]), nullptr}, sizes[i],
+                        first_steps[i] ? 1.0 : 0.0, 0.0};
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("sgd_update: expected dtype float32 or float64, received " + dtype);
+        py::gil_scoped_release release;
         if (dtype == "float32")
-          return check(lc::sgd_update(ptr<float>(p), ptr<const float>(grad), ptr<float>(buf), n, lr, momentum, dampening,
-                                      weight_decay, nesterov, first_step, as_stream(stream)),
+          return check(lc::sgd_update<float>(tensors, lr, momentum, dampening, weight_decay, nesterov, as_stream(stream)),
                        "sgd_update");
-        if (dtype == "float64")
-          return check(lc::sgd_update(ptr<double>(p), ptr<const double>(grad), ptr<double>(buf), n, lr, momentum,
-                                      dampening, weight_decay, nesterov, first_step, as_stream(stream)),
+        check(lc::sgd_update<double>(tensors, lr, momentum, dampening, weight_decay, nesterov, as_stream(stream)),
                        "sgd_update");
-        throw std::invalid_argument("sgd_update: expected dtype float32 or float64, received " + dtype);
       },
-      py::arg("p"), py::arg("grad"), py::arg("buf"), py::arg("n"), py::arg("lr"), py::arg("momentum"),
-      py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("first_step"), py::arg("dtype"),
-      py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+      py::arg("params"), py::arg("grads"), py::arg("bufs"), py::arg("sizes"), py::arg("first_steps"), py::arg("lr"),
+      py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("dtype"),
+      py::arg("stream"),
+      "SGD on many parameters of one dtype, in one launch per 48 (bufs[i] = 0 without momentum).");
 
   m.def(
       "adam_update",
-      [](uintptr_t p, uintptr_t grad, uintptr_t m_, uintptr_t v, int64_t n, double lr, double beta1, double beta2,
-         double eps, double weight_decay, bool decoupled, double step_size, double bc2_sqrt, const std::string& dtype,
-         uintptr_t stream) {
+      [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& exp_avgs,
+         const std::vector<uintptr_t>& exp_avg_sqs, const std::vector<int64_t>& sizes,
+         const std::vector<double>& step_sizes, const std::vector<double>& bc2_sqrts, double lr, double beta1,
+         double beta2, double eps, double weight_decay, bool decoupled, const std::string& dtype, uintptr_t stream) {
+        const size_t n = params.size();
+        if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n || sizes.size() != n ||
+            step_sizes.size() != n || bc2_sqrts.size() != n)
+          throw std::invalid_argument("adam_update: expected lists of one length for params, grads, exp_avgs, "
+                                      "exp_avg_sqs, sizes, step_sizes and bc2_sqrts");
+        std::vector<lc::MultiTensor> tensors(n);
+        for (size_t i = 0; i < n; ++i)
+          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(exp_avgs[i]), ptr<void>(exp_avg_sqs[i])},
+                        sizes[i], step_sizes[i], bc2_sqrts[i]};
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("adam_update: expected dtype float32 or float64, received " + dtype);
+        py::gil_scoped_release release;
         if (dtype == "float32")
-          return check(lc::adam_update(ptr<float>(p), ptr<const float>(grad), ptr<float>(m_), ptr<float>(v), n, lr, beta1,
-                                       beta2, eps, weight_decay, decoupled, step_size, bc2_sqrt, as_stream(stream)),
+          return check(lc::adam_update<float>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, as_stream(stream)),
                        "adam_update");
-        if (dtype == "float64")
-          return check(lc::adam_update(ptr<double>(p), ptr<const double>(grad), ptr<double>(m_), ptr<double>(v), n, lr,
-                                       beta1, beta2, eps, weight_decay, decoupled, step_size, bc2_sqrt,
-                                       as_stream(stream)),
+        check(lc::adam_update<double>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, as_stream(stream)),
                        "adam_update");
-        throw std::invalid_argument("adam_update: expected dtype float32 or float64, received " + dtype);
       },
-      py::arg("p"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("n"), py::arg("lr"), py::arg("beta1"),
-      py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"), py::arg("step_size"),
-      py::arg("bc2_sqrt"), py::arg("dtype"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+      py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("sizes"),
+      py::arg("step_sizes"), py::arg("bc2_sqrts"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+      py::arg("weight_decay"), py::arg("decoupled"), py::arg("dtype"), py::arg("stream"),
+      "Adam/AdamW on many parameters of one dtype (each at its own step), in one launch per 48.");
 
   m.def(
       "gemm",

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace lamina {
 namespace cuda {
@@ -34,14 +35,25 @@ template <typename T>
 cudaError_t softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* labels, int64_t n, int64_t c,
                          double smoothing, double grad_scale, cudaStream_t stream);
 
-// Fused optimizer updates (float and double), in place; the math of
-// lamina/optim/sgd.py and adam.py.  buf is unused when momentum is 0.
+// Fused optimizer updates (float and double), in place, over many
+// parameters at once: one launch per kMultiTensorMax parameters.  The math
+// of lamina/optim/sgd.py and adam.py.  Per parameter:
+//   SGD:  ptr = {p, grad, momentum buffer (null when momentum is 0)},
+//         s0 = 1 on its first step (the buffer is fresh), else 0.
+//   Adam: ptr = {p, grad, exp_avg, exp_avg_sq},
+//         s0 = lr / (1 - beta1^t), s1 = sqrt(1 - beta2^t) at its own step t.
+constexpr int kMultiTensorMax = 48;
+struct MultiTensor {
+  void* ptr[4];
+  int64_t n;
+  double s0, s1;
+};
 template <typename T>
-cudaError_t sgd_update(T* p, const T* grad, T* buf, int64_t n, double lr, double momentum, double dampening,
-                       double weight_decay, bool nesterov, bool first_step, cudaStream_t stream);
+cudaError_t sgd_update(const std::vector<MultiTensor>& tensors, double lr, double momentum, double dampening,
+                       double weight_decay, bool nesterov, cudaStream_t stream);
 template <typename T>
-cudaError_t adam_update(T* p, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
-                        double weight_decay, bool decoupled, double step_size, double bc2_sqrt, cudaStream_t stream);
+cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
+                        double weight_decay, bool decoupled, cudaStream_t stream);
 
 // Epilogue activations of the GEMMs (act_value/act_grad in common.cuh).
 constexpr int kActNone = 0;

@@ -1,8 +1,17 @@
-// Fused optimizer updates: one kernel per parameter instead of the five to
-// ten elementwise launches CuPy makes for the same formulas.  The math is
-// exactly that of lamina/optim/sgd.py and adam.py (PyTorch's rules), in the
-// parameter's own dtype; host-side scalars (bias corrections) are computed
-// in double by the caller.
+// Fused optimizer updates over many parameters at once ("multi-tensor"):
+// one launch updates up to kMultiTensorMax parameters, where a kernel per
+// parameter would cost a launch each (and CuPy's elementwise formulas five
+// to ten).  The math is exactly that of lamina/optim/sgd.py and adam.py
+// (PyTorch's rules), in the parameter's own dtype; host-side scalars (bias
+// corrections, 1 - beta) are formed in double by the caller, then rounded
+// once.
+//
+// Each parameter is cut into chunks of kChunk elements; block b finds its
+// parameter by a binary search of the chunk offsets held in the kernel's
+// parameter list (passed by value as a __grid_constant__, so the dynamic
+// index reads constant memory instead of copying the list to each thread).
+#include <algorithm>
+
 #include "common.cuh"
 #include "launchers.h"
 
@@ -12,18 +21,58 @@ namespace cuda {
 namespace {
 
 constexpr int kOptThreads = 256;
+constexpr int64_t kChunk = 4 * kOptThreads;  // elements per block
+
+// Up to kMultiTensorMax parameters: kPtrs pointers each (p, grad, state...),
+// the element count, two per-tensor scalars and the first chunk of each.
+// Kernel parameters may take 4 KB: with 4 pointers this is about 2.9 KB.
+template <int kPtrs>
+struct TensorList {
+  void* ptr[kPtrs][kMultiTensorMax];
+  int64_t n[kMultiTensorMax];
+  double s0[kMultiTensorMax];
+  double s1[kMultiTensorMax];
+  int chunk_start[kMultiTensorMax + 1];  // chunk_start[count] = the grid size
+  int count;
+};
+static_assert(sizeof(TensorList<4>) + 128 <= 4096, "kernel parameters are limited to 4 KB");
+
+// The parameter whose chunks hold block b: the last t with chunk_start[t] <= b.
+template <int kPtrs>
+__device__ __forceinline__ int tensor_of_block(const TensorList<kPtrs>& list, int b) {
+  int lo = 0, hi = list.count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (list.chunk_start[mid] <= b) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
 
 //   g ← g + λ p;  b ← g (first step) or μ b + (1 − τ) g;  g ← g + μ b (Nesterov) or b;  p ← p − η g
+// ptr: p, grad, buf (null without momentum); s0: 1 on a parameter's first step (its buffer is fresh).
 template <typename T>
-__global__ void sgd_kernel(T* __restrict__ p, const T* __restrict__ grad, T* __restrict__ buf, int64_t n, T lr, T momentum,
-                           T one_minus_dampening, T weight_decay, bool nesterov, bool first_step) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+__global__ void __launch_bounds__(kOptThreads)
+    sgd_multi_kernel(const __grid_constant__ TensorList<3> list, T lr, T momentum, T one_minus_dampening,
+                     T weight_decay, bool nesterov) {
+  const int b = blockIdx.x;
+  const int t = tensor_of_block(list, b);
+  T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
+  const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
+  T* __restrict__ buf = static_cast<T*>(list.ptr[2][t]);
+  const bool first_step = list.s0[t] != 0;
+  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
+  const int64_t end = min(begin + kChunk, list.n[t]);
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
     T g = grad[i];
     if (weight_decay != T(0)) g += weight_decay * p[i];
     if (momentum != T(0)) {
-      const T b = first_step ? g : momentum * buf[i] + one_minus_dampening * g;
-      buf[i] = b;
-      g = nesterov ? g + momentum * b : b;
+      const T v = first_step ? g : momentum * buf[i] + one_minus_dampening * g;
+      buf[i] = v;
+      g = nesterov ? g + momentum * v : v;
     }
     p[i] -= lr * g;
   }
@@ -31,12 +80,21 @@ __global__ void sgd_kernel(T* __restrict__ p, const T* __restrict__ grad, T* __r
 
 //   AdamW: p ← p · decay (decay = 1 − η λ);  Adam: g ← g + λ p
 //   m ← m + (1 − β1)(g − m);  v ← β2 v + (1 − β2) g²;  p ← p − step_size · m / (√v / bc2_sqrt + ε)
-// 1 − β1, 1 − β2 and decay arrive precomputed (in double, as the Python code forms them).
+// ptr: p, grad, m, v; s0: step_size = η / (1 − β1^t), s1: bc2_sqrt = √(1 − β2^t), per parameter (its own t).
 template <typename T>
-__global__ void adam_kernel(T* __restrict__ p, const T* __restrict__ grad, T* __restrict__ m, T* __restrict__ v, int64_t n,
-                            T one_minus_beta1, T beta2, T one_minus_beta2, T eps, T weight_decay, T decay, bool decoupled,
-                            T step_size, T bc2_sqrt) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+__global__ void __launch_bounds__(kOptThreads)
+    adam_multi_kernel(const __grid_constant__ TensorList<4> list, T one_minus_beta1, T beta2, T one_minus_beta2, T eps,
+                      T weight_decay, T decay, bool decoupled) {
+  const int b = blockIdx.x;
+  const int t = tensor_of_block(list, b);
+  T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
+  const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
+  T* __restrict__ m = static_cast<T*>(list.ptr[2][t]);
+  T* __restrict__ v = static_cast<T*>(list.ptr[3][t]);
+  const T step_size = T(list.s0[t]), bc2_sqrt = T(list.s1[t]);
+  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
+  const int64_t end = min(begin + kChunk, list.n[t]);
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
     T g = grad[i];
     T w = p[i];
     if (decoupled) {
@@ -53,33 +111,65 @@ __global__ void adam_kernel(T* __restrict__ p, const T* __restrict__ grad, T* __
   }
 }
 
+// Calls launch(list) for consecutive runs of the tensors: at most
+// kMultiTensorMax each and fewer than 2^31 chunks; empty tensors are left out.
+template <int kPtrs, typename Launch>
+cudaError_t for_each_list(const std::vector<MultiTensor>& tensors, Launch launch) {
+  TensorList<kPtrs> list;
+  list.count = 0;
+  int64_t chunks = 0;
+  auto flush = [&]() -> cudaError_t {
+    if (list.count == 0) return cudaSuccess;
+    list.chunk_start[list.count] = static_cast<int>(chunks);
+    const cudaError_t err = launch(list, static_cast<unsigned>(chunks));
+    list.count = 0;
+    chunks = 0;
+    return err;
+  };
+  for (const MultiTensor& x : tensors) {
+    if (x.n <= 0) continue;
+    const int64_t c = (x.n + kChunk - 1) / kChunk;
+    if (c > INT32_MAX - 1) return cudaErrorInvalidValue;
+    if (list.count == kMultiTensorMax || chunks + c > INT32_MAX - 1) {
+      if (const cudaError_t err = flush(); err != cudaSuccess) return err;
+    }
+    const int i = list.count++;
+    for (int k = 0; k < kPtrs; ++k) list.ptr[k][i] = x.ptr[k];
+    list.n[i] = x.n;
+    list.s0[i] = x.s0;
+    list.s1[i] = x.s1;
+    list.chunk_start[i] = static_cast<int>(chunks);
+    chunks += c;
+  }
+  return flush();
+}
+
 }  // namespace
 
 template <typename T>
-cudaError_t sgd_update(T* p, const T* grad, T* buf, int64_t n, double lr, double momentum, double dampening,
-                       double weight_decay, bool nesterov, bool first_step, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  // 1 - τ, 1 - β and 1 - ηλ are formed in double, as the Python code forms them, then rounded once.
-  sgd_kernel<T><<<grid_stride_blocks(n, kOptThreads), kOptThreads, 0, stream>>>(p, grad, buf, n, T(lr), T(momentum), T(1.0 - dampening),
-                                                            T(weight_decay), nesterov, first_step);
-  return cudaGetLastError();
+cudaError_t sgd_update(const std::vector<MultiTensor>& tensors, double lr, double momentum, double dampening,
+                       double weight_decay, bool nesterov, cudaStream_t stream) {
+  return for_each_list<3>(tensors, [&](const TensorList<3>& list, unsigned blocks) {
+    // 1 − τ is formed in double, as the Python code forms it, then rounded once.
+    sgd_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(lr), T(momentum), T(1.0 - dampening), T(weight_decay), nesterov);
+    return cudaGetLastError();
+  });
 }
 
 template <typename T>
-cudaError_t adam_update(T* p, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
-                        double weight_decay, bool decoupled, double step_size, double bc2_sqrt, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  adam_kernel<T><<<grid_stride_blocks(n, kOptThreads), kOptThreads, 0, stream>>>(p, grad, m, v, n, T(1.0 - beta1), T(beta2), T(1.0 - beta2),
-                                                             T(eps), T(weight_decay), T(1.0 - lr * weight_decay),
-                                                             decoupled, T(step_size), T(bc2_sqrt));
-  return cudaGetLastError();
+cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
+                        double weight_decay, bool decoupled, cudaStream_t stream) {
+  return for_each_list<4>(tensors, [&](const TensorList<4>& list, unsigned blocks) {
+    adam_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps), T(weight_decay), T(1.0 - lr * weight_decay), decoupled);
+    return cudaGetLastError();
+  });
 }
 
-#define LAMINA_INSTANTIATE(T)                                                                                      \
-  template cudaError_t sgd_update<T>(T*, const T*, T*, int64_t, double, double, double, double, bool, bool,       \
-                                     cudaStream_t);                                                               \
-  template cudaError_t adam_update<T>(T*, const T*, T*, T*, int64_t, double, double, double, double, double, bool, \
-                                      double, double, cudaStream_t);
+#define LAMINA_INSTANTIATE(T)                                                                                     \
+  template cudaError_t sgd_update<T>(const std::vector<MultiTensor>&, double, double, double, double, bool,      \
+                                     cudaStream_t);                                                              \
+  template cudaError_t adam_update<T>(const std::vector<MultiTensor>&, double, double, double, double, double, bool, \
+                                      cudaStream_t);
 LAMINA_INSTANTIATE(float)
 LAMINA_INSTANTIATE(double)
 #undef LAMINA_INSTANTIATE

@@ -2,7 +2,8 @@
 // a GPU: each CUDA thread of a block is a std::thread, __syncthreads() is a
 // std::barrier, __shared__ variables are statics (one block runs at a time),
 // and a kernel launch runs every block in turn on those threads.  Only what
-// the kernels use is emulated (no warp shuffles); tensor-core instructions
+// the kernels use is emulated (of the warp shuffles, __shfl_xor_sync over a
+// full warp); tensor-core instructions
 // are stood in for by tc_primitives.cuh and wgmma_primitives.cuh here.
 // Included before the kernel source, which emulate.py rewrites so that
 // `k<<<grid, block, smem, stream>>>(args);` becomes an emu::launch call.
@@ -12,9 +13,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -78,6 +81,22 @@ inline int linear_tid() { return thread_idx.x + block_dim.x * (thread_idx.y + bl
 inline int lane() { return linear_tid() % 32; }
 inline int warp() { return linear_tid() / 32; }
 inline void warp_sync() { warp_barriers[warp()]->arrive_and_wait(); }
+
+// __shfl_xor_sync over a full warp: each lane posts its value, the warp
+// meets, each lane reads its partner's, the warp meets again (so the slots
+// can be reused by the next shuffle).
+inline std::vector<std::array<uint64_t, 32>> warp_exchange;  // one per 32 threads
+template <typename T>
+inline T shfl_xor_sync(unsigned, T v, int lane_mask) {
+  static_assert(sizeof(T) <= sizeof(uint64_t), "shuffles move at most 8 bytes");
+  auto& slots = warp_exchange[warp()];
+  std::memcpy(&slots[lane()], &v, sizeof(T));
+  warp_sync();
+  T out;
+  std::memcpy(&out, &slots[lane() ^ lane_mask], sizeof(T));
+  warp_sync();
+  return out;
+}
 inline std::vector<std::unique_ptr<std::barrier<>>> warpgroup_barriers;  // one per 128 threads
 inline void warpgroup_sync() { warpgroup_barriers[linear_tid() / 128]->arrive_and_wait(); }
 
@@ -86,13 +105,17 @@ inline T ldg(const T* p) {
   return *p;
 }
 
+inline int launches = 0;  // launches since the tests last read it (emu_launches)
+
 // Runs f() as every thread of every block; blocks one after another.
 inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::function<void()>& f) {
+  ++launches;
   const unsigned nthreads = block.x * block.y * block.z;
   std::barrier<> bar(nthreads);
   block_barrier = &bar;
   warp_barriers.clear();
   for (unsigned w = 0; w < nthreads / 32; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
+  warp_exchange.assign(nthreads / 32, {});
   warpgroup_barriers.clear();
   for (unsigned w = 0; w < nthreads / 128; ++w) warpgroup_barriers.push_back(std::make_unique<std::barrier<>>(128));
   std::vector<std::thread> threads;
@@ -122,6 +145,7 @@ inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::funct
 #define blockDim emu::block_dim
 #define __syncthreads() emu::block_barrier->arrive_and_wait()
 #define __ldg(p) emu::ldg(p)
+#define __shfl_xor_sync(mask, v, lane_mask) emu::shfl_xor_sync(mask, v, lane_mask)
 #define cudaGetLastError() cudaSuccess
 #define cudaFuncSetAttribute(...) cudaSuccess
 #define cudaGetDevice emu::get_device

@@ -1,4 +1,4 @@
-"""Build lamina's CUDA kernels (csrc/cuda/gemm.cu, conv.cu, gemm_tc.cu, gemm_wgmma.cu) as a host
+"""Build lamina's CUDA kernels (every csrc/cuda/*.cu) as a host
 shared library that runs them on emulated blocks (emu.h), for tests on
 machines without a GPU.  Returns None, with the reason, when no C++20
 compiler or no CUDA headers are found."""
@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_SRC = ROOT / "csrc" / "cuda"
 HERE = Path(__file__).resolve().parent
-SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu"]
+SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu", "activations.cu", "softmax_xent.cu", "optim.cu"]
 DYNAMIC_SHARED = re.compile(r"extern __shared__ .*?(\w+)\[\];")
 LAUNCH = re.compile(r"^(\s*)(.+?)<<<(.+?)>>>\((.*)\);\s*$")
 
@@ -35,7 +35,10 @@ def _cuda_include():
 def rewrite(source):
     """The kernel source with each launch turned into emu::launch(grid, block, smem, stream, [&] { k(args); })."""
     out = []
-    for line in source.splitlines():
+    lines = iter(source.splitlines())
+    for line in lines:
+        while "<<<" in line and not line.rstrip().endswith(";"):  # a launch over several lines
+            line = line.rstrip() + " " + next(lines).strip()
         m = LAUNCH.match(line)
         if m:
             indent, kernel, config, args = m.groups()
@@ -90,6 +93,47 @@ void emu_wgmma_setup(int lazy, int sms) {
 }
 int emu_bias_act_backward(float* dz, float* db, const float* dy, const float* z, int64_t m, int64_t n, int act) {
   return lc::bias_act_backward<float>(dz, db, dy, z, m, n, act, nullptr);
+}
+int emu_relu(float* out, const float* a, const float* b, int64_t n, int backward) {
+  return backward ? lc::relu_backward<float>(out, a, b, n, nullptr) : lc::relu_forward<float>(out, a, n, nullptr);
+}
+int emu_gelu(float* out, const float* a, const float* b, int64_t n, int tanh_approx, int backward) {
+  return backward ? lc::gelu_backward<float>(out, a, b, n, tanh_approx, nullptr)
+                  : lc::gelu_forward<float>(out, a, n, tanh_approx, nullptr);
+}
+int emu_softmax_xent(void* loss, void* dlogits, const void* logits, const int64_t* labels, int64_t n, int64_t c,
+                     double smoothing, double grad_scale, int dbl) {
+  if (dbl)
+    return lc::softmax_xent<double>((double*)loss, (double*)dlogits, (const double*)logits, labels, n, c, smoothing,
+                                    grad_scale, nullptr);
+  return lc::softmax_xent<float>((float*)loss, (float*)dlogits, (const float*)logits, labels, n, c, smoothing,
+                                 grad_scale, nullptr);
+}
+// ptrs: count rows of 4 addresses (SGD: p, grad, buf, unused; Adam: p, grad, m, v); s0, s1 per tensor.
+static std::vector<lc::MultiTensor> tensors(int count, void* const* ptrs, const int64_t* sizes, const double* s0,
+                                            const double* s1) {
+  std::vector<lc::MultiTensor> t(count);
+  for (int i = 0; i < count; ++i) t[i] = {{ptrs[4 * i], ptrs[4 * i + 1], ptrs[4 * i + 2], ptrs[4 * i + 3]}, sizes[i], s0[i], s1[i]};
+  return t;
+}
+int emu_sgd_update(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* first, const double* unused,
+                   double lr, double momentum, double dampening, double weight_decay, int nesterov) {
+  const auto t = tensors(count, ptrs, sizes, first, unused);
+  return dbl ? lc::sgd_update<double>(t, lr, momentum, dampening, weight_decay, nesterov, nullptr)
+             : lc::sgd_update<float>(t, lr, momentum, dampening, weight_decay, nesterov, nullptr);
+}
+int emu_adam_update(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* step_sizes,
+                    const double* bc2_sqrts, double lr, double beta1, double beta2, double eps, double weight_decay,
+                    int decoupled) {
+  const auto t = tensors(count, ptrs, sizes, step_sizes, bc2_sqrts);
+  return dbl ? lc::adam_update<double>(t, lr, beta1, beta2, eps, weight_decay, decoupled, nullptr)
+             : lc::adam_update<float>(t, lr, beta1, beta2, eps, weight_decay, decoupled, nullptr);
+}
+// Kernel launches since the last call.
+int emu_launches() {
+  const int n = emu::launches;
+  emu::launches = 0;
+  return n;
 }
 static lc::ConvShape shape(const int* g) {
   return lc::ConvShape{g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]};

@@ -524,18 +524,29 @@ def fused_update_kernel(p, g):
     return _cuda_kernel("sgd_update", p)
 
 
-def sgd_update(mod, p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
-    xp = backend.get_array_module(p)
-    with p.device:
-        mod.sgd_update(_addr(p), _addr(g), _addr(buf) if buf is not None else 0, p.size, float(lr), float(momentum),
-                       float(dampening), float(weight_decay), bool(nesterov), bool(first_step), _name(p.dtype), _stream(xp))
+def sgd_update(mod, params, grads, bufs, first_steps, lr, momentum, dampening, weight_decay, nesterov):
+    """SGD on many CuPy parameters of one dtype and device, in one launch
+    per 48 (the multi-tensor kernel of csrc/cuda/optim.cu).  ``bufs[i]`` is
+    the momentum buffer (None without momentum), ``first_steps[i]`` True
+    when it is fresh.  The caller holds every array until this returns."""
+    cp = backend.require_cuda()
+    with params[0].device:
+        mod.sgd_update([_addr(p) for p in params], [_addr(g) for g in grads], [0 if b is None else _addr(b) for b in bufs],
+                       [p.size for p in params], [bool(f) for f in first_steps], float(lr), float(momentum),
+                       float(dampening), float(weight_decay), bool(nesterov), _name(params[0].dtype), _stream(cp))
 
 
-def adam_update(mod, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, bc2_sqrt):
-    xp = backend.get_array_module(p)
-    with p.device:
-        mod.adam_update(_addr(p), _addr(g), _addr(m), _addr(v), p.size, float(lr), float(beta1), float(beta2), float(eps),
-                        float(weight_decay), bool(decoupled), float(step_size), float(bc2_sqrt), _name(p.dtype), _stream(xp))
+def adam_update(mod, params, grads, exp_avgs, exp_avg_sqs, step_sizes, bc2_sqrts, lr, beta1, beta2, eps, weight_decay,
+                decoupled):
+    """Adam/AdamW on many CuPy parameters of one dtype and device, in one
+    launch per 48; ``step_sizes[i]`` = lr / (1 - beta1^t) and
+    ``bc2_sqrts[i]`` = sqrt(1 - beta2^t) at parameter i's own step t."""
+    cp = backend.require_cuda()
+    with params[0].device:
+        mod.adam_update([_addr(p) for p in params], [_addr(g) for g in grads], [_addr(m) for m in exp_avgs],
+                        [_addr(v) for v in exp_avg_sqs], [p.size for p in params], [float(x) for x in step_sizes],
+                        [float(x) for x in bc2_sqrts], float(lr), float(beta1), float(beta2), float(eps),
+                        float(weight_decay), bool(decoupled), _name(params[0].dtype), _stream(cp))
 
 
 # --------------------------------------------------------------------------

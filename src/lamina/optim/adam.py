@@ -27,6 +27,7 @@ class Adam(Optimizer):
     def step(self):
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            fused = {}  # (device, dtype) -> (module, [(p, g, m, v, step size, sqrt(1 - b2^t))]): one launch each
             for p in self._params_with_grad(group):
                 xp = backend.get_array_module(p.data)
                 g = self._regularised_grad(p, group)
@@ -35,7 +36,7 @@ class Adam(Optimizer):
                     warn_once("adam amsgrad cuda", f"{type(self).__name__}(amsgrad=True) has no fused CUDA update; "
                               "it steps with CuPy's elementwise operations (several launches per parameter)")
                     mod = None
-                if mod is not None:  # one CUDA launch for the whole update
+                if mod is not None:  # the whole update in the multi-tensor launch below
                     state = self.state.setdefault(p, {})
                     if not state:
                         state["step"] = 0
@@ -43,8 +44,8 @@ class Adam(Optimizer):
                         state["exp_avg_sq"] = xp.zeros_like(p.data)
                     state["step"] += 1
                     t = state["step"]
-                    ops.adam_update(mod, p.data, g, state["exp_avg"], state["exp_avg_sq"], lr, b1, b2, eps, wd,
-                                    self._decoupled, lr / (1 - b1**t), math.sqrt(1 - b2**t))
+                    fused.setdefault((p.device, p.dtype), (mod, []))[1].append(
+                        (p.data, g, state["exp_avg"], state["exp_avg_sq"], lr / (1 - b1**t), math.sqrt(1 - b2**t)))
                     continue
                 if wd != 0:
                     if self._decoupled:
@@ -70,6 +71,9 @@ class Adam(Optimizer):
                 step_size = lr / (1 - b1**t)
                 denom = xp.sqrt(v) / math.sqrt(1 - b2**t) + eps
                 p.data -= step_size * (m / denom)
+            for mod, items in fused.values():
+                data, grads, ms, vs, step_sizes, bc2_sqrts = zip(*items)
+                ops.adam_update(mod, data, grads, ms, vs, step_sizes, bc2_sqrts, lr, b1, b2, eps, wd, self._decoupled)
 
 
 class AdamW(Adam):

@@ -26,6 +26,7 @@ class SGD(Optimizer):
         for group in self.param_groups:
             lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov = group["weight_decay"], group["nesterov"]
+            fused = {}  # (device, dtype) -> (module, [(p, g, buf, first step)]): one multi-tensor launch each
             for p in self._params_with_grad(group):
                 g = self._regularised_grad(p, group)
                 if (mod := ops.fused_update_kernel(p.data, g)) is not None:  # one CUDA launch for all of the below
@@ -36,7 +37,7 @@ class SGD(Optimizer):
                         if buf is None:
                             buf = state["momentum_buffer"] = backend.get_array_module(p.data).empty_like(p.data)
                             first = True
-                    ops.sgd_update(mod, p.data, g, buf, lr, mu, tau, wd, nesterov, first)
+                    fused.setdefault((p.device, p.dtype), (mod, []))[1].append((p.data, g, buf, first))
                     continue
                 if wd != 0:
                     g = g + wd * p.data
@@ -50,3 +51,6 @@ class SGD(Optimizer):
                         buf += (1 - tau) * g
                     g = g + mu * buf if nesterov else buf
                 p.data -= lr * g
+            for mod, items in fused.values():
+                data, grads, bufs, firsts = zip(*items)
+                ops.sgd_update(mod, data, grads, bufs, firsts, lr, mu, tau, wd, nesterov)
