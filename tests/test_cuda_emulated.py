@@ -440,3 +440,29 @@ def test_emulated_multi_tensor_update_splits_long_lists_and_skips_empty_tensors(
     assert LIB.emu_sgd_update(0, 0, addr, ctypes.c_void_p(sizes.ctypes.data), none_addr, none_addr, ctypes.c_double(0.5),
                               ctypes.c_double(0.0), ctypes.c_double(0.0), ctypes.c_double(0.0), 0) == 0
     assert LIB.emu_launches() == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [None, (0, 0), (2, 1023), (3, 1024), (4, 100), (4, 4098), (5, -1)], ids=str)
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_emulated_unscale_grads_scales_and_finds_inf(bad, value, dtype):
+    """The loss scaler's unscale: every gradient times 1/S, and the device
+    flag set exactly when some result is inf or NaN, wherever it sits (first
+    element, either side of a chunk edge, a thread's first of four elements,
+    the last tensor's last element)."""
+    if bad is None and value is np.nan:
+        pytest.skip("no bad value: one case is enough")
+    rng = np.random.default_rng(5)
+    grads = [rng.standard_normal(n).astype(dtype) * 1000 for n in MULTI_SIZES]
+    if bad is not None:
+        grads[bad[0]][bad[1]] = value
+    expected = [g.astype(np.float64) / 1024 for g in grads]
+    table, addr = _multi([(g,) for g in grads])
+    sizes = np.array(MULTI_SIZES, dtype=np.int64)
+    unused, unused_addr = _doubles([0] * len(grads))
+    flag = np.zeros(1, np.int32)
+    rc = LIB.emu_unscale_grads(int(dtype == np.float64), len(grads), addr, ctypes.c_void_p(sizes.ctypes.data), unused_addr,
+                               ctypes.c_double(1 / 1024), ctypes.c_void_p(flag.ctypes.data))
+    assert rc == 0 and flag[0] == (bad is not None)
+    for g, e in zip(grads, expected):
+        np.testing.assert_array_equal(g, e.astype(dtype))  # a power of two: exact

@@ -209,6 +209,24 @@ PYBIND11_MODULE(_C_cuda, m) {
       "Adam/AdamW on many parameters of one dtype (each at its own step), in one launch per 48.");
 
   m.def(
+      "unscale_grads",
+      [](const std::vector<uintptr_t>& grads, const std::vector<int64_t>& sizes, double inv_scale, uintptr_t found_inf,
+         const std::string& dtype, uintptr_t stream) {
+        if (sizes.size() != grads.size())
+          throw std::invalid_argument("unscale_grads: expected lists of one length for grads and sizes");
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("unscale_grads: expected dtype float32 or float64, received " + dtype);
+        std::vector<lc::MultiTensor> tensors(grads.size());
+        for (size_t i = 0; i < grads.size(); ++i) tensors[i] = {{ptr<void>(grads[i]), nullptr, nullptr, nullptr}, sizes[i], 0.0, 0.0};
+        py::gil_scoped_release release;
+        if (dtype == "float32")
+          return check(lc::unscale_grads<float>(tensors, inv_scale, ptr<int>(found_inf), as_stream(stream)), "unscale_grads");
+        check(lc::unscale_grads<double>(tensors, inv_scale, ptr<int>(found_inf), as_stream(stream)), "unscale_grads");
+      },
+      py::arg("grads"), py::arg("sizes"), py::arg("inv_scale"), py::arg("found_inf"), py::arg("dtype"), py::arg("stream"),
+      "Gradients times inv_scale in place; the int32 at found_inf (zeroed by the caller) becomes 1 on any inf/NaN.");
+
+  m.def(
       "gemm",
       [](uintptr_t c, uintptr_t aux, uintptr_t a, uintptr_t b, uintptr_t bias, int64_t m, int64_t n, int64_t k,
          int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, const std::string& act,
@@ -341,6 +359,6 @@ PYBIND11_MODULE(_C_cuda, m) {
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "bias_act_backward", "softmax_xent",
-                                      "sgd_update", "adam_update", "conv2d_forward", "conv2d_backward_data",
+                                      "sgd_update", "adam_update", "unscale_grads", "conv2d_forward", "conv2d_backward_data",
                                       "conv2d_backward_weight");
 }

@@ -54,6 +54,12 @@ cudaError_t sgd_update(const std::vector<MultiTensor>& tensors, double lr, doubl
 template <typename T>
 cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
                         double weight_decay, bool decoupled, cudaStream_t stream);
+// The loss scaler's unscale: every gradient (ptr[0]) times inv_scale in
+// place; *found_inf (a device int the caller zeroes) becomes 1 if any
+// result is inf or NaN.
+template <typename T>
+cudaError_t unscale_grads(const std::vector<MultiTensor>& tensors, double inv_scale, int* found_inf,
+                          cudaStream_t stream);
 
 // Epilogue activations of the GEMMs (act_value/act_grad in common.cuh).
 constexpr int kActNone = 0;

@@ -1,4 +1,5 @@
-// Fused optimizer updates over many parameters at once ("multi-tensor"):
+// Fused optimizer updates, and the loss scaler's unscale-and-check, over
+// many parameters at once ("multi-tensor"):
 // one launch updates up to kMultiTensorMax parameters, where a kernel per
 // parameter would cost a launch each (and CuPy's elementwise formulas five
 // to ten).  The math is exactly that of lamina/optim/sgd.py and adam.py
@@ -111,6 +112,25 @@ __global__ void __launch_bounds__(kOptThreads)
   }
 }
 
+//   g ← g · inv_scale, and *found_inf ← 1 if any result is inf or NaN (the
+// unscale of lamina.amp.LossScaler; every writer writes 1, so the race is benign).
+template <typename T>
+__global__ void __launch_bounds__(kOptThreads)
+    unscale_multi_kernel(const __grid_constant__ TensorList<1> list, T inv_scale, int* __restrict__ found_inf) {
+  const int b = blockIdx.x;
+  const int t = tensor_of_block(list, b);
+  T* __restrict__ grad = static_cast<T*>(list.ptr[0][t]);
+  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
+  const int64_t end = min(begin + kChunk, list.n[t]);
+  bool bad = false;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+    const T g = grad[i] * inv_scale;
+    grad[i] = g;
+    bad |= !isfinite(g);
+  }
+  if (bad) *found_inf = 1;
+}
+
 // Calls launch(list) for consecutive runs of the tensors: at most
 // kMultiTensorMax each and fewer than 2^31 chunks; empty tensors are left out.
 template <int kPtrs, typename Launch>
@@ -165,11 +185,21 @@ cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, doub
   });
 }
 
+template <typename T>
+cudaError_t unscale_grads(const std::vector<MultiTensor>& tensors, double inv_scale, int* found_inf,
+                          cudaStream_t stream) {
+  return for_each_list<1>(tensors, [&](const TensorList<1>& list, unsigned blocks) {
+    unscale_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(inv_scale), found_inf);
+    return cudaGetLastError();
+  });
+}
+
 #define LAMINA_INSTANTIATE(T)                                                                                     \
   template cudaError_t sgd_update<T>(const std::vector<MultiTensor>&, double, double, double, double, bool,      \
                                      cudaStream_t);                                                              \
   template cudaError_t adam_update<T>(const std::vector<MultiTensor>&, double, double, double, double, double, bool, \
-                                      cudaStream_t);
+                                      cudaStream_t);                                                              \
+  template cudaError_t unscale_grads<T>(const std::vector<MultiTensor>&, double, int*, cudaStream_t);
 LAMINA_INSTANTIATE(float)
 LAMINA_INSTANTIATE(double)
 #undef LAMINA_INSTANTIATE

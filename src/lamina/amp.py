@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import backend, ops
 from .errors import DTypeError
 
 
@@ -99,17 +99,8 @@ class LossScaler:
             return
         if id(optimizer) in self._unscaled:
             raise RuntimeError("LossScaler.unscale_: already called for this optimizer since the last update()")
-        inv = 1.0 / self._scale
-        found = False
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                p.grad *= inv
-                xp = backend.get_array_module(p.grad)
-                if not bool(xp.isfinite(p.grad).all()):
-                    found = True
-        self._unscaled[id(optimizer)] = found
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        self._unscaled[id(optimizer)] = ops.unscale_grads(grads, 1.0 / self._scale)
 
     def step(self, optimizer):
         """``optimizer.step()`` unless a gradient is inf or NaN.  Returns True

@@ -152,3 +152,4 @@ inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::funct
 #define cudaDeviceGetAttribute emu::device_attribute
 using std::max;
 using std::min;
+using std::isfinite;

@@ -129,6 +129,12 @@ int emu_adam_update(int dbl, int count, void* const* ptrs, const int64_t* sizes,
   return dbl ? lc::adam_update<double>(t, lr, beta1, beta2, eps, weight_decay, decoupled, nullptr)
              : lc::adam_update<float>(t, lr, beta1, beta2, eps, weight_decay, decoupled, nullptr);
 }
+int emu_unscale_grads(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* unused,
+                      double inv_scale, int* found_inf) {
+  const auto t = tensors(count, ptrs, sizes, unused, unused);
+  return dbl ? lc::unscale_grads<double>(t, inv_scale, found_inf, nullptr)
+             : lc::unscale_grads<float>(t, inv_scale, found_inf, nullptr);
+}
 // Kernel launches since the last call.
 int emu_launches() {
   const int n = emu::launches;

@@ -549,6 +549,33 @@ def adam_update(mod, params, grads, exp_avgs, exp_avg_sqs, step_sizes, bc2_sqrts
                         float(weight_decay), bool(decoupled), _name(params[0].dtype), _stream(cp))
 
 
+def unscale_grads(grads, inv_scale):
+    """Multiply every gradient by ``inv_scale`` in place; True when any
+    result is inf or NaN (lamina.amp.LossScaler's unscale).  CuPy float32 and
+    float64 gradients take one multi-tensor launch per 48 and one read of a
+    device flag per device and dtype: a single synchronisation per step,
+    where checking each gradient would wait on the GPU once per parameter."""
+    found = False
+    fused = {}  # (device, dtype) -> (module, [grads])
+    for g in grads:
+        if (backend.is_cupy_array(g) and _name(g.dtype) in ("float32", "float64") and g.flags.c_contiguous
+                and (mod := _cuda_kernel("unscale_grads", g)) is not None):
+            fused.setdefault((backend.device_of(g), g.dtype), (mod, []))[1].append(g)
+            continue
+        g *= inv_scale
+        if not found and not bool(backend.get_array_module(g).isfinite(g).all()):
+            found = True
+    flags = []
+    for mod, gs in fused.values():
+        cp = backend.require_cuda()
+        with gs[0].device:
+            flag = cp.zeros(1, dtype=cp.int32)
+            mod.unscale_grads([_addr(g) for g in gs], [g.size for g in gs], float(inv_scale), _addr(flag),
+                              _name(gs[0].dtype), _stream(cp))
+        flags.append(flag)
+    return found or any(bool(int(f.get()[0])) for f in flags)
+
+
 # --------------------------------------------------------------------------
 # random numbers on the GPU
 # --------------------------------------------------------------------------
