@@ -159,7 +159,8 @@ class Pair:
         return torch.autocast(self.tdev.type, dtype=TORCH_DTYPES[self.precision])
 
     def lamina_step(self):
-        self.loss_fn(self.lmodel(self.x), self.y)
+        # compute(): the loss stays on the device, as PyTorch's does (a float would wait for the GPU each step)
+        self.loss_fn.compute(self.lmodel(self.x), self.y)
         self.lopt.zero_grad()
         self.lmodel.backward_parameters(self.scaler.scale(self.loss_fn.backward()))  # as PyTorch: no input grad
         self.scaler.step(self.lopt)

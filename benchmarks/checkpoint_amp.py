@@ -105,7 +105,7 @@ def main():
         with lm.memory.track() as mem:
             logits = model(x)
             held = mem.live_bytes
-            loss_fn(logits, y)
+            loss_fn.compute(logits, y)  # on the device, as PyTorch's loss
             opts[segments].zero_grad()
             model.backward_parameters(loss_fn.backward())
         opts[segments].step()

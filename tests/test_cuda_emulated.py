@@ -333,6 +333,24 @@ def test_emulated_softmax_xent_matches_float64(n, c, smoothing, dtype):
     np.testing.assert_array_equal(only_loss, loss)
 
 
+def test_emulated_softmax_xent_gives_nan_rows_for_labels_out_of_range():
+    """Labels left unchecked on the host (Loss.compute on CuPy) never make
+    the kernel read outside the row: a NaN loss and gradient row instead."""
+    n, c = 6, 37
+    rng = np.random.default_rng(9)
+    logits = rng.standard_normal((n, c)).astype(np.float32)
+    labels = np.array([0, -1, c, c - 1, 2**40, 5], dtype=np.int64)
+    loss, g = np.zeros(n, np.float32), np.zeros((n, c), np.float32)
+    assert LIB.emu_softmax_xent(ptr(loss), ptr(g), ptr(logits), ptr(labels), i64(n), i64(c), ctypes.c_double(0.0),
+                                ctypes.c_double(1.0), 0) == 0
+    bad = np.array([False, True, True, False, True, False])
+    assert np.isnan(loss[bad]).all() and np.isnan(g[bad]).all()
+    ok = ~bad
+    loss_ref, g_ref = reference.softmax_xent(np, logits[ok].astype(np.float64), labels[ok], 0.0, 1.0, True)
+    np.testing.assert_allclose(loss[ok], loss_ref, rtol=2e-5)
+    np.testing.assert_allclose(g[ok], g_ref, rtol=2e-5, atol=1e-7)
+
+
 # a chunk is 1024 elements: tensors of one element, one chunk less and more, several chunks
 MULTI_SIZES = [1, 1023, 1024, 1025, 4099, 7]
 

@@ -150,3 +150,40 @@ def test_mse_bce_errors():
         lm.MSELoss()(x, np.zeros((2, 3), dtype=np.float32))
     with pytest.raises(lm.DTypeError, match="BCEWithLogits.*floating-point target"):
         lm.BCEWithLogits()(x, np.zeros((3, 2), dtype=np.int64))
+
+
+@pytest.mark.parametrize("make", [lm.SoftmaxCrossEntropy, lambda: lm.SoftmaxCrossEntropy("sum", 0.1), lm.MSELoss,
+                                  lm.BCEWithLogits])
+def test_compute_returns_the_loss_on_the_device_without_waiting(make, xp):
+    """compute() is forward() without the host read: the same value as a
+    0-d float64 array on the input's device, and the same cached gradient."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    fn = make()
+    t = rng.integers(0, 7, 5) if isinstance(fn, lm.SoftmaxCrossEntropy) else rng.uniform(0, 1, (5, 7)).astype(np.float32)
+    value = fn(xp.asarray(x), xp.asarray(t))
+    grad = to_numpy(fn.backward())
+    loss = fn.compute(xp.asarray(x), xp.asarray(t))
+    assert isinstance(value, float) and loss.dtype == np.float64 and loss.ndim == 0
+    assert lm.backend.device_of(loss) == lm.backend.device_of(xp.asarray(x))
+    assert float(loss) == value
+    np.testing.assert_array_equal(to_numpy(fn.backward()), grad)
+
+
+def test_compute_checks_labels_on_the_host_for_numpy_and_on_the_device_for_cupy(xp):
+    """A class index out of range: forward() raises a ValueError naming the
+    loss on every backend; compute() raises too on NumPy, where the check is
+    free, and on CuPy gives a NaN loss and NaN gradient rows (the check
+    would wait for the GPU)."""
+    x = xp.asarray(np.zeros((3, 4), dtype=np.float32))
+    y = xp.asarray(np.array([0, 4, 1]))
+    fn = lm.SoftmaxCrossEntropy()
+    with pytest.raises(ValueError, match=r"SoftmaxCrossEntropy\(.*\): expected class indices in \[0, 3\], received 4"):
+        fn(x, y)
+    if xp is np:
+        with pytest.raises(ValueError, match="received 4"):
+            fn.compute(x, y)
+        return
+    loss = fn.compute(x, y)
+    g = to_numpy(fn.backward())
+    assert np.isnan(float(loss)) and np.isnan(g[1]).all() and np.isfinite(g[[0, 2]]).all()

@@ -6,7 +6,9 @@
 //   dlogits_c = grad_scale (e^(x_c - m) / s - q_c)
 // CuPy would launch a kernel per step (max, subtract, exp, sum, log, ...).
 // Reads the row twice (max, then sums) and a third time for the gradient;
-// rows are short enough to stay in L1/L2 between the passes.
+// rows are short enough to stay in L1/L2 between the passes.  A label out of
+// [0, C) gives a NaN loss and a NaN gradient row (Python checks labels on the
+// host unless the caller asked not to wait for the GPU: Loss.compute).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -31,6 +33,13 @@ __global__ void __launch_bounds__(kRowThreads)
   const int64_t row = int64_t(blockIdx.x) * (kRowThreads / 32) + (threadIdx.x >> 5);
   if (row >= n) return;  // whole warps leave together: row is uniform across a warp
   const T* x = logits + row * c;
+  const int64_t label = labels[row];
+  if (label < 0 || label >= c) {  // never read out of bounds: a NaN loss and gradient row say so
+    if (lane == 0) store(loss, row, A(NAN));
+    if (dlogits != nullptr)
+      for (int64_t j = lane; j < c; j += 32) store(dlogits + row * c, j, A(NAN));
+    return;  // the whole warp: label is uniform across it
+  }
   A m = -INFINITY;
   for (int64_t j = lane; j < c; j += 32) {
     const A v = load(x, j);
@@ -45,7 +54,6 @@ __global__ void __launch_bounds__(kRowThreads)
   }
   s = warp_sum(s);
   sx = warp_sum(sx);
-  const int64_t label = labels[row];
   const A q_off = A(smoothing) / A(c), q_on = A(1) - A(smoothing) + q_off;
   if (lane == 0) {
     const A xl = load(x, label);

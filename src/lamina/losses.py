@@ -5,6 +5,12 @@ returns the loss as a Python float.  ``loss_fn.backward()`` then returns
 d(loss)/d(logits), to be passed to the model's ``backward``.  Losses have no
 parameters, so they are not layers, but they validate their inputs the same
 way and name themselves in every error.
+
+A Python float makes the host wait for the GPU at every step.
+``loss_fn.compute(logits, target)`` does the same work but returns the loss
+as a 0-d float64 array on the logits' device, so the host can go on queueing
+the backward and the update (and a whole step can be captured in a CUDA
+graph); read it with ``float(loss)`` when you log it.
 """
 
 import numpy as np
@@ -36,6 +42,25 @@ class Loss:
 
     def __call__(self, input, target):
         return self.forward(input, target)
+
+    def forward(self, input, target):
+        """The loss as a Python float (on the GPU this waits for the result)."""
+        return float(self._loss(input, target, strict=True))
+
+    def compute(self, input, target):
+        """The loss as a 0-d float64 array on the input's device, without
+        waiting for the GPU; the gradient is cached as by ``forward``.  On
+        CuPy, checks that need the values on the host are left to the
+        device: SoftmaxCrossEntropy gives a NaN loss (and NaN gradient rows)
+        for class indices out of range instead of raising."""
+        if type(self)._loss is Loss._loss:  # a subclass that defines forward() only
+            return self.forward(input, target)
+        return self._loss(input, target, strict=False)
+
+    def _loss(self, input, target, strict):
+        """The loss as a 0-d float64 array; ``strict``: validate values that
+        live on the device too (a host synchronisation on the GPU)."""
+        raise NotImplementedError
 
     def _check_pair(self, input, target, target_kind):
         """Validate ``input`` (floating) and ``target`` (same device; ``target_kind``
@@ -96,7 +121,7 @@ class SoftmaxCrossEntropy(Loss):
             raise ValueError(f"SoftmaxCrossEntropy: expected label_smoothing in [0, 1], received {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
 
-    def forward(self, input, target):
+    def _loss(self, input, target, strict):
         self._check_pair(input, target, "int")
         input = self._widen(input)
         label = self._label()
@@ -108,18 +133,24 @@ class SoftmaxCrossEntropy(Loss):
         if n == 0:
             raise ShapeError(f"{label}: expected at least one row, received input of shape {tuple(input.shape)}")
         xp = backend.get_array_module(input)
-        lo, hi = int(target.min()), int(target.max())
-        if lo < 0 or hi >= c:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{label}: expected class indices in [0, {c - 1}], received {bad}")
+        if strict or xp is np:
+            self.check_labels(target, c)
         scale = 1.0 / n if self.reduction == "mean" else 1.0
         need_grad = is_grad_enabled()
         rows, grad = ops.softmax_xent(
             input, target.astype(xp.int64, copy=False), self.label_smoothing, scale, need_grad
         )
         self._save(grad)
-        total = rows.astype(np.float64).sum()
-        return float(total * scale)
+        return rows.sum(dtype=np.float64) * scale
+
+    def check_labels(self, target, num_classes):
+        """Raise a ValueError naming the loss unless every class index in
+        ``target`` lies in [0, num_classes) (a host synchronisation for a
+        CuPy target)."""
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{self._label()}: expected class indices in [0, {num_classes - 1}], received {bad}")
 
     def extra_repr(self):
         return f"reduction='{self.reduction}', label_smoothing={self.label_smoothing}"
@@ -131,7 +162,7 @@ class MSELoss(Loss):
     Backward: dx = 2 (x - t) / n.
     """
 
-    def forward(self, input, target):
+    def _loss(self, input, target, strict):
         self._check_pair(input, target, "float")
         if tuple(input.shape) != tuple(target.shape):
             raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
@@ -139,7 +170,7 @@ class MSELoss(Loss):
         diff = input - target.astype(input.dtype, copy=False)
         n = diff.size if self.reduction == "mean" else 1
         self._save(diff * input.dtype.type(2.0 / n))
-        return float((diff.astype(np.float64) ** 2).sum() / n)
+        return (diff.astype(np.float64) ** 2).sum() / n
 
 
 class BCEWithLogits(Loss):
@@ -152,7 +183,7 @@ class BCEWithLogits(Loss):
     for any logit.  Targets may be soft (any value in [0, 1]).
     """
 
-    def forward(self, input, target):
+    def _loss(self, input, target, strict):
         self._check_pair(input, target, "float")
         if tuple(input.shape) != tuple(target.shape):
             raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
@@ -164,4 +195,4 @@ class BCEWithLogits(Loss):
         n = x.size if self.reduction == "mean" else 1
         sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
         self._save(((sig - t) * x.dtype.type(1.0 / n)).astype(x.dtype, copy=False))
-        return float(loss.astype(np.float64).sum() / n)
+        return loss.sum(dtype=np.float64) / n

@@ -101,14 +101,23 @@ def softmax_xent(xp, logits, labels, smoothing, grad_scale, need_grad):
     q_off = smoothing / c
     q_on = 1.0 - smoothing + q_off
     rows = xp.arange(n)
+    bad = None
+    if xp is not np:  # labels unchecked on the host (Loss.compute): NaN where out of range, as the CUDA kernel
+        bad = (labels < 0) | (labels >= c)
+        labels = xp.where(bad, 0, labels)
     qdist = q_off * d.sum(axis=1) + (q_on - q_off) * d[rows, labels]
-    loss = (xp.log(s) + qdist).astype(logits.dtype, copy=False)
+    loss = xp.log(s) + qdist
+    if bad is not None:
+        loss[bad] = xp.nan
+    loss = loss.astype(logits.dtype, copy=False)
     if not need_grad:
         return loss, None
     g = xp.exp(-d) / s[:, None]
     g -= q_off
     g[rows, labels] -= q_on - q_off
     g *= grad_scale
+    if bad is not None:
+        g[bad] = xp.nan
     return loss, g.astype(logits.dtype, copy=False)
 
 

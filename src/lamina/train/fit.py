@@ -170,7 +170,10 @@ def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, sh
     if scheduler is not None:  # first, so that checkpoints see the stepped scheduler
         callbacks.insert(0, LRSchedulerCallback(scheduler, "val_loss" if val is not None else "loss"))
     show = sys.stderr.isatty() if progress is None else bool(progress)
+    # The loss and the accuracy count stay on the model's device during an epoch and are read once at its end.
+    compute = getattr(loss_fn, "compute", loss_fn)
     device = model.device
+    check_labels = getattr(loss_fn, "check_labels", None) if device != backend.CPU else None  # compute() checks on the CPU
     for cb in callbacks:
         cb.on_train_begin(trainer)
     while trainer.epoch < epochs and not trainer.stop:
@@ -179,10 +182,12 @@ def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, sh
         total, correct, count = 0.0, 0, 0
         norms = {}
         bar = _progress(len(loader) - loader.position, f"epoch {epoch}/{epochs}", show)
-        for xb, yb in loader:
-            xb, yb = backend.to_device(xb, device), backend.to_device(yb, device)
+        for xb, y_host in loader:
+            xb, yb = backend.to_device(xb, device), backend.to_device(y_host, device)
             logits = model(xb)                      # forward
-            loss = loss_fn(logits, yb)
+            if check_labels is not None and logits.ndim == 2 and isinstance(y_host, np.ndarray):
+                check_labels(y_host, logits.shape[1])  # on the host copy: no wait for the GPU
+            loss = compute(logits, yb)              # stays on the device until the epoch ends
             optimizer.zero_grad()
             dlogits = loss_fn.backward()
             model.backward_parameters(scaler.scale(dlogits) if scaler is not None else dlogits)  # backward; no dx
@@ -204,14 +209,15 @@ def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, sh
             count += n
             if logits.ndim == 2 and yb.ndim == 1:
                 xp = backend.get_array_module(logits)
-                correct += int((xp.argmax(logits, axis=1) == yb).sum())
+                correct += (xp.argmax(logits, axis=1) == yb).sum()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if show and bar.n % 10 in (0, 1):  # reading the loss waits for the GPU: not every step
+                bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
         bar.close()
         trainer.epoch = epoch
-        logs = {"loss": total / max(count, 1)}
-        if correct or logits.ndim == 2:
-            logs["accuracy"] = correct / max(count, 1)
+        logs = {"loss": float(total) / max(count, 1)}
+        if logits.ndim == 2 and yb.ndim == 1:
+            logs["accuracy"] = int(correct) / max(count, 1)
         if val is not None:
             logs["val_loss"], logs["val_accuracy"] = evaluate_arrays(model, loss_fn, *val)
         logs["lr"] = optimizer.param_groups[0]["lr"]

@@ -26,7 +26,7 @@ def train_epoch(model, loss_fn, optimizer, x, y, batch_size, shuffle=True):
     for idx in iterate_minibatches(len(x), batch_size, shuffle):
         xb = backend.to_device(x[idx], device)
         yb = backend.to_device(y[idx], device)
-        loss = loss_fn(model(xb), yb)          # forward
+        loss = loss_fn(model(xb), yb)          # forward (a Python float: the host waits for the GPU here)
         optimizer.zero_grad()
         model.backward_parameters(loss_fn.backward())  # backward (the input needs no gradient)
         optimizer.step()                       # update
@@ -52,9 +52,12 @@ def evaluate(model, loss_fn, x, y, batch_size=1024):
             xb = backend.to_device(x[idx], device)
             yb = backend.to_device(y[idx], device)
             logits = model(xb)
-            total_loss += loss_fn(logits, yb) * len(idx)
+            if device != backend.CPU and hasattr(loss_fn, "check_labels") and logits.ndim == 2:
+                loss_fn.check_labels(y[idx], logits.shape[1])  # on the host copy: no wait for the GPU
+            # the sums stay on the model's device and are read once, at the end
+            total_loss += getattr(loss_fn, "compute", loss_fn)(logits, yb) * len(idx)
             xp = backend.get_array_module(logits)
-            correct += int((xp.argmax(logits, axis=1) == yb).sum())
+            correct += (xp.argmax(logits, axis=1) == yb).sum()
     finally:
         model.train(was_training)
-    return total_loss / len(x), correct / len(x)
+    return float(total_loss) / len(x), int(correct) / len(x)
