@@ -72,6 +72,12 @@ class Adam(Optimizer):
                 denom = xp.sqrt(v) / math.sqrt(1 - b2**t) + eps
                 p.data -= step_size * (m / denom)
             for mod, items in fused.values():
+                if backend.require_cuda().cuda.get_current_stream().is_capturing():
+                    raise RuntimeError(
+                        f"{type(self).__name__}.step: called while a CUDA graph is being captured. Its bias corrections "
+                        "depend on the step count, which lives on the host, so every replay would repeat this step's; "
+                        "capture SGD, or step Adam outside the graph"
+                    )
                 data, grads, ms, vs, step_sizes, bc2_sqrts = zip(*items)
                 ops.adam_update(mod, data, grads, ms, vs, step_sizes, bc2_sqrts, lr, b1, b2, eps, wd, self._decoupled)
 
