@@ -191,13 +191,15 @@ def test_softmax_xent_kernel_matches_float64(n, c, dtype):
 @requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-@pytest.mark.parametrize("opt_name", ["SGD", "Adam"])
-def test_a_whole_training_step_captures_into_a_cuda_graph(kind, opt_name):
+@pytest.mark.parametrize("opt_name,cfg", [("SGD", dict(lr=1e-2, momentum=0.9)), ("Adam", dict(lr=1e-2, capturable=True)),
+                                          ("AdamW", dict(lr=1e-2, capturable=True)), ("Adam", dict(lr=1e-2))])
+def test_a_whole_training_step_captures_into_a_cuda_graph(kind, opt_name, cfg):
     """forward, Loss.compute, zero_grad, backward and the multi-tensor update
     wait for nothing on the host, so CuPy can capture the step into a CUDA
-    graph. Five replays move the parameters (and BatchNorm's statistics) as
-    five eager steps of a twin model do.  Adam refuses to be captured: its
-    bias corrections come from a step count on the host."""
+    graph. Five replays move the parameters, Adam's moments and step counts
+    (capturable) and BatchNorm's statistics as five eager steps of a twin
+    model do.  Adam without capturable refuses to be captured: its bias
+    corrections would come from a step count on the host."""
     import cupy as cp
 
     lm.manual_seed(0)
@@ -213,8 +215,7 @@ def test_a_whole_training_step_captures_into_a_cuda_graph(kind, opt_name):
     rng = np.random.default_rng(0)
     x, y = cp.asarray(rng.standard_normal(shape).astype(np.float32)), cp.asarray(rng.integers(0, 5, shape[0]))
     loss_fn = lm.SoftmaxCrossEntropy()
-    opts = {id(m): getattr(lm.optim, opt_name)(m.parameters(), lr=1e-2, momentum=0.9) if opt_name == "SGD"
-            else getattr(lm.optim, opt_name)(m.parameters(), lr=1e-2) for m in (graphed, eager)}
+    opts = {id(m): getattr(lm.optim, opt_name)(m.parameters(), **cfg) for m in (graphed, eager)}
 
     def step(model):
         loss = loss_fn.compute(model(x), y)
@@ -229,7 +230,7 @@ def test_a_whole_training_step_captures_into_a_cuda_graph(kind, opt_name):
             step(graphed)
         stream.synchronize()
         stream.begin_capture()
-        if opt_name == "Adam":
+        if opt_name.startswith("Adam") and not cfg.get("capturable"):
             with pytest.raises(RuntimeError, match=r"Adam.step: called while a CUDA graph is being captured"):
                 step(graphed)
             stream.end_capture()
@@ -245,3 +246,10 @@ def test_a_whole_training_step_captures_into_a_cuda_graph(kind, opt_name):
     for (name, a), b in zip(graphed.state_dict().items(), eager.state_dict().values()):
         np.testing.assert_allclose(backend.to_device(a, "cpu"), backend.to_device(b, "cpu"), rtol=1e-5, atol=1e-6,
                                    err_msg=name)
+    if opt_name.startswith("Adam"):
+        for p in graphed.parameters():
+            assert float(opts[id(graphed)].state[p]["step"]) == 7
+        for p, q in zip(graphed.parameters(), eager.parameters()):
+            np.testing.assert_allclose(backend.to_device(opts[id(graphed)].state[p]["exp_avg_sq"], "cpu"),
+                                       backend.to_device(opts[id(eager)].state[q]["exp_avg_sq"], "cpu"), rtol=1e-5,
+                                       atol=1e-9)

@@ -356,9 +356,9 @@ MULTI_SIZES = [1, 1023, 1024, 1025, 4099, 7]
 
 
 def _multi(count_rows):
-    """The (count, 4) address table the emulated launchers read."""
-    table = np.array([[0 if a is None else a.ctypes.data for a in row] + [0] * (4 - len(row)) for row in count_rows],
-                     dtype=np.uintp)
+    """The (count, 5) address table the emulated launchers read."""
+    table = np.array([[0 if a is None else a.ctypes.data for a in row] + [0] * (5 - len(row)) for row in count_rows],
+                     dtype=np.uintp).reshape(-1, 5)
     return table, ctypes.c_void_p(table.ctypes.data)
 
 
@@ -402,12 +402,15 @@ def test_emulated_multi_tensor_sgd_matches_the_optimizer(cfg, dtype):
         np.testing.assert_allclose(a, p.data, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("capturable", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
-def test_emulated_multi_tensor_adam_matches_the_optimizer(name, dtype):
+def test_emulated_multi_tensor_adam_matches_the_optimizer(name, dtype, capturable):
     """Parameters at different step counts (each has its own bias
     corrections) in one launch: the same values as lamina.optim.Adam/AdamW on
-    NumPy float64."""
+    NumPy float64.  Capturable: the step counts live on the device, the
+    launch increments them and forms the bias corrections from them (the
+    host's are NaN, to show they are not read)."""
     import lamina as lm
 
     rng = np.random.default_rng(4)
@@ -418,6 +421,7 @@ def test_emulated_multi_tensor_adam_matches_the_optimizer(name, dtype):
     mine = [a.copy() for a in init]
     ms, vs = [np.zeros_like(a) for a in init], [np.zeros_like(a) for a in init]
     steps = [0] * len(mine)
+    counters = [np.zeros(1, dtype) for _ in mine]  # the device step counts of capturable Adam
     for it in range(4):
         active = [i for i in range(len(mine)) if it == 0 or i % 2 == 0 or it == 3]  # odd ones skip steps 1 and 2
         gs = {i: rng.standard_normal(MULTI_SIZES[i]).astype(dtype) for i in active}
@@ -426,14 +430,17 @@ def test_emulated_multi_tensor_adam_matches_the_optimizer(name, dtype):
         opt.step()
         for i in active:
             steps[i] += 1
-        table, addr = _multi([(mine[i], gs[i], ms[i], vs[i]) for i in active])
+        table, addr = _multi([(mine[i], gs[i], ms[i], vs[i], counters[i] if capturable else None) for i in active])
         sizes = np.array([MULTI_SIZES[i] for i in active], dtype=np.int64)
-        step_sizes, s_addr = _doubles([lr / (1 - b1 ** steps[i]) for i in active])
-        bc2, b_addr = _doubles([np.sqrt(1 - b2 ** steps[i]) for i in active])
+        step_sizes, s_addr = _doubles([np.nan if capturable else lr / (1 - b1 ** steps[i]) for i in active])
+        bc2, b_addr = _doubles([np.nan if capturable else np.sqrt(1 - b2 ** steps[i]) for i in active])
+        LIB.emu_launches()
         rc = LIB.emu_adam_update(int(dtype == np.float64), len(active), addr, ctypes.c_void_p(sizes.ctypes.data), s_addr,
                                  b_addr, ctypes.c_double(lr), ctypes.c_double(b1), ctypes.c_double(b2),
-                                 ctypes.c_double(eps), ctypes.c_double(wd), int(name == "AdamW"))
-        assert rc == 0
+                                 ctypes.c_double(eps), ctypes.c_double(wd), int(name == "AdamW"), int(capturable))
+        assert rc == 0 and LIB.emu_launches() == 1 + capturable
+    if capturable:
+        assert [int(c[0]) for c in counters] == steps
     rtol = 1e-12 if dtype == np.float64 else 2e-5
     for a, p in zip(mine, ref):
         np.testing.assert_allclose(a, p.data, rtol=rtol, atol=rtol)

@@ -202,7 +202,8 @@ def test_optimizers_on_each_backend_match_the_cpu(name, cfg, xp):
 
 
 @pytest.mark.parametrize("name,cfg", [("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-3)), ("SGD", dict(lr=0.1)),
-                                      ("Adam", dict(lr=1e-2)), ("AdamW", dict(lr=1e-2))])
+                                      ("Adam", dict(lr=1e-2)), ("AdamW", dict(lr=1e-2)),
+                                      ("Adam", dict(lr=1e-2, capturable=True)), ("AdamW", dict(lr=1e-2, capturable=True))])
 def test_multi_tensor_updates_on_the_gpu_match_the_cpu(name, cfg, xp):
     """On CuPy one launch updates up to 48 parameters (csrc/cuda/optim.cu):
     60 parameters of many sizes, float32 and float64 in one group, some
@@ -225,3 +226,23 @@ def test_multi_tensor_updates_on_the_gpu_match_the_cpu(name, cfg, xp):
         finals.append([lm.backend.to_device(p.data, "cpu") for p in params])
     for gpu, cpu in zip(*finals[::-1]):
         np.testing.assert_allclose(gpu, cpu, rtol=2e-5, atol=2e-6)
+
+
+def test_adam_takes_a_step_count_saved_as_an_array():
+    """A capturable Adam keeps its step counts as 0-d device arrays, so its
+    state_dict holds 0-d arrays; a plain Adam (or the CPU) that loads it
+    goes on from the same step."""
+    rng = np.random.default_rng(0)
+    init, grads = rng.standard_normal(5), [rng.standard_normal(5) for _ in range(4)]
+    finals = []
+    for as_array in (False, True):
+        p = lm.Parameter(init.copy())
+        opt = lm.optim.Adam([p], lr=0.1)
+        for i, g in enumerate(grads):
+            if i == 2 and as_array:
+                opt.state[p]["step"] = np.array(float(opt.state[p]["step"]))
+            p.grad = g.copy()
+            opt.step()
+        assert opt.state[p]["step"] == 4
+        finals.append(p.data)
+    np.testing.assert_array_equal(finals[0], finals[1])

@@ -183,30 +183,40 @@ PYBIND11_MODULE(_C_cuda, m) {
       "adam_update",
       [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& exp_avgs,
          const std::vector<uintptr_t>& exp_avg_sqs, const std::vector<int64_t>& sizes,
-         const std::vector<double>& step_sizes, const std::vector<double>& bc2_sqrts, double lr, double beta1,
-         double beta2, double eps, double weight_decay, bool decoupled, const std::string& dtype, uintptr_t stream) {
+         const std::vector<double>& step_sizes, const std::vector<double>& bc2_sqrts, const std::vector<uintptr_t>& steps,
+         double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled, bool capturable,
+         const std::string& dtype, uintptr_t stream) {
         const size_t n = params.size();
         if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n || sizes.size() != n ||
-            step_sizes.size() != n || bc2_sqrts.size() != n)
+            step_sizes.size() != n || bc2_sqrts.size() != n || steps.size() != n)
           throw std::invalid_argument("adam_update: expected lists of one length for params, grads, exp_avgs, "
-                                      "exp_avg_sqs, sizes, step_sizes and bc2_sqrts");
+                                      "exp_avg_sqs, sizes, step_sizes, bc2_sqrts and steps");
         std::vector<lc::MultiTensor> tensors(n);
-        for (size_t i = 0; i < n; ++i)
-          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(exp_avgs[i]), ptr<void>(exp_avg_sqs[i])},
+        for (size_t i = 0; i < n; ++i) {
+          if (capturable && steps[i] == 0)
+            throw std::invalid_argument("adam_update: capturable needs a device step count for every parameter");
+          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(exp_avgs[i]), ptr<void>(exp_avg_sqs[i]),
+                         capturable ? ptr<void>(steps[i]) : nullptr},
                         sizes[i], step_sizes[i], bc2_sqrts[i]};
+        }
         if (dtype != "float32" && dtype != "float64")
           throw std::invalid_argument("adam_update: expected dtype float32 or float64, received " + dtype);
         py::gil_scoped_release release;
         if (dtype == "float32")
-          return check(lc::adam_update<float>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, as_stream(stream)),
+          return check(lc::adam_update<float>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, capturable,
+                                              as_stream(stream)),
                        "adam_update");
-        check(lc::adam_update<double>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, as_stream(stream)),
-                       "adam_update");
+        check(lc::adam_update<double>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, capturable,
+                                      as_stream(stream)),
+              "adam_update");
       },
       py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("sizes"),
-      py::arg("step_sizes"), py::arg("bc2_sqrts"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-      py::arg("weight_decay"), py::arg("decoupled"), py::arg("dtype"), py::arg("stream"),
-      "Adam/AdamW on many parameters of one dtype (each at its own step), in one launch per 48.");
+      py::arg("step_sizes"), py::arg("bc2_sqrts"), py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
+      py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"), py::arg("capturable"), py::arg("dtype"),
+      py::arg("stream"),
+      "Adam/AdamW on many parameters of one dtype (each at its own step), in one launch per 48. capturable: "
+      "steps[i] is parameter i's step count on the device (dtype as the parameter), incremented by the launch, "
+      "and the bias corrections are formed from it on the device; else they come from step_sizes and bc2_sqrts.");
 
   m.def(
       "unscale_grads",

@@ -40,11 +40,13 @@ cudaError_t softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* la
 // of lamina/optim/sgd.py and adam.py.  Per parameter:
 //   SGD:  ptr = {p, grad, momentum buffer (null when momentum is 0)},
 //         s0 = 1 on its first step (the buffer is fresh), else 0.
-//   Adam: ptr = {p, grad, exp_avg, exp_avg_sq},
-//         s0 = lr / (1 - beta1^t), s1 = sqrt(1 - beta2^t) at its own step t.
+//   Adam: ptr = {p, grad, exp_avg, exp_avg_sq, step count t (capturable)},
+//         s0 = lr / (1 - beta1^t), s1 = sqrt(1 - beta2^t) at its own step t;
+//         capturable: t is a device scalar of type T, incremented by the
+//         launch, and s0, s1 are formed on the device (CUDA-graph safe).
 constexpr int kMultiTensorMax = 48;
 struct MultiTensor {
-  void* ptr[4];
+  void* ptr[5];
   int64_t n;
   double s0, s1;
 };
@@ -53,7 +55,7 @@ cudaError_t sgd_update(const std::vector<MultiTensor>& tensors, double lr, doubl
                        double weight_decay, bool nesterov, cudaStream_t stream);
 template <typename T>
 cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
-                        double weight_decay, bool decoupled, cudaStream_t stream);
+                        double weight_decay, bool decoupled, bool capturable, cudaStream_t stream);
 // The loss scaler's unscale: every gradient (ptr[0]) times inv_scale in
 // place; *found_inf (a device int the caller zeroes) becomes 1 if any
 // result is inf or NaN.

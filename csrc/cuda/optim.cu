@@ -26,7 +26,7 @@ constexpr int64_t kChunk = 4 * kOptThreads;  // elements per block
 
 // Up to kMultiTensorMax parameters: kPtrs pointers each (p, grad, state...),
 // the element count, two per-tensor scalars and the first chunk of each.
-// Kernel parameters may take 4 KB: with 4 pointers this is about 2.9 KB.
+// Kernel parameters may take 4 KB: with 5 pointers this is about 3.3 KB.
 template <int kPtrs>
 struct TensorList {
   void* ptr[kPtrs][kMultiTensorMax];
@@ -36,7 +36,7 @@ struct TensorList {
   int chunk_start[kMultiTensorMax + 1];  // chunk_start[count] = the grid size
   int count;
 };
-static_assert(sizeof(TensorList<4>) + 128 <= 4096, "kernel parameters are limited to 4 KB");
+static_assert(sizeof(TensorList<5>) + 128 <= 4096, "kernel parameters are limited to 4 KB");
 
 // The parameter whose chunks hold block b: the last t with chunk_start[t] <= b.
 template <int kPtrs>
@@ -81,18 +81,31 @@ __global__ void __launch_bounds__(kOptThreads)
 
 //   AdamW: p ← p · decay (decay = 1 − η λ);  Adam: g ← g + λ p
 //   m ← m + (1 − β1)(g − m);  v ← β2 v + (1 − β2) g²;  p ← p − step_size · m / (√v / bc2_sqrt + ε)
-// ptr: p, grad, m, v; s0: step_size = η / (1 − β1^t), s1: bc2_sqrt = √(1 − β2^t), per parameter (its own t).
+// ptr: p, grad, m, v, and the step count t (a device scalar of type T) when
+// capturable; s0: step_size = η / (1 − β1^t), s1: bc2_sqrt = √(1 − β2^t),
+// per parameter (its own t), formed on the host in double, unless capturable:
+// then both are formed here, in double, from the device's t, so that a CUDA
+// graph replaying the launch uses each replay's step.
 template <typename T>
 __global__ void __launch_bounds__(kOptThreads)
-    adam_multi_kernel(const __grid_constant__ TensorList<4> list, T one_minus_beta1, T beta2, T one_minus_beta2, T eps,
-                      T weight_decay, T decay, bool decoupled) {
+    adam_multi_kernel(const __grid_constant__ TensorList<5> list, T one_minus_beta1, T beta2, T one_minus_beta2, T eps,
+                      T weight_decay, T decay, bool decoupled, bool capturable, double lr, double beta1_d,
+                      double beta2_d) {
   const int b = blockIdx.x;
   const int t = tensor_of_block(list, b);
   T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
   const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
   T* __restrict__ m = static_cast<T*>(list.ptr[2][t]);
   T* __restrict__ v = static_cast<T*>(list.ptr[3][t]);
-  const T step_size = T(list.s0[t]), bc2_sqrt = T(list.s1[t]);
+  T step_size, bc2_sqrt;
+  if (capturable) {
+    const double step = static_cast<double>(*static_cast<const T*>(list.ptr[4][t]));
+    step_size = T(lr / (1.0 - pow(beta1_d, step)));
+    bc2_sqrt = T(sqrt(1.0 - pow(beta2_d, step)));
+  } else {
+    step_size = T(list.s0[t]);
+    bc2_sqrt = T(list.s1[t]);
+  }
   const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
   const int64_t end = min(begin + kChunk, list.n[t]);
   for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
@@ -110,6 +123,13 @@ __global__ void __launch_bounds__(kOptThreads)
     v[i] = vi;
     p[i] = w - step_size * (mi / (sqrt(vi) / bc2_sqrt + eps));
   }
+}
+
+// t ← t + 1 for each parameter's device step count (ptr[4]); launched before
+// the capturable update, which reads it (one block: at most 48 counters).
+template <typename T>
+__global__ void step_count_kernel(const __grid_constant__ TensorList<5> list) {
+  for (int t = threadIdx.x; t < list.count; t += blockDim.x) *static_cast<T*>(list.ptr[4][t]) += T(1);
 }
 
 //   g ← g · inv_scale, and *found_inf ← 1 if any result is inf or NaN (the
@@ -178,9 +198,13 @@ cudaError_t sgd_update(const std::vector<MultiTensor>& tensors, double lr, doubl
 
 template <typename T>
 cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
-                        double weight_decay, bool decoupled, cudaStream_t stream) {
-  return for_each_list<4>(tensors, [&](const TensorList<4>& list, unsigned blocks) {
-    adam_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps), T(weight_decay), T(1.0 - lr * weight_decay), decoupled);
+                        double weight_decay, bool decoupled, bool capturable, cudaStream_t stream) {
+  return for_each_list<5>(tensors, [&](const TensorList<5>& list, unsigned blocks) {
+    if (capturable) {
+      step_count_kernel<T><<<1, 64, 0, stream>>>(list);
+      if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+    }
+    adam_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps), T(weight_decay), T(1.0 - lr * weight_decay), decoupled, capturable, lr, beta1, beta2);
     return cudaGetLastError();
   });
 }
@@ -198,7 +222,7 @@ cudaError_t unscale_grads(const std::vector<MultiTensor>& tensors, double inv_sc
   template cudaError_t sgd_update<T>(const std::vector<MultiTensor>&, double, double, double, double, bool,      \
                                      cudaStream_t);                                                              \
   template cudaError_t adam_update<T>(const std::vector<MultiTensor>&, double, double, double, double, double, bool, \
-                                      cudaStream_t);                                                              \
+                                      bool, cudaStream_t);                                                              \
   template cudaError_t unscale_grads<T>(const std::vector<MultiTensor>&, double, int*, cudaStream_t);
 LAMINA_INSTANTIATE(float)
 LAMINA_INSTANTIATE(double)

@@ -537,16 +537,20 @@ def sgd_update(mod, params, grads, bufs, first_steps, lr, momentum, dampening, w
 
 
 def adam_update(mod, params, grads, exp_avgs, exp_avg_sqs, step_sizes, bc2_sqrts, lr, beta1, beta2, eps, weight_decay,
-                decoupled):
+                decoupled, steps=None, capturable=False):
     """Adam/AdamW on many CuPy parameters of one dtype and device, in one
     launch per 48; ``step_sizes[i]`` = lr / (1 - beta1^t) and
-    ``bc2_sqrts[i]`` = sqrt(1 - beta2^t) at parameter i's own step t."""
+    ``bc2_sqrts[i]`` = sqrt(1 - beta2^t) at parameter i's own step t.
+    ``capturable``: ``steps[i]`` is parameter i's step count as a 0-d device
+    array of its dtype; the launch increments it and forms the bias
+    corrections from it, so a CUDA graph of the step stays right on replay."""
     cp = backend.require_cuda()
     with params[0].device:
         mod.adam_update([_addr(p) for p in params], [_addr(g) for g in grads], [_addr(m) for m in exp_avgs],
                         [_addr(v) for v in exp_avg_sqs], [p.size for p in params], [float(x) for x in step_sizes],
-                        [float(x) for x in bc2_sqrts], float(lr), float(beta1), float(beta2), float(eps),
-                        float(weight_decay), bool(decoupled), _name(params[0].dtype), _stream(cp))
+                        [float(x) for x in bc2_sqrts], [_addr(t) for t in steps] if capturable else [0] * len(params),
+                        float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
+                        bool(capturable), _name(params[0].dtype), _stream(cp))
 
 
 def unscale_grads(grads, inv_scale):

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 from .. import backend, ops
 from ..errors import warn_once
 from .optimizer import Optimizer, check_hyperparameters
@@ -16,13 +18,22 @@ class Adam(Optimizer):
         v ← β2 v + (1 - β2) g²                        (second moment)
         v̂ ← max(v̂, v) with amsgrad, else v̂ = v
         p ← p - η/(1 - β1^t) · m / (√v̂ / √(1 - β2^t) + ε)
+
+    ``capturable=True`` (as in PyTorch) keeps each CuPy parameter's step
+    count t on the device, where the fused update increments it and forms
+    the bias corrections, so a training step captured into a CUDA graph
+    replays correctly.  Without it, t lives on the host and stepping inside
+    a capture raises.  The learning rate is baked into a captured graph
+    either way.  No effect on NumPy parameters.
     """
 
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, l1=0.0):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, l1=0.0,
+                 capturable=False):
         check_hyperparameters(type(self).__name__, lr=lr, eps=eps, weight_decay=weight_decay, betas=betas, l1=l1)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, l1=l1))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, l1=l1,
+                                      capturable=bool(capturable)))
 
     def step(self):
         for group in self.param_groups:
@@ -42,11 +53,21 @@ class Adam(Optimizer):
                         state["step"] = 0
                         state["exp_avg"] = xp.zeros_like(p.data)
                         state["exp_avg_sq"] = xp.zeros_like(p.data)
-                    state["step"] += 1
-                    t = state["step"]
-                    fused.setdefault((p.device, p.dtype), (mod, []))[1].append(
-                        (p.data, g, state["exp_avg"], state["exp_avg_sq"], lr / (1 - b1**t), math.sqrt(1 - b2**t)))
+                    if group["capturable"]:  # t on the device: the launch increments it and forms the corrections
+                        if not backend.is_cupy_array(state["step"]):
+                            state["step"] = xp.full((), float(state["step"]), dtype=p.dtype)
+                        item = (p.data, g, state["exp_avg"], state["exp_avg_sq"], math.nan, math.nan, state["step"])
+                    else:
+                        state["step"] = _host_step(state["step"]) + 1
+                        t = state["step"]
+                        item = (p.data, g, state["exp_avg"], state["exp_avg_sq"], lr / (1 - b1**t), math.sqrt(1 - b2**t),
+                                None)
+                    fused.setdefault((p.device, p.dtype), (mod, []))[1].append(item)
                     continue
+                if xp is not np and backend.require_cuda().cuda.get_current_stream().is_capturing():
+                    raise RuntimeError(f"{type(self).__name__}.step: called while a CUDA graph is being captured, on a "
+                                       "parameter that takes the unfused path (amsgrad, or a dtype the fused update lacks), "
+                                       "whose step count lives on the host")
                 if wd != 0:
                     if self._decoupled:
                         p.data *= 1 - lr * wd
@@ -59,7 +80,7 @@ class Adam(Optimizer):
                     state["exp_avg_sq"] = xp.zeros_like(p.data)
                     if group["amsgrad"]:
                         state["max_exp_avg_sq"] = xp.zeros_like(p.data)
-                state["step"] += 1
+                state["step"] = _host_step(state["step"]) + 1
                 t = state["step"]
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m += (1 - b1) * (g - m)
@@ -72,14 +93,20 @@ class Adam(Optimizer):
                 denom = xp.sqrt(v) / math.sqrt(1 - b2**t) + eps
                 p.data -= step_size * (m / denom)
             for mod, items in fused.values():
-                if backend.require_cuda().cuda.get_current_stream().is_capturing():
+                if not group["capturable"] and backend.require_cuda().cuda.get_current_stream().is_capturing():
                     raise RuntimeError(
                         f"{type(self).__name__}.step: called while a CUDA graph is being captured. Its bias corrections "
                         "depend on the step count, which lives on the host, so every replay would repeat this step's; "
-                        "capture SGD, or step Adam outside the graph"
+                        f"create it with {type(self).__name__}(..., capturable=True)"
                     )
-                data, grads, ms, vs, step_sizes, bc2_sqrts = zip(*items)
-                ops.adam_update(mod, data, grads, ms, vs, step_sizes, bc2_sqrts, lr, b1, b2, eps, wd, self._decoupled)
+                data, grads, ms, vs, step_sizes, bc2_sqrts, steps = zip(*items)
+                ops.adam_update(mod, data, grads, ms, vs, step_sizes, bc2_sqrts, lr, b1, b2, eps, wd, self._decoupled,
+                                steps, group["capturable"])
+
+
+def _host_step(t):
+    """The step count as a Python int (a capturable run keeps it as a 0-d array)."""
+    return int(t) if not isinstance(t, int) else t
 
 
 class AdamW(Adam):
@@ -89,8 +116,9 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, l1=0.0):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, l1)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, l1=0.0,
+                 capturable=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, l1, capturable)
 
 
 class RMSprop(Optimizer):
