@@ -253,3 +253,39 @@ def test_a_whole_training_step_captures_into_a_cuda_graph(kind, opt_name, cfg):
             np.testing.assert_allclose(backend.to_device(opts[id(graphed)].state[p]["exp_avg_sq"], "cpu"),
                                        backend.to_device(opts[id(eager)].state[q]["exp_avg_sq"], "cpu"), rtol=1e-5,
                                        atol=1e-9)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1, 2), (2, 3, 1), (7, 5, 1), (4, 3, 13), (128, 16, 1024), (3, 70, 7), (2, 1, 5000)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_kernels_match_the_cpu(shape, dtype, affine):
+    """csrc/cuda/batchnorm.cu through ops.batchnorm_forward/backward: batch
+    statistics with the running ones updated, running statistics, no xhat,
+    both backwards; against the CPU kernels, on odd shapes, a large mean,
+    and outputs that start as NaN (poisoned by the allocator's reuse)."""
+    import cupy as cp
+
+    rng = np.random.default_rng(sum(shape))
+    n, c, l = shape
+    x = (rng.standard_normal(shape) * 3 + 50).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, c).astype(dtype) if affine else None
+    beta = rng.standard_normal(c).astype(dtype) if affine else None
+    dy = rng.standard_normal(shape).astype(dtype)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else dict(rtol=1e-10, atol=1e-10)
+    outs = {}
+    for xp in (np, cp):
+        cp.full(4 * x.size, cp.nan, dtype=dtype)  # freed at once: the pool hands NaNs to what comes next
+        dev = lambda a: None if a is None else xp.asarray(a)  # noqa: E731
+        rm, rv = xp.zeros(c, dtype=dtype), xp.ones(c, dtype=dtype)
+        y, xhat, inv_std = ops.batchnorm_forward(dev(x), dev(gamma), dev(beta), 1e-5, running=(rm, rv, 0.25))
+        y_eval, none, inv_eval = ops.batchnorm_forward(dev(x), dev(gamma), dev(beta), 1e-5, batch_stats=False,
+                                                       running=(rm, rv), need_xhat=False)
+        assert none is None
+        grads = [ops.batchnorm_backward(dev(dy), xhat, inv_std, dev(gamma), bs) for bs in (True, False)]
+        outs[xp] = [backend.to_device(a, "cpu") for a in (y, xhat, inv_std, rm, rv, y_eval, inv_eval, *grads[0], *grads[1])]
+    names = "y xhat inv_std running_mean running_var y_eval inv_std_eval dx dgamma dbeta dx_eval dgamma_eval dbeta_eval"
+    for name, a, b in zip(names.split(), outs[cp], outs[np]):
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a / scale, b / scale, err_msg=name, **tol)

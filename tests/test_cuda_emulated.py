@@ -491,3 +491,84 @@ def test_emulated_unscale_grads_scales_and_finds_inf(bad, value, dtype):
     assert rc == 0 and flag[0] == (bad is not None)
     for g, e in zip(grads, expected):
         np.testing.assert_array_equal(g, e.astype(dtype))  # a power of two: exact
+
+
+# -- batch normalisation --
+
+# (N, C, L): one slice a channel, several (with a short last one), BatchNorm1d's L = 1, a single image
+BN_SHAPES = [(2, 3, 5), (4, 1, 1000), (3, 2, 1367), (5, 4, 1), (1, 70, 7), (2, 2, 2049)]
+
+
+def _bn_reference(x, gamma, beta, eps, mean=None, var=None):
+    x = x.astype(np.float64)
+    if mean is None:
+        mean, var = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
+    inv_std = 1 / np.sqrt(var + eps)
+    xhat = (x - mean[None, :, None]) * inv_std[None, :, None]
+    return xhat * gamma[None, :, None] + beta[None, :, None], xhat, mean, var, inv_std
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_emulated_batchnorm_matches_float64(shape, dtype):
+    """Training forward (batch statistics, running statistics updated with
+    the unbiased variance), evaluation forward (running statistics), and
+    both backwards, against float64.  The input has a large mean: the
+    per-slice M2 and Chan's merge keep the variance exact where Σx² − (Σx)²/m
+    would cancel."""
+    n, c, l = shape
+    dbl = int(dtype == np.float64)
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 3 + 1000).astype(dtype)
+    gamma, beta = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    rm, rv = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
+    rm0, rv0 = rm.astype(np.float64), rv.astype(np.float64)
+    eps, f, m = 1e-5, 0.1, n * l
+    slices = LIB.emu_batchnorm_slices(i64(n), i64(c), i64(l))
+    assert 1 <= slices <= 64 and (slices > 1) == (shape in [(4, 1, 1000), (3, 2, 1367), (2, 2, 2049)])
+    ws = np.full(3 * c * slices, np.nan)
+    y, xhat = np.full(shape, np.nan, dtype), np.full(shape, np.nan, dtype)
+    mean, var, inv_std = (np.full(c, np.nan, dtype) for _ in range(3))
+    dptr = lambda a: ctypes.c_void_p(a.ctypes.data)  # noqa: E731
+    rc = LIB.emu_batchnorm_forward(dbl, ptr(y), ptr(xhat), ptr(mean), ptr(var), ptr(inv_std), ptr(rm), ptr(rv), dptr(ws),
+                                   ptr(x), ptr(gamma), ptr(beta), i64(n), i64(c), i64(l), ctypes.c_double(eps), 1,
+                                   ctypes.c_double(f))
+    assert rc == 0
+    y_ref, xhat_ref, mean_ref, var_ref, inv_ref = _bn_reference(x, gamma.astype(np.float64), beta.astype(np.float64), eps)
+    rtol = 1e-12 if dbl else 2e-5
+    np.testing.assert_allclose(mean, mean_ref, rtol=rtol)
+    np.testing.assert_allclose(var, var_ref, rtol=1e-10 if dbl else 1e-4)  # float32 x: var of ~9 around 1000
+    np.testing.assert_allclose(inv_std, inv_ref, rtol=1e-10 if dbl else 1e-4)
+    np.testing.assert_allclose(xhat, xhat_ref, rtol=1e-10 if dbl else 1e-3, atol=1e-10 if dbl else 2e-3)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-10 if dbl else 1e-3, atol=1e-10 if dbl else 5e-3)
+    np.testing.assert_allclose(rm, 0.9 * rm0 + 0.1 * mean_ref, rtol=rtol)
+    np.testing.assert_allclose(rv, 0.9 * rv0 + 0.1 * var_ref * m / (m - 1), rtol=1e-10 if dbl else 1e-4)
+
+    # evaluation: the running statistics, no workspace, nothing updated
+    rm_e, rv_e = rm.copy(), rv.copy()
+    y_e, inv_e = np.full(shape, np.nan, dtype), np.full(c, np.nan, dtype)
+    rc = LIB.emu_batchnorm_forward(dbl, ptr(y_e), None, None, None, ptr(inv_e), ptr(rm_e), ptr(rv_e), None, ptr(x),
+                                   ptr(gamma), ptr(beta), i64(n), i64(c), i64(l), ctypes.c_double(eps), 0,
+                                   ctypes.c_double(f))
+    assert rc == 0
+    np.testing.assert_array_equal(rm_e, rm)
+    np.testing.assert_array_equal(rv_e, rv)
+    y_eref = _bn_reference(x, gamma.astype(np.float64), beta.astype(np.float64), eps, rm.astype(np.float64),
+                           rv.astype(np.float64))[0]
+    np.testing.assert_allclose(y_e, y_eref, rtol=1e-10 if dbl else 1e-4, atol=1e-8 if dbl else 1e-2)
+
+    dy = rng.standard_normal(shape).astype(dtype)
+    for batch_stats in (True, False):
+        dx, dg, db = np.full(shape, np.nan, dtype), np.full(c, np.nan, dtype), np.full(c, np.nan, dtype)
+        ws2 = np.full(2 * c * slices, np.nan)
+        rc = LIB.emu_batchnorm_backward(dbl, ptr(dx), ptr(dg), ptr(db), dptr(ws2), ptr(dy), ptr(xhat), ptr(gamma),
+                                        ptr(inv_std), i64(n), i64(c), i64(l), int(batch_stats))
+        assert rc == 0
+        dx_ref, dg_ref, db_ref = reference.batchnorm_backward(np, dy.astype(np.float64), xhat.astype(np.float64),
+                                                              inv_std.astype(np.float64), gamma.astype(np.float64),
+                                                              batch_stats)
+        tol = 1e-10 if dbl else 1e-4
+        np.testing.assert_allclose(db, db_ref, rtol=tol, atol=tol * np.sqrt(m))
+        np.testing.assert_allclose(dg, dg_ref, rtol=tol, atol=tol * np.sqrt(m))
+        scale = np.abs(dx_ref).max()
+        np.testing.assert_allclose(dx / scale, dx_ref / scale, atol=tol, err_msg=f"batch_stats={batch_stats}")

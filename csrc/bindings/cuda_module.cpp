@@ -218,6 +218,55 @@ PYBIND11_MODULE(_C_cuda, m) {
       "steps[i] is parameter i's step count on the device (dtype as the parameter), incremented by the launch, "
       "and the bias corrections are formed from it on the device; else they come from step_sizes and bc2_sqrts.");
 
+  m.def("batchnorm_slices", &lc::batchnorm_slices, py::arg("n"), py::arg("c"), py::arg("l"),
+        "Slices per channel the batch-norm kernels use; their workspace holds 3 * c * slices doubles.");
+
+  m.def(
+      "batchnorm_forward",
+      [](uintptr_t y, uintptr_t xhat, uintptr_t mean, uintptr_t var, uintptr_t inv_std, uintptr_t running_mean,
+         uintptr_t running_var, uintptr_t workspace, uintptr_t x, uintptr_t gamma, uintptr_t beta, int64_t n, int64_t c,
+         int64_t l, double eps, bool batch_stats, double f_running, const std::string& dtype, uintptr_t stream) {
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("batchnorm_forward: expected dtype float32 or float64, received " + dtype);
+        py::gil_scoped_release release;
+        auto run = [&](auto t) {
+          using T = decltype(t);
+          check(lc::batchnorm_forward<T>(ptr<T>(y), ptr<T>(xhat), ptr<T>(mean), ptr<T>(var), ptr<T>(inv_std),
+                                         ptr<T>(running_mean), ptr<T>(running_var), ptr<double>(workspace),
+                                         ptr<const T>(x), ptr<const T>(gamma), ptr<const T>(beta), n, c, l, eps,
+                                         batch_stats, f_running, as_stream(stream)),
+                "batchnorm_forward");
+        };
+        if (dtype == "float32") return run(float{});
+        run(double{});
+      },
+      py::arg("y"), py::arg("xhat"), py::arg("mean"), py::arg("var"), py::arg("inv_std"), py::arg("running_mean"),
+      py::arg("running_var"), py::arg("workspace"), py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("n"),
+      py::arg("c"), py::arg("l"), py::arg("eps"), py::arg("batch_stats"), py::arg("f_running"), py::arg("dtype"),
+      py::arg("stream"));
+
+  m.def(
+      "batchnorm_backward",
+      [](uintptr_t dx, uintptr_t dgamma, uintptr_t dbeta, uintptr_t workspace, uintptr_t dy, uintptr_t xhat,
+         uintptr_t gamma, uintptr_t inv_std, int64_t n, int64_t c, int64_t l, bool batch_stats, const std::string& dtype,
+         uintptr_t stream) {
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("batchnorm_backward: expected dtype float32 or float64, received " + dtype);
+        py::gil_scoped_release release;
+        auto run = [&](auto t) {
+          using T = decltype(t);
+          check(lc::batchnorm_backward<T>(ptr<T>(dx), ptr<T>(dgamma), ptr<T>(dbeta), ptr<double>(workspace),
+                                          ptr<const T>(dy), ptr<const T>(xhat), ptr<const T>(gamma),
+                                          ptr<const T>(inv_std), n, c, l, batch_stats, as_stream(stream)),
+                "batchnorm_backward");
+        };
+        if (dtype == "float32") return run(float{});
+        run(double{});
+      },
+      py::arg("dx"), py::arg("dgamma"), py::arg("dbeta"), py::arg("workspace"), py::arg("dy"), py::arg("xhat"),
+      py::arg("gamma"), py::arg("inv_std"), py::arg("n"), py::arg("c"), py::arg("l"), py::arg("batch_stats"),
+      py::arg("dtype"), py::arg("stream"));
+
   m.def(
       "unscale_grads",
       [](const std::vector<uintptr_t>& grads, const std::vector<int64_t>& sizes, double inv_scale, uintptr_t found_inf,
@@ -369,6 +418,6 @@ PYBIND11_MODULE(_C_cuda, m) {
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "bias_act_backward", "softmax_xent",
-                                      "sgd_update", "adam_update", "unscale_grads", "conv2d_forward", "conv2d_backward_data",
+                                      "sgd_update", "adam_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "conv2d_forward", "conv2d_backward_data",
                                       "conv2d_backward_weight");
 }

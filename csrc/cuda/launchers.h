@@ -63,6 +63,23 @@ template <typename T>
 cudaError_t unscale_grads(const std::vector<MultiTensor>& tensors, double inv_scale, int* found_inf,
                           cudaStream_t stream);
 
+// Batch normalisation over x (N, C, L), T float or double (16-bit inputs are
+// widened by the caller).  Forward: y and xhat (xhat may be null), inv_std
+// (C,), mean and var (C,, biased; may be null); batch_stats: from x, and
+// when f_running >= 0 the running statistics become (1 - f) running + f
+// (mean, unbiased var); else from running_mean and running_var.  Backward:
+// dx, dgamma, dbeta (C,); gamma may be null (1).  workspace: at least
+// 3 * C * batchnorm_slices(N, C, L) doubles.  Two launches each.
+int batchnorm_slices(int64_t n, int64_t c, int64_t l);
+template <typename T>
+cudaError_t batchnorm_forward(T* y, T* xhat, T* mean, T* var, T* inv_std, T* running_mean, T* running_var,
+                              double* workspace, const T* x, const T* gamma, const T* beta, int64_t n, int64_t c,
+                              int64_t l, double eps, bool batch_stats, double f_running, cudaStream_t stream);
+template <typename T>
+cudaError_t batchnorm_backward(T* dx, T* dgamma, T* dbeta, double* workspace, const T* dy, const T* xhat,
+                               const T* gamma, const T* inv_std, int64_t n, int64_t c, int64_t l, bool batch_stats,
+                               cudaStream_t stream);
+
 // Epilogue activations of the GEMMs (act_value/act_grad in common.cuh).
 constexpr int kActNone = 0;
 constexpr int kActRelu = 1;

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_SRC = ROOT / "csrc" / "cuda"
 HERE = Path(__file__).resolve().parent
-SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu", "activations.cu", "softmax_xent.cu", "optim.cu"]
+SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu", "activations.cu", "softmax_xent.cu", "optim.cu", "batchnorm.cu"]
 DYNAMIC_SHARED = re.compile(r"extern __shared__ .*?(\w+)\[\];")
 LAUNCH = re.compile(r"^(\s*)(.+?)<<<(.+?)>>>\((.*)\);\s*$")
 
@@ -137,6 +137,28 @@ int emu_unscale_grads(int dbl, int count, void* const* ptrs, const int64_t* size
   const auto t = tensors(count, ptrs, sizes, unused, unused);
   return dbl ? lc::unscale_grads<double>(t, inv_scale, found_inf, nullptr)
              : lc::unscale_grads<float>(t, inv_scale, found_inf, nullptr);
+}
+int emu_batchnorm_slices(int64_t n, int64_t c, int64_t l) { return lc::batchnorm_slices(n, c, l); }
+int emu_batchnorm_forward(int dbl, void* y, void* xhat, void* mean, void* var, void* inv_std, void* rm, void* rv,
+                          double* ws, const void* x, const void* gamma, const void* beta, int64_t n, int64_t c,
+                          int64_t l, double eps, int batch_stats, double f) {
+  if (dbl)
+    return lc::batchnorm_forward<double>((double*)y, (double*)xhat, (double*)mean, (double*)var, (double*)inv_std,
+                                         (double*)rm, (double*)rv, ws, (const double*)x, (const double*)gamma,
+                                         (const double*)beta, n, c, l, eps, batch_stats, f, nullptr);
+  return lc::batchnorm_forward<float>((float*)y, (float*)xhat, (float*)mean, (float*)var, (float*)inv_std, (float*)rm,
+                                      (float*)rv, ws, (const float*)x, (const float*)gamma, (const float*)beta, n, c, l,
+                                      eps, batch_stats, f, nullptr);
+}
+int emu_batchnorm_backward(int dbl, void* dx, void* dgamma, void* dbeta, double* ws, const void* dy, const void* xhat,
+                           const void* gamma, const void* inv_std, int64_t n, int64_t c, int64_t l, int batch_stats) {
+  if (dbl)
+    return lc::batchnorm_backward<double>((double*)dx, (double*)dgamma, (double*)dbeta, ws, (const double*)dy,
+                                          (const double*)xhat, (const double*)gamma, (const double*)inv_std, n, c, l,
+                                          batch_stats, nullptr);
+  return lc::batchnorm_backward<float>((float*)dx, (float*)dgamma, (float*)dbeta, ws, (const float*)dy,
+                                       (const float*)xhat, (const float*)gamma, (const float*)inv_std, n, c, l,
+                                       batch_stats, nullptr);
 }
 // Kernel launches since the last call.
 int emu_launches() {

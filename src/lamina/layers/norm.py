@@ -64,36 +64,34 @@ class _BatchNorm(Layer):
         work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype
         x3 = x.reshape(x.shape[0], self.num_features, -1).astype(work, copy=False)  # (N, C, L)
         use_batch = self.training or not self.track_running_stats
+        running = None
         if use_batch:
             m = x3.shape[0] * x3.shape[2]
             if self.training and m < 2:
                 raise ShapeError(
                     f"{self._label()}: expected more than 1 value per channel when training, received shape {tuple(x.shape)}"
                 )
-            mean, var = ops.batchnorm_stats(x3)
             if self.training and self.track_running_stats and not is_recomputing():
-                self._update_running_stats(mean, var, m)  # once per batch, not again when checkpointing recomputes
+                # updated with this batch's statistics, once per batch (not again when checkpointing recomputes)
+                running = (self.running_mean, self.running_var, self._running_factor())
         else:
-            mean, var = self.running_mean.astype(work), self.running_var.astype(work)
-        xp = backend.get_array_module(x)
-        inv_std = (1 / xp.sqrt(var + self.eps)).astype(work, copy=False)
+            running = (self.running_mean, self.running_var)
         gamma, beta = (self.weight.data.astype(work, copy=False), self.bias.data.astype(work, copy=False)) if self.affine else (None, None)
-        y3, xhat = ops.batchnorm_apply(x3, mean, inv_std, gamma, beta, need_xhat=is_grad_enabled())
+        y3, xhat, inv_std = ops.batchnorm_forward(x3, gamma, beta, self.eps, batch_stats=use_batch, running=running,
+                                                  need_xhat=is_grad_enabled())
         y = backend.narrow(y3, x.dtype).reshape(x.shape) if y3.dtype != x.dtype else y3.reshape(x.shape)
         if xhat is not None:
             xhat = xhat.astype(x.dtype, copy=False)  # cached in the input's dtype
         self._save(xhat, inv_std, use_batch, out=y)  # xhat: (N, C, L); inv_std: (C,)
         return y
 
-    def _update_running_stats(self, mean, var, m):
+    def _running_factor(self):
+        """Count the batch; the weight f of its statistics in the running ones:
+        running ← (1 - f) running + f (mean, unbiased var)."""
         self.num_batches_tracked[...] += 1
-        if self.momentum is None:  # cumulative moving average, as PyTorch
-            f = 1.0 / float(self.num_batches_tracked)
-        else:
-            f = self.momentum
-        unbiased = var * (m / (m - 1))
-        self.running_mean[...] = (1 - f) * self.running_mean + f * mean.astype(self.running_mean.dtype)
-        self.running_var[...] = (1 - f) * self.running_var + f * unbiased.astype(self.running_var.dtype)
+        if self.momentum is None:  # cumulative moving average, as PyTorch (reads the count: waits for a GPU)
+            return 1.0 / float(self.num_batches_tracked)
+        return self.momentum
 
     def backward(self, dy):
         xhat, inv_std, use_batch = self._take_cache(dy)

@@ -622,6 +622,7 @@ from .conv import (  # noqa: E402, F401 - re-exported for the layers
 from .norm import (  # noqa: E402, F401
     batchnorm_apply,
     batchnorm_backward,
+    batchnorm_forward,
     batchnorm_stats,
     layernorm_backward,
     layernorm_forward,

@@ -1,13 +1,14 @@
 """Normalisation kernels: batch normalisation over x viewed as (N, C, L),
 layer normalisation over the rows of x viewed as (R, D); the math is in
-docs/normalization.md, csrc/cpu/batchnorm.cpp and csrc/cpu/vector_loops.h.
-``lamina._C`` on the CPU (float32, float64), the NumPy/CuPy reference
-otherwise."""
+docs/normalization.md, csrc/cpu/batchnorm.cpp, csrc/cpu/vector_loops.h and
+csrc/cuda/batchnorm.cu.  ``lamina._C`` on the CPU (float32, float64),
+``lamina._C_cuda`` for batch normalisation on CuPy (float32, float64), the
+NumPy/CuPy reference otherwise."""
 
 import numpy as np
 
 from .. import backend
-from . import _addr, _contiguous, _cpu_kernel, _name, _vector_kernel, reference
+from . import _addr, _contiguous, _cpu_kernel, _cuda_kernel, _name, _stream, _vector_kernel, reference
 
 
 def batchnorm_stats(x):
@@ -38,9 +39,76 @@ def batchnorm_apply(x, mean, inv_std, gamma=None, beta=None, need_xhat=True):
     return reference.batchnorm_apply(xp, x, mean, inv_std, gamma, beta, need_xhat)
 
 
+def _cuda_batchnorm(name, x, *others):
+    """``lamina._C_cuda`` when its batch-norm kernels take x (CuPy, float32 or
+    float64) and the other arrays (None, or of x's dtype); else None."""
+    if not backend.is_cupy_array(x) or _name(x.dtype) not in ("float32", "float64"):
+        return None
+    if any(a is not None and a.dtype != x.dtype for a in others):
+        return None
+    return _cuda_kernel(name, x)
+
+
+def batchnorm_forward(x, gamma, beta, eps, batch_stats=True, running=None, need_xhat=True):
+    """(y, xhat, inv_std) for x (N, C, L): xhat = (x - mean) inv_std,
+    y = gamma xhat + beta (gamma, beta (C,) or None), inv_std = 1/sqrt(var + eps).
+
+    batch_stats: mean and (biased) var of x; ``running`` = (running_mean,
+    running_var, f) then become (1 - f) running + f (mean, var m/(m - 1)) in
+    place, m = N L (None: left alone).  Otherwise ``running`` =
+    (running_mean, running_var) are the statistics.  On CuPy: two launches
+    (csrc/cuda/batchnorm.cu), the running statistics updated by the second.
+    """
+    xp = backend.get_array_module(x)
+    rm, rv = (running[0], running[1]) if running is not None else (None, None)
+    mod = _cuda_batchnorm("batchnorm_forward", x, gamma, beta, rm, rv)
+    if mod is not None:
+        (x,) = _contiguous(xp, x)
+        n, c, l = x.shape
+        f = float(running[2]) if batch_stats and running is not None else -1.0
+        with x.device:
+            y = xp.empty_like(x)
+            xhat = xp.empty_like(x) if need_xhat else None
+            inv_std = xp.empty(c, dtype=x.dtype)
+            ws = xp.empty(3 * c * mod.batchnorm_slices(n, c, l), dtype=np.float64) if batch_stats else None
+            mod.batchnorm_forward(
+                _addr(y), 0 if xhat is None else _addr(xhat), 0, 0, _addr(inv_std), 0 if rm is None else _addr(rm),
+                0 if rv is None else _addr(rv), 0 if ws is None else _addr(ws), _addr(x),
+                0 if gamma is None else _addr(gamma), 0 if beta is None else _addr(beta), n, c, l, float(eps),
+                bool(batch_stats), f, _name(x.dtype), _stream(xp),
+            )
+        return y, xhat, inv_std
+    if batch_stats:
+        mean, var = batchnorm_stats(x)
+        if running is not None:
+            f = running[2]
+            m = x.shape[0] * x.shape[2]
+            unbiased = var * (m / (m - 1))
+            rm[...] = (1 - f) * rm + f * mean.astype(rm.dtype)
+            rv[...] = (1 - f) * rv + f * unbiased.astype(rv.dtype)
+    else:
+        mean, var = rm.astype(x.dtype), rv.astype(x.dtype)
+    inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
+    y, xhat = batchnorm_apply(x, mean, inv_std, gamma, beta, need_xhat)
+    return y, xhat, inv_std
+
+
 def batchnorm_backward(dy, xhat, inv_std, gamma=None, batch_stats=True):
     """(dx, dgamma, dbeta) for dy, xhat (N, C, L)."""
     xp = backend.get_array_module(dy, xhat)
+    if (mod := _cuda_batchnorm("batchnorm_backward", dy, xhat, inv_std, gamma)) is not None:
+        dy, xhat = _contiguous(xp, dy, xhat)
+        n, c, l = dy.shape
+        with dy.device:
+            dx = xp.empty_like(dy)
+            dgamma, dbeta = xp.empty(c, dtype=dy.dtype), xp.empty(c, dtype=dy.dtype)
+            ws = xp.empty(2 * c * mod.batchnorm_slices(n, c, l), dtype=np.float64)
+            mod.batchnorm_backward(
+                _addr(dx), _addr(dgamma), _addr(dbeta), _addr(ws), _addr(dy), _addr(xhat),
+                0 if gamma is None else _addr(gamma), _addr(inv_std), n, c, l, bool(batch_stats), _name(dy.dtype),
+                _stream(xp),
+            )
+        return dx, dgamma, dbeta
     if xp is np and (mod := _cpu_kernel("batchnorm_backward", dy)) is not None:
         dy, xhat = _contiguous(np, dy, xhat)
         n, c, l = dy.shape
