@@ -289,3 +289,31 @@ def test_batchnorm_kernels_match_the_cpu(shape, dtype, affine):
     for name, a, b in zip(names.split(), outs[cp], outs[np]):
         scale = max(1.0, float(np.abs(b).max()))
         np.testing.assert_allclose(a / scale, b / scale, err_msg=name, **tol)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("case", [((2, 3, 8, 8), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),
+                                  ((3, 5, 13, 11), (3, 3), (2, 1), (1, 1, 1, 1), (1, 2)),
+                                  ((64, 32, 28, 28), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1))], ids=str)
+def test_maxpool_kernels_match_the_cpu(case, dtype):
+    """csrc/cuda/pool.cu through ops.maxpool2d_forward/backward against the
+    CPU kernels: ties, NaNs and overlapping windows give the same indices,
+    values and gradients."""
+    import cupy as cp
+
+    shape, kernel, stride, padding, dilation = case
+    g = ops.geometry(shape, kernel, stride, padding, dilation)
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 4, shape).astype(dtype)
+    x.reshape(-1)[::11] = np.nan
+    dy = rng.standard_normal((g.n, g.c, g.oh, g.ow)).astype(dtype)
+    y_c, idx_c = ops.maxpool2d_forward(x, g)
+    dx_c = ops.maxpool2d_backward(dy, idx_c, g)
+    y_g, idx_g = ops.maxpool2d_forward(cp.asarray(x), g)
+    dx_g = ops.maxpool2d_backward(cp.asarray(dy), idx_g, g)
+    np.testing.assert_array_equal(cp.asnumpy(idx_g), idx_c)
+    np.testing.assert_array_equal(cp.asnumpy(y_g), y_c)
+    np.testing.assert_allclose(cp.asnumpy(dx_g).astype(np.float64), dx_c.astype(np.float64),
+                               rtol=1e-2 if dtype == "float16" else 1e-6)

@@ -572,3 +572,38 @@ def test_emulated_batchnorm_matches_float64(shape, dtype):
         np.testing.assert_allclose(dg, dg_ref, rtol=tol, atol=tol * np.sqrt(m))
         scale = np.abs(dx_ref).max()
         np.testing.assert_allclose(dx / scale, dx_ref / scale, atol=tol, err_msg=f"batch_stats={batch_stats}")
+
+
+# -- max pooling --
+
+POOL_CASES = [
+    # (x shape, kernel, stride, padding (t, b, l, r), dilation)
+    ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),  # LeNet's
+    ((1, 2, 7, 9), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # overlapping windows, padding
+    ((2, 1, 11, 6), (3, 2), (2, 3), (1, 0, 1, 0), (2, 1)),  # dilation, unequal strides
+    ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+    ((1, 300, 5, 5), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),  # more elements than one block of threads
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_emulated_maxpool_matches_the_reference(case, dtype):
+    """PyTorch's rules (first maximum on ties, the last NaN wins), and a
+    backward that gathers every window that chose an input, against the
+    NumPy reference."""
+    shape, kernel, stride, padding, dilation = case
+    g = ops.geometry(shape, kernel, stride, padding, dilation)
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-3, 4, shape).astype(dtype)  # few values: many ties
+    x.reshape(-1)[::7] = np.nan if x.size > 7 else x.reshape(-1)[::7]
+    gi = np.array(tuple(g), dtype=np.int64)
+    y, idx = np.full((g.n, g.c, g.oh, g.ow), 7.0, dtype), np.full((g.n, g.c, g.oh, g.ow), -5, np.int64)
+    assert LIB.emu_maxpool2d(int(dtype == np.float64), 0, ptr(y), ptr(idx), ptr(x), ptr(gi)) == 0
+    y_ref, idx_ref = reference.maxpool_forward(np, x, g)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = np.full(shape, np.nan, dtype)
+    assert LIB.emu_maxpool2d(int(dtype == np.float64), 1, ptr(dx), ptr(idx), ptr(dy), ptr(gi)) == 0
+    np.testing.assert_allclose(dx, reference.maxpool_backward(np, dy, idx_ref, g), rtol=1e-6 if dtype == np.float32 else 1e-14)

@@ -218,6 +218,42 @@ PYBIND11_MODULE(_C_cuda, m) {
       "steps[i] is parameter i's step count on the device (dtype as the parameter), incremented by the launch, "
       "and the bias corrections are formed from it on the device; else they come from step_sizes and bc2_sqrts.");
 
+  // g: lamina.ops.Geometry (n, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+  auto pool_shape = [](const std::vector<int64_t>& g, const char* fn) {
+    if (g.size() != 14) throw std::invalid_argument(std::string(fn) + ": expected a 14-field geometry");
+    for (size_t i = 2; i < 14; ++i)
+      if (g[i] < 0 || g[i] > INT32_MAX) throw std::invalid_argument(std::string(fn) + ": geometry out of range");
+    return lc::PoolShape{g[0] * g[1], int(g[2]), int(g[3]), int(g[12]), int(g[13]), int(g[4]), int(g[5]), int(g[6]),
+                         int(g[7]),   int(g[8]), int(g[9]), int(g[10]), int(g[11])};
+  };
+  m.def(
+      "maxpool2d_forward",
+      [pool_shape](uintptr_t y, uintptr_t idx, uintptr_t x, const std::vector<int64_t>& g, const std::string& dtype,
+                   uintptr_t stream) {
+        const lc::PoolShape shape = pool_shape(g, "maxpool2d_forward");
+        dispatch(dtype, "maxpool2d_forward", [&](auto t) {
+          using T = decltype(t);
+          py::gil_scoped_release release;
+          check(lc::maxpool2d_forward<T>(ptr<T>(y), ptr<int64_t>(idx), ptr<const T>(x), shape, as_stream(stream)),
+                "maxpool2d_forward");
+        });
+      },
+      py::arg("y"), py::arg("idx"), py::arg("x"), py::arg("g"), py::arg("dtype"), py::arg("stream"));
+  m.def(
+      "maxpool2d_backward",
+      [pool_shape](uintptr_t dx, uintptr_t dy, uintptr_t idx, const std::vector<int64_t>& g, const std::string& dtype,
+                   uintptr_t stream) {
+        const lc::PoolShape shape = pool_shape(g, "maxpool2d_backward");
+        dispatch(dtype, "maxpool2d_backward", [&](auto t) {
+          using T = decltype(t);
+          py::gil_scoped_release release;
+          check(lc::maxpool2d_backward<T>(ptr<T>(dx), ptr<const T>(dy), ptr<const int64_t>(idx), shape,
+                                          as_stream(stream)),
+                "maxpool2d_backward");
+        });
+      },
+      py::arg("dx"), py::arg("dy"), py::arg("idx"), py::arg("g"), py::arg("dtype"), py::arg("stream"));
+
   m.def("batchnorm_slices", &lc::batchnorm_slices, py::arg("n"), py::arg("c"), py::arg("l"),
         "Slices per channel the batch-norm kernels use; their workspace holds 3 * c * slices doubles.");
 
@@ -418,6 +454,6 @@ PYBIND11_MODULE(_C_cuda, m) {
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "bias_act_backward", "softmax_xent",
-                                      "sgd_update", "adam_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "conv2d_forward", "conv2d_backward_data",
+                                      "sgd_update", "adam_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "conv2d_forward", "conv2d_backward_data",
                                       "conv2d_backward_weight");
 }

@@ -80,6 +80,18 @@ cudaError_t batchnorm_backward(T* dx, T* dgamma, T* dbeta, double* workspace, co
                                const T* gamma, const T* inv_std, int64_t n, int64_t c, int64_t l, bool batch_stats,
                                cudaStream_t stream);
 
+// 2-D max pooling over planes = N*C planes of (h, w): y and idx (int64,
+// ih * w + iw of each window's winner, PyTorch's rules) of shape
+// (planes, oh, ow); backward: dx (planes, h, w) from dy and idx.
+struct PoolShape {
+  int64_t planes;
+  int h, w, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw;
+};
+template <typename T>
+cudaError_t maxpool2d_forward(T* y, int64_t* idx, const T* x, const PoolShape& g, cudaStream_t stream);
+template <typename T>
+cudaError_t maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const PoolShape& g, cudaStream_t stream);
+
 // Epilogue activations of the GEMMs (act_value/act_grad in common.cuh).
 constexpr int kActNone = 0;
 constexpr int kActRelu = 1;

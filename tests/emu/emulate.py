@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_SRC = ROOT / "csrc" / "cuda"
 HERE = Path(__file__).resolve().parent
-SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu", "activations.cu", "softmax_xent.cu", "optim.cu", "batchnorm.cu"]
+SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu", "activations.cu", "softmax_xent.cu", "optim.cu", "batchnorm.cu", "pool.cu"]
 DYNAMIC_SHARED = re.compile(r"extern __shared__ .*?(\w+)\[\];")
 LAUNCH = re.compile(r"^(\s*)(.+?)<<<(.+?)>>>\((.*)\);\s*$")
 
@@ -159,6 +159,18 @@ int emu_batchnorm_backward(int dbl, void* dx, void* dgamma, void* dbeta, double*
   return lc::batchnorm_backward<float>((float*)dx, (float*)dgamma, (float*)dbeta, ws, (const float*)dy,
                                        (const float*)xhat, (const float*)gamma, (const float*)inv_std, n, c, l,
                                        batch_stats, nullptr);
+}
+// g: lamina.ops.Geometry's 14 fields
+static lc::PoolShape pool_shape(const int64_t* g) {
+  return lc::PoolShape{g[0] * g[1], int(g[2]), int(g[3]), int(g[12]), int(g[13]), int(g[4]), int(g[5]), int(g[6]),
+                       int(g[7]),   int(g[8]), int(g[9]), int(g[10]), int(g[11])};
+}
+int emu_maxpool2d(int dbl, int backward, void* out, int64_t* idx, const void* in, const int64_t* g) {
+  if (backward)
+    return dbl ? lc::maxpool2d_backward<double>((double*)out, (const double*)in, idx, pool_shape(g), nullptr)
+               : lc::maxpool2d_backward<float>((float*)out, (const float*)in, idx, pool_shape(g), nullptr);
+  return dbl ? lc::maxpool2d_forward<double>((double*)out, idx, (const double*)in, pool_shape(g), nullptr)
+             : lc::maxpool2d_forward<float>((float*)out, idx, (const float*)in, pool_shape(g), nullptr);
 }
 // Kernel launches since the last call.
 int emu_launches() {

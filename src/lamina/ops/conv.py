@@ -461,6 +461,13 @@ def maxpool2d_forward(x, g):
         idx = np.empty((g.n, g.c, g.oh, g.ow), dtype=np.int64)
         mod.maxpool_forward(_addr(y), _addr(idx), _addr(x), _planes(g), _name(x.dtype))
         return y, idx
+    if xp is not np and (mod := _cuda_kernel("maxpool2d_forward", x)) is not None:  # one launch (csrc/cuda/pool.cu)
+        (x,) = _contiguous(xp, x)
+        with x.device:
+            y = xp.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
+            idx = xp.empty((g.n, g.c, g.oh, g.ow), dtype=np.int64)
+            mod.maxpool2d_forward(_addr(y), _addr(idx), _addr(x), tuple(g), _name(x.dtype), _stream(xp))
+        return y, idx
     return reference.maxpool_forward(xp, x, g)
 
 
@@ -472,6 +479,12 @@ def maxpool2d_backward(dy, idx, g):
         dy, idx = _contiguous(np, dy, idx)
         dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
         mod.maxpool_backward(_addr(dx), _addr(dy), _addr(idx), _planes(g), _name(dy.dtype))
+        return dx
+    if xp is not np and (mod := _cuda_kernel("maxpool2d_backward", dy)) is not None:  # one launch, no atomics
+        dy, idx = _contiguous(xp, dy, idx)
+        with dy.device:
+            dx = xp.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
+            mod.maxpool2d_backward(_addr(dx), _addr(dy), _addr(idx), tuple(g), _name(dy.dtype), _stream(xp))
         return dx
     return reference.maxpool_backward(xp, dy, idx, g)
 
