@@ -258,7 +258,8 @@ def test_a_whole_training_step_captures_into_a_cuda_graph(kind, opt_name, cfg):
 @requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("shape", [(1, 1, 2), (2, 3, 1), (7, 5, 1), (4, 3, 13), (128, 16, 1024), (3, 70, 7), (2, 1, 5000)])
+@pytest.mark.parametrize("shape", [(1, 1, 2), (2, 3, 1), (7, 5, 1), (4, 3, 13), pytest.param((128, 16, 1024), id="big-resnet"),
+                                   (3, 70, 7), (2, 1, 5000)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_batchnorm_kernels_match_the_cpu(shape, dtype, affine):
     """csrc/cuda/batchnorm.cu through ops.batchnorm_forward/backward: batch
@@ -296,7 +297,8 @@ def test_batchnorm_kernels_match_the_cpu(shape, dtype, affine):
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 @pytest.mark.parametrize("case", [((2, 3, 8, 8), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),
                                   ((3, 5, 13, 11), (3, 3), (2, 1), (1, 1, 1, 1), (1, 2)),
-                                  ((64, 32, 28, 28), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1))], ids=str)
+                                  pytest.param(((64, 32, 28, 28), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)), id="big-lenet")],
+                         ids=str)
 def test_maxpool_kernels_match_the_cpu(case, dtype):
     """csrc/cuda/pool.cu through ops.maxpool2d_forward/backward against the
     CPU kernels: ties, NaNs and overlapping windows give the same indices,
