@@ -319,3 +319,21 @@ def test_maxpool_kernels_match_the_cpu(case, dtype):
     np.testing.assert_array_equal(cp.asnumpy(y_g), y_c)
     np.testing.assert_allclose(cp.asnumpy(dx_g).astype(np.float64), dx_c.astype(np.float64),
                                rtol=1e-2 if dtype == "float16" else 1e-6)
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_dropout_refuses_to_be_captured_into_a_cuda_graph():
+    """The GPU generator's offset comes from the host: a captured mask would
+    repeat on every replay, so a draw during a capture raises."""
+    import cupy as cp
+
+    drop = lm.Dropout(0.5).to("cuda")
+    x = cp.ones((4, 8), dtype=cp.float32)
+    drop(x)  # eagerly: fine
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        with pytest.raises(RuntimeError, match="while a CUDA graph is being captured"):
+            drop(x)
+        stream.end_capture()

@@ -12,6 +12,8 @@ Each source's state can be read and restored (:func:`get_rng_state`,
 
 import numpy as np
 
+from . import backend
+
 _DEFAULT_SEED = 0x1A31A
 
 _seed = _DEFAULT_SEED
@@ -54,6 +56,12 @@ def uniform_like(x):
         return _cpu.random(shape, dtype=dtype)
     from .ops import random_uniform_cuda  # noqa: PLC0415 - ops sits above this module
 
+    if backend.require_cuda().cuda.get_current_stream().is_capturing():
+        raise RuntimeError(
+            "lamina.random: a draw on the GPU (Dropout's mask, say) while a CUDA graph is being captured; the "
+            "generator's offset is passed from the host, so every replay would draw the same numbers. Capture a "
+            "step without dropout, or run it eagerly"
+        )
     index = x.device.id
     offset = _cuda.get(index, 0)
     _cuda[index] = offset + int(x.size)
