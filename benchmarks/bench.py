@@ -282,7 +282,14 @@ def graph_steps(pair):
             pair.lamina_step()
         stream.synchronize()
         stream.begin_capture()
-        pair.lamina_step()
+        try:
+            pair.lamina_step()
+        except BaseException:
+            try:
+                stream.end_capture()  # leave the stream usable for the next model
+            except Exception:  # noqa: BLE001 - the capture may already be invalid
+                pass
+            raise
         lgraph = stream.end_capture()
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
@@ -349,10 +356,18 @@ def bench(name, device, precision, repeat, warmup, graph):
     if device == "cuda":
         row["lamina_pool_peak_bytes"] = ldev
         row["torch_max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated()
-        if graph:
-            g = time_interleaved(graph_steps(pair), device, repeat, warmup)
-            row.update({"lamina_graph_ms": 1e3 * g["lamina_graph"], "torch_graph_ms": 1e3 * g["torch_graph"],
-                        "graph_ratio_vs_torch_eager": g["lamina_graph"] / med["torch"]})
+        if graph and precision == "fp16":
+            row["graph_skipped"] = ("fp16: the loss scaler reads its overflow flag on the host every step "
+                                    "(PyTorch's GradScaler too), which a captured graph cannot")
+        elif graph:
+            try:
+                g = time_interleaved(graph_steps(pair), device, repeat, warmup)
+            except Exception as e:  # noqa: BLE001 - recorded in the row, the other models still run
+                row["graph_error"] = f"{type(e).__name__}: {e}"
+                print(f"  {name} [{precision}]: CUDA-graph capture failed: {row['graph_error']}", file=sys.stderr)
+            else:
+                row.update({"lamina_graph_ms": 1e3 * g["lamina_graph"], "torch_graph_ms": 1e3 * g["torch_graph"],
+                            "graph_ratio_vs_torch_eager": g["lamina_graph"] / med["torch"]})
     return row
 
 
@@ -387,6 +402,10 @@ def markdown(result):
         for r in graphed:
             lines.append(f"| {_label(r)} | {r['precision']} | {r['lamina_graph_ms']:.2f} | {r['torch_graph_ms']:.2f} "
                          f"| **{r['graph_ratio_vs_torch_eager']:.2f}** | {r['lamina_graph_ms'] / r['torch_graph_ms']:.2f} |")
+    not_graphed = [r for r in result["results"] if "graph_skipped" in r or "graph_error" in r]
+    if not_graphed:
+        lines += ["", "Not captured in a CUDA graph:", ""]
+        lines += [f"* {_label(r)} [{r['precision']}]: {r.get('graph_skipped') or r.get('graph_error')}" for r in not_graphed]
     if result.get("refused"):
         lines += ["", "Not timed: the first step does not match PyTorch:", ""]
         lines += [f"* {r['model']} [{r['precision']}]" + (f" ({r['kernels']} kernels)" if r.get("kernels") else "")
