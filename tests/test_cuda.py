@@ -337,3 +337,55 @@ def test_dropout_refuses_to_be_captured_into_a_cuda_graph():
         with pytest.raises(RuntimeError, match="while a CUDA graph is being captured"):
             drop(x)
         stream.end_capture()
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 33), pytest.param((32, 4, 128, 128), id="big-attention"), (7, 1000)],
+                         ids=str)
+def test_softmax_kernels_match_the_cpu(shape, dtype):
+    """csrc/cuda/rowwise.cu's softmax with attention's scale, and a masked
+    score, against the CPU kernels."""
+    import cupy as cp
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    x.reshape(-1, shape[-1])[0, 0] = -np.inf
+    dy = rng.standard_normal(shape).astype(dtype)
+    scale = 0.125
+    y_c = ops.softmax_forward(x, scale)
+    y_g = ops.softmax_forward(cp.asarray(x), scale)
+    tol = 2e-3 if dtype == "float16" else (1e-6 if dtype == "float32" else 1e-13)
+    np.testing.assert_allclose(cp.asnumpy(y_g).astype(np.float64), y_c.astype(np.float64), rtol=tol, atol=tol)
+    dx_c = ops.softmax_backward(dy, y_c, scale)
+    dx_g = ops.softmax_backward(cp.asarray(dy), cp.asarray(y_c), scale)
+    np.testing.assert_allclose(cp.asnumpy(dx_g).astype(np.float64), dx_c.astype(np.float64), rtol=tol, atol=tol)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 31), pytest.param((4096, 256), id="big-4096x256"),
+                                   pytest.param((1024, 4096), id="big-1024x4096"), (300, 5)], ids=str)
+@pytest.mark.parametrize("affine", [True, False])
+def test_layernorm_kernels_match_the_cpu(shape, dtype, affine):
+    """csrc/cuda/rowwise.cu's layer norm, forward and backward with the
+    parameter gradients summed over row chunks, against the CPU kernels."""
+    import cupy as cp
+
+    rng = np.random.default_rng(2)
+    rows, d = shape
+    x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    w = rng.uniform(0.5, 1.5, d).astype(dtype) if affine else None
+    b = rng.standard_normal(d).astype(dtype) if affine else None
+    dy = rng.standard_normal(shape).astype(dtype)
+    dev = lambda a: None if a is None else cp.asarray(a)  # noqa: E731
+    cpu = ops.layernorm_forward(x, w, b, 1e-5)
+    gpu = ops.layernorm_forward(dev(x), dev(w), dev(b), 1e-5)
+    cpu += ops.layernorm_backward(dy, cpu[1], cpu[2], w)
+    gpu += ops.layernorm_backward(dev(dy), gpu[1], gpu[2], dev(w))
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    for name, a, c in zip("y xhat rstd dx dweight dbias".split(), gpu, cpu):
+        scale = max(1.0, float(np.abs(c).max()))
+        np.testing.assert_allclose(cp.asnumpy(a) / scale, c / scale, atol=tol, err_msg=name)

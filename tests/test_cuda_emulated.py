@@ -607,3 +607,84 @@ def test_emulated_maxpool_matches_the_reference(case, dtype):
     dx = np.full(shape, np.nan, dtype)
     assert LIB.emu_maxpool2d(int(dtype == np.float64), 1, ptr(dx), ptr(idx), ptr(dy), ptr(gi)) == 0
     np.testing.assert_allclose(dx, reference.maxpool_backward(np, dy, idx_ref, g), rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+# -- softmax and layer normalisation (one warp a row) --
+
+ROWWISE_SHAPES = [(1, 1), (3, 31), (5, 32), (6, 33), (9, 100), (2, 257)]  # around the 32 lanes and the 4 rows a block
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", ROWWISE_SHAPES, ids=str)
+def test_emulated_softmax_matches_float64(shape, dtype):
+    """Forward and backward with a scale, a masked (-inf) score (exactly 0),
+    a row of -inf only and a row with a NaN (NaN rows, as PyTorch), and a
+    row whose exponentials overflow without the max shift."""
+    rows, d = shape
+    dbl = int(dtype == np.float64)
+    rng = np.random.default_rng(rows * d)
+    x = (rng.standard_normal(shape) * 5).astype(dtype)
+    if d > 1:
+        x[0, 0] = -np.inf
+    if rows > 2:
+        x[1] = -np.inf
+        x[2, d // 2] = np.nan
+    if rows > 3:
+        x[-1] *= 1000  # without the max shift, e^(scale x) overflows
+    scale = 0.125
+    y = np.full(shape, 7.0, dtype)
+    assert LIB.emu_softmax(dbl, 0, ptr(y), ptr(x), None, i64(rows), i64(d), ctypes.c_double(scale)) == 0
+    with np.errstate(invalid="ignore"):
+        y_ref = reference.softmax_forward(np, x.astype(np.float64), scale)
+    tol = 1e-12 if dbl else 1e-6
+    np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
+    if d > 1:
+        assert y[0, 0] == 0
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx = np.full(shape, 7.0, dtype)
+    assert LIB.emu_softmax(dbl, 1, ptr(dx), ptr(dy), ptr(y), i64(rows), i64(d), ctypes.c_double(scale)) == 0
+    with np.errstate(invalid="ignore"):
+        dx_ref = reference.softmax_backward(np, dy.astype(np.float64), y.astype(np.float64), scale)
+    np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", ROWWISE_SHAPES + [(300, 5), (70, 300)], ids=str)
+@pytest.mark.parametrize("affine", [True, False])
+def test_emulated_layernorm_matches_float64(shape, dtype, affine):
+    """Forward (a mean of 100: the two-pass variance), backward with the
+    parameter gradients summed over row chunks (several chunks for 300 rows)
+    and without them."""
+    rows, d = shape
+    dbl = int(dtype == np.float64)
+    rng = np.random.default_rng(rows + d)
+    x = (rng.standard_normal(shape) + 100).astype(dtype)
+    w = rng.uniform(0.5, 1.5, d).astype(dtype) if affine else None
+    b = rng.standard_normal(d).astype(dtype) if affine else None
+    y, xhat, rstd = np.full(shape, 7.0, dtype), np.full(shape, 7.0, dtype), np.full(rows, 7.0, dtype)
+    assert LIB.emu_layernorm_forward(dbl, ptr(y), ptr(xhat), ptr(rstd), ptr(x), ptr(w), ptr(b), i64(rows), i64(d),
+                                     ctypes.c_double(1e-5)) == 0
+    y_ref, xhat_ref, rstd_ref = reference.layernorm_forward(
+        np, x.astype(np.float64), None if w is None else w.astype(np.float64), None if b is None else b.astype(np.float64),
+        1e-5)
+    tol = 1e-10 if dbl else 2e-3  # float32 x around 100: ~1e-5 absolute noise, xhat ~1e-3 relative for tiny var rows
+    np.testing.assert_allclose(rstd, rstd_ref, rtol=tol)
+    np.testing.assert_allclose(xhat, xhat_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
+    dy = rng.standard_normal(shape).astype(dtype)
+    chunks = LIB.emu_layernorm_row_chunks(i64(rows), i64(d))
+    assert (chunks > 1) == (rows >= 64)
+    for need_params in (True, False):
+        ws = np.full(2 * d * chunks, np.nan)
+        dx = np.full(shape, 7.0, dtype)
+        dw, db = (np.full(d, 7.0, dtype), np.full(d, 7.0, dtype)) if need_params else (None, None)
+        assert LIB.emu_layernorm_backward(dbl, ptr(dx), ptr(dw), ptr(db), ctypes.c_void_p(ws.ctypes.data), ptr(dy),
+                                          ptr(xhat), ptr(rstd), ptr(w), i64(rows), i64(d)) == 0
+        dx_ref, dw_ref, db_ref = reference.layernorm_backward(
+            np, dy.astype(np.float64), xhat.astype(np.float64), rstd.astype(np.float64),
+            None if w is None else w.astype(np.float64), True)
+        t2 = 1e-10 if dbl else 1e-4
+        np.testing.assert_allclose(dx, dx_ref, rtol=t2, atol=t2 * float(np.abs(dx_ref).max()))
+        if need_params:
+            np.testing.assert_allclose(dw, dw_ref, rtol=t2, atol=t2 * np.sqrt(rows))
+            np.testing.assert_allclose(db, db_ref, rtol=t2, atol=t2 * np.sqrt(rows))

@@ -254,6 +254,69 @@ PYBIND11_MODULE(_C_cuda, m) {
       },
       py::arg("dx"), py::arg("dy"), py::arg("idx"), py::arg("g"), py::arg("dtype"), py::arg("stream"));
 
+  m.def(
+      "softmax_forward",
+      [](uintptr_t y, uintptr_t x, int64_t rows, int64_t d, double scale, const std::string& dtype, uintptr_t stream) {
+        dispatch(dtype, "softmax_forward", [&](auto t) {
+          using T = decltype(t);
+          py::gil_scoped_release release;
+          check(lc::softmax_forward<T>(ptr<T>(y), ptr<const T>(x), rows, d, scale, as_stream(stream)), "softmax_forward");
+        });
+      },
+      py::arg("y"), py::arg("x"), py::arg("rows"), py::arg("d"), py::arg("scale"), py::arg("dtype"), py::arg("stream"));
+  m.def(
+      "softmax_backward",
+      [](uintptr_t dx, uintptr_t dy, uintptr_t y, int64_t rows, int64_t d, double scale, const std::string& dtype,
+         uintptr_t stream) {
+        dispatch(dtype, "softmax_backward", [&](auto t) {
+          using T = decltype(t);
+          py::gil_scoped_release release;
+          check(lc::softmax_backward<T>(ptr<T>(dx), ptr<const T>(dy), ptr<const T>(y), rows, d, scale, as_stream(stream)),
+                "softmax_backward");
+        });
+      },
+      py::arg("dx"), py::arg("dy"), py::arg("y"), py::arg("rows"), py::arg("d"), py::arg("scale"), py::arg("dtype"),
+      py::arg("stream"));
+  m.def("layernorm_row_chunks", &lc::layernorm_row_chunks, py::arg("rows"), py::arg("d"),
+        "Row chunks of the layer-norm parameter gradients; their workspace holds 2 * d * chunks doubles.");
+  m.def(
+      "layernorm_forward",
+      [](uintptr_t y, uintptr_t xhat, uintptr_t rstd, uintptr_t x, uintptr_t w, uintptr_t b, int64_t rows, int64_t d,
+         double eps, const std::string& dtype, uintptr_t stream) {
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("layernorm_forward: expected dtype float32 or float64, received " + dtype);
+        py::gil_scoped_release release;
+        auto run = [&](auto t) {
+          using T = decltype(t);
+          check(lc::layernorm_forward<T>(ptr<T>(y), ptr<T>(xhat), ptr<T>(rstd), ptr<const T>(x), ptr<const T>(w),
+                                         ptr<const T>(b), rows, d, eps, as_stream(stream)),
+                "layernorm_forward");
+        };
+        if (dtype == "float32") return run(float{});
+        run(double{});
+      },
+      py::arg("y"), py::arg("xhat"), py::arg("rstd"), py::arg("x"), py::arg("w"), py::arg("b"), py::arg("rows"),
+      py::arg("d"), py::arg("eps"), py::arg("dtype"), py::arg("stream"));
+  m.def(
+      "layernorm_backward",
+      [](uintptr_t dx, uintptr_t dw, uintptr_t db, uintptr_t workspace, uintptr_t dy, uintptr_t xhat, uintptr_t rstd,
+         uintptr_t w, int64_t rows, int64_t d, const std::string& dtype, uintptr_t stream) {
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("layernorm_backward: expected dtype float32 or float64, received " + dtype);
+        py::gil_scoped_release release;
+        auto run = [&](auto t) {
+          using T = decltype(t);
+          check(lc::layernorm_backward<T>(ptr<T>(dx), ptr<T>(dw), ptr<T>(db), ptr<double>(workspace), ptr<const T>(dy),
+                                          ptr<const T>(xhat), ptr<const T>(rstd), ptr<const T>(w), rows, d,
+                                          as_stream(stream)),
+                "layernorm_backward");
+        };
+        if (dtype == "float32") return run(float{});
+        run(double{});
+      },
+      py::arg("dx"), py::arg("dw"), py::arg("db"), py::arg("workspace"), py::arg("dy"), py::arg("xhat"), py::arg("rstd"),
+      py::arg("w"), py::arg("rows"), py::arg("d"), py::arg("dtype"), py::arg("stream"));
+
   m.def("batchnorm_slices", &lc::batchnorm_slices, py::arg("n"), py::arg("c"), py::arg("l"),
         "Slices per channel the batch-norm kernels use; their workspace holds 3 * c * slices doubles.");
 
@@ -454,6 +517,6 @@ PYBIND11_MODULE(_C_cuda, m) {
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "bias_act_backward", "softmax_xent",
-                                      "sgd_update", "adam_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "conv2d_forward", "conv2d_backward_data",
+                                      "sgd_update", "adam_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "conv2d_forward", "conv2d_backward_data",
                                       "conv2d_backward_weight");
 }

@@ -92,6 +92,24 @@ cudaError_t maxpool2d_forward(T* y, int64_t* idx, const T* x, const PoolShape& g
 template <typename T>
 cudaError_t maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const PoolShape& g, cudaStream_t stream);
 
+// Row-wise over x (rows, d), contiguous: softmax(scale x) and its backward
+// from y (float, double, half, bfloat16, computed in float or double);
+// layer normalisation (float, double): y, xhat (rows, d) and rstd (rows,),
+// w and b (d,) may be null; backward dx, and dw, db (d,) unless dw is null,
+// with a workspace of 2 * d * layernorm_row_chunks(rows, d) doubles.
+int layernorm_row_chunks(int64_t rows, int64_t d);
+template <typename T>
+cudaError_t softmax_forward(T* y, const T* x, int64_t rows, int64_t d, double scale, cudaStream_t stream);
+template <typename T>
+cudaError_t softmax_backward(T* dx, const T* dy, const T* y, int64_t rows, int64_t d, double scale,
+                             cudaStream_t stream);
+template <typename T>
+cudaError_t layernorm_forward(T* y, T* xhat, T* rstd, const T* x, const T* w, const T* b, int64_t rows, int64_t d,
+                              double eps, cudaStream_t stream);
+template <typename T>
+cudaError_t layernorm_backward(T* dx, T* dw, T* db, double* workspace, const T* dy, const T* xhat, const T* rstd,
+                               const T* w, int64_t rows, int64_t d, cudaStream_t stream);
+
 // Epilogue activations of the GEMMs (act_value/act_grad in common.cuh).
 constexpr int kActNone = 0;
 constexpr int kActRelu = 1;

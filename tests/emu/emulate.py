@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_SRC = ROOT / "csrc" / "cuda"
 HERE = Path(__file__).resolve().parent
-SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu", "activations.cu", "softmax_xent.cu", "optim.cu", "batchnorm.cu", "pool.cu"]
+SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu", "activations.cu", "softmax_xent.cu", "optim.cu", "batchnorm.cu", "pool.cu", "rowwise.cu"]
 DYNAMIC_SHARED = re.compile(r"extern __shared__ .*?(\w+)\[\];")
 LAUNCH = re.compile(r"^(\s*)(.+?)<<<(.+?)>>>\((.*)\);\s*$")
 
@@ -171,6 +171,30 @@ int emu_maxpool2d(int dbl, int backward, void* out, int64_t* idx, const void* in
                : lc::maxpool2d_backward<float>((float*)out, (const float*)in, idx, pool_shape(g), nullptr);
   return dbl ? lc::maxpool2d_forward<double>((double*)out, idx, (const double*)in, pool_shape(g), nullptr)
              : lc::maxpool2d_forward<float>((float*)out, idx, (const float*)in, pool_shape(g), nullptr);
+}
+int emu_layernorm_row_chunks(int64_t rows, int64_t d) { return lc::layernorm_row_chunks(rows, d); }
+int emu_softmax(int dbl, int backward, void* out, const void* a, const void* b, int64_t rows, int64_t d, double scale) {
+  if (backward)
+    return dbl ? lc::softmax_backward<double>((double*)out, (const double*)a, (const double*)b, rows, d, scale, nullptr)
+               : lc::softmax_backward<float>((float*)out, (const float*)a, (const float*)b, rows, d, scale, nullptr);
+  return dbl ? lc::softmax_forward<double>((double*)out, (const double*)a, rows, d, scale, nullptr)
+             : lc::softmax_forward<float>((float*)out, (const float*)a, rows, d, scale, nullptr);
+}
+int emu_layernorm_forward(int dbl, void* y, void* xhat, void* rstd, const void* x, const void* w, const void* b,
+                          int64_t rows, int64_t d, double eps) {
+  if (dbl)
+    return lc::layernorm_forward<double>((double*)y, (double*)xhat, (double*)rstd, (const double*)x, (const double*)w,
+                                         (const double*)b, rows, d, eps, nullptr);
+  return lc::layernorm_forward<float>((float*)y, (float*)xhat, (float*)rstd, (const float*)x, (const float*)w,
+                                      (const float*)b, rows, d, eps, nullptr);
+}
+int emu_layernorm_backward(int dbl, void* dx, void* dw, void* db, double* ws, const void* dy, const void* xhat,
+                           const void* rstd, const void* w, int64_t rows, int64_t d) {
+  if (dbl)
+    return lc::layernorm_backward<double>((double*)dx, (double*)dw, (double*)db, ws, (const double*)dy,
+                                          (const double*)xhat, (const double*)rstd, (const double*)w, rows, d, nullptr);
+  return lc::layernorm_backward<float>((float*)dx, (float*)dw, (float*)db, ws, (const float*)dy, (const float*)xhat,
+                                       (const float*)rstd, (const float*)w, rows, d, nullptr);
 }
 // Kernel launches since the last call.
 int emu_launches() {

@@ -363,6 +363,13 @@ def softmax_forward(x, scale=1.0):
         y = np.empty_like(x)
         mod.softmax_forward(_addr(y), _addr(x), x.size // x.shape[-1], x.shape[-1], float(scale), _name(x.dtype))
         return y
+    if xp is not np and x.size and (mod := _cuda_kernel("softmax_forward", x)) is not None:  # one warp a row
+        (x,) = _contiguous(xp, x)
+        with x.device:
+            y = xp.empty_like(x)
+            mod.softmax_forward(_addr(y), _addr(x), x.size // x.shape[-1], x.shape[-1], float(scale), _name(x.dtype),
+                                _stream(xp))
+        return y
     return reference.softmax_forward(xp, x, scale)
 
 
@@ -376,6 +383,13 @@ def softmax_backward(dy, y, scale=1.0):
         dx = np.empty_like(dy)
         mod.softmax_backward(_addr(dx), _addr(dy), _addr(y), dy.size // dy.shape[-1], dy.shape[-1], float(scale),
                              _name(dy.dtype))
+        return dx
+    if xp is not np and dy.size and y.dtype == dy.dtype and (mod := _cuda_kernel("softmax_backward", dy)) is not None:
+        dy, y = _contiguous(xp, dy, y)
+        with dy.device:
+            dx = xp.empty_like(dy)
+            mod.softmax_backward(_addr(dx), _addr(dy), _addr(y), dy.size // dy.shape[-1], dy.shape[-1], float(scale),
+                                 _name(dy.dtype), _stream(xp))
         return dx
     return reference.softmax_backward(xp, dy, y, scale)
 

@@ -2,7 +2,7 @@
 layer normalisation over the rows of x viewed as (R, D); the math is in
 docs/normalization.md, csrc/cpu/batchnorm.cpp, csrc/cpu/vector_loops.h and
 csrc/cuda/batchnorm.cu.  ``lamina._C`` on the CPU (float32, float64),
-``lamina._C_cuda`` for batch normalisation on CuPy (float32, float64), the
+``lamina._C_cuda`` on CuPy (float32, float64), the
 NumPy/CuPy reference otherwise."""
 
 import numpy as np
@@ -40,8 +40,9 @@ def batchnorm_apply(x, mean, inv_std, gamma=None, beta=None, need_xhat=True):
 
 
 def _cuda_batchnorm(name, x, *others):
-    """``lamina._C_cuda`` when its batch-norm kernels take x (CuPy, float32 or
-    float64) and the other arrays (None, or of x's dtype); else None."""
+    """``lamina._C_cuda`` when its normalisation kernel ``name`` takes x
+    (CuPy, float32 or float64) and the other arrays (None, or of x's dtype);
+    else None."""
     if not backend.is_cupy_array(x) or _name(x.dtype) not in ("float32", "float64"):
         return None
     if any(a is not None and a.dtype != x.dtype for a in others):
@@ -137,6 +138,15 @@ def layernorm_forward(x, weight=None, bias=None, eps=1e-5):
             rows, d, float(eps), _name(x.dtype),
         )
         return y, xhat, rstd
+    if (mod := _cuda_batchnorm("layernorm_forward", x, weight, bias)) is not None and x.size:  # one warp a row
+        (x,) = _contiguous(xp, x)
+        rows, d = x.shape
+        w, b = (None if a is None else xp.ascontiguousarray(a) for a in (weight, bias))
+        with x.device:
+            y, xhat, rstd = xp.empty_like(x), xp.empty_like(x), xp.empty(rows, dtype=x.dtype)
+            mod.layernorm_forward(_addr(y), _addr(xhat), _addr(rstd), _addr(x), 0 if w is None else _addr(w),
+                                  0 if b is None else _addr(b), rows, d, float(eps), _name(x.dtype), _stream(xp))
+        return y, xhat, rstd
     return reference.layernorm_forward(xp, x, weight, bias, eps)
 
 
@@ -155,5 +165,17 @@ def layernorm_backward(dy, xhat, rstd, weight=None, need_params=True):
             _addr(dx), 0 if dw is None else _addr(dw), 0 if db is None else _addr(db), _addr(dy), _addr(xhat),
             _addr(rstd), 0 if w is None else _addr(w), rows, d, _name(dy.dtype),
         )
+        return dx, dw, db
+    if (mod := _cuda_batchnorm("layernorm_backward", dy, xhat, rstd, weight)) is not None and dy.size:
+        dy, xhat, rstd = _contiguous(xp, dy, xhat, rstd)
+        rows, d = dy.shape
+        w = None if weight is None else xp.ascontiguousarray(weight)
+        with dy.device:
+            dx = xp.empty_like(dy)
+            dw, db = (xp.empty(d, dtype=dy.dtype), xp.empty(d, dtype=dy.dtype)) if need_params else (None, None)
+            ws = xp.empty(2 * d * mod.layernorm_row_chunks(rows, d), dtype=np.float64) if need_params else None
+            mod.layernorm_backward(_addr(dx), 0 if dw is None else _addr(dw), 0 if db is None else _addr(db),
+                                   0 if ws is None else _addr(ws), _addr(dy), _addr(xhat), _addr(rstd),
+                                   0 if w is None else _addr(w), rows, d, _name(dy.dtype), _stream(xp))
         return dx, dw, db
     return reference.layernorm_backward(xp, dy, xhat, rstd, weight, need_params)
