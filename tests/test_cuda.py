@@ -389,3 +389,22 @@ def test_layernorm_kernels_match_the_cpu(shape, dtype, affine):
     for name, a, c in zip("y xhat rstd dx dweight dbias".split(), gpu, cpu):
         scale = max(1.0, float(np.abs(c).max()))
         np.testing.assert_allclose(cp.asnumpy(a) / scale, c / scale, atol=tol, err_msg=name)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_dropout_draws_the_same_mask_as_the_generator(dtype):
+    """Dropout on CuPy runs one fused launch; its mask equals the composed
+    one (uniform_like >= p, scaled) drawn from the same generator state."""
+    import cupy as cp
+
+    x = cp.asarray(np.random.default_rng(0).standard_normal((33, 257)).astype(dtype))
+    drop = lm.Dropout(0.3).to("cuda")
+    lm.manual_seed(5)
+    y = drop(x)
+    lm.manual_seed(5)
+    keep = lm.random.uniform_like(x) >= 0.3
+    expected = keep.astype(x.dtype) * x.dtype.type(1 / 0.7)
+    np.testing.assert_array_equal(cp.asnumpy(y), cp.asnumpy(x * expected))
+    np.testing.assert_array_equal(cp.asnumpy(drop.backward(cp.ones_like(x))), cp.asnumpy(expected))

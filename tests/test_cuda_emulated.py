@@ -688,3 +688,35 @@ def test_emulated_layernorm_matches_float64(shape, dtype, affine):
         if need_params:
             np.testing.assert_allclose(dw, dw_ref, rtol=t2, atol=t2 * np.sqrt(rows))
             np.testing.assert_allclose(db, db_ref, rtol=t2, atol=t2 * np.sqrt(rows))
+
+
+def _splitmix_uniform(key, offset, n, dtype):
+    """lamina's counter-based GPU generator (reference._UNIFORM_SRC) in NumPy."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(key) + (np.uint64(offset) + np.arange(n, dtype=np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    if dtype == np.float64:
+        return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    return ((z >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / 16777216.0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,p", [(1, 0.5), (1000, 0.1), (3001, 0.9)])
+def test_emulated_dropout_draws_the_generators_numbers(n, p, dtype):
+    """The fused dropout's mask is [u >= p] / (1 - p) for the very numbers
+    lamina.random.uniform_like draws at the same (key, offset), so a layer
+    on either path, or a checkpoint's replay, sees the same mask."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(dtype)
+    key, offset = 0x9E3779B97F4A7C15 * 7 % 2**64, 12345
+    y, mask = np.full(n, np.nan, dtype), np.full(n, np.nan, dtype)
+    assert LIB.emu_dropout(int(dtype == np.float64), ptr(y), ptr(mask), ptr(x), i64(n), ctypes.c_double(p),
+                           ctypes.c_ulonglong(key), i64(offset)) == 0
+    u = _splitmix_uniform(key, offset, n, dtype)
+    expected = (u >= dtype(p)).astype(dtype) * dtype(1.0 / (1.0 - p))
+    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(y, x * expected)
+    if n > 100:
+        assert abs((mask == 0).mean() - p) < 0.05

@@ -317,6 +317,24 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("dx"), py::arg("dw"), py::arg("db"), py::arg("workspace"), py::arg("dy"), py::arg("xhat"), py::arg("rstd"),
       py::arg("w"), py::arg("rows"), py::arg("d"), py::arg("dtype"), py::arg("stream"));
 
+  m.def(
+      "dropout_forward",
+      [](uintptr_t y, uintptr_t mask, uintptr_t x, int64_t n, double p, unsigned long long key, int64_t offset,
+         const std::string& dtype, uintptr_t stream) {
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("dropout_forward: expected dtype float32 or float64, received " + dtype);
+        py::gil_scoped_release release;
+        if (dtype == "float32")
+          return check(lc::dropout_forward<float>(ptr<float>(y), ptr<float>(mask), ptr<const float>(x), n, p, key,
+                                                  offset, as_stream(stream)),
+                       "dropout_forward");
+        check(lc::dropout_forward<double>(ptr<double>(y), ptr<double>(mask), ptr<const double>(x), n, p, key, offset,
+                                          as_stream(stream)),
+              "dropout_forward");
+      },
+      py::arg("y"), py::arg("mask"), py::arg("x"), py::arg("n"), py::arg("p"), py::arg("key"), py::arg("offset"),
+      py::arg("dtype"), py::arg("stream"));
+
   m.def("batchnorm_slices", &lc::batchnorm_slices, py::arg("n"), py::arg("c"), py::arg("l"),
         "Slices per channel the batch-norm kernels use; their workspace holds 3 * c * slices doubles.");
 
@@ -516,7 +534,7 @@ PYBIND11_MODULE(_C_cuda, m) {
       "The fp16/bf16 GEMM kernel: 'auto' (wgmma with TMA on compute capability 9.0 when the operands allow, else "
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
-  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gemm", "bias_act_backward", "softmax_xent",
+  m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
                                       "sgd_update", "adam_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "conv2d_forward", "conv2d_backward_data",
                                       "conv2d_backward_weight");
 }

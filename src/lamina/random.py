@@ -56,6 +56,15 @@ def uniform_like(x):
         return _cpu.random(shape, dtype=dtype)
     from .ops import random_uniform_cuda  # noqa: PLC0415 - ops sits above this module
 
+    key, offset = cuda_draw(x)
+    with x.device:
+        return random_uniform_cuda(shape, dtype, key, offset)
+
+
+def cuda_draw(x):
+    """(key, offset) of the next draw of ``x.size`` GPU samples on x's device,
+    and the device's offset advanced past them: a kernel that hashes
+    (key, offset + i) as ``uniform_like`` does draws the same numbers."""
     if backend.require_cuda().cuda.get_current_stream().is_capturing():
         raise RuntimeError(
             "lamina.random: a draw on the GPU (Dropout's mask, say) while a CUDA graph is being captured; the "
@@ -66,8 +75,7 @@ def uniform_like(x):
     offset = _cuda.get(index, 0)
     _cuda[index] = offset + int(x.size)
     key = (_seed * 0x9E3779B97F4A7C15 + index) % 2**64
-    with x.device:
-        return random_uniform_cuda(shape, dtype, key, offset)
+    return key, offset
 
 
 def get_rng_state():

@@ -196,6 +196,11 @@ int emu_layernorm_backward(int dbl, void* dx, void* dw, void* db, double* ws, co
   return lc::layernorm_backward<float>((float*)dx, (float*)dw, (float*)db, ws, (const float*)dy, (const float*)xhat,
                                        (const float*)rstd, (const float*)w, rows, d, nullptr);
 }
+int emu_dropout(int dbl, void* y, void* mask, const void* x, int64_t n, double p, unsigned long long key,
+                int64_t offset) {
+  return dbl ? lc::dropout_forward<double>((double*)y, (double*)mask, (const double*)x, n, p, key, offset, nullptr)
+             : lc::dropout_forward<float>((float*)y, (float*)mask, (const float*)x, n, p, key, offset, nullptr);
+}
 // Kernel launches since the last call.
 int emu_launches() {
   const int n = emu::launches;

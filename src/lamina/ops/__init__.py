@@ -599,6 +599,23 @@ def unscale_grads(grads, inv_scale):
 # --------------------------------------------------------------------------
 
 
+def dropout_forward(x, p, draw):
+    """(y, scaled mask) of inverted dropout on CuPy float32/float64 in one
+    launch, the mask drawn as ``lamina.random.uniform_like`` would at the
+    (key, offset) that ``draw(x)`` takes from the generator; None, with
+    nothing drawn, when the kernel cannot run (the layer then composes it)."""
+    if _name(x.dtype) not in ("float32", "float64") or (mod := _cuda_kernel("dropout_forward", x)) is None:
+        return None
+    key, offset = draw(x)
+    cp = backend.require_cuda()
+    (x,) = _contiguous(cp, x)
+    with x.device:
+        y, mask = cp.empty_like(x), cp.empty_like(x)
+        mod.dropout_forward(_addr(y), _addr(mask), _addr(x), x.size, float(p), int(key), int(offset), _name(x.dtype),
+                            _stream(cp))
+    return y, mask
+
+
 def random_uniform_cuda(shape, dtype, key, offset):
     """Counter-based uniform samples on the current GPU (see lamina.random)."""
     return reference.random_uniform_cuda(backend.require_cuda(), shape, dtype, key, offset)
