@@ -211,7 +211,7 @@ def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, sh
                 xp = backend.get_array_module(logits)
                 correct += (xp.argmax(logits, axis=1) == yb).sum()
             bar.update(1)
-            if show and bar.n % 10 in (0, 1):  # reading the loss waits for the GPU: not every step
+            if show and (bar.n == 1 or bar.n % 10 == 0):  # reading the loss waits for the GPU: not every step
                 bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
         bar.close()
         trainer.epoch = epoch
