@@ -393,10 +393,11 @@ def test_layernorm_kernels_match_the_cpu(shape, dtype, affine):
 
 @requires_cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_fused_dropout_draws_the_same_mask_as_the_generator(dtype):
-    """Dropout on CuPy runs one fused launch; its mask equals the composed
-    one (uniform_like >= p, scaled) drawn from the same generator state."""
+    """Dropout on CuPy runs one fused launch; its mask and output equal the
+    composed ones (uniform_like >= p, scaled, times x, each rounded to the
+    dtype) drawn from the same generator state."""
     import cupy as cp
 
     x = cp.asarray(np.random.default_rng(0).standard_normal((33, 257)).astype(dtype))

@@ -321,16 +321,12 @@ PYBIND11_MODULE(_C_cuda, m) {
       "dropout_forward",
       [](uintptr_t y, uintptr_t mask, uintptr_t x, int64_t n, double p, unsigned long long key, int64_t offset,
          const std::string& dtype, uintptr_t stream) {
-        if (dtype != "float32" && dtype != "float64")
-          throw std::invalid_argument("dropout_forward: expected dtype float32 or float64, received " + dtype);
-        py::gil_scoped_release release;
-        if (dtype == "float32")
-          return check(lc::dropout_forward<float>(ptr<float>(y), ptr<float>(mask), ptr<const float>(x), n, p, key,
-                                                  offset, as_stream(stream)),
-                       "dropout_forward");
-        check(lc::dropout_forward<double>(ptr<double>(y), ptr<double>(mask), ptr<const double>(x), n, p, key, offset,
-                                          as_stream(stream)),
-              "dropout_forward");
+        dispatch(dtype, "dropout_forward", [&](auto t) {
+          using T = decltype(t);
+          py::gil_scoped_release release;
+          check(lc::dropout_forward<T>(ptr<T>(y), ptr<T>(mask), ptr<const T>(x), n, p, key, offset, as_stream(stream)),
+                "dropout_forward");
+        });
       },
       py::arg("y"), py::arg("mask"), py::arg("x"), py::arg("n"), py::arg("p"), py::arg("key"), py::arg("offset"),
       py::arg("dtype"), py::arg("stream"));

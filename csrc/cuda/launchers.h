@@ -26,8 +26,8 @@ cudaError_t relu_backward(T* dx, const T* dy, const T* y, int64_t n, cudaStream_
 template <typename T>
 cudaError_t gelu_forward(T* y, const T* x, int64_t n, bool tanh_approx, cudaStream_t stream);
 
-// Inverted dropout (float, double): mask = [u >= p] / (1 - p) with u from
-// lamina's counter-based generator at (key, offset), y = x * mask.
+// Inverted dropout: mask = [u >= p] / (1 - p) with u from lamina's
+// counter-based generator at (key, offset), y = x * mask, in T.
 template <typename T>
 cudaError_t dropout_forward(T* y, T* mask, const T* x, int64_t n, double p, unsigned long long key, int64_t offset,
                             cudaStream_t stream);

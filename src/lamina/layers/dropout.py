@@ -1,7 +1,6 @@
 """Dropout."""
 
-from .. import backend, ops
-from .. import random as lrandom
+from .. import ops
 from ..module import Layer
 
 
@@ -28,12 +27,7 @@ class Dropout(Layer):
         if not self.training or self.p == 0.0:
             self._save(None, out=x)
             return x
-        if backend.is_cupy_array(x) and (fused := ops.dropout_forward(x, self.p, lrandom.cuda_draw)) is not None:
-            y, scaled_mask = fused  # one launch; the same draw as below
-        else:
-            keep = lrandom.uniform_like(x) >= self.p
-            scaled_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))  # same shape as x
-            y = x * scaled_mask
+        y, scaled_mask = ops.dropout_forward(x, self.p)  # the mask drawn from lamina's generator on x's device
         self._save(scaled_mask, out=y)
         return y
 

@@ -599,21 +599,24 @@ def unscale_grads(grads, inv_scale):
 # --------------------------------------------------------------------------
 
 
-def dropout_forward(x, p, draw):
-    """(y, scaled mask) of inverted dropout on CuPy float32/float64 in one
-    launch, the mask drawn as ``lamina.random.uniform_like`` would at the
-    (key, offset) that ``draw(x)`` takes from the generator; None, with
-    nothing drawn, when the kernel cannot run (the layer then composes it)."""
-    if _name(x.dtype) not in ("float32", "float64") or (mod := _cuda_kernel("dropout_forward", x)) is None:
-        return None
-    key, offset = draw(x)
-    cp = backend.require_cuda()
-    (x,) = _contiguous(cp, x)
-    with x.device:
-        y, mask = cp.empty_like(x), cp.empty_like(x)
-        mod.dropout_forward(_addr(y), _addr(mask), _addr(x), x.size, float(p), int(key), int(offset), _name(x.dtype),
-                            _stream(cp))
-    return y, mask
+def dropout_forward(x, p):
+    """(y, scaled mask) of inverted dropout: mask = [u >= p] / (1 - p) with u
+    from lamina's generator on x's device (:func:`lamina.random.uniform_like`),
+    y = x mask.  On CuPy one fused launch that draws the very same numbers."""
+    from .. import random as lrandom  # noqa: PLC0415 - the generator sits below ops
+
+    if backend.is_cupy_array(x) and (mod := _cuda_kernel("dropout_forward", x)) is not None:
+        key, offset = lrandom.cuda_draw(x)
+        cp = backend.require_cuda()
+        (x,) = _contiguous(cp, x)
+        with x.device:
+            y, mask = cp.empty_like(x), cp.empty_like(x)
+            mod.dropout_forward(_addr(y), _addr(mask), _addr(x), x.size, float(p), int(key), int(offset),
+                                _name(x.dtype), _stream(cp))
+        return y, mask
+    keep = lrandom.uniform_like(x) >= p
+    scaled_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))  # same shape as x
+    return x * scaled_mask, scaled_mask
 
 
 def random_uniform_cuda(shape, dtype, key, offset):
