@@ -384,7 +384,10 @@ def softmax_backward(dy, y, scale=1.0):
         mod.softmax_backward(_addr(dx), _addr(dy), _addr(y), dy.size // dy.shape[-1], dy.shape[-1], float(scale),
                              _name(dy.dtype))
         return dx
-    if xp is not np and dy.size and y.dtype == dy.dtype and (mod := _cuda_kernel("softmax_backward", dy)) is not None:
+    if xp is not np and y.dtype != dy.dtype:
+        warn_once(f"softmax_backward {dy.dtype} {y.dtype}", f"lamina._C_cuda.softmax_backward takes dy and y of one "
+                  f"dtype, received {dy.dtype} and {y.dtype}; it runs on CuPy's elementwise operations")
+    elif xp is not np and dy.size and (mod := _cuda_kernel("softmax_backward", dy)) is not None:
         dy, y = _contiguous(xp, dy, y)
         with dy.device:
             dx = xp.empty_like(dy)
@@ -576,10 +579,14 @@ def unscale_grads(grads, inv_scale):
     found = False
     fused = {}  # (device, dtype) -> (module, [grads])
     for g in grads:
-        if (backend.is_cupy_array(g) and _name(g.dtype) in ("float32", "float64") and g.flags.c_contiguous
-                and (mod := _cuda_kernel("unscale_grads", g)) is not None):
-            fused.setdefault((backend.device_of(g), g.dtype), (mod, []))[1].append(g)
-            continue
+        if backend.is_cupy_array(g):
+            if _name(g.dtype) in ("float32", "float64") and g.flags.c_contiguous:
+                if (mod := _cuda_kernel("unscale_grads", g)) is not None:
+                    fused.setdefault((backend.device_of(g), g.dtype), (mod, []))[1].append(g)
+                    continue
+            else:
+                warn_once(f"unscale {g.dtype}", f"LossScaler: a {g.dtype} (or non-contiguous) gradient is unscaled and "
+                          "checked with CuPy's operations, one wait for the GPU per such gradient")
         g *= inv_scale
         if not found and not bool(backend.get_array_module(g).isfinite(g).all()):
             found = True

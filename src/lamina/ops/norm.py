@@ -8,6 +8,7 @@ NumPy/CuPy reference otherwise."""
 import numpy as np
 
 from .. import backend
+from ..errors import warn_once
 from . import _addr, _contiguous, _cpu_kernel, _cuda_kernel, _name, _stream, _vector_kernel, reference
 
 
@@ -43,9 +44,12 @@ def _cuda_batchnorm(name, x, *others):
     """``lamina._C_cuda`` when its normalisation kernel ``name`` takes x
     (CuPy, float32 or float64) and the other arrays (None, or of x's dtype);
     else None."""
-    if not backend.is_cupy_array(x) or _name(x.dtype) not in ("float32", "float64"):
+    if not backend.is_cupy_array(x):
         return None
-    if any(a is not None and a.dtype != x.dtype for a in others):
+    if _name(x.dtype) not in ("float32", "float64") or any(a is not None and a.dtype != x.dtype for a in others):
+        dtypes = ", ".join(str(a.dtype) for a in (x, *others) if a is not None)
+        warn_once(f"{name} dtypes {dtypes}", f"lamina._C_cuda.{name} takes float32 or float64 arrays of one dtype, "
+                  f"received {dtypes}; it runs on CuPy's elementwise operations (many launches)")
         return None
     return _cuda_kernel(name, x)
 
