@@ -72,6 +72,20 @@ def test_kernels_reject_unknown_dtypes():
         C.gelu_forward(0, 0, 0, False, "float16")
 
 
+def test_data_ptr_is_the_address_ctypes_gives():
+    import ml_dtypes
+
+    base = np.arange(24, dtype=np.float32).reshape(4, 6)
+    frozen = base.copy()
+    frozen.flags.writeable = False
+    arrays = [base, base[1:, 2:], base[:, ::-2], base.T, frozen, np.empty((0, 3)), base.astype(ml_dtypes.bfloat16)]
+    for a in arrays:
+        assert C.data_ptr(a) == a.ctypes.data
+        assert ops._addr(a) == a.ctypes.data
+    with pytest.raises(TypeError, match="expected a numpy.ndarray"):
+        C.data_ptr([1.0, 2.0])
+
+
 def test_float16_on_cpu_warns_once_and_computes_in_float32():
     import warnings
 

@@ -1,6 +1,7 @@
 // pybind11 bindings of lamina._C.  Arrays arrive as raw addresses
-// (ndarray.ctypes.data) plus sizes and a dtype name; lamina/ops validates
+// (data_ptr below) plus sizes and a dtype name; lamina/ops validates
 // dtype, shape and contiguity before calling, so nothing here converts.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -60,6 +61,17 @@ int direct_variant(const std::string& fn, const std::string& name) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "lamina CPU kernels (C++/OpenMP)";
+
+  // The address of a NumPy array's first element, as ndarray.ctypes.data
+  // gives it, in ~0.07 us instead of ~1.5 us (ctypes.data builds the whole
+  // __array_interface__ dict): every kernel call passes two or three.
+  m.def(
+      "data_ptr",
+      [](py::handle a) -> uintptr_t {
+        if (!py::isinstance<py::array>(a)) throw py::type_error("lamina._C.data_ptr: expected a numpy.ndarray");
+        return reinterpret_cast<uintptr_t>(py::detail::array_proxy(a.ptr())->data);
+      },
+      py::arg("array"));
 
   m.def(
       "gelu_forward",

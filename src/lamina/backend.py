@@ -113,8 +113,15 @@ CPU = Device("cpu")
 def device_of(x):
     """The :class:`Device` an array lives on."""
     if is_cupy_array(x):
-        return Device(f"cuda:{x.device.id}")
+        index = x.device.id
+        device = _CUDA_DEVICES.get(index)
+        if device is None:
+            device = _CUDA_DEVICES[index] = Device(f"cuda:{index}")
+        return device
     return CPU
+
+
+_CUDA_DEVICES = {}  # index -> Device: asked several times per layer call, so parsed once
 
 
 def to_device(x, device):

@@ -96,7 +96,11 @@ def float32_on_cpu(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        low = next((a.dtype for a in args if isinstance(a, np.ndarray) and backend.is_low_precision(a.dtype)), None)
+        low = None
+        for a in args:  # a plain loop: on every kernel call, so the float32/64 case must cost little
+            if isinstance(a, np.ndarray) and a.itemsize == 2 and backend.is_low_precision(a.dtype):
+                low = a.dtype
+                break
         if low is None:
             return fn(*args, **kwargs)
         warn_once(
@@ -219,6 +223,8 @@ def matmul(a, b, out=None):
     rounded once at the end (as tensor cores do), since NumPy has no 16-bit
     BLAS; on CuPy float32 matrices, lamina's GEMM when chosen with
     :func:`lamina.backend.use_kernels`."""
+    if type(a) is np.ndarray and type(b) is np.ndarray and not (a.itemsize == 2 and backend.is_low_precision(a.dtype)):
+        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)  # the common case, first
     xp = backend.get_array_module(a, b)
     if xp is not np and _lamina_gemm(a, b) and (out is None or out.flags.c_contiguous):
         return gemm_cuda(a, b, out=out)
@@ -261,7 +267,24 @@ def _contiguous(xp, *arrays):
 
 def _addr(a):
     """Raw address of an array's first element."""
+    if type(a) is np.ndarray:
+        return _numpy_addr(a)
     return a.data.ptr if backend.is_cupy_array(a) else a.ctypes.data
+
+
+def _numpy_addr(a):
+    """``a.ctypes.data``, through ``lamina._C.data_ptr`` once it is known to
+    be there (20x faster: ``ctypes.data`` builds the array's whole
+    ``__array_interface__``, and every kernel call passes two or three
+    addresses).  Replaces itself on the first call."""
+    global _numpy_addr
+    mod = _ext.cpu_module()
+    _numpy_addr = mod.data_ptr if mod is not None and hasattr(mod, "data_ptr") else _ctypes_addr
+    return _numpy_addr(a)
+
+
+def _ctypes_addr(a):
+    return a.ctypes.data
 
 
 def _stream(xp):
