@@ -308,18 +308,23 @@ _dispatch = {}
 
 
 def dispatch_cost(device):
-    """Seconds of Python and launch overhead per layer in a training step:
-    a step of 40 layers (Dense(4, 4) and ReLU, batch 1) whose arithmetic is
-    negligible, divided by 40."""
+    """Seconds of Python and launch overhead per layer in a training step,
+    ``{"lamina": s, "torch": s}``: the same step of 40 layers (Linear(4, 4)
+    and ReLU, batch 1, SGD) in each framework, whose arithmetic is
+    negligible, timed interleaved and divided by 40."""
     if device not in _dispatch:
         lm.manual_seed(0)
-        layers = []
+        layers, tlayers = [], []
         for _ in range(20):
             layers += [lm.Dense(4, 4), lm.ReLU()]
+            tlayers += [torch.nn.Linear(4, 4), torch.nn.ReLU()]
         model = lm.Sequential(*layers).to(device)
+        tmodel = torch.nn.Sequential(*tlayers).to(device)
         xp = np if device == "cpu" else backend.require_cuda()
         x, dy = xp.ones((1, 4), dtype=np.float32), xp.ones((1, 4), dtype=np.float32)
+        tx, tdy = torch.ones(1, 4, device=device), torch.ones(1, 4, device=device)
         opt = lm.optim.SGD(model.parameters(), lr=0.0)
+        topt = torch.optim.SGD(tmodel.parameters(), lr=0.0)
 
         def step():
             model(x)
@@ -327,7 +332,14 @@ def dispatch_cost(device):
             model.backward(dy)
             opt.step()
 
-        _dispatch[device] = time_interleaved({"tiny": step}, device, 50, 5)["tiny"] / 40
+        def tstep():
+            y = tmodel(tx)
+            topt.zero_grad()
+            y.backward(tdy)
+            topt.step()
+
+        med = time_interleaved({"lamina": step, "torch": tstep}, device, 50, 5)
+        _dispatch[device] = {k: v / 40 for k, v in med.items()}
     return _dispatch[device]
 
 
@@ -350,8 +362,9 @@ def bench(name, device, precision, repeat, warmup, graph):
         "lamina_samples_per_s": pair.batch / med["lamina"], "torch_samples_per_s": pair.batch / med["torch"],
         "gflop_per_step": flops / 1e9, "lamina_gflops": flops / med["lamina"] / 1e9, "torch_gflops": flops / med["torch"] / 1e9,
         "lamina_peak_activation_bytes": lpeak, "torch_saved_for_backward_bytes": tsaved,
-        "lamina_layers": n_layers, "lamina_dispatch_us_per_layer": 1e6 * dispatch,
-        "lamina_dispatch_floor_ms": 1e3 * dispatch * n_layers,
+        "lamina_layers": n_layers, "lamina_dispatch_us_per_layer": 1e6 * dispatch["lamina"],
+        "torch_dispatch_us_per_layer": 1e6 * dispatch["torch"],
+        "lamina_dispatch_floor_ms": 1e3 * dispatch["lamina"] * n_layers,
     }
     if device == "cuda":
         row["lamina_pool_peak_bytes"] = ldev
@@ -376,6 +389,12 @@ def bench(name, device, precision, repeat, warmup, graph):
 # --------------------------------------------------------------------------
 
 
+def _dispatch_pair(row):
+    torch_us = row.get("torch_dispatch_us_per_layer")  # absent in results from before it was measured
+    lamina_us = row["lamina_dispatch_us_per_layer"]
+    return f"{lamina_us:.0f}" if torch_us is None else f"{lamina_us:.0f} / {torch_us:.0f}"
+
+
 def markdown(result):
     lines = [
         f"Device: {result['device']} ({result['cpu_count']} CPU threads); lamina {result['lamina']}, PyTorch {result['torch']}, "
@@ -384,15 +403,15 @@ def markdown(result):
         f"Command: `{result['command']}`",
         "",
         "| model | precision | batch | lamina ms | PyTorch ms | ratio | blocked ratio | lamina GFLOP/s | PyTorch GFLOP/s "
-        "| lamina act. MiB | PyTorch saved MiB | dispatch floor ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| lamina act. MiB | PyTorch saved MiB | dispatch floor ms | dispatch µs/layer, lamina / PyTorch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["results"]:
         lines.append(
             f"| {_label(r)} | {r['precision']} | {r['batch']} | {r['lamina_ms']:.1f} | {r['torch_ms']:.1f} | **{r['ratio']:.2f}** "
             f"| {r['blocked_ratio']:.2f} | {r['lamina_gflops']:.0f} | {r['torch_gflops']:.0f} "
             f"| {r['lamina_peak_activation_bytes'] / 2**20:.1f} | {r['torch_saved_for_backward_bytes'] / 2**20:.1f} "
-            f"| {r['lamina_dispatch_floor_ms']:.2f} |"
+            f"| {r['lamina_dispatch_floor_ms']:.2f} | {_dispatch_pair(r)} |"
         )
     graphed = [r for r in result["results"] if "lamina_graph_ms" in r]
     if graphed:
@@ -539,7 +558,8 @@ def main(argv=None):
               f"  ratio {row['ratio']:.2f} (blocked {row['blocked_ratio']:.2f})  {row['lamina_gflops']:.0f} vs "
               f"{row['torch_gflops']:.0f} GFLOP/s  activations {row['lamina_peak_activation_bytes'] / 2**20:.1f} vs "
               f"{row['torch_saved_for_backward_bytes'] / 2**20:.1f} MiB  dispatch floor {row['lamina_dispatch_floor_ms']:.2f} ms "
-              f"({row['lamina_dispatch_us_per_layer']:.0f} µs x {row['lamina_layers']} layers)",
+              f"({row['lamina_dispatch_us_per_layer']:.0f} µs x {row['lamina_layers']} layers; "
+              f"PyTorch {row['torch_dispatch_us_per_layer']:.0f} µs per layer)",
               flush=True)
         save(complete=False)
     save(complete=True)
