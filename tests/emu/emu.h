@@ -48,7 +48,15 @@ inline thread_local uint3 thread_idx, block_idx;
 inline thread_local dim3 grid_dim, block_dim;
 inline std::barrier<>* block_barrier = nullptr;
 inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;  // one per 32 threads
-alignas(1024) inline unsigned char dyn_smem[228 * 1024];            // extern __shared__ (an H100's most)
+// extern __shared__: each launch allocates exactly the dynamic shared memory
+// it asked for, so the address sanitizer (emulate.py's LAMINA_EMU_SANITIZE)
+// sees an access past it.  dyn_smem is the block's shared window (shared
+// address 0, 1024-byte aligned, as the swizzles assume); the kernel's array
+// starts kDynSmemOffset bytes into it: aligned to 16 bytes only, so kernels
+// that need more alignment must realign (the wgmma GEMM does).
+inline unsigned char* dyn_smem = nullptr;
+inline unsigned char* dyn_smem_start = nullptr;
+constexpr size_t kDynSmemOffset = 16;
 
 // Named barriers (bar.sync id, count), made by the first thread to arrive.
 inline std::mutex named_mutex;
@@ -108,8 +116,16 @@ inline T ldg(const T* p) {
 inline int launches = 0;  // launches since the tests last read it (emu_launches)
 
 // Runs f() as every thread of every block; blocks one after another.
-inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::function<void()>& f) {
+inline void launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, const std::function<void()>& f) {
   ++launches;
+  struct AlignedFree {
+    void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t(1024)); }
+  };
+  std::unique_ptr<unsigned char[], AlignedFree> window;
+  if (smem > 0)
+    window.reset(static_cast<unsigned char*>(::operator new[](kDynSmemOffset + smem, std::align_val_t(1024))));
+  dyn_smem = window.get();
+  dyn_smem_start = smem > 0 ? dyn_smem + kDynSmemOffset : nullptr;
   const unsigned nthreads = block.x * block.y * block.z;
   std::barrier<> bar(nthreads);
   block_barrier = &bar;
@@ -136,6 +152,7 @@ inline void launch(dim3 grid, dim3 block, size_t, cudaStream_t, const std::funct
   for (auto& th : threads) th.join();
   block_barrier = nullptr;
   for (auto& b : named_barriers) b.reset();
+  dyn_smem = dyn_smem_start = nullptr;
 }
 }  // namespace emu
 

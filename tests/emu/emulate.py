@@ -3,6 +3,7 @@ shared library that runs them on emulated blocks (emu.h), for tests on
 machines without a GPU.  Returns None, with the reason, when no C++20
 compiler or no CUDA headers are found."""
 
+import concurrent.futures
 import ctypes
 import hashlib
 import os
@@ -43,7 +44,7 @@ def rewrite(source):
         if m:
             indent, kernel, config, args = m.groups()
             line = f"{indent}emu::launch({config}, [&] {{ {kernel}({args}); }});"
-        line = DYNAMIC_SHARED.sub(r"unsigned char* \1 = emu::dyn_smem;", line)
+        line = DYNAMIC_SHARED.sub(r"unsigned char* \1 = emu::dyn_smem_start;", line)
         out.append(line)
     return "#include \"emu.h\"\n" + "\n".join(out) + "\n"
 
@@ -224,7 +225,14 @@ int emu_conv2d_backward_weight(float* dw, float* ws, const float* dy, const floa
 
 
 def build():
-    """(ctypes library, None) or (None, why it could not be built)."""
+    """(ctypes library, None) or (None, why it could not be built).
+
+    ``LAMINA_EMU_SANITIZE=address`` or ``=thread`` builds the emulator with
+    that sanitizer (the process must have loaded its runtime first: see
+    ``tests/emu/sanitize.py``)."""
+    sanitize = os.environ.get("LAMINA_EMU_SANITIZE", "")
+    if sanitize not in ("", "address", "thread"):
+        return None, f"LAMINA_EMU_SANITIZE must be 'address' or 'thread', not {sanitize!r}"
     cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     if cxx is None:
         return None, "no C++ compiler"
@@ -232,7 +240,7 @@ def build():
     if inc is None:
         return None, "CUDA headers not found (set CUDA_HOME)"
     texts = {name: (CUDA_SRC / name).read_text() for name in SOURCES}
-    digest = hashlib.sha256("".join(texts.values()).encode() + (HERE / "emu.h").read_bytes() + GLUE.encode())
+    digest = hashlib.sha256("".join(texts.values()).encode() + (HERE / "emu.h").read_bytes() + GLUE.encode() + sanitize.encode())
     for h in sorted(CUDA_SRC.glob("*.cuh")) + sorted(HERE.glob("*.cuh")) + [CUDA_SRC / "launchers.h"]:
         digest.update(h.read_bytes())
     work = Path(tempfile.gettempdir()) / f"lamina-emu-{digest.hexdigest()[:16]}"
@@ -247,10 +255,24 @@ def build():
         (work / "glue.cpp").write_text(GLUE)
         files.append(work / "glue.cpp")
         tmp = work / f"libemu.{os.getpid()}.so"
-        cmd = [cxx, "-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-w", f"-I{HERE}", f"-I{CUDA_SRC}", f"-I{inc}",
-               *map(str, files), "-o", str(tmp)]
-        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            raise RuntimeError("building the kernel emulator failed:\n" + r.stderr[-4000:])
+        opt = [f"-fsanitize={sanitize}", "-O1", "-g", "-fno-omit-frame-pointer"] if sanitize else ["-O2"]
+        flags = [cxx, "-std=c++20", *opt, "-fPIC", "-pthread", "-w", f"-I{HERE}", f"-I{CUDA_SRC}", f"-I{inc}"]
+
+        def compile_one(src):  # one translation unit per kernel file, compiled side by side
+            obj = src.with_suffix(f".{os.getpid()}.o")
+            r = subprocess.run([*flags, "-c", str(src), "-o", str(obj)], capture_output=True, text=True, check=False)
+            return obj, r
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            compiled = list(pool.map(compile_one, files))
+        failed = [r.stderr for _, r in compiled if r.returncode != 0]
+        if not failed:
+            r = subprocess.run([*flags, "-shared", *(str(o) for o, _ in compiled), "-o", str(tmp)], capture_output=True,
+                               text=True, check=False)
+            failed = [r.stderr] if r.returncode != 0 else []
+        for obj, _ in compiled:
+            obj.unlink(missing_ok=True)
+        if failed:
+            raise RuntimeError("building the kernel emulator failed:\n" + failed[0][-4000:])
         os.replace(tmp, lib)
     return ctypes.CDLL(str(lib)), None

@@ -1,0 +1,106 @@
+"""Run the emulated CUDA kernel tests (tests/test_cuda_emulated.py) with the
+kernels built under a sanitizer, the CPU stand-ins for compute-sanitizer:
+
+* ``address``: AddressSanitizer, as memcheck: a read or write past any array
+  (each test's exactly-sized NumPy buffers, a ``__shared__`` array, or the
+  dynamic shared memory the launch asked for) stops the run with a report.
+* ``thread``: ThreadSanitizer, as racecheck: each CUDA thread is a CPU thread
+  and each barrier a ``std::barrier``, so two threads touching the same
+  shared or global word without a barrier between them (a missing
+  ``__syncthreads``, a warp reading a slot the next reduction overwrites) are
+  reported, even when the emulator's ordering happened to give the right
+  numbers.
+
+    python tests/emu/sanitize.py address          # a spread of the cases (CI)
+    python tests/emu/sanitize.py thread --all     # every case (~8 min on 2 cores)
+    python tests/emu/sanitize.py thread -- -k batchnorm   # pytest's own options after --
+
+The sanitizer's runtime must be loaded before Python starts, so this runs
+pytest in a child process with it preloaded; reports go to files, read back
+here.  The interpreter is ``sys.executable`` (not a shell wrapper, which would
+be run under the preloaded runtime itself).
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+RUNTIMES = {"address": "libasan.so", "thread": "libtsan.so"}
+SUBSET = 4  # cases kept per test function by default, drawn at random (seeded by the test name)
+
+
+def runtime(sanitizer):
+    """Path of the sanitizer's shared runtime from the C++ compiler, or None."""
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    if cxx is None:
+        return None
+    r = subprocess.run([cxx, f"-print-file-name={RUNTIMES[sanitizer]}"], capture_output=True, text=True, check=False)
+    path = r.stdout.strip()
+    return path if r.returncode == 0 and os.path.isabs(path) and os.path.isfile(path) else None
+
+
+def unusable(sanitizer):
+    """Why ``sanitizer`` cannot run here (None when it can): no runtime, or one
+    that fails to start under this interpreter (TSan needs a memory layout
+    that some kernels' address-space randomisation does not give it)."""
+    lib = runtime(sanitizer)
+    if lib is None:
+        return f"the C++ compiler has no {sanitizer} sanitizer runtime ({RUNTIMES[sanitizer]})"
+    env = dict(os.environ, LD_PRELOAD=lib, ASAN_OPTIONS="detect_leaks=0")
+    r = subprocess.run([sys.executable, "-c", "import numpy"], env=env, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        return f"the {sanitizer} sanitizer's runtime does not start here: {(r.stderr.strip() or f'exit {r.returncode}')[-300:]}"
+    return None
+
+
+def run(sanitizer, subset=SUBSET, pytest_args=()):
+    """Run the emulated tests under ``sanitizer``; returns (exit status, pytest's
+    output, the sanitizer's reports as one string: empty when clean)."""
+    lib = runtime(sanitizer)
+    if lib is None:
+        raise RuntimeError(f"the {sanitizer} sanitizer's runtime ({RUNTIMES[sanitizer]}) was not found")
+    with tempfile.TemporaryDirectory(prefix=f"lamina-{sanitizer}-") as tmp:
+        log = os.path.join(tmp, "report")
+        env = dict(os.environ)
+        env.update(
+            LAMINA_EMU_SANITIZE=sanitizer,
+            LAMINA_EMU_SUBSET=str(subset),
+            LD_PRELOAD=lib,
+            # NumPy's BLAS threads are not instrumented: one is enough for the references
+            OPENBLAS_NUM_THREADS="1",
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        )
+        if sanitizer == "address":
+            env["ASAN_OPTIONS"] = f"detect_leaks=0:log_path={log}"  # the interpreter's own allocations are not leaks
+        else:
+            env["TSAN_OPTIONS"] = f"log_path={log}:halt_on_error=0"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "sanitize_subset",
+               str(ROOT / "tests" / "test_cuda_emulated.py"), *pytest_args]
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+        reports = "".join(p.read_text(errors="replace") for p in sorted(Path(tmp).glob("report*")))
+    return r.returncode, r.stdout + r.stderr, reports
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sanitizer", choices=sorted(RUNTIMES))
+    parser.add_argument("--all", action="store_true", help="every case, not a spread of each test's cases")
+    args, pytest_args = parser.parse_known_args()  # the rest goes to pytest, e.g. -- -k batchnorm
+    pytest_args = [a for a in pytest_args if a != "--"]
+    status, output, reports = run(args.sanitizer, 0 if args.all else SUBSET, pytest_args)
+    print(output.rstrip())
+    if reports:
+        print(reports.rstrip())
+    print(f"{args.sanitizer}: {'clean' if status == 0 and not reports else 'FAILED'}")
+    return 0 if status == 0 and not reports else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
