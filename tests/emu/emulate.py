@@ -255,7 +255,10 @@ def build():
         (work / "glue.cpp").write_text(GLUE)
         files.append(work / "glue.cpp")
         tmp = work / f"libemu.{os.getpid()}.so"
-        opt = [f"-fsanitize={sanitize}", "-O1", "-g", "-fno-omit-frame-pointer"] if sanitize else ["-O2"]
+        # address also gets undefined: misaligned vector loads (a fault on a GPU, silent on x86), overflowing
+        # signed index arithmetic, shifts out of range
+        checks = "address,undefined" if sanitize == "address" else sanitize
+        opt = [f"-fsanitize={checks}", "-fno-sanitize-recover=all", "-O1", "-g", "-fno-omit-frame-pointer"] if sanitize else ["-O2"]
         flags = [cxx, "-std=c++20", *opt, "-fPIC", "-pthread", "-w", f"-I{HERE}", f"-I{CUDA_SRC}", f"-I{inc}"]
 
         def compile_one(src):  # one translation unit per kernel file, compiled side by side
