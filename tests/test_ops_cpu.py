@@ -232,3 +232,24 @@ def test_a_cpu_without_avx2_is_announced_once(monkeypatch):
         warnings.simplefilter("error")
         ops.gelu_forward(x)
         ops.layernorm_forward(x)
+
+
+
+def test_a_stale_build_without_data_ptr_is_announced_once(monkeypatch):
+    import warnings
+
+    from lamina.errors import PerformanceWarning, _warned
+
+    class Stale:  # a lamina._C built before data_ptr existed
+        pass
+
+    assert ops._numpy_addr_function() is C.data_ptr
+    monkeypatch.setattr(_ext, "cpu_module", lambda: Stale())
+    _warned.discard("no _C.data_ptr")
+    with pytest.warns(PerformanceWarning, match="stale build"):
+        fn = ops._numpy_addr_function()
+    x = np.arange(3.0)[::2]
+    assert fn(x) == x.ctypes.data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops._numpy_addr_function()  # second time: silent
