@@ -1,11 +1,23 @@
 """Shared fixtures: a backend fixture that runs a test on NumPy and, when a
 GPU and CuPy are present, on CuPy; PyTorch as the reference; MNIST-1D once."""
 
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-import lamina
-from lamina import backend
+if os.environ.get("LAMINA_EMU_DEVICE") == "1":  # tests/emu/device.py: the GPU tests on an emulated device
+    sys.path.insert(0, str(Path(__file__).parent / "emu"))
+    import device
+
+    _why = device.install()
+    if _why is not None:
+        raise RuntimeError(f"LAMINA_EMU_DEVICE=1 but the emulated device cannot be built: {_why}")
+
+import lamina  # noqa: E402
+from lamina import backend  # noqa: E402
 
 
 def _cuda_skip_reason():

@@ -170,7 +170,8 @@ def test_tensor_core_gemm_variants_on_padded_operands(variant, m, n, k, ta, tb, 
     c = cp.full((m, ldc), np.nan, dtype=out_np)
     previous = mod.tensor_core_gemm(variant)
     try:
-        mod.gemm(c.data.ptr, 0, a.data.ptr, b.data.ptr, cp.asarray(bias).data.ptr, m, n, k, lda, ldb, ldc, ta, tb,
+        bias_d = cp.asarray(bias)
+        mod.gemm(c.data.ptr, 0, a.data.ptr, b.data.ptr, bias_d.data.ptr, m, n, k, lda, ldb, ldc, ta, tb,
                  "none", dtype, out_dtype, cp.cuda.get_current_stream().ptr)
     finally:
         mod.tensor_core_gemm(previous)

@@ -110,16 +110,17 @@ def test_pool_kernels_match_reference(g, dtype):
         np.testing.assert_allclose(dx, reference.avgpool_backward(np, dy.astype(np.float64), g, include_pad), **_tol(dtype))
 
 
-@pytest.mark.parametrize("window", [(2, 2, 0), (3, 1, 1)], ids=["2x2_fast_path", "3x3_s1_p1"])
+@pytest.mark.parametrize("window", [(2, 2, 0, 1), (3, 1, 1, 1), (2, 1, 1, 2)], ids=["2x2_fast_path", "3x3_s1_p1", "2x2_d2"])
 def test_maxpool_nan_and_ties_follow_pytorch(window, xp, torch):
     """A NaN in a window is its maximum (the last NaN if several), and ties
-    take the first index: PyTorch's indices exactly, on both code paths."""
-    k, s, p = window
+    take the first index: PyTorch's indices exactly, on both code paths; a
+    dilated window (ops only: the pooling layers have no dilation) too."""
+    k, s, p, d = window
     x = np.array([[[[1.0, 1.0, 0.0, np.nan, 2.0, 2.0], [1.0, 0.5, np.nan, 3.0, 2.0, 1.0],
                     [0.0, 0.0, 0.0, 0.0, np.nan, np.nan], [0.0, 0.0, -1.0, 5.0, 1.0, np.nan]]]], dtype=np.float32)
-    g = ops.geometry(x.shape, (k, k), (s, s), (p, p, p, p))
+    g = ops.geometry(x.shape, (k, k), (s, s), (p, p, p, p), (d, d))
     y, idx = ops.maxpool2d_forward(xp.asarray(x), g)
-    ty, tidx = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p, return_indices=True)
+    ty, tidx = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p, d, return_indices=True)
     np.testing.assert_array_equal(to_numpy(idx), tidx.numpy())
     np.testing.assert_array_equal(to_numpy(y), ty.numpy())
 

@@ -253,3 +253,35 @@ def test_a_stale_build_without_data_ptr_is_announced_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ops._numpy_addr_function()  # second time: silent
+
+
+@pytest.mark.parametrize("op", ["relu_backward", "gelu_backward", "softmax_backward", "batchnorm_apply", "batchnorm_backward"])
+def test_operands_of_two_dtypes_take_the_reference_and_say_so(op):
+    """A kernel reads every operand in the first one's dtype: given a float32
+    gradient and a float64 saved input it would read the float64 bytes as
+    float32 pairs.  Such a call takes the reference instead (a PerformanceWarning,
+    once), with the reference's numbers."""
+    import lamina as lm
+    from lamina.errors import _warned
+
+    rng = np.random.default_rng(0)
+    a32 = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    b64 = rng.standard_normal((3, 4, 5))
+    c64, d64 = rng.random(4) + 0.5, rng.standard_normal(4)
+    calls = {
+        "relu_backward": (lambda: ops.relu_backward(a32, b64), lambda: reference.relu_backward(np, a32, b64)),
+        "gelu_backward": (lambda: ops.gelu_backward(a32, b64), lambda: reference.gelu_backward(np, a32, b64, "none")),
+        "softmax_backward": (lambda: ops.softmax_backward(a32, b64), lambda: reference.softmax_backward(np, a32, b64, 1.0)),
+        "batchnorm_apply": (lambda: ops.batchnorm_apply(a32, d64, c64, c64, d64),
+                            lambda: reference.batchnorm_apply(np, a32, d64, c64, c64, d64, True)),
+        "batchnorm_backward": (lambda: ops.batchnorm_backward(a32, b64, c64, c64),
+                               lambda: reference.batchnorm_backward(np, a32, b64, c64, c64, True)),
+    }
+    run, ref = calls[op]
+    _warned.clear()
+    with pytest.warns(lm.PerformanceWarning, match="takes operands of one dtype"):
+        got = run()
+    want = ref()
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        if w is not None:
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)

@@ -224,6 +224,63 @@ int emu_conv2d_backward_weight(float* dw, float* ws, const float* dy, const floa
 '''
 
 
+def _flags(sanitize):
+    """(compiler command with flags, None) or (None, why there is none)."""
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    if cxx is None:
+        return None, "no C++ compiler"
+    inc = _cuda_include()
+    if inc is None:
+        return None, "CUDA headers not found (set CUDA_HOME)"
+    # address also gets undefined: misaligned vector loads (a fault on a GPU, silent on x86), overflowing
+    # signed index arithmetic, shifts out of range
+    checks = "address,undefined" if sanitize == "address" else sanitize
+    opt = [f"-fsanitize={checks}", "-fno-sanitize-recover=all", "-O1", "-g", "-fno-omit-frame-pointer"] if sanitize else ["-O2"]
+    return [cxx, "-std=c++20", *opt, "-fPIC", "-pthread", "-w", f"-I{HERE}", f"-I{CUDA_SRC}", f"-I{inc}"], None
+
+
+def _link(flags, sources, extra, out):
+    """Compile ``sources`` ({file name: text}) side by side in out's folder and link them into the shared library ``out``."""
+    work = out.parent
+    files = []
+    for name, text in sources.items():
+        p = work / name
+        p.write_text(text)
+        files.append(p)
+
+    def compile_one(src):  # one translation unit per kernel file, compiled side by side
+        obj = src.with_suffix(f".{os.getpid()}.o")
+        r = subprocess.run([*flags, *extra, "-c", str(src), "-o", str(obj)], capture_output=True, text=True, check=False)
+        return obj, r
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        compiled = list(pool.map(compile_one, files))
+    failed = [r.stderr for _, r in compiled if r.returncode != 0]
+    tmp = work / f"{out.name}.{os.getpid()}.tmp"
+    if not failed:
+        r = subprocess.run([*flags, "-shared", *(str(o) for o, _ in compiled), "-o", str(tmp)], capture_output=True,
+                           text=True, check=False)
+        failed = [r.stderr] if r.returncode != 0 else []
+    for obj, _ in compiled:
+        obj.unlink(missing_ok=True)
+    if failed:
+        raise RuntimeError(f"building {out.name} failed:\n" + failed[0][-4000:])
+    os.replace(tmp, out)
+
+
+def _kernel_sources():
+    return {name + ".cpp": rewrite((CUDA_SRC / name).read_text()) for name in SOURCES}
+
+
+def _digest(*parts):
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode())
+    for f in sorted(CUDA_SRC.glob("*.cuh")) + sorted(HERE.glob("*.cuh")) + sorted(HERE.glob("*.h")) + [CUDA_SRC / "launchers.h"]:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def build():
     """(ctypes library, None) or (None, why it could not be built).
 
@@ -233,49 +290,42 @@ def build():
     sanitize = os.environ.get("LAMINA_EMU_SANITIZE", "")
     if sanitize not in ("", "address", "thread"):
         return None, f"LAMINA_EMU_SANITIZE must be 'address' or 'thread', not {sanitize!r}"
-    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
-    if cxx is None:
-        return None, "no C++ compiler"
-    inc = _cuda_include()
-    if inc is None:
-        return None, "CUDA headers not found (set CUDA_HOME)"
-    texts = {name: (CUDA_SRC / name).read_text() for name in SOURCES}
-    digest = hashlib.sha256("".join(texts.values()).encode() + (HERE / "emu.h").read_bytes() + GLUE.encode() + sanitize.encode())
-    for h in sorted(CUDA_SRC.glob("*.cuh")) + sorted(HERE.glob("*.cuh")) + [CUDA_SRC / "launchers.h"]:
-        digest.update(h.read_bytes())
-    work = Path(tempfile.gettempdir()) / f"lamina-emu-{digest.hexdigest()[:16]}"
+    flags, why = _flags(sanitize)
+    if flags is None:
+        return None, why
+    sources = _kernel_sources()
+    sources["glue.cpp"] = GLUE
+    work = Path(tempfile.gettempdir()) / f"lamina-emu-{_digest(*sources.values(), sanitize)}"
     lib = work / "libemu.so"
     if not lib.is_file():
         work.mkdir(parents=True, exist_ok=True)
-        files = []
-        for name, text in texts.items():
-            p = work / (name + ".cpp")
-            p.write_text(rewrite(text))
-            files.append(p)
-        (work / "glue.cpp").write_text(GLUE)
-        files.append(work / "glue.cpp")
-        tmp = work / f"libemu.{os.getpid()}.so"
-        # address also gets undefined: misaligned vector loads (a fault on a GPU, silent on x86), overflowing
-        # signed index arithmetic, shifts out of range
-        checks = "address,undefined" if sanitize == "address" else sanitize
-        opt = [f"-fsanitize={checks}", "-fno-sanitize-recover=all", "-O1", "-g", "-fno-omit-frame-pointer"] if sanitize else ["-O2"]
-        flags = [cxx, "-std=c++20", *opt, "-fPIC", "-pthread", "-w", f"-I{HERE}", f"-I{CUDA_SRC}", f"-I{inc}"]
-
-        def compile_one(src):  # one translation unit per kernel file, compiled side by side
-            obj = src.with_suffix(f".{os.getpid()}.o")
-            r = subprocess.run([*flags, "-c", str(src), "-o", str(obj)], capture_output=True, text=True, check=False)
-            return obj, r
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            compiled = list(pool.map(compile_one, files))
-        failed = [r.stderr for _, r in compiled if r.returncode != 0]
-        if not failed:
-            r = subprocess.run([*flags, "-shared", *(str(o) for o, _ in compiled), "-o", str(tmp)], capture_output=True,
-                               text=True, check=False)
-            failed = [r.stderr] if r.returncode != 0 else []
-        for obj, _ in compiled:
-            obj.unlink(missing_ok=True)
-        if failed:
-            raise RuntimeError("building the kernel emulator failed:\n" + failed[0][-4000:])
-        os.replace(tmp, lib)
+        _link(flags, sources, [], lib)
     return ctypes.CDLL(str(lib)), None
+
+
+def build_module():
+    """(path of lamina._C_cuda built over the emulated kernels, None) or
+    (None, why it could not be built).  The module is
+    csrc/bindings/cuda_module.cpp itself, compiled with tests/emu/emu_runtime.h
+    answering its CUDA runtime calls for one emulated device: the bindings,
+    their argument checks and the launchers are the ones a GPU runs."""
+    import sysconfig  # noqa: PLC0415
+
+    try:
+        import pybind11  # noqa: PLC0415
+    except ImportError:
+        return None, "pybind11 is not installed"
+    flags, why = _flags("")
+    if flags is None:
+        return None, why
+    bindings = (ROOT / "csrc" / "bindings" / "cuda_module.cpp").read_text()
+    sources = _kernel_sources()
+    sources["cuda_module.cpp"] = '#include "emu_runtime.h"\n' + bindings.replace('"../cuda/launchers.h"', '"launchers.h"')
+    python = [f"-I{sysconfig.get_paths()['include']}", f"-I{pybind11.get_include()}",
+              '-DLAMINA_CUDA_ARCHS="sm_80 sm_90 sm_90a (emulated)"']
+    work = Path(tempfile.gettempdir()) / f"lamina-emu-module-{_digest(*sources.values(), *python)}"
+    out = work / ("_C_cuda" + sysconfig.get_config_var("EXT_SUFFIX"))
+    if not out.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        _link(flags, sources, python, out)
+    return out, None

@@ -45,7 +45,7 @@ def _cpu_kernel(name, *arrays):
             f"lamina._C.{name} has no {arrays[0].dtype} kernel; using the NumPy reference",
         )
         return None
-    return mod
+    return mod if _one_dtype("_C", name, arrays) else None
 
 
 _AVX2 = []  # whether lamina._C's float32 vector kernels run their AVX2 + FMA build (asked once)
@@ -81,7 +81,21 @@ def _cuda_kernel(name, *arrays):
     if _name(arrays[0].dtype) not in _CUDA_DTYPES:
         warn_once(f"_C_cuda {name} {arrays[0].dtype}", f"lamina._C_cuda.{name} has no {arrays[0].dtype} kernel; using CuPy")
         return None
-    return mod
+    return mod if _one_dtype("_C_cuda", name, arrays) else None
+
+
+def _one_dtype(module, name, arrays):
+    """True when the arrays (None skipped) share the first one's dtype, which
+    the kernel reads them all in; else says once that ``name`` takes the
+    reference (a kernel given two dtypes would read one of them as garbage)."""
+    first = arrays[0].dtype
+    for a in arrays[1:]:
+        if a is not None and a.dtype != first:
+            dtypes = ", ".join(str(b.dtype) for b in arrays if b is not None)
+            warn_once(f"{module} {name} {dtypes}", f"lamina.{module}.{name} takes operands of one dtype, received "
+                      f"{dtypes}; it runs on the {'CuPy' if module == '_C_cuda' else 'NumPy'} reference")
+            return False
+    return True
 
 
 def float32_on_cpu(fn):
@@ -333,13 +347,13 @@ def relu_backward(dy, y):
     """dx = dy where y > 0, else 0."""
     xp = backend.get_array_module(dy, y)
     if xp is np:
-        mod = _cpu_kernel("relu_backward", dy)
+        mod = _cpu_kernel("relu_backward", dy, y)
         if mod is not None:
             dy, y = _contiguous(xp, dy, y)
             dx = np.empty_like(dy)
             mod.relu_backward(_addr(dx), _addr(dy), _addr(y), dy.size, _name(dy.dtype))
             return dx
-    elif (mod := _cuda_kernel("relu_backward", dy)) is not None:
+    elif (mod := _cuda_kernel("relu_backward", dy, y)) is not None:
         dy, y = _contiguous(xp, dy, y)
         with dy.device:
             dx = xp.empty_like(dy)
@@ -373,13 +387,13 @@ def gelu_backward(dy, x, approximate="none"):
     xp = backend.get_array_module(dy, x)
     tanh = approximate == "tanh"
     if xp is np:
-        mod = _vector_kernel("gelu_backward", dy)
+        mod = _vector_kernel("gelu_backward", dy, x)
         if mod is not None:
             dy, x = _contiguous(xp, dy, x)
             dx = np.empty_like(dy)
             mod.gelu_backward(_addr(dx), _addr(dy), _addr(x), dy.size, tanh, _name(dy.dtype))
             return dx
-    elif (mod := _cuda_kernel("gelu_backward", dy)) is not None:
+    elif (mod := _cuda_kernel("gelu_backward", dy, x)) is not None:
         dy, x = _contiguous(xp, dy, x)
         with dy.device:
             dx = xp.empty_like(dy)
@@ -413,16 +427,13 @@ def softmax_backward(dy, y, scale=1.0):
     """dx = scale * y ⊙ (dy - Σ dy ⊙ y) over the last axis: the backward of
     :func:`softmax_forward` from its output y."""
     xp = backend.get_array_module(dy, y)
-    if xp is np and dy.size and (mod := _vector_kernel("softmax_backward", dy)) is not None:
+    if xp is np and dy.size and (mod := _vector_kernel("softmax_backward", dy, y)) is not None:
         dy, y = _contiguous(xp, dy, y)
         dx = np.empty_like(dy)
         mod.softmax_backward(_addr(dx), _addr(dy), _addr(y), dy.size // dy.shape[-1], dy.shape[-1], float(scale),
                              _name(dy.dtype))
         return dx
-    if xp is not np and y.dtype != dy.dtype:
-        warn_once(f"softmax_backward {dy.dtype} {y.dtype}", f"lamina._C_cuda.softmax_backward takes dy and y of one "
-                  f"dtype, received {dy.dtype} and {y.dtype}; it runs on CuPy's elementwise operations")
-    elif xp is not np and dy.size and (mod := _cuda_kernel("softmax_backward", dy)) is not None:
+    if xp is not np and dy.size and (mod := _cuda_kernel("softmax_backward", dy, y)) is not None:
         dy, y = _contiguous(xp, dy, y)
         with dy.device:
             dx = xp.empty_like(dy)
@@ -527,7 +538,7 @@ def bias_act_backward(dy, z, act, need_bias=True):
     """(dz, db): dz = dy act'(z), db = Σ_rows dz (None unless need_bias), for
     (M, N) arrays.  One fused kernel on CuPy with lamina's kernels."""
     if backend.kernels() == "lamina" and backend.is_cupy_array(dy) and act != "none":
-        mod = _cuda_kernel("bias_act_backward", dy)
+        mod = _cuda_kernel("bias_act_backward", dy, z)
         if mod is not None:
             cp = backend.require_cuda()
             dy, z = _contiguous(cp, dy, z)

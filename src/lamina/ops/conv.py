@@ -446,6 +446,13 @@ def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True):
 # --------------------------------------------------------------------------
 
 
+def _undilated(g):
+    """The C++ pooling kernels read windows without dilation (the pooling
+    layers have none); a dilated geometry, which only a direct ops call can
+    ask for, takes the reference."""
+    return g.dh == 1 and g.dw == 1
+
+
 def _planes(g):
     """The geometry as the C++ pooling kernels read it: N*C planes."""
     return g._replace(n=g.n * g.c, c=1)
@@ -455,7 +462,7 @@ def _planes(g):
 def maxpool2d_forward(x, g):
     """(y, idx): y (N, C, OH, OW), idx (N, C, OH, OW) int64 = ih*W + iw of each maximum."""
     xp = backend.get_array_module(x)
-    if xp is np and (mod := _cpu_kernel("maxpool_forward", x)) is not None:
+    if xp is np and _undilated(g) and (mod := _cpu_kernel("maxpool_forward", x)) is not None:
         (x,) = _contiguous(np, x)
         y = np.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
         idx = np.empty((g.n, g.c, g.oh, g.ow), dtype=np.int64)
@@ -475,7 +482,7 @@ def maxpool2d_forward(x, g):
 def maxpool2d_backward(dy, idx, g):
     """dx (N, C, H, W): each dy added at its window's maximum."""
     xp = backend.get_array_module(dy, idx)
-    if xp is np and (mod := _cpu_kernel("maxpool_backward", dy)) is not None:
+    if xp is np and _undilated(g) and (mod := _cpu_kernel("maxpool_backward", dy)) is not None:
         dy, idx = _contiguous(np, dy, idx)
         dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
         mod.maxpool_backward(_addr(dx), _addr(dy), _addr(idx), _planes(g), _name(dy.dtype))
@@ -492,7 +499,7 @@ def maxpool2d_backward(dy, idx, g):
 @float32_on_cpu
 def avgpool2d_forward(x, g, count_include_pad=True):
     xp = backend.get_array_module(x)
-    if xp is np and (mod := _cpu_kernel("avgpool_forward", x)) is not None:
+    if xp is np and _undilated(g) and (mod := _cpu_kernel("avgpool_forward", x)) is not None:
         (x,) = _contiguous(np, x)
         y = np.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
         mod.avgpool_forward(_addr(y), _addr(x), _planes(g), bool(count_include_pad), _name(x.dtype))
@@ -503,7 +510,7 @@ def avgpool2d_forward(x, g, count_include_pad=True):
 @float32_on_cpu
 def avgpool2d_backward(dy, g, count_include_pad=True):
     xp = backend.get_array_module(dy)
-    if xp is np and (mod := _cpu_kernel("avgpool_backward", dy)) is not None:
+    if xp is np and _undilated(g) and (mod := _cpu_kernel("avgpool_backward", dy)) is not None:
         (dy,) = _contiguous(np, dy)
         dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
         mod.avgpool_backward(_addr(dx), _addr(dy), _planes(g), bool(count_include_pad), _name(dy.dtype))

@@ -27,7 +27,7 @@ def batchnorm_stats(x):
 def batchnorm_apply(x, mean, inv_std, gamma=None, beta=None, need_xhat=True):
     """(y, xhat): xhat = (x - mean) inv_std, y = gamma xhat + beta; xhat is None unless need_xhat."""
     xp = backend.get_array_module(x)
-    if xp is np and (mod := _cpu_kernel("batchnorm_apply", x)) is not None:
+    if xp is np and (mod := _cpu_kernel("batchnorm_apply", x, mean, inv_std, gamma, beta)) is not None:
         x, mean, inv_std = _contiguous(np, x, mean, inv_std)
         n, c, l = x.shape
         y = np.empty_like(x)
@@ -114,7 +114,7 @@ def batchnorm_backward(dy, xhat, inv_std, gamma=None, batch_stats=True):
                 _stream(xp),
             )
         return dx, dgamma, dbeta
-    if xp is np and (mod := _cpu_kernel("batchnorm_backward", dy)) is not None:
+    if xp is np and (mod := _cpu_kernel("batchnorm_backward", dy, xhat, gamma, inv_std)) is not None:
         dy, xhat = _contiguous(np, dy, xhat)
         n, c, l = dy.shape
         dx = np.empty_like(dy)
