@@ -32,6 +32,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstring>
 
 namespace lamina {
 namespace cuda {
@@ -78,7 +79,11 @@ __device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
 template <typename H>
 __device__ __forceinline__ void load4(const H* p, float (&v)[4]) {  // __half, __nv_bfloat16: 8 bytes
   const uint2 q = __ldg(reinterpret_cast<const uint2*>(p));
-  const H* h = reinterpret_cast<const H*>(&q);
+  // the four halves out of the loaded word by memcpy (register moves): reading
+  // q through an H pointer breaks strict aliasing, and an optimising compiler
+  // may then read h[i] before q is written (the emulated build did)
+  H h[4];
+  memcpy(h, &q, sizeof(q));
 #pragma unroll
   for (int i = 0; i < 4; ++i) v[i] = to_float(h[i]);
 }

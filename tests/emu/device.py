@@ -61,7 +61,7 @@ def main(argv=None):
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     a = p.parse_args(argv)
     env = dict(os.environ, LAMINA_EMU_DEVICE="1")
-    args = [sys.executable, "-m", "pytest", "-q", "-p", "sanitize_subset", *([] if a.all_tests else ["-m", "gpu"])]
+    args = [sys.executable, "-m", "pytest", "-p", "sanitize_subset", *([] if a.all_tests else ["-m", "gpu"])]
     if a.subset:
         env["LAMINA_EMU_SUBSET"] = str(a.subset)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
