@@ -30,6 +30,16 @@ def _cuda_skip_reason():
     return None
 
 
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("LAMINA_EMU_DEVICE") != "1":
+        return
+    skip = pytest.mark.skip(reason="emulated device: a big case (one CPU thread per CUDA thread); the smaller cases "
+                                   "take the same code paths")
+    for item in items:
+        if item.get_closest_marker("big"):
+            item.add_marker(skip)
+
+
 CUDA_SKIP = _cuda_skip_reason()
 requires_cuda = pytest.mark.skipif(CUDA_SKIP is not None, reason=CUDA_SKIP or "")
 

@@ -133,7 +133,8 @@ def _hopper():
 
 # Around the wgmma kernel's 128 x 128|256 x 64 tiles; k = 700 wraps its ring of stages
 # twice; (2048, 4096, 1000) gives enough tiles for the 256-wide ones.
-WGMMA_SHAPES = [(1, 1, 1), (128, 128, 64), (129, 257, 65), (61, 263, 200), (300, 136, 700), (2048, 4096, 1000)]
+WGMMA_SHAPES = [(1, 1, 1), (128, 128, 64), (129, 257, 65), (61, 263, 200), (300, 136, 700),
+                pytest.param(2048, 4096, 1000, marks=pytest.mark.big)]
 
 
 @pytest.mark.gpu

@@ -54,18 +54,26 @@ def install():
     return None
 
 
+def run(subset=0, pytest_args=(), all_tests=False, capture=True):
+    """Run the GPU tests (``all_tests``: the whole suite) on the emulated
+    device in a child pytest; ``subset`` > 0 keeps that many cases per test
+    function (tests/emu/sanitize_subset.py).  Returns (exit status, output)."""
+    env = dict(os.environ, LAMINA_EMU_DEVICE="1", LAMINA_EMU_SUBSET=str(subset))
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "sanitize_subset", "-rfEs",
+           *([] if all_tests else ["-m", "gpu"]), *pytest_args]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=capture, text=True, check=False)
+    return r.returncode, ("" if not capture else r.stdout + r.stderr)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--subset", type=int, default=0, help="at most this many cases per test function (0: all)")
     p.add_argument("--all-tests", action="store_true", help="the whole suite, not only the GPU tests")
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     a = p.parse_args(argv)
-    env = dict(os.environ, LAMINA_EMU_DEVICE="1")
-    args = [sys.executable, "-m", "pytest", "-p", "sanitize_subset", *([] if a.all_tests else ["-m", "gpu"])]
-    if a.subset:
-        env["LAMINA_EMU_SUBSET"] = str(a.subset)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
-    return subprocess.call([*args, *a.pytest_args], cwd=ROOT, env=env)
+    status, _ = run(a.subset, a.pytest_args, a.all_tests, capture=False)
+    return status
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ parameter grid: every 16th of 2 x 2 x 2 x 8 cases is always the same shape.)"""
 import os
 import random
 
+import pytest
 
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected theirs, so k cases of what is left stay
 def pytest_collection_modifyitems(config, items):
     budget = int(os.environ.get("LAMINA_EMU_SUBSET", "0"))
     if budget <= 0:
