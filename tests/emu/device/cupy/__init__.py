@@ -265,7 +265,7 @@ class ndarray:  # noqa: N801 - CuPy's name
         return complex(self._a)
 
     def __repr__(self):
-        return repr(self._a).replace("array(", "array(", 1)
+        return repr(self._a)
 
     def __str__(self):
         return str(self._a)
@@ -443,9 +443,3 @@ class ElementwiseKernel:
     def __call__(self, *args, **kwargs):
         return self._f(*args, **kwargs)
 
-
-def fuse(*args, **kwargs):
-    def decorate(f):
-        return f
-
-    return decorate(args[0]) if args and callable(args[0]) else decorate
