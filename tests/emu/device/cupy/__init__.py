@@ -242,33 +242,9 @@ class ndarray:  # noqa: N801 - CuPy's name
     def __setitem__(self, index, value):
         self._a[_unwrap_index(index)] = value._a if type(value) is ndarray else value
 
-    def __len__(self):
-        return len(self._a)
-
     def __iter__(self):
         for i in range(len(self._a)):
             yield self[i]
-
-    def __bool__(self):
-        return bool(self._a)
-
-    def __float__(self):
-        return float(self._a)
-
-    def __int__(self):
-        return int(self._a)
-
-    def __index__(self):
-        return self._a.__index__()
-
-    def __complex__(self):
-        return complex(self._a)
-
-    def __repr__(self):
-        return repr(self._a)
-
-    def __str__(self):
-        return str(self._a)
 
     def __format__(self, spec):
         return format(self._a.item() if self._a.ndim == 0 else self._a, spec)
@@ -305,6 +281,9 @@ for _form in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
     setattr(ndarray, _form, _binary(_form))
 for _form in ("__neg__", "__pos__", "__abs__", "__invert__"):
     setattr(ndarray, _form, (lambda f: lambda self: _wrap(getattr(self._a, f)()))(_form))
+# conversions and text: the NumPy array's own (a 0-d array to a Python number, as CuPy does after a sync)
+for _form in ("__len__", "__bool__", "__float__", "__int__", "__index__", "__complex__", "__repr__", "__str__"):
+    setattr(ndarray, _form, (lambda f: lambda self: getattr(self._a, f)())(_form))
 
 
 # ---------------------------------------------------------------------------
