@@ -17,9 +17,9 @@ time (lamina's share of the reference's throughput: 1.0 is parity).
 
     python benchmarks/kernels.py [--repeat 15] [--quick] [--sweep]
 
-A kernel whose result differs from the reference is reported as a
-'mismatch' row and not timed; the others still run, and the exit status
-is 1.  --sweep also times split-K counts around lamina's choices.
+A kernel whose result differs from the reference, or whose launch fails,
+is reported as a 'mismatch' row and not timed; the others still run, and
+the exit status is 1.  --sweep also times split-K counts around lamina's choices.
 
 Writes benchmarks/results/kernels_<device>.json, after every row ("complete":
 false until the end), so a run cut short keeps the rows it finished.
@@ -123,13 +123,24 @@ def bench_gemm(torch, mod, args, rows):
             def ref_fn():
                 torch.matmul(oa, ob, out=ref)
 
-            # 16-bit: each tensor-core kernel in turn (v1 mma.sync; v2 wgmma where the device runs sm_90a)
-            variants = ["auto"] if dtype == "float32" else ["mma"] + (["wgmma"] if hopper else [])
+            # 16-bit: each tensor-core kernel in turn (v1 mma.sync; v2 wgmma where the device runs sm_90a and
+            # TMA can read both operands: rows of a multiple of 16 bytes, as in lamina's own choice, 'auto')
+            tma_ok = a.shape[1] % 8 == 0 and b.shape[1] % 8 == 0
+            variants = ["auto"] if dtype == "float32" else ["mma"] + (["wgmma"] if hopper and tma_ok else [])
+            if dtype != "float32" and hopper and not tma_ok:
+                print(f"gemm {name:>30} {dtype:>8} wgmma: not run (a row of an operand is not a multiple of 16 "
+                      "bytes, which TMA needs; lamina runs mma.sync there)", flush=True)
             for variant in variants:
                 previous = mod.tensor_core_gemm(variant)
                 try:
                     c.fill_(float("nan"))
-                    lamina_fn()
+                    try:
+                        lamina_fn()
+                    except RuntimeError as e:  # reported, not timed; the other kernels still run
+                        print(f"gemm {name} {dtype} ({variant}): {e}: NOT TIMED", flush=True)
+                        rows.append({"kernel": "gemm", "shape": name, "what": f"{dtype} ({variant})", "mismatch": True,
+                                     "error": str(e)})
+                        continue
                     ref_fn()
                     err = rel_error(torch, c, ref)
                     limit = 1e-4 if dtype == "float32" else 2e-2
@@ -182,7 +193,13 @@ def bench_conv(torch, mod, args, rows):
                 lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p), lambda: dw),
         }
         for pass_name, (lamina_fn, ref_fn, result) in passes.items():
-            lamina_fn()
+            try:
+                lamina_fn()
+            except RuntimeError as e:  # reported, not timed; the other kernels still run
+                print(f"conv {name} {pass_name}: {e}: NOT TIMED", flush=True)
+                rows.append({"kernel": "conv2d " + pass_name, "shape": name, "what": "float32", "mismatch": True,
+                             "error": str(e)})
+                continue
             err = rel_error(torch, result(), ref_fn())
             if not err < 1e-4:
                 rows.append(mismatch("conv2d " + pass_name, name, "float32", "cuDNN", err))
