@@ -1,5 +1,6 @@
 // Runs lamina's SIMT CUDA kernels on the CPU, for tests on machines without
-// a GPU: each CUDA thread of a block is a std::thread, __syncthreads() is a
+// a GPU: each CUDA thread of a block is a CPU thread (from a pool kept
+// between launches), __syncthreads() is a
 // std::barrier, __shared__ variables are statics (one block runs at a time),
 // and a kernel launch runs every block in turn on those threads.  Only what
 // the kernels use is emulated (of the warp shuffles, __shfl_xor_sync over a
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -21,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <semaphore>
 #include <thread>
 #include <vector>
 
@@ -115,6 +118,54 @@ inline T ldg(const T* p) {
 
 inline int launches = 0;  // launches since the tests last read it (emu_launches)
 
+// Per-thread state of the instruction stand-ins (pending asynchronous copies
+// and wgmma groups): each launch clears it on its threads, which start as
+// fresh as a CUDA thread does.
+inline std::vector<void (*)()> thread_state_resets;
+struct ThreadStateReset {
+  explicit ThreadStateReset(void (*reset)()) { thread_state_resets.push_back(reset); }
+};
+
+// The CPU threads that play a block's CUDA threads, kept between launches
+// (starting a thread costs as much as a small kernel's work).  run(n, job)
+// calls job(t) on threads 0..n-1 at once and returns when all are done.
+class ThreadPool {
+ public:
+  void run(unsigned n, const std::function<void(unsigned)>& job) {
+    while (workers_.size() < n) {
+      const unsigned t = static_cast<unsigned>(workers_.size());
+      workers_.push_back(std::make_unique<Worker>());
+      Worker* w = workers_.back().get();
+      w->thread = std::thread([this, w, t] {
+        for (;;) {
+          w->go.acquire();
+          for (auto reset : thread_state_resets) reset();
+          (*job_)(t);
+          if (remaining_.fetch_sub(1) == 1) remaining_.notify_one();
+        }
+      });
+      w->thread.detach();  // the pool lives as long as the process
+    }
+    job_ = &job;
+    remaining_.store(n);
+    for (unsigned t = 0; t < n; ++t) workers_[t]->go.release();
+    for (unsigned left; (left = remaining_.load()) != 0;) remaining_.wait(left);
+  }
+
+ private:
+  struct Worker {
+    std::thread thread;
+    std::binary_semaphore go{0};
+  };
+  std::vector<std::unique_ptr<Worker>> workers_;
+  const std::function<void(unsigned)>* job_ = nullptr;
+  std::atomic<unsigned> remaining_{0};
+};
+inline ThreadPool& pool() {
+  static ThreadPool* p = new ThreadPool;  // never destroyed: its threads wait until the process ends
+  return *p;
+}
+
 // Runs f() as every thread of every block; blocks one after another.
 inline void launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, const std::function<void()>& f) {
   ++launches;
@@ -134,22 +185,18 @@ inline void launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, const std::
   warp_exchange.assign(nthreads / 32, {});
   warpgroup_barriers.clear();
   for (unsigned w = 0; w < nthreads / 128; ++w) warpgroup_barriers.push_back(std::make_unique<std::barrier<>>(128));
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < nthreads; ++t) {
-    threads.emplace_back([&, t] {
-      thread_idx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-      grid_dim = grid;
-      block_dim = block;
-      for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-          for (unsigned x = 0; x < grid.x; ++x) {
-            block_idx = uint3{x, y, z};
-            f();
-            bar.arrive_and_wait();  // the next block reuses the statics
-          }
-    });
-  }
-  for (auto& th : threads) th.join();
+  pool().run(nthreads, [&](unsigned t) {
+    thread_idx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+    grid_dim = grid;
+    block_dim = block;
+    for (unsigned z = 0; z < grid.z; ++z)
+      for (unsigned y = 0; y < grid.y; ++y)
+        for (unsigned x = 0; x < grid.x; ++x) {
+          block_idx = uint3{x, y, z};
+          f();
+          bar.arrive_and_wait();  // the next block reuses the statics
+        }
+  });
   block_barrier = nullptr;
   for (auto& b : named_barriers) b.reset();
   dyn_smem = dyn_smem_start = nullptr;

@@ -239,6 +239,16 @@ def _flags(sanitize):
     return [cxx, "-std=c++20", *opt, "-fPIC", "-pthread", "-w", f"-I{HERE}", f"-I{CUDA_SRC}", f"-I{inc}"], None
 
 
+def _sanitized_flags():
+    """(sanitizer, compiler command, None) for ``LAMINA_EMU_SANITIZE`` ('' for
+    none, 'address' or 'thread'), or (sanitizer, None, why there is none)."""
+    sanitize = os.environ.get("LAMINA_EMU_SANITIZE", "")
+    if sanitize not in ("", "address", "thread"):
+        return sanitize, None, f"LAMINA_EMU_SANITIZE must be 'address' or 'thread', not {sanitize!r}"
+    flags, why = _flags(sanitize)
+    return sanitize, flags, why
+
+
 def _link(flags, sources, extra, out):
     """Compile ``sources`` ({file name: text}) side by side in out's folder and link them into the shared library ``out``."""
     work = out.parent
@@ -287,10 +297,7 @@ def build():
     ``LAMINA_EMU_SANITIZE=address`` or ``=thread`` builds the emulator with
     that sanitizer (the process must have loaded its runtime first: see
     ``tests/emu/sanitize.py``)."""
-    sanitize = os.environ.get("LAMINA_EMU_SANITIZE", "")
-    if sanitize not in ("", "address", "thread"):
-        return None, f"LAMINA_EMU_SANITIZE must be 'address' or 'thread', not {sanitize!r}"
-    flags, why = _flags(sanitize)
+    sanitize, flags, why = _sanitized_flags()
     if flags is None:
         return None, why
     sources = _kernel_sources()
@@ -308,14 +315,15 @@ def build_module():
     (None, why it could not be built).  The module is
     csrc/bindings/cuda_module.cpp itself, compiled with tests/emu/emu_runtime.h
     answering its CUDA runtime calls for one emulated device: the bindings,
-    their argument checks and the launchers are the ones a GPU runs."""
+    their argument checks and the launchers are the ones a GPU runs.
+    ``LAMINA_EMU_SANITIZE`` builds it under a sanitizer, as for :func:`build`."""
     import sysconfig  # noqa: PLC0415
 
     try:
         import pybind11  # noqa: PLC0415
     except ImportError:
         return None, "pybind11 is not installed"
-    flags, why = _flags("")
+    sanitize, flags, why = _sanitized_flags()
     if flags is None:
         return None, why
     bindings = (ROOT / "csrc" / "bindings" / "cuda_module.cpp").read_text()
@@ -323,7 +331,7 @@ def build_module():
     sources["cuda_module.cpp"] = '#include "emu_runtime.h"\n' + bindings.replace('"../cuda/launchers.h"', '"launchers.h"')
     python = [f"-I{sysconfig.get_paths()['include']}", f"-I{pybind11.get_include()}",
               '-DLAMINA_CUDA_ARCHS="sm_80 sm_90 sm_90a (emulated)"']
-    work = Path(tempfile.gettempdir()) / f"lamina-emu-module-{_digest(*sources.values(), *python)}"
+    work = Path(tempfile.gettempdir()) / f"lamina-emu-module-{_digest(*sources.values(), *python, sanitize)}"
     out = work / ("_C_cuda" + sysconfig.get_config_var("EXT_SUFFIX"))
     if not out.is_file():
         work.mkdir(parents=True, exist_ok=True)

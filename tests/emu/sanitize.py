@@ -16,6 +16,13 @@ kernels built under a sanitizer, the CPU stand-ins for compute-sanitizer:
     python tests/emu/sanitize.py address          # a spread of the cases (CI)
     python tests/emu/sanitize.py thread --all     # every case (~8 min on 2 cores)
     python tests/emu/sanitize.py thread -- -k batchnorm   # pytest's own options after --
+    python tests/emu/sanitize.py address --device # the GPU tests on the emulated device
+
+With ``--device`` the tests are the GPU tests (pytest -m gpu) on the emulated
+device of tests/emu/device.py, whose ``lamina._C_cuda`` (the pybind11
+bindings, the launchers and every kernel, 16-bit convolution included) is
+built under the sanitizer: lamina's Python drives the kernels with CuPy's
+arrays (NumPy buffers here, each with the sanitizer's guard bytes around it).
 
 The sanitizer's runtime must be loaded before Python starts, so this runs
 pytest in a child process with it preloaded; reports go to files, read back
@@ -47,6 +54,17 @@ def runtime(sanitizer):
     return path if r.returncode == 0 and os.path.isabs(path) and os.path.isfile(path) else None
 
 
+def preload(lib):
+    """LD_PRELOAD for the sanitizer runtime ``lib``: with the C++ runtime after it,
+    so that the runtime's interceptor of C++ exceptions finds the real
+    ``__cxa_throw`` when it starts (the interpreter is not linked with
+    libstdc++, and a pybind11 module's exceptions would stop the run)."""
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    r = subprocess.run([cxx, "-print-file-name=libstdc++.so.6"], capture_output=True, text=True, check=False)
+    path = r.stdout.strip()
+    return f"{lib}:{path}" if r.returncode == 0 and os.path.isabs(path) and os.path.isfile(path) else lib
+
+
 def unusable(sanitizer):
     """Why ``sanitizer`` cannot run here (None when it can): no runtime, or one
     that fails to start under this interpreter (TSan needs a memory layout
@@ -61,9 +79,10 @@ def unusable(sanitizer):
     return None
 
 
-def run(sanitizer, subset=SUBSET, pytest_args=()):
-    """Run the emulated tests under ``sanitizer``; returns (exit status, pytest's
-    output, the sanitizer's reports as one string: empty when clean)."""
+def run(sanitizer, subset=SUBSET, pytest_args=(), device=False):
+    """Run the emulated tests (``device``: the GPU tests on the emulated device)
+    under ``sanitizer``; returns (exit status, pytest's output, the sanitizer's
+    reports as one string: empty when clean)."""
     lib = runtime(sanitizer)
     if lib is None:
         raise RuntimeError(f"the {sanitizer} sanitizer's runtime ({RUNTIMES[sanitizer]}) was not found")
@@ -73,7 +92,7 @@ def run(sanitizer, subset=SUBSET, pytest_args=()):
         env.update(
             LAMINA_EMU_SANITIZE=sanitizer,
             LAMINA_EMU_SUBSET=str(subset),
-            LD_PRELOAD=lib,
+            LD_PRELOAD=preload(lib),
             # NumPy's BLAS threads are not instrumented: one is enough for the references
             OPENBLAS_NUM_THREADS="1",
             OMP_NUM_THREADS="1",
@@ -86,8 +105,11 @@ def run(sanitizer, subset=SUBSET, pytest_args=()):
             env["UBSAN_OPTIONS"] = "print_stacktrace=1"
         else:
             env["TSAN_OPTIONS"] = f"log_path={log}:halt_on_error=0"
+        if device:
+            env["LAMINA_EMU_DEVICE"] = "1"
+        tests = ["-m", "gpu"] if device else [str(ROOT / "tests" / "test_cuda_emulated.py")]
         cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "sanitize_subset",
-               str(ROOT / "tests" / "test_cuda_emulated.py"), *pytest_args]
+               *tests, *pytest_args]
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         reports = "".join(p.read_text(errors="replace") for p in sorted(Path(tmp).glob("report*")))
     output = r.stdout + r.stderr
@@ -101,9 +123,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sanitizer", choices=sorted(RUNTIMES))
     parser.add_argument("--all", action="store_true", help="every case, not a spread of each test's cases")
+    parser.add_argument("--device", action="store_true", help="the GPU tests on the emulated device")
     args, pytest_args = parser.parse_known_args()  # the rest goes to pytest, e.g. -- -k batchnorm
     pytest_args = [a for a in pytest_args if a != "--"]
-    status, output, reports = run(args.sanitizer, 0 if args.all else SUBSET, pytest_args)
+    status, output, reports = run(args.sanitizer, 0 if args.all else SUBSET, pytest_args, args.device)
     print(output.rstrip())
     if reports:
         print(reports.rstrip())

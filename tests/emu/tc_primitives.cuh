@@ -110,6 +110,10 @@ struct Copy {
 };
 inline thread_local std::vector<Copy> open_group;
 inline thread_local std::deque<std::vector<Copy>> groups;
+inline const emu::ThreadStateReset reset{[] {
+  open_group.clear();
+  groups.clear();
+}};
 }  // namespace emu_tc
 
 inline void cp_async16(uint32_t dst, const void* src, int src_bytes) {

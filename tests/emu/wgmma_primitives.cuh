@@ -177,6 +177,10 @@ struct Mma {
 };
 inline thread_local std::vector<Mma> open_group;
 inline thread_local std::deque<std::vector<Mma>> groups;
+inline const emu::ThreadStateReset reset{[] {
+  open_group.clear();
+  groups.clear();
+}};
 
 inline float element(uint32_t addr, bool bf16) {
   uint16_t bits;
