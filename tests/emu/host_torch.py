@@ -19,7 +19,6 @@ a script, end to end, with small sizes.
 """
 
 import contextlib
-import time
 import types
 
 import torch
@@ -48,23 +47,6 @@ class _OnHost(TorchFunctionMode):
         if name in ("to", "_parse_to"):
             args = tuple(_host(a) for a in args)
         return func(*args, **kwargs)
-
-
-class _Event:
-    def __init__(self, enable_timing=False, blocking=False, interprocess=False):
-        self._t = None
-
-    def record(self, stream=None):
-        self._t = time.perf_counter()
-
-    def synchronize(self):
-        pass
-
-    def query(self):
-        return True
-
-    def elapsed_time(self, end):
-        return (end._t - self._t) * 1e3
 
 
 class _Stream:
@@ -103,6 +85,18 @@ def install():
     """Enter the mode and patch ``torch.cuda`` (once per process)."""
     if _installed:
         return
+    import cupy.cuda  # noqa: PLC0415 - the stand-in (tests/emu/device.py installs it first)
+
+    class Event(cupy.cuda.Event):  # a host clock, as the stand-in CuPy's, with PyTorch's methods
+        def __init__(self, enable_timing=False, blocking=False, interprocess=False):
+            super().__init__()
+
+        def query(self):
+            return True
+
+        def elapsed_time(self, end):
+            return cupy.cuda.get_elapsed_time(self, end)
+
     cuda = torch.cuda
     stream = _Stream()
     patches = {
@@ -111,7 +105,7 @@ def install():
         "get_device_capability": lambda device=None: (_properties().major, _properties().minor),
         "get_device_properties": _properties, "synchronize": lambda device=None: None,
         "current_stream": lambda device=None: stream, "default_stream": lambda device=None: stream,
-        "Stream": _Stream, "Event": _Event, "stream": lambda s: contextlib.nullcontext(),
+        "Stream": _Stream, "Event": Event, "stream": lambda s: contextlib.nullcontext(),
         "CUDAGraph": _CUDAGraph, "graph": lambda *a, **k: contextlib.nullcontext(),
         "max_memory_allocated": lambda device=None: 0, "memory_allocated": lambda device=None: 0,
         "reset_peak_memory_stats": lambda device=None: None, "empty_cache": lambda: None,
