@@ -128,8 +128,10 @@ def bench_gemm(torch, mod, args, rows):
             tma_ok = a.shape[1] % 8 == 0 and b.shape[1] % 8 == 0
             variants = ["auto"] if dtype == "float32" else ["mma"] + (["wgmma"] if hopper and tma_ok else [])
             if dtype != "float32" and hopper and not tma_ok:
-                print(f"gemm {name:>30} {dtype:>8} wgmma: not run (a row of an operand is not a multiple of 16 "
-                      "bytes, which TMA needs; lamina runs mma.sync there)", flush=True)
+                why = "a row of an operand is not a multiple of 16 bytes, which TMA needs; lamina runs mma.sync there"
+                print(f"gemm {name:>30} {dtype:>8} wgmma: not run ({why})", flush=True)
+                rows.append({"kernel": "gemm", "shape": name, "m": m, "n": n, "k": k, "dtype": dtype, "variant": "wgmma",
+                             "not_run": why})
             for variant in variants:
                 previous = mod.tensor_core_gemm(variant)
                 try:
