@@ -6,11 +6,14 @@ from .containers import Flatten, Identity, Residual, Sequential
 from .conv import Conv1D, Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .embedding import Embedding
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
 from .pooling import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
+from .recurrent import GRU, LSTM, RNN
 
 __all__ = [
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Identity", "Flatten", "Dropout", "Sequential",
     "Residual", "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention", "TransformerEncoderLayer",
+    "Embedding", "RNN", "LSTM", "GRU",
 ]

@@ -652,6 +652,23 @@ def unscale_grads(grads, inv_scale):
 # --------------------------------------------------------------------------
 
 
+def embedding_backward(dy, idx, num_embeddings):
+    """dW (num_embeddings, E) with dW[j] = Σ_{p: idx[p] = j} dy[p], for dy (P, E)
+    and idx (P,); summed in float32 at least (16-bit dy) and returned in dy's
+    dtype.  CuPy: ``cupyx.scatter_add`` (atomic adds, so the order of a
+    row's terms, and its last bits, vary); NumPy: ``np.add.at``, in order."""
+    work = np.float32 if backend.is_low_precision(dy.dtype) else dy.dtype
+    xp = backend.get_array_module(dy)
+    dweight = xp.zeros((num_embeddings, dy.shape[1]), dtype=work)
+    if xp is np:
+        np.add.at(dweight, idx, dy.astype(work, copy=False))
+    else:
+        import cupyx  # noqa: PLC0415 - CuPy is imported only for CuPy arrays
+
+        cupyx.scatter_add(dweight, idx, dy.astype(work, copy=False))
+    return dweight.astype(dy.dtype, copy=False)
+
+
 def dropout_forward(x, p):
     """(y, scaled mask) of inverted dropout: mask = [u >= p] / (1 - p) with u
     from lamina's generator on x's device (:func:`lamina.random.uniform_like`),

@@ -1,0 +1,525 @@
+"""Recurrent layers: RNN, LSTM and GRU, with PyTorch's parameter names,
+layouts, gate order and initialisation (``nn.RNN``, ``nn.LSTM``,
+``nn.GRU``), so their state_dicts load one to one.
+
+Each layer l and direction runs one cell over time.  With G gate blocks of
+H rows (RNN 1, LSTM 4, GRU 3), weight_ih is (G·H, in) and weight_hh
+(G·H, H).  The input's share of every step is one GEMM over the whole
+sequence, the hidden state's one GEMM a step:
+
+    gx = x W_ihᵀ + b_ih           (L, N, G·H), all steps at once
+    gh_t = h_{t-1} W_hhᵀ + b_hh    (N, G·H), step by step
+
+Backward runs the steps in reverse.  A step's cell backward turns the
+gradient of its output h_t (from the layer above, plus the next step's
+dh_{t-1}) into the gradients of its pre-activations: dgx_t for the input's
+share, dgh_t for the hidden state's (the same array except in GRU), and
+the gradient it passes back, dh_{t-1} = (direct part) + dgh_t W_hh.  Then,
+over the whole sequence at once:
+
+    dW_ih += dgxᵀ x,   db_ih += Σ dgx,   dx = dgx W_ih
+    dW_hh += dghᵀ h_prev,   db_hh += Σ dgh
+
+Each cell's forward and backward are written out below (``_RNNCell``,
+``_LSTMCell``, ``_GRUCell``); docs/recurrent.md derives them.
+"""
+
+import math
+
+import numpy as np
+
+from .. import backend, init, ops
+from ..errors import DeviceError, DTypeError, ShapeError
+from ..module import Layer, Parameter, _describe, is_grad_enabled
+from ._utils import positive_int
+
+
+def _sigmoid(xp, a):
+    """σ(a) = ½ (1 + tanh(a/2)): the same function, and no exponential to overflow."""
+    return 0.5 + 0.5 * xp.tanh(0.5 * a)
+
+
+class _RNNCell:
+    """h_t = act(a_t),  a_t = gx_t + gh_t  (act: tanh or ReLU).
+
+    Backward: da = dh ⊙ act'(a) = dh ⊙ (1 - h_t²) for tanh, dh ⊙ [h_t > 0]
+    for ReLU; dgx = dgh = da; no direct path to h_{t-1}.
+    Saves nothing beyond the outputs h_t.
+    """
+
+    gates = 1
+
+    def __init__(self, nonlinearity):
+        self.nonlinearity = nonlinearity
+
+    def forward(self, xp, gx, gh, h, c, saved, t):
+        a = gx + gh
+        h = xp.tanh(a) if self.nonlinearity == "tanh" else xp.maximum(a, 0)
+        return h, None
+
+    def backward(self, xp, dh, dc, h, h_prev, c_prev, saved, t):
+        da = dh * (1 - h * h) if self.nonlinearity == "tanh" else dh * (h > 0)
+        return da, da, None, None
+
+
+class _LSTMCell:
+    """Gates in PyTorch's order i, f, g, o (rows [0:H], [H:2H], [2H:3H], [3H:4H]):
+
+        i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o)
+        c_t = f ⊙ c_{t-1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)
+
+    Backward, with dc the gradient of c_t from step t+1:
+
+        dc ← dc + dh ⊙ o ⊙ (1 - tanh²(c_t))
+        da_i = dc ⊙ g ⊙ i(1-i),  da_f = dc ⊙ c_{t-1} ⊙ f(1-f)
+        da_g = dc ⊙ i ⊙ (1-g²),  da_o = dh ⊙ tanh(c_t) ⊙ o(1-o)
+        dc_{t-1} = dc ⊙ f;  dgx = dgh = da
+
+    Saves the four activated gates of each step (L, N, 4H) and c_t (L, N, H).
+    """
+
+    gates = 4
+
+    def forward(self, xp, gx, gh, h, c, saved, t):
+        hh = c.shape[1]
+        a = gx + gh
+        act = saved["gates"][t]  # (N, 4H)
+        act[...] = _sigmoid(xp, a)
+        act[:, 2 * hh:3 * hh] = xp.tanh(a[:, 2 * hh:3 * hh])
+        i, f, g, o = (act[:, k * hh:(k + 1) * hh] for k in range(4))
+        c = f * c + i * g
+        saved["c"][t] = c
+        return o * xp.tanh(c), c
+
+    def backward(self, xp, dh, dc, h, h_prev, c_prev, saved, t):
+        hh = dh.shape[1]
+        i, f, g, o = (saved["gates"][t][:, k * hh:(k + 1) * hh] for k in range(4))
+        tc = xp.tanh(saved["c"][t])
+        dc = dc + dh * o * (1 - tc * tc)
+        da = xp.empty_like(saved["gates"][t])
+        da[:, :hh] = dc * g * i * (1 - i)
+        da[:, hh:2 * hh] = dc * c_prev * f * (1 - f)
+        da[:, 2 * hh:3 * hh] = dc * i * (1 - g * g)
+        da[:, 3 * hh:] = dh * tc * o * (1 - o)
+        return da, da, None, dc * f
+
+
+class _GRUCell:
+    """Gates in PyTorch's order r, z, n:
+
+        r = σ(gx_r + gh_r),  z = σ(gx_z + gh_z),  n = tanh(gx_n + r ⊙ gh_n)
+        h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+
+    gh_n = h_{t-1} W_hnᵀ + b_hn sits inside the reset gate, so the input's
+    and the hidden state's pre-activation gradients differ in the n block.
+    Backward:
+
+        dn = dh ⊙ (1 - z),  da_n = dn ⊙ (1 - n²)
+        da_r = da_n ⊙ gh_n ⊙ r(1-r),  da_z = dh ⊙ (h_{t-1} - n) ⊙ z(1-z)
+        dgx = [da_r, da_z, da_n],  dgh = [da_r, da_z, da_n ⊙ r]
+        dh_{t-1} = dh ⊙ z + dgh W_hh
+
+    Saves r, z, n (L, N, 3H) and gh_n (L, N, H).
+    """
+
+    gates = 3
+
+    def forward(self, xp, gx, gh, h, c, saved, t):
+        hh = h.shape[1]
+        act = saved["gates"][t]  # (N, 3H)
+        act[:, :2 * hh] = _sigmoid(xp, gx[:, :2 * hh] + gh[:, :2 * hh])
+        r, z = act[:, :hh], act[:, hh:2 * hh]
+        saved["ghn"][t] = gh[:, 2 * hh:]
+        n = act[:, 2 * hh:]
+        n[...] = xp.tanh(gx[:, 2 * hh:] + r * gh[:, 2 * hh:])
+        return n + z * (h - n), None
+
+    def backward(self, xp, dh, dc, h, h_prev, c_prev, saved, t):
+        hh = dh.shape[1]
+        r, z, n = (saved["gates"][t][:, k * hh:(k + 1) * hh] for k in range(3))
+        dgx = xp.empty_like(saved["gates"][t])
+        dan = dgx[:, 2 * hh:]
+        dan[...] = dh * (1 - z) * (1 - n * n)
+        dgx[:, :hh] = dan * saved["ghn"][t] * r * (1 - r)
+        dgx[:, hh:2 * hh] = dh * (h_prev - n) * z * (1 - z)
+        dgh = dgx.copy()
+        dgh[:, 2 * hh:] *= r
+        return dgx, dgh, dh * z, None
+
+
+class _RNNBase(Layer):
+    """The machinery the three recurrent layers share: parameters, input and
+    state validation, the layers and directions, the caches and backward.
+
+    Args:
+        input_size: features of each step of the input.
+        hidden_size: H, features of the hidden state.
+        num_layers: stacked recurrent layers; layer l > 0 reads layer l-1's output.
+        bias: learn b_ih and b_hh.
+        batch_first: the input and output are (N, L, features); else (L, N, features).
+            True by default, as lamina's other sequence layers (PyTorch's default is False).
+        dropout: dropout probability on each layer's output except the last (training only).
+        bidirectional: also run each layer from the last step to the first; the two
+            directions' outputs are concatenated (2H features).
+        return_sequences: forward returns the last layer's output at every step
+            (True), or only its final hidden state (N, D·H), the directions concatenated.
+        return_state: forward also returns the final state, as PyTorch does:
+            ``(y, h_n)``, or ``(y, (h_n, c_n))`` for LSTM.
+        dtype: parameter dtype.
+
+    Call: ``forward(x, hx=None)``.  ``hx`` is the initial state, zeros if
+    None: h0 of shape (num_layers·D, N, H) for RNN and GRU, the pair
+    (h0, c0) for LSTM.  ``backward(dy, dstate=None)``: ``dstate`` is the
+    gradient of the returned final state (same structure; None for zeros);
+    it returns dx, or ``(dx, dhx)`` when forward was given ``hx``.
+
+    Shape (batch_first):
+        x: (N, L, input_size) → y: (N, L, D·H), or (N, D·H) without return_sequences.
+        h_n (and c_n): (num_layers·D, N, H), layer-major, forward direction first.
+
+    Parameters, for each layer l and suffix "" (and "_reverse" when
+    bidirectional), PyTorch's names, layouts and U(-1/√H, 1/√H) initialisation:
+        weight_ih_l{l}: (G·H, in), in = input_size for l = 0, else D·H;
+        weight_hh_l{l}: (G·H, H); bias_ih_l{l}, bias_hh_l{l}: (G·H,).
+    """
+
+    def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=True, dropout=0.0,
+                 bidirectional=False, return_sequences=True, return_state=False, dtype=np.float32):
+        super().__init__()
+        name = type(self).__name__
+        self.input_size = positive_int(input_size, name, "input_size")
+        self.hidden_size = positive_int(hidden_size, name, "hidden_size")
+        self.num_layers = positive_int(num_layers, name, "num_layers")
+        if not (isinstance(dropout, (int, float, np.floating)) and 0.0 <= float(dropout) < 1.0):
+            raise ValueError(f"{name}: expected dropout in [0, 1), received {dropout!r}")
+        self.dropout = float(dropout)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self._cell = cell
+        g, h = cell.gates, self.hidden_size
+        for layer in range(self.num_layers):
+            fan_in = self.input_size if layer == 0 else self.num_directions * h
+            for suffix in self._suffixes():
+                setattr(self, f"weight_ih_l{layer}{suffix}", Parameter(np.empty((g * h, fan_in), dtype=dtype)))
+                setattr(self, f"weight_hh_l{layer}{suffix}", Parameter(np.empty((g * h, h), dtype=dtype)))
+                if self.bias:
+                    setattr(self, f"bias_ih_l{layer}{suffix}", Parameter(np.empty((g * h,), dtype=dtype)))
+                    setattr(self, f"bias_hh_l{layer}{suffix}", Parameter(np.empty((g * h,), dtype=dtype)))
+        self.reset_parameters()
+
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    def _suffixes(self):
+        return ("", "_reverse")[: self.num_directions]
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            init.uniform_(p, -bound, bound)
+
+    def _params(self, layer, suffix):
+        """(W_ih, W_hh, b_ih, b_hh) of one layer and direction; biases None without bias."""
+        return tuple(getattr(self, f"{kind}_l{layer}{suffix}", None) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    # -- validation ---------------------------------------------------------
+
+    def _state_shape(self, n):
+        return (self.num_layers * self.num_directions, n, self.hidden_size)
+
+    def _state_names(self):
+        return ("h0", "c0") if isinstance(self._cell, _LSTMCell) else ("h0",)
+
+    def _check_state(self, hx, n, what):
+        """hx as a tuple of arrays (h0[, c0]), each validated; ``what`` is
+        "initial state" or "state gradient"."""
+        names = self._state_names()
+        if isinstance(self._cell, _LSTMCell):
+            if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                raise TypeError(f"{self._label()}: expected the {what} as a pair (h, c), received {type(hx).__name__}")
+            parts = tuple(hx)
+        else:
+            parts = (hx,)
+        shape = self._state_shape(n)
+        dims = [(0, shape[0], "num_layers * num_directions"), (1, n, "batch"), (2, shape[2], "hidden_size")]
+        return tuple(self._check_input(a, what=f"{name} ({what})", ndim=3, dim=dims) for name, a in zip(names, parts))
+
+    def _check_state_grad(self, dstate):
+        """dstate as a tuple (dh_n[, dc_n]) of arrays or None, checked against
+        the cached forward before the cache is taken (so an error leaves the
+        layer unchanged)."""
+        if isinstance(self._cell, _LSTMCell):
+            if not (isinstance(dstate, (tuple, list)) and len(dstate) == 2):
+                raise TypeError(f"{self._label()}: expected the state gradient as a pair (dh_n, dc_n), received "
+                                f"{type(dstate).__name__}")
+            parts = tuple(dstate)
+        else:
+            parts = (dstate,)
+        if self._cache is None:
+            return parts  # _take_cache raises its own error
+        (_, _, n), _, device = self._cache
+        shape = self._state_shape(n)
+        for name, a in zip(("dh_n", "dc_n"), parts):
+            if a is None:
+                continue
+            if not backend.is_array(a) or not (a.dtype.kind == "f" or backend.is_low_precision(a.dtype)):
+                raise DTypeError(f"{self._label()}: expected {name} as a floating-point array, received {_describe(a)}")
+            if backend.device_of(a) != device:
+                raise DeviceError(f"{self._label()}: expected {name} on {device}, received it on {backend.device_of(a)}")
+            if tuple(a.shape) != shape:
+                raise ShapeError(f"{self._label()}: expected {name} of shape {shape}, received {tuple(a.shape)}")
+        return parts
+
+    # -- forward ------------------------------------------------------------
+
+    def forward(self, x, hx=None):
+        x = self._check_input(x, ndim=3, dim=[(2, self.input_size, "input_size")])
+        seq = x.transpose(1, 0, 2) if self.batch_first else x  # time-major (L, N, F)
+        length, n = seq.shape[0], seq.shape[1]
+        if length == 0 or n == 0:
+            raise ShapeError(f"{self._label()}: expected at least one step and one sequence, received shape {tuple(x.shape)}")
+        state = None if hx is None else self._check_state(hx, n, "initial state")
+        xp = backend.get_array_module(x)
+        cdt = x.dtype  # the compute dtype; the cell's arithmetic runs in float32 at least
+        work = np.float32 if backend.is_low_precision(cdt) else cdt
+        lstm = isinstance(self._cell, _LSTMCell)
+        hh, nd = self.hidden_size, self.num_directions
+        h_n = xp.empty(self._state_shape(n), dtype=cdt)
+        c_n = xp.empty(self._state_shape(n), dtype=work) if lstm else None
+        inp = xp.ascontiguousarray(seq)
+        caches = []
+        for layer in range(self.num_layers):
+            out = xp.empty((length, n, nd * hh), dtype=cdt)
+            directions = []
+            for d, suffix in enumerate(self._suffixes()):
+                k = layer * nd + d
+                h0 = xp.zeros((n, hh), dtype=cdt) if state is None else state[0][k]
+                c0 = None if not lstm else (xp.zeros((n, hh), dtype=work) if state is None else state[1][k].astype(work))
+                saved, h_last, c_last = self._run_direction(xp, inp, out[:, :, d * hh:(d + 1) * hh], h0, c0, layer,
+                                                            suffix, reverse=d == 1, work=work)
+                h_n[k] = h_last
+                if lstm:
+                    c_n[k] = c_last
+                directions.append((h0, c0, saved))
+            nxt, mask = out, None
+            if self.training and self.dropout and layer < self.num_layers - 1:
+                nxt, mask = ops.dropout_forward(out, self.dropout)
+            caches.append((inp, out, mask, directions))  # inp: (L, N, F) this layer's input; out: (L, N, D·H)
+            inp = nxt
+        if self.return_sequences:
+            y = xp.ascontiguousarray(out.transpose(1, 0, 2) if self.batch_first else out)
+        else:
+            y = xp.ascontiguousarray(h_n[-nd:].transpose(1, 0, 2).reshape(n, nd * hh))
+        if is_grad_enabled():
+            self._save(caches, hx is not None, n, out=y)
+        if not self.return_state:
+            return y
+        return y, ((h_n, c_n.astype(cdt, copy=False)) if lstm else h_n)
+
+    def _run_direction(self, xp, inp, out, h, c, layer, suffix, reverse, work):
+        """Run one layer's cell over time in one direction, writing h_t into
+        ``out`` (L, N, H); returns (what backward needs, h_n, c_n)."""
+        w_ih, w_hh, b_ih, b_hh = self._params(layer, suffix)
+        length, n, f = inp.shape
+        gh_width = self._cell.gates * self.hidden_size
+        bias_ih = None if b_ih is None else self._compute(b_ih)
+        gx = ops.linear_forward(inp.reshape(length * n, f), self._compute(w_ih), bias_ih)
+        gx = gx.reshape(length, n, gh_width).astype(work, copy=False)  # the input's share of every step, one GEMM
+        whh, bhh = self._compute(w_hh), None if b_hh is None else self._compute(b_hh)
+        saved = {"gates": xp.empty((length, n, gh_width), dtype=work)}
+        if isinstance(self._cell, _LSTMCell):
+            saved["c"] = xp.empty((length, n, self.hidden_size), dtype=work)  # c_t of every step
+        if isinstance(self._cell, _GRUCell):
+            saved["ghn"] = xp.empty((length, n, self.hidden_size), dtype=work)  # gh_n of every step
+        for t in (range(length - 1, -1, -1) if reverse else range(length)):
+            gh = ops.linear_forward(h, whh, bhh).astype(work, copy=False)  # (N, G·H)
+            h_work, c = self._cell.forward(xp, gx[t], gh, h.astype(work, copy=False), c, saved, t)
+            h = h_work.astype(out.dtype, copy=False)
+            out[t] = h
+        return saved, h, c
+
+    # -- backward -----------------------------------------------------------
+
+    def backward(self, dy, dstate=None):
+        return self._backward(dy, dstate, need_dx=True)
+
+    def backward_parameters(self, dy, dstate=None):
+        """:meth:`Layer.backward_parameters`: parameter gradients only; the
+        first layer's input-gradient GEMM is skipped."""
+        self._backward(dy, dstate, need_dx=False)
+
+    def _backward(self, dy, dstate, need_dx):
+        dh_parts, dc_parts = (None, None) if dstate is None else (self._check_state_grad(dstate) + (None,))[:2]
+        caches, had_hx, n = self._take_cache(dy)
+        dy = self._compute_grad(dy)
+        xp = backend.get_array_module(dy)
+        lstm = isinstance(self._cell, _LSTMCell)
+        hh, nd, nl = self.hidden_size, self.num_directions, self.num_layers
+        out_top = caches[-1][1]
+        length, cdt = out_top.shape[0], out_top.dtype
+        work = np.float32 if backend.is_low_precision(cdt) else cdt
+        dh_n = xp.zeros(self._state_shape(n), dtype=work) if dh_parts is None else dh_parts.astype(work)
+        dc_n = (xp.zeros(self._state_shape(n), dtype=work) if dc_parts is None else dc_parts.astype(work)) if lstm else None
+        if self.return_sequences:
+            dout = (dy.transpose(1, 0, 2) if self.batch_first else dy).astype(work)  # (L, N, D·H)
+        else:
+            dout = xp.zeros((length, n, nd * hh), dtype=work)
+            dh_n[-nd:] += dy.reshape(n, nd, hh).transpose(1, 0, 2).astype(work)
+        dh0 = xp.empty(self._state_shape(n), dtype=work)
+        dc0 = xp.empty(self._state_shape(n), dtype=work) if lstm else None
+        dinp = None
+        for layer in range(nl - 1, -1, -1):
+            inp, out, mask, directions = caches[layer]
+            want_dinp = layer > 0 or need_dx
+            dinp = None
+            for d, suffix in enumerate(self._suffixes()):
+                k = layer * nd + d
+                h0, c0, saved = directions[d]
+                g = self._direction_backward(xp, dout[:, :, d * hh:(d + 1) * hh], dh_n[k], None if not lstm else dc_n[k],
+                                             inp, out[:, :, d * hh:(d + 1) * hh], h0, c0, saved, layer, suffix,
+                                             reverse=d == 1, want_dinp=want_dinp, work=work)
+                dinp_d, dh0[k], dc_first = g
+                if lstm:
+                    dc0[k] = dc_first
+                if want_dinp:
+                    dinp = dinp_d if dinp is None else dinp + dinp_d
+            if layer > 0:
+                dout = (dinp if mask is None else dinp * mask).astype(work, copy=False)
+        dx = None
+        if need_dx:
+            dx = dinp.astype(cdt, copy=False)
+            dx = xp.ascontiguousarray(dx.transpose(1, 0, 2) if self.batch_first else dx)
+        if not had_hx:
+            return dx
+        dh0 = dh0.astype(cdt, copy=False)
+        return dx, ((dh0, dc0.astype(cdt, copy=False)) if lstm else dh0)
+
+    def _direction_backward(self, xp, dout, dh, dc, inp, out, h0, c0, saved, layer, suffix, reverse, want_dinp, work):
+        """One layer and direction: returns (dinp or None, dh0, dc0) and
+        accumulates the direction's parameter gradients.
+
+        dout (L, N, H): the gradient of this direction's outputs from above;
+        out (L, N, H): its outputs h_t, from which h_{t-1} is read.
+        """
+        w_ih, w_hh, b_ih, b_hh = self._params(layer, suffix)
+        length, n, f = inp.shape
+        whh = self._compute(w_hh).astype(work, copy=False)
+        gru = isinstance(self._cell, _GRUCell)
+        dgx = xp.empty_like(saved["gates"])  # (L, N, G·H): gradients of the pre-activations, input's share
+        dgh = xp.empty_like(dgx) if gru else dgx  # the hidden state's share (differs only in GRU)
+        order = range(length) if reverse else range(length - 1, -1, -1)
+        prev = (lambda t: t + 1) if reverse else (lambda t: t - 1)  # the step that ran before t
+        for t in order:
+            tp = prev(t)
+            first = tp < 0 or tp >= length
+            h_prev = (h0 if first else out[tp]).astype(work, copy=False)
+            c_prev = None if c0 is None else (c0 if first else saved["c"][tp])
+            dh = dh + dout[t]
+            dgx_t, dgh_t, dh_direct, dc = self._cell.backward(xp, dh, dc, out[t].astype(work, copy=False), h_prev,
+                                                              c_prev, saved, t)
+            dgx[t] = dgx_t
+            if gru:
+                dgh[t] = dgh_t
+            dh = ops.matmul(dgh_t, whh)  # dh_{t-1} through W_hh
+            if dh_direct is not None:
+                dh = dh + dh_direct
+        # h_{t-1} of every step, in time order: h0 then the outputs, shifted the way the direction ran
+        h0c = h0.astype(out.dtype, copy=False)[None]
+        h_prev_seq = xp.concatenate([out[1:], h0c]) if reverse else xp.concatenate([h0c, out[:-1]])
+        cdt = out.dtype
+        rows = length * n
+        dgx2 = dgx.reshape(rows, -1).astype(cdt, copy=False)
+        dgh2 = dgx2 if not gru else dgh.reshape(rows, -1).astype(cdt, copy=False)
+        dinp, dw_ih, db_ih = ops.linear_backward(dgx2, inp.reshape(rows, f), self._compute(w_ih), need_dx=want_dinp,
+                                                 need_bias=False)
+        w_ih.accumulate(dw_ih, owned=True)
+        w_hh.accumulate(ops.matmul(dgh2.T, h_prev_seq.reshape(rows, self.hidden_size)), owned=True)
+        if b_ih is not None:
+            b_ih.accumulate(dgx.reshape(rows, -1).sum(axis=0), owned=True)
+            b_hh.accumulate(dgh.reshape(rows, -1).sum(axis=0), owned=True)
+        if dinp is not None:
+            dinp = dinp.reshape(length, n, f).astype(work, copy=False)
+        return dinp, dh, dc
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if not self.batch_first:
+            s += ", batch_first=False"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if not self.return_sequences:
+            s += ", return_sequences=False"
+        if self.return_state:
+            s += ", return_state=True"
+        return s
+
+
+class RNN(_RNNBase):
+    """Elman recurrent layer (PyTorch's ``nn.RNN``):
+    h_t = act(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh), act = tanh or ReLU.
+
+    Backward: da_t = dh_t ⊙ act'(·) (1 - h_t² for tanh, [h_t > 0] for ReLU),
+    dh_{t-1} = da_t W_hh; dW_ih += Σ da_tᵀ x_t, dW_hh += Σ da_tᵀ h_{t-1}.
+
+    Args:
+        nonlinearity: ``"tanh"`` (default) or ``"relu"``; the other arguments
+            are :class:`_RNNBase`'s (see :class:`LSTM` for the full list).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", **kwargs):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: expected nonlinearity 'tanh' or 'relu', received {nonlinearity!r}")
+        super().__init__(_RNNCell(nonlinearity), input_size, hidden_size, num_layers, **kwargs)
+
+    @property
+    def nonlinearity(self):
+        return self._cell.nonlinearity
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
+
+
+class LSTM(_RNNBase):
+    """Long short-term memory (PyTorch's ``nn.LSTM``, without ``proj_size``).
+
+    Per step, with gates in PyTorch's order i, f, g, o:
+        [a_i a_f a_g a_o] = x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh
+        c_t = σ(a_f) ⊙ c_{t-1} + σ(a_i) ⊙ tanh(a_g),  h_t = σ(a_o) ⊙ tanh(c_t)
+
+    Backward through time is in :class:`_LSTMCell` and docs/recurrent.md.
+
+    Args:
+        input_size, hidden_size, num_layers=1, bias=True, batch_first=True,
+        dropout=0.0, bidirectional=False, return_sequences=True,
+        return_state=False, dtype=float32: see :class:`_RNNBase`.
+
+    Call: ``y = lstm(x)``, or ``y, (h_n, c_n) = lstm(x, (h0, c0))`` with
+    ``return_state=True``; then ``dx, (dh0, dc0) = lstm.backward(dy, (dh_n, dc_n))``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, **kwargs):
+        super().__init__(_LSTMCell(), input_size, hidden_size, num_layers, **kwargs)
+
+
+class GRU(_RNNBase):
+    """Gated recurrent unit (PyTorch's ``nn.GRU``), gates in the order r, z, n:
+        r = σ(x W_irᵀ + b_ir + h W_hrᵀ + b_hr),  z = σ(x W_izᵀ + b_iz + h W_hzᵀ + b_hz)
+        n = tanh(x W_inᵀ + b_in + r ⊙ (h W_hnᵀ + b_hn)),  h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+
+    Backward through time is in :class:`_GRUCell` and docs/recurrent.md.
+    Arguments and call as :class:`LSTM`, with a single state h.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, **kwargs):
+        super().__init__(_GRUCell(), input_size, hidden_size, num_layers, **kwargs)
