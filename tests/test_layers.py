@@ -42,6 +42,26 @@ def _torch_encoder_layer(t, e, h, ff, activation, norm_first, causal=False):
     return Encoder(e, h, ff, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first)
 
 
+def _torch_recurrent(t, kind, *args, last=False, **kwargs):
+    """nn.RNN/LSTM/GRU returning only its output (the twin of a lamina recurrent
+    layer), or with ``last`` the last layer's final hidden state, directions
+    concatenated (the twin of ``return_sequences=False``)."""
+    base = getattr(t.nn, kind)
+
+    class Recurrent(base):
+        def forward(self, x):
+            y, state = super().forward(x)
+            if not last:
+                return y
+            h = (state[0] if kind == "LSTM" else state)[-(2 if self.bidirectional else 1):]
+            return h.transpose(0, 1).reshape(x.shape[0], -1)
+
+    return Recurrent(*args, **kwargs)
+
+
+# (N, L, features): batch 1, one step, odd lengths
+SEQ_SHAPES = [(1, 1, 3), (2, 4, 3), (1, 6, 3), (3, 2, 3), (2, 5, 3)]
+
 ATTN_SHAPES = [(1, 1, 4), (2, 3, 4), (1, 5, 4), (3, 2, 4), (2, 7, 4)]
 
 # name -> (lamina factory, torch factory(torch) or None, input shapes, kink)
@@ -70,6 +90,26 @@ CASES = {
     "encoder_post_ln_relu_causal": (
         lambda: lm.TransformerEncoderLayer(4, 1, 5, dropout=0.0, norm_first=False, causal=True),
         lambda t: _torch_encoder_layer(t, 4, 1, 5, "relu", False, causal=True), ATTN_SHAPES, None,
+    ),
+    "rnn": (lambda: lm.RNN(3, 4), lambda t: _torch_recurrent(t, "RNN", 3, 4, batch_first=True), SEQ_SHAPES, None),
+    "rnn_relu_2_layers_time_major": (
+        lambda: lm.RNN(3, 5, 2, nonlinearity="relu", batch_first=False),
+        lambda t: _torch_recurrent(t, "RNN", 3, 5, 2, nonlinearity="relu"), SEQ_SHAPES, None,
+    ),
+    "lstm": (lambda: lm.LSTM(3, 4), lambda t: _torch_recurrent(t, "LSTM", 3, 4, batch_first=True), SEQ_SHAPES, None),
+    "lstm_bidirectional_2_layers": (
+        lambda: lm.LSTM(3, 2, 2, bidirectional=True),
+        lambda t: _torch_recurrent(t, "LSTM", 3, 2, 2, bidirectional=True, batch_first=True), SEQ_SHAPES, None,
+    ),
+    "lstm_last_no_bias": (
+        lambda: lm.LSTM(3, 4, bias=False, bidirectional=True, return_sequences=False),
+        lambda t: _torch_recurrent(t, "LSTM", 3, 4, bias=False, bidirectional=True, batch_first=True, last=True),
+        SEQ_SHAPES, None,
+    ),
+    "gru": (lambda: lm.GRU(3, 4), lambda t: _torch_recurrent(t, "GRU", 3, 4, batch_first=True), SEQ_SHAPES, None),
+    "gru_bidirectional_2_layers_time_major": (
+        lambda: lm.GRU(3, 3, 2, bidirectional=True, batch_first=False),
+        lambda t: _torch_recurrent(t, "GRU", 3, 3, 2, bidirectional=True), SEQ_SHAPES, None,
     ),
     "dense_relu": (
         lambda: lm.Dense(6, 5, activation="relu"), lambda t: _torch_linear_act(t, 6, 5, "relu"),
@@ -191,7 +231,8 @@ def _make(name):
 
 _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6), "attention": (2, 3, 4),
                 "attention_causal_one_head": (2, 3, 4), "attention_no_bias": (2, 3, 6), "encoder_pre_ln_gelu": (2, 3, 4),
-                "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6)}
+                "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6),
+                **{name: (2, 4, 3) for name in CASES if name.startswith(("rnn", "lstm", "gru"))}}
 
 
 def _good_input(name):

@@ -1,0 +1,279 @@
+"""RNN, LSTM, GRU and Embedding beyond the contract harness of test_layers.py
+(which runs gradcheck and PyTorch parity of the output on each): initial and
+final states against PyTorch and finite differences, errors, dropout between
+layers, checkpointing, mixed precision, training, and the embedding table."""
+
+import numpy as np
+import pytest
+from harness import to_numpy
+
+import lamina as lm
+from lamina.testing import gradcheck
+
+KINDS = ["RNN", "LSTM", "GRU"]
+
+
+def _pair(torch, kind, n_in, hidden, layers, **kwargs):
+    """A lamina layer (returning its state) and its PyTorch twin with the same weights."""
+    t = getattr(torch.nn, kind)(n_in, hidden, layers, **kwargs)
+    layer = getattr(lm, kind)(n_in, hidden, layers, return_state=True, **kwargs)
+    layer.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    return layer, t
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("batch_first,bidirectional", [(True, False), (False, True), (True, True)])
+def test_states_in_and_out_match_pytorch(kind, batch_first, bidirectional, torch, xp):
+    rng = np.random.default_rng(hash((kind, batch_first, bidirectional)) % 2**32)
+    n, length, d = 3, 5, 2 if bidirectional else 1
+    layer, t = _pair(torch, kind, 4, 6, 2, batch_first=batch_first, bidirectional=bidirectional)
+    layer.to("cpu" if xp is np else "cuda")
+    x = rng.standard_normal((n, length, 4) if batch_first else (length, n, 4)).astype(np.float32)
+    h0, c0, dh, dc = (rng.standard_normal((2 * d, n, 6)).astype(np.float32) for _ in range(4))
+    tx, th, tc = (torch.from_numpy(a).requires_grad_() for a in (x, h0, c0))
+    lstm = kind == "LSTM"
+    ty, tstate = t(tx, (th, tc) if lstm else th)
+    dy = rng.standard_normal(ty.shape).astype(np.float32)
+    loss = (ty * torch.from_numpy(dy)).sum()
+    if lstm:
+        loss = loss + (tstate[0] * torch.from_numpy(dh)).sum() + (tstate[1] * torch.from_numpy(dc)).sum()
+    else:
+        loss = loss + (tstate * torch.from_numpy(dh)).sum()
+    loss.backward()
+
+    y, state = layer(xp.asarray(x), (xp.asarray(h0), xp.asarray(c0)) if lstm else xp.asarray(h0))
+    np.testing.assert_allclose(to_numpy(y), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    if lstm:
+        np.testing.assert_allclose(to_numpy(state[0]), tstate[0].detach().numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(to_numpy(state[1]), tstate[1].detach().numpy(), rtol=1e-5, atol=1e-5)
+    else:
+        np.testing.assert_allclose(to_numpy(state), tstate.detach().numpy(), rtol=1e-5, atol=1e-5)
+    dx, dstate0 = layer.backward(xp.asarray(dy), (xp.asarray(dh), xp.asarray(dc)) if lstm else xp.asarray(dh))
+    np.testing.assert_allclose(to_numpy(dx), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    if lstm:
+        np.testing.assert_allclose(to_numpy(dstate0[0]), th.grad.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(to_numpy(dstate0[1]), tc.grad.numpy(), rtol=1e-4, atol=1e-5)
+    else:
+        np.testing.assert_allclose(to_numpy(dstate0), th.grad.numpy(), rtol=1e-4, atol=1e-5)
+    tparams = dict(t.named_parameters())
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(to_numpy(p.grad), tparams[name].grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+class _WithState(lm.Layer):
+    """Wraps a recurrent layer so that gradcheck sees one output (y and the
+    final state, flattened and concatenated) and the initial state as inputs."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, h0, c0=None):
+        y, state = self.inner(x, h0 if c0 is None else (h0, c0))
+        parts = [y] + (list(state) if c0 is not None else [state])
+        self._shapes = [p.shape for p in parts]
+        return np.concatenate([p.reshape(-1) for p in parts])
+
+    def backward(self, dflat):
+        pieces, start = [], 0
+        for shape in self._shapes:
+            size = int(np.prod(shape))
+            pieces.append(dflat[start:start + size].reshape(shape))
+            start += size
+        dstate = tuple(pieces[1:]) if len(pieces) == 3 else pieces[1]
+        dx, dstate0 = self.inner.backward(pieces[0], dstate)
+        return (dx,) + (tuple(dstate0) if len(pieces) == 3 else (dstate0,))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradcheck_with_initial_and_final_state(kind):
+    rng = np.random.default_rng(3)
+    for kwargs, n, length in [({}, 1, 1), ({"bidirectional": True}, 2, 3), ({"batch_first": False}, 3, 2),
+                              ({"return_sequences": False, "bidirectional": True}, 2, 4)]:
+        layer = _WithState(getattr(lm, kind)(2, 3, 2, return_state=True, **kwargs))
+        x = rng.standard_normal((n, length, 2) if kwargs.get("batch_first", True) else (length, n, 2))
+        d = 2 if kwargs.get("bidirectional") else 1
+        states = [rng.standard_normal((2 * d, n, 3)) for _ in range(2 if kind == "LSTM" else 1)]
+        assert gradcheck(layer, x, *states)
+
+
+def test_backward_parameters_equals_backward_without_dx():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    a = lm.LSTM(3, 4, 2, bidirectional=True)
+    b = lm.LSTM(3, 4, 2, bidirectional=True)
+    b.load_state_dict(a.state_dict())
+    dy = rng.standard_normal(a(x).shape).astype(np.float32)
+    a.backward(dy)
+    b(x)
+    assert b.backward_parameters(dy) is None
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)
+
+
+def test_loads_a_pytorch_state_dict_one_to_one_with_names_and_order(torch):
+    t = torch.nn.LSTM(5, 7, 2, bidirectional=True, batch_first=True)
+    layer = lm.LSTM(5, 7, 2, bidirectional=True)
+    assert list(layer.state_dict()) == list(t.state_dict())
+    assert all(layer.state_dict()[k].shape == tuple(v.shape) for k, v in t.state_dict().items())
+    bound = 1 / np.sqrt(7)
+    assert all(np.abs(p.data).max() <= bound for p in layer.parameters())
+
+
+def test_errors_name_the_layer_and_leave_it_untouched():
+    layer = lm.LSTM(3, 4, 2, return_state=True)
+    before = {k: v.copy() for k, v in layer.state_dict().items()}
+    with pytest.raises(lm.ShapeError, match=r"LSTM\(3, 4, num_layers=2, return_state=True\).*size 3 \(input_size\).*\(2, 5, 4\)"):
+        layer(np.zeros((2, 5, 4), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"LSTM.*3-d input.*\(5, 3\)"):
+        layer(np.zeros((5, 3), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match="at least one step"):
+        layer(np.zeros((2, 0, 3), dtype=np.float32))
+    x = np.zeros((2, 5, 3), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"LSTM.*pair \(h, c\)"):
+        layer(x, np.zeros((2, 2, 4), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"LSTM.*c0 \(initial state\) with size 2 \(batch\).*\(2, 3, 4\)"):
+        layer(x, (np.zeros((2, 2, 4), dtype=np.float32), np.zeros((2, 3, 4), dtype=np.float32)))
+    with pytest.raises(lm.DTypeError, match=r"LSTM.*h0 \(initial state\) of dtype float32.*float64"):
+        layer(x, (np.zeros((2, 2, 4)), np.zeros((2, 2, 4), dtype=np.float32)))
+    assert not layer.has_cache()
+    y, (h, c) = layer(x)
+    with pytest.raises(lm.ShapeError, match=r"LSTM.*dc_n of shape \(2, 2, 4\), received \(1, 2, 4\)"):
+        layer.backward(np.ones_like(y), (np.ones_like(h), np.ones((1, 2, 4), dtype=np.float32)))
+    assert layer.has_cache()  # the failed call kept the cache
+    assert layer.backward(np.ones_like(y), (None, np.ones_like(c))).shape == x.shape
+    assert all(np.array_equal(before[k], v) for k, v in layer.state_dict().items())
+    with pytest.raises(ValueError, match="RNN: expected nonlinearity 'tanh' or 'relu', received 'sigmoid'"):
+        lm.RNN(3, 4, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="GRU: expected dropout in"):
+        lm.GRU(3, 4, dropout=1.0)
+    with pytest.raises(ValueError, match="GRU: expected hidden_size to be a positive int"):
+        lm.GRU(3, 0)
+
+
+def test_dropout_between_layers_is_seeded_off_in_eval_and_replayed_by_checkpointing():
+    x = np.random.default_rng(0).standard_normal((4, 6, 3)).astype(np.float32)
+
+    def model(segments=0):
+        lm.manual_seed(2)
+        layers = [lm.GRU(3, 8, 2, dropout=0.5), lm.LSTM(8, 5, 2, dropout=0.5, bidirectional=True), lm.Dense(10, 2)]
+        return lm.Sequential(*layers, checkpoint_segments=segments)
+
+    plain, ckpt = model(), model(segments=3)
+    plain.eval()
+    with lm.no_grad():
+        a, b = plain(x), plain(x)
+    assert np.array_equal(a, b)
+    plain.train()
+    lm.manual_seed(9)
+    y1 = plain(x)
+    dx1 = plain.backward(np.ones_like(y1))
+    assert not np.allclose(y1, a)  # dropout is on in training
+    lm.manual_seed(9)
+    y2 = ckpt(x)
+    dx2 = ckpt.backward(np.ones_like(y2))
+    assert np.array_equal(y1, y2) and np.array_equal(dx1, dx2)
+    for p, q in zip(plain.parameters(), ckpt.parameters()):
+        assert np.array_equal(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mixed_precision_is_close_to_float32(kind):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 7, 5)).astype(np.float32)
+    lm.manual_seed(0)
+    ref = getattr(lm, kind)(5, 16, 2, bidirectional=True)
+    low = getattr(lm, kind)(5, 16, 2, bidirectional=True)
+    low.load_state_dict(ref.state_dict())
+    y = ref(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    ref.backward(dy)
+    lm.amp.autocast(low, "bfloat16")
+    y16 = low(x)
+    low.backward(dy)
+    assert y16.dtype.name == "bfloat16"
+    err = np.abs(y16.astype(np.float32) - y).max()
+    assert err < 3e-2, err
+    for (name, p), q in zip(ref.named_parameters(), low.parameters()):
+        assert q.grad.dtype == np.float32
+        rel = np.linalg.norm(q.grad - p.grad) / np.linalg.norm(p.grad)
+        assert rel < 5e-2, (name, rel)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("task", ["sign of the first step", "sign of the sum"])
+def test_learns_a_task_that_needs_its_state(kind, task):
+    """Either the label is the sign of the first of 8 steps (the other 7 are
+    weaker noise): the state must carry it to the end.  Or it is the sign
+    of the sum of 12 steps: the state must integrate.  Only the final
+    hidden state reaches the classifier."""
+    rng = np.random.default_rng(0)
+    lm.manual_seed(0)
+    length = 8 if task == "sign of the first step" else 12
+
+    def batch(n):
+        x = rng.standard_normal((n, length, 1)).astype(np.float32)
+        if task == "sign of the first step":
+            x[:, 1:] *= 0.3
+            return x, (x[:, 0, 0] > 0).astype(np.int64)
+        return x, (x[:, :, 0].sum(axis=1) > 0).astype(np.int64)
+
+    model = lm.Sequential(getattr(lm, kind)(1, 16, return_sequences=False), lm.Dense(16, 2))
+    loss_fn = lm.SoftmaxCrossEntropy()
+    opt = lm.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(200):
+        x, t = batch(32)
+        model.zero_grad()
+        loss_fn(model(x), t)
+        model.backward(loss_fn.backward())
+        opt.step()
+    x, t = batch(1000)
+    model.eval()
+    with lm.no_grad():
+        accuracy = (model(x).argmax(axis=1) == t).mean()
+    assert accuracy > 0.85, accuracy
+
+
+# ---------------------------------------------------------------------------
+# Embedding
+# ---------------------------------------------------------------------------
+
+
+def test_embedding_matches_pytorch_with_repeated_indices_and_padding(torch, xp):
+    t = torch.nn.Embedding(7, 4, padding_idx=2)
+    layer = lm.Embedding(7, 4, padding_idx=2)
+    assert np.array_equal(layer.weight.data[2], np.zeros(4))
+    layer.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    layer.to("cpu" if xp is np else "cuda")
+    idx = np.array([[0, 2, 6, 0], [6, 6, 1, 2], [3, 0, 0, 0]])
+    dy = np.random.default_rng(0).standard_normal((3, 4, 4)).astype(np.float32)
+    ty = t(torch.from_numpy(idx))
+    ty.backward(torch.from_numpy(dy))
+    y = layer(xp.asarray(idx))
+    assert layer.backward(xp.asarray(dy)) is None
+    np.testing.assert_array_equal(to_numpy(y), ty.detach().numpy())
+    np.testing.assert_allclose(to_numpy(layer.weight.grad), t.weight.grad.numpy(), rtol=1e-6, atol=1e-6)
+    assert not to_numpy(layer.weight.grad)[2].any()  # the padding row learns nothing
+
+
+def test_embedding_gradcheck_and_an_embedding_lstm_model():
+    rng = np.random.default_rng(0)
+    for shape in [(1,), (5,), (2, 3), (1, 1, 4), (7, 2)]:
+        assert gradcheck(lm.Embedding(6, 3), rng.integers(0, 6, size=shape))
+        # the padding row is frozen by design, not by the derivative: indices that avoid it
+        assert gradcheck(lm.Embedding(6, 3, padding_idx=-1), rng.integers(0, 5, size=shape))
+    model = lm.Sequential(lm.Embedding(10, 4), lm.GRU(4, 5, return_sequences=False), lm.Dense(5, 3))
+    assert gradcheck(model, rng.integers(0, 10, size=(2, 6)))
+
+
+def test_embedding_errors_name_the_layer():
+    layer = lm.Embedding(5, 3)
+    with pytest.raises(lm.DTypeError, match=r"Embedding\(5, 3\).*integer indices.*float32"):
+        layer(np.zeros((2,), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"Embedding\(5, 3\).*indices in \[0, 5\).*from -1 to 5"):
+        layer(np.array([-1, 5, 0]))
+    assert not layer.has_cache()
+    with pytest.raises(ValueError, match="Embedding: expected padding_idx in"):
+        lm.Embedding(5, 3, padding_idx=5)
+    with pytest.raises(ValueError, match="Embedding: expected num_embeddings to be a positive int"):
+        lm.Embedding(0, 3)
