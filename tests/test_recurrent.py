@@ -5,7 +5,8 @@ layers, checkpointing, mixed precision, training, and the embedding table."""
 
 import numpy as np
 import pytest
-from harness import to_numpy
+from conftest import requires_cuda
+from harness import check_gpu_kernels_match_cpu, to_numpy
 
 import lamina as lm
 from lamina.testing import gradcheck
@@ -58,6 +59,18 @@ def test_states_in_and_out_match_pytorch(kind, batch_first, bidirectional, torch
     tparams = dict(t.named_parameters())
     for name, p in layer.named_parameters():
         np.testing.assert_allclose(to_numpy(p.grad), tparams[name].grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("kernels", ["lamina", "cupy"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_gpu_matches_cpu_on_both_kernel_sets(kind, kernels):
+    """A stacked bidirectional layer on the GPU (its GEMMs on lamina's
+    kernels or cuBLAS) against the same layer on the CPU, at a size that is
+    not a multiple of any tile."""
+    x = np.random.default_rng(4).standard_normal((5, 9, 13)).astype(np.float32)
+    check_gpu_kernels_match_cpu(lambda: getattr(lm, kind)(13, 37, 2, bidirectional=True), x, kernels=kernels)
 
 
 class _WithState(lm.Layer):

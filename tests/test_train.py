@@ -121,6 +121,17 @@ def test_cnn_example_reaches_97_percent_on_digits():
     assert example.main(epochs=8, seed=0, verbose=False) >= 0.97
 
 
+def test_gru_example_learns_mnist1d_as_a_sequence():
+    """examples/gru_mnist1d.py for 3 epochs (of 20): well above chance (10%)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "gru_mnist1d.py")
+    spec = importlib.util.spec_from_file_location("gru_mnist1d", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(epochs=3, seed=0, verbose=False) >= 0.3
+
+
 def test_digits_ship_with_the_package_and_split_reproducibly():
     from lamina.data import load_digits
 

@@ -198,6 +198,11 @@ def _gradcheck(args):
         ("BatchNorm1d(4)", lambda: lm.BatchNorm1d(4), (5, 4)), ("BatchNorm2d(3)", lambda: lm.BatchNorm2d(3), (2, 3, 3, 4)),
         ("BatchNorm2d(3).eval()", lambda: lm.BatchNorm2d(3).eval(), (2, 3, 3, 4)),
         ("Residual(Conv2D, BatchNorm2d)", lambda: lm.Residual(lm.Sequential(lm.Conv2D(3, 3, 3, padding=1), lm.BatchNorm2d(3))), (2, 3, 4, 4)),
+        ("LayerNorm(5)", lambda: lm.LayerNorm(5), (2, 3, 5)),
+        ("MultiheadAttention(4, 2, causal=True)", lambda: lm.MultiheadAttention(4, 2, causal=True), (2, 3, 4)),
+        ("RNN(3, 4, nonlinearity='relu')", lambda: lm.RNN(3, 4, nonlinearity="relu"), (2, 4, 3)),
+        ("LSTM(3, 3, 2, bidirectional=True)", lambda: lm.LSTM(3, 3, 2, bidirectional=True), (2, 4, 3)),
+        ("GRU(3, 4, return_sequences=False)", lambda: lm.GRU(3, 4, return_sequences=False), (2, 5, 3)),
     ]
     rng = np.random.default_rng(args.seed)
     rows, failed = [], 0
