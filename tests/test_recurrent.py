@@ -290,3 +290,18 @@ def test_embedding_errors_name_the_layer():
         lm.Embedding(5, 3, padding_idx=5)
     with pytest.raises(ValueError, match="Embedding: expected num_embeddings to be a positive int"):
         lm.Embedding(0, 3)
+
+
+def test_cache_is_what_backward_needs_and_nothing_under_no_grad():
+    n, length, f, h = 4, 6, 5, 8
+    layer = lm.LSTM(f, h)
+    x = np.zeros((n, length, f), dtype=np.float32)
+    with lm.memory.track() as m:
+        y = layer(x)
+        # the input, the outputs, the four gates and c_t of every step, then h0 and c0
+        assert m.live_bytes == 4 * (length * n * (f + h + 4 * h + h) + 2 * n * h)
+        layer.backward(np.ones_like(y))
+        assert m.live_bytes == 0
+        with lm.no_grad():
+            layer(x)
+        assert m.live_bytes == 0 and not layer.has_cache()

@@ -330,14 +330,16 @@ class _RNNBase(Layer):
         gx = ops.linear_forward(inp.reshape(length * n, f), self._compute(w_ih), bias_ih)
         gx = gx.reshape(length, n, gh_width).astype(work, copy=False)  # the input's share of every step, one GEMM
         whh, bhh = self._compute(w_hh), None if b_hh is None else self._compute(b_hh)
-        saved = {"gates": xp.empty((length, n, gh_width), dtype=work)}
+        keep = is_grad_enabled()  # without gradients, one step's slot is reused
+        slots = length if keep else 1
+        saved = {"gates": xp.empty((slots, n, gh_width), dtype=work)}
         if isinstance(self._cell, _LSTMCell):
-            saved["c"] = xp.empty((length, n, self.hidden_size), dtype=work)  # c_t of every step
+            saved["c"] = xp.empty((slots, n, self.hidden_size), dtype=work)  # c_t of every step
         if isinstance(self._cell, _GRUCell):
-            saved["ghn"] = xp.empty((length, n, self.hidden_size), dtype=work)  # gh_n of every step
+            saved["ghn"] = xp.empty((slots, n, self.hidden_size), dtype=work)  # gh_n of every step
         for t in (range(length - 1, -1, -1) if reverse else range(length)):
             gh = ops.linear_forward(h, whh, bhh).astype(work, copy=False)  # (N, G·H)
-            h_work, c = self._cell.forward(xp, gx[t], gh, h.astype(work, copy=False), c, saved, t)
+            h_work, c = self._cell.forward(xp, gx[t], gh, h.astype(work, copy=False), c, saved, t if keep else 0)
             h = h_work.astype(out.dtype, copy=False)
             out[t] = h
         return saved, h, c
