@@ -11,7 +11,9 @@ Models: mlp (784-512-512-10, batch 128), mlp_wide (4096-4096-4096-4096-10,
 batch 1024: compute-bound on a GPU, for the mixed-precision speedup), lenet (conv32-pool-conv64-pool-
 fc128-fc10 on 1x28x28, batch 64), resnet20 (3x32x32, batch 128),
 transformer (one pre-LN encoder block, E=256, 4 heads, FF 1024, on
-sequences of 128, batch 32, then a linear classifier).
+sequences of 128, batch 32, then a linear classifier), lstm (LSTM(128, 256)
+over sequences of 50, batch 64, its final hidden state into a linear
+classifier).
 Precisions: fp32 (TF32 off on both sides), and bf16/fp16 mixed precision
 (lamina.amp.autocast against torch.autocast; on the CPU lamina computes
 16-bit arrays in float32, so this compares memory more than time).
@@ -76,6 +78,7 @@ CONFIGS = {
     "resnet20": dict(build=lambda m: models.resnet(m, 3), input=(3, 32, 32), batch=128, classes=10),
     "resnet8": dict(build=lambda m: models.resnet(m, 1), input=(3, 32, 32), batch=64, classes=10),
     "transformer": dict(build=models.transformer, input=(128, 256), batch=32, classes=10),
+    "lstm": dict(build=models.lstm, input=(50, 128), batch=64, classes=10),
 }
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 LAMINA_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
@@ -86,19 +89,31 @@ LAMINA_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 # --------------------------------------------------------------------------
 
 
+class ReferenceUnavailable(Exception):
+    """PyTorch's side of a model cannot run on this machine (say, an op that
+    its CPU autocast does not support): the model is skipped, not refused."""
+
+
 def count_flops(model, input_shape, batch):
     """FLOPs of one training step: 2 per multiply-add, forward plus the two
     backward GEMMs (dx and dW) of every Conv2d and Linear: 3x the forward."""
     shapes = {}
-    kinds = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.MultiheadAttention)
-    hooks = [m.register_forward_hook(lambda mod, i, o: shapes.__setitem__(mod, (o[0] if isinstance(o, tuple) else o).shape))
-             for m in model.modules() if isinstance(m, kinds)]
+    kinds = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.MultiheadAttention, torch.nn.RNNBase)
+
+    def record(mod, i, o):  # recurrent layers: their input's shape; the others: their output's
+        shapes[mod] = i[0].shape if isinstance(mod, torch.nn.RNNBase) else (o[0] if isinstance(o, tuple) else o).shape
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, kinds)]
     with torch.no_grad():
         model(torch.zeros(batch, *input_shape, device=next(model.parameters()).device))
     for h in hooks:
         h.remove()
     macs = 0
     for mod, out in shapes.items():
+        if isinstance(mod, torch.nn.RNNBase):  # every step: x_t W_ihᵀ and h_{t-1} W_hhᵀ, per layer and direction
+            n, seq = (out[0], out[1]) if mod.batch_first else (out[1], out[0])
+            macs += sum(n * seq * p.shape[0] * p.shape[1] for name, p in mod.named_parameters() if name.startswith("weight"))
+            continue
         if isinstance(mod, torch.nn.MultiheadAttention):  # the q/k/v projection, q kᵀ and p v (out_proj is a Linear)
             n, seq, e = out
             macs += n * seq * 3 * e * e + 2 * n * seq * seq * e
@@ -200,9 +215,12 @@ class Pair:
         exact = copy.deepcopy(self.tmodel).double()
         loss64 = torch.nn.functional.cross_entropy(exact(self.tx.double()), self.ty)
         loss64.backward()
-        with self._autocast():
-            tloss = torch.nn.functional.cross_entropy(self.tmodel(self.tx), self.ty)
-        tloss.float().backward()
+        try:
+            with self._autocast():
+                tloss = torch.nn.functional.cross_entropy(self.tmodel(self.tx), self.ty)
+            tloss.float().backward()
+        except RuntimeError as e:  # PyTorch cannot run this step here: nothing to compare with or time against
+            raise ReferenceUnavailable(f"PyTorch's own step fails: {str(e).splitlines()[0]}") from e
         problems = []
         exact_loss = loss64.item()
         if abs(loss - exact_loss) > max(rtol * abs(exact_loss) + rtol / 10, 2 * abs(tloss.item() - exact_loss)):
@@ -429,6 +447,9 @@ def markdown(result):
         lines += ["", "Not timed: the first step does not match PyTorch:", ""]
         lines += [f"* {r['model']} [{r['precision']}]" + (f" ({r['kernels']} kernels)" if r.get("kernels") else "")
                   + ": " + r["reason"].replace("\n", " ") for r in result["refused"]]
+    if result.get("skipped"):
+        lines += ["", "Not run: PyTorch's side fails on this machine:", ""]
+        lines += [f"* {r['model']} [{r['precision']}]: {r['reason']}" for r in result["skipped"]]
     if result.get("amp_speedups"):
         lines += ["", "Mixed precision: step-time speedup over each framework's own fp32 step:", "",
                   "| model | precision | lamina speedup | PyTorch autocast speedup |", "|---|---|---|---|"]
@@ -511,7 +532,7 @@ def main(argv=None):
         _ext.cpu_module().set_num_threads(args.threads)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
     torch.backends.cudnn.allow_tf32 = False
-    rows, refused = [], []
+    rows, refused, skipped = [], [], []
     dev = device_name(device)
     stem = args.name or ("cpu" if device == "cpu" else re.sub(r"[^A-Za-z0-9]+", "_", dev).strip("_").lower())
     header = {
@@ -525,7 +546,8 @@ def main(argv=None):
     def save(complete):
         """Write the JSON and Markdown of what has run so far (after every model, so
         that a run cut short keeps its finished rows), and at the end the chart."""
-        result = {**header, "complete": complete, "results": rows, "refused": refused, "amp_speedups": amp_speedups(rows)}
+        result = {**header, "complete": complete, "results": rows, "refused": refused, "skipped": skipped,
+                  "amp_speedups": amp_speedups(rows)}
         base = os.path.join(args.out, stem)
         atomic_write(base + ".json", json.dumps(result, indent=2).encode())
         atomic_write(base + ".md", markdown(result).encode())
@@ -543,6 +565,12 @@ def main(argv=None):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", lm.PerformanceWarning)  # CPU 16-bit runs in float32: in the docstring
                 row = bench(name, device, precision, args.repeat, args.warmup, args.graph)
+        except ReferenceUnavailable as e:
+            print(f"{name} [{precision}]: skipped: {e}", flush=True)
+            skipped.append({"model": name, "precision": precision, "kernels": kernels if device == "cuda" else None,
+                            "reason": str(e)})
+            save(complete=False)
+            continue
         except SystemExit as e:  # the first step does not match PyTorch: report it, time the others
             print(e, flush=True)
             refused.append({"model": name, "precision": precision, "kernels": kernels if device == "cuda" else None,

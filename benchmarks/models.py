@@ -9,8 +9,15 @@ def _ns(m):
     if m is lm:
         return dict(conv=lm.Conv2D, bn=lm.BatchNorm2d, relu=lm.ReLU, maxpool=lm.MaxPool2D, flatten=lm.Flatten,
                     dense=lm.Dense, seq=lm.Sequential, gap=lm.GlobalAvgPool2D, residual=lm.Residual,
-                    encoder=lm.TransformerEncoderLayer)
+                    encoder=lm.TransformerEncoderLayer,
+                    lstm_last=lambda *a, **k: lm.LSTM(*a, return_sequences=False, **k))
     nn = m.nn
+
+    class LSTMLast(nn.LSTM):
+        """nn.LSTM returning the last layer's final hidden state (lamina's return_sequences=False)."""
+
+        def forward(self, x):
+            return super().forward(x)[1][0][-1]
 
     class Residual(nn.Module):
         def __init__(self, body, shortcut=None):
@@ -22,7 +29,8 @@ def _ns(m):
 
     return dict(conv=nn.Conv2d, bn=nn.BatchNorm2d, relu=nn.ReLU, maxpool=nn.MaxPool2d, flatten=nn.Flatten,
                 dense=nn.Linear, seq=nn.Sequential, gap=lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-                residual=Residual, encoder=lambda *a, **k: nn.TransformerEncoderLayer(*a, batch_first=True, **k))
+                residual=Residual, encoder=lambda *a, **k: nn.TransformerEncoderLayer(*a, batch_first=True, **k),
+                lstm_last=lambda *a, **k: LSTMLast(*a, batch_first=True, **k))
 
 
 def mlp(m, sizes=(784, 512, 512, 10)):
@@ -77,3 +85,10 @@ def transformer(m, d_model=256, nhead=4, dim_feedforward=1024, seq_len=128, num_
         L["encoder"](d_model, nhead, dim_feedforward, dropout=0.0, activation="gelu", norm_first=True),
         L["flatten"](), L["dense"](seq_len * d_model, num_classes),
     )
+
+
+def lstm(m, input_size=128, hidden_size=256, num_classes=10):
+    """A sequence classifier: one LSTM layer over (L=50, 128) sequences, its
+    final hidden state into a linear classifier."""
+    L = _ns(m)
+    return L["seq"](L["lstm_last"](input_size, hidden_size), L["dense"](hidden_size, num_classes))

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from harness import assert_same_step
 
 import lamina as lm
 
@@ -59,15 +60,7 @@ def test_checkpointed_encoder_stack_with_dropout_is_bit_exact():
     x = np.random.default_rng(0).standard_normal((4, 6, 16)).astype(np.float32)
     plain, ckpt = _stack(), _stack()
     ckpt = lm.Sequential(*list(ckpt.children()), checkpoint_segments=2)
-    lm.manual_seed(5)
-    y1 = plain(x)
-    dx1 = plain.backward(np.ones_like(y1))
-    lm.manual_seed(5)
-    y2 = ckpt(x)
-    dx2 = ckpt.backward(np.ones_like(y2))
-    assert np.array_equal(y1, y2) and np.array_equal(dx1, dx2)
-    for p, q in zip(plain.parameters(), ckpt.parameters()):
-        assert np.array_equal(p.grad, q.grad)
+    assert_same_step(plain, ckpt, x, seed=5)
 
 
 def test_dropout_is_off_in_eval_and_on_in_training():

@@ -43,9 +43,9 @@ def test_lamina_bench_writes_json_markdown_and_png(tmp_path):
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("name", ["lenet", "resnet8"])
+@pytest.mark.parametrize("name", ["lenet", "resnet8", "lstm"])
 def test_golden_whole_model_matches_pytorch(name, torch):
-    """Logits, loss and every parameter gradient of a whole CNN step, against
+    """Logits, loss and every parameter gradient of a whole model's step, against
     PyTorch with the same weights and data (the check `lamina bench` makes
     before it times anything)."""
     import bench
@@ -75,6 +75,36 @@ def test_a_refused_model_is_reported_and_the_others_still_timed(tmp_path, monkey
     assert [r["model"] for r in result["results"]] == ["mlp"]
     assert [r["model"] for r in result["refused"]] == ["lenet"] and "planted" in result["refused"][0]["reason"]
     assert "Not timed" in (tmp_path / "t.md").read_text()
+
+
+def test_flops_of_the_lstm_count_both_gemms_of_every_step(torch):
+    import bench
+
+    pair = bench.Pair("lstm", bench.CONFIGS["lstm"], "cpu", "fp32", batch=4)
+    n, length, f, h = 4, 50, 128, 256
+    macs = n * length * 4 * h * (f + h) + n * h * 10  # x_t W_ihᵀ and h_{t-1} W_hhᵀ every step, then the classifier
+    assert bench.count_flops(pair.tmodel, bench.CONFIGS["lstm"]["input"], n) == 3 * 2 * macs
+
+
+@pytest.mark.filterwarnings("ignore::lamina.PerformanceWarning")
+def test_a_model_pytorch_cannot_run_is_skipped_not_refused(tmp_path, monkeypatch, torch):
+    import bench
+
+    real = bench.Pair.check_first_step
+
+    def check(self):
+        if self.name == "lenet":
+            raise bench.ReferenceUnavailable("PyTorch's own step fails: planted")
+        return real(self)
+
+    monkeypatch.setattr(bench.Pair, "check_first_step", check)
+    rc = bench.main(["--models", "lenet,mlp", "--precisions", "fp32", "--repeat", "2", "--warmup", "1",
+                     "--out", str(tmp_path), "--name", "t"])
+    assert rc == 0
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert [r["model"] for r in result["results"]] == ["mlp"] and not result["refused"]
+    assert [r["model"] for r in result["skipped"]] == ["lenet"] and "planted" in result["skipped"][0]["reason"]
+    assert "Not run: PyTorch's side fails" in (tmp_path / "t.md").read_text()
 
 
 @pytest.mark.filterwarnings("ignore::lamina.PerformanceWarning")

@@ -182,11 +182,71 @@ def test_layernorm_kernel_writes_every_output():
         assert np.isfinite(a).all()
 
 
+CELL_SIZES = [(1, 1), (3, 7), (5, 33), (64, 256), (300, 129)]  # (rows, hidden); the last two above the threading threshold
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,hh", CELL_SIZES)
+def test_lstm_cell_kernels_match_reference(dtype, n, hh, isa):
+    rng = np.random.default_rng(n * 1000 + hh)
+    gx, gh = (rng.standard_normal((n, 4 * hh)).astype(dtype) * 2 for _ in range(2))
+    c_prev, dh, dc = (rng.standard_normal((n, hh)).astype(dtype) for _ in range(3))
+    gates, c = np.full((n, 4 * hh), np.nan, dtype), np.full((n, hh), np.nan, dtype)  # poisoned
+    h = ops.lstm_cell_forward(gx, gh, c_prev, gates, c)
+    gates64, c64 = np.empty((n, 4 * hh)), np.empty((n, hh))
+    h64 = reference.lstm_cell_forward(np, gx.astype(np.float64), gh.astype(np.float64), c_prev.astype(np.float64),
+                                      gates64, c64)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    for got, ref in ((gates, gates64), (c, c64), (h, h64)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+    da, dc_prev = ops.lstm_cell_backward(dh, dc, gates, c, c_prev)
+    da64, dc_prev64 = reference.lstm_cell_backward(np, dh.astype(np.float64), dc.astype(np.float64), gates64, c64,
+                                                   c_prev.astype(np.float64))
+    np.testing.assert_allclose(da, da64, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dc_prev, dc_prev64, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,hh", CELL_SIZES)
+def test_gru_cell_kernels_match_reference(dtype, n, hh, isa):
+    rng = np.random.default_rng(n * 1000 + hh)
+    gx, gh = (rng.standard_normal((n, 3 * hh)).astype(dtype) * 2 for _ in range(2))
+    h_prev, dh = (rng.standard_normal((n, hh)).astype(dtype) for _ in range(2))
+    gates, ghn = np.full((n, 3 * hh), np.nan, dtype), np.full((n, hh), np.nan, dtype)  # poisoned
+    h = ops.gru_cell_forward(gx, gh, h_prev, gates, ghn)
+    gates64, ghn64 = np.empty((n, 3 * hh)), np.empty((n, hh))
+    h64 = reference.gru_cell_forward(np, gx.astype(np.float64), gh.astype(np.float64), h_prev.astype(np.float64),
+                                     gates64, ghn64)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    for got, ref in ((gates, gates64), (ghn, ghn64), (h, h64)):
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+    got = ops.gru_cell_backward(dh, gates, ghn, h_prev)
+    ref = reference.gru_cell_backward(np, dh.astype(np.float64), gates64, ghn64, h_prev.astype(np.float64))
+    for g, r in zip(got, ref):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
+
+
+def test_lstm_cell_forward_may_overwrite_its_previous_state():
+    """Without gradients the LSTM reuses one slot: c_t is written over c_{t-1}."""
+    rng = np.random.default_rng(0)
+    gx, gh = (rng.standard_normal((4, 20)).astype(np.float32) for _ in range(2))
+    c = rng.standard_normal((4, 5)).astype(np.float32)
+    gates, expected_c = np.empty((4, 20), np.float32), np.empty((4, 5), np.float32)
+    expected_h = reference.lstm_cell_forward(np, gx, gh, c.copy(), gates.copy(), expected_c)
+    h = ops.lstm_cell_forward(gx, gh, c, gates, c)
+    np.testing.assert_allclose(c, expected_c, rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(h, expected_h, rtol=2e-6, atol=2e-6)
+
+
 AVX2_SOURCES = {
     "conv_direct.cpp": {"conv_direct_geometry_ok", "conv_direct_forward", "conv_direct_backward_data",
                         "conv_direct_backward_weight"},
     "vector_kernels_avx2.cpp": {"gelu_forward_avx2", "gelu_backward_avx2", "softmax_forward_avx2",
-                                "softmax_backward_avx2", "layernorm_forward_avx2", "layernorm_backward_avx2"},
+                                "softmax_backward_avx2", "layernorm_forward_avx2", "layernorm_backward_avx2",
+                                "lstm_cell_forward_avx2", "lstm_cell_backward_avx2", "gru_cell_forward_avx2",
+                                "gru_cell_backward_avx2"},
 }
 
 

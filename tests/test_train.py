@@ -110,26 +110,25 @@ def test_cli_gradcheck_prints_a_table_and_passes():
     assert "FAIL" not in out.stdout and "of" in out.stdout.splitlines()[-1]
 
 
-def test_cnn_example_reaches_97_percent_on_digits():
-    """examples/cnn_digits.py with fewer epochs (8 instead of 30)."""
+def _example(name):
+    """examples/<name>.py as a module."""
     import importlib.util
 
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "cnn_digits.py")
-    spec = importlib.util.spec_from_file_location("cnn_digits", path)
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    assert example.main(epochs=8, seed=0, verbose=False) >= 0.97
+    return example
+
+
+def test_cnn_example_reaches_97_percent_on_digits():
+    """examples/cnn_digits.py with fewer epochs (8 instead of 30)."""
+    assert _example("cnn_digits").main(epochs=8, seed=0, verbose=False) >= 0.97
 
 
 def test_gru_example_learns_mnist1d_as_a_sequence():
     """examples/gru_mnist1d.py for 3 epochs (of 20): well above chance (10%)."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "gru_mnist1d.py")
-    spec = importlib.util.spec_from_file_location("gru_mnist1d", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    assert example.main(epochs=3, seed=0, verbose=False) >= 0.3
+    assert _example("gru_mnist1d").main(epochs=3, seed=0, verbose=False) >= 0.3
 
 
 def test_digits_ship_with_the_package_and_split_reproducibly():

@@ -96,6 +96,66 @@ PYBIND11_MODULE(_C, m) {
       py::call_guard<py::gil_scoped_release>());
 
   m.def(
+      "lstm_cell_forward",
+      [](uintptr_t gates, uintptr_t c, uintptr_t h, uintptr_t gx, uintptr_t gh, uintptr_t c_prev, int64_t n, int64_t hh,
+         const std::string& dtype) {
+        if (dtype == "float32")
+          return lstm_cell_forward(ptr<float>(gates), ptr<float>(c), ptr<float>(h), ptr<const float>(gx),
+                                   ptr<const float>(gh), ptr<const float>(c_prev), n, hh);
+        if (dtype == "float64")
+          return lstm_cell_forward(ptr<double>(gates), ptr<double>(c), ptr<double>(h), ptr<const double>(gx),
+                                   ptr<const double>(gh), ptr<const double>(c_prev), n, hh);
+        bad_dtype("lstm_cell_forward", dtype);
+      },
+      py::arg("gates"), py::arg("c"), py::arg("h"), py::arg("gx"), py::arg("gh"), py::arg("c_prev"), py::arg("n"),
+      py::arg("hidden"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "lstm_cell_backward",
+      [](uintptr_t da, uintptr_t dc_prev, uintptr_t dh, uintptr_t dc, uintptr_t gates, uintptr_t c, uintptr_t c_prev,
+         int64_t n, int64_t hh, const std::string& dtype) {
+        if (dtype == "float32")
+          return lstm_cell_backward(ptr<float>(da), ptr<float>(dc_prev), ptr<const float>(dh), ptr<const float>(dc),
+                                    ptr<const float>(gates), ptr<const float>(c), ptr<const float>(c_prev), n, hh);
+        if (dtype == "float64")
+          return lstm_cell_backward(ptr<double>(da), ptr<double>(dc_prev), ptr<const double>(dh), ptr<const double>(dc),
+                                    ptr<const double>(gates), ptr<const double>(c), ptr<const double>(c_prev), n, hh);
+        bad_dtype("lstm_cell_backward", dtype);
+      },
+      py::arg("da"), py::arg("dc_prev"), py::arg("dh"), py::arg("dc"), py::arg("gates"), py::arg("c"), py::arg("c_prev"),
+      py::arg("n"), py::arg("hidden"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "gru_cell_forward",
+      [](uintptr_t gates, uintptr_t ghn, uintptr_t h, uintptr_t gx, uintptr_t gh, uintptr_t h_prev, int64_t n, int64_t hh,
+         const std::string& dtype) {
+        if (dtype == "float32")
+          return gru_cell_forward(ptr<float>(gates), ptr<float>(ghn), ptr<float>(h), ptr<const float>(gx),
+                                  ptr<const float>(gh), ptr<const float>(h_prev), n, hh);
+        if (dtype == "float64")
+          return gru_cell_forward(ptr<double>(gates), ptr<double>(ghn), ptr<double>(h), ptr<const double>(gx),
+                                  ptr<const double>(gh), ptr<const double>(h_prev), n, hh);
+        bad_dtype("gru_cell_forward", dtype);
+      },
+      py::arg("gates"), py::arg("ghn"), py::arg("h"), py::arg("gx"), py::arg("gh"), py::arg("h_prev"), py::arg("n"),
+      py::arg("hidden"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "gru_cell_backward",
+      [](uintptr_t dgx, uintptr_t dgh, uintptr_t dh_direct, uintptr_t dh, uintptr_t gates, uintptr_t ghn, uintptr_t h_prev,
+         int64_t n, int64_t hh, const std::string& dtype) {
+        if (dtype == "float32")
+          return gru_cell_backward(ptr<float>(dgx), ptr<float>(dgh), ptr<float>(dh_direct), ptr<const float>(dh),
+                                   ptr<const float>(gates), ptr<const float>(ghn), ptr<const float>(h_prev), n, hh);
+        if (dtype == "float64")
+          return gru_cell_backward(ptr<double>(dgx), ptr<double>(dgh), ptr<double>(dh_direct), ptr<const double>(dh),
+                                   ptr<const double>(gates), ptr<const double>(ghn), ptr<const double>(h_prev), n, hh);
+        bad_dtype("gru_cell_backward", dtype);
+      },
+      py::arg("dgx"), py::arg("dgh"), py::arg("dh_direct"), py::arg("dh"), py::arg("gates"), py::arg("ghn"),
+      py::arg("h_prev"), py::arg("n"), py::arg("hidden"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
       "softmax_forward",
       [](uintptr_t y, uintptr_t x, int64_t rows, int64_t d, double scale, const std::string& dtype) {
         if (dtype == "float32") return softmax_forward(ptr<float>(y), ptr<const float>(x), rows, d, scale);
@@ -397,7 +457,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("openmp") = false;
 #endif
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "softmax_forward",
-                                      "softmax_backward", "layernorm_forward", "layernorm_backward", "softmax_xent", "im2col", "col2im",
+                                      "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward",
+                                      "gru_cell_forward", "gru_cell_backward", "softmax_xent", "im2col", "col2im",
                                       "channels_to_batch_major", "batch_to_channels_major",
                                       "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
                                       "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",

@@ -55,6 +55,19 @@ template <typename T>
 void layernorm_backward(T* dx, T* dw, T* db, const T* dy, const T* xhat, const T* rstd, const T* w, int64_t rows,
                         int64_t d);
 
+// One time step of an LSTM or GRU cell (lamina/layers/recurrent.py): n rows
+// of H units, gate blocks side by side in each row.
+template <typename T>
+void lstm_cell_forward(T* gates, T* c, T* h, const T* gx, const T* gh, const T* c_prev, int64_t n, int64_t hh);
+template <typename T>
+void lstm_cell_backward(T* da, T* dc_prev, const T* dh, const T* dc, const T* gates, const T* c, const T* c_prev,
+                        int64_t n, int64_t hh);
+template <typename T>
+void gru_cell_forward(T* gates, T* ghn, T* h, const T* gx, const T* gh, const T* h_prev, int64_t n, int64_t hh);
+template <typename T>
+void gru_cell_backward(T* dgx, T* dgh, T* dh_direct, const T* dh, const T* gates, const T* ghn, const T* h_prev,
+                       int64_t n, int64_t hh);
+
 // The float32 builds for AVX2 + FMA (vector_kernels_avx2.cpp) that the
 // functions above call when avx2_enabled().
 void gelu_forward_avx2(float* y, const float* x, int64_t n, bool tanh_approx);
@@ -65,6 +78,14 @@ void layernorm_forward_avx2(float* y, float* xhat, float* rstd, const float* x, 
                             int64_t rows, int64_t d, double eps);
 void layernorm_backward_avx2(float* dx, float* dw, float* db, const float* dy, const float* xhat, const float* rstd,
                              const float* w, int64_t rows, int64_t d, double* partial, int threads);
+void lstm_cell_forward_avx2(float* gates, float* c, float* h, const float* gx, const float* gh, const float* c_prev,
+                            int64_t n, int64_t hh);
+void lstm_cell_backward_avx2(float* da, float* dc_prev, const float* dh, const float* dc, const float* gates,
+                             const float* c, const float* c_prev, int64_t n, int64_t hh);
+void gru_cell_forward_avx2(float* gates, float* ghn, float* h, const float* gx, const float* gh, const float* h_prev,
+                           int64_t n, int64_t hh);
+void gru_cell_backward_avx2(float* dgx, float* dgh, float* dh_direct, const float* dh, const float* gates,
+                            const float* ghn, const float* h_prev, int64_t n, int64_t hh);
 
 // Softmax cross-entropy over rows of logits (N, C) with integer labels (N,),
 // forward and backward fused.  With q = (1 - eps) onehot(label) + eps / C and

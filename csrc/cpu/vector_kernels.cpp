@@ -92,13 +92,51 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dy, const T* xhat, const T
   layernorm_backward_loop(dx, dw, db, dy, xhat, rstd, w, rows, d, partial.data(), threads);
 }
 
+template <typename T>
+void lstm_cell_forward(T* gates, T* c, T* h, const T* gx, const T* gh, const T* c_prev, int64_t n, int64_t hh) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (avx2_enabled()) return lstm_cell_forward_avx2(gates, c, h, gx, gh, c_prev, n, hh);
+  }
+  lstm_cell_forward_loop(gates, c, h, gx, gh, c_prev, n, hh);
+}
+
+template <typename T>
+void lstm_cell_backward(T* da, T* dc_prev, const T* dh, const T* dc, const T* gates, const T* c, const T* c_prev,
+                        int64_t n, int64_t hh) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (avx2_enabled()) return lstm_cell_backward_avx2(da, dc_prev, dh, dc, gates, c, c_prev, n, hh);
+  }
+  lstm_cell_backward_loop(da, dc_prev, dh, dc, gates, c, c_prev, n, hh);
+}
+
+template <typename T>
+void gru_cell_forward(T* gates, T* ghn, T* h, const T* gx, const T* gh, const T* h_prev, int64_t n, int64_t hh) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (avx2_enabled()) return gru_cell_forward_avx2(gates, ghn, h, gx, gh, h_prev, n, hh);
+  }
+  gru_cell_forward_loop(gates, ghn, h, gx, gh, h_prev, n, hh);
+}
+
+template <typename T>
+void gru_cell_backward(T* dgx, T* dgh, T* dh_direct, const T* dh, const T* gates, const T* ghn, const T* h_prev,
+                       int64_t n, int64_t hh) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (avx2_enabled()) return gru_cell_backward_avx2(dgx, dgh, dh_direct, dh, gates, ghn, h_prev, n, hh);
+  }
+  gru_cell_backward_loop(dgx, dgh, dh_direct, dh, gates, ghn, h_prev, n, hh);
+}
+
 #define LAMINA_VECTOR_INSTANTIATE(T)                                                                            \
   template void gelu_forward<T>(T*, const T*, int64_t, bool);                                                   \
   template void gelu_backward<T>(T*, const T*, const T*, int64_t, bool);                                        \
   template void softmax_forward<T>(T*, const T*, int64_t, int64_t, double);                                     \
   template void softmax_backward<T>(T*, const T*, const T*, int64_t, int64_t, double);                          \
   template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, double);       \
-  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);    \
+  template void lstm_cell_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t);               \
+  template void lstm_cell_backward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, int64_t); \
+  template void gru_cell_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t);                \
+  template void gru_cell_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);
 LAMINA_VECTOR_INSTANTIATE(float)
 LAMINA_VECTOR_INSTANTIATE(double)
 #undef LAMINA_VECTOR_INSTANTIATE

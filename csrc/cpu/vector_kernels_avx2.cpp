@@ -37,5 +37,25 @@ void layernorm_backward_avx2(float* dx, float* dw, float* db, const float* dy, c
   layernorm_backward_loop(dx, dw, db, dy, xhat, rstd, w, rows, d, partial, threads);
 }
 
+void lstm_cell_forward_avx2(float* gates, float* c, float* h, const float* gx, const float* gh, const float* c_prev,
+                            int64_t n, int64_t hh) {
+  lstm_cell_forward_loop(gates, c, h, gx, gh, c_prev, n, hh);
+}
+
+void lstm_cell_backward_avx2(float* da, float* dc_prev, const float* dh, const float* dc, const float* gates,
+                             const float* c, const float* c_prev, int64_t n, int64_t hh) {
+  lstm_cell_backward_loop(da, dc_prev, dh, dc, gates, c, c_prev, n, hh);
+}
+
+void gru_cell_forward_avx2(float* gates, float* ghn, float* h, const float* gx, const float* gh, const float* h_prev,
+                           int64_t n, int64_t hh) {
+  gru_cell_forward_loop(gates, ghn, h, gx, gh, h_prev, n, hh);
+}
+
+void gru_cell_backward_avx2(float* dgx, float* dgh, float* dh_direct, const float* dh, const float* gates,
+                            const float* ghn, const float* h_prev, int64_t n, int64_t hh) {
+  gru_cell_backward_loop(dgx, dgh, dh_direct, dh, gates, ghn, h_prev, n, hh);
+}
+
 }  // namespace cpu
 }  // namespace lamina

@@ -1,5 +1,5 @@
 // The loops of lamina's elementwise and row-wise CPU kernels (GELU, softmax,
-// layer normalisation), written once and compiled twice: by vector_kernels.cpp
+// layer normalisation, the LSTM and GRU cells), written once and compiled twice: by vector_kernels.cpp
 // for the baseline instruction set (float and double; SSE2 gives 4 float
 // lanes) and by vector_kernels_avx2.cpp for AVX2 + FMA (float: 8 lanes and
 // fused multiply-adds).  The float math is vmath.h's; an includer that
@@ -235,6 +235,112 @@ void layernorm_backward_loop(T* dx, T* dw, T* db, const T* dy, const T* xhat, co
       }
       dw[j] = T(sw);
       if (db != nullptr) db[j] = T(sb);
+    }
+  }
+}
+
+// ---- recurrent cells: one time step of LSTM and GRU --------------------------
+// n rows (the batch) of H units; the gate blocks of a row sit side by side
+// (LSTM: i f g o, 4H values; GRU: r z n, 3H), as lamina/layers/recurrent.py
+// and lamina/ops/reference.py lay them out.  σ(a) = ½ + ½ tanh(a/2): one
+// transcendental, and nothing to overflow.  Parallel over rows, vector
+// lanes over units.
+
+template <typename T>
+inline T sigmoid_(T a) {
+  return T(0.5) + T(0.5) * tanh_(T(0.5) * a);
+}
+
+// gates = [σ(a_i) σ(a_f) tanh(a_g) σ(a_o)], a = gx + gh;  c = f c_prev + i g;  h = o tanh(c)
+template <typename T>
+void lstm_cell_forward_loop(T* gates, T* c, T* h, const T* gx, const T* gh, const T* c_prev, int64_t n, int64_t hh) {
+#pragma omp parallel for schedule(static) if (n * hh >= kParallelMin / 4)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* x = gx + r * 4 * hh;
+    const T* g_h = gh + r * 4 * hh;
+    T* a = gates + r * 4 * hh;
+#pragma omp simd
+    for (int64_t j = 0; j < hh; ++j) {
+      const T i = sigmoid_(x[j] + g_h[j]);
+      const T f = sigmoid_(x[hh + j] + g_h[hh + j]);
+      const T g = tanh_(x[2 * hh + j] + g_h[2 * hh + j]);
+      const T o = sigmoid_(x[3 * hh + j] + g_h[3 * hh + j]);
+      a[j] = i, a[hh + j] = f, a[2 * hh + j] = g, a[3 * hh + j] = o;
+      const T cn = f * c_prev[r * hh + j] + i * g;
+      c[r * hh + j] = cn;
+      h[r * hh + j] = o * tanh_(cn);
+    }
+  }
+}
+
+// From dh (of h_t) and dc (of c_t, from step t+1):  dc += dh o (1 - tanh² c);
+// da = [dc g i(1-i), dc c_prev f(1-f), dc i (1-g²), dh tanh(c) o(1-o)];  dc_prev = dc f.
+// dc_prev may be dc (each element is read before it is written).
+template <typename T>
+void lstm_cell_backward_loop(T* da, T* dc_prev, const T* dh, const T* dc, const T* gates, const T* c, const T* c_prev,
+                             int64_t n, int64_t hh) {
+#pragma omp parallel for schedule(static) if (n * hh >= kParallelMin / 4)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* a = gates + r * 4 * hh;
+    T* d = da + r * 4 * hh;
+#pragma omp simd
+    for (int64_t j = 0; j < hh; ++j) {
+      const int64_t k = r * hh + j;
+      const T i = a[j], f = a[hh + j], g = a[2 * hh + j], o = a[3 * hh + j];
+      const T tc = tanh_(c[k]);
+      const T dct = dc[k] + dh[k] * o * (T(1) - tc * tc);
+      d[j] = dct * g * i * (T(1) - i);
+      d[hh + j] = dct * c_prev[k] * f * (T(1) - f);
+      d[2 * hh + j] = dct * i * (T(1) - g * g);
+      d[3 * hh + j] = dh[k] * tc * o * (T(1) - o);
+      dc_prev[k] = dct * f;
+    }
+  }
+}
+
+// gates = [r z n]: r = σ(gx_r + gh_r), z = σ(gx_z + gh_z), n = tanh(gx_n + r gh_n);
+// ghn = gh_n;  h = n + z (h_prev - n)
+template <typename T>
+void gru_cell_forward_loop(T* gates, T* ghn, T* h, const T* gx, const T* gh, const T* h_prev, int64_t n, int64_t hh) {
+#pragma omp parallel for schedule(static) if (n * hh >= kParallelMin / 4)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* x = gx + r * 3 * hh;
+    const T* g_h = gh + r * 3 * hh;
+    T* a = gates + r * 3 * hh;
+#pragma omp simd
+    for (int64_t j = 0; j < hh; ++j) {
+      const int64_t k = r * hh + j;
+      const T rr = sigmoid_(x[j] + g_h[j]);
+      const T z = sigmoid_(x[hh + j] + g_h[hh + j]);
+      const T hn = g_h[2 * hh + j];
+      const T nn = tanh_(x[2 * hh + j] + rr * hn);
+      a[j] = rr, a[hh + j] = z, a[2 * hh + j] = nn;
+      ghn[k] = hn;
+      h[k] = nn + z * (h_prev[k] - nn);
+    }
+  }
+}
+
+// From dh (of h_t):  da_n = dh (1-z)(1-n²);  dgx = [da_n gh_n r(1-r), dh (h_prev-n) z(1-z), da_n];
+// dgh = dgx with its n block times r;  dh_direct = dh z (the path to h_{t-1} that skips W_hh).
+template <typename T>
+void gru_cell_backward_loop(T* dgx, T* dgh, T* dh_direct, const T* dh, const T* gates, const T* ghn, const T* h_prev,
+                            int64_t n, int64_t hh) {
+#pragma omp parallel for schedule(static) if (n * hh >= kParallelMin / 4)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* a = gates + r * 3 * hh;
+    T* dx = dgx + r * 3 * hh;
+    T* dhh = dgh + r * 3 * hh;
+#pragma omp simd
+    for (int64_t j = 0; j < hh; ++j) {
+      const int64_t k = r * hh + j;
+      const T rr = a[j], z = a[hh + j], nn = a[2 * hh + j], g = dh[k];
+      const T dan = g * (T(1) - z) * (T(1) - nn * nn);
+      const T dar = dan * ghn[k] * rr * (T(1) - rr);
+      const T daz = g * (h_prev[k] - nn) * z * (T(1) - z);
+      dx[j] = dar, dx[hh + j] = daz, dx[2 * hh + j] = dan;
+      dhh[j] = dar, dhh[hh + j] = daz, dhh[2 * hh + j] = dan * rr;
+      dh_direct[k] = g * z;
     }
   }
 }

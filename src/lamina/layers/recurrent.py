@@ -20,8 +20,11 @@ over the whole sequence at once:
     dW_ih += dgxᵀ x,   db_ih += Σ dgx,   dx = dgx W_ih
     dW_hh += dghᵀ h_prev,   db_hh += Σ dgh
 
-Each cell's forward and backward are written out below (``_RNNCell``,
-``_LSTMCell``, ``_GRUCell``); docs/recurrent.md derives them.
+Each cell's forward and backward are given below (``_RNNCell``,
+``_LSTMCell``, ``_GRUCell``); the LSTM and GRU steps run in
+``lamina.ops`` (one C++ pass per step on the CPU, the NumPy/CuPy
+reference in ``lamina/ops/reference.py`` otherwise); docs/recurrent.md
+derives them.
 """
 
 import math
@@ -32,11 +35,6 @@ from .. import backend, init, ops
 from ..errors import DeviceError, DTypeError, ShapeError
 from ..module import Layer, Parameter, _describe, is_grad_enabled
 from ._utils import positive_int
-
-
-def _sigmoid(xp, a):
-    """σ(a) = ½ (1 + tanh(a/2)): the same function, and no exponential to overflow."""
-    return 0.5 + 0.5 * xp.tanh(0.5 * a)
 
 
 class _RNNCell:
@@ -81,27 +79,12 @@ class _LSTMCell:
     gates = 4
 
     def forward(self, xp, gx, gh, h, c, saved, t):
-        hh = c.shape[1]
-        a = gx + gh
-        act = saved["gates"][t]  # (N, 4H)
-        act[...] = _sigmoid(xp, a)
-        act[:, 2 * hh:3 * hh] = xp.tanh(a[:, 2 * hh:3 * hh])
-        i, f, g, o = (act[:, k * hh:(k + 1) * hh] for k in range(4))
-        c = f * c + i * g
-        saved["c"][t] = c
-        return o * xp.tanh(c), c
+        h = ops.lstm_cell_forward(gx, gh, c, saved["gates"][t], saved["c"][t])
+        return h, saved["c"][t]
 
     def backward(self, xp, dh, dc, h, h_prev, c_prev, saved, t):
-        hh = dh.shape[1]
-        i, f, g, o = (saved["gates"][t][:, k * hh:(k + 1) * hh] for k in range(4))
-        tc = xp.tanh(saved["c"][t])
-        dc = dc + dh * o * (1 - tc * tc)
-        da = xp.empty_like(saved["gates"][t])
-        da[:, :hh] = dc * g * i * (1 - i)
-        da[:, hh:2 * hh] = dc * c_prev * f * (1 - f)
-        da[:, 2 * hh:3 * hh] = dc * i * (1 - g * g)
-        da[:, 3 * hh:] = dh * tc * o * (1 - o)
-        return da, da, None, dc * f
+        da, dc_prev = ops.lstm_cell_backward(dh, dc, saved["gates"][t], saved["c"][t], c_prev)
+        return da, da, None, dc_prev
 
 
 class _GRUCell:
@@ -125,26 +108,10 @@ class _GRUCell:
     gates = 3
 
     def forward(self, xp, gx, gh, h, c, saved, t):
-        hh = h.shape[1]
-        act = saved["gates"][t]  # (N, 3H)
-        act[:, :2 * hh] = _sigmoid(xp, gx[:, :2 * hh] + gh[:, :2 * hh])
-        r, z = act[:, :hh], act[:, hh:2 * hh]
-        saved["ghn"][t] = gh[:, 2 * hh:]
-        n = act[:, 2 * hh:]
-        n[...] = xp.tanh(gx[:, 2 * hh:] + r * gh[:, 2 * hh:])
-        return n + z * (h - n), None
+        return ops.gru_cell_forward(gx, gh, h, saved["gates"][t], saved["ghn"][t]), None
 
     def backward(self, xp, dh, dc, h, h_prev, c_prev, saved, t):
-        hh = dh.shape[1]
-        r, z, n = (saved["gates"][t][:, k * hh:(k + 1) * hh] for k in range(3))
-        dgx = xp.empty_like(saved["gates"][t])
-        dan = dgx[:, 2 * hh:]
-        dan[...] = dh * (1 - z) * (1 - n * n)
-        dgx[:, :hh] = dan * saved["ghn"][t] * r * (1 - r)
-        dgx[:, hh:2 * hh] = dh * (h_prev - n) * z * (1 - z)
-        dgh = dgx.copy()
-        dgh[:, 2 * hh:] *= r
-        return dgx, dgh, dh * z, None
+        return ops.gru_cell_backward(dh, saved["gates"][t], saved["ghn"][t], h_prev) + (None,)
 
 
 class _RNNBase(Layer):

@@ -52,7 +52,7 @@ _AVX2 = []  # whether lamina._C's float32 vector kernels run their AVX2 + FMA bu
 
 
 def _vector_kernel(name, *arrays):
-    """:func:`_cpu_kernel` for GELU, softmax and LayerNorm, which have an AVX2 +
+    """:func:`_cpu_kernel` for GELU, softmax, LayerNorm and the LSTM/GRU cells, which have an AVX2 +
     FMA build and a baseline (SSE2) one: on a CPU without AVX2 or FMA the
     baseline build runs, 2-3x slower, and a one-time warning says so."""
     mod = _cpu_kernel(name, *arrays)
@@ -62,7 +62,8 @@ def _vector_kernel(name, *arrays):
         if not _AVX2[0]:
             warn_once(
                 "cpu vector avx2",
-                "this CPU lacks AVX2 or FMA (or lamina._C predates its AVX2 build): GELU, softmax and LayerNorm run "
+                "this CPU lacks AVX2 or FMA (or lamina._C predates its AVX2 build): GELU, softmax, LayerNorm and the "
+                "LSTM/GRU cells run "
                 "on their baseline SSE2 build, about 2-3x slower",
             )
     return mod
@@ -492,6 +493,70 @@ def softmax_xent(logits, labels, smoothing=0.0, grad_scale=1.0, need_grad=True):
 # --------------------------------------------------------------------------
 # dense algebra
 # --------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------
+# recurrent cells: one time step of LSTM and GRU (lamina/layers/recurrent.py)
+# --------------------------------------------------------------------------
+# NumPy float32/float64 run on lamina._C (one pass, vector lanes over the
+# units); everything else on the references.
+
+
+def _cell_kernel(name, *arrays):
+    """lamina._C when it runs ``name`` on these NumPy arrays, else None."""
+    if type(arrays[0]) is np.ndarray and arrays[0].size and arrays[0].dtype in _CPU_DTYPES:
+        return _vector_kernel(name, *arrays)
+    return None
+
+
+def lstm_cell_forward(gx, gh, c_prev, gates, c):
+    """One LSTM step: fills ``gates`` (N, 4H: i, f, g, o activated) and ``c``
+    (N, H: c_t), both C-contiguous, and returns h_t (see
+    :func:`reference.lstm_cell_forward`)."""
+    if (mod := _cell_kernel("lstm_cell_forward", gx, gh, c_prev, gates, c)) is not None \
+            and gates.flags.c_contiguous and c.flags.c_contiguous:
+        gx, gh, c_prev = _contiguous(np, gx, gh, c_prev)
+        h = np.empty_like(c)
+        mod.lstm_cell_forward(_addr(gates), _addr(c), _addr(h), _addr(gx), _addr(gh), _addr(c_prev), c.shape[0],
+                              c.shape[1], _name(c.dtype))
+        return h
+    return reference.lstm_cell_forward(backend.get_array_module(gx), gx, gh, c_prev, gates, c)
+
+
+def lstm_cell_backward(dh, dc, gates, c, c_prev):
+    """(da, dc_prev) of one LSTM step (see :func:`reference.lstm_cell_backward`)."""
+    if (mod := _cell_kernel("lstm_cell_backward", dh, dc, gates, c, c_prev)) is not None:
+        dh, dc, gates, c, c_prev = _contiguous(np, dh, dc, gates, c, c_prev)
+        da, dc_prev = np.empty_like(gates), np.empty_like(c)
+        mod.lstm_cell_backward(_addr(da), _addr(dc_prev), _addr(dh), _addr(dc), _addr(gates), _addr(c), _addr(c_prev),
+                               c.shape[0], c.shape[1], _name(c.dtype))
+        return da, dc_prev
+    return reference.lstm_cell_backward(backend.get_array_module(dh), dh, dc, gates, c, c_prev)
+
+
+def gru_cell_forward(gx, gh, h_prev, gates, ghn):
+    """One GRU step: fills ``gates`` (N, 3H: r, z, n) and ``ghn`` (N, H:
+    gh_n), both C-contiguous, and returns h_t (see
+    :func:`reference.gru_cell_forward`)."""
+    if (mod := _cell_kernel("gru_cell_forward", gx, gh, h_prev, gates, ghn)) is not None \
+            and gates.flags.c_contiguous and ghn.flags.c_contiguous:
+        gx, gh, h_prev = _contiguous(np, gx, gh, h_prev)
+        h = np.empty_like(ghn)
+        mod.gru_cell_forward(_addr(gates), _addr(ghn), _addr(h), _addr(gx), _addr(gh), _addr(h_prev), ghn.shape[0],
+                             ghn.shape[1], _name(ghn.dtype))
+        return h
+    return reference.gru_cell_forward(backend.get_array_module(gx), gx, gh, h_prev, gates, ghn)
+
+
+def gru_cell_backward(dh, gates, ghn, h_prev):
+    """(dgx, dgh, dh_direct) of one GRU step (see :func:`reference.gru_cell_backward`)."""
+    if (mod := _cell_kernel("gru_cell_backward", dh, gates, ghn, h_prev)) is not None:
+        dh, gates, ghn, h_prev = _contiguous(np, dh, gates, ghn, h_prev)
+        dgx, dgh, dh_direct = np.empty_like(gates), np.empty_like(gates), np.empty_like(dh)
+        mod.gru_cell_backward(_addr(dgx), _addr(dgh), _addr(dh_direct), _addr(dh), _addr(gates), _addr(ghn),
+                              _addr(h_prev), dh.shape[0], dh.shape[1], _name(dh.dtype))
+        return dgx, dgh, dh_direct
+    return reference.gru_cell_backward(backend.get_array_module(dh), dh, gates, ghn, h_prev)
 
 
 def linear_forward(x, weight, bias=None):

@@ -90,6 +90,72 @@ def layernorm_backward(xp, dy, xhat, rstd, weight, need_params):
     return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
 
 
+def _sigmoid(xp, a):
+    """σ(a) = ½ (1 + tanh(a/2)): the same function, and no exponential to overflow."""
+    return 0.5 + 0.5 * xp.tanh(0.5 * a)
+
+
+def lstm_cell_forward(xp, gx, gh, c_prev, gates, c):
+    """One LSTM step (gate order i, f, g, o): writes the activated gates
+    (N, 4H) and c_t (N, H) into ``gates`` and ``c``, returns h_t.
+        i, f, o = σ(a_i, a_f, a_o),  g = tanh(a_g),  a = gx + gh
+        c_t = f ⊙ c_prev + i ⊙ g,   h_t = o ⊙ tanh(c_t)"""
+    hh = c.shape[-1]
+    a = gx + gh
+    gates[...] = _sigmoid(xp, a)
+    gates[:, 2 * hh:3 * hh] = xp.tanh(a[:, 2 * hh:3 * hh])
+    i, f, g, o = (gates[:, k * hh:(k + 1) * hh] for k in range(4))
+    c[...] = f * c_prev + i * g
+    return o * xp.tanh(c)
+
+
+def lstm_cell_backward(xp, dh, dc, gates, c, c_prev):
+    """(da, dc_prev) of one LSTM step, from dh (of h_t) and dc (of c_t, from step t+1):
+        dc ← dc + dh ⊙ o ⊙ (1 - tanh²(c_t))
+        da = [dc ⊙ g ⊙ i(1-i), dc ⊙ c_prev ⊙ f(1-f), dc ⊙ i ⊙ (1-g²), dh ⊙ tanh(c_t) ⊙ o(1-o)]
+        dc_prev = dc ⊙ f"""
+    hh = c.shape[-1]
+    i, f, g, o = (gates[:, k * hh:(k + 1) * hh] for k in range(4))
+    tc = xp.tanh(c)
+    dc = dc + dh * o * (1 - tc * tc)
+    da = xp.empty_like(gates)
+    da[:, :hh] = dc * g * i * (1 - i)
+    da[:, hh:2 * hh] = dc * c_prev * f * (1 - f)
+    da[:, 2 * hh:3 * hh] = dc * i * (1 - g * g)
+    da[:, 3 * hh:] = dh * tc * o * (1 - o)
+    return da, dc * f
+
+
+def gru_cell_forward(xp, gx, gh, h_prev, gates, ghn):
+    """One GRU step (gate order r, z, n): writes r, z, n (N, 3H) into
+    ``gates`` and gh_n (N, H) into ``ghn``, returns h_t.
+        r = σ(gx_r + gh_r),  z = σ(gx_z + gh_z),  n = tanh(gx_n + r ⊙ gh_n)
+        h_t = (1 - z) ⊙ n + z ⊙ h_prev"""
+    hh = ghn.shape[-1]
+    gates[:, :2 * hh] = _sigmoid(xp, gx[:, :2 * hh] + gh[:, :2 * hh])
+    r, z = gates[:, :hh], gates[:, hh:2 * hh]
+    ghn[...] = gh[:, 2 * hh:]
+    n = gates[:, 2 * hh:]
+    n[...] = xp.tanh(gx[:, 2 * hh:] + r * ghn)
+    return n + z * (h_prev - n)
+
+
+def gru_cell_backward(xp, dh, gates, ghn, h_prev):
+    """(dgx, dgh, dh_direct) of one GRU step, from dh (of h_t):
+        da_n = dh ⊙ (1-z) ⊙ (1-n²),  da_r = da_n ⊙ gh_n ⊙ r(1-r),  da_z = dh ⊙ (h_prev - n) ⊙ z(1-z)
+        dgx = [da_r, da_z, da_n],  dgh = [da_r, da_z, da_n ⊙ r],  dh_direct = dh ⊙ z"""
+    hh = ghn.shape[-1]
+    r, z, n = (gates[:, k * hh:(k + 1) * hh] for k in range(3))
+    dgx = xp.empty_like(gates)
+    dan = dgx[:, 2 * hh:]
+    dan[...] = dh * (1 - z) * (1 - n * n)
+    dgx[:, :hh] = dan * ghn * r * (1 - r)
+    dgx[:, hh:2 * hh] = dh * (h_prev - n) * z * (1 - z)
+    dgh = dgx.copy()
+    dgh[:, 2 * hh:] *= r
+    return dgx, dgh, dh * z
+
+
 def softmax_xent(xp, logits, labels, smoothing, grad_scale, need_grad):
     """Per-row loss and (optionally) gradient; see csrc/cpu/kernels.h for the math."""
     n, c = logits.shape
