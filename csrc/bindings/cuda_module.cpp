@@ -277,6 +277,71 @@ PYBIND11_MODULE(_C_cuda, m) {
       },
       py::arg("dx"), py::arg("dy"), py::arg("y"), py::arg("rows"), py::arg("d"), py::arg("scale"), py::arg("dtype"),
       py::arg("stream"));
+  // The recurrent cells: float32 and float64 only (16-bit layers compute their cells in float32).
+  auto float_or_double = [](const std::string& dtype, const char* fn, auto&& run) {
+    if (dtype == "float32") return run(float{});
+    if (dtype == "float64") return run(double{});
+    throw std::invalid_argument(std::string(fn) + ": expected dtype float32 or float64, received " + dtype);
+  };
+  m.def(
+      "lstm_cell_forward",
+      [float_or_double](uintptr_t gates, uintptr_t c, uintptr_t h, uintptr_t gx, uintptr_t gh, uintptr_t c_prev, int64_t n,
+                        int64_t hh, const std::string& dtype, uintptr_t stream) {
+        float_or_double(dtype, "lstm_cell_forward", [&](auto t) {
+          using T = decltype(t);
+          py::gil_scoped_release release;
+          check(lc::lstm_cell_forward<T>(ptr<T>(gates), ptr<T>(c), ptr<T>(h), ptr<const T>(gx), ptr<const T>(gh),
+                                         ptr<const T>(c_prev), n, hh, as_stream(stream)),
+                "lstm_cell_forward");
+        });
+      },
+      py::arg("gates"), py::arg("c"), py::arg("h"), py::arg("gx"), py::arg("gh"), py::arg("c_prev"), py::arg("n"),
+      py::arg("hidden"), py::arg("dtype"), py::arg("stream"));
+  m.def(
+      "lstm_cell_backward",
+      [float_or_double](uintptr_t da, uintptr_t dc_prev, uintptr_t dh, uintptr_t dc, uintptr_t gates, uintptr_t c,
+                        uintptr_t c_prev, int64_t n, int64_t hh, const std::string& dtype, uintptr_t stream) {
+        float_or_double(dtype, "lstm_cell_backward", [&](auto t) {
+          using T = decltype(t);
+          py::gil_scoped_release release;
+          check(lc::lstm_cell_backward<T>(ptr<T>(da), ptr<T>(dc_prev), ptr<const T>(dh), ptr<const T>(dc),
+                                          ptr<const T>(gates), ptr<const T>(c), ptr<const T>(c_prev), n, hh,
+                                          as_stream(stream)),
+                "lstm_cell_backward");
+        });
+      },
+      py::arg("da"), py::arg("dc_prev"), py::arg("dh"), py::arg("dc"), py::arg("gates"), py::arg("c"), py::arg("c_prev"),
+      py::arg("n"), py::arg("hidden"), py::arg("dtype"), py::arg("stream"));
+  m.def(
+      "gru_cell_forward",
+      [float_or_double](uintptr_t gates, uintptr_t ghn, uintptr_t h, uintptr_t gx, uintptr_t gh, uintptr_t h_prev,
+                        int64_t n, int64_t hh, const std::string& dtype, uintptr_t stream) {
+        float_or_double(dtype, "gru_cell_forward", [&](auto t) {
+          using T = decltype(t);
+          py::gil_scoped_release release;
+          check(lc::gru_cell_forward<T>(ptr<T>(gates), ptr<T>(ghn), ptr<T>(h), ptr<const T>(gx), ptr<const T>(gh),
+                                        ptr<const T>(h_prev), n, hh, as_stream(stream)),
+                "gru_cell_forward");
+        });
+      },
+      py::arg("gates"), py::arg("ghn"), py::arg("h"), py::arg("gx"), py::arg("gh"), py::arg("h_prev"), py::arg("n"),
+      py::arg("hidden"), py::arg("dtype"), py::arg("stream"));
+  m.def(
+      "gru_cell_backward",
+      [float_or_double](uintptr_t dgx, uintptr_t dgh, uintptr_t dh_direct, uintptr_t dh, uintptr_t gates, uintptr_t ghn,
+                        uintptr_t h_prev, int64_t n, int64_t hh, const std::string& dtype, uintptr_t stream) {
+        float_or_double(dtype, "gru_cell_backward", [&](auto t) {
+          using T = decltype(t);
+          py::gil_scoped_release release;
+          check(lc::gru_cell_backward<T>(ptr<T>(dgx), ptr<T>(dgh), ptr<T>(dh_direct), ptr<const T>(dh),
+                                         ptr<const T>(gates), ptr<const T>(ghn), ptr<const T>(h_prev), n, hh,
+                                         as_stream(stream)),
+                "gru_cell_backward");
+        });
+      },
+      py::arg("dgx"), py::arg("dgh"), py::arg("dh_direct"), py::arg("dh"), py::arg("gates"), py::arg("ghn"),
+      py::arg("h_prev"), py::arg("n"), py::arg("hidden"), py::arg("dtype"), py::arg("stream"));
+
   m.def("layernorm_row_chunks", &lc::layernorm_row_chunks, py::arg("rows"), py::arg("d"),
         "Row chunks of the layer-norm parameter gradients; their workspace holds 2 * d * chunks doubles.");
   m.def(
@@ -531,6 +596,6 @@ PYBIND11_MODULE(_C_cuda, m) {
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
-                                      "sgd_update", "adam_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "conv2d_forward", "conv2d_backward_data",
+                                      "sgd_update", "adam_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",
                                       "conv2d_backward_weight");
 }

@@ -116,6 +116,25 @@ template <typename T>
 cudaError_t layernorm_backward(T* dx, T* dw, T* db, double* workspace, const T* dy, const T* xhat, const T* rstd,
                                const T* w, int64_t rows, int64_t d, cudaStream_t stream);
 
+// One time step of an LSTM or GRU cell (rnn.cu; float, double): n rows of
+// hh units, gate blocks side by side per row (LSTM i f g o: 4 hh values;
+// GRU r z n: 3 hh), everything contiguous.  LSTM forward writes the
+// activated gates, c and h (c may be c_prev); backward da (n, 4 hh) and
+// dc_prev (may be dc).  GRU forward writes gates, ghn (= gh's n block) and
+// h; backward dgx, dgh (n, 3 hh) and dh_direct (n, hh).
+template <typename T>
+cudaError_t lstm_cell_forward(T* gates, T* c, T* h, const T* gx, const T* gh, const T* c_prev, int64_t n, int64_t hh,
+                              cudaStream_t stream);
+template <typename T>
+cudaError_t lstm_cell_backward(T* da, T* dc_prev, const T* dh, const T* dc, const T* gates, const T* c,
+                               const T* c_prev, int64_t n, int64_t hh, cudaStream_t stream);
+template <typename T>
+cudaError_t gru_cell_forward(T* gates, T* ghn, T* h, const T* gx, const T* gh, const T* h_prev, int64_t n, int64_t hh,
+                             cudaStream_t stream);
+template <typename T>
+cudaError_t gru_cell_backward(T* dgx, T* dgh, T* dh_direct, const T* dh, const T* gates, const T* ghn,
+                              const T* h_prev, int64_t n, int64_t hh, cudaStream_t stream);
+
 // Epilogue activations of the GEMMs (act_value/act_grad in common.cuh).
 constexpr int kActNone = 0;
 constexpr int kActRelu = 1;

@@ -12,6 +12,7 @@ backend themselves.  Each function picks, in this order:
 Where NumPy or CuPy already do the job well (GEMMs on NumPy's BLAS) the reference *is* the chosen path and nothing is announced.
 """
 
+import contextlib
 import functools
 
 import numpy as np
@@ -498,14 +499,25 @@ def softmax_xent(logits, labels, smoothing=0.0, grad_scale=1.0, need_grad=True):
 # --------------------------------------------------------------------------
 # recurrent cells: one time step of LSTM and GRU (lamina/layers/recurrent.py)
 # --------------------------------------------------------------------------
-# NumPy float32/float64 run on lamina._C (one pass, vector lanes over the
-# units); everything else on the references.
+# float32/float64 run on one compiled pass a step: lamina._C on NumPy arrays
+# (vector lanes over the units), lamina._C_cuda on CuPy arrays (a thread per
+# unit); anything else on the references.
+
+_CELL_DTYPES = ("float32", "float64")
 
 
 def _cell_kernel(name, *arrays):
-    """lamina._C when it runs ``name`` on these NumPy arrays, else None."""
-    if type(arrays[0]) is np.ndarray and arrays[0].size and arrays[0].dtype in _CPU_DTYPES:
-        return _vector_kernel(name, *arrays)
+    """(module, array module, stream args, device context) of the compiled
+    kernel that runs ``name`` on these arrays, or None for the reference."""
+    a = arrays[0]
+    if not a.size or _name(a.dtype) not in _CELL_DTYPES:
+        return None
+    if type(a) is np.ndarray:
+        mod = _vector_kernel(name, *arrays)
+        return None if mod is None else (mod, np, (), contextlib.nullcontext())
+    if backend.is_cupy_array(a) and (mod := _cuda_kernel(name, *arrays)) is not None:
+        cp = backend.require_cuda()
+        return mod, cp, (_stream(cp),), a.device
     return None
 
 
@@ -513,23 +525,27 @@ def lstm_cell_forward(gx, gh, c_prev, gates, c):
     """One LSTM step: fills ``gates`` (N, 4H: i, f, g, o activated) and ``c``
     (N, H: c_t), both C-contiguous, and returns h_t (see
     :func:`reference.lstm_cell_forward`)."""
-    if (mod := _cell_kernel("lstm_cell_forward", gx, gh, c_prev, gates, c)) is not None \
-            and gates.flags.c_contiguous and c.flags.c_contiguous:
-        gx, gh, c_prev = _contiguous(np, gx, gh, c_prev)
-        h = np.empty_like(c)
-        mod.lstm_cell_forward(_addr(gates), _addr(c), _addr(h), _addr(gx), _addr(gh), _addr(c_prev), c.shape[0],
-                              c.shape[1], _name(c.dtype))
+    k = _cell_kernel("lstm_cell_forward", gx, gh, c_prev, gates, c)
+    if k is not None and gates.flags.c_contiguous and c.flags.c_contiguous:
+        mod, xp, stream, device = k
+        with device:
+            gx, gh, c_prev = _contiguous(xp, gx, gh, c_prev)
+            h = xp.empty_like(c)
+            mod.lstm_cell_forward(_addr(gates), _addr(c), _addr(h), _addr(gx), _addr(gh), _addr(c_prev), c.shape[0],
+                                  c.shape[1], _name(c.dtype), *stream)
         return h
     return reference.lstm_cell_forward(backend.get_array_module(gx), gx, gh, c_prev, gates, c)
 
 
 def lstm_cell_backward(dh, dc, gates, c, c_prev):
     """(da, dc_prev) of one LSTM step (see :func:`reference.lstm_cell_backward`)."""
-    if (mod := _cell_kernel("lstm_cell_backward", dh, dc, gates, c, c_prev)) is not None:
-        dh, dc, gates, c, c_prev = _contiguous(np, dh, dc, gates, c, c_prev)
-        da, dc_prev = np.empty_like(gates), np.empty_like(c)
-        mod.lstm_cell_backward(_addr(da), _addr(dc_prev), _addr(dh), _addr(dc), _addr(gates), _addr(c), _addr(c_prev),
-                               c.shape[0], c.shape[1], _name(c.dtype))
+    if (k := _cell_kernel("lstm_cell_backward", dh, dc, gates, c, c_prev)) is not None:
+        mod, xp, stream, device = k
+        with device:
+            dh, dc, gates, c, c_prev = _contiguous(xp, dh, dc, gates, c, c_prev)
+            da, dc_prev = xp.empty_like(gates), xp.empty_like(c)
+            mod.lstm_cell_backward(_addr(da), _addr(dc_prev), _addr(dh), _addr(dc), _addr(gates), _addr(c),
+                                   _addr(c_prev), c.shape[0], c.shape[1], _name(c.dtype), *stream)
         return da, dc_prev
     return reference.lstm_cell_backward(backend.get_array_module(dh), dh, dc, gates, c, c_prev)
 
@@ -538,23 +554,27 @@ def gru_cell_forward(gx, gh, h_prev, gates, ghn):
     """One GRU step: fills ``gates`` (N, 3H: r, z, n) and ``ghn`` (N, H:
     gh_n), both C-contiguous, and returns h_t (see
     :func:`reference.gru_cell_forward`)."""
-    if (mod := _cell_kernel("gru_cell_forward", gx, gh, h_prev, gates, ghn)) is not None \
-            and gates.flags.c_contiguous and ghn.flags.c_contiguous:
-        gx, gh, h_prev = _contiguous(np, gx, gh, h_prev)
-        h = np.empty_like(ghn)
-        mod.gru_cell_forward(_addr(gates), _addr(ghn), _addr(h), _addr(gx), _addr(gh), _addr(h_prev), ghn.shape[0],
-                             ghn.shape[1], _name(ghn.dtype))
+    k = _cell_kernel("gru_cell_forward", gx, gh, h_prev, gates, ghn)
+    if k is not None and gates.flags.c_contiguous and ghn.flags.c_contiguous:
+        mod, xp, stream, device = k
+        with device:
+            gx, gh, h_prev = _contiguous(xp, gx, gh, h_prev)
+            h = xp.empty_like(ghn)
+            mod.gru_cell_forward(_addr(gates), _addr(ghn), _addr(h), _addr(gx), _addr(gh), _addr(h_prev), ghn.shape[0],
+                                 ghn.shape[1], _name(ghn.dtype), *stream)
         return h
     return reference.gru_cell_forward(backend.get_array_module(gx), gx, gh, h_prev, gates, ghn)
 
 
 def gru_cell_backward(dh, gates, ghn, h_prev):
     """(dgx, dgh, dh_direct) of one GRU step (see :func:`reference.gru_cell_backward`)."""
-    if (mod := _cell_kernel("gru_cell_backward", dh, gates, ghn, h_prev)) is not None:
-        dh, gates, ghn, h_prev = _contiguous(np, dh, gates, ghn, h_prev)
-        dgx, dgh, dh_direct = np.empty_like(gates), np.empty_like(gates), np.empty_like(dh)
-        mod.gru_cell_backward(_addr(dgx), _addr(dgh), _addr(dh_direct), _addr(dh), _addr(gates), _addr(ghn),
-                              _addr(h_prev), dh.shape[0], dh.shape[1], _name(dh.dtype))
+    if (k := _cell_kernel("gru_cell_backward", dh, gates, ghn, h_prev)) is not None:
+        mod, xp, stream, device = k
+        with device:
+            dh, gates, ghn, h_prev = _contiguous(xp, dh, gates, ghn, h_prev)
+            dgx, dgh, dh_direct = xp.empty_like(gates), xp.empty_like(gates), xp.empty_like(dh)
+            mod.gru_cell_backward(_addr(dgx), _addr(dgh), _addr(dh_direct), _addr(dh), _addr(gates), _addr(ghn),
+                                  _addr(h_prev), dh.shape[0], dh.shape[1], _name(dh.dtype), *stream)
         return dgx, dgh, dh_direct
     return reference.gru_cell_backward(backend.get_array_module(dh), dh, gates, ghn, h_prev)
 
