@@ -96,6 +96,6 @@ fi
 # training-step benchmark last: it is the longest, and keeps what it finished)
 want kernels && step kernels "$([ "$budget" -gt 0 ] && echo 240 || echo 0)" "$py" benchmarks/kernels.py --sweep --out "$out"
 want checkpoint && step checkpoint_amp 0 "$py" benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"
-want bench && step bench 0 "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,mlp_wide,transformer \
+want bench && step bench 0 "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,mlp_wide,transformer,lstm \
   --precisions fp32,bf16,fp16 --kernels cupy,lamina --graph --out "$out"
 exit "$status"
