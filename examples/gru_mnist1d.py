@@ -25,7 +25,7 @@ def main(epochs=20, batch_size=100, seed=0, verbose=True):
     history = lm.train.fit(
         model, lm.SoftmaxCrossEntropy(), lm.optim.Adam(model.parameters(), lr=3e-3),
         (x_train, y_train), val=(x_test, y_test), epochs=epochs, batch_size=batch_size,
-        clip_grad_norm=1.0, progress=verbose,
+        clip_grad_norm=1.0, progress=None if verbose else False,  # a bar on a terminal
     )
     accuracy = history["val_accuracy"][-1]
     if verbose:
