@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import backend, init, ops
-from ..errors import DeviceError, DTypeError, ShapeError
+from ..errors import DeviceError, DTypeError
 from ..module import Layer, Parameter, _describe
 from ._utils import positive_int
 
@@ -23,7 +23,8 @@ class Embedding(Layer):
         dtype: parameter dtype.
 
     Shape:
-        idx: any shape, integer dtype  →  y: idx.shape + (E,).
+        idx: any shape, integer dtype  →  y: idx.shape + (E,).  An index
+        outside [0, num_embeddings) raises IndexError, as in PyTorch.
 
     Parameters:
         weight: (num_embeddings, E), initialised N(0, 1) as PyTorch's.
@@ -56,7 +57,7 @@ class Embedding(Layer):
         if idx.size:
             lo, hi = int(idx.min()), int(idx.max())  # one host synchronisation on the GPU, for a clear error
             if lo < 0 or hi >= self.num_embeddings:
-                raise ShapeError(f"{self._label()}: expected indices in [0, {self.num_embeddings}), received "
+                raise IndexError(f"{self._label()}: expected indices in [0, {self.num_embeddings}), received "
                                  f"values from {lo} to {hi}")
         y = self._compute(self.weight)[idx]  # (*idx.shape, E)
         self._save(idx, out=y)  # idx: the indices
