@@ -240,6 +240,26 @@ def test_lstm_cell_forward_may_overwrite_its_previous_state():
     np.testing.assert_allclose(h, expected_h, rtol=2e-6, atol=2e-6)
 
 
+def test_cell_kernels_fill_non_contiguous_outputs_and_announce_a_16_bit_call(monkeypatch):
+    import lamina as lm
+
+    monkeypatch.setattr(lm.errors, "_warned", set())
+    rng = np.random.default_rng(1)
+    gx, gh = (rng.standard_normal((3, 12)).astype(np.float32) for _ in range(2))
+    c_prev = rng.standard_normal((3, 3)).astype(np.float32)
+    wide_gates, wide_c = np.zeros((3, 24), np.float32), np.zeros((3, 6), np.float32)
+    gates, c = wide_gates[:, ::2], wide_c[:, ::2]  # strided views: the kernel writes copies, then they are copied back
+    h = ops.lstm_cell_forward(gx, gh, c_prev, gates, c)
+    g64, c64 = np.empty((3, 12)), np.empty((3, 3))
+    h64 = reference.lstm_cell_forward(np, gx, gh, c_prev, g64, c64)
+    for got, ref in ((gates, g64), (c, c64), (h, h64)):
+        np.testing.assert_allclose(got, ref, rtol=2e-6, atol=2e-6)
+    assert not wide_gates[:, 1::2].any()  # nothing written between the view's elements
+    with pytest.warns(lm.PerformanceWarning, match="lstm_cell_forward kernels take float32 and float64.*float16"):
+        ops.lstm_cell_forward(gx.astype(np.float16), gh.astype(np.float16), c_prev.astype(np.float16),
+                              np.empty((3, 12), np.float16), np.empty((3, 3), np.float16))
+
+
 AVX2_SOURCES = {
     "conv_direct.cpp": {"conv_direct_geometry_ok", "conv_direct_forward", "conv_direct_backward_data",
                         "conv_direct_backward_weight"},

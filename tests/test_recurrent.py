@@ -178,7 +178,9 @@ def test_errors_name_the_layer_and_leave_it_untouched():
     with pytest.raises(lm.ShapeError, match="at least one step"):
         layer(np.zeros((2, 0, 3), dtype=np.float32))
     x = np.zeros((2, 5, 3), dtype=np.float32)
-    with pytest.raises(TypeError, match=r"LSTM.*pair \(h, c\)"):
+    with pytest.raises(TypeError, match=r"LSTM.*pair \(h, c\), received a tuple of 3"):
+        layer(x, (np.zeros((2, 2, 4), dtype=np.float32),) * 3)
+    with pytest.raises(TypeError, match=r"LSTM.*pair \(h, c\), received shape \(2, 2, 4\)"):
         layer(x, np.zeros((2, 2, 4), dtype=np.float32))
     with pytest.raises(lm.ShapeError, match=r"LSTM.*c0 \(initial state\) with size 2 \(batch\).*\(2, 3, 4\)"):
         layer(x, (np.zeros((2, 2, 4), dtype=np.float32), np.zeros((2, 3, 4), dtype=np.float32)))

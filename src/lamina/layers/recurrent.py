@@ -37,6 +37,13 @@ from ..module import Layer, Parameter, _describe, is_grad_enabled
 from ._utils import positive_int
 
 
+def _received(value):
+    """What was passed where a pair of arrays was expected, for an error message."""
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return _describe(value)
+
+
 class _RNNCell:
     """h_t = act(a_t),  a_t = gx_t + gh_t  (act: tanh or ReLU).
 
@@ -207,7 +214,7 @@ class _RNNBase(Layer):
         names = self._state_names()
         if isinstance(self._cell, _LSTMCell):
             if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-                raise TypeError(f"{self._label()}: expected the {what} as a pair (h, c), received {type(hx).__name__}")
+                raise TypeError(f"{self._label()}: expected the {what} as a pair (h, c), received {_received(hx)}")
             parts = tuple(hx)
         else:
             parts = (hx,)
@@ -222,7 +229,7 @@ class _RNNBase(Layer):
         if isinstance(self._cell, _LSTMCell):
             if not (isinstance(dstate, (tuple, list)) and len(dstate) == 2):
                 raise TypeError(f"{self._label()}: expected the state gradient as a pair (dh_n, dc_n), received "
-                                f"{type(dstate).__name__}")
+                                f"{_received(dstate)}")
             parts = tuple(dstate)
         else:
             parts = (dstate,)

@@ -510,7 +510,12 @@ def _cell_kernel(name, *arrays):
     """(module, array module, stream args, device context) of the compiled
     kernel that runs ``name`` on these arrays, or None for the reference."""
     a = arrays[0]
-    if not a.size or _name(a.dtype) not in _CELL_DTYPES:
+    if not a.size:
+        return None
+    if _name(a.dtype) not in _CELL_DTYPES:
+        warn_once(f"cell {name} {a.dtype}", f"lamina's {name} kernels take float32 and float64 (16-bit layers run "
+                  f"their cells in float32), received {a.dtype}; using the {'NumPy' if type(a) is np.ndarray else 'CuPy'} "
+                  "reference")
         return None
     if type(a) is np.ndarray:
         mod = _vector_kernel(name, *arrays)
@@ -521,18 +526,26 @@ def _cell_kernel(name, *arrays):
     return None
 
 
+def _write_back(*pairs):
+    """Copy each kernel output into the caller's array where ``_contiguous``
+    had to give the kernel a contiguous copy of it."""
+    for target, written in pairs:
+        if written is not target:
+            target[...] = written
+
+
 def lstm_cell_forward(gx, gh, c_prev, gates, c):
     """One LSTM step: fills ``gates`` (N, 4H: i, f, g, o activated) and ``c``
-    (N, H: c_t), both C-contiguous, and returns h_t (see
+    (N, H: c_t) and returns h_t (see
     :func:`reference.lstm_cell_forward`)."""
-    k = _cell_kernel("lstm_cell_forward", gx, gh, c_prev, gates, c)
-    if k is not None and gates.flags.c_contiguous and c.flags.c_contiguous:
+    if (k := _cell_kernel("lstm_cell_forward", gx, gh, c_prev, gates, c)) is not None:
         mod, xp, stream, device = k
         with device:
-            gx, gh, c_prev = _contiguous(xp, gx, gh, c_prev)
-            h = xp.empty_like(c)
-            mod.lstm_cell_forward(_addr(gates), _addr(c), _addr(h), _addr(gx), _addr(gh), _addr(c_prev), c.shape[0],
-                                  c.shape[1], _name(c.dtype), *stream)
+            gx, gh, c_prev, g_out, c_out = _contiguous(xp, gx, gh, c_prev, gates, c)  # outputs: views kept, or copies
+            h = xp.empty_like(c_out)
+            mod.lstm_cell_forward(_addr(g_out), _addr(c_out), _addr(h), _addr(gx), _addr(gh), _addr(c_prev),
+                                  c.shape[0], c.shape[1], _name(c.dtype), *stream)
+            _write_back((gates, g_out), (c, c_out))
         return h
     return reference.lstm_cell_forward(backend.get_array_module(gx), gx, gh, c_prev, gates, c)
 
@@ -552,16 +565,16 @@ def lstm_cell_backward(dh, dc, gates, c, c_prev):
 
 def gru_cell_forward(gx, gh, h_prev, gates, ghn):
     """One GRU step: fills ``gates`` (N, 3H: r, z, n) and ``ghn`` (N, H:
-    gh_n), both C-contiguous, and returns h_t (see
+    gh_n) and returns h_t (see
     :func:`reference.gru_cell_forward`)."""
-    k = _cell_kernel("gru_cell_forward", gx, gh, h_prev, gates, ghn)
-    if k is not None and gates.flags.c_contiguous and ghn.flags.c_contiguous:
+    if (k := _cell_kernel("gru_cell_forward", gx, gh, h_prev, gates, ghn)) is not None:
         mod, xp, stream, device = k
         with device:
-            gx, gh, h_prev = _contiguous(xp, gx, gh, h_prev)
-            h = xp.empty_like(ghn)
-            mod.gru_cell_forward(_addr(gates), _addr(ghn), _addr(h), _addr(gx), _addr(gh), _addr(h_prev), ghn.shape[0],
-                                 ghn.shape[1], _name(ghn.dtype), *stream)
+            gx, gh, h_prev, g_out, n_out = _contiguous(xp, gx, gh, h_prev, gates, ghn)  # outputs: views kept, or copies
+            h = xp.empty_like(n_out)
+            mod.gru_cell_forward(_addr(g_out), _addr(n_out), _addr(h), _addr(gx), _addr(gh), _addr(h_prev),
+                                 ghn.shape[0], ghn.shape[1], _name(ghn.dtype), *stream)
+            _write_back((gates, g_out), (ghn, n_out))
         return h
     return reference.gru_cell_forward(backend.get_array_module(gx), gx, gh, h_prev, gates, ghn)
 
