@@ -7,9 +7,10 @@ import warnings
 
 import numpy as np
 import pytest
-from harness import assert_same_step
+from harness import assert_same_step, to_numpy
 
 import lamina as lm
+from lamina.testing import gradcheck
 
 
 def _stack(dropout=0.1, n=3):
@@ -121,3 +122,140 @@ def test_a_small_transformer_learns_to_find_the_largest_token():
     with lm.no_grad():
         pred = head(encoder(embed(onehot[1024:])).mean(axis=1)).argmax(axis=1)
     assert (pred == labels[1024:]).mean() > 0.9
+
+
+# ---------------------------------------------------------------------------
+# Masks: key_padding_mask and attn_mask
+# ---------------------------------------------------------------------------
+
+
+def _mha_pair(torch, e=8, h=2, **kwargs):
+    t = torch.nn.MultiheadAttention(e, h, batch_first=True, **kwargs)
+    layer = lm.MultiheadAttention(e, h, **kwargs)
+    layer.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    return layer, t
+
+
+def _masks(rng, n, length, h, kind):
+    """The masks of one case, as PyTorch takes them (True hides)."""
+    kpm = np.zeros((n, length), dtype=bool)
+    kpm[0, 4:] = True  # sequence 0 has 4 real positions, sequence 2 one
+    kpm[2, 1:] = True
+    per_head = rng.random((n * h, length, length)) < 0.4
+    per_head[:, np.arange(length), np.arange(length)] = False  # every query keeps a key
+    causal = np.triu(np.ones((length, length), dtype=bool), k=1)
+    return {
+        "padding": {"key_padding_mask": kpm},
+        "float padding": {"key_padding_mask": np.where(kpm, -np.inf, rng.standard_normal((n, length))).astype(np.float32)},
+        "float 2-d": {"attn_mask": rng.standard_normal((length, length)).astype(np.float32)},
+        "bool 3-d and padding": {"attn_mask": per_head, "key_padding_mask": kpm},
+        "causal and padding": {"attn_mask": causal, "key_padding_mask": kpm},
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["padding", "float padding", "float 2-d", "bool 3-d and padding", "causal and padding"])
+def test_masks_match_pytorch(kind, torch, xp):
+    rng = np.random.default_rng(abs(hash(kind)) % 2**32)
+    n, length, e, h = 3, 6, 8, 2
+    layer, t = _mha_pair(torch, e, h)
+    layer.to("cpu" if xp is np else "cuda")
+    masks = _masks(rng, n, length, h, kind)
+    x = rng.standard_normal((n, length, e)).astype(np.float32)
+    dy = rng.standard_normal((n, length, e)).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = t(tx, tx, tx, need_weights=False, **{k: torch.from_numpy(v) for k, v in masks.items()})[0]
+    (ty * torch.from_numpy(dy)).sum().backward()
+    y = layer(xp.asarray(x), **{k: xp.asarray(v) for k, v in masks.items()})
+    np.testing.assert_allclose(to_numpy(y), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer.backward(xp.asarray(dy))), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    tparams = dict(t.named_parameters())
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(to_numpy(p.grad), tparams[name].grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_causal_layer_combines_with_a_padding_mask(torch):
+    """causal=True and a key_padding_mask equal PyTorch given both masks."""
+    rng = np.random.default_rng(4)
+    layer, t = _mha_pair(torch)
+    causal = lm.MultiheadAttention(8, 2, causal=True)
+    causal.load_state_dict(layer.state_dict())
+    masks = _masks(rng, 3, 6, 2, "causal and padding")
+    x = rng.standard_normal((3, 6, 8)).astype(np.float32)
+    with lm.no_grad():
+        np.testing.assert_array_equal(causal(x, key_padding_mask=masks["key_padding_mask"]), layer(x, **masks))
+
+
+class _Masked(lm.Layer):
+    """gradcheck over a masked attention layer (the masks are constants)."""
+
+    def __init__(self, inner, **masks):
+        super().__init__()
+        self.inner, self.masks = inner, masks
+
+    def forward(self, x):
+        return self.inner(x, **self.masks)
+
+    def backward(self, dy):
+        return self.inner.backward(dy)
+
+
+def test_a_query_that_sees_no_key_gets_zero_weights_and_gradcheck_passes():
+    """Sequence 1 hides every key: PyTorch returns NaN there; lamina's
+    weights are zero, so the output is out_proj's bias and no gradient
+    flows through the scores."""
+    rng = np.random.default_rng(0)
+    kpm = np.array([[False, False, True, True], [True, True, True, True]])
+    attn = rng.standard_normal((4, 4))
+    attn[0, :2] = -np.inf  # query 0 of sequence 0 sees no key either
+    layer = lm.MultiheadAttention(6, 3, dtype=np.float64)
+    for p in layer.parameters():
+        p.data[...] = rng.standard_normal(p.shape) * 0.5
+    x = rng.standard_normal((2, 4, 6))
+    y = layer(x, key_padding_mask=kpm, attn_mask=attn)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y[1], np.broadcast_to(layer.out_proj.bias.data, (4, 6)))
+    np.testing.assert_allclose(y[0, 0], layer.out_proj.bias.data)
+    layer.backward(np.ones_like(y))
+    assert all(np.isfinite(p.grad).all() for p in layer.parameters())
+    assert gradcheck(_Masked(layer, key_padding_mask=kpm, attn_mask=attn), x)
+    assert gradcheck(_Masked(layer, key_padding_mask=kpm), rng.standard_normal((2, 4, 6))[:, ::-1])
+
+
+def test_mask_errors_name_the_layer_and_leave_everything_untouched():
+    mha = lm.MultiheadAttention(8, 2)
+    x = np.zeros((2, 3, 8), dtype=np.float32)
+    with pytest.raises(lm.ShapeError, match=r"MultiheadAttention\(embed_dim=8.*key_padding_mask of shape \(2, 3\), "
+                                            r"received \(3, 2\)"):
+        mha(x, key_padding_mask=np.zeros((3, 2), dtype=bool))
+    with pytest.raises(lm.ShapeError, match=r"attn_mask of shape \(3, 3\) or \(4, 3, 3\), received \(2, 3, 3\)"):
+        mha(x, attn_mask=np.zeros((2, 3, 3), dtype=bool))
+    with pytest.raises(lm.DTypeError, match=r"key_padding_mask of dtype bool .* or floating point .*received int64"):
+        mha(x, key_padding_mask=np.zeros((2, 3), dtype=np.int64))
+    with pytest.raises(lm.DTypeError, match=r"attn_mask as a numpy.ndarray or cupy.ndarray, received builtins.list"):
+        mha(x, attn_mask=[[True] * 3] * 3)
+    assert not mha.has_cache()
+    enc = lm.TransformerEncoderLayer(8, 2, 16, norm_first=True)
+    with pytest.raises(lm.ShapeError, match=r"MultiheadAttention.*key_padding_mask of shape \(2, 3\)"):
+        enc(x, src_key_padding_mask=np.zeros((2, 4), dtype=bool))
+    assert not any(m.has_cache() for m in enc.modules())  # norm1 has not run
+
+
+def test_encoder_layer_with_a_padding_mask_matches_pytorch(torch):
+    rng = np.random.default_rng(8)
+    t = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+    layer = lm.TransformerEncoderLayer(16, 4, 32, dropout=0.0)
+    layer.load_state_dict({k: v.numpy() for k, v in t.state_dict().items()})
+    x = rng.standard_normal((3, 5, 16)).astype(np.float32)
+    kpm = np.array([[False] * 5, [False, False, True, True, True], [False] * 4 + [True]])
+    src_mask = rng.random((5, 5)) < 0.3  # bool, as the padding mask (PyTorch warns on mixed kinds)
+    src_mask[np.arange(5), np.arange(5)] = False
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = t(tx, src_mask=torch.from_numpy(src_mask), src_key_padding_mask=torch.from_numpy(kpm))
+    dy = rng.standard_normal(ty.shape).astype(np.float32)
+    (ty * torch.from_numpy(dy)).sum().backward()
+    y = layer(x, src_mask=src_mask, src_key_padding_mask=kpm)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.backward(dy), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    tparams = dict(t.named_parameters())
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(p.grad, tparams[name].grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)

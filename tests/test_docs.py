@@ -38,10 +38,11 @@ def test_readme_loop_trains(capsys):
 
 
 @pytest.mark.filterwarnings("ignore::lamina.PerformanceWarning")
-@pytest.mark.parametrize("page", ["docs/training.md", "docs/saving.md", "docs/memory.md", "docs/recurrent.md"])
+@pytest.mark.parametrize("page", ["docs/training.md", "docs/saving.md", "docs/memory.md", "docs/recurrent.md",
+                                  "docs/attention.md"])
 def test_doc_pages_run_as_written(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the pages write under runs/
     ns = {}
     for block in _blocks(page):
         exec(block, ns)  # noqa: S102 - our own documentation
-    assert (tmp_path / "runs").is_dir() or page in ("docs/memory.md", "docs/recurrent.md")
+    assert (tmp_path / "runs").is_dir() or page in ("docs/memory.md", "docs/recurrent.md", "docs/attention.md")

@@ -334,3 +334,126 @@ def test_cache_is_what_backward_needs_and_nothing_under_no_grad():
         with lm.no_grad():
             layer(x)
         assert m.live_bytes == 0 and not layer.has_cache()
+
+
+# ---------------------------------------------------------------------------
+# Padded batches: lengths
+# ---------------------------------------------------------------------------
+
+
+def _padded(rng, lens, length, f, batch_first, fill=np.nan):
+    """A batch whose steps past each sequence's length hold ``fill``."""
+    n = len(lens)
+    x = rng.standard_normal((n, length, f) if batch_first else (length, n, f)).astype(np.float32)
+    for i, k in enumerate(lens):
+        if batch_first:
+            x[i, k:] = fill
+        else:
+            x[k:, i] = fill
+    return x
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kwargs", [{}, {"bidirectional": True, "batch_first": False},
+                                    {"bidirectional": True, "return_sequences": False}],
+                         ids=["uni", "bi-time-major", "bi-final"])
+def test_lengths_match_pytorch_packed_sequences(kind, kwargs, torch, xp):
+    """A padded batch with lengths against PyTorch's pack_padded_sequence
+    (unsorted): outputs, final states, dx and every parameter gradient.  The
+    padding holds NaN: it must never be read."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: PLC0415
+
+    rng = np.random.default_rng(abs(hash((kind, str(kwargs)))) % 2**32)
+    lens = np.array([3, 7, 1, 5])
+    n, length, d = len(lens), 7, 2 if kwargs.get("bidirectional") else 1
+    bf, seqs = kwargs.get("batch_first", True), kwargs.get("return_sequences", True)
+    t = getattr(torch.nn, kind)(4, 6, 2, batch_first=bf, bidirectional=d == 2)
+    layer = getattr(lm, kind)(4, 6, 2, return_state=True, **kwargs)
+    layer.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    layer.to("cpu" if xp is np else "cuda")
+    x = _padded(rng, lens, length, 4, bf)
+    tx = torch.from_numpy(np.nan_to_num(x)).requires_grad_()
+    tout, tstate = t(pack_padded_sequence(tx, torch.from_numpy(lens), batch_first=bf, enforce_sorted=False))
+    ty = pad_packed_sequence(tout, batch_first=bf, total_length=length)[0]
+    th = tstate[0] if kind == "LSTM" else tstate
+    if not seqs:  # the last layer's final hidden state, directions concatenated
+        ty = th[-d:].permute(1, 0, 2).reshape(n, d * 6)
+    dy, dh, dc = (rng.standard_normal(shape).astype(np.float32) for shape in (ty.shape, th.shape, th.shape))
+    loss = (ty * torch.from_numpy(dy)).sum() + (th * torch.from_numpy(dh)).sum()
+    if kind == "LSTM":
+        loss = loss + (tstate[1] * torch.from_numpy(dc)).sum()
+    loss.backward()
+
+    y, state = layer(xp.asarray(x), lengths=xp.asarray(lens) if xp is not np else list(lens))
+    np.testing.assert_allclose(to_numpy(y), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    states = state if kind == "LSTM" else (state,)
+    for mine, theirs in zip(states, tstate if kind == "LSTM" else (tstate,)):
+        np.testing.assert_allclose(to_numpy(mine), theirs.detach().numpy(), rtol=1e-5, atol=1e-5)
+    dstate = (xp.asarray(dh), xp.asarray(dc)) if kind == "LSTM" else xp.asarray(dh)
+    dx = to_numpy(layer.backward(xp.asarray(dy), dstate))
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    assert np.all(dx[np.isnan(x)] == 0)  # padding has no influence
+    tparams = dict(t.named_parameters())
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(to_numpy(p.grad), tparams[name].grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+class _WithLengths(_WithState):
+    def __init__(self, inner, lengths):
+        super().__init__(inner)
+        self.lengths = lengths
+
+    def forward(self, x, h0, c0=None):
+        y, state = self.inner(x, h0 if c0 is None else (h0, c0), lengths=self.lengths)
+        parts = [y] + (list(state) if c0 is not None else [state])
+        self._shapes = [p.shape for p in parts]
+        return np.concatenate([p.reshape(-1) for p in parts])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lengths_gradcheck_through_states_and_padding(kind):
+    rng = np.random.default_rng(5)
+    for kwargs, lens in [({"bidirectional": True}, [3, 1, 2]), ({"batch_first": False}, [1, 3]),
+                         ({"return_sequences": False, "bidirectional": True}, [2, 3, 3])]:
+        layer = _WithLengths(getattr(lm, kind)(2, 3, 2, return_state=True, **kwargs), np.array(lens))
+        layer.to(dtype=np.float64)
+        bf = kwargs.get("batch_first", True)
+        x = _padded(rng, lens, 3, 2, bf, fill=0.5).astype(np.float64)
+        d = 2 if kwargs.get("bidirectional") else 1
+        states = [rng.standard_normal((2 * d, len(lens), 3)) for _ in range(2 if kind == "LSTM" else 1)]
+        assert gradcheck(layer, x, *states)
+
+
+def test_full_lengths_change_nothing_and_no_grad_agrees():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    for kind in KINDS:
+        lm.manual_seed(0)
+        a = getattr(lm, kind)(4, 6, 2, bidirectional=True)
+        b = getattr(lm, kind)(4, 6, 2, bidirectional=True)
+        b.load_state_dict(a.state_dict())
+        dy = rng.standard_normal((3, 5, 12)).astype(np.float32)
+        ya, yb = a(x), b(x, lengths=[5, 5, 5])
+        assert np.array_equal(ya, yb)
+        assert np.array_equal(a.backward(dy), b.backward(dy))
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert np.array_equal(p.grad, q.grad)
+        lens = [2, 5, 4]
+        with lm.no_grad():  # one slot reused: the LSTM's c must survive a padding step
+            y0 = b(x, lengths=lens)
+        np.testing.assert_array_equal(y0, b(x, lengths=lens))
+
+
+def test_lengths_errors_name_the_layer_and_leave_it_untouched():
+    layer = lm.GRU(3, 4)
+    x = np.zeros((2, 5, 3), dtype=np.float32)
+    with pytest.raises(lm.DTypeError, match=r"GRU\(3, 4\): expected lengths as N integers, received shape \(2,\), "
+                                            r"dtype float64"):
+        layer(x, lengths=np.array([2.0, 3.0]))
+    with pytest.raises(lm.ShapeError, match=r"GRU.*lengths of shape \(2,\) \(one per sequence\), received \(3,\)"):
+        layer(x, lengths=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"GRU.*lengths in \[1, 5\].*from 0 to 2"):
+        layer(x, lengths=[0, 2])
+    with pytest.raises(ValueError, match=r"GRU.*lengths in \[1, 5\].*from 3 to 6"):
+        layer(x, lengths=[6, 3])
+    assert not layer.has_cache()

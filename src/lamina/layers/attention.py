@@ -5,15 +5,18 @@ with ``batch_first=True``), so their state_dicts load one to one.
 Self-attention over x (N, L, E) with H heads of size D = E / H:
 
     [q k v] = x W_inᵀ + b_in                      (N, L, 3E) → 3 x (N, H, L, D)
-    s = q kᵀ / √D  (+ -∞ above the diagonal when causal)
+    s = q kᵀ / √D  (+ the masks: -∞ where a key is hidden, e.g. above the
+                    diagonal when causal; float masks are added)
     p = softmax(s)                                 (N, H, L, L), over keys
+                   (a query that sees no key at all gets p = 0)
     o = p v                                        (N, H, L, D) → (N, L, E)
     y = o W_outᵀ + b_out
 
 Backward, from do (the gradient of o, through out_proj's backward):
 
     dv = pᵀ do,   dp = do vᵀ
-    ds = p ⊙ (dp - Σ_keys dp ⊙ p) / √D             (softmax's Jacobian; 0 where masked)
+    ds = p ⊙ (dp - Σ_keys dp ⊙ p) / √D             (softmax's Jacobian; 0 where masked,
+                                                    since p is: backward needs no mask)
     dq = ds k,    dk = dsᵀ q
     dW_in += [dq dk dv]ᵀ x,  db_in += Σ [dq dk dv],  dx = [dq dk dv] W_in
 
@@ -25,8 +28,8 @@ import math
 import numpy as np
 
 from .. import backend, init, ops
-from ..errors import DeviceError, DTypeError
-from ..module import Layer, Parameter
+from ..errors import DeviceError, DTypeError, ShapeError
+from ..module import Layer, Parameter, _describe
 from ._utils import positive_int
 from .dense import Dense
 from .dropout import Dropout
@@ -43,6 +46,18 @@ class MultiheadAttention(Layer):
         bias: learn ``in_proj_bias`` and ``out_proj.bias``.
         causal: each position attends only to itself and earlier positions.
         dropout: dropout probability on the attention weights (training only).
+
+    Call: ``forward(x, key_padding_mask=None, attn_mask=None)``, PyTorch's
+    masks and conventions:
+        key_padding_mask: (N, L); True (bool) hides that key (a padding
+            position) from every query of its sequence; a float mask is added
+            to the scores.
+        attn_mask: (L, L) or (N·H, L, L); True (bool) stops query i from
+            attending to key j; a float mask is added to the scores (-inf hides).
+    Both combine with each other and with ``causal``.  A query left with no
+    visible key gets attention weights of zero (its output is out_proj's
+    bias) where PyTorch returns NaN.  Neither mask needs to be kept for
+    backward: the weights p are exactly zero where keys were hidden.
 
     Shape:
         x: (N, L, E) → y: (N, L, E).
@@ -80,8 +95,57 @@ class MultiheadAttention(Layer):
         """(N*L, E) → (N, H, L, D)."""
         return a.reshape(n, l, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
-    def forward(self, x):
+    def _check_mask(self, mask, name, shapes, x):
+        """A mask's array, validated against x: its device, a bool or
+        floating dtype, and one of ``shapes``."""
+        if not backend.is_array(mask):
+            raise DTypeError(f"{self._label()}: expected {name} as a numpy.ndarray or cupy.ndarray, "
+                             f"received {_describe(mask)}")
+        if backend.device_of(mask) != backend.device_of(x):
+            raise DeviceError(f"{self._label()}: expected {name} on {backend.device_of(x)} (where the input is), "
+                              f"received it on {backend.device_of(mask)}")
+        if mask.dtype != np.bool_ and mask.dtype.kind != "f" and not backend.is_low_precision(mask.dtype):
+            raise DTypeError(f"{self._label()}: expected {name} of dtype bool (True hides) or floating point "
+                             f"(added to the scores), received {mask.dtype}")
+        if tuple(mask.shape) not in shapes:
+            raise ShapeError(f"{self._label()}: expected {name} of shape " + " or ".join(map(str, shapes)) +
+                             f", received {tuple(mask.shape)}")
+        return mask
+
+    def check_masks(self, x, key_padding_mask=None, attn_mask=None):
+        """Validate the masks for an input x (N, L, E); raises naming this layer."""
+        n, l = x.shape[0], x.shape[1]
+        if key_padding_mask is not None:
+            self._check_mask(key_padding_mask, "key_padding_mask", [(n, l)], x)
+        if attn_mask is not None:
+            self._check_mask(attn_mask, "attn_mask", [(l, l), (n * self.num_heads, l, l)], x)
+
+    def _masks(self, x, key_padding_mask, attn_mask):
+        """The masks as (hidden, added): a bool array, True where a key is
+        hidden, and a float array to add to the scaled scores, each
+        broadcastable to the scores (N, H, L, L), or None."""
+        self.check_masks(x, key_padding_mask, attn_mask)
+        xp = backend.get_array_module(x)
+        n, l, _ = x.shape
+        hidden = added = None
+        if self.causal:
+            hidden = xp.triu(xp.ones((l, l), dtype=bool), k=1)
+        parts = []
+        if key_padding_mask is not None:
+            parts.append(key_padding_mask.reshape(n, 1, 1, l))
+        if attn_mask is not None:
+            parts.append(attn_mask if attn_mask.ndim == 2 else attn_mask.reshape(n, self.num_heads, l, l))
+        for m in parts:
+            if m.dtype == np.bool_:
+                hidden = m if hidden is None else hidden | m
+            else:
+                m = m.astype(np.float32 if backend.is_low_precision(x.dtype) else x.dtype, copy=False)
+                added = m if added is None else added + m
+        return hidden, added
+
+    def forward(self, x, key_padding_mask=None, attn_mask=None):
         x = self._check_input(x, ndim=3, dim=[(2, self.embed_dim, "embed_dim")])
+        hidden, added = self._masks(x, key_padding_mask, attn_mask)  # before anything changes
         xp = backend.get_array_module(x)
         n, l, e = x.shape
         x2 = x.reshape(n * l, e)
@@ -90,9 +154,19 @@ class MultiheadAttention(Layer):
         q, k, v = (self._heads(qkv[:, i * e:(i + 1) * e], n, l) for i in range(3))
         work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype  # scores and softmax in float32 at least
         s = ops.matmul(q, k.transpose(0, 1, 3, 2)).astype(work, copy=False)
-        if self.causal:
-            s = xp.where(xp.triu(xp.ones((l, l), dtype=bool), k=1), -xp.inf, s)
-        p = ops.softmax_forward(s, 1.0 / math.sqrt(self.head_dim)).astype(x.dtype, copy=False)  # (N, H, L, L)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        if added is not None:  # PyTorch adds a float mask to the scaled scores
+            s, scale = s * scale + added, 1.0
+        if hidden is not None:
+            s = xp.where(hidden, -xp.inf, s)
+        blind = None
+        if key_padding_mask is not None or attn_mask is not None:  # causal alone always leaves the diagonal
+            blind = (s == -xp.inf).all(axis=-1, keepdims=True)  # queries that see no key
+            s = xp.where(blind, 0, s)
+        p = ops.softmax_forward(s, scale)
+        if blind is not None:
+            p = xp.where(blind, 0, p)
+        p = p.astype(x.dtype, copy=False)  # (N, H, L, L)
         pd = self.attn_dropout(p)
         o = ops.matmul(pd, v).transpose(0, 2, 1, 3).reshape(n, l, e)
         y = self.out_proj(o)
@@ -148,6 +222,10 @@ class TransformerEncoderLayer(Layer):
         norm_first: pre-LN (True) or post-LN (False, PyTorch's default).
         causal: causal self-attention.
 
+    Call: ``forward(x, src_mask=None, src_key_padding_mask=None)``, as
+    PyTorch's; the masks go to self_attn as ``attn_mask`` and
+    ``key_padding_mask`` (see :class:`MultiheadAttention`).
+
     Shape: x (N, L, E) → y (N, L, E).  Children and parameters carry
     PyTorch's names (self_attn, linear1, linear2, norm1, norm2).
     """
@@ -168,8 +246,8 @@ class TransformerEncoderLayer(Layer):
         self.dropout2 = Dropout(dropout)
         self.d_model = self.self_attn.embed_dim
 
-    def _attn(self, z):
-        return self.dropout1(self.self_attn(z))
+    def _attn(self, z, masks):
+        return self.dropout1(self.self_attn(z, **masks))
 
     def _ff(self, z):
         return self.dropout2(self.linear2(self.dropout(self.linear1(z))))
@@ -177,8 +255,10 @@ class TransformerEncoderLayer(Layer):
     def _ff_backward(self, dy):
         return self.linear1.backward(self.dropout.backward(self.linear2.backward(self.dropout2.backward(dy))))
 
-    def forward(self, x):
+    def forward(self, x, src_mask=None, src_key_padding_mask=None):
         x = self._check_input(x, ndim=3, dim=[(2, self.d_model, "d_model")])
+        masks = {"attn_mask": src_mask, "key_padding_mask": src_key_padding_mask}
+        self.self_attn.check_masks(x, **masks)  # before any child runs: an error leaves every cache as it was
         ref = self.self_attn  # the parameters live in the children: check dtype and device against theirs
         if backend.device_of(x) != ref.in_proj_weight.device:
             raise DeviceError(
@@ -192,10 +272,10 @@ class TransformerEncoderLayer(Layer):
                 )
             x = backend.narrow(x, ref.compute_dtype)  # mixed precision: the residual stream in the compute dtype
         if self.norm_first:
-            h = x + self._attn(self.norm1(x))
+            h = x + self._attn(self.norm1(x), masks)
             y = h + self._ff(self.norm2(h))
         else:
-            h = self.norm1(x + self._attn(x))
+            h = self.norm1(x + self._attn(x, masks))
             y = self.norm2(h + self._ff(h))
         self._save(None, out=y)  # the children hold what backward needs
         return y

@@ -141,9 +141,13 @@ class _RNNBase(Layer):
             ``(y, h_n)``, or ``(y, (h_n, c_n))`` for LSTM.
         dtype: parameter dtype.
 
-    Call: ``forward(x, hx=None)``.  ``hx`` is the initial state, zeros if
-    None: h0 of shape (num_layers·D, N, H) for RNN and GRU, the pair
-    (h0, c0) for LSTM.  ``backward(dy, dstate=None)``: ``dstate`` is the
+    Call: ``forward(x, hx=None, lengths=None)``.  ``hx`` is the initial state,
+    zeros if None: h0 of shape (num_layers·D, N, H) for RNN and GRU, the pair
+    (h0, c0) for LSTM.  ``lengths`` (N integers in [1, L]: a list, NumPy or
+    CuPy array) runs a padded batch of shorter sequences as PyTorch's packed
+    sequences do: sequence i's steps from lengths[i] on are padding, never
+    read; its outputs there are zeros, its final state is that of its last
+    real step, and the reverse direction starts at that step.  ``backward(dy, dstate=None)``: ``dstate`` is the
     gradient of the returned final state (same structure; None for zeros);
     it returns dx, or ``(dx, dhx)`` when forward was given ``hx``.
 
@@ -235,7 +239,7 @@ class _RNNBase(Layer):
             parts = (dstate,)
         if self._cache is None:
             return parts  # _take_cache raises its own error
-        (_, _, n), _, device = self._cache
+        (_, _, n, _), _, device = self._cache
         shape = self._state_shape(n)
         for name, a in zip(("dh_n", "dc_n"), parts):
             if a is None:
@@ -250,7 +254,26 @@ class _RNNBase(Layer):
 
     # -- forward ------------------------------------------------------------
 
-    def forward(self, x, hx=None):
+    def _check_lengths(self, lengths, length, n, xp):
+        """The (L, N, 1) bool mask of real steps, step t of sequence i being
+        real when t < lengths[i]."""
+        if backend.is_cupy_array(lengths):
+            lengths = lengths.get()  # one small copy to the host, to check the values
+        try:
+            lens = np.asarray(lengths)
+        except Exception:  # noqa: BLE001 - anything that is not an array of numbers
+            lens = None
+        if lens is None or lens.dtype.kind not in "iu":
+            raise DTypeError(f"{self._label()}: expected lengths as N integers, received {_received(lengths)}")
+        if lens.shape != (n,):
+            raise ShapeError(f"{self._label()}: expected lengths of shape ({n},) (one per sequence), "
+                             f"received {lens.shape}")
+        if lens.min() < 1 or lens.max() > length:
+            raise ValueError(f"{self._label()}: expected lengths in [1, {length}] (the input's steps), received "
+                             f"values from {lens.min()} to {lens.max()}")
+        return xp.asarray(np.arange(length)[:, None] < lens[None, :])[:, :, None]
+
+    def forward(self, x, hx=None, lengths=None):
         x = self._check_input(x, ndim=3, dim=[(2, self.input_size, "input_size")])
         seq = x.transpose(1, 0, 2) if self.batch_first else x  # time-major (L, N, F)
         length, n = seq.shape[0], seq.shape[1]
@@ -258,13 +281,15 @@ class _RNNBase(Layer):
             raise ShapeError(f"{self._label()}: expected at least one step and one sequence, received shape {tuple(x.shape)}")
         state = None if hx is None else self._check_state(hx, n, "initial state")
         xp = backend.get_array_module(x)
+        real = None if lengths is None else self._check_lengths(lengths, length, n, xp)
         cdt = x.dtype  # the compute dtype; the cell's arithmetic runs in float32 at least
         work = np.float32 if backend.is_low_precision(cdt) else cdt
         lstm = isinstance(self._cell, _LSTMCell)
         hh, nd = self.hidden_size, self.num_directions
         h_n = xp.empty(self._state_shape(n), dtype=cdt)
         c_n = xp.empty(self._state_shape(n), dtype=work) if lstm else None
-        inp = xp.ascontiguousarray(seq)
+        # padding never reaches the arithmetic (whatever it holds, NaN included)
+        inp = xp.ascontiguousarray(seq) if real is None else xp.where(real, seq, 0).astype(cdt, copy=False)
         caches = []
         for layer in range(self.num_layers):
             out = xp.empty((length, n, nd * hh), dtype=cdt)
@@ -274,7 +299,7 @@ class _RNNBase(Layer):
                 h0 = xp.zeros((n, hh), dtype=cdt) if state is None else state[0][k]
                 c0 = None if not lstm else (xp.zeros((n, hh), dtype=work) if state is None else state[1][k].astype(work))
                 saved, h_last, c_last = self._run_direction(xp, inp, out[:, :, d * hh:(d + 1) * hh], h0, c0, layer,
-                                                            suffix, reverse=d == 1, work=work)
+                                                            suffix, reverse=d == 1, work=work, real=real)
                 h_n[k] = h_last
                 if lstm:
                     c_n[k] = c_last
@@ -289,14 +314,17 @@ class _RNNBase(Layer):
         else:
             y = xp.ascontiguousarray(h_n[-nd:].transpose(1, 0, 2).reshape(n, nd * hh))
         if is_grad_enabled():
-            self._save(caches, hx is not None, n, out=y)
+            self._save(caches, hx is not None, n, real, out=y)
         if not self.return_state:
             return y
         return y, ((h_n, c_n.astype(cdt, copy=False)) if lstm else h_n)
 
-    def _run_direction(self, xp, inp, out, h, c, layer, suffix, reverse, work):
+    def _run_direction(self, xp, inp, out, h, c, layer, suffix, reverse, work, real=None):
         """Run one layer's cell over time in one direction, writing h_t into
-        ``out`` (L, N, H); returns (what backward needs, h_n, c_n)."""
+        ``out`` (L, N, H); returns (what backward needs, h_n, c_n).
+
+        With ``real`` (L, N, 1), a padding step keeps the state it was given
+        (c_t = c_{t-1} in ``saved``, h in the loop) and writes zeros to out."""
         w_ih, w_hh, b_ih, b_hh = self._params(layer, suffix)
         length, n, f = inp.shape
         gh_width = self._cell.gates * self.hidden_size
@@ -313,9 +341,19 @@ class _RNNBase(Layer):
             saved["ghn"] = xp.empty((slots, n, self.hidden_size), dtype=work)  # gh_n of every step
         for t in (range(length - 1, -1, -1) if reverse else range(length)):
             gh = ops.linear_forward(h, whh, bhh).astype(work, copy=False)  # (N, G·H)
-            h_work, c = self._cell.forward(xp, gx[t], gh, h.astype(work, copy=False), c, saved, t if keep else 0)
-            h = h_work.astype(out.dtype, copy=False)
-            out[t] = h
+            if real is not None and c is not None and not keep:
+                c = c.copy()  # the one slot is about to be overwritten, and a padding step keeps c
+            h_work, c_new = self._cell.forward(xp, gx[t], gh, h.astype(work, copy=False), c, saved, t if keep else 0)
+            h_new = h_work.astype(out.dtype, copy=False)
+            if real is None:
+                h, c = h_new, c_new
+                out[t] = h
+            else:
+                h = xp.where(real[t], h_new, h)
+                out[t] = xp.where(real[t], h_new, 0)
+                if c_new is not None:
+                    c_new[...] = xp.where(real[t], c_new, c)
+                c = c_new
         return saved, h, c
 
     # -- backward -----------------------------------------------------------
@@ -330,7 +368,7 @@ class _RNNBase(Layer):
 
     def _backward(self, dy, dstate, need_dx):
         dh_parts, dc_parts = (None, None) if dstate is None else (self._check_state_grad(dstate) + (None,))[:2]
-        caches, had_hx, n = self._take_cache(dy)
+        caches, had_hx, n, real = self._take_cache(dy)
         dy = self._compute_grad(dy)
         xp = backend.get_array_module(dy)
         lstm = isinstance(self._cell, _LSTMCell)
@@ -342,6 +380,8 @@ class _RNNBase(Layer):
         dc_n = (xp.zeros(self._state_shape(n), dtype=work) if dc_parts is None else dc_parts.astype(work)) if lstm else None
         if self.return_sequences:
             dout = (dy.transpose(1, 0, 2) if self.batch_first else dy).astype(work)  # (L, N, D·H)
+            if real is not None:
+                dout = xp.where(real, dout, 0)  # the outputs at padding are constant zeros
         else:
             dout = xp.zeros((length, n, nd * hh), dtype=work)
             dh_n[-nd:] += dy.reshape(n, nd, hh).transpose(1, 0, 2).astype(work)
@@ -357,7 +397,7 @@ class _RNNBase(Layer):
                 h0, c0, saved = directions[d]
                 g = self._direction_backward(xp, dout[:, :, d * hh:(d + 1) * hh], dh_n[k], None if not lstm else dc_n[k],
                                              inp, out[:, :, d * hh:(d + 1) * hh], h0, c0, saved, layer, suffix,
-                                             reverse=d == 1, want_dinp=want_dinp, work=work)
+                                             reverse=d == 1, want_dinp=want_dinp, work=work, real=real)
                 dinp_d, dh0[k], dc_first = g
                 if lstm:
                     dc0[k] = dc_first
@@ -374,12 +414,17 @@ class _RNNBase(Layer):
         dh0 = dh0.astype(cdt, copy=False)
         return dx, ((dh0, dc0.astype(cdt, copy=False)) if lstm else dh0)
 
-    def _direction_backward(self, xp, dout, dh, dc, inp, out, h0, c0, saved, layer, suffix, reverse, want_dinp, work):
+    def _direction_backward(self, xp, dout, dh, dc, inp, out, h0, c0, saved, layer, suffix, reverse, want_dinp, work,
+                            real=None):
         """One layer and direction: returns (dinp or None, dh0, dc0) and
         accumulates the direction's parameter gradients.
 
         dout (L, N, H): the gradient of this direction's outputs from above;
         out (L, N, H): its outputs h_t, from which h_{t-1} is read.
+        real (L, N, 1) or None: at a padding step the state passed through
+        unchanged, so its gradient does too, and the cell sees zeros (its
+        pre-activation gradients there are 0).  out is zero at padding: the
+        reverse direction's first real step reads h0 instead.
         """
         w_ih, w_hh, b_ih, b_hh = self._params(layer, suffix)
         length, n, f = inp.shape
@@ -392,9 +437,15 @@ class _RNNBase(Layer):
         for t in order:
             tp = prev(t)
             first = tp < 0 or tp >= length
-            h_prev = (h0 if first else out[tp]).astype(work, copy=False)
+            h_prev = h0 if first else out[tp] if real is None or not reverse else xp.where(real[tp], out[tp], h0)
+            h_prev = h_prev.astype(work, copy=False)
             c_prev = None if c0 is None else (c0 if first else saved["c"][tp])
             dh = dh + dout[t]
+            dh_pass = dc_pass = None
+            if real is not None:  # padding: the state's gradient passes by the cell
+                dh_pass, dh = xp.where(real[t], 0, dh), xp.where(real[t], dh, 0)
+                if dc is not None:
+                    dc_pass, dc = xp.where(real[t], 0, dc), xp.where(real[t], dc, 0)
             dgx_t, dgh_t, dh_direct, dc = self._cell.backward(xp, dh, dc, out[t].astype(work, copy=False), h_prev,
                                                               c_prev, saved, t)
             dgx[t] = dgx_t
@@ -403,9 +454,15 @@ class _RNNBase(Layer):
             dh = ops.matmul(dgh_t, whh)  # dh_{t-1} through W_hh
             if dh_direct is not None:
                 dh = dh + dh_direct
+            if dh_pass is not None:
+                dh = dh + dh_pass
+            if dc_pass is not None:
+                dc = dc + dc_pass
         # h_{t-1} of every step, in time order: h0 then the outputs, shifted the way the direction ran
         h0c = h0.astype(out.dtype, copy=False)[None]
         h_prev_seq = xp.concatenate([out[1:], h0c]) if reverse else xp.concatenate([h0c, out[:-1]])
+        if reverse and real is not None:  # a sequence's last real step follows h0, not the padding after it
+            h_prev_seq = xp.where(xp.concatenate([real[1:], xp.zeros_like(real[:1])]), h_prev_seq, h0c)
         cdt = out.dtype
         rows = length * n
         dgx2 = dgx.reshape(rows, -1).astype(cdt, copy=False)
