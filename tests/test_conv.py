@@ -237,6 +237,151 @@ def test_batchnorm_state_dict_uses_pytorch_names(torch):
     assert list(lm.BatchNorm1d(3, affine=False, track_running_stats=False).state_dict()) == []
 
 
+# kwargs and input shapes of transposed convolutions with 4 input and 6 output channels
+CONVT2D = [
+    ("k3", dict(kernel_size=3), [(1, 4, 1, 1), (2, 4, 3, 4), (1, 4, 5, 2)]),
+    ("k3_s2_p1_op1", dict(kernel_size=3, stride=2, padding=1, output_padding=1), [(1, 4, 3, 3), (2, 4, 4, 5)]),
+    ("k4_s2_p1", dict(kernel_size=4, stride=2, padding=1), [(1, 4, 2, 3), (3, 4, 3, 3)]),
+    ("k2x3_s3x1_p0x1_op2x0", dict(kernel_size=(2, 3), stride=(3, 1), padding=(0, 1), output_padding=(2, 0)),
+     [(1, 4, 3, 3), (2, 4, 2, 5)]),
+    ("k3_d2_s2_p2_g2", dict(kernel_size=3, dilation=2, stride=2, padding=2, groups=2), [(1, 4, 4, 3), (2, 4, 3, 5)]),
+    ("k1_s2_nobias", dict(kernel_size=1, stride=2, bias=False), [(1, 4, 3, 3), (2, 4, 2, 4)]),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,shapes", CONVT2D, ids=[c[0] for c in CONVT2D])
+def test_conv_transpose2d_contract(name, kwargs, shapes, torch, xp, cpu_conv):
+    check_layer(
+        lambda: lm.ConvTranspose2D(4, 6, **kwargs), _inputs(name, shapes),
+        torch_make=lambda: torch.nn.ConvTranspose2d(4, 6, **kwargs), torch=torch, xp=xp, rtol=1e-4, atol=1e-5,
+        grad_atol=1e-4,
+    )
+
+
+CONVT1D = [
+    ("k3_p1", dict(kernel_size=3, padding=1), [(1, 4, 1), (2, 4, 6), (3, 4, 3)]),
+    ("k5_s3_p1_op2", dict(kernel_size=5, stride=3, padding=1, output_padding=2), [(1, 4, 4), (2, 4, 7)]),
+    ("k2_s2_g2_d3", dict(kernel_size=2, stride=2, groups=2, dilation=3), [(1, 4, 5), (2, 4, 2)]),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,shapes", CONVT1D, ids=[c[0] for c in CONVT1D])
+def test_conv_transpose1d_contract(name, kwargs, shapes, torch, xp, cpu_conv):
+    check_layer(
+        lambda: lm.ConvTranspose1D(4, 6, **kwargs), _inputs(name, shapes),
+        torch_make=lambda: torch.nn.ConvTranspose1d(4, 6, **kwargs), torch=torch, xp=xp, rtol=1e-4, atol=1e-5,
+        grad_atol=1e-4,
+    )
+
+
+def test_conv_transpose_is_the_adjoint_of_conv():
+    """<conv(z), x> = <z, convT(x)> with one weight and no bias: the
+    definition the layer is built on, checked in float64."""
+    rng = np.random.default_rng(0)
+    for kwargs in [dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(2, 3), stride=(1, 2), dilation=2, groups=2)]:
+        convt = lm.ConvTranspose2D(4, 6, bias=False, dtype=np.float64, **kwargs)
+        conv = lm.Conv2D(6, 4, bias=False, dtype=np.float64, **kwargs)
+        conv.weight.data[...] = convt.weight.data  # (4, 6/G, kh, kw): conv's (out, in/G) layout
+        x = rng.standard_normal((2, 4, 5, 6))
+        y = convt(x)
+        z = rng.standard_normal(y.shape)
+        assert conv(z).shape == x.shape
+        np.testing.assert_allclose(np.vdot(conv(z), x), np.vdot(z, y), rtol=1e-12)
+
+
+def test_conv_transpose_output_size_weight_layout_and_init(torch):
+    layer = lm.ConvTranspose2D(8, 6, 3, stride=2, padding=1, groups=2)
+    assert layer.weight.shape == (8, 3, 3, 3) and layer.bias.shape == (6,)
+    t = torch.nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, groups=2)
+    assert list(layer.state_dict()) == list(t.state_dict())
+    bound = 1 / np.sqrt(3 * 9)  # PyTorch's fan_in: weight.shape[1] * kh * kw
+    assert bound * 0.9 < np.abs(layer.weight.data).max() <= bound and np.abs(layer.bias.data).max() <= bound
+    x = np.zeros((2, 8, 5, 4), dtype=np.float32)
+    assert layer(x).shape == (2, 6, 9, 7)
+    assert layer(x, output_size=(10, 8)).shape == (2, 6, 10, 8)  # output_padding (1, 1) for this call
+    assert layer(x, output_size=(2, 6, 9, 8)).shape == (2, 6, 9, 8)
+    assert layer.output_padding == (0, 0)
+    layer.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    x = np.random.default_rng(1).standard_normal((2, 8, 5, 4)).astype(np.float32)
+    np.testing.assert_allclose(layer(x, output_size=(10, 7)), t(torch.from_numpy(x), output_size=(10, 7)).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert "ConvTranspose2D(8, 6, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), groups=2" in repr(layer)
+
+
+def test_conv_transpose_errors_name_the_layer_and_leave_it_untouched():
+    for make, match in [
+        (lambda: lm.ConvTranspose2D(4, 6, 3, stride=2, output_padding=2), r"ConvTranspose2D: expected output_padding "
+                                                                         r"smaller than stride \(2, 2\), received \(2, 2\)"),
+        (lambda: lm.ConvTranspose2D(4, 6, 3, padding="same"), "ConvTranspose2D: expected padding as an int or a tuple"),
+        (lambda: lm.ConvTranspose1D(3, 6, 3, groups=2), "divisible by groups"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            make()
+    layer = lm.ConvTranspose2D(4, 6, 3, stride=2, padding=1)
+    before = {k: v.copy() for k, v in layer.state_dict().items()}
+    x = np.zeros((2, 4, 5, 5), dtype=np.float32)
+    with pytest.raises(lm.ShapeError, match=r"ConvTranspose2D\(4, 6.*size 4 \(in_channels\) in dimension 1, "
+                                            r"received shape \(2, 3, 5, 5\)"):
+        layer(np.zeros((2, 3, 5, 5), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"output_size between \(9, 9\) and \(10, 10\).*received \(11, 9\)"):
+        layer(x, output_size=(11, 9))
+    with pytest.raises(lm.ShapeError, match=r"at least one element per dimension.*\(1, 4, 1, 1\)"):
+        lm.ConvTranspose2D(4, 6, 1, padding=1)(np.zeros((1, 4, 1, 1), dtype=np.float32))
+    with pytest.raises(lm.DTypeError, match="ConvTranspose2D.*float32.*float64"):
+        layer(np.zeros((2, 4, 5, 5)))
+    assert not layer.has_cache()
+    y = layer(x)
+    with pytest.raises(lm.ShapeError, match=r"output gradient of shape \(2, 6, 9, 9\)"):
+        layer.backward(np.zeros((2, 6, 9, 8), dtype=np.float32))
+    assert layer.has_cache()
+    layer.backward(np.ones_like(y))
+    assert all(np.array_equal(before[k], v) for k, v in layer.state_dict().items())
+
+
+def test_conv_transpose_mixed_precision_tracks_float32():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    ref = lm.ConvTranspose2D(4, 6, 3, stride=2, padding=1, output_padding=1)
+    low = lm.ConvTranspose2D(4, 6, 3, stride=2, padding=1, output_padding=1)
+    low.load_state_dict(ref.state_dict())
+    y = ref(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    ref.backward(dy)
+    lm.amp.autocast(low, "bfloat16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lm.PerformanceWarning)
+        y16 = low(x)
+        low.backward(dy)
+    assert y16.dtype.name == "bfloat16"
+    assert np.abs(y16.astype(np.float32) - y).max() < 0.02 * np.abs(y).max()
+    for p, q in zip(ref.parameters(), low.parameters()):
+        assert q.grad.dtype == np.float32
+        assert np.linalg.norm(q.grad - p.grad) < 0.02 * np.linalg.norm(p.grad)
+
+
+def test_a_conv_autoencoder_learns_to_reconstruct_digits():
+    """Conv2D down, ConvTranspose2D up: 8x8 digits through a 4x4 bottleneck
+    of 8 channels; the reconstruction error falls well below the
+    data's variance."""
+    x = lm.data.load_digits()[0][:512].reshape(-1, 1, 8, 8).astype(np.float32)
+    lm.manual_seed(0)
+    model = lm.Sequential(
+        lm.Conv2D(1, 16, 3, padding=1), lm.ReLU(), lm.Conv2D(16, 8, 3, stride=2, padding=1), lm.ReLU(),
+        lm.ConvTranspose2D(8, 16, 3, stride=2, padding=1, output_padding=1), lm.ReLU(), lm.Conv2D(16, 1, 3, padding=1),
+    )
+    loss_fn = lm.MSELoss()
+    opt = lm.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(15):
+        for i in range(0, 512, 64):
+            model.zero_grad()
+            loss_fn(model(x[i:i + 64]), x[i:i + 64])
+            model.backward(loss_fn.backward())
+            opt.step()
+    with lm.no_grad():
+        mse = loss_fn(model(x), x)
+    assert mse < 0.1 * x.var(), (mse, x.var())
+
+
 # ---------------------------------------------------------------------------
 # Shapes, arguments and errors
 # ---------------------------------------------------------------------------

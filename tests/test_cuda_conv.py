@@ -120,3 +120,11 @@ def test_backward_weight_split_k_is_deterministic():
 def test_conv2d_layer_on_lamina_kernels_matches_the_cpu(kwargs):
     x = np.random.default_rng(0).standard_normal((3, 4, 11, 9)).astype(np.float32)
     check_gpu_kernels_match_cpu(lambda: lm.Conv2D(4, 6, 3, **kwargs), x, grad_atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(stride=2, padding=1, output_padding=1), dict(groups=2, bias=False)])
+def test_conv_transpose2d_on_lamina_kernels_matches_the_cpu(kwargs):
+    """ConvTranspose2D's forward on the implicit-GEMM backward-data kernel,
+    its backward on the forward and backward-weight kernels."""
+    x = np.random.default_rng(0).standard_normal((3, 4, 7, 5)).astype(np.float32)
+    check_gpu_kernels_match_cpu(lambda: lm.ConvTranspose2D(4, 6, 3, **kwargs), x, grad_atol=1e-4)

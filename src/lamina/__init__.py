@@ -35,6 +35,8 @@ from .layers import (
     BatchNorm2d,
     Conv1D,
     Conv2D,
+    ConvTranspose1D,
+    ConvTranspose2D,
     Dense,
     Dropout,
     Embedding,
@@ -77,7 +79,7 @@ __all__ = [
     # layers
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
     "Identity", "Flatten", "Dropout", "Sequential", "Residual", "Checkpoint",
-    "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
+    "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention", "TransformerEncoderLayer",
     "Embedding", "RNN", "LSTM", "GRU",
     # losses

@@ -192,6 +192,8 @@ def _gradcheck(args):
         ("Conv2D(4, 4, 3, groups=2, dilation=2, padding='same')",
          lambda: lm.Conv2D(4, 4, 3, groups=2, dilation=2, padding="same"), (1, 4, 5, 5)),
         ("Conv1D(2, 3, 3, stride=2)", lambda: lm.Conv1D(2, 3, 3, stride=2), (2, 2, 9)),
+        ("ConvTranspose2D(3, 4, 3, stride=2, padding=1, output_padding=1)",
+         lambda: lm.ConvTranspose2D(3, 4, 3, stride=2, padding=1, output_padding=1), (2, 3, 3, 4)),
         ("MaxPool2D(2)", lambda: lm.MaxPool2D(2), (2, 3, 4, 5)), ("AvgPool2D(3, 2, 1)", lambda: lm.AvgPool2D(3, 2, 1), (2, 3, 5, 5)),
         ("MaxPool1D(3, 2, 1)", lambda: lm.MaxPool1D(3, 2, 1), (2, 3, 7)), ("AvgPool1D(2)", lambda: lm.AvgPool1D(2), (2, 3, 7)),
         ("GlobalAvgPool2D", lm.GlobalAvgPool2D, (2, 3, 4, 4)),

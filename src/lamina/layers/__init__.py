@@ -3,7 +3,7 @@
 from .attention import MultiheadAttention, TransformerEncoderLayer
 from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Flatten, Identity, Residual, Sequential
-from .conv import Conv1D, Conv2D
+from .conv import Conv1D, Conv2D, ConvTranspose1D, ConvTranspose2D
 from .dense import Dense
 from .dropout import Dropout
 from .embedding import Embedding
@@ -13,7 +13,7 @@ from .recurrent import GRU, LSTM, RNN
 
 __all__ = [
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Identity", "Flatten", "Dropout", "Sequential",
-    "Residual", "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
+    "Residual", "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention", "TransformerEncoderLayer",
     "Embedding", "RNN", "LSTM", "GRU",
 ]

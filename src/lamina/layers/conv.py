@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .. import init, ops
+from .. import backend, init, ops
 from ..errors import ShapeError
 from ..module import Layer, Parameter, is_grad_enabled
 from ._utils import as_tuple, positive_int
@@ -48,11 +48,12 @@ class _ConvNd(Layer):
             self.padding = padding
         else:
             self.padding = as_tuple(padding, nd, name, "padding", minimum=0)
-        self.weight = Parameter(
-            np.empty((self.out_channels, self.in_channels // self.groups, *self.kernel_size), dtype=dtype)
-        )
+        self.weight = Parameter(np.empty(self._weight_shape(), dtype=dtype))
         self.bias = Parameter(np.empty((self.out_channels,), dtype=dtype)) if bias else None
         self.reset_parameters()
+
+    def _weight_shape(self):
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     def reset_parameters(self):
         """PyTorch's defaults: kaiming_uniform(a=√5) weights, U(±1/√fan_in) bias."""
@@ -194,5 +195,146 @@ class Conv1D(_ConvNd):
     Parameters: weight (O, C/G, K), bias (O,).  Runs on Conv2D's machinery
     with a height-1 kernel.
     """
+
+    _nd = 1
+
+
+class _ConvTransposeNd(_ConvNd):
+    """Shared by ConvTranspose1D and ConvTranspose2D.
+
+    A transposed convolution is the adjoint of a convolution: its forward is
+    the backward-data pass of the convolution ("the shadow") that maps its
+    output shape back to its input shape with the same weight, kernel,
+    stride, padding, dilation and groups, and its backward is that shadow's
+    forward and backward-weight.  Nothing new to derive, and every kernel of
+    the convolution (direct and im2col on the CPU, cuBLAS or implicit GEMM
+    on the GPU) serves it.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, dtype=np.float32):
+        name = type(self).__name__
+        if isinstance(padding, str):
+            raise ValueError(f"{name}: expected padding as an int or a tuple, received {padding!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, bias=bias, dtype=dtype)
+        self.output_padding = as_tuple(output_padding, self._nd, name, "output_padding", minimum=0)
+        if any(op >= s for op, s in zip(self.output_padding, self.stride)):
+            raise ValueError(f"{name}: expected output_padding smaller than stride {self.stride}, "
+                             f"received {self.output_padding}")
+
+    def _weight_shape(self):  # PyTorch's layout: (in, out / groups, *kernel)
+        return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+
+    def output_shape(self, input_shape, output_padding=None):
+        """The spatial output size for an input's spatial size:
+        (size - 1)·stride - 2·padding + dilation·(kernel - 1) + output_padding + 1."""
+        pads = self.output_padding if output_padding is None else output_padding
+        return tuple((i - 1) * s - 2 * p + d * (k - 1) + op + 1 for i, s, p, d, k, op in
+                     zip(input_shape, self.stride, self.padding, self.dilation, self.kernel_size, pads))
+
+    def _output_padding(self, x, output_size):
+        """output_padding, or the one that gives ``output_size`` (PyTorch's
+        ``forward(input, output_size)``: the last nd entries are spatial)."""
+        if output_size is None:
+            return self.output_padding
+        spatial = tuple(int(v) for v in output_size)[-self._nd:]
+        least = self.output_shape(x.shape[2:], (0,) * self._nd)
+        pad = tuple(want - have for want, have in zip(spatial, least))
+        if len(spatial) != self._nd or any(not 0 <= p < s for p, s in zip(pad, self.stride)):
+            most = tuple(have + s - 1 for have, s in zip(least, self.stride))
+            raise ShapeError(f"{self._label()}: expected output_size between {least} and {most} for an input of "
+                             f"shape {tuple(x.shape)}, received {tuple(output_size)}")
+        return pad
+
+    def forward(self, x, output_size=None):
+        x = self._check_input(x, ndim=self._nd + 2, dim=[(1, self.in_channels, "in_channels")])
+        out_spatial = self.output_shape(x.shape[2:], self._output_padding(x, output_size))
+        if any(v < 1 for v in out_spatial):
+            raise ShapeError(f"{self._label()}: expected an input large enough for an output of at least one "
+                             f"element per dimension, received shape {tuple(x.shape)} (output size {out_spatial})")
+        n = x.shape[0]
+        x4 = x if self._nd == 2 else x.reshape(n, x.shape[1], 1, x.shape[2])
+        shape4 = (n, self.out_channels, *((1,) + out_spatial if self._nd == 1 else out_spatial))
+        kernel, stride, padding, dilation = self._as_2d()
+        g = ops.geometry(shape4, kernel, stride, padding, dilation)  # the shadow convolution: y's shape -> x's
+        assert (g.oh, g.ow) == x4.shape[2:], (g, x4.shape)
+        y4 = ops.conv2d_backward_data(x4, self._weight_2d(), g, self.groups)
+        if self.bias is not None:
+            y4 += self._compute(self.bias).reshape(1, -1, 1, 1)
+        y = y4 if self._nd == 2 else y4.reshape(n, self.out_channels, out_spatial[0])
+        self._save(x4, g, out=y)
+        return y
+
+    def _backward(self, dy, need_dx):
+        x4, g = self._take_cache(dy)
+        dy4 = self._compute_grad(dy).reshape(g.n, g.c, g.h, g.w)  # the shadow's input
+        weight = self._weight_2d()
+        dx4 = None
+        if ops.col_free(dy4, weight, g):
+            if need_dx:
+                dx4 = ops.conv2d_forward_col_free(dy4, weight, None, g, self.groups)
+            _, dweight, _ = ops.conv2d_backward_col_free(x4, dy4, weight, g, self.groups, need_dx=False)
+        else:  # one im2col of dy serves both: dx = W col, dW = x colᵀ
+            if need_dx:
+                dx4, col = ops.conv2d_forward(dy4, weight, None, g, self.groups, keep_col=True)
+            else:
+                col = ops.im2col(dy4, g, pooled=True)
+            _, dweight, _ = ops.conv2d_backward(x4, col, weight, g, self.groups, need_dx=False)
+        self.weight.accumulate(dweight.reshape(self.weight.shape), owned=True)
+        if self.bias is not None:
+            low = backend.is_low_precision(dy4.dtype)
+            self.bias.accumulate(dy4.sum(axis=(0, 2, 3), dtype=np.float32 if low else None), owned=True)
+        if dx4 is None:
+            return None
+        return dx4 if self._nd == 2 else dx4.reshape(g.n, self.in_channels, g.ow)
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        if self.output_padding != (0,) * self._nd:
+            s += f", output_padding={self.output_padding}"
+        return s
+
+
+class ConvTranspose2D(_ConvTransposeNd):
+    """2-d transposed convolution, PyTorch's ``nn.ConvTranspose2d`` (sometimes
+    called a fractionally strided convolution or, wrongly, deconvolution):
+    the upsampling layer of decoders, U-Nets and GAN generators.
+
+    Args:
+        in_channels, out_channels: C and O; both divisible by ``groups``.
+        kernel_size, stride, padding, dilation: an int or a pair, as the
+            convolution whose adjoint this is (``padding`` removes rows and
+            columns from the output's borders).
+        output_padding: extra rows/columns at the bottom/right of the output,
+            to choose among the output sizes a stride allows; smaller than
+            the stride.  Or pass ``output_size`` to forward.
+        groups, bias: as Conv2D.
+
+    Call: ``forward(x, output_size=None)``.
+
+    Shape:
+        x: (N, C, H, W) → y: (N, O, OH, OW),
+        OH = (H - 1)·stride - 2·padding + dilation·(KH - 1) + output_padding + 1.
+
+    Parameters (PyTorch's layout and initialisation):
+        weight: (C, O/G, KH, KW); bias: (O,).
+
+    With conv the convolution from (N, O, OH, OW) to (N, C, H, W) that has
+    this weight (its "out_channels" are C):
+        forward:   y = conv.backward_data(x) + b     = col2im(Wᵀ x) per group
+        backward:  dx = conv.forward(dy) = W im2col(dy),  dW += x im2col(dy)ᵀ,
+                   db += Σ_{n,oh,ow} dy
+    """
+
+    _nd = 2
+
+
+class ConvTranspose1D(_ConvTransposeNd):
+    """1-d transposed convolution, PyTorch's ``nn.ConvTranspose1d``: the
+    arguments of :class:`ConvTranspose2D` with ints (or 1-tuples).
+    Shape: x (N, C, L) → y (N, O, OL), OL = (L - 1)·stride - 2·padding +
+    dilation·(K - 1) + output_padding + 1.  Parameters: weight (C, O/G, K),
+    bias (O,)."""
 
     _nd = 1

@@ -804,6 +804,7 @@ from .conv import (  # noqa: E402, F401 - re-exported for the layers
     col_free,
     conv2d_backward,
     conv2d_backward_col_free,
+    conv2d_backward_data,
     conv2d_backward_direct,
     conv2d_backward_implicit,
     conv2d_forward,

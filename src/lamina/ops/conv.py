@@ -330,6 +330,31 @@ def conv2d_backward_col_free(dy, x, weight, g, groups, need_dx=True):
     return conv2d_backward_direct(dy, x, weight, g, groups, need_dx=need_dx)
 
 
+def conv2d_backward_data(dy, weight, g, groups):
+    """dx (N, C, H, W) of a convolution with geometry g from its output
+    gradient dy (N, O, OH, OW) alone: no weight gradient, no input.  This is
+    a transposed convolution's forward (:class:`lamina.ConvTranspose2D`).
+    Runs on the direct (CPU) or implicit-GEMM (CUDA) backward-data kernel
+    where :func:`col_free`, else as one GEMM per group and col2im."""
+    if col_free(dy, weight, g):
+        if backend.is_cupy_array(dy):
+            return _implicit_backward_data(dy, weight, g, groups)
+        return _direct_backward_data(dy, weight, g, groups)
+    return _gemm_backward_data(dy, weight, g, groups)
+
+
+@float32_on_cpu
+def _gemm_backward_data(dy, weight, g, groups):
+    o = weight.shape[0]
+    dy_t, _ = batch_to_channels_major(dy.reshape(g.n, o, -1), need_sums=False)  # (O, N*P)
+    if groups == 1:
+        dcol = matmul(weight.reshape(o, -1).T, dy_t)
+    else:
+        k = (g.c // groups) * g.kh * g.kw
+        dcol = matmul(weight.reshape(groups, o // groups, k).transpose(0, 2, 1), dy_t.reshape(groups, o // groups, -1))
+    return col2im(dcol.reshape(-1, g.n * g.oh * g.ow), g)
+
+
 # --------------------------------------------------------------------------
 # direct stride-1 convolution on the CPU (csrc/cpu/conv_direct.cpp)
 # --------------------------------------------------------------------------
@@ -355,15 +380,22 @@ def conv2d_backward_direct(dy, x, weight, g, groups, need_dx=True):
     mod = _ext.cpu_module()
     o = weight.shape[0]
     dy, x, weight = _contiguous(np, dy, x, weight)
-    dx = None
-    if need_dx:
-        dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
-        mod.conv_direct_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), o, groups, _name(dy.dtype))
+    dx = _direct_backward_data(dy, weight, g, groups) if need_dx else None
     dweight = np.empty(weight.shape, dtype=dy.dtype)
     dbias = np.empty(o, dtype=dy.dtype)
     mod.conv_direct_backward_weight(_addr(dweight), _addr(dbias), _addr(dy), _addr(x), tuple(g), o, groups,
                                     _name(dy.dtype))
     return dx, dweight, dbias
+
+
+@float32_on_cpu
+def _direct_backward_data(dy, weight, g, groups):
+    mod = _ext.cpu_module()
+    dy, weight = _contiguous(np, dy, weight)
+    dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
+    mod.conv_direct_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), weight.shape[0], groups,
+                                  _name(dy.dtype))
+    return dx
 
 
 # --------------------------------------------------------------------------
@@ -428,17 +460,23 @@ def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True):
     with dy.device:
         low = backend.is_low_precision(dy.dtype)
         dbias = dy.sum(axis=(0, 2, 3), dtype=np.float32 if low else None)
-        dx = None
-        if need_dx:
-            dx = cp.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
-            mod.conv2d_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), o, groups, _name(dy.dtype),
-                                     _stream(cp))
+        dx = _implicit_backward_data(dy, weight, g, groups) if need_dx else None
         splits = backward_weight_splits(g, o, groups, _sm_count(cp))
         workspace = cp.empty(splits * weight.size, dtype=np.float32) if splits > 1 else None
         dweight = cp.empty(weight.shape, dtype=dy.dtype)
         mod.conv2d_backward_weight(_addr(dweight), 0 if workspace is None else _addr(workspace), _addr(dy), _addr(x),
                                    tuple(g), o, groups, splits, _name(dy.dtype), _stream(cp))
     return dx, dweight, dbias
+
+
+def _implicit_backward_data(dy, weight, g, groups):
+    cp = backend.require_cuda()
+    dy, weight = _contiguous(cp, dy, weight)
+    with dy.device:
+        dx = cp.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
+        _ext.cuda_module().conv2d_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), weight.shape[0], groups,
+                                                _name(dy.dtype), _stream(cp))
+    return dx
 
 
 # --------------------------------------------------------------------------
