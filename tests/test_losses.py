@@ -95,12 +95,58 @@ def test_softmax_xent_errors():
         fn(x, np.array([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="received -1"):
         fn(x, np.array([0, -1, 2, 1]))
-    with pytest.raises(lm.ShapeError, match=r"logits of shape \(N, C\)"):
+    with pytest.raises(lm.ShapeError, match=r"logits of shape \(N, C\) or \(N, C, d1, ...\), received \(3,\)"):
+        fn(np.zeros(3, dtype=np.float32), np.zeros(3, dtype=np.int64))
+    with pytest.raises(lm.ShapeError, match=r"target of shape \(2, 4\) to match input \(2, 3, 4\), received \(2,\)"):
         fn(np.zeros((2, 3, 4), dtype=np.float32), np.zeros(2, dtype=np.int64))
     with pytest.raises(lm.CacheError):
         fn.backward()  # nothing above was cached
     with pytest.raises(ValueError, match="reduction"):
         lm.SoftmaxCrossEntropy("avg")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_softmax_xent_per_position_with_ignored_targets_matches_torch(torch, xp, reduction, smoothing):
+    """(N, C, d1, d2) logits, as a sequence or an image of predictions, with
+    padding targets ignored: loss and gradient against PyTorch."""
+    rng = np.random.default_rng(11)
+    for shape in [(3, 5, 4, 2), (2, 7, 6), (1, 3)]:
+        x = (rng.standard_normal(shape) * 2).astype(np.float32)
+        y = rng.integers(0, shape[1], size=shape[:1] + shape[2:])
+        y.reshape(-1)[:: 3] = -100
+        tx = torch.from_numpy(x).requires_grad_()
+        tloss = torch.nn.functional.cross_entropy(tx, torch.from_numpy(y), reduction=reduction, label_smoothing=smoothing)
+        tloss.backward()
+        fn = lm.SoftmaxCrossEntropy(reduction, smoothing, ignore_index=-100)
+        loss = fn(xp.asarray(x), xp.asarray(y))
+        dx = to_numpy(fn.backward())
+        np.testing.assert_allclose(loss, tloss.item(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-5, atol=1e-7)
+        assert dx.shape == shape and dx.dtype == np.float32
+        assert not np.moveaxis(dx, 1, -1).reshape(-1, shape[1])[y.reshape(-1) == -100].any()
+        compute = fn.compute(xp.asarray(x), xp.asarray(y))  # on the device, no wait
+        assert compute.shape == ()
+        np.testing.assert_allclose(float(compute), tloss.item(), rtol=1e-5)  # (1, 3): all ignored, NaN on both sides
+
+
+def test_softmax_xent_ignore_index_gradcheck_and_edges():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 4, 5))
+    y = np.array([[0, 3, -1, 2, -1], [1, -1, 1, 0, 3]])
+    for reduction in ("mean", "sum"):
+        assert gradcheck(lm.SoftmaxCrossEntropy(reduction, 0.1, ignore_index=-1), x, y)
+    fn = lm.SoftmaxCrossEntropy(ignore_index=7)
+    assert np.isnan(fn(np.zeros((2, 3), dtype=np.float32), np.array([7, 7])))  # nothing to average: NaN, as PyTorch
+    ignored, plain = lm.SoftmaxCrossEntropy(ignore_index=-100), lm.SoftmaxCrossEntropy()
+    logits, labels = rng.standard_normal((6, 4)).astype(np.float32), np.arange(6) % 4
+    np.testing.assert_allclose(ignored(logits, labels), plain(logits, labels), rtol=1e-6)  # none ignored: the same
+    np.testing.assert_allclose(ignored.backward(), plain.backward(), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\], received -1"):
+        ignored(logits, np.array([0, -1, 2, 1, 0, 0]))  # only -100 is ignored
+    with pytest.raises(ValueError, match="ignore_index as an int or None, received 'pad'"):
+        lm.SoftmaxCrossEntropy(ignore_index="pad")
+    assert "ignore_index=-100" in repr(ignored)
 
 
 def test_no_grad_loss_caches_nothing():

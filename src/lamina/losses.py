@@ -111,37 +111,74 @@ class SoftmaxCrossEntropy(Loss):
     computes the gradient in the same pass (lamina's C++ kernel on the CPU)
     and caches it; backward returns it.
 
+    ``ignore_index``: targets equal to it (padding tokens, say) contribute
+    neither loss nor gradient, and the mean divides by the number of the
+    others (NaN when there are none, as PyTorch).  PyTorch's default is -100;
+    lamina's is None (every target is a class, and the fused kernel's
+    result is used as it is), so pass ``ignore_index=-100`` for PyTorch's
+    behaviour.
+
     Shape:
-        input: (N, C) logits;  target: (N,) integer class indices in [0, C).
+        input: (N, C) logits, or (N, C, d1, ...) (a class axis second, as
+            PyTorch: one prediction per position of a sequence or an image);
+        target: (N,) or (N, d1, ...) integer class indices in [0, C).
+        The mean is over every prediction (N·d1·...).
     """
 
-    def __init__(self, reduction="mean", label_smoothing=0.0):
+    def __init__(self, reduction="mean", label_smoothing=0.0, ignore_index=None):
         super().__init__(reduction)
         if not 0.0 <= float(label_smoothing) <= 1.0:
             raise ValueError(f"SoftmaxCrossEntropy: expected label_smoothing in [0, 1], received {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
+        if ignore_index is not None and not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+            raise ValueError(f"SoftmaxCrossEntropy: expected ignore_index as an int or None, received {ignore_index!r}")
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
 
     def _loss(self, input, target, strict):
         self._check_pair(input, target, "int")
         input = self._widen(input)
         label = self._label()
-        if input.ndim != 2:
-            raise ShapeError(f"{label}: expected input logits of shape (N, C), received {tuple(input.shape)}")
-        n, c = input.shape
-        if tuple(target.shape) != (n,):
-            raise ShapeError(f"{label}: expected target of shape ({n},) to match input {tuple(input.shape)}, received {tuple(target.shape)}")
-        if n == 0:
+        if input.ndim < 2:
+            raise ShapeError(f"{label}: expected input logits of shape (N, C) or (N, C, d1, ...), "
+                             f"received {tuple(input.shape)}")
+        shape, c = tuple(input.shape), input.shape[1]
+        want = shape[:1] + shape[2:]
+        if tuple(target.shape) != want:
+            raise ShapeError(f"{label}: expected target of shape {want} to match input {shape}, received {tuple(target.shape)}")
+        if input.size == 0:
             raise ShapeError(f"{label}: expected at least one row, received input of shape {tuple(input.shape)}")
         xp = backend.get_array_module(input)
+        if input.ndim > 2:  # (N, C, d...) -> one row per prediction
+            input = xp.moveaxis(input, 1, -1).reshape(-1, c)
+            target = target.reshape(-1)
+        n = input.shape[0]
+        target = target.astype(xp.int64, copy=False)
+        keep = None
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+            target = xp.where(keep, target, 0)  # any class: the row is zeroed below
         if strict or xp is np:
             self.check_labels(target, c)
-        scale = 1.0 / n if self.reduction == "mean" else 1.0
         need_grad = is_grad_enabled()
-        rows, grad = ops.softmax_xent(
-            input, target.astype(xp.int64, copy=False), self.label_smoothing, scale, need_grad
-        )
+        if keep is None:
+            scale = 1.0 / n if self.reduction == "mean" else 1.0
+            rows, grad = ops.softmax_xent(input, target, self.label_smoothing, scale, need_grad)
+            loss = rows.sum(dtype=np.float64) * scale
+        else:  # on the device throughout: no wait for the count
+            rows, grad = ops.softmax_xent(input, target, self.label_smoothing, 1.0, need_grad)
+            weight = keep.astype(np.float64)
+            loss = (rows.astype(np.float64) * weight).sum()
+            if self.reduction == "mean":
+                count = keep.sum()
+                with np.errstate(invalid="ignore"):
+                    loss = loss / count  # all ignored: NaN, and a zero gradient, as PyTorch
+                weight = weight / xp.maximum(count, 1)
+            if grad is not None:
+                grad *= weight.astype(grad.dtype)[:, None]
+        if grad is not None and len(shape) > 2:
+            grad = xp.moveaxis(grad.reshape(shape[:1] + shape[2:] + (c,)), -1, 1)
         self._save(grad)
-        return rows.sum(dtype=np.float64) * scale
+        return loss
 
     def check_labels(self, target, num_classes):
         """Raise a ValueError naming the loss unless every class index in
@@ -153,7 +190,8 @@ class SoftmaxCrossEntropy(Loss):
             raise ValueError(f"{self._label()}: expected class indices in [0, {num_classes - 1}], received {bad}")
 
     def extra_repr(self):
-        return f"reduction='{self.reduction}', label_smoothing={self.label_smoothing}"
+        s = f"reduction='{self.reduction}', label_smoothing={self.label_smoothing}"
+        return s if self.ignore_index is None else s + f", ignore_index={self.ignore_index}"
 
 
 class MSELoss(Loss):
