@@ -249,27 +249,21 @@ CONVT2D = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs,shapes", CONVT2D, ids=[c[0] for c in CONVT2D])
-def test_conv_transpose2d_contract(name, kwargs, shapes, torch, xp, cpu_conv):
-    check_layer(
-        lambda: lm.ConvTranspose2D(4, 6, **kwargs), _inputs(name, shapes),
-        torch_make=lambda: torch.nn.ConvTranspose2d(4, 6, **kwargs), torch=torch, xp=xp, rtol=1e-4, atol=1e-5,
-        grad_atol=1e-4,
-    )
-
-
 CONVT1D = [
     ("k3_p1", dict(kernel_size=3, padding=1), [(1, 4, 1), (2, 4, 6), (3, 4, 3)]),
     ("k5_s3_p1_op2", dict(kernel_size=5, stride=3, padding=1, output_padding=2), [(1, 4, 4), (2, 4, 7)]),
     ("k2_s2_g2_d3", dict(kernel_size=2, stride=2, groups=2, dilation=3), [(1, 4, 5), (2, 4, 2)]),
 ]
 
+CONVT = [(f"2d_{n}", "ConvTranspose2D", "ConvTranspose2d", k, s) for n, k, s in CONVT2D] + [
+    (f"1d_{n}", "ConvTranspose1D", "ConvTranspose1d", k, s) for n, k, s in CONVT1D]
 
-@pytest.mark.parametrize("name,kwargs,shapes", CONVT1D, ids=[c[0] for c in CONVT1D])
-def test_conv_transpose1d_contract(name, kwargs, shapes, torch, xp, cpu_conv):
+
+@pytest.mark.parametrize("name,cls,torch_cls,kwargs,shapes", CONVT, ids=[c[0] for c in CONVT])
+def test_conv_transpose_contract(name, cls, torch_cls, kwargs, shapes, torch, xp, cpu_conv):
     check_layer(
-        lambda: lm.ConvTranspose1D(4, 6, **kwargs), _inputs(name, shapes),
-        torch_make=lambda: torch.nn.ConvTranspose1d(4, 6, **kwargs), torch=torch, xp=xp, rtol=1e-4, atol=1e-5,
+        lambda: getattr(lm, cls)(4, 6, **kwargs), _inputs(name, shapes),
+        torch_make=lambda: getattr(torch.nn, torch_cls)(4, 6, **kwargs), torch=torch, xp=xp, rtol=1e-4, atol=1e-5,
         grad_atol=1e-4,
     )
 
