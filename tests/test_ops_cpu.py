@@ -2,6 +2,8 @@
 large sizes (above the OpenMP threshold), both dtypes, poisoned outputs."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -365,3 +367,28 @@ def test_operands_of_two_dtypes_take_the_reference_and_say_so(op):
     for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
         if w is not None:
             np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("order,env,warns", [
+    ("torch first", None, True),            # torch started OpenMP with threads that spin: say so
+    ("lamina first", None, False),          # lamina set PASSIVE before the runtime loaded, for both
+    ("torch first", "ACTIVE", False),       # the user chose: nothing to say
+])
+def test_openmp_wait_policy_is_passive_or_the_spinning_is_announced(order, env, warns):
+    """The OpenMP runtime reads OMP_WAIT_POLICY once, when it loads; lamina._C
+    shares the runtime PyTorch loaded.  Run in a fresh interpreter, since
+    this process's runtime is already started."""
+    pytest.importorskip("torch")
+    imports = "import torch; import lamina" if order == "torch first" else "import lamina; import torch"
+    code = (f"import os, warnings; {imports}; import numpy as np\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    lamina.ReLU()(np.zeros(3, dtype=np.float32))\n"
+            "print(os.environ['OMP_WAIT_POLICY'], sum('OMP_WAIT_POLICY' in str(x.message) for x in w))")
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if env is not None:
+        environ["OMP_WAIT_POLICY"] = env
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)
+    policy, count = out.stdout.split()
+    assert policy == (env or "PASSIVE")
+    assert int(count) == (1 if warns else 0), out.stderr
