@@ -259,3 +259,229 @@ def test_encoder_layer_with_a_padding_mask_matches_pytorch(torch):
     tparams = dict(t.named_parameters())
     for name, p in layer.named_parameters():
         np.testing.assert_allclose(p.grad, tparams[name].grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+# ---------------------------------------------------------------------------
+# Cross-attention, the decoder layer and the stacks
+# ---------------------------------------------------------------------------
+
+
+def _grads_match(layer, t, err=""):
+    tparams = dict(t.named_parameters())
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(to_numpy(p.grad), tparams[name].grad.numpy(), rtol=1e-4, atol=2e-5, err_msg=err + name)
+
+
+@pytest.mark.parametrize("form", ["memory", "key and value"])
+def test_cross_attention_matches_pytorch(form, torch, xp):
+    """Queries (N, 5, E) over a memory of another length (7), with a padding
+    mask on the memory and a float (Lq, Lk) mask: output, both or all three
+    input gradients, and every parameter gradient."""
+    rng = np.random.default_rng(3)
+    n, lq, lk, e, h = 3, 5, 7, 8, 2
+    layer, t = _mha_pair(torch, e, h)
+    layer.to("cpu" if xp is np else "cuda")
+    q = rng.standard_normal((n, lq, e)).astype(np.float32)
+    inputs = [q, rng.standard_normal((n, lk, e)).astype(np.float32)]
+    if form == "key and value":
+        inputs.append(rng.standard_normal((n, lk, e)).astype(np.float32))
+    kpm = np.zeros((n, lk), dtype=bool)
+    kpm[0, 2:] = True
+    kpm[2, 6:] = True
+    kpm = np.where(kpm, -np.inf, 0).astype(np.float32)  # float, as attn_mask (PyTorch warns on mixed kinds)
+    attn = rng.standard_normal((lq, lk)).astype(np.float32)
+    dy = rng.standard_normal((n, lq, e)).astype(np.float32)
+    tin = [torch.from_numpy(a).requires_grad_() for a in inputs]
+    ty = t(tin[0], tin[1], tin[-1], need_weights=False, key_padding_mask=torch.from_numpy(kpm),
+           attn_mask=torch.from_numpy(attn))[0]
+    (ty * torch.from_numpy(dy)).sum().backward()
+    y = layer(*map(xp.asarray, inputs), key_padding_mask=xp.asarray(kpm), attn_mask=xp.asarray(attn))
+    np.testing.assert_allclose(to_numpy(y), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    grads = layer.backward(xp.asarray(dy))
+    assert isinstance(grads, tuple) and len(grads) == len(inputs)
+    expected = [a.grad.numpy() for a in tin]
+    if form == "memory":  # PyTorch read the one memory tensor twice: its gradient is the sum
+        expected = expected[:1] + [expected[1]]
+    for g, want in zip(grads, expected):
+        np.testing.assert_allclose(to_numpy(g), want, rtol=1e-4, atol=1e-5)
+    _grads_match(layer, t)
+
+
+@pytest.mark.parametrize("lq,lk,causal", [(1, 1, False), (1, 4, False), (3, 2, True), (4, 6, True), (5, 3, False)])
+def test_cross_attention_gradcheck_on_odd_lengths(lq, lk, causal):
+    rng = np.random.default_rng(lq * 10 + lk)
+    layer = lm.MultiheadAttention(6, 3, causal=causal)
+    q = rng.standard_normal((2, lq, 6))
+    m = rng.standard_normal((2, 2 * lk, 6))[:, ::2]  # a non-contiguous view
+    assert gradcheck(layer, q, m)
+    assert gradcheck(lm.MultiheadAttention(6, 2, bias=False), q[:1], m[:1], rng.standard_normal((1, lk, 6)))
+
+
+def test_three_reads_of_one_input_sum_to_self_attention():
+    """mha(x, x, x) is cross-attention reading x three times: the same output
+    as mha(x), and its three input gradients sum to mha(x)'s dx."""
+    rng = np.random.default_rng(0)
+    layer = lm.MultiheadAttention(8, 2, causal=True, dtype=np.float64)
+    x = rng.standard_normal((3, 5, 8))
+    dy = rng.standard_normal((3, 5, 8))
+    y = layer(x)
+    dx = layer.backward(dy)
+    g_self = [p.grad.copy() for p in layer.parameters()]
+    layer.zero_grad()
+    np.testing.assert_allclose(layer(x, x, x), y, rtol=1e-12, atol=1e-12)
+    dq, dk, dv = layer.backward(dy)
+    np.testing.assert_allclose(dq + dk + dv, dx, rtol=1e-10, atol=1e-12)
+    for p, g in zip(layer.parameters(), g_self):
+        np.testing.assert_allclose(p.grad, g, rtol=1e-10, atol=1e-12)
+
+
+def test_cross_attention_errors_name_the_layer_and_leave_it_untouched():
+    mha = lm.MultiheadAttention(8, 2)
+    q = np.zeros((2, 3, 8), dtype=np.float32)
+    m = np.zeros((2, 5, 8), dtype=np.float32)
+    with pytest.raises(lm.ShapeError, match=r"MultiheadAttention\(embed_dim=8.*key with size 2 \(the query's batch\) "
+                                            r"in dimension 0, received shape \(3, 5, 8\)"):
+        mha(q, np.zeros((3, 5, 8), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"key with size 8 \(embed_dim\) in dimension 2, received shape \(2, 5, 6\)"):
+        mha(q, np.zeros((2, 5, 6), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"value with size 5 \(the key's length\) in dimension 1, received shape \(2, 4, 8\)"):
+        mha(q, m, np.zeros((2, 4, 8), dtype=np.float32))
+    with pytest.raises(lm.DTypeError, match=r"key of dtype float32 \(the compute dtype\), received float64"):
+        mha(q, m.astype(np.float64))
+    with pytest.raises(ValueError, match=r"MultiheadAttention.*value without key"):
+        mha(q, value=m)
+    with pytest.raises(lm.ShapeError, match=r"key_padding_mask of shape \(2, 5\), received \(2, 3\)"):
+        mha(q, m, key_padding_mask=np.zeros((2, 3), dtype=bool))
+    with pytest.raises(lm.ShapeError, match=r"attn_mask of shape \(3, 5\) or \(4, 3, 5\), received \(3, 3\)"):
+        mha(q, m, attn_mask=np.zeros((3, 3), dtype=bool))
+    assert not any(layer.has_cache() for layer in mha.modules())
+
+
+def _decoder_pair(torch, norm_first, activation="relu", e=8, h=2, ff=12):
+    t = torch.nn.TransformerDecoderLayer(e, h, ff, dropout=0.0, activation=activation, batch_first=True,
+                                         norm_first=norm_first)
+    layer = lm.TransformerDecoderLayer(e, h, ff, dropout=0.0, activation=activation, norm_first=norm_first)
+    assert list(layer.state_dict()) == list(t.state_dict())
+    layer.load_state_dict({k: v.numpy() for k, v in t.state_dict().items()})
+    return layer, t
+
+
+@pytest.mark.parametrize("norm_first,activation", [(True, "gelu"), (False, "relu")])
+def test_decoder_layer_with_masks_matches_pytorch(norm_first, activation, torch, xp):
+    rng = np.random.default_rng(11)
+    n, lt, lm_, e = 3, 5, 6, 8
+    layer, t = _decoder_pair(torch, norm_first, activation)
+    layer.to("cpu" if xp is np else "cuda")
+    tgt = rng.standard_normal((n, lt, e)).astype(np.float32)
+    memory = rng.standard_normal((n, lm_, e)).astype(np.float32)
+    tgt_mask = np.triu(np.ones((lt, lt), dtype=bool), 1)
+    tgt_kpm = np.zeros((n, lt), dtype=bool)
+    tgt_kpm[1, 3:] = True
+    mem_kpm = np.zeros((n, lm_), dtype=bool)
+    mem_kpm[0, 4:] = True
+    mem_kpm[2, 1:] = True
+    mem_kpm = np.where(mem_kpm, -np.inf, 0).astype(np.float32)  # float, as memory_mask
+    memory_mask = rng.standard_normal((lt, lm_)).astype(np.float32)
+    masks = {"tgt_mask": tgt_mask, "tgt_key_padding_mask": tgt_kpm, "memory_key_padding_mask": mem_kpm,
+             "memory_mask": memory_mask}
+    tt, tm = (torch.from_numpy(a).requires_grad_() for a in (tgt, memory))
+    ty = t(tt, tm, **{k: torch.from_numpy(v) for k, v in masks.items()})
+    dy = rng.standard_normal(ty.shape).astype(np.float32)
+    (ty * torch.from_numpy(dy)).sum().backward()
+    y = layer(xp.asarray(tgt), xp.asarray(memory), **{k: xp.asarray(v) for k, v in masks.items()})
+    np.testing.assert_allclose(to_numpy(y), ty.detach().numpy(), rtol=1e-5, atol=2e-5)
+    dt, dm = layer.backward(xp.asarray(dy))
+    np.testing.assert_allclose(to_numpy(dt), tt.grad.numpy(), rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(to_numpy(dm), tm.grad.numpy(), rtol=1e-4, atol=2e-5)
+    _grads_match(layer, t)
+
+
+@pytest.mark.parametrize("shapes", [((1, 1, 4), (1, 1, 4)), ((2, 3, 4), (2, 5, 4)), ((1, 4, 4), (1, 2, 4)),
+                                    ((3, 2, 4), (3, 3, 4)), ((2, 5, 4), (2, 1, 4)), ((1, 3, 4), (1, 7, 4))])
+def test_decoder_layer_gradcheck(shapes):
+    rng = np.random.default_rng(sum(map(sum, shapes)))
+    tgt, memory = (rng.standard_normal(s) for s in shapes)
+    norm_first = shapes[0][1] % 2 == 1
+    layer = lm.TransformerDecoderLayer(4, 2, 6, dropout=0.0, activation="gelu", norm_first=norm_first, causal=True)
+    assert gradcheck(layer, tgt, memory)
+
+
+def test_decoder_errors_name_the_layer_and_leave_every_cache_empty():
+    dec = lm.TransformerDecoderLayer(8, 2, 16)
+    tgt = np.zeros((2, 3, 8), dtype=np.float32)
+    memory = np.zeros((2, 5, 8), dtype=np.float32)
+    with pytest.raises(lm.ShapeError, match=r"TransformerDecoderLayer.*memory with size 2 \(the batch of tgt\)"):
+        dec(tgt, np.zeros((3, 5, 8), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"TransformerDecoderLayer.*memory with size 8 \(d_model\)"):
+        dec(tgt, np.zeros((2, 5, 4), dtype=np.float32))
+    with pytest.raises(lm.DTypeError, match=r"TransformerDecoderLayer.*tgt of dtype float32.*received float64"):
+        dec(tgt.astype(np.float64), memory)
+    with pytest.raises(lm.ShapeError, match=r"MultiheadAttention.*key_padding_mask of shape \(2, 5\), received \(2, 3\)"):
+        dec(tgt, memory, memory_key_padding_mask=np.zeros((2, 3), dtype=bool))
+    with pytest.raises(lm.ShapeError, match=r"MultiheadAttention.*attn_mask of shape \(3, 3\)"):
+        dec(tgt, memory, tgt_mask=np.zeros((3, 5), dtype=bool))
+    assert not any(m.has_cache() for m in dec.modules())
+    stack = lm.TransformerDecoder(dec, 2)
+    with pytest.raises(lm.ShapeError, match=r"memory_mask|attn_mask of shape \(3, 5\)"):
+        stack(tgt, memory, memory_mask=np.zeros((3, 3), dtype=bool))
+    assert not any(m.has_cache() for m in stack.modules())
+    with pytest.raises(TypeError, match=r"TransformerDecoder: expected a TransformerDecoderLayer, received TransformerEncoderLayer"):
+        lm.TransformerDecoder(lm.TransformerEncoderLayer(8, 2), 2)
+
+
+def test_stacks_load_pytorch_state_dicts_and_match_forward_and_backward(torch):
+    rng = np.random.default_rng(5)
+    e, h, ff = 8, 2, 12
+    tenc = torch.nn.TransformerEncoder(
+        torch.nn.TransformerEncoderLayer(e, h, ff, dropout=0.0, batch_first=True, norm_first=True), 2,
+        norm=torch.nn.LayerNorm(e), enable_nested_tensor=False)
+    tdec = torch.nn.TransformerDecoder(
+        torch.nn.TransformerDecoderLayer(e, h, ff, dropout=0.0, batch_first=True, norm_first=True), 3,
+        norm=torch.nn.LayerNorm(e))
+    enc = lm.TransformerEncoder(lm.TransformerEncoderLayer(e, h, ff, dropout=0.0, norm_first=True), 2, norm=lm.LayerNorm(e))
+    dec = lm.TransformerDecoder(lm.TransformerDecoderLayer(e, h, ff, dropout=0.0, norm_first=True, causal=True), 3,
+                                norm=lm.LayerNorm(e))
+    for layer, t in ((enc, tenc), (dec, tdec)):
+        assert list(layer.state_dict()) == list(t.state_dict())
+        layer.load_state_dict({k: v.numpy() for k, v in t.state_dict().items()})
+    src = rng.standard_normal((2, 6, e)).astype(np.float32)
+    tgt = rng.standard_normal((2, 4, e)).astype(np.float32)
+    src_kpm = np.array([[False] * 6, [False] * 3 + [True] * 3])
+    tsrc, ttgt = (torch.from_numpy(a).requires_grad_() for a in (src, tgt))
+    tkpm = torch.from_numpy(src_kpm)
+    tmem = tenc(tsrc, src_key_padding_mask=tkpm)
+    ty = tdec(ttgt, tmem, tgt_mask=torch.triu(torch.ones(4, 4, dtype=torch.bool), 1), memory_key_padding_mask=tkpm)
+    dy = rng.standard_normal(ty.shape).astype(np.float32)
+    (ty * torch.from_numpy(dy)).sum().backward()
+    memory = enc(src, src_key_padding_mask=src_kpm)
+    y = dec(tgt, memory, memory_key_padding_mask=src_kpm)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=2e-5)
+    dtgt, dmemory = dec.backward(dy)
+    dsrc = enc.backward(dmemory)
+    np.testing.assert_allclose(dtgt, ttgt.grad.numpy(), rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dsrc, tsrc.grad.numpy(), rtol=1e-4, atol=2e-5)
+    _grads_match(enc, tenc, "encoder ")
+    _grads_match(dec, tdec, "decoder ")
+
+
+def test_decoder_mixed_precision_tracks_float32():
+    rng = np.random.default_rng(2)
+    tgt = rng.standard_normal((3, 5, 16)).astype(np.float32)
+    memory = rng.standard_normal((3, 7, 16)).astype(np.float32)
+    lm.manual_seed(3)
+    dec = lm.TransformerDecoder(lm.TransformerDecoderLayer(16, 4, 32, dropout=0.0, norm_first=True, causal=True), 2)
+    y32 = dec(tgt, memory)
+    _, dm32 = dec.backward(np.ones_like(y32))
+    g32 = [p.grad.copy() for p in dec.parameters()]
+    dec.zero_grad()
+    lm.amp.autocast(dec, "bfloat16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lm.PerformanceWarning)
+        y = dec(tgt, memory)  # float32 inputs are cast, as autocast does
+        _, dm = dec.backward(np.ones(y.shape, dtype=np.float32))
+    assert y.dtype.name == "bfloat16" and dm.dtype.name == "bfloat16"
+    assert np.abs(y.astype(np.float32) - y32).max() < 0.03 * np.abs(y32).max()
+    assert np.abs(dm.astype(np.float32) - dm32).max() < 0.03 * np.abs(dm32).max()
+    for p, g in zip(dec.parameters(), g32):
+        assert p.grad.dtype == np.float32
+        assert np.abs(p.grad - g).max() <= 0.03 * np.abs(g).max() + 1e-6

@@ -57,6 +57,9 @@ from .layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
     TransformerEncoderLayer,
 )
 from .losses import BCEWithLogits, Loss, MSELoss, SoftmaxCrossEntropy
@@ -80,7 +83,8 @@ __all__ = [
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
     "Identity", "Flatten", "Dropout", "Sequential", "Residual", "Checkpoint",
     "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
-    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention", "TransformerEncoderLayer",
+    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention",
+    "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder",
     "Embedding", "RNN", "LSTM", "GRU",
     # losses
     "Loss", "SoftmaxCrossEntropy", "MSELoss", "BCEWithLogits",

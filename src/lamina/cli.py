@@ -202,23 +202,28 @@ def _gradcheck(args):
         ("Residual(Conv2D, BatchNorm2d)", lambda: lm.Residual(lm.Sequential(lm.Conv2D(3, 3, 3, padding=1), lm.BatchNorm2d(3))), (2, 3, 4, 4)),
         ("LayerNorm(5)", lambda: lm.LayerNorm(5), (2, 3, 5)),
         ("MultiheadAttention(4, 2, causal=True)", lambda: lm.MultiheadAttention(4, 2, causal=True), (2, 3, 4)),
+        ("MultiheadAttention(4, 2), query and memory", lambda: lm.MultiheadAttention(4, 2), [(2, 3, 4), (2, 5, 4)]),
+        ("TransformerDecoderLayer(4, 2, 6, causal=True)",
+         lambda: lm.TransformerDecoderLayer(4, 2, 6, dropout=0.0, causal=True), [(2, 3, 4), (2, 5, 4)]),
         ("RNN(3, 4, nonlinearity='relu')", lambda: lm.RNN(3, 4, nonlinearity="relu"), (2, 4, 3)),
         ("LSTM(3, 3, 2, bidirectional=True)", lambda: lm.LSTM(3, 3, 2, bidirectional=True), (2, 4, 3)),
         ("GRU(3, 4, return_sequences=False)", lambda: lm.GRU(3, 4, return_sequences=False), (2, 5, 3)),
     ]
     rng = np.random.default_rng(args.seed)
     rows, failed = [], 0
-    for name, make, shape in cases:
-        x = rng.standard_normal(shape)
-        x[np.abs(x) < 1e-3] += 2e-3  # away from the kinks of ReLU and max
+    for name, make, shapes in cases:
+        shapes = shapes if isinstance(shapes, list) else [shapes]  # a list: one shape per input
+        xs = [rng.standard_normal(shape) for shape in shapes]
+        for x in xs:
+            x[np.abs(x) < 1e-3] += 2e-3  # away from the kinks of ReLU and max
         t = time.perf_counter()
         try:
-            ok = lm.testing.gradcheck(make(), x)
+            ok = lm.testing.gradcheck(make(), *xs)
             detail = ""
         except AssertionError as e:
             ok, detail = False, str(e).splitlines()[0][:80]
         failed += not ok
-        rows.append((name, "x".join(map(str, shape)), "ok" if ok else "FAIL", f"{(time.perf_counter() - t) * 1e3:.0f} ms", detail))
+        rows.append((name, ", ".join("x".join(map(str, shape)) for shape in shapes), "ok" if ok else "FAIL", f"{(time.perf_counter() - t) * 1e3:.0f} ms", detail))
     widths = [max(len(r[i]) for r in rows + [("layer", "input", "result", "time", "")]) for i in range(4)]
     print("  ".join(h.ljust(w) for h, w in zip(("layer", "input", "result", "time"), widths)))
     print("  ".join("-" * w for w in widths))

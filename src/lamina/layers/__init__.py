@@ -1,6 +1,12 @@
 """lamina's layers, one family per file."""
 
-from .attention import MultiheadAttention, TransformerEncoderLayer
+from .attention import (
+    MultiheadAttention,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Flatten, Identity, Residual, Sequential
 from .conv import Conv1D, Conv2D, ConvTranspose1D, ConvTranspose2D
@@ -14,6 +20,7 @@ from .recurrent import GRU, LSTM, RNN
 __all__ = [
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Identity", "Flatten", "Dropout", "Sequential",
     "Residual", "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
-    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention", "TransformerEncoderLayer",
+    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention",
+    "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder",
     "Embedding", "RNN", "LSTM", "GRU",
 ]

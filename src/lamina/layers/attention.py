@@ -1,15 +1,18 @@
-"""Multi-head self-attention and the Transformer encoder layer, with PyTorch's
-parameter layouts (``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``
-with ``batch_first=True``), so their state_dicts load one to one.
+"""Multi-head attention and the Transformer encoder and decoder layers, with
+PyTorch's parameter layouts (``nn.MultiheadAttention``,
+``nn.TransformerEncoderLayer``, ``nn.TransformerDecoderLayer`` and their
+stacks, with ``batch_first=True``), so their state_dicts load one to one.
 
-Self-attention over x (N, L, E) with H heads of size D = E / H:
+Attention of queries from x (N, Lq, E) over keys and values from m (N, Lk, E)
+(self-attention: m = x), with H heads of size D = E / H:
 
-    [q k v] = x W_inᵀ + b_in                      (N, L, 3E) → 3 x (N, H, L, D)
+    q = x W_qᵀ + b_q,  [k v] = m [W_k W_v]ᵀ + [b_k b_v]     → (N, H, L, D) each
+                      (W_in = [W_q W_k W_v], (3E, E): self-attention is one GEMM)
     s = q kᵀ / √D  (+ the masks: -∞ where a key is hidden, e.g. above the
                     diagonal when causal; float masks are added)
-    p = softmax(s)                                 (N, H, L, L), over keys
+    p = softmax(s)                                 (N, H, Lq, Lk), over keys
                    (a query that sees no key at all gets p = 0)
-    o = p v                                        (N, H, L, D) → (N, L, E)
+    o = p v                                        (N, H, Lq, D) → (N, Lq, E)
     y = o W_outᵀ + b_out
 
 Backward, from do (the gradient of o, through out_proj's backward):
@@ -18,11 +21,12 @@ Backward, from do (the gradient of o, through out_proj's backward):
     ds = p ⊙ (dp - Σ_keys dp ⊙ p) / √D             (softmax's Jacobian; 0 where masked,
                                                     since p is: backward needs no mask)
     dq = ds k,    dk = dsᵀ q
-    dW_in += [dq dk dv]ᵀ x,  db_in += Σ [dq dk dv],  dx = [dq dk dv] W_in
+    dx = dq W_q,  dm = [dk dv] [W_k W_v],  dW_in += [dqᵀ x; dkᵀ m; dvᵀ m],  db_in += Σ [dq dk dv]
 
 The derivation is in docs/attention.md.
 """
 
+import copy
 import math
 
 import numpy as np
@@ -31,36 +35,48 @@ from .. import backend, init, ops
 from ..errors import DeviceError, DTypeError, ShapeError
 from ..module import Layer, Parameter, _describe
 from ._utils import positive_int
+from .containers import Sequential
 from .dense import Dense
 from .dropout import Dropout
 from .norm import LayerNorm
 
 
 class MultiheadAttention(Layer):
-    """Multi-head self-attention (PyTorch's ``nn.MultiheadAttention`` with
-    ``batch_first=True``, called as ``mha(x, x, x)``).
+    """Multi-head attention (PyTorch's ``nn.MultiheadAttention`` with
+    ``batch_first=True``): self-attention, ``mha(x)``, or cross-attention,
+    ``mha(query, memory)`` or ``mha(query, key, value)``.
 
     Args:
         embed_dim: E, the model width; divisible by num_heads.
         num_heads: H.
         bias: learn ``in_proj_bias`` and ``out_proj.bias``.
-        causal: each position attends only to itself and earlier positions.
+        causal: query i attends only to keys 0..i (PyTorch's top-left
+            ``is_causal``; in self-attention, itself and earlier positions).
         dropout: dropout probability on the attention weights (training only).
 
-    Call: ``forward(x, key_padding_mask=None, attn_mask=None)``, PyTorch's
-    masks and conventions:
-        key_padding_mask: (N, L); True (bool) hides that key (a padding
+    Call: ``forward(query, key=None, value=None, key_padding_mask=None,
+    attn_mask=None)``:
+        key, value: None for self-attention over ``query``; ``key`` alone is
+            a memory used as both keys and values (an encoder's output, for
+            a decoder); all three as in PyTorch.  The key and value have the
+            query's batch and width E, their own length Lk.
+        key_padding_mask: (N, Lk); True (bool) hides that key (a padding
             position) from every query of its sequence; a float mask is added
             to the scores.
-        attn_mask: (L, L) or (N·H, L, L); True (bool) stops query i from
+        attn_mask: (Lq, Lk) or (N·H, Lq, Lk); True (bool) stops query i from
             attending to key j; a float mask is added to the scores (-inf hides).
-    Both combine with each other and with ``causal``.  A query left with no
-    visible key gets attention weights of zero (its output is out_proj's
-    bias) where PyTorch returns NaN.  Neither mask needs to be kept for
-    backward: the weights p are exactly zero where keys were hidden.
+    The masks combine with each other and with ``causal``.  A query left
+    with no visible key gets attention weights of zero (its output is
+    out_proj's bias) where PyTorch returns NaN.  Neither mask needs to be
+    kept for backward: the weights p are exactly zero where keys were hidden.
+
+    ``backward(dy)`` returns one gradient per input given: dx for
+    self-attention, (dquery, dmemory) or (dquery, dkey, dvalue).  ``mha(x,
+    x, x)`` is cross-attention that happens to read x three times: its
+    three gradients sum to self-attention's dx (which ``mha(x)`` gets in one GEMM).
 
     Shape:
-        x: (N, L, E) → y: (N, L, E).
+        query (N, Lq, E), key and value (N, Lk, E) → y: (N, Lq, E).
 
     Parameters (PyTorch's names and initialisation):
         in_proj_weight (3E, E): the stacked query, key and value projections,
@@ -95,6 +111,25 @@ class MultiheadAttention(Layer):
         """(N*L, E) → (N, H, L, D)."""
         return a.reshape(n, l, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
+    def _inputs(self, query, key, value):
+        """The validated inputs as projection groups ``[(x, first, last)]``:
+        input x (N, L, E) goes through rows [first·E, last·E) of
+        in_proj_weight, rows 0:E making the queries, E:2E the keys and 2E:3E
+        the values.  Self-attention is one group (x, 0, 3), one GEMM; a
+        memory used as key and value is (memory, 1, 3)."""
+        e = self.embed_dim
+        if key is None:
+            if value is not None:
+                raise ValueError(f"{self._label()}: received value without key; pass key=value=memory, or key alone")
+            return [(self._check_input(query, ndim=3, dim=[(2, e, "embed_dim")]), 0, 3)]
+        q = self._check_input(query, "query", ndim=3, dim=[(2, e, "embed_dim")])
+        k = self._check_input(key, "key", ndim=3, dim=[(2, e, "embed_dim"), (0, q.shape[0], "the query's batch")])
+        if value is None:
+            return [(q, 0, 1), (k, 1, 3)]
+        v = self._check_input(value, "value", ndim=3,
+                              dim=[(2, e, "embed_dim"), (0, k.shape[0], "the key's batch"), (1, k.shape[1], "the key's length")])
+        return [(q, 0, 1), (k, 1, 2), (v, 2, 3)]
+
     def _check_mask(self, mask, name, shapes, x):
         """A mask's array, validated against x: its device, a bool or
         floating dtype, and one of ``shapes``."""
@@ -112,72 +147,80 @@ class MultiheadAttention(Layer):
                              f", received {tuple(mask.shape)}")
         return mask
 
-    def check_masks(self, x, key_padding_mask=None, attn_mask=None):
-        """Validate the masks for an input x (N, L, E); raises naming this layer."""
-        n, l = x.shape[0], x.shape[1]
+    def check_masks(self, query, key_padding_mask=None, attn_mask=None, key=None):
+        """Validate the masks for a query (N, Lq, E) and, for cross-attention,
+        a key (N, Lk, E) (self-attention: Lk = Lq); raises naming this layer."""
+        n, lq = query.shape[0], query.shape[1]
+        lk = lq if key is None else key.shape[1]
         if key_padding_mask is not None:
-            self._check_mask(key_padding_mask, "key_padding_mask", [(n, l)], x)
+            self._check_mask(key_padding_mask, "key_padding_mask", [(n, lk)], query)
         if attn_mask is not None:
-            self._check_mask(attn_mask, "attn_mask", [(l, l), (n * self.num_heads, l, l)], x)
+            self._check_mask(attn_mask, "attn_mask", [(lq, lk), (n * self.num_heads, lq, lk)], query)
 
-    def _masks(self, x, key_padding_mask, attn_mask):
-        """The masks as (hidden, added): a bool array, True where a key is
-        hidden, and a float array to add to the scaled scores, each
-        broadcastable to the scores (N, H, L, L), or None."""
-        self.check_masks(x, key_padding_mask, attn_mask)
-        xp = backend.get_array_module(x)
-        n, l, _ = x.shape
+    def _masks(self, n, lq, lk, dtype, xp, key_padding_mask, attn_mask):
+        """The (validated) masks as (hidden, added): a bool array, True where
+        a key is hidden, and a float array to add to the scaled scores, each
+        broadcastable to the scores (N, H, Lq, Lk), or None."""
         hidden = added = None
         if self.causal:
-            hidden = xp.triu(xp.ones((l, l), dtype=bool), k=1)
+            hidden = xp.triu(xp.ones((lq, lk), dtype=bool), k=1)
         parts = []
         if key_padding_mask is not None:
-            parts.append(key_padding_mask.reshape(n, 1, 1, l))
+            parts.append(key_padding_mask.reshape(n, 1, 1, lk))
         if attn_mask is not None:
-            parts.append(attn_mask if attn_mask.ndim == 2 else attn_mask.reshape(n, self.num_heads, l, l))
+            parts.append(attn_mask if attn_mask.ndim == 2 else attn_mask.reshape(n, self.num_heads, lq, lk))
         for m in parts:
             if m.dtype == np.bool_:
                 hidden = m if hidden is None else hidden | m
             else:
-                m = m.astype(np.float32 if backend.is_low_precision(x.dtype) else x.dtype, copy=False)
+                m = m.astype(np.float32 if backend.is_low_precision(dtype) else dtype, copy=False)
                 added = m if added is None else added + m
         return hidden, added
 
-    def forward(self, x, key_padding_mask=None, attn_mask=None):
-        x = self._check_input(x, ndim=3, dim=[(2, self.embed_dim, "embed_dim")])
-        hidden, added = self._masks(x, key_padding_mask, attn_mask)  # before anything changes
+    def forward(self, query, key=None, value=None, key_padding_mask=None, attn_mask=None):
+        groups = self._inputs(query, key, value)
+        x = groups[0][0]
+        n, lq, e = x.shape
+        lk = groups[-1][0].shape[1]
+        self.check_masks(x, key_padding_mask, attn_mask, key=None if key is None else groups[1][0])  # before anything changes
         xp = backend.get_array_module(x)
-        n, l, e = x.shape
-        x2 = x.reshape(n * l, e)
-        bias = None if self.in_proj_bias is None else self._compute(self.in_proj_bias)
-        qkv = ops.linear_forward(x2, self._compute(self.in_proj_weight), bias)  # (N*L, 3E)
-        q, k, v = (self._heads(qkv[:, i * e:(i + 1) * e], n, l) for i in range(3))
+        hidden, added = self._masks(n, lq, lk, x.dtype, xp, key_padding_mask, attn_mask)
+        w = self._compute(self.in_proj_weight)
+        b = None if self.in_proj_bias is None else self._compute(self.in_proj_bias)
+        slots = []  # the projections of the queries, keys and values, each (N*L, E)
+        for a, first, last in groups:
+            out = ops.linear_forward(a.reshape(-1, e), w[first * e:last * e], None if b is None else b[first * e:last * e])
+            slots += [out[:, i * e:(i + 1) * e] for i in range(last - first)]
+        q, k, v = self._heads(slots[0], n, lq), self._heads(slots[1], n, lk), self._heads(slots[2], n, lk)
         work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype  # scores and softmax in float32 at least
-        s = ops.matmul(q, k.transpose(0, 1, 3, 2)).astype(work, copy=False)
+        s = ops.matmul(q, k.transpose(0, 1, 3, 2)).astype(work, copy=False)  # (N, H, Lq, Lk)
         scale = 1.0 / math.sqrt(self.head_dim)
         if added is not None:  # PyTorch adds a float mask to the scaled scores
             s, scale = s * scale + added, 1.0
         if hidden is not None:
             s = xp.where(hidden, -xp.inf, s)
         blind = None
-        if key_padding_mask is not None or attn_mask is not None:  # causal alone always leaves the diagonal
+        if key_padding_mask is not None or attn_mask is not None:  # causal alone always leaves key 0
             blind = (s == -xp.inf).all(axis=-1, keepdims=True)  # queries that see no key
             s = xp.where(blind, 0, s)
         p = ops.softmax_forward(s, scale)
         if blind is not None:
             p = xp.where(blind, 0, p)
-        p = p.astype(x.dtype, copy=False)  # (N, H, L, L)
+        p = p.astype(x.dtype, copy=False)
         pd = self.attn_dropout(p)
-        o = ops.matmul(pd, v).transpose(0, 2, 1, 3).reshape(n, l, e)
+        o = ops.matmul(pd, v).transpose(0, 2, 1, 3).reshape(n, lq, e)
         y = self.out_proj(o)
-        self._save(x2, q, k, v, p, pd, out=y)
+        self._save([(a.reshape(-1, e), first, last) for a, first, last in groups], q, k, v, p, pd, out=y)
         return y
 
     def backward(self, dy):
-        x2, q, k, v, p, pd = self._take_cache(dy)
-        n, h, l, d = q.shape
-        do = self.out_proj.backward(dy)  # (N, L, E)
-        do = self._compute_grad(do).reshape(n, l, h, d).transpose(0, 2, 1, 3)
+        """dx for self-attention; for cross-attention a gradient for each
+        input given: (dquery, dkey) or (dquery, dkey, dvalue)."""
+        groups, q, k, v, p, pd = self._take_cache(dy)
+        n, h, lq, d = q.shape
+        e = h * d
+        do = self.out_proj.backward(dy)  # (N, Lq, E)
+        do = self._compute_grad(do).reshape(n, lq, h, d).transpose(0, 2, 1, 3)
         dv = ops.matmul(pd.transpose(0, 1, 3, 2), do)
         dp = self.attn_dropout.backward(ops.matmul(do, v.transpose(0, 1, 3, 2)))
         work = np.float32 if backend.is_low_precision(p.dtype) else p.dtype
@@ -186,13 +229,20 @@ class MultiheadAttention(Layer):
         dq = ops.matmul(ds, k)
         dk = ops.matmul(ds.transpose(0, 1, 3, 2), q)
         xp = backend.get_array_module(dy)
-        dqkv = xp.concatenate([a.transpose(0, 2, 1, 3).reshape(n * l, h * d) for a in (dq, dk, dv)], axis=1)
-        dx2, dweight, dbias = ops.linear_backward(dqkv, x2, self._compute(self.in_proj_weight),
-                                                  need_bias=self.in_proj_bias is not None)
-        self.in_proj_weight.accumulate(dweight, owned=True)
-        if self.in_proj_bias is not None:
-            self.in_proj_bias.accumulate(dbias, owned=True)
-        return dx2.reshape(n, l, h * d)
+        dslots = [a.transpose(0, 2, 1, 3).reshape(-1, e) for a in (dq, dk, dv)]
+        w = self._compute(self.in_proj_weight)
+        need_bias = self.in_proj_bias is not None
+        dxs, dws, dbs = [], [], []
+        for a2, first, last in groups:
+            dproj = dslots[first] if last - first == 1 else xp.concatenate(dslots[first:last], axis=1)
+            dx2, dw, db = ops.linear_backward(dproj, a2, w[first * e:last * e], need_bias=need_bias)
+            dxs.append(dx2.reshape(n, -1, e))
+            dws.append(dw)
+            dbs.append(db)
+        self.in_proj_weight.accumulate(dws[0] if len(dws) == 1 else xp.concatenate(dws), owned=True)
+        if need_bias:
+            self.in_proj_bias.accumulate(dbs[0] if len(dbs) == 1 else xp.concatenate(dbs), owned=True)
+        return dxs[0] if len(dxs) == 1 else tuple(dxs)
 
     def extra_repr(self):
         s = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, bias={self.in_proj_bias is not None}"
@@ -203,7 +253,50 @@ class MultiheadAttention(Layer):
         return s
 
 
-class TransformerEncoderLayer(Layer):
+class _TransformerLayer(Layer):
+    """What the encoder and decoder layers share: the feed-forward block
+    ff(z) = linear2(dropout(act(linear1(z)))) and the input checks.  The
+    parameters live in the children, so inputs are checked against theirs."""
+
+    def _build_ff(self, d_model, dim_feedforward, dropout, activation, bias, dtype):
+        if activation not in ("relu", "gelu"):
+            raise ValueError(f"{type(self).__name__}: expected activation 'relu' or 'gelu', received {activation!r}")
+        self.linear1 = Dense(d_model, dim_feedforward, bias=bias, activation=activation, dtype=dtype)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Dense(dim_feedforward, d_model, bias=bias, dtype=dtype)
+
+    def _ff(self, z, out_dropout):
+        return out_dropout(self.linear2(self.dropout(self.linear1(z))))
+
+    def _ff_backward(self, dy, out_dropout):
+        return self.linear1.backward(self.dropout.backward(self.linear2.backward(out_dropout.backward(dy))))
+
+    def _check_stream(self, x, what="input", batch=None):
+        """x (N, L, d_model) on the parameters' device, in their compute
+        dtype (cast under mixed precision); ``batch`` the N it must have."""
+        dims = [(2, self.d_model, "d_model")]
+        if batch is not None:
+            dims.append((0, batch, "the batch of tgt"))
+        x = self._check_input(x, what, ndim=3, dim=dims)
+        ref = self.self_attn
+        if backend.device_of(x) != ref.in_proj_weight.device:
+            raise DeviceError(
+                f"{self._label()}: expected {what} on {ref.in_proj_weight.device} (where the parameters are), "
+                f"received it on {backend.device_of(x)}"
+            )
+        if x.dtype != ref.compute_dtype:
+            if ref.__dict__.get("_amp_dtype") is None:
+                raise DTypeError(
+                    f"{self._label()}: expected {what} of dtype {ref.compute_dtype} (the compute dtype), received {x.dtype}"
+                )
+            x = backend.narrow(x, ref.compute_dtype)  # mixed precision: the residual stream in the compute dtype
+        return x
+
+    def extra_repr(self):
+        return f"norm_first={self.norm_first}"
+
+
+class TransformerEncoderLayer(_TransformerLayer):
     """A Transformer encoder layer: self-attention and a feed-forward block,
     each with a residual connection and layer normalisation (PyTorch's
     ``nn.TransformerEncoderLayer`` with ``batch_first=True``).
@@ -233,62 +326,205 @@ class TransformerEncoderLayer(Layer):
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu", layer_norm_eps=1e-5,
                  norm_first=False, bias=True, causal=False, dtype=np.float32):
         super().__init__()
-        if activation not in ("relu", "gelu"):
-            raise ValueError(f"TransformerEncoderLayer: expected activation 'relu' or 'gelu', received {activation!r}")
         self.norm_first = bool(norm_first)
         self.self_attn = MultiheadAttention(d_model, nhead, bias=bias, causal=causal, dropout=dropout, dtype=dtype)
-        self.linear1 = Dense(d_model, dim_feedforward, bias=bias, activation=activation, dtype=dtype)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Dense(dim_feedforward, d_model, bias=bias, dtype=dtype)
+        self.d_model = self.self_attn.embed_dim
+        self._build_ff(d_model, dim_feedforward, dropout, activation, bias, dtype)
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
-        self.d_model = self.self_attn.embed_dim
 
     def _attn(self, z, masks):
         return self.dropout1(self.self_attn(z, **masks))
 
-    def _ff(self, z):
-        return self.dropout2(self.linear2(self.dropout(self.linear1(z))))
-
-    def _ff_backward(self, dy):
-        return self.linear1.backward(self.dropout.backward(self.linear2.backward(self.dropout2.backward(dy))))
-
     def forward(self, x, src_mask=None, src_key_padding_mask=None):
-        x = self._check_input(x, ndim=3, dim=[(2, self.d_model, "d_model")])
         masks = {"attn_mask": src_mask, "key_padding_mask": src_key_padding_mask}
+        x = self._check_stream(x)
         self.self_attn.check_masks(x, **masks)  # before any child runs: an error leaves every cache as it was
-        ref = self.self_attn  # the parameters live in the children: check dtype and device against theirs
-        if backend.device_of(x) != ref.in_proj_weight.device:
-            raise DeviceError(
-                f"{self._label()}: expected input on {ref.in_proj_weight.device} (where the parameters are), "
-                f"received it on {backend.device_of(x)}"
-            )
-        if x.dtype != ref.compute_dtype:
-            if ref.__dict__.get("_amp_dtype") is None:
-                raise DTypeError(
-                    f"{self._label()}: expected input of dtype {ref.compute_dtype} (the compute dtype), received {x.dtype}"
-                )
-            x = backend.narrow(x, ref.compute_dtype)  # mixed precision: the residual stream in the compute dtype
         if self.norm_first:
             h = x + self._attn(self.norm1(x), masks)
-            y = h + self._ff(self.norm2(h))
+            y = h + self._ff(self.norm2(h), self.dropout2)
         else:
             h = self.norm1(x + self._attn(x, masks))
-            y = self.norm2(h + self._ff(h))
+            y = self.norm2(h + self._ff(h, self.dropout2))
         self._save(None, out=y)  # the children hold what backward needs
         return y
 
     def backward(self, dy):
         self._take_cache(dy)
         if self.norm_first:
-            dh = dy + self.norm2.backward(self._ff_backward(dy))
+            dh = dy + self.norm2.backward(self._ff_backward(dy, self.dropout2))
             return dh + self.norm1.backward(self.self_attn.backward(self.dropout1.backward(dh)))
         dz2 = self.norm2.backward(dy)  # z2 = h + ff(h)
-        dh = dz2 + self._ff_backward(dz2)
+        dh = dz2 + self._ff_backward(dz2, self.dropout2)
         dz1 = self.norm1.backward(dh)  # z1 = x + attn(x)
         return dz1 + self.self_attn.backward(self.dropout1.backward(dz1))
 
+
+class TransformerDecoderLayer(_TransformerLayer):
+    """A Transformer decoder layer: self-attention over the target,
+    cross-attention from the target to a memory (the encoder's output) and a
+    feed-forward block, each with a residual connection and layer
+    normalisation (PyTorch's ``nn.TransformerDecoderLayer`` with
+    ``batch_first=True``).
+
+        norm_first=True (pre-LN):   h1 = x + sa(norm1(x))
+                                    h2 = h1 + ca(norm2(h1), m)
+                                    y = h2 + ff(norm3(h2))
+        norm_first=False (post-LN): h1 = norm1(x + sa(x))
+                                    h2 = norm2(h1 + ca(h1, m))
+                                    y = norm3(h2 + ff(h2))
+
+    Backward returns (dx, dm); the memory's gradient is cross-attention's
+    alone, dm = [dk dv] [W_k W_v] (see :class:`MultiheadAttention`).
+
+    Args: as :class:`TransformerEncoderLayer`; ``causal`` makes the
+    self-attention causal (what a decoder trained with teacher forcing
+    needs), without building a tgt_mask.
+
+    Call: ``forward(tgt, memory, tgt_mask=None, memory_mask=None,
+    tgt_key_padding_mask=None, memory_key_padding_mask=None)``, as
+    PyTorch's: the tgt masks go to self_attn, the memory masks to
+    multihead_attn, as ``attn_mask`` and ``key_padding_mask``.
+
+    Shape: tgt (N, Lt, E), memory (N, Lm, E) → y (N, Lt, E).  Children and
+    parameters carry PyTorch's names (self_attn, multihead_attn, linear1,
+    linear2, norm1, norm2, norm3).
+    """
+
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu", layer_norm_eps=1e-5,
+                 norm_first=False, bias=True, causal=False, dtype=np.float32):
+        super().__init__()
+        self.norm_first = bool(norm_first)
+        self.self_attn = MultiheadAttention(d_model, nhead, bias=bias, causal=causal, dropout=dropout, dtype=dtype)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, bias=bias, dropout=dropout, dtype=dtype)
+        self.d_model = self.self_attn.embed_dim
+        self._build_ff(d_model, dim_feedforward, dropout, activation, bias, dtype)
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
+
+    def check(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+              memory_key_padding_mask=None):
+        """Validate the inputs and masks (raising, naming this layer, before
+        anything runs); returns (tgt, memory), cast under mixed precision."""
+        tgt = self._check_stream(tgt, "tgt")
+        memory = self._check_stream(memory, "memory", batch=tgt.shape[0])
+        self.self_attn.check_masks(tgt, tgt_key_padding_mask, tgt_mask)
+        self.multihead_attn.check_masks(tgt, memory_key_padding_mask, memory_mask, key=memory)
+        return tgt, memory
+
+    def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None):
+        x, m = self.check(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask)
+        sa = {"attn_mask": tgt_mask, "key_padding_mask": tgt_key_padding_mask}
+        ca = {"attn_mask": memory_mask, "key_padding_mask": memory_key_padding_mask}
+        if self.norm_first:
+            h = x + self.dropout1(self.self_attn(self.norm1(x), **sa))
+            h = h + self.dropout2(self.multihead_attn(self.norm2(h), m, **ca))
+            y = h + self._ff(self.norm3(h), self.dropout3)
+        else:
+            h = self.norm1(x + self.dropout1(self.self_attn(x, **sa)))
+            h = self.norm2(h + self.dropout2(self.multihead_attn(h, m, **ca)))
+            y = self.norm3(h + self._ff(h, self.dropout3))
+        self._save(None, out=y)  # the children hold what backward needs
+        return y
+
+    def backward(self, dy):
+        """Returns (dtgt, dmemory)."""
+        self._take_cache(dy)
+        if self.norm_first:
+            dh2 = dy + self.norm3.backward(self._ff_backward(dy, self.dropout3))
+            dq, dm = self.multihead_attn.backward(self.dropout2.backward(dh2))
+            dh1 = dh2 + self.norm2.backward(dq)
+            return dh1 + self.norm1.backward(self.self_attn.backward(self.dropout1.backward(dh1))), dm
+        dz3 = self.norm3.backward(dy)  # z3 = h2 + ff(h2)
+        dh2 = dz3 + self._ff_backward(dz3, self.dropout3)
+        dz2 = self.norm2.backward(dh2)  # z2 = h1 + ca(h1, m)
+        dq, dm = self.multihead_attn.backward(self.dropout2.backward(dz2))
+        dz1 = self.norm1.backward(dz2 + dq)  # z1 = x + sa(x)
+        return dz1 + self.self_attn.backward(self.dropout1.backward(dz1)), dm
+
+
+class _TransformerStack(Layer):
+    """num_layers deep copies of a layer, as PyTorch's stacks make them
+    (children ``layers.0``, ``layers.1``, ...), and an optional final norm."""
+
+    def __init__(self, layer, num_layers, norm, kind):
+        super().__init__()
+        if not isinstance(layer, kind):
+            raise TypeError(f"{type(self).__name__}: expected a {kind.__name__}, received {type(layer).__name__}")
+        n = positive_int(num_layers, type(self).__name__, "num_layers")
+        if norm is not None and not isinstance(norm, Layer):
+            raise TypeError(f"{type(self).__name__}: expected norm as a Layer or None, received {type(norm).__name__}")
+        self.layers = Sequential(*[copy.deepcopy(layer) for _ in range(n)])
+        self.norm = norm
+        self.num_layers = n
+
     def extra_repr(self):
-        return f"norm_first={self.norm_first}"
+        return f"num_layers={self.num_layers}"
+
+
+class TransformerEncoder(_TransformerStack):
+    """A stack of encoder layers with an optional final norm (PyTorch's
+    ``nn.TransformerEncoder``): each layer starts as a copy of
+    ``encoder_layer``.  ``forward(src, mask=None, src_key_padding_mask=None)``
+    passes the masks to every layer, which ``Sequential`` cannot."""
+
+    def __init__(self, encoder_layer, num_layers, norm=None):
+        super().__init__(encoder_layer, num_layers, norm, TransformerEncoderLayer)
+
+    def forward(self, src, mask=None, src_key_padding_mask=None):
+        first = self.layers[0]
+        x = first._check_stream(src)
+        first.self_attn.check_masks(x, src_key_padding_mask, mask)  # before any layer runs
+        for layer in self.layers:
+            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask)
+        if self.norm is not None:
+            x = self.norm(x)
+        self._save(None, out=x)
+        return x
+
+    def backward(self, dy):
+        self._take_cache(dy)
+        if self.norm is not None:
+            dy = self.norm.backward(dy)
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+
+class TransformerDecoder(_TransformerStack):
+    """A stack of decoder layers with an optional final norm (PyTorch's
+    ``nn.TransformerDecoder``); every layer reads the same memory, so its
+    gradient is the sum of theirs.  ``forward`` takes the decoder layer's
+    arguments; ``backward(dy)`` returns (dtgt, dmemory)."""
+
+    def __init__(self, decoder_layer, num_layers, norm=None):
+        super().__init__(decoder_layer, num_layers, norm, TransformerDecoderLayer)
+
+    def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None):
+        masks = {"tgt_mask": tgt_mask, "memory_mask": memory_mask, "tgt_key_padding_mask": tgt_key_padding_mask,
+                 "memory_key_padding_mask": memory_key_padding_mask}
+        x, m = self.layers[0].check(tgt, memory, **masks)  # before any layer runs
+        for layer in self.layers:
+            x = layer(x, m, **masks)
+        if self.norm is not None:
+            x = self.norm(x)
+        self._save(None, out=x)
+        return x
+
+    def backward(self, dy):
+        self._take_cache(dy)
+        if self.norm is not None:
+            dy = self.norm.backward(dy)
+        dmemory = None
+        for layer in reversed(self.layers):
+            dy, dm = layer.backward(dy)
+            dmemory = dm if dmemory is None else dmemory + dm
+        return dy, dmemory
