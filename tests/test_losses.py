@@ -149,6 +149,59 @@ def test_softmax_xent_ignore_index_gradcheck_and_edges():
     assert "ignore_index=-100" in repr(ignored)
 
 
+@pytest.mark.parametrize("reduction,smoothing", [("mean", 0.0), ("mean", 0.2), ("sum", 0.1)])
+def test_softmax_xent_class_weights_match_torch(torch, xp, reduction, smoothing):
+    """Class weights (imbalanced classes), alone and with ignored targets and
+    per-position logits: loss and gradient against PyTorch."""
+    rng = np.random.default_rng(13)
+    for shape, ignore in [((7, 5), None), ((3, 5, 4, 2), -100), ((1, 3), None), ((2, 6, 3), -100)]:
+        x = (rng.standard_normal(shape) * 3).astype(np.float32)
+        y = rng.integers(0, shape[1], size=shape[:1] + shape[2:])
+        if ignore is not None:
+            y.reshape(-1)[::4] = ignore
+        w = (rng.random(shape[1]) + 0.1).astype(np.float32)
+        w[0] = 0.0 if y.size > 1 else w[0]  # a class that does not count (alone it leaves nothing to average)
+        tx = torch.from_numpy(x).requires_grad_()
+        tloss = torch.nn.functional.cross_entropy(tx, torch.from_numpy(y), weight=torch.from_numpy(w),
+                                                  reduction=reduction, label_smoothing=smoothing)
+        tloss.backward()
+        fn = lm.SoftmaxCrossEntropy(reduction, smoothing, ignore_index=ignore, weight=xp.asarray(w))
+        loss = fn(xp.asarray(x), xp.asarray(y))
+        dx = to_numpy(fn.backward())
+        np.testing.assert_allclose(loss, tloss.item(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-5, atol=1e-7)
+        assert dx.shape == shape and dx.dtype == np.float32
+        np.testing.assert_allclose(float(fn.compute(xp.asarray(x), xp.asarray(y))), tloss.item(), rtol=1e-5)
+
+
+def test_softmax_xent_class_weights_gradcheck_edges_and_errors():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 4, 5))
+    y = np.array([[0, 3, -1, 2, -1], [1, -1, 1, 0, 3]])
+    w = [0.5, 2.0, 1.0, 3.0]  # a list is accepted, as a tensor would be
+    for reduction in ("mean", "sum"):
+        for smoothing in (0.0, 0.15):
+            assert gradcheck(lm.SoftmaxCrossEntropy(reduction, smoothing, ignore_index=-1, weight=w), x, y)
+    logits, labels = rng.standard_normal((6, 4)).astype(np.float32), np.arange(6) % 4
+    ones, plain = lm.SoftmaxCrossEntropy(label_smoothing=0.1, weight=np.ones(4)), lm.SoftmaxCrossEntropy(label_smoothing=0.1)
+    np.testing.assert_allclose(ones(logits, labels), plain(logits, labels), rtol=1e-6)  # unit weights: the plain loss
+    np.testing.assert_allclose(ones.backward(), plain.backward(), rtol=1e-5, atol=1e-7)
+    big = lm.SoftmaxCrossEntropy(label_smoothing=0.1, weight=[1.0, 2.0])
+    for row in ([1e4, -1e4], [1e8, 1e8]):  # extreme logits stay finite
+        assert np.isfinite(big(np.array([row], dtype=np.float32), np.array([1])))
+        assert np.isfinite(big.backward()).all()
+    zero = lm.SoftmaxCrossEntropy(weight=[0.0, 1.0])
+    assert np.isnan(zero(logits[:2, :2], np.array([0, 0])))  # no weight to average over: NaN, as PyTorch
+    assert not zero.backward().any()  # PyTorch's gradient is NaN there; lamina's zero, as with every target ignored
+    with pytest.raises(lm.ShapeError, match=r"SoftmaxCrossEntropy\(.*weight=\(3 classes\)\): expected input with 3 "
+                                            r"classes \(the size of weight\), received input of shape \(6, 4\)"):
+        lm.SoftmaxCrossEntropy(weight=[1, 2, 3])(logits, labels)
+    with pytest.raises(ValueError, match="weight as a 1-d array of C class weights"):
+        lm.SoftmaxCrossEntropy(weight=np.ones((2, 2)))
+    with pytest.raises(ValueError, match="finite, non-negative class weights"):
+        lm.SoftmaxCrossEntropy(weight=[1.0, -1.0])
+
+
 def test_no_grad_loss_caches_nothing():
     fn = lm.SoftmaxCrossEntropy()
     with lm.no_grad():

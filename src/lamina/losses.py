@@ -118,6 +118,20 @@ class SoftmaxCrossEntropy(Loss):
     result is used as it is), so pass ``ignore_index=-100`` for PyTorch's
     behaviour.
 
+    ``weight``: a rescaling weight w_c for each class (imbalanced classes), as
+    PyTorch's: the row of a target y counts w_y times, and the mean divides
+    by Σ_i w_(y_i) over the rows (not ignored) instead of their number.  With
+    label smoothing the smoothed term weighs each class by its own w_c:
+
+        loss_i = (1 - ε) w_y (-log p_y) + (ε/C) Σ_c w_c (-log p_c)
+        dloss_i/dx_c = (1 - ε) w_y (p_c - [c = y]) + (ε/C) (p_c Σ_k w_k - w_c)
+
+    When no row has weight (all ignored, or all of weightless classes), the
+    mean is NaN, as in PyTorch, and the gradient zero (PyTorch's is NaN
+    when the weights are what sums to zero).  The weighted loss runs the
+    fused kernel (without smoothing) and then a few elementwise passes over
+    the (N, C) gradient on the same device.
+
     Shape:
         input: (N, C) logits, or (N, C, d1, ...) (a class axis second, as
             PyTorch: one prediction per position of a sequence or an image);
@@ -125,8 +139,19 @@ class SoftmaxCrossEntropy(Loss):
         The mean is over every prediction (N·d1·...).
     """
 
-    def __init__(self, reduction="mean", label_smoothing=0.0, ignore_index=None):
+    def __init__(self, reduction="mean", label_smoothing=0.0, ignore_index=None, weight=None):
         super().__init__(reduction)
+        self.weight = None
+        self._weight_here = None  # the weight on the last input's device, in its dtype
+        if weight is not None:
+            w = backend.to_device(weight, "cpu") if backend.is_array(weight) else np.asarray(weight)
+            if w.ndim != 1 or w.size == 0 or w.dtype.kind not in "fiu":
+                raise ValueError(f"SoftmaxCrossEntropy: expected weight as a 1-d array of C class weights, "
+                                 f"received shape {tuple(w.shape)} of dtype {w.dtype}")
+            w = w.astype(np.float64)
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise ValueError("SoftmaxCrossEntropy: expected finite, non-negative class weights")
+            self.weight = w
         if not 0.0 <= float(label_smoothing) <= 1.0:
             raise ValueError(f"SoftmaxCrossEntropy: expected label_smoothing in [0, 1], received {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
@@ -160,7 +185,9 @@ class SoftmaxCrossEntropy(Loss):
         if strict or xp is np:
             self.check_labels(target, c)
         need_grad = is_grad_enabled()
-        if keep is None:
+        if self.weight is not None:
+            loss, grad = self._weighted(xp, input, target, keep, need_grad)
+        elif keep is None:
             scale = 1.0 / n if self.reduction == "mean" else 1.0
             rows, grad = ops.softmax_xent(input, target, self.label_smoothing, scale, need_grad)
             loss = rows.sum(dtype=np.float64) * scale
@@ -180,6 +207,53 @@ class SoftmaxCrossEntropy(Loss):
         self._save(grad)
         return loss
 
+    def _class_weight(self, x):
+        """The class weights on x's device and in its dtype (kept for the next call)."""
+        w = self._weight_here
+        if w is None or backend.device_of(w) != backend.device_of(x) or w.dtype != x.dtype:
+            w = self._weight_here = backend.to_device(self.weight.astype(x.dtype), backend.device_of(x))
+        return w
+
+    def _weighted(self, xp, x, target, keep, need_grad):
+        """The class-weighted loss (a 0-d float64 array) and its gradient (or
+        None); see the class docstring for the formulas."""
+        n, c = x.shape
+        if self.weight.size != c:
+            raise ShapeError(f"{self._label()}: expected input with {self.weight.size} classes (the size of weight), "
+                             f"received input of shape {tuple(x.shape)}")
+        w = self._class_weight(x)
+        rows = xp.arange(n)
+        nll, grad = ops.softmax_xent(x, target, 0.0, 1.0, need_grad=need_grad)  # -log p_y and p - onehot
+        wy = w[target]  # each row's weight
+        if keep is not None:
+            wy = wy * keep.astype(x.dtype)
+        eps = self.label_smoothing
+        loss = (1 - eps) * (nll.astype(np.float64) * wy).sum()
+        if eps:
+            m = x.max(axis=1)
+            lse_m = nll + (x[rows, target] - m)  # log Σ e^(x - m) >= 0, from nll = lse - x_y
+            # -Σ_c w_c log p_c = Σ_c w_c (m - x_c) + (Σ_c w_c) (lse - m)
+            smooth = (m[:, None] - x) @ w + w.sum() * lse_m
+            if keep is not None:
+                smooth = smooth * keep.astype(x.dtype)
+            loss = loss + eps / c * smooth.astype(np.float64).sum()
+        if self.reduction == "mean":
+            total = wy.astype(np.float64).sum()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                loss = loss / total  # every row weightless or ignored: NaN as PyTorch, and a zero gradient
+            scale = xp.where(total > 0, 1 / xp.maximum(total, np.finfo(np.float64).tiny), 0).astype(x.dtype)
+        else:
+            scale = x.dtype.type(1)
+        if not need_grad:
+            return loss, None
+        g = grad * (wy * ((1 - eps) * scale))[:, None]  # (1 - ε) w_y (p - onehot)
+        if eps:  # + (ε/C) (p Σ_k w_k - w)
+            p = grad
+            p[rows, target] += 1
+            term = (p * w.sum() - w) * (scale * x.dtype.type(eps / c))
+            g += term if keep is None else term * keep.astype(x.dtype)[:, None]
+        return loss, g
+
     def check_labels(self, target, num_classes):
         """Raise a ValueError naming the loss unless every class index in
         ``target`` lies in [0, num_classes) (a host synchronisation for a
@@ -191,7 +265,9 @@ class SoftmaxCrossEntropy(Loss):
 
     def extra_repr(self):
         s = f"reduction='{self.reduction}', label_smoothing={self.label_smoothing}"
-        return s if self.ignore_index is None else s + f", ignore_index={self.ignore_index}"
+        if self.ignore_index is not None:
+            s += f", ignore_index={self.ignore_index}"
+        return s if self.weight is None else s + f", weight=({self.weight.size} classes)"
 
 
 class MSELoss(Loss):
