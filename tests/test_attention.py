@@ -485,3 +485,13 @@ def test_decoder_mixed_precision_tracks_float32():
     for p, g in zip(dec.parameters(), g32):
         assert p.grad.dtype == np.float32
         assert np.abs(p.grad - g).max() <= 0.03 * np.abs(g).max() + 1e-6
+
+
+def test_summary_traces_a_decoder_given_one_shape_per_input():
+    dec = lm.TransformerDecoder(lm.TransformerDecoderLayer(16, 4, 32), 2, norm=lm.LayerNorm(16))
+    text = dec.summary([(2, 5, 16), (2, 7, 16)], print_fn=None)
+    rows = {line.split()[0]: line for line in text.splitlines()[2:-2]}
+    assert "(2, 4, 5, 7)" in rows["layers.1.multihead_attn.attn_dropout"]  # the cross-attention weights, Lt x Lm
+    assert "(2, 4, 5, 5)" in rows["layers.0.self_attn.attn_dropout"]
+    assert "(2, 5, 16)" in rows["norm"] and "(2, 5, 32)" in rows["layers.1.linear1"]
+    assert not any(m.has_cache() for m in dec.modules())  # traced under no_grad

@@ -552,9 +552,14 @@ class Layer:
         """A table of the layers, their output shapes (when ``input_shape`` is
         given, by running one forward under no_grad in eval mode) and their
         parameter counts.  Prints it through ``print_fn`` (None to only
-        return it) and returns it as a string.
+        return it) and returns it as a string.  A layer of several inputs
+        (a decoder's target and memory) takes a list of shapes, one per input.
         """
-        shapes = self._trace_shapes(tuple(input_shape)) if input_shape is not None else {}
+        if input_shape is None:
+            shapes = {}
+        else:
+            several = isinstance(input_shape, list) and all(isinstance(s, (tuple, list)) for s in input_shape)
+            shapes = self._trace_shapes([tuple(s) for s in input_shape] if several else [tuple(input_shape)])
         rows = [("layer", "type", "output shape", "params")]
         for name, m in self.named_modules():
             if m is self and self._children:
@@ -574,7 +579,7 @@ class Layer:
             print_fn(text)
         return text
 
-    def _trace_shapes(self, input_shape):
+    def _trace_shapes(self, input_shapes):
         shapes = {}
         wrapped = []
         for m in self.modules():
@@ -590,7 +595,7 @@ class Layer:
             self.eval()
             xp = np if self.device.type == "cpu" else backend.require_cuda()
             with no_grad():
-                self.forward(xp.zeros(input_shape, dtype=self.dtype or np.float32))
+                self.forward(*[xp.zeros(shape, dtype=self.dtype or np.float32) for shape in input_shapes])
         finally:
             for m in wrapped:
                 object.__delattr__(m, "forward")
