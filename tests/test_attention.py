@@ -495,3 +495,42 @@ def test_summary_traces_a_decoder_given_one_shape_per_input():
     assert "(2, 4, 5, 5)" in rows["layers.0.self_attn.attn_dropout"]
     assert "(2, 5, 16)" in rows["norm"] and "(2, 5, 32)" in rows["layers.1.linear1"]
     assert not any(m.has_cache() for m in dec.modules())  # traced under no_grad
+
+
+def test_transformer_matches_pytorch_and_gradcheck_passes(torch):
+    """lm.Transformer against nn.Transformer (post-LN, PyTorch's default),
+    with every kind of mask; its initialisation is PyTorch's (Xavier-uniform
+    on every matrix); gradcheck on a small one, src and tgt of other lengths."""
+    rng = np.random.default_rng(21)
+    e, h, ff = 8, 2, 12
+    t = torch.nn.Transformer(e, h, 2, 2, ff, dropout=0.0, batch_first=True)
+    layer = lm.Transformer(e, h, 2, 2, ff, dropout=0.0)
+    assert list(layer.state_dict()) == list(t.state_dict())
+    w = layer.decoder.layers[1].linear1.weight.data
+    assert np.abs(w).max() <= np.sqrt(6 / (e + ff)) and np.abs(w).max() > 0.8 * np.sqrt(6 / (e + ff))
+    layer.load_state_dict({k: v.numpy() for k, v in t.state_dict().items()})
+    src = rng.standard_normal((3, 6, e)).astype(np.float32)
+    tgt = rng.standard_normal((3, 4, e)).astype(np.float32)
+    src_kpm = np.zeros((3, 6), dtype=bool)
+    src_kpm[1, 4:] = True
+    tgt_mask = lm.Transformer.generate_square_subsequent_mask(4)
+    np.testing.assert_array_equal(tgt_mask, t.generate_square_subsequent_mask(4).numpy())
+    src_mask = rng.random((6, 6)) < 0.3
+    src_mask[np.arange(6), np.arange(6)] = False
+    masks = {"src_mask": src_mask, "src_key_padding_mask": src_kpm, "memory_key_padding_mask": src_kpm,
+             "tgt_mask": tgt_mask < 0}
+    tsrc, ttgt = (torch.from_numpy(a).requires_grad_() for a in (src, tgt))
+    ty = t(tsrc, ttgt, **{k: torch.from_numpy(v) for k, v in masks.items()})
+    dy = rng.standard_normal(ty.shape).astype(np.float32)
+    (ty * torch.from_numpy(dy)).sum().backward()
+    y = layer(src, tgt, **masks)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=2e-5)
+    dsrc, dtgt = layer.backward(dy)
+    np.testing.assert_allclose(dsrc, tsrc.grad.numpy(), rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dtgt, ttgt.grad.numpy(), rtol=1e-4, atol=2e-5)
+    _grads_match(layer, t)
+    small = lm.Transformer(4, 2, 1, 1, 6, dropout=0.0, norm_first=True, causal=True)
+    assert gradcheck(small, rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 3, 4)))
+    with pytest.raises(lm.ShapeError, match=r"memory_key_padding_mask|key_padding_mask of shape \(3, 6\)"):
+        layer(src, tgt, memory_key_padding_mask=np.zeros((3, 4), dtype=bool))
+    assert not any(m.has_cache() for m in layer.modules())  # checked before the encoder ran

@@ -57,6 +57,7 @@ from .layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    Transformer,
     TransformerDecoder,
     TransformerDecoderLayer,
     TransformerEncoder,
@@ -84,7 +85,7 @@ __all__ = [
     "Identity", "Flatten", "Dropout", "Sequential", "Residual", "Checkpoint",
     "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention",
-    "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder",
+    "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Embedding", "RNN", "LSTM", "GRU",
     # losses
     "Loss", "SoftmaxCrossEntropy", "MSELoss", "BCEWithLogits",

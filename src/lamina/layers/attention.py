@@ -528,3 +528,76 @@ class TransformerDecoder(_TransformerStack):
             dy, dm = layer.backward(dy)
             dmemory = dm if dmemory is None else dmemory + dm
         return dy, dmemory
+
+
+class Transformer(Layer):
+    """An encoder-decoder Transformer (PyTorch's ``nn.Transformer`` with
+    ``batch_first=True``): a :class:`TransformerEncoder` and a
+    :class:`TransformerDecoder`, each with a final LayerNorm, with PyTorch's
+    names (``encoder.layers.0...``, ``decoder.norm``) and initialisation
+    (Xavier-uniform on every matrix), so its weights load one to one.
+
+        memory = encoder(src);   y = decoder(tgt, memory)
+
+    Backward runs the decoder's, whose memory gradient runs back through
+    the encoder: ``backward(dy)`` returns (dsrc, dtgt).
+
+    Args: PyTorch's (``d_model=512, nhead=8, num_encoder_layers=6,
+    num_decoder_layers=6, dim_feedforward=2048, dropout=0.1,
+    activation="relu", layer_norm_eps=1e-5, norm_first=False, bias=True``),
+    and ``causal``: the decoder's self-attention is causal without a tgt_mask.
+
+    Call: ``forward(src, tgt, src_mask=None, tgt_mask=None, memory_mask=None,
+    src_key_padding_mask=None, tgt_key_padding_mask=None,
+    memory_key_padding_mask=None)``, as PyTorch's; every input and mask is
+    checked before anything runs.
+
+    Shape: src (N, Ls, E), tgt (N, Lt, E) → y (N, Lt, E).
+    """
+
+    def __init__(self, d_model=512, nhead=8, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048,
+                 dropout=0.1, activation="relu", layer_norm_eps=1e-5, norm_first=False, bias=True, causal=False,
+                 dtype=np.float32):
+        super().__init__()
+        common = dict(dim_feedforward=dim_feedforward, dropout=dropout, activation=activation,
+                      layer_norm_eps=layer_norm_eps, norm_first=norm_first, bias=bias, dtype=dtype)
+        self.encoder = TransformerEncoder(TransformerEncoderLayer(d_model, nhead, **common), num_encoder_layers,
+                                          norm=LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype))
+        self.decoder = TransformerDecoder(TransformerDecoderLayer(d_model, nhead, causal=causal, **common),
+                                          num_decoder_layers,
+                                          norm=LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype))
+        self.d_model, self.nhead = d_model, nhead
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for p in self.parameters():
+            if p.data.ndim > 1:
+                init.xavier_uniform_(p)
+
+    @staticmethod
+    def generate_square_subsequent_mask(size, dtype=np.float32, xp=np):
+        """PyTorch's causal mask: (size, size), -inf above the diagonal, 0 elsewhere."""
+        return xp.triu(xp.full((size, size), -np.inf, dtype=dtype), k=1)
+
+    def forward(self, src, tgt, src_mask=None, tgt_mask=None, memory_mask=None, src_key_padding_mask=None,
+                tgt_key_padding_mask=None, memory_key_padding_mask=None):
+        first = self.encoder.layers[0]
+        src = first._check_stream(src, "src")
+        first.self_attn.check_masks(src, src_key_padding_mask, src_mask)
+        dec = {"tgt_mask": tgt_mask, "memory_mask": memory_mask, "tgt_key_padding_mask": tgt_key_padding_mask,
+               "memory_key_padding_mask": memory_key_padding_mask}
+        self.decoder.layers[0].check(tgt, src, **dec)  # the memory will have src's shape
+        memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask)
+        y = self.decoder(tgt, memory, **dec)
+        self._save(None, out=y)
+        return y
+
+    def backward(self, dy):
+        """Returns (dsrc, dtgt)."""
+        self._take_cache(dy)
+        dtgt, dmemory = self.decoder.backward(dy)
+        return self.encoder.backward(dmemory), dtgt
+
+    def extra_repr(self):
+        return (f"d_model={self.d_model}, nhead={self.nhead}, num_encoder_layers={self.encoder.num_layers}, "
+                f"num_decoder_layers={self.decoder.num_layers}")
