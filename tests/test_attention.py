@@ -534,3 +534,23 @@ def test_transformer_matches_pytorch_and_gradcheck_passes(torch):
     with pytest.raises(lm.ShapeError, match=r"memory_key_padding_mask|key_padding_mask of shape \(3, 6\)"):
         layer(src, tgt, memory_key_padding_mask=np.zeros((3, 4), dtype=bool))
     assert not any(m.has_cache() for m in layer.modules())  # checked before the encoder ran
+
+
+@pytest.mark.parametrize("average", [True, False])
+def test_attention_weights_match_pytorch(average, torch, xp):
+    rng = np.random.default_rng(31)
+    layer, t = _mha_pair(torch, 8, 2)
+    layer.to("cpu" if xp is np else "cuda")
+    q = rng.standard_normal((2, 3, 8)).astype(np.float32)
+    m = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    kpm = np.array([[False] * 5, [False, False, True, True, True]])
+    tq, tm = torch.from_numpy(q), torch.from_numpy(m)
+    ty, tw = t(tq, tm, tm, key_padding_mask=torch.from_numpy(kpm), average_attn_weights=average)
+    y, w = layer(xp.asarray(q), xp.asarray(m), key_padding_mask=xp.asarray(kpm), need_weights=True,
+                 average_attn_weights=average)
+    assert w.shape == ((2, 3, 5) if average else (2, 2, 3, 5))
+    np.testing.assert_allclose(to_numpy(w), tw.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(y), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    assert not to_numpy(w)[1, ..., 2:].any()  # hidden keys get no weight
+    dq, dm = layer.backward(xp.ones_like(y))  # backward as without the weights
+    assert dq.shape == q.shape and dm.shape == m.shape

@@ -70,6 +70,11 @@ class MultiheadAttention(Layer):
     out_proj's bias) where PyTorch returns NaN.  Neither mask needs to be
     kept for backward: the weights p are exactly zero where keys were hidden.
 
+    ``need_weights=True`` returns ``(y, weights)``, PyTorch's attention
+    weights p (after dropout), (N, Lq, Lk) averaged over the heads, or
+    (N, H, Lq, Lk) with ``average_attn_weights=False``: to look at, not to
+    differentiate (backward takes the gradient of y alone).
+
     ``backward(dy)`` returns one gradient per input given: dx for
     self-attention, (dquery, dmemory) or (dquery, dkey, dvalue).  ``mha(x,
     x, x)`` is cross-attention that happens to read x three times: its
@@ -177,7 +182,8 @@ class MultiheadAttention(Layer):
                 added = m if added is None else added + m
         return hidden, added
 
-    def forward(self, query, key=None, value=None, key_padding_mask=None, attn_mask=None):
+    def forward(self, query, key=None, value=None, key_padding_mask=None, attn_mask=None, need_weights=False,
+                average_attn_weights=True):
         groups = self._inputs(query, key, value)
         x = groups[0][0]
         n, lq, e = x.shape
@@ -211,6 +217,8 @@ class MultiheadAttention(Layer):
         o = ops.matmul(pd, v).transpose(0, 2, 1, 3).reshape(n, lq, e)
         y = self.out_proj(o)
         self._save([(a.reshape(-1, e), first, last) for a, first, last in groups], q, k, v, p, pd, out=y)
+        if need_weights:  # as PyTorch: after dropout, averaged over the heads unless asked not to
+            return y, (pd.mean(axis=1, dtype=work).astype(x.dtype, copy=False) if average_attn_weights else pd)
         return y
 
     def backward(self, dy):
