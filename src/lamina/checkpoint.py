@@ -29,27 +29,59 @@ def recompute(layers, x, rng_state):
     """Forward through ``layers`` again, with caching, replaying the random
     state the first forward started from; the random state afterwards is
     what it was before the call."""
+    def run():
+        y = x
+        for layer in layers:
+            y = layer(y)
+        return y
+
+    return _replaying(rng_state, run)
+
+
+def _replaying(rng_state, run):
+    """``run()`` with caching and the random state ``rng_state``, flagged as
+    a recomputation (BatchNorm leaves its running statistics alone); the
+    random state afterwards is what it was before the call."""
     after = lrandom.get_rng_state()
     lrandom.set_rng_state(rng_state)
     prev = is_grad_enabled()
     set_grad_enabled(True)
     try:
         with recomputing():
-            for layer in layers:
-                x = layer(x)
+            return run()
     finally:
         set_grad_enabled(prev)
         lrandom.set_rng_state(after)
-    return x
+
+
+def call_keeping_inputs(layer, *args, **kwargs):
+    """``layer(*args, **kwargs)`` caching nothing; returns (output, saved),
+    saved being what :func:`backward_recomputing` needs: the inputs, the
+    keyword arguments (masks, say) and the random state."""
+    rng = lrandom.get_rng_state()
+    with no_grad():
+        y = layer(*args, **kwargs)
+    return y, (args, kwargs, rng)
+
+
+def backward_recomputing(layer, saved, dy):
+    """Recompute ``layer``'s forward from ``saved`` (see
+    :func:`call_keeping_inputs`), with caching, then return its backward(dy)."""
+    args, kwargs, rng = saved
+    _replaying(rng, lambda: layer(*args, **kwargs))
+    return layer.backward(dy)
 
 
 class Checkpoint(Layer):
-    """y = segment(x), caching only x (and the random state).
+    """y = segment(*inputs, **options), caching only the inputs, the
+    options (masks, say) and the random state.
 
     Backward recomputes ``segment``'s forward with caching, then runs its
-    backward.  The segment is the child ``segment``; its parameters are the
-    Checkpoint's.  See :class:`lamina.Sequential` (``checkpoint_segments``) to
-    checkpoint a sequence without changing its state_dict keys.
+    backward, and returns what the segment's returns (a tuple for a layer
+    of several inputs).  The segment is the child ``segment``; its
+    parameters are the Checkpoint's.  See :class:`lamina.Sequential`
+    (``checkpoint_segments``) to checkpoint a sequence without changing its
+    state_dict keys, and the Transformer stacks' ``checkpoint=True``.
     """
 
     def __init__(self, segment):
@@ -58,21 +90,19 @@ class Checkpoint(Layer):
             raise TypeError(f"Checkpoint: expected a Layer, received {type(segment).__name__}")
         self.segment = segment
 
-    def forward(self, x):
+    def forward(self, x, *args, **kwargs):
         self._check_input(x)
         if not is_grad_enabled():
-            return self.segment(x)
-        rng = lrandom.get_rng_state()
-        y = run_without_cache([self.segment], x)
-        self._save(x, rng, out=y)  # x: the segment's input; rng: the random state it started from
+            return self.segment(x, *args, **kwargs)
+        y, saved = call_keeping_inputs(self.segment, x, *args, **kwargs)
+        self._save(saved, out=y)
         return y
 
     def backward(self, dy):
-        x, rng = self._take_cache(dy)
-        recompute([self.segment], x, rng)
-        return self.segment.backward(dy)
+        saved = self._take_cache(dy)
+        return backward_recomputing(self.segment, saved, dy)
 
     def backward_parameters(self, dy):
-        x, rng = self._take_cache(dy)
-        recompute([self.segment], x, rng)
+        (args, kwargs, rng) = self._take_cache(dy)
+        _replaying(rng, lambda: self.segment(*args, **kwargs))
         self.segment.backward_parameters(dy)

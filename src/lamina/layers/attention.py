@@ -32,8 +32,9 @@ import math
 import numpy as np
 
 from .. import backend, init, ops
+from ..checkpoint import backward_recomputing, call_keeping_inputs
 from ..errors import DeviceError, DTypeError, ShapeError
-from ..module import Layer, Parameter, _describe
+from ..module import Layer, Parameter, _describe, is_grad_enabled
 from ._utils import positive_int
 from .containers import Sequential
 from .dense import Dense
@@ -460,9 +461,15 @@ class TransformerDecoderLayer(_TransformerLayer):
 
 class _TransformerStack(Layer):
     """num_layers deep copies of a layer, as PyTorch's stacks make them
-    (children ``layers.0``, ``layers.1``, ...), and an optional final norm."""
+    (children ``layers.0``, ``layers.1``, ...), and an optional final norm.
 
-    def __init__(self, layer, num_layers, norm, kind):
+    ``checkpoint=True`` keeps only each layer's inputs (and the random
+    state) in forward and recomputes the layer's forward in backward (see
+    :class:`lamina.Checkpoint`): the attention weights, N·H·L² values a
+    layer, live for one layer at a time.  Gradients are unchanged, bit for
+    bit; the state_dict keys too."""
+
+    def __init__(self, layer, num_layers, norm, checkpoint, kind):
         super().__init__()
         if not isinstance(layer, kind):
             raise TypeError(f"{type(self).__name__}: expected a {kind.__name__}, received {type(layer).__name__}")
@@ -472,37 +479,59 @@ class _TransformerStack(Layer):
         self.layers = Sequential(*[copy.deepcopy(layer) for _ in range(n)])
         self.norm = norm
         self.num_layers = n
+        self.checkpoint = bool(checkpoint)
+
+    def _run(self, x, *args, **kwargs):
+        """Every layer, then the norm; returns the output and what backward needs."""
+        keep = self.checkpoint and is_grad_enabled()
+        saved = []
+        for layer in self.layers:
+            if keep:
+                x, inputs = call_keeping_inputs(layer, x, *args, **kwargs)
+                saved.append(inputs)
+            else:
+                x = layer(x, *args, **kwargs)
+        if self.norm is not None:
+            x = self.norm(x)
+        self._save(saved or None, out=x)
+        return x
+
+    def _backward_layers(self, dy):
+        """Yields each layer's backward, last layer first (recomputing its
+        forward first when checkpointed)."""
+        saved = self._take_cache(dy)
+        if self.norm is not None:
+            dy = self.norm.backward(dy)
+        for i in reversed(range(self.num_layers)):
+            layer = self.layers[i]
+            grads = layer.backward(dy) if saved is None else backward_recomputing(layer, saved[i], dy)
+            dy = grads if not isinstance(grads, tuple) else grads[0]
+            yield grads
 
     def extra_repr(self):
-        return f"num_layers={self.num_layers}"
+        return f"num_layers={self.num_layers}" + (", checkpoint=True" if self.checkpoint else "")
 
 
 class TransformerEncoder(_TransformerStack):
     """A stack of encoder layers with an optional final norm (PyTorch's
     ``nn.TransformerEncoder``): each layer starts as a copy of
     ``encoder_layer``.  ``forward(src, mask=None, src_key_padding_mask=None)``
-    passes the masks to every layer, which ``Sequential`` cannot."""
+    passes the masks to every layer, which ``Sequential`` cannot.
+    ``checkpoint=True`` recomputes each layer's forward in backward, keeping
+    only its input: the same gradients, bit for bit, for less memory."""
 
-    def __init__(self, encoder_layer, num_layers, norm=None):
-        super().__init__(encoder_layer, num_layers, norm, TransformerEncoderLayer)
+    def __init__(self, encoder_layer, num_layers, norm=None, checkpoint=False):
+        super().__init__(encoder_layer, num_layers, norm, checkpoint, TransformerEncoderLayer)
 
     def forward(self, src, mask=None, src_key_padding_mask=None):
         first = self.layers[0]
         x = first._check_stream(src)
         first.self_attn.check_masks(x, src_key_padding_mask, mask)  # before any layer runs
-        for layer in self.layers:
-            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask)
-        if self.norm is not None:
-            x = self.norm(x)
-        self._save(None, out=x)
-        return x
+        return self._run(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask)
 
     def backward(self, dy):
-        self._take_cache(dy)
-        if self.norm is not None:
-            dy = self.norm.backward(dy)
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+        for dy in self._backward_layers(dy):
+            pass
         return dy
 
 
@@ -510,30 +539,23 @@ class TransformerDecoder(_TransformerStack):
     """A stack of decoder layers with an optional final norm (PyTorch's
     ``nn.TransformerDecoder``); every layer reads the same memory, so its
     gradient is the sum of theirs.  ``forward`` takes the decoder layer's
-    arguments; ``backward(dy)`` returns (dtgt, dmemory)."""
+    arguments; ``backward(dy)`` returns (dtgt, dmemory).
+    ``checkpoint=True`` recomputes each layer's forward in backward, keeping
+    only its inputs: the same gradients, bit for bit, for less memory."""
 
-    def __init__(self, decoder_layer, num_layers, norm=None):
-        super().__init__(decoder_layer, num_layers, norm, TransformerDecoderLayer)
+    def __init__(self, decoder_layer, num_layers, norm=None, checkpoint=False):
+        super().__init__(decoder_layer, num_layers, norm, checkpoint, TransformerDecoderLayer)
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None):
         masks = {"tgt_mask": tgt_mask, "memory_mask": memory_mask, "tgt_key_padding_mask": tgt_key_padding_mask,
                  "memory_key_padding_mask": memory_key_padding_mask}
         x, m = self.layers[0].check(tgt, memory, **masks)  # before any layer runs
-        for layer in self.layers:
-            x = layer(x, m, **masks)
-        if self.norm is not None:
-            x = self.norm(x)
-        self._save(None, out=x)
-        return x
+        return self._run(x, m, **masks)
 
     def backward(self, dy):
-        self._take_cache(dy)
-        if self.norm is not None:
-            dy = self.norm.backward(dy)
         dmemory = None
-        for layer in reversed(self.layers):
-            dy, dm = layer.backward(dy)
+        for dy, dm in self._backward_layers(dy):
             dmemory = dm if dmemory is None else dmemory + dm
         return dy, dmemory
 
@@ -553,7 +575,8 @@ class Transformer(Layer):
     Args: PyTorch's (``d_model=512, nhead=8, num_encoder_layers=6,
     num_decoder_layers=6, dim_feedforward=2048, dropout=0.1,
     activation="relu", layer_norm_eps=1e-5, norm_first=False, bias=True``),
-    and ``causal``: the decoder's self-attention is causal without a tgt_mask.
+    ``causal``: the decoder's self-attention is causal without a tgt_mask;
+    ``checkpoint``: both stacks recompute each layer's forward in backward.
 
     Call: ``forward(src, tgt, src_mask=None, tgt_mask=None, memory_mask=None,
     src_key_padding_mask=None, tgt_key_padding_mask=None,
@@ -565,15 +588,17 @@ class Transformer(Layer):
 
     def __init__(self, d_model=512, nhead=8, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048,
                  dropout=0.1, activation="relu", layer_norm_eps=1e-5, norm_first=False, bias=True, causal=False,
-                 dtype=np.float32):
+                 checkpoint=False, dtype=np.float32):
         super().__init__()
         common = dict(dim_feedforward=dim_feedforward, dropout=dropout, activation=activation,
                       layer_norm_eps=layer_norm_eps, norm_first=norm_first, bias=bias, dtype=dtype)
         self.encoder = TransformerEncoder(TransformerEncoderLayer(d_model, nhead, **common), num_encoder_layers,
-                                          norm=LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype))
+                                          norm=LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype),
+                                          checkpoint=checkpoint)
         self.decoder = TransformerDecoder(TransformerDecoderLayer(d_model, nhead, causal=causal, **common),
                                           num_decoder_layers,
-                                          norm=LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype))
+                                          norm=LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype),
+                                          checkpoint=checkpoint)
         self.d_model, self.nhead = d_model, nhead
         self.reset_parameters()
 
