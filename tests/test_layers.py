@@ -139,6 +139,18 @@ CASES = {
     "gelu_tanh": (
         lambda: lm.GELU("tanh"), lambda t: t.nn.GELU(approximate="tanh"), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None,
     ),
+    "silu": (lambda: lm.SiLU(), lambda t: t.nn.SiLU(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1), (4, 9)], None),
+    "elu": (lambda: lm.ELU(), lambda t: t.nn.ELU(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "elu_alpha": (lambda: lm.ELU(0.5), lambda t: t.nn.ELU(0.5), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.0),
+    "softplus": (lambda: lm.Softplus(), lambda t: t.nn.Softplus(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "softplus_beta_threshold": (  # βx > threshold is the identity: both sides of it in range
+        lambda: lm.Softplus(2.0, 1.5), lambda t: t.nn.Softplus(2.0, 1.5), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.75,
+    ),
+    "mish": (lambda: lm.Mish(), lambda t: t.nn.Mish(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "log_softmax": (lambda: lm.LogSoftmax(), lambda t: t.nn.LogSoftmax(dim=-1), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1)], None),
+    "log_softmax_dim1": (
+        lambda: lm.LogSoftmax(dim=1), lambda t: t.nn.LogSoftmax(dim=1), [(1, 4), (3, 5), (2, 3, 4), (2, 1, 3), (1, 6)], None,
+    ),
     "softmax": (lambda: lm.Softmax(), lambda t: t.nn.Softmax(dim=-1), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1)], None),
     "softmax_dim1": (lambda: lm.Softmax(dim=1), lambda t: t.nn.Softmax(dim=1), [(1, 4), (3, 5), (2, 3, 4), (2, 1, 3), (1, 6)], None),
     "identity": (lambda: lm.Identity(), lambda t: t.nn.Identity(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
@@ -337,3 +349,28 @@ def test_sigmoid_and_tanh_saturate_without_overflow():
             dx = layer.backward(np.ones_like(y))
         assert np.isfinite(y).all() and np.isfinite(dx).all()
     np.testing.assert_allclose(lm.Sigmoid()(x)[0, [0, 2, 4]], [0.0, 0.5, 1.0])
+
+
+def test_smooth_activations_saturate_without_overflow_and_match_torch(torch):
+    """SiLU, ELU, Softplus, Mish and LogSoftmax at ±1e4 and ±80: no overflow,
+    finite gradients, PyTorch's values."""
+    x = np.array([[-1e4, -80.0, -1.0, 0.0, 1.0, 80.0, 1e4]], dtype=np.float32)
+    pairs = [(lm.SiLU(), torch.nn.SiLU()), (lm.ELU(), torch.nn.ELU()), (lm.Softplus(), torch.nn.Softplus()),
+             (lm.Softplus(0.5, 5.0), torch.nn.Softplus(0.5, 5.0)), (lm.Mish(), torch.nn.Mish()),
+             (lm.LogSoftmax(), torch.nn.LogSoftmax(dim=-1))]
+    for layer, t in pairs:
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            y = layer(x)
+            dx = layer.backward(np.ones_like(y))
+        tx = torch.from_numpy(x).requires_grad_()
+        ty = t(tx)
+        ty.sum().backward()
+        assert np.isfinite(y).all() and np.isfinite(dx).all(), layer
+        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-6, atol=1e-6, err_msg=repr(layer))
+        np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-5, atol=1e-6, err_msg=repr(layer))
+    with pytest.raises(ValueError, match="Softplus: expected a finite beta > 0"):
+        lm.Softplus(0)
+    with pytest.raises(ValueError, match="ELU: expected a finite alpha"):
+        lm.ELU(float("inf"))
+    with pytest.raises(lm.ShapeError, match=r"LogSoftmax\(dim=2\): expected an input with dimension 2"):
+        lm.LogSoftmax(dim=2)(np.zeros((2, 3), dtype=np.float32))

@@ -8,7 +8,7 @@ from .attention import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
-from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .activations import ELU, GELU, LeakyReLU, LogSoftmax, Mish, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .containers import Flatten, Identity, Residual, Sequential
 from .conv import Conv1D, Conv2D, ConvTranspose1D, ConvTranspose2D
 from .dense import Dense
@@ -19,7 +19,7 @@ from .pooling import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
 from .recurrent import GRU, LSTM, RNN
 
 __all__ = [
-    "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Identity", "Flatten", "Dropout", "Sequential",
+    "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus", "Mish", "Softmax", "LogSoftmax", "Identity", "Flatten", "Dropout", "Sequential",
     "Residual", "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",

@@ -1,15 +1,27 @@
-"""Elementwise activations and softmax.
+"""Elementwise activations, softmax and log-softmax.
 
 Each caches the one array its derivative needs: the output where the
-derivative is a function of the output (ReLU, Sigmoid, Tanh, Softmax), the
-input otherwise (LeakyReLU, GELU).
+derivative is a function of the output (ReLU, Sigmoid, Tanh, Softmax,
+LogSoftmax), the input otherwise (LeakyReLU, GELU, SiLU, ELU, Softplus, Mish).
 """
 
 import numpy as np
 
-from .. import ops
+from .. import backend, ops
 from ..backend import get_array_module
+from ..errors import ShapeError
 from ..module import Layer
+
+
+def _sigmoid(xp, x):
+    """σ(x), without overflow for any x."""
+    e = xp.exp(-xp.abs(x))  # in (0, 1]
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(xp, x):
+    """log(1 + e^x) = max(x, 0) + log(1 + e^(-|x|)), without overflow."""
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
 class ReLU(Layer):
@@ -62,9 +74,7 @@ class Sigmoid(Layer):
 
     def forward(self, x):
         self._check_input(x)
-        xp = get_array_module(x)
-        e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
-        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        y = _sigmoid(get_array_module(x), x).astype(x.dtype, copy=False)
         self._save(y, out=y)  # y: same shape as x
         return y
 
@@ -136,8 +146,6 @@ class Softmax(Layer):
     def forward(self, x):
         self._check_input(x, min_ndim=1)
         if not -x.ndim <= self.dim < x.ndim:
-            from ..errors import ShapeError  # noqa: PLC0415
-
             raise ShapeError(f"{self._label()}: expected an input with dimension {self.dim}, received shape {tuple(x.shape)}")
         xp = get_array_module(x)
         # the kernels run along the last axis; 16-bit inputs reduce in float32
@@ -149,6 +157,142 @@ class Softmax(Layer):
         y = self._take_cache(dy)
         xp = get_array_module(dy)
         return xp.moveaxis(ops.softmax_backward(xp.moveaxis(dy, self.dim, -1), xp.moveaxis(y, self.dim, -1)), -1, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class SiLU(Layer):
+    """SiLU (swish): y = x σ(x).  Backward (caches x):
+
+        dy/dx = σ(x) + x σ(x) (1 - σ(x)) = σ(x) (1 + x (1 - σ(x)))
+    """
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        y = (x * _sigmoid(xp, x)).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        s = _sigmoid(get_array_module(dy), x)
+        return (dy * (s * (1 + x * (1 - s)))).astype(dy.dtype, copy=False)
+
+
+class ELU(Layer):
+    """y = x for x > 0, α (e^x - 1) otherwise.  Backward (caches x):
+
+        dy/dx = 1 for x > 0, α e^x otherwise
+    """
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        if not np.isscalar(alpha) or not np.isfinite(alpha):
+            raise ValueError(f"ELU: expected a finite alpha, received {alpha!r}")
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        y = xp.where(x > 0, x, self.alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        xp = get_array_module(dy)
+        return xp.where(x > 0, dy, dy * (self.alpha * xp.exp(xp.minimum(x, 0)))).astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Softplus(Layer):
+    """y = log(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's
+    ``nn.Softplus``, for accuracy).  Backward (caches x):
+
+        dy/dx = σ(βx), 1 where βx > threshold
+    """
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        if not np.isscalar(beta) or not beta > 0 or not np.isfinite(beta):
+            raise ValueError(f"Softplus: expected a finite beta > 0, received {beta!r}")
+        self.beta, self.threshold = float(beta), float(threshold)
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        bx = x * self.beta
+        y = xp.where(bx > self.threshold, x, _softplus(xp, bx) / self.beta).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        xp = get_array_module(dy)
+        bx = x * self.beta
+        return (dy * xp.where(bx > self.threshold, 1, _sigmoid(xp, bx))).astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class Mish(Layer):
+    """y = x tanh(softplus(x)).  Backward (caches x), with t = tanh(softplus(x)):
+
+        dy/dx = t + x (1 - t²) σ(x)          (d softplus(x)/dx = σ(x))
+    """
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        y = (x * xp.tanh(_softplus(xp, x))).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        xp = get_array_module(dy)
+        t = xp.tanh(_softplus(xp, x))
+        return (dy * (t + x * (1 - t * t) * _sigmoid(xp, x))).astype(dy.dtype, copy=False)
+
+
+class LogSoftmax(Layer):
+    """y_i = x_i - m - log Σ_j e^(x_j - m) along ``dim`` (m the maximum).
+
+    Backward (caches y; softmax p = e^y):
+        dx = dy - p Σ_j dy_j
+    Followed by :class:`lamina.NLLLoss` it is the cross-entropy;
+    :class:`lamina.SoftmaxCrossEntropy` fuses the two.  16-bit inputs are
+    reduced in float32.
+    """
+
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = int(dim)
+
+    def forward(self, x):
+        self._check_input(x, min_ndim=1)
+        if not -x.ndim <= self.dim < x.ndim:
+            raise ShapeError(f"{self._label()}: expected an input with dimension {self.dim}, received shape {tuple(x.shape)}")
+        xp = get_array_module(x)
+        xw = x.astype(np.float32) if backend.is_low_precision(x.dtype) else x
+        z = xw - xw.max(axis=self.dim, keepdims=True)
+        y = z - xp.log(xp.exp(z).sum(axis=self.dim, keepdims=True))
+        y = backend.narrow(y, x.dtype) if y.dtype != x.dtype else y
+        self._save(y, out=y)
+        return y
+
+    def backward(self, dy):
+        y = self._take_cache(dy)
+        xp = get_array_module(dy)
+        work = np.float32 if backend.is_low_precision(dy.dtype) else dy.dtype
+        dyw, yw = dy.astype(work, copy=False), y.astype(work, copy=False)
+        dx = dyw - xp.exp(yw) * dyw.sum(axis=self.dim, keepdims=True)
+        return backend.narrow(dx, dy.dtype) if dx.dtype != dy.dtype else dx
 
     def extra_repr(self):
         return f"dim={self.dim}"
