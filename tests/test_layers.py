@@ -75,6 +75,17 @@ CASES = {
         lambda: lm.LayerNorm(6, elementwise_affine=False), lambda t: t.nn.LayerNorm(6, elementwise_affine=False),
         [(1, 6), (4, 6), (2, 3, 6), (9, 6), (1, 1, 6)], None,
     ),
+    "groupnorm": (
+        lambda: lm.GroupNorm(2, 6), lambda t: t.nn.GroupNorm(2, 6), [(1, 6, 3, 3), (2, 6, 4, 5), (3, 6, 7), (2, 6), (1, 6, 1, 2)], None,
+    ),
+    "groupnorm_one_group_no_affine": (
+        lambda: lm.GroupNorm(1, 3, affine=False), lambda t: t.nn.GroupNorm(1, 3, affine=False),
+        [(1, 3, 2, 2), (2, 3, 5), (4, 3, 3, 1), (2, 3, 2, 2, 2), (3, 3, 4)], None,
+    ),
+    "groupnorm_instance": (  # one group per channel: instance normalisation
+        lambda: lm.GroupNorm(4, 4, eps=1e-3), lambda t: t.nn.GroupNorm(4, 4, eps=1e-3),
+        [(1, 4, 3, 3), (2, 4, 2, 5), (3, 4, 6), (2, 4, 1, 3), (1, 4, 4, 4)], None,
+    ),
     "attention": (lambda: lm.MultiheadAttention(4, 2), lambda t: _torch_self_attention(t, 4, 2), ATTN_SHAPES, None),
     "attention_causal_one_head": (
         lambda: lm.MultiheadAttention(4, 1, causal=True), lambda t: _torch_self_attention(t, 4, 1, causal=True), ATTN_SHAPES, None,
@@ -244,6 +255,7 @@ def _make(name):
 _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6), "attention": (2, 3, 4),
                 "attention_causal_one_head": (2, 3, 4), "attention_no_bias": (2, 3, 6), "encoder_pre_ln_gelu": (2, 3, 4),
                 "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6),
+                "groupnorm": (2, 6, 3), "groupnorm_one_group_no_affine": (2, 3, 5), "groupnorm_instance": (2, 4, 3, 3),
                 **{name: (2, 4, 3) for name in CASES if name.startswith(("rnn", "lstm", "gru"))}}
 
 
@@ -374,3 +386,29 @@ def test_smooth_activations_saturate_without_overflow_and_match_torch(torch):
         lm.ELU(float("inf"))
     with pytest.raises(lm.ShapeError, match=r"LogSoftmax\(dim=2\): expected an input with dimension 2"):
         lm.LogSoftmax(dim=2)(np.zeros((2, 3), dtype=np.float32))
+
+
+def test_groupnorm_is_per_sample_and_validates():
+    """GroupNorm normalises each sample alone: a sample gives the same output
+    in a batch and by itself, in training and evaluation alike; bf16 inputs
+    are normalised in float32."""
+    rng = np.random.default_rng(0)
+    layer = lm.GroupNorm(3, 6)
+    layer.weight.data[...] = rng.standard_normal(6)
+    x = rng.standard_normal((4, 6, 5, 5)).astype(np.float32) * 3 + 2
+    with lm.no_grad():
+        y = layer(x)
+        np.testing.assert_allclose(layer(x[2:3]), y[2:3], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(layer.eval()(x), y)
+    groups = ((y - layer.bias.data[:, None, None]) / layer.weight.data[:, None, None]).reshape(4, 3, -1)
+    np.testing.assert_allclose(groups.mean(axis=2), 0, atol=1e-5)
+    np.testing.assert_allclose(groups.var(axis=2), 1, rtol=1e-3)
+    half = lm.amp.autocast(lm.GroupNorm(3, 6), "bfloat16")
+    with lm.no_grad():
+        yb = half(x)  # cast to bfloat16, normalised in float32, returned in bfloat16
+    assert yb.dtype.name == "bfloat16"
+    np.testing.assert_allclose(yb.astype(np.float32), lm.GroupNorm(3, 6)(x), atol=0.05)
+    with pytest.raises(ValueError, match="GroupNorm: expected num_channels divisible by num_groups, received 6 and 4"):
+        lm.GroupNorm(4, 6)
+    with pytest.raises(lm.ShapeError, match=r"GroupNorm\(3, 6.*size 6 \(num_channels\) in dimension 1, received shape \(2, 5, 3\)"):
+        layer(np.zeros((2, 5, 3), dtype=np.float32))

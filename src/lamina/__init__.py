@@ -43,6 +43,7 @@ from .layers import (
     Embedding,
     Flatten,
     GlobalAvgPool2D,
+    GroupNorm,
     GRU,
     Identity,
     LayerNorm,
@@ -89,7 +90,7 @@ __all__ = [
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus", "Mish", "Softmax", "LogSoftmax",
     "Identity", "Flatten", "Dropout", "Sequential", "Residual", "Checkpoint",
     "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
-    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention",
+    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Embedding", "RNN", "LSTM", "GRU",
     # losses

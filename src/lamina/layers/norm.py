@@ -1,4 +1,5 @@
-"""Batch normalisation with PyTorch's semantics (BatchNorm1d, BatchNorm2d).
+"""Normalisation layers with PyTorch's semantics: BatchNorm1d, BatchNorm2d,
+LayerNorm and GroupNorm.  Batch normalisation:
 
 The derivation is in docs/normalization.md.  With the statistics taken over
 every axis but the channel axis (m values per channel):
@@ -209,3 +210,74 @@ class LayerNorm(Layer):
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(Layer):
+    """Group normalisation (PyTorch's ``nn.GroupNorm``): the C channels of
+    each sample split into G groups of C/G; each group is normalised over
+    its channels and every spatial position, then each channel gets its own
+    scale and shift.  Independent of the batch size (batch 1 included) and
+    the same in training and evaluation.
+
+    A group is a row of D = (C/G)·spatial values, so the statistics and
+    backward are LayerNorm's without an affine, then per channel c:
+
+        xhat = (x - mu_group) rstd_group,   y = weight_c xhat + bias_c
+        g = dy ⊙ weight_c,   dx = rstd (g - mean(g) - xhat mean(g ⊙ xhat))   (means over the group)
+        dweight_c = Σ_(n, positions) dy ⊙ xhat,   dbias_c = Σ_(n, positions) dy
+
+    Args:
+        num_groups: G, dividing num_channels.
+        num_channels: C.
+        eps: added to the variance, 1e-5.
+        affine: learn ``weight`` (ones) and ``bias`` (zeros), each (C,).
+
+    Shape: (N, C, ...) → the same.  16-bit inputs are normalised in float32.
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32):
+        super().__init__()
+        self.num_groups = positive_int(num_groups, "GroupNorm", "num_groups")
+        self.num_channels = positive_int(num_channels, "GroupNorm", "num_channels")
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"GroupNorm: expected num_channels divisible by num_groups, "
+                             f"received {num_channels} and {num_groups}")
+        if not eps > 0:
+            raise ValueError(f"GroupNorm: expected eps > 0, received {eps!r}")
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        self.weight = Parameter(np.ones(self.num_channels, dtype=dtype)) if self.affine else None
+        self.bias = Parameter(np.zeros(self.num_channels, dtype=dtype)) if self.affine else None
+
+    def forward(self, x):
+        x = self._check_input(x, min_ndim=2, dim=[(1, self.num_channels, "num_channels")])
+        n, c = x.shape[:2]
+        work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype
+        xw = x.astype(work, copy=False).reshape(n * self.num_groups, -1)  # a row per (sample, group)
+        _, xhat, rstd = ops.layernorm_forward(xw, None, None, self.eps)
+        xhat = xhat.reshape(n, c, -1)  # (N, C, positions)
+        y = xhat
+        if self.affine:
+            y = xhat * self.weight.data.astype(work, copy=False)[:, None] + self.bias.data.astype(work, copy=False)[:, None]
+        y = y.reshape(x.shape)
+        y = backend.narrow(y, x.dtype) if y.dtype != x.dtype else y
+        self._save(xhat, rstd, out=y)  # xhat: (N, C, positions), work dtype; rstd: (N·G,)
+        return y
+
+    def backward(self, dy):
+        xhat, rstd = self._take_cache(dy)
+        dy = self._compute_grad(dy)
+        n, c = xhat.shape[:2]
+        dyw = dy.astype(xhat.dtype, copy=False).reshape(xhat.shape)
+        g = dyw
+        if self.affine:
+            self.weight.accumulate((dyw * xhat).sum(axis=(0, 2)), owned=True)
+            self.bias.accumulate(dyw.sum(axis=(0, 2)), owned=True)
+            g = dyw * self.weight.data.astype(xhat.dtype, copy=False)[:, None]
+        rows = (n * self.num_groups, -1)
+        dx, _, _ = ops.layernorm_backward(g.reshape(rows), xhat.reshape(rows), rstd, None, need_params=False)
+        dx = dx.reshape(dy.shape)
+        return backend.narrow(dx, dy.dtype) if dx.dtype != dy.dtype else dx
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
