@@ -252,14 +252,15 @@ def test_mse_bce_errors():
 
 
 @pytest.mark.parametrize("make", [lm.SoftmaxCrossEntropy, lambda: lm.SoftmaxCrossEntropy("sum", 0.1), lm.MSELoss,
-                                  lm.BCEWithLogits])
+                                  lm.BCEWithLogits, lm.NLLLoss, lm.L1Loss, lm.HuberLoss])
 def test_compute_returns_the_loss_on_the_device_without_waiting(make, xp):
     """compute() is forward() without the host read: the same value as a
     0-d float64 array on the input's device, and the same cached gradient."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((5, 7)).astype(np.float32)
     fn = make()
-    t = rng.integers(0, 7, 5) if isinstance(fn, lm.SoftmaxCrossEntropy) else rng.uniform(0, 1, (5, 7)).astype(np.float32)
+    classes = isinstance(fn, (lm.SoftmaxCrossEntropy, lm.NLLLoss))
+    t = rng.integers(0, 7, 5) if classes else rng.uniform(0, 1, (5, 7)).astype(np.float32)
     value = fn(xp.asarray(x), xp.asarray(t))
     grad = to_numpy(fn.backward())
     loss = fn.compute(xp.asarray(x), xp.asarray(t))
@@ -286,3 +287,74 @@ def test_compute_checks_labels_on_the_host_for_numpy_and_on_the_device_for_cupy(
     loss = fn.compute(x, y)
     g = to_numpy(fn.backward())
     assert np.isnan(float(loss)) and np.isnan(g[1]).all() and np.isfinite(g[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_regression_losses_match_torch(torch, xp, reduction):
+    """L1Loss, SmoothL1Loss (β = 1, 0.3 and 0: L1) and HuberLoss (δ = 1, 2.5):
+    loss and gradient against PyTorch on differences on both sides of the
+    bend, and gradcheck away from it."""
+    rng = np.random.default_rng(8)
+    pairs = [(lm.L1Loss(reduction), torch.nn.L1Loss(reduction=reduction)),
+             (lm.SmoothL1Loss(reduction, beta=1.0), torch.nn.SmoothL1Loss(reduction=reduction, beta=1.0)),
+             (lm.SmoothL1Loss(reduction, beta=0.3), torch.nn.SmoothL1Loss(reduction=reduction, beta=0.3)),
+             (lm.SmoothL1Loss(reduction, beta=0.0), torch.nn.SmoothL1Loss(reduction=reduction, beta=0.0)),
+             (lm.HuberLoss(reduction, delta=1.0), torch.nn.HuberLoss(reduction=reduction, delta=1.0)),
+             (lm.HuberLoss(reduction, delta=2.5), torch.nn.HuberLoss(reduction=reduction, delta=2.5))]
+    for shape in [(1, 1), (4, 3), (7,), (2, 3, 5)]:
+        x = (rng.standard_normal(shape) * 3).astype(np.float32)
+        t = rng.standard_normal(shape).astype(np.float32)
+        for fn, tfn in pairs:
+            tx = torch.from_numpy(x).requires_grad_()
+            tl = tfn(tx, torch.from_numpy(t))
+            tl.backward()
+            loss = fn(xp.asarray(x), xp.asarray(t))
+            np.testing.assert_allclose(loss, tl.item(), rtol=1e-5, atol=1e-6, err_msg=repr(fn))
+            np.testing.assert_allclose(to_numpy(fn.backward()), tx.grad.numpy(), rtol=1e-5, atol=1e-7, err_msg=repr(fn))
+            d = x.astype(np.float64) - t
+            bend = getattr(fn, "beta", getattr(fn, "delta", 0.0))  # where the loss changes form, besides 0
+            if xp is np and np.abs(d).min() > 1e-3 and np.abs(np.abs(d) - bend).min() > 1e-3:
+                assert gradcheck(fn, x.astype(np.float64), t.astype(np.float64))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nll_loss_matches_torch_and_log_softmax_nll_is_cross_entropy(torch, xp, reduction):
+    rng = np.random.default_rng(12)
+    for shape, ignore, weighted in [((6, 4), None, False), ((3, 5, 4), -100, True), ((1, 3), None, True),
+                                    ((2, 4, 3, 2), -100, False)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = rng.integers(0, shape[1], size=shape[:1] + shape[2:])
+        if ignore is not None:
+            y.reshape(-1)[::3] = ignore
+        w = (rng.random(shape[1]) + 0.2).astype(np.float32) if weighted else None
+        tx = torch.from_numpy(x).requires_grad_()
+        tl = torch.nn.functional.nll_loss(tx, torch.from_numpy(y), reduction=reduction,
+                                          weight=None if w is None else torch.from_numpy(w))
+        tl.backward()
+        fn = lm.NLLLoss(reduction, weight=w, ignore_index=ignore)
+        np.testing.assert_allclose(fn(xp.asarray(x), xp.asarray(y)), tl.item(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(to_numpy(fn.backward()), tx.grad.numpy(), rtol=1e-5, atol=1e-7)
+        assert gradcheck(lm.NLLLoss(reduction, weight=w, ignore_index=ignore), x.astype(np.float64), y)
+    # LogSoftmax then NLLLoss is SoftmaxCrossEntropy, value and gradient
+    logits = rng.standard_normal((5, 6)).astype(np.float32) * 4
+    labels = rng.integers(0, 6, 5)
+    logsm, nll, ce = lm.LogSoftmax(dim=1), lm.NLLLoss(reduction), lm.SoftmaxCrossEntropy(reduction)
+    loss = nll(logsm(xp.asarray(logits)), xp.asarray(labels))
+    np.testing.assert_allclose(loss, ce(xp.asarray(logits), xp.asarray(labels)), rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(logsm.backward(nll.backward())), to_numpy(ce.backward()), rtol=1e-4, atol=1e-6)
+
+
+def test_new_loss_errors_name_the_loss():
+    x = np.zeros((3, 2), dtype=np.float32)
+    with pytest.raises(lm.ShapeError, match=r"HuberLoss\(reduction='mean', delta=1.0\): expected target of shape \(3, 2\), received \(2, 3\)"):
+        lm.HuberLoss()(x, np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="SmoothL1Loss: expected a finite beta >= 0"):
+        lm.SmoothL1Loss(beta=-1)
+    with pytest.raises(ValueError, match="HuberLoss: expected a finite delta > 0"):
+        lm.HuberLoss(delta=0)
+    with pytest.raises(ValueError, match=r"NLLLoss\(reduction='mean'\): expected class indices in \[0, 1\], received 2"):
+        lm.NLLLoss()(x, np.array([0, 2, 1]))
+    with pytest.raises(lm.ShapeError, match=r"NLLLoss.*input log-probabilities of shape \(N, C\)"):
+        lm.NLLLoss()(np.zeros(3, dtype=np.float32), np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match="NLLLoss: expected finite, non-negative class weights"):
+        lm.NLLLoss(weight=[1.0, float("nan")])

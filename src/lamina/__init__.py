@@ -69,7 +69,7 @@ from .layers import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
-from .losses import BCEWithLogits, Loss, MSELoss, SoftmaxCrossEntropy
+from .losses import BCEWithLogits, HuberLoss, L1Loss, Loss, MSELoss, NLLLoss, SmoothL1Loss, SoftmaxCrossEntropy
 from .module import Layer, Parameter, is_grad_enabled, no_grad, set_grad_enabled
 from .random import get_rng_state, manual_seed, set_rng_state
 from .serialization import (
@@ -94,7 +94,7 @@ __all__ = [
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Embedding", "RNN", "LSTM", "GRU",
     # losses
-    "Loss", "SoftmaxCrossEntropy", "MSELoss", "BCEWithLogits",
+    "Loss", "SoftmaxCrossEntropy", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCEWithLogits",
     # saving and loading
     "save", "load", "save_checkpoint", "load_checkpoint", "load_torch_weights",
     # submodules

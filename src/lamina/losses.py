@@ -80,6 +80,14 @@ class Loss:
         if target_kind == "float" and target.dtype.kind != "f" and not backend.is_low_precision(target.dtype):
             raise DTypeError(f"{label}: expected a floating-point target, received dtype {target.dtype}")
 
+    def _diff(self, input, target):
+        """x - t for a regression loss, validated (same shape), in float32 at least."""
+        self._check_pair(input, target, "float")
+        if tuple(input.shape) != tuple(target.shape):
+            raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
+        input = self._widen(input)
+        return input - target.astype(input.dtype, copy=False)
+
     @staticmethod
     def _widen(x):
         """Losses reduce in float32 at least: 16-bit inputs (mixed precision)
@@ -97,7 +105,107 @@ class Loss:
         return grad
 
 
-class SoftmaxCrossEntropy(Loss):
+class _ClassLoss(Loss):
+    """What the losses over class indices share: ``weight`` and
+    ``ignore_index`` (validated as PyTorch's), the label check, and the
+    logits flattened to one row per prediction."""
+
+    _input_kind = "logits"
+
+    def __init__(self, reduction, ignore_index, weight):
+        super().__init__(reduction)
+        name = type(self).__name__
+        self.weight = None
+        self._weight_here = None  # the weight on the last input's device, in its dtype
+        if weight is not None:
+            w = backend.to_device(weight, "cpu") if backend.is_array(weight) else np.asarray(weight)
+            if w.ndim != 1 or w.size == 0 or w.dtype.kind not in "fiu":
+                raise ValueError(f"{name}: expected weight as a 1-d array of C class weights, "
+                                 f"received shape {tuple(w.shape)} of dtype {w.dtype}")
+            w = w.astype(np.float64)
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise ValueError(f"{name}: expected finite, non-negative class weights")
+            self.weight = w
+        if ignore_index is not None and not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+            raise ValueError(f"{name}: expected ignore_index as an int or None, received {ignore_index!r}")
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
+
+    def _rows(self, input, target, strict):
+        """Validate; returns (rows (M, C) in float32 at least, targets (M,)
+        int64 with ignored ones set to 0, keep (M,) bool or None, the
+        input's shape)."""
+        self._check_pair(input, target, "int")
+        input = self._widen(input)
+        label = self._label()
+        if input.ndim < 2:
+            raise ShapeError(f"{label}: expected input {self._input_kind} of shape (N, C) or (N, C, d1, ...), "
+                             f"received {tuple(input.shape)}")
+        shape, c = tuple(input.shape), input.shape[1]
+        want = shape[:1] + shape[2:]
+        if tuple(target.shape) != want:
+            raise ShapeError(f"{label}: expected target of shape {want} to match input {shape}, received {tuple(target.shape)}")
+        if input.size == 0:
+            raise ShapeError(f"{label}: expected at least one row, received input of shape {tuple(input.shape)}")
+        if self.weight is not None and self.weight.size != c:
+            raise ShapeError(f"{label}: expected input with {self.weight.size} classes (the size of weight), "
+                             f"received input of shape {shape}")
+        xp = backend.get_array_module(input)
+        if input.ndim > 2:  # (N, C, d...) -> one row per prediction
+            input = xp.moveaxis(input, 1, -1).reshape(-1, c)
+            target = target.reshape(-1)
+        target = target.astype(xp.int64, copy=False)
+        keep = None
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+            target = xp.where(keep, target, 0)  # any class: the row is zeroed
+        if strict or xp is np:
+            self.check_labels(target, c)
+        return input, target, keep, shape
+
+    @staticmethod
+    def _unflatten(xp, grad, shape):
+        """A gradient of rows (M, C) back in the input's (N, C, d1, ...) layout."""
+        if len(shape) <= 2:
+            return grad
+        return xp.moveaxis(grad.reshape(shape[:1] + shape[2:] + (shape[1],)), -1, 1)
+
+    def _class_weight(self, x):
+        """The class weights on x's device and in its dtype (kept for the next call)."""
+        w = self._weight_here
+        if w is None or backend.device_of(w) != backend.device_of(x) or w.dtype != x.dtype:
+            w = self._weight_here = backend.to_device(self.weight.astype(x.dtype), backend.device_of(x))
+        return w
+
+    def _weighted_mean(self, xp, loss, row_weight):
+        """(loss, gradient scale): for the mean, the loss divided by the rows'
+        total weight and 1 / that total (NaN loss and zero gradient when it
+        is 0, every row ignored or weightless, as PyTorch's loss); for the
+        sum, the loss and 1."""
+        if self.reduction != "mean":
+            return loss, row_weight.dtype.type(1)
+        total = row_weight.astype(np.float64).sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss = loss / total
+        return loss, xp.where(total > 0, 1 / xp.maximum(total, np.finfo(np.float64).tiny), 0).astype(row_weight.dtype)
+
+    def check_labels(self, target, num_classes):
+        """Raise a ValueError naming the loss unless every class index in
+        ``target`` lies in [0, num_classes) (a host synchronisation for a
+        CuPy target)."""
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{self._label()}: expected class indices in [0, {num_classes - 1}], received {bad}")
+
+    def extra_repr(self):
+        return ", ".join([f"reduction='{self.reduction}'", *self._options()])
+
+    def _options(self):
+        parts = [] if self.ignore_index is None else [f"ignore_index={self.ignore_index}"]
+        return parts if self.weight is None else parts + [f"weight=({self.weight.size} classes)"]
+
+
+class SoftmaxCrossEntropy(_ClassLoss):
     """Softmax followed by cross-entropy, fused (PyTorch's ``nn.CrossEntropyLoss``).
 
     With p = softmax(x) per row, q = (1 - ε)·onehot(y) + ε/C (label smoothing ε),
@@ -140,50 +248,15 @@ class SoftmaxCrossEntropy(Loss):
     """
 
     def __init__(self, reduction="mean", label_smoothing=0.0, ignore_index=None, weight=None):
-        super().__init__(reduction)
-        self.weight = None
-        self._weight_here = None  # the weight on the last input's device, in its dtype
-        if weight is not None:
-            w = backend.to_device(weight, "cpu") if backend.is_array(weight) else np.asarray(weight)
-            if w.ndim != 1 or w.size == 0 or w.dtype.kind not in "fiu":
-                raise ValueError(f"SoftmaxCrossEntropy: expected weight as a 1-d array of C class weights, "
-                                 f"received shape {tuple(w.shape)} of dtype {w.dtype}")
-            w = w.astype(np.float64)
-            if not np.isfinite(w).all() or (w < 0).any():
-                raise ValueError("SoftmaxCrossEntropy: expected finite, non-negative class weights")
-            self.weight = w
+        super().__init__(reduction, ignore_index, weight)
         if not 0.0 <= float(label_smoothing) <= 1.0:
             raise ValueError(f"SoftmaxCrossEntropy: expected label_smoothing in [0, 1], received {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
-        if ignore_index is not None and not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
-            raise ValueError(f"SoftmaxCrossEntropy: expected ignore_index as an int or None, received {ignore_index!r}")
-        self.ignore_index = None if ignore_index is None else int(ignore_index)
 
     def _loss(self, input, target, strict):
-        self._check_pair(input, target, "int")
-        input = self._widen(input)
-        label = self._label()
-        if input.ndim < 2:
-            raise ShapeError(f"{label}: expected input logits of shape (N, C) or (N, C, d1, ...), "
-                             f"received {tuple(input.shape)}")
-        shape, c = tuple(input.shape), input.shape[1]
-        want = shape[:1] + shape[2:]
-        if tuple(target.shape) != want:
-            raise ShapeError(f"{label}: expected target of shape {want} to match input {shape}, received {tuple(target.shape)}")
-        if input.size == 0:
-            raise ShapeError(f"{label}: expected at least one row, received input of shape {tuple(input.shape)}")
+        input, target, keep, shape = self._rows(input, target, strict)
         xp = backend.get_array_module(input)
-        if input.ndim > 2:  # (N, C, d...) -> one row per prediction
-            input = xp.moveaxis(input, 1, -1).reshape(-1, c)
-            target = target.reshape(-1)
         n = input.shape[0]
-        target = target.astype(xp.int64, copy=False)
-        keep = None
-        if self.ignore_index is not None:
-            keep = target != self.ignore_index
-            target = xp.where(keep, target, 0)  # any class: the row is zeroed below
-        if strict or xp is np:
-            self.check_labels(target, c)
         need_grad = is_grad_enabled()
         if self.weight is not None:
             loss, grad = self._weighted(xp, input, target, keep, need_grad)
@@ -202,25 +275,13 @@ class SoftmaxCrossEntropy(Loss):
                 weight = weight / xp.maximum(count, 1)
             if grad is not None:
                 grad *= weight.astype(grad.dtype)[:, None]
-        if grad is not None and len(shape) > 2:
-            grad = xp.moveaxis(grad.reshape(shape[:1] + shape[2:] + (c,)), -1, 1)
-        self._save(grad)
+        self._save(None if grad is None else self._unflatten(xp, grad, shape))
         return loss
-
-    def _class_weight(self, x):
-        """The class weights on x's device and in its dtype (kept for the next call)."""
-        w = self._weight_here
-        if w is None or backend.device_of(w) != backend.device_of(x) or w.dtype != x.dtype:
-            w = self._weight_here = backend.to_device(self.weight.astype(x.dtype), backend.device_of(x))
-        return w
 
     def _weighted(self, xp, x, target, keep, need_grad):
         """The class-weighted loss (a 0-d float64 array) and its gradient (or
         None); see the class docstring for the formulas."""
         n, c = x.shape
-        if self.weight.size != c:
-            raise ShapeError(f"{self._label()}: expected input with {self.weight.size} classes (the size of weight), "
-                             f"received input of shape {tuple(x.shape)}")
         w = self._class_weight(x)
         rows = xp.arange(n)
         nll, grad = ops.softmax_xent(x, target, 0.0, 1.0, need_grad=need_grad)  # -log p_y and p - onehot
@@ -237,13 +298,7 @@ class SoftmaxCrossEntropy(Loss):
             if keep is not None:
                 smooth = smooth * keep.astype(x.dtype)
             loss = loss + eps / c * smooth.astype(np.float64).sum()
-        if self.reduction == "mean":
-            total = wy.astype(np.float64).sum()
-            with np.errstate(invalid="ignore", divide="ignore"):
-                loss = loss / total  # every row weightless or ignored: NaN as PyTorch, and a zero gradient
-            scale = xp.where(total > 0, 1 / xp.maximum(total, np.finfo(np.float64).tiny), 0).astype(x.dtype)
-        else:
-            scale = x.dtype.type(1)
+        loss, scale = self._weighted_mean(xp, loss, wy)
         if not need_grad:
             return loss, None
         g = grad * (wy * ((1 - eps) * scale))[:, None]  # (1 - ε) w_y (p - onehot)
@@ -254,20 +309,8 @@ class SoftmaxCrossEntropy(Loss):
             g += term if keep is None else term * keep.astype(x.dtype)[:, None]
         return loss, g
 
-    def check_labels(self, target, num_classes):
-        """Raise a ValueError naming the loss unless every class index in
-        ``target`` lies in [0, num_classes) (a host synchronisation for a
-        CuPy target)."""
-        lo, hi = int(target.min()), int(target.max())
-        if lo < 0 or hi >= num_classes:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{self._label()}: expected class indices in [0, {num_classes - 1}], received {bad}")
-
-    def extra_repr(self):
-        s = f"reduction='{self.reduction}', label_smoothing={self.label_smoothing}"
-        if self.ignore_index is not None:
-            s += f", ignore_index={self.ignore_index}"
-        return s if self.weight is None else s + f", weight=({self.weight.size} classes)"
+    def _options(self):
+        return [f"label_smoothing={self.label_smoothing}", *super()._options()]
 
 
 class MSELoss(Loss):
@@ -277,14 +320,123 @@ class MSELoss(Loss):
     """
 
     def _loss(self, input, target, strict):
-        self._check_pair(input, target, "float")
-        if tuple(input.shape) != tuple(target.shape):
-            raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
-        input = self._widen(input)
-        diff = input - target.astype(input.dtype, copy=False)
+        diff = self._diff(input, target)
         n = diff.size if self.reduction == "mean" else 1
-        self._save(diff * input.dtype.type(2.0 / n))
+        self._save(diff * diff.dtype.type(2.0 / n))
         return (diff.astype(np.float64) ** 2).sum() / n
+
+
+class L1Loss(Loss):
+    """loss = Σ |x - t| / n.  Backward: dx = sign(x - t) / n (0 where x = t, as PyTorch)."""
+
+    def _loss(self, input, target, strict):
+        diff = self._diff(input, target)
+        n = diff.size if self.reduction == "mean" else 1
+        xp = backend.get_array_module(diff)
+        self._save(xp.sign(diff) * diff.dtype.type(1.0 / n))
+        return xp.abs(diff).sum(dtype=np.float64) / n
+
+
+class SmoothL1Loss(Loss):
+    """PyTorch's ``nn.SmoothL1Loss``: with d = x - t,
+
+        loss(d) = d² / (2β) where |d| < β, |d| - β/2 elsewhere   (β = 0: L1)
+        dloss/dd = d / β where |d| < β, sign(d) elsewhere
+
+    summed, or averaged over the n elements.
+    """
+
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        if not beta >= 0 or not np.isfinite(beta):
+            raise ValueError(f"SmoothL1Loss: expected a finite beta >= 0, received {beta!r}")
+        self.beta = float(beta)
+
+    def _loss(self, input, target, strict):
+        diff = self._diff(input, target)
+        xp = backend.get_array_module(diff)
+        n = diff.size if self.reduction == "mean" else 1
+        a, b = xp.abs(diff), self.beta
+        inner = a < b
+        loss = xp.where(inner, 0.5 * diff * diff / (b or 1), a - 0.5 * b)
+        grad = xp.where(inner, diff / (b or 1), xp.sign(diff))
+        self._save((grad * diff.dtype.type(1.0 / n)).astype(diff.dtype, copy=False))
+        return loss.sum(dtype=np.float64) / n
+
+    def extra_repr(self):
+        return f"reduction='{self.reduction}', beta={self.beta}"
+
+
+class HuberLoss(Loss):
+    """PyTorch's ``nn.HuberLoss``: with d = x - t,
+
+        loss(d) = d² / 2 where |d| <= δ, δ (|d| - δ/2) elsewhere
+        dloss/dd = d where |d| <= δ, δ sign(d) elsewhere
+
+    (δ times SmoothL1Loss with β = δ), summed or averaged over the n elements.
+    """
+
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        if not delta > 0 or not np.isfinite(delta):
+            raise ValueError(f"HuberLoss: expected a finite delta > 0, received {delta!r}")
+        self.delta = float(delta)
+
+    def _loss(self, input, target, strict):
+        diff = self._diff(input, target)
+        xp = backend.get_array_module(diff)
+        n = diff.size if self.reduction == "mean" else 1
+        a, d = xp.abs(diff), self.delta
+        inner = a <= d
+        loss = xp.where(inner, 0.5 * diff * diff, d * (a - 0.5 * d))
+        grad = xp.where(inner, diff, d * xp.sign(diff))
+        self._save((grad * diff.dtype.type(1.0 / n)).astype(diff.dtype, copy=False))
+        return loss.sum(dtype=np.float64) / n
+
+    def extra_repr(self):
+        return f"reduction='{self.reduction}', delta={self.delta}"
+
+
+class NLLLoss(_ClassLoss):
+    """Negative log-likelihood of log-probabilities (PyTorch's ``nn.NLLLoss``;
+    after :class:`lamina.LogSoftmax` it is the cross-entropy, which
+    :class:`SoftmaxCrossEntropy` computes fused).
+
+        loss_i = -w_(y_i) x_(i, y_i),   dloss/dx_(i, c) = -w_(y_i) [c = y_i]
+
+    summed, or divided by Σ_i w_(y_i) for the mean (the number of rows
+    without weights).  ``weight`` (C,) and ``ignore_index`` (default None,
+    as :class:`SoftmaxCrossEntropy`; PyTorch's is -100) as in PyTorch.
+
+    Shape: input (N, C) or (N, C, d1, ...); target (N,) or (N, d1, ...).
+    """
+
+    _input_kind = "log-probabilities"
+
+    def __init__(self, reduction="mean", weight=None, ignore_index=None):
+        super().__init__(reduction, ignore_index, weight)
+
+    def _loss(self, input, target, strict):
+        rows, t, keep, shape = self._rows(input, target, strict)
+        xp = backend.get_array_module(rows)
+        c = rows.shape[1]
+        if xp is not np:  # labels unchecked on the host (compute()): NaN where out of range, as the fused loss
+            bad = (t < 0) | (t >= c)
+            t = xp.where(bad, 0, t)
+        w = self._class_weight(rows)[t] if self.weight is not None else xp.ones(t.shape, dtype=rows.dtype)
+        if keep is not None:
+            w = w * keep.astype(rows.dtype)
+        if xp is not np:
+            w = xp.where(bad, xp.nan, w)
+        idx = xp.arange(t.size)
+        loss, scale = self._weighted_mean(xp, -(rows[idx, t].astype(np.float64) * w).sum(), w)
+        grad = None
+        if is_grad_enabled():
+            grad = xp.zeros_like(rows)
+            grad[idx, t] = -w * scale
+            grad = self._unflatten(xp, grad, shape)
+        self._save(grad)
+        return loss
 
 
 class BCEWithLogits(Loss):
