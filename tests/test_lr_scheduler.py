@@ -19,6 +19,24 @@ SCHEDULES = {
     "step": (lambda m, o: m.StepLR(o, step_size=7, gamma=0.5), lambda t, o: t.StepLR(o, step_size=7, gamma=0.5)),
     "cosine": (lambda m, o: m.CosineAnnealingLR(o, T_max=20, eta_min=1e-4), lambda t, o: t.CosineAnnealingLR(o, T_max=20, eta_min=1e-4)),
     "linear": (lambda m, o: m.LinearLR(o, start_factor=0.1, total_iters=8), lambda t, o: t.LinearLR(o, start_factor=0.1, total_iters=8)),
+    "multistep": (lambda m, o: m.MultiStepLR(o, [12, 5, 30], gamma=0.3), lambda t, o: t.MultiStepLR(o, [12, 5, 30], gamma=0.3)),
+    "exponential": (lambda m, o: m.ExponentialLR(o, 0.93), lambda t, o: t.ExponentialLR(o, 0.93)),
+    "warm_restarts": (
+        lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=1e-3),
+        lambda t, o: t.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=1e-3),
+    ),
+    "warm_restarts_constant_period": (
+        lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=7), lambda t, o: t.CosineAnnealingWarmRestarts(o, T_0=7),
+    ),
+    "one_cycle": (
+        lambda m, o: m.OneCycleLR(o, max_lr=[0.5, 0.2], total_steps=40), lambda t, o: t.OneCycleLR(o, max_lr=[0.5, 0.2], total_steps=40),
+    ),
+    "one_cycle_three_phase_linear": (
+        lambda m, o: m.OneCycleLR(o, max_lr=0.3, epochs=4, steps_per_epoch=11, pct_start=0.25, anneal_strategy="linear",
+                                  three_phase=True, div_factor=10),
+        lambda t, o: t.OneCycleLR(o, max_lr=0.3, epochs=4, steps_per_epoch=11, pct_start=0.25, anneal_strategy="linear",
+                                  three_phase=True, div_factor=10),
+    ),
     "warmup_then_cosine": (
         lambda m, o: m.SequentialLR(o, [m.LinearLR(o, start_factor=0.01, total_iters=5), m.CosineAnnealingLR(o, T_max=30)], [5]),
         lambda t, o: t.SequentialLR(o, [t.LinearLR(o, start_factor=0.01, total_iters=5), t.CosineAnnealingLR(o, T_max=30)], [5]),
@@ -34,9 +52,28 @@ def test_scheduler_matches_torch(torch, name):
     for _ in range(40):
         np.testing.assert_allclose([g["lr"] for g in opt.param_groups], [g["lr"] for g in topt.param_groups], rtol=1e-9)
         np.testing.assert_allclose(sched.get_last_lr(), tsched.get_last_lr(), rtol=1e-9)
+        np.testing.assert_allclose([g["momentum"] for g in opt.param_groups], [g["momentum"] for g in topt.param_groups],
+                                   rtol=1e-9)  # OneCycleLR cycles it
         topt.step()  # torch warns if the scheduler steps before the optimizer
         sched.step()
         tsched.step()
+
+
+def test_one_cycle_cycles_adam_beta1_and_stops_after_total_steps(torch):
+    p, tp = lm.Parameter(np.zeros(2)), torch.zeros(2, requires_grad=True)
+    opt, topt = lm.optim.Adam([p], betas=(0.9, 0.99)), torch.optim.Adam([tp], betas=(0.9, 0.99))
+    kw = dict(max_lr=0.01, total_steps=20, base_momentum=0.8, max_momentum=0.9)
+    sched, tsched = lm.optim.OneCycleLR(opt, **kw), torch.optim.lr_scheduler.OneCycleLR(topt, **kw)
+    for _ in range(20):
+        assert opt.param_groups[0]["betas"] == pytest.approx(topt.param_groups[0]["betas"], rel=1e-12)
+        assert opt.param_groups[0]["lr"] == pytest.approx(topt.param_groups[0]["lr"], rel=1e-9)
+        topt.step()
+        sched.step()
+        tsched.step()
+    with pytest.raises(ValueError, match="OneCycleLR: stepped 21 times, beyond total_steps = 20"):
+        sched.step()
+    with pytest.raises(ValueError, match="cycle_momentum needs an optimizer with 'momentum' or 'betas'"):
+        lm.optim.OneCycleLR(lm.optim.Optimizer([lm.Parameter(np.zeros(1))], dict(lr=0.1)), max_lr=1.0, total_steps=5)
 
 
 def test_reduce_on_plateau_matches_torch(torch):

@@ -5,9 +5,13 @@ from .adam import Adam, AdamW, RMSprop
 from .clip import clip_grad_norm_, clip_grad_value_
 from .lr_scheduler import (
     CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
+    ExponentialLR,
     LinearLR,
     LinearWarmup,
     LRScheduler,
+    MultiStepLR,
+    OneCycleLR,
     ReduceLROnPlateau,
     SequentialLR,
     StepLR,
@@ -18,6 +22,7 @@ from .sgd import SGD
 __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop",
     "clip_grad_norm_", "clip_grad_value_",
-    "lr_scheduler", "LRScheduler", "StepLR", "CosineAnnealingLR", "LinearLR", "LinearWarmup", "SequentialLR",
+    "lr_scheduler", "LRScheduler", "StepLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "ExponentialLR", "MultiStepLR",
+    "OneCycleLR", "LinearLR", "LinearWarmup", "SequentialLR",
     "ReduceLROnPlateau",
 ]

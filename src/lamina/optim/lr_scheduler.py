@@ -70,6 +70,144 @@ class StepLR(LRScheduler):
         return self.gamma ** (t // self.step_size)
 
 
+class MultiStepLR(LRScheduler):
+    """lr = base_lr · gamma^(number of milestones <= t)."""
+
+    def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
+        self.milestones = sorted(int(m) for m in milestones)
+        if not self.milestones or self.milestones[0] < 1:
+            raise ValueError(f"MultiStepLR: expected milestones >= 1, received {milestones!r}")
+        self.gamma = float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, t):
+        return self.gamma ** bisect.bisect_right(self.milestones, t)
+
+
+class ExponentialLR(LRScheduler):
+    """lr = base_lr · gamma^t."""
+
+    def __init__(self, optimizer, gamma, last_epoch=-1):
+        if not float(gamma) > 0:
+            raise ValueError(f"ExponentialLR: expected gamma > 0, received {gamma!r}")
+        self.gamma = float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, t):
+        return self.gamma ** t
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """Cosine annealing restarted every T_i steps, T_0 first, each period
+    T_mult times the last (SGDR; PyTorch's ``CosineAnnealingWarmRestarts``
+    stepped once per step):
+
+        lr = eta_min + (base_lr − eta_min) · (1 + cos(π T_cur / T_i)) / 2
+    """
+
+    def __init__(self, optimizer, T_0, T_mult=1, eta_min=0.0, last_epoch=-1):  # noqa: N803 - PyTorch's names
+        if int(T_0) <= 0 or int(T_mult) < 1:
+            raise ValueError(f"CosineAnnealingWarmRestarts: expected T_0 >= 1 and T_mult >= 1, received {T_0!r}, {T_mult!r}")
+        self.T_0, self.T_mult, self.eta_min = int(T_0), int(T_mult), float(eta_min)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, t):
+        period = self.T_0
+        while t >= period:  # whole periods done (integers: exact at every restart)
+            t -= period
+            period *= self.T_mult
+        c = (1 + math.cos(math.pi * t / period)) / 2
+        return [self.eta_min + (base - self.eta_min) * c for base in self.base_lrs]
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy (PyTorch's ``OneCycleLR``), stepped once per batch:
+    the lr rises from max_lr / div_factor to max_lr over the first
+    ``pct_start`` of ``total_steps``, then anneals to max_lr /
+    (div_factor · final_div_factor); with ``three_phase`` it first comes back
+    down to the start, symmetrically, then anneals.  The momentum (SGD's
+    ``momentum``, Adam's β1) moves the other way, between max_momentum and
+    base_momentum, unless ``cycle_momentum=False``.  It sets the groups' lr
+    itself: the optimizer's lr is ignored, as in PyTorch.
+
+    Args: max_lr (a float or one per group), total_steps (or epochs and
+    steps_per_epoch), pct_start 0.3, anneal_strategy ``"cos"`` or
+    ``"linear"``, cycle_momentum True, base_momentum 0.85, max_momentum
+    0.95, div_factor 25, final_div_factor 1e4, three_phase False.
+    """
+
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
+                 anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
+                 final_div_factor=1e4, three_phase=False, last_epoch=-1):
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError("OneCycleLR: expected total_steps, or epochs and steps_per_epoch")
+            total_steps = int(epochs) * int(steps_per_epoch)
+        if int(total_steps) <= 0:
+            raise ValueError(f"OneCycleLR: expected total_steps >= 1, received {total_steps!r}")
+        if not 0 <= float(pct_start) <= 1:
+            raise ValueError(f"OneCycleLR: expected pct_start in [0, 1], received {pct_start!r}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"OneCycleLR: expected anneal_strategy 'cos' or 'linear', received {anneal_strategy!r}")
+        groups = optimizer.param_groups
+        max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
+        if len(max_lrs) != len(groups):
+            raise ValueError(f"OneCycleLR: expected {len(groups)} max_lr values (one per group), received {len(max_lrs)}")
+        self.total_steps, self.anneal_strategy = int(total_steps), anneal_strategy
+        t = self.total_steps
+        ends = [float(pct_start) * t - 1, float(2 * pct_start) * t - 2, t - 1] if three_phase else \
+            [float(pct_start) * t - 1, t - 1]
+        # each phase: (last step, lr from, lr to, momentum from, momentum to), lr as "initial", "max" or "min"
+        kinds = [("initial", "max"), ("max", "initial"), ("initial", "min")] if three_phase else \
+            [("initial", "max"), ("max", "min")]
+        momenta = [("max", "base"), ("base", "max"), ("max", "max")] if three_phase else [("max", "base"), ("base", "max")]
+        self._phases = [(end, a, b, ma, mb) for end, (a, b), (ma, mb) in zip(ends, kinds, momenta)]
+        self.cycle_momentum = bool(cycle_momentum)
+        self._momentum_key = None
+        if self.cycle_momentum:
+            if "betas" in groups[0]:
+                self._momentum_key = "betas"
+            elif "momentum" in groups[0]:
+                self._momentum_key = "momentum"
+            else:
+                raise ValueError("OneCycleLR: cycle_momentum needs an optimizer with 'momentum' or 'betas'")
+        if last_epoch == -1:
+            for group, m in zip(groups, max_lrs):
+                group["initial_lr"] = float(m) / float(div_factor)
+                group["max_lr"] = float(m)
+                group["min_lr"] = group["initial_lr"] / float(final_div_factor)
+                if self.cycle_momentum:
+                    group["max_momentum"], group["base_momentum"] = float(max_momentum), float(base_momentum)
+        super().__init__(optimizer, last_epoch)
+
+    def _anneal(self, start, end, pct):
+        if self.anneal_strategy == "linear":
+            return (end - start) * pct + start
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+    def _phase(self, t):
+        if t > self.total_steps:  # PyTorch allows one step past the last
+            raise ValueError(f"OneCycleLR: stepped {t} times, beyond total_steps = {self.total_steps}")
+        start = 0
+        for i, (end, *kinds) in enumerate(self._phases):
+            if t <= end or i == len(self._phases) - 1:
+                return (t - start) / (end - start), kinds
+            start = end
+
+    def lr_at(self, t):
+        pct, (a, b, _, _) = self._phase(t)
+        return [self._anneal(g[f"{a}_lr"], g[f"{b}_lr"], pct) for g in self.optimizer.param_groups]
+
+    def step(self):
+        super().step()
+        if not self.cycle_momentum or getattr(self.optimizer, "_last_step_skipped", False):
+            return
+        pct, (_, _, ma, mb) = self._phase(self.last_epoch)
+        for g in self.optimizer.param_groups:
+            m = self._anneal(g[f"{ma}_momentum"], g[f"{mb}_momentum"], pct)
+            g[self._momentum_key] = (m, *g["betas"][1:]) if self._momentum_key == "betas" else m
+
+
 class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (base_lr − eta_min) · (1 + cos(π t / T_max)) / 2."""
 
