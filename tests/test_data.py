@@ -134,3 +134,26 @@ def test_cifar10_loader(tmp_path):
         load_cifar10(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="data_batch_1..5 and test_batch"):
         load_cifar10(str(tmp_path / "nowhere"))
+
+
+def test_pad_sequence_matches_torch_and_feeds_lengths(torch):
+    rng = np.random.default_rng(0)
+    seqs = [rng.standard_normal((n, 3)).astype(np.float32) for n in (4, 1, 6, 0, 2)]
+    padded, lengths = lm.data.pad_sequence(seqs, padding_value=-1.0)
+    want = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(s) for s in seqs], batch_first=True, padding_value=-1.0)
+    np.testing.assert_array_equal(padded, want.numpy())
+    assert lengths.tolist() == [4, 1, 6, 0, 2] and lengths.dtype == np.int64
+    time_major, _ = lm.data.pad_sequence(seqs, batch_first=False)
+    assert time_major.shape == (6, 5, 3)
+    left, _ = lm.data.pad_sequence([np.array([1, 2]), np.array([3])], padding_side="left")
+    np.testing.assert_array_equal(left, [[1, 2], [0, 3]])
+    gru = lm.GRU(3, 4, return_sequences=False)  # lengths as the recurrent layers take them (no empty sequence)
+    keep = lengths > 0
+    with lm.no_grad():
+        h = gru(padded[keep], lengths=lengths[keep])
+        alone = gru(seqs[0][None])
+    np.testing.assert_allclose(h[0], alone[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"pad_sequence: expected every sequence as sequence 0, shape \(L, 3\) of float32"):
+        lm.data.pad_sequence([seqs[0], np.zeros((2, 4), dtype=np.float32)])
+    with pytest.raises(ValueError, match="at least one sequence"):
+        lm.data.pad_sequence([])

@@ -5,5 +5,6 @@ from .digits import load_digits
 from .files import load_cifar10, load_mnist, read_idx
 from .loader import DataLoader, train_val_split
 from .mnist1d import load_mnist1d
+from .sequences import pad_sequence
 
-__all__ = ["DataLoader", "train_val_split", "load_digits", "load_mnist1d", "load_mnist", "load_cifar10", "read_idx"]
+__all__ = ["DataLoader", "train_val_split", "load_digits", "load_mnist1d", "load_mnist", "load_cifar10", "read_idx", "pad_sequence"]
