@@ -86,6 +86,32 @@ CASES = {
         lambda: lm.GroupNorm(4, 4, eps=1e-3), lambda t: t.nn.GroupNorm(4, 4, eps=1e-3),
         [(1, 4, 3, 3), (2, 4, 2, 5), (3, 4, 6), (2, 4, 1, 3), (1, 4, 4, 4)], None,
     ),
+    "upsample_nearest_2x": (
+        lambda: lm.Upsample(scale_factor=2), lambda t: t.nn.Upsample(scale_factor=2),
+        [(1, 1, 2, 3), (2, 3, 4, 4), (1, 2, 1, 5), (3, 1, 3, 2), (2, 2, 5, 1)], None,
+    ),
+    "upsample_nearest_size": (  # not a multiple: 5 -> 7, 3 -> 8
+        lambda: lm.Upsample(size=(7, 8)), lambda t: t.nn.Upsample(size=(7, 8)),
+        [(1, 1, 5, 3), (2, 3, 5, 3), (1, 2, 4, 4), (3, 1, 2, 6), (2, 2, 7, 8)], None,
+    ),
+    "upsample_bilinear_2x": (
+        lambda: lm.Upsample(scale_factor=2, mode="bilinear"),
+        lambda t: t.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        [(1, 1, 2, 3), (2, 3, 4, 4), (1, 2, 1, 5), (3, 1, 3, 2), (2, 2, 5, 1)], None,
+    ),
+    "upsample_bilinear_size_align_corners": (
+        lambda: lm.Upsample(size=(5, 7), mode="bilinear", align_corners=True),
+        lambda t: t.nn.Upsample(size=(5, 7), mode="bilinear", align_corners=True),
+        [(1, 1, 2, 3), (2, 3, 4, 4), (1, 2, 1, 5), (3, 1, 3, 2), (2, 2, 5, 1)], None,
+    ),
+    "upsample_linear_1d": (
+        lambda: lm.Upsample(scale_factor=1.5, mode="linear"),
+        lambda t: t.nn.Upsample(scale_factor=1.5, mode="linear", align_corners=False),
+        [(1, 1, 2), (2, 3, 4), (1, 2, 7), (3, 1, 3), (2, 2, 1)], None,
+    ),
+    "upsample_nearest_1d_size": (
+        lambda: lm.Upsample(size=11), lambda t: t.nn.Upsample(size=11), [(1, 1, 2), (2, 3, 4), (1, 2, 7), (3, 1, 3), (2, 2, 5)], None,
+    ),
     "attention": (lambda: lm.MultiheadAttention(4, 2), lambda t: _torch_self_attention(t, 4, 2), ATTN_SHAPES, None),
     "attention_causal_one_head": (
         lambda: lm.MultiheadAttention(4, 1, causal=True), lambda t: _torch_self_attention(t, 4, 1, causal=True), ATTN_SHAPES, None,
@@ -255,6 +281,8 @@ def _make(name):
 _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6), "attention": (2, 3, 4),
                 "attention_causal_one_head": (2, 3, 4), "attention_no_bias": (2, 3, 6), "encoder_pre_ln_gelu": (2, 3, 4),
                 "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6),
+                **{name: (2, 3, 4, 4) for name in CASES if name.startswith("upsample") and "1d" not in name},
+                "upsample_linear_1d": (2, 3, 5), "upsample_nearest_1d_size": (2, 3, 5),
                 "groupnorm": (2, 6, 3), "groupnorm_one_group_no_affine": (2, 3, 5), "groupnorm_instance": (2, 4, 3, 3),
                 **{name: (2, 4, 3) for name in CASES if name.startswith(("rnn", "lstm", "gru"))}}
 
@@ -412,3 +440,39 @@ def test_groupnorm_is_per_sample_and_validates():
         lm.GroupNorm(4, 6)
     with pytest.raises(lm.ShapeError, match=r"GroupNorm\(3, 6.*size 6 \(num_channels\) in dimension 1, received shape \(2, 5, 3\)"):
         layer(np.zeros((2, 5, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_upsample_fractional_scales_match_torch(torch, mode):
+    """Scale factors that are not integers, one per axis too: the source
+    positions use 1/scale_factor, as PyTorch's, and the output size ⌊in · s⌋."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    dy_shape = None
+    for scale in (1.7, (2.5, 1.25), 3.0):
+        layer = lm.Upsample(scale_factor=scale, mode=mode)
+        t = torch.nn.Upsample(scale_factor=scale, mode=mode)
+        tx = torch.from_numpy(x).requires_grad_()
+        ty = t(tx)
+        dy = rng.standard_normal(ty.shape).astype(np.float32)
+        (ty * torch.from_numpy(dy)).sum().backward()
+        y = layer(x)
+        dy_shape = y.shape
+        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=str(scale))
+        np.testing.assert_allclose(layer.backward(dy), tx.grad.numpy(), rtol=1e-5, atol=1e-5, err_msg=str(scale))
+    assert dy_shape == (2, 3, 15, 21)
+
+
+def test_upsample_errors_name_the_layer():
+    with pytest.raises(ValueError, match="Upsample: expected exactly one of size and scale_factor"):
+        lm.Upsample()
+    with pytest.raises(ValueError, match="Upsample: expected mode in"):
+        lm.Upsample(scale_factor=2, mode="bicubic")
+    with pytest.raises(ValueError, match="align_corners applies to linear and bilinear"):
+        lm.Upsample(scale_factor=2, align_corners=True)
+    with pytest.raises(lm.ShapeError, match=r"Upsample\(scale_factor=2.0, mode='bilinear'\): expected a 4-d input"):
+        lm.Upsample(scale_factor=2, mode="bilinear")(np.zeros((2, 3, 4), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"expected 2 spatial dimensions, received 1"):
+        lm.Upsample(size=(3, 4))(np.zeros((2, 3, 4), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"gives an empty output"):
+        lm.Upsample(scale_factor=0.1)(np.zeros((1, 1, 4, 4), dtype=np.float32))

@@ -68,6 +68,7 @@ from .layers import (
     TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
+    Upsample,
 )
 from .losses import BCEWithLogits, HuberLoss, L1Loss, Loss, MSELoss, NLLLoss, SmoothL1Loss, SoftmaxCrossEntropy
 from .module import Layer, Parameter, is_grad_enabled, no_grad, set_grad_enabled
@@ -89,7 +90,7 @@ __all__ = [
     # layers
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus", "Mish", "Softmax", "LogSoftmax",
     "Identity", "Flatten", "Dropout", "Sequential", "Residual", "Checkpoint",
-    "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D",
+    "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D", "Upsample",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Embedding", "RNN", "LSTM", "GRU",
