@@ -86,6 +86,17 @@ CASES = {
         lambda: lm.GroupNorm(4, 4, eps=1e-3), lambda t: t.nn.GroupNorm(4, 4, eps=1e-3),
         [(1, 4, 3, 3), (2, 4, 2, 5), (3, 4, 6), (2, 4, 1, 3), (1, 4, 4, 4)], None,
     ),
+    "adaptive_avg_pool_2d": (  # bins that overlap (7 -> 3) and that split evenly (4 -> 2), and upsampling (1 -> 3)
+        lambda: lm.AdaptiveAvgPool2D((3, 2)), lambda t: t.nn.AdaptiveAvgPool2d((3, 2)),
+        [(1, 1, 7, 4), (2, 3, 5, 5), (1, 2, 3, 2), (3, 1, 1, 6), (2, 2, 9, 3)], None,
+    ),
+    "adaptive_avg_pool_2d_global_and_none": (
+        lambda: lm.AdaptiveAvgPool2D((1, None)), lambda t: t.nn.AdaptiveAvgPool2d((1, None)),
+        [(1, 1, 7, 4), (2, 3, 5, 5), (1, 2, 3, 2), (3, 1, 1, 6), (2, 2, 9, 3)], None,
+    ),
+    "adaptive_avg_pool_1d": (
+        lambda: lm.AdaptiveAvgPool1D(4), lambda t: t.nn.AdaptiveAvgPool1d(4), [(1, 1, 7), (2, 3, 4), (1, 2, 10), (3, 1, 3), (2, 2, 1)], None,
+    ),
     "upsample_nearest_2x": (
         lambda: lm.Upsample(scale_factor=2), lambda t: t.nn.Upsample(scale_factor=2),
         [(1, 1, 2, 3), (2, 3, 4, 4), (1, 2, 1, 5), (3, 1, 3, 2), (2, 2, 5, 1)], None,
@@ -283,6 +294,8 @@ _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6)
                 "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6),
                 **{name: (2, 3, 4, 4) for name in CASES if name.startswith("upsample") and "1d" not in name},
                 "upsample_linear_1d": (2, 3, 5), "upsample_nearest_1d_size": (2, 3, 5),
+                "adaptive_avg_pool_2d": (2, 3, 7, 5), "adaptive_avg_pool_2d_global_and_none": (2, 3, 7, 5),
+                "adaptive_avg_pool_1d": (2, 3, 7),
                 "groupnorm": (2, 6, 3), "groupnorm_one_group_no_affine": (2, 3, 5), "groupnorm_instance": (2, 4, 3, 3),
                 **{name: (2, 4, 3) for name in CASES if name.startswith(("rnn", "lstm", "gru"))}}
 
@@ -461,6 +474,15 @@ def test_upsample_fractional_scales_match_torch(torch, mode):
         np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=str(scale))
         np.testing.assert_allclose(layer.backward(dy), tx.grad.numpy(), rtol=1e-5, atol=1e-5, err_msg=str(scale))
     assert dy_shape == (2, 3, 15, 21)
+
+
+def test_adaptive_avg_pool_is_global_average_pooling_at_size_1_and_validates():
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(lm.AdaptiveAvgPool2D(1)(x)[:, :, 0, 0], lm.GlobalAvgPool2D()(x).reshape(2, 3), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2D: expected output_size as 2 positive int\(s\)"):
+        lm.AdaptiveAvgPool2D((2, 0))
+    with pytest.raises(lm.ShapeError, match=r"AdaptiveAvgPool1D\(output_size=3\): expected a 3-d input \(N, C, L\)"):
+        lm.AdaptiveAvgPool1D(3)(x)
 
 
 def test_upsample_errors_name_the_layer():

@@ -28,6 +28,8 @@ from .errors import (
     StateDictError,
 )
 from .layers import (
+    AdaptiveAvgPool1D,
+    AdaptiveAvgPool2D,
     GELU,
     AvgPool1D,
     AvgPool2D,
@@ -90,7 +92,7 @@ __all__ = [
     # layers
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus", "Mish", "Softmax", "LogSoftmax",
     "Identity", "Flatten", "Dropout", "Sequential", "Residual", "Checkpoint",
-    "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D", "Upsample",
+    "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "Upsample",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Embedding", "RNN", "LSTM", "GRU",

@@ -17,11 +17,11 @@ from .embedding import Embedding
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .pooling import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
 from .recurrent import GRU, LSTM, RNN
-from .upsample import Upsample
+from .resample import AdaptiveAvgPool1D, AdaptiveAvgPool2D, Upsample
 
 __all__ = [
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus", "Mish", "Softmax", "LogSoftmax", "Identity", "Flatten", "Dropout", "Sequential",
-    "Residual", "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D", "Upsample",
+    "Residual", "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "Upsample",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Embedding", "RNN", "LSTM", "GRU",
