@@ -46,3 +46,8 @@ def test_doc_pages_run_as_written(page, tmp_path, monkeypatch):
     for block in _blocks(page):
         exec(block, ns)  # noqa: S102 - our own documentation
     assert (tmp_path / "runs").is_dir() or page in ("docs/memory.md", "docs/recurrent.md", "docs/attention.md")
+
+
+def test_from_pytorch_page_runs_as_written(torch):
+    for block in _blocks("docs/from-pytorch.md"):
+        exec(block, {})  # noqa: S102 - our own documentation
