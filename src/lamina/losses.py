@@ -346,6 +346,8 @@ class SmoothL1Loss(Loss):
     summed, or averaged over the n elements.
     """
 
+    _scale = 1.0  # HuberLoss is this loss times δ
+
     def __init__(self, reduction="mean", beta=1.0):
         super().__init__(reduction)
         if not beta >= 0 or not np.isfinite(beta):
@@ -356,42 +358,32 @@ class SmoothL1Loss(Loss):
         diff = self._diff(input, target)
         xp = backend.get_array_module(diff)
         n = diff.size if self.reduction == "mean" else 1
-        a, b = xp.abs(diff), self.beta
+        a, b, k = xp.abs(diff), self.beta, self._scale
         inner = a < b
         loss = xp.where(inner, 0.5 * diff * diff / (b or 1), a - 0.5 * b)
         grad = xp.where(inner, diff / (b or 1), xp.sign(diff))
-        self._save((grad * diff.dtype.type(1.0 / n)).astype(diff.dtype, copy=False))
-        return loss.sum(dtype=np.float64) / n
+        self._save((grad * diff.dtype.type(k / n)).astype(diff.dtype, copy=False))
+        return loss.sum(dtype=np.float64) * (k / n)
 
     def extra_repr(self):
         return f"reduction='{self.reduction}', beta={self.beta}"
 
 
-class HuberLoss(Loss):
+class HuberLoss(SmoothL1Loss):
     """PyTorch's ``nn.HuberLoss``: with d = x - t,
 
         loss(d) = d² / 2 where |d| <= δ, δ (|d| - δ/2) elsewhere
         dloss/dd = d where |d| <= δ, δ sign(d) elsewhere
 
-    (δ times SmoothL1Loss with β = δ), summed or averaged over the n elements.
+    which is δ times SmoothL1Loss with β = δ (the two pieces meet at
+    |d| = δ, value and slope); summed or averaged over the n elements.
     """
 
     def __init__(self, reduction="mean", delta=1.0):
-        super().__init__(reduction)
         if not delta > 0 or not np.isfinite(delta):
             raise ValueError(f"HuberLoss: expected a finite delta > 0, received {delta!r}")
-        self.delta = float(delta)
-
-    def _loss(self, input, target, strict):
-        diff = self._diff(input, target)
-        xp = backend.get_array_module(diff)
-        n = diff.size if self.reduction == "mean" else 1
-        a, d = xp.abs(diff), self.delta
-        inner = a <= d
-        loss = xp.where(inner, 0.5 * diff * diff, d * (a - 0.5 * d))
-        grad = xp.where(inner, diff, d * xp.sign(diff))
-        self._save((grad * diff.dtype.type(1.0 / n)).astype(diff.dtype, copy=False))
-        return loss.sum(dtype=np.float64) / n
+        super().__init__(reduction, beta=delta)
+        self.delta = self._scale = float(delta)
 
     def extra_repr(self):
         return f"reduction='{self.reduction}', delta={self.delta}"
