@@ -277,6 +277,13 @@ def test_compute_checks_labels_on_the_host_for_numpy_and_on_the_device_for_cupy(
     would wait for the GPU)."""
     x = xp.asarray(np.zeros((3, 4), dtype=np.float32))
     y = xp.asarray(np.array([0, 4, 1]))
+    nll = lm.NLLLoss()
+    with pytest.raises(ValueError, match=r"NLLLoss\(.*\): expected class indices in \[0, 3\], received 4"):
+        nll(x, y)
+    if xp is not np:
+        loss = nll.compute(x, y)
+        g = to_numpy(nll.backward())
+        assert np.isnan(float(loss)) and np.isnan(g[1]).any() and np.isfinite(g[[0, 2]]).all()
     fn = lm.SoftmaxCrossEntropy()
     with pytest.raises(ValueError, match=r"SoftmaxCrossEntropy\(.*\): expected class indices in \[0, 3\], received 4"):
         fn(x, y)

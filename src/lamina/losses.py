@@ -412,14 +412,13 @@ class NLLLoss(_ClassLoss):
         rows, t, keep, shape = self._rows(input, target, strict)
         xp = backend.get_array_module(rows)
         c = rows.shape[1]
-        if xp is not np:  # labels unchecked on the host (compute()): NaN where out of range, as the fused loss
-            bad = (t < 0) | (t >= c)
-            t = xp.where(bad, 0, t)
+        # labels left unchecked on the device (compute() on CuPy): NaN where out of range, as the fused loss
+        bad = (t < 0) | (t >= c)
+        t = xp.where(bad, 0, t)
         w = self._class_weight(rows)[t] if self.weight is not None else xp.ones(t.shape, dtype=rows.dtype)
         if keep is not None:
             w = w * keep.astype(rows.dtype)
-        if xp is not np:
-            w = xp.where(bad, xp.nan, w)
+        w = xp.where(bad, xp.nan, w).astype(rows.dtype, copy=False)
         idx = xp.arange(t.size)
         loss, scale = self._weighted_mean(xp, -(rows[idx, t].astype(np.float64) * w).sum(), w)
         grad = None
