@@ -7,7 +7,8 @@ causal, reads the target shifted right (teacher forcing) and attends to the
 encoder's output through cross-attention, whose ``memory_key_padding_mask``
 hides the padding again.  The loss skips the target padding with
 ``ignore_index``.  At test time the decoder runs greedily, one token at a
-time, from the start token to the end token.
+time, from the start token to the end token; a ``KVCache`` keeps every
+attention layer's keys and values, so each step runs the newest token alone.
 
     python examples/seq2seq_sort.py
 
@@ -73,12 +74,14 @@ class Seq2Seq(lm.Layer):
         h = self.src_embed(src) + self.src_position(self._positions(src))
         return self.encoder(h, src_key_padding_mask=padding), padding
 
-    def decode(self, tgt_in, memory, padding):
+    def decode(self, tgt_in, memory, padding, cache=None):
         """Logits (N, Lt, VOCAB).  The target needs no padding mask: causal,
         a real position never sees the padding after it, and the loss skips
-        the padding's own outputs."""
-        h = self.tgt_embed(tgt_in) + self.tgt_position(self._positions(tgt_in))
-        return self.head(self.decoder(h, memory, memory_key_padding_mask=padding))
+        the padding's own outputs.  With a KVCache (inference), tgt_in holds
+        the new positions only, which follow the cache's."""
+        past = 0 if cache is None else cache.length
+        h = self.tgt_embed(tgt_in) + self.tgt_position(past + self._positions(tgt_in))
+        return self.head(self.decoder(h, memory, memory_key_padding_mask=padding, cache=cache))
 
     def forward(self, src, lengths, tgt_in):
         return self.decode(tgt_in, *self.encode(src, lengths))
@@ -91,15 +94,20 @@ class Seq2Seq(lm.Layer):
         self.src_embed.backward(dsrc)
         self.src_position.backward(dsrc)
 
-    def generate(self, src, lengths):
+    def generate(self, src, lengths, use_cache=True):
         """Greedy decoding: (N, LONGEST + 1) tokens, each sequence ending at
-        its first EOS (PAD after it)."""
+        its first EOS (PAD after it).  With ``use_cache`` each step runs the
+        decoder on the newest token alone, its attention layers reading the
+        earlier keys and values (and the projected memory) from a KVCache;
+        without, each step runs it on the whole prefix again."""
         with lm.no_grad():
             memory, padding = self.encode(src, lengths)
             out = np.full((len(src), 1), BOS)
             done = np.zeros(len(src), dtype=bool)
+            cache = lm.KVCache() if use_cache else None
             for _ in range(LONGEST + 1):
-                nxt = self.decode(out, memory, padding)[:, -1].argmax(axis=1)
+                step_in = out[:, -1:] if use_cache else out
+                nxt = self.decode(step_in, memory, padding, cache)[:, -1].argmax(axis=1)
                 nxt = np.where(done, PAD, nxt)
                 done |= nxt == EOS
                 out = np.concatenate([out, nxt[:, None]], axis=1)

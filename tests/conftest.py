@@ -52,13 +52,19 @@ def xp(request):
 
 @pytest.fixture(autouse=True)
 def _seed():
+    """Every test starts from the same random state, whatever ran before
+    it: lamina's, and PyTorch's (the parity tests copy PyTorch's freshly
+    initialised weights into lamina, so they depend on it)."""
     lamina.manual_seed(1234)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(1234)
     yield
 
 
 @pytest.fixture(scope="session")
 def torch():
     torch = pytest.importorskip("torch")
+    torch.manual_seed(1234)  # as _seed does from now on, for the test that imported it
     torch.set_num_threads(2)
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False

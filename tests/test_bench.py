@@ -128,3 +128,20 @@ def test_a_run_cut_short_keeps_the_models_it_finished(tmp_path, monkeypatch, tor
     assert result["complete"] is False and [r["model"] for r in result["results"]] == ["mlp"]
     assert "| mlp | fp32 | 128 |" in (tmp_path / "t.md").read_text()
     assert not (tmp_path / "t.png").exists()
+
+
+def test_decoding_benchmark_checks_then_times_cached_and_full_decoding(tmp_path, torch):
+    """benchmarks/decoding.py at a toy size: the cached and full-prefix
+    decoders agree with PyTorch's before anything is timed, and the JSON
+    holds every time and ratio."""
+    import decoding
+
+    out = tmp_path / "decoding.json"
+    result = decoding.main(["--lengths", "3,5", "--batch", "2", "--memory", "4", "--d-model", "16", "--nhead", "2",
+                            "--layers", "2", "--ff", "24", "--repeat", "1", "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert [r["length"] for r in result["rows"]] == [3, 5]
+    for row in result["rows"]:
+        assert max(row["max_abs_error_vs_torch"].values()) < 1e-4
+        assert set(row["seconds"]) == {"lamina_cached", "lamina_full_prefix", "torch_full_prefix"}
+        assert row["ratio_cached_vs_lamina_full"] == row["seconds"]["lamina_cached"] / row["seconds"]["lamina_full_prefix"]

@@ -42,6 +42,16 @@ def _torch_encoder_layer(t, e, h, ff, activation, norm_first, causal=False):
     return Encoder(e, h, ff, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first)
 
 
+def _torch_random_weight(layer):
+    """A PyTorch norm layer whose weight (ones at first) is random, so the
+    parity check sees the weight in both directions."""
+    import torch
+
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+    return layer
+
+
 def _torch_recurrent(t, kind, *args, last=False, **kwargs):
     """nn.RNN/LSTM/GRU returning only its output (the twin of a lamina recurrent
     layer), or with ``last`` the last layer's final hidden state, directions
@@ -74,6 +84,13 @@ CASES = {
     "layernorm_no_affine": (
         lambda: lm.LayerNorm(6, elementwise_affine=False), lambda t: t.nn.LayerNorm(6, elementwise_affine=False),
         [(1, 6), (4, 6), (2, 3, 6), (9, 6), (1, 1, 6)], None,
+    ),
+    "rmsnorm": (  # eps=None: the dtype's machine epsilon, as PyTorch
+        lambda: lm.RMSNorm(5), lambda t: _torch_random_weight(t.nn.RMSNorm(5)), [(1, 5), (4, 5), (2, 3, 5), (9, 5), (1, 1, 5)], None,
+    ),
+    "rmsnorm_2d_no_affine": (
+        lambda: lm.RMSNorm((3, 4), eps=1e-3, elementwise_affine=False),
+        lambda t: t.nn.RMSNorm((3, 4), eps=1e-3, elementwise_affine=False), [(1, 3, 4), (2, 3, 4), (5, 3, 4), (2, 2, 3, 4), (3, 4)], None,
     ),
     "groupnorm": (
         lambda: lm.GroupNorm(2, 6), lambda t: t.nn.GroupNorm(2, 6), [(1, 6, 3, 3), (2, 6, 4, 5), (3, 6, 7), (2, 6), (1, 6, 1, 2)], None,
@@ -297,6 +314,7 @@ _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6)
                 "adaptive_avg_pool_2d": (2, 3, 7, 5), "adaptive_avg_pool_2d_global_and_none": (2, 3, 7, 5),
                 "adaptive_avg_pool_1d": (2, 3, 7),
                 "groupnorm": (2, 6, 3), "groupnorm_one_group_no_affine": (2, 3, 5), "groupnorm_instance": (2, 4, 3, 3),
+                "rmsnorm_2d_no_affine": (2, 3, 4),
                 **{name: (2, 4, 3) for name in CASES if name.startswith(("rnn", "lstm", "gru"))}}
 
 
@@ -453,6 +471,30 @@ def test_groupnorm_is_per_sample_and_validates():
         lm.GroupNorm(4, 6)
     with pytest.raises(lm.ShapeError, match=r"GroupNorm\(3, 6.*size 6 \(num_channels\) in dimension 1, received shape \(2, 5, 3\)"):
         layer(np.zeros((2, 5, 3), dtype=np.float32))
+
+
+def test_rmsnorm_scales_rows_to_unit_rms_and_validates():
+    """RMSNorm leaves each row with a root mean square of 1 (before the
+    weight), keeps its sign and mean direction (no centring), takes eps from
+    the input's dtype when None, and computes bf16 inputs in float32."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 8)).astype(np.float32) * 5 + 3
+    layer = lm.RMSNorm(8, elementwise_affine=False)
+    with lm.no_grad():
+        y = layer(x)
+    np.testing.assert_allclose(np.sqrt((y * y).mean(axis=-1)), 1, rtol=1e-5)
+    np.testing.assert_allclose(y / x, np.broadcast_to((y / x)[..., :1], x.shape), rtol=1e-5)  # each row: x times one number
+    tiny = np.full((1, 8), 1e-6, dtype=np.float32)  # mean square 1e-12, below float32's epsilon (1.2e-7)
+    np.testing.assert_allclose(layer(tiny), 1e-6 / np.sqrt(1e-12 + np.finfo(np.float32).eps), rtol=1e-5)
+    half = lm.amp.autocast(lm.RMSNorm(8), "bfloat16")
+    with lm.no_grad():
+        yb = half(x)
+    assert yb.dtype.name == "bfloat16"
+    np.testing.assert_allclose(yb.astype(np.float32), y, atol=0.03)
+    with pytest.raises(ValueError, match="RMSNorm: expected eps > 0 or None, received 0"):
+        lm.RMSNorm(8, eps=0)
+    with pytest.raises(lm.ShapeError, match=r"RMSNorm\(\(8,\).*ending in \(8,\) \(normalized_shape\), received shape \(2, 7\)"):
+        layer(np.zeros((2, 7), dtype=np.float32))
 
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])

@@ -319,3 +319,97 @@ def test_import_does_not_touch_cupy_or_torch():
     code = "import sys, lamina; lamina.Dense(2, 2); print(sorted(m for m in ('cupy', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class _Blocks(lm.Layer):
+    """A model that holds its layers in a LayerList and a LayerDict, as a
+    PyTorch model holds them in nn.ModuleList and nn.ModuleDict."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = lm.LayerList([lm.Dense(4, 4, activation="relu") for _ in range(3)])
+        self.heads = lm.LayerDict({"score": lm.Dense(4, 2), "value": lm.Dense(4, 1)})
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.heads["score"](x), self.heads["value"](x)
+
+    def backward(self, dys):
+        dscore, dvalue = dys
+        dy = self.heads["score"].backward(dscore) + self.heads["value"].backward(dvalue)
+        for block in reversed(self.blocks):
+            dy = block.backward(dy)
+        return dy
+
+
+def test_layer_list_and_dict_register_their_layers_under_pytorch_names(torch):
+    class TorchBlocks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()) for _ in range(3)])
+            self.heads = torch.nn.ModuleDict({"score": torch.nn.Linear(4, 2), "value": torch.nn.Linear(4, 1)})
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return self.heads["score"](x), self.heads["value"](x)
+
+    t, model = TorchBlocks(), _Blocks()
+    tsd = {k.replace(".0.", "."): v.numpy() for k, v in t.state_dict().items()}  # Linear+ReLU is one fused Dense
+    assert list(model.state_dict()) == list(tsd) and len(list(model.parameters())) == 10
+    model.load_state_dict(tsd)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    dscore, dvalue = rng.standard_normal((5, 2)).astype(np.float32), rng.standard_normal((5, 1)).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    ts, tv = t(tx)
+    ((ts * torch.from_numpy(dscore)).sum() + (tv * torch.from_numpy(dvalue)).sum()).backward()
+    score, value = model(x)
+    np.testing.assert_allclose(score, ts.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.backward((dscore, dvalue)), tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    tgrads = {k.replace(".0.", "."): p.grad.numpy() for k, p in t.named_parameters()}
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(p.grad, tgrads[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    model.to(dtype=np.float64)
+    assert all(p.data.dtype == np.float64 for p in model.parameters())
+    model.eval()
+    assert not any(m.training for m in model.modules())
+
+
+def test_layer_list_edits_renumber_as_pytorch_does(torch):
+    a, b, c, d = (lm.Dense(2, 2) for _ in range(4))
+    layers = lm.LayerList([a, b])
+    layers.append(c).extend([d])
+    layers.insert(1, lm.ReLU())
+    assert [name for name, _ in layers.named_children()] == ["0", "1", "2", "3", "4"]
+    assert layers[0] is a and isinstance(layers[1], lm.ReLU) and layers[-1] is d and len(layers) == 5
+    del layers[1]
+    assert list(layers) == [a, b, c, d] and list(reversed(layers)) == [d, c, b, a]
+    assert list(layers[1:3]) == [b, c] and isinstance(layers[1:3], lm.LayerList)
+    layers[2] = e = lm.Dense(2, 2)
+    assert layers[2] is e and list(layers.state_dict())[4:6] == ["2.weight", "2.bias"]
+    del layers[::2]
+    assert list(layers) == [b, d] and list(layers.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    tl = torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(4)])
+    del tl[::2]
+    assert list(tl.state_dict()) == list(layers.state_dict())
+
+
+def test_layer_containers_reject_what_they_cannot_hold_and_have_no_forward():
+    layers, heads = lm.LayerList(), lm.LayerDict()
+    with pytest.raises(TypeError, match="LayerList: expected a Layer, received list"):
+        layers.append([lm.ReLU()])
+    with pytest.raises(IndexError, match="LayerList: index 0 out of range for 0 layers"):
+        layers[0]
+    with pytest.raises(KeyError, match=r"LayerDict: expected a name as a non-empty string without '\.', received 'a\.b'"):
+        heads["a.b"] = lm.ReLU()
+    with pytest.raises(TypeError, match="LayerDict: expected a Layer, received int"):
+        heads["a"] = 3
+    heads.update([("keys", lm.ReLU()), ("b", lm.Tanh())])
+    assert "keys" in heads and list(heads.keys()) == ["keys", "b"]  # a layer named like a method leaves the method alone
+    assert isinstance(heads.pop("keys"), lm.ReLU) and list(heads) == ["b"] and len(heads) == 1
+    with pytest.raises(NotImplementedError, match="LayerList holds layers and has no forward"):
+        lm.LayerList([lm.ReLU()])(np.zeros(3))
+    with pytest.raises(NotImplementedError, match="LayerDict holds layers and has no forward"):
+        heads.backward(np.zeros(3))

@@ -3,6 +3,8 @@
 final states against PyTorch and finite differences, errors, dropout between
 layers, checkpointing, mixed precision, training, and the embedding table."""
 
+import zlib
+
 import numpy as np
 import pytest
 from conftest import requires_cuda
@@ -25,7 +27,7 @@ def _pair(torch, kind, n_in, hidden, layers, **kwargs):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("batch_first,bidirectional", [(True, False), (False, True), (True, True)])
 def test_states_in_and_out_match_pytorch(kind, batch_first, bidirectional, torch, xp):
-    rng = np.random.default_rng(hash((kind, batch_first, bidirectional)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((kind, batch_first, bidirectional)).encode()))
     n, length, d = 3, 5, 2 if bidirectional else 1
     layer, t = _pair(torch, kind, 4, 6, 2, batch_first=batch_first, bidirectional=bidirectional)
     layer.to("cpu" if xp is np else "cuda")
@@ -363,7 +365,7 @@ def test_lengths_match_pytorch_packed_sequences(kind, kwargs, torch, xp):
     padding holds NaN: it must never be read."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: PLC0415
 
-    rng = np.random.default_rng(abs(hash((kind, str(kwargs)))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((kind, kwargs)).encode()))
     lens = np.array([3, 7, 1, 5])
     n, length, d = len(lens), 7, 2 if kwargs.get("bidirectional") else 1
     bf, seqs = kwargs.get("batch_first", True), kwargs.get("return_sequences", True)

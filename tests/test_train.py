@@ -162,3 +162,16 @@ def test_seq2seq_example_sorts_with_greedy_decoding():
     result = _example("seq2seq_sort").main(steps=200, seed=0, verbose=False)
     assert result["token_accuracy"] >= 0.98, result
     assert result["exact_match"] >= 0.9, result
+
+
+def test_seq2seq_example_decodes_the_same_with_and_without_the_kv_cache():
+    """Greedy decoding token by token with a KVCache (the newest token
+    alone through the decoder) and without (the whole prefix each step)
+    picks the same tokens."""
+    ex = _example("seq2seq_sort")
+    lm.manual_seed(4)
+    model = ex.Seq2Seq()
+    src, lengths, _, _ = ex.make_data(64, np.random.default_rng(4))
+    cached = model.generate(src, lengths)
+    assert cached.shape == (64, ex.LONGEST + 1)
+    assert np.array_equal(cached, model.generate(src, lengths, use_cache=False))

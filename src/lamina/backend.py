@@ -260,6 +260,17 @@ def narrow(a, dtype):
         return a.astype(dtype)
 
 
+def finfo(dtype):
+    """``np.finfo`` for every float dtype lamina computes in, bfloat16 included
+    (through ml_dtypes, which has its own finfo)."""
+    dt = np.dtype(dtype)
+    if dt.name == "bfloat16":
+        import ml_dtypes  # noqa: PLC0415
+
+        return ml_dtypes.finfo(dt)
+    return np.finfo(dt)
+
+
 def is_low_precision(dtype):
     """float16 or bfloat16: stored in 16 bits, computed in float32.  (On
     every layer call, so it checks the item size before any name.)"""

@@ -1,6 +1,7 @@
 """lamina's layers, one family per file."""
 
 from .attention import (
+    KVCache,
     MultiheadAttention,
     Transformer,
     TransformerDecoder,
@@ -9,20 +10,20 @@ from .attention import (
     TransformerEncoderLayer,
 )
 from .activations import ELU, GELU, LeakyReLU, LogSoftmax, Mish, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
-from .containers import Flatten, Identity, Residual, Sequential
+from .containers import Flatten, Identity, LayerDict, LayerList, Residual, Sequential
 from .conv import Conv1D, Conv2D, ConvTranspose1D, ConvTranspose2D
 from .dense import Dense
 from .dropout import Dropout
 from .embedding import Embedding
-from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
 from .pooling import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
 from .recurrent import GRU, LSTM, RNN
 from .resample import AdaptiveAvgPool1D, AdaptiveAvgPool2D, Upsample
 
 __all__ = [
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus", "Mish", "Softmax", "LogSoftmax", "Identity", "Flatten", "Dropout", "Sequential",
-    "Residual", "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "Upsample",
-    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "MultiheadAttention",
+    "Residual", "LayerList", "LayerDict", "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "Upsample",
+    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "MultiheadAttention", "KVCache",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Embedding", "RNN", "LSTM", "GRU",
 ]

@@ -42,6 +42,132 @@ from .dropout import Dropout
 from .norm import LayerNorm
 
 
+class KVCache:
+    """Keys and values kept from one call to the next, for incremental
+    (token by token) decoding: each step runs only the new positions
+    through the model, and every attention layer reads the keys and values
+    it computed at earlier steps from here instead of recomputing them.
+
+        cache = lm.KVCache()
+        with lm.no_grad():
+            memory = model.encoder(src)
+            for t in range(steps):
+                y = model.decoder(tgt[:, t:t + 1], memory, cache=cache)  # query length 1
+
+    One cache serves one decoding run: pass the same cache to every call of
+    the run (of a :class:`MultiheadAttention`, an encoder or decoder layer,
+    or a stack), and a new one (or :meth:`clear`) for the next run.  Each
+    attention layer keeps its own entry, keyed by the layer:
+
+    - self-attention appends the new positions' keys and values (N, H, L, D)
+      to what it kept; the new queries sit at positions past, ..., past+Lq-1,
+      so a causal layer lets query i see keys 0..past+i, and masks are
+      given for all the keys: key_padding_mask (N, past+Lq), attn_mask
+      (Lq, past+Lq);
+    - cross-attention projects the memory on its first call and reuses the
+      keys and values after it: later calls must pass a memory of the same
+      shape, which is not projected again (a new memory needs a new cache).
+
+    Running the positions in one call or one by one gives the same outputs
+    (to rounding).  The cache is for inference: it raises under gradient
+    recording (call it under :func:`lamina.no_grad`), since backward
+    through keys kept from earlier calls is not possible.  The buffers grow
+    by doubling, so a run of L steps copies O(L) keys, not O(L²).
+    """
+
+    def __init__(self):
+        self._entries = {}
+
+    @property
+    def length(self):
+        """Positions the self-attention layers have seen (0 before the first
+        call): the position of the next query, for positional encodings."""
+        return max((e.length for e in self._entries.values() if not e.cross), default=0)
+
+    def past(self, attn):
+        """Positions ``attn`` (a self-attention layer) has seen."""
+        e = self._entries.get(attn)
+        return 0 if e is None or e.cross else e.length
+
+    def reorder(self, index):
+        """Keep the batch rows ``index`` (an integer array on the model's
+        device) in every entry: beam search picks its surviving beams with it,
+        a batch drops its finished sequences."""
+        for e in self._entries.values():
+            e.k, e.v = e.k[index], e.v[index]
+
+    def clear(self):
+        self._entries.clear()
+
+    def __len__(self):
+        return self.length
+
+    def __repr__(self):
+        return f"KVCache(layers={len(self._entries)}, length={self.length})"
+
+    @staticmethod
+    def check(cache, owner):
+        """Raise, naming the layer ``owner``, where ``cache`` cannot be used."""
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"{owner._label()}: expected cache as a lamina.KVCache, received {type(cache).__name__}")
+        if is_grad_enabled():
+            raise RuntimeError(f"{owner._label()}: a KVCache is for inference; call under lamina.no_grad() "
+                               "(backward cannot run through keys and values kept from earlier calls)")
+
+    def _lookup(self, attn, n, lk=None):
+        """(past, kept) for attention layer ``attn`` about to run a batch of
+        n queries: self-attention (lk None) has seen ``past`` positions;
+        cross-attention over a memory of length lk gets its kept (k, v), or
+        None on its first call.  Raises, naming the layer, on a batch or
+        memory that is not the cached one."""
+        e = self._entries.get(attn)
+        if e is None:
+            return 0, None
+        if e.k.shape[0] != n:
+            raise ShapeError(f"{attn._label()}: expected a batch of {e.k.shape[0]} (the KVCache's), received {n}; "
+                             "KVCache.reorder(index) changes the cached batch")
+        if lk is None:
+            return e.length, None
+        if e.length != lk:
+            raise ShapeError(f"{attn._label()}: expected a memory of length {e.length} (the one this KVCache "
+                             f"projected), received {lk}; use a new KVCache for a new memory")
+        return 0, (e.k, e.v)
+
+    def _keep(self, attn, k, v, cross):
+        """Store cross-attention's (k, v), or append self-attention's new
+        ones; returns all the keys and values to attend over."""
+        if cross:
+            self._entries[attn] = _Kept(k, v, cross=True)
+            return k, v
+        e = self._entries.get(attn)
+        if e is None:
+            e = self._entries[attn] = _Kept(None, None, cross=False)
+        return e.append(k, v)
+
+
+class _Kept:
+    """One attention layer's keys and values, (N, H, capacity, D) buffers
+    whose first ``length`` positions are filled (cross: exactly the memory's)."""
+
+    def __init__(self, k, v, cross):
+        self.k, self.v, self.cross = k, v, cross
+        self.length = 0 if k is None else k.shape[2]
+
+    def append(self, k, v):
+        n, h, l, d = k.shape
+        end = self.length + l
+        if self.k is None or end > self.k.shape[2]:
+            xp = backend.get_array_module(k)
+            cap = max(end, 16, 0 if self.k is None else 2 * self.k.shape[2])
+            bk, bv = xp.empty((n, h, cap, d), dtype=k.dtype), xp.empty((n, h, cap, d), dtype=v.dtype)
+            if self.length:
+                bk[:, :, :self.length], bv[:, :, :self.length] = self.k[:, :, :self.length], self.v[:, :, :self.length]
+            self.k, self.v = bk, bv
+        self.k[:, :, self.length:end], self.v[:, :, self.length:end] = k, v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
 class MultiheadAttention(Layer):
     """Multi-head attention (PyTorch's ``nn.MultiheadAttention`` with
     ``batch_first=True``): self-attention, ``mha(x)``, or cross-attention,
@@ -66,6 +192,11 @@ class MultiheadAttention(Layer):
             to the scores.
         attn_mask: (Lq, Lk) or (N·H, Lq, Lk); True (bool) stops query i from
             attending to key j; a float mask is added to the scores (-inf hides).
+        cache: a :class:`KVCache`, for incremental decoding under
+            ``no_grad()``: self-attention attends over the keys and values
+            of earlier calls too (Lk = positions seen + Lq; causal counts
+            positions from the first call), cross-attention projects its
+            memory once.
     The masks combine with each other and with ``causal``.  A query left
     with no visible key gets attention weights of zero (its output is
     out_proj's bias) where PyTorch returns NaN.  Neither mask needs to be
@@ -153,23 +284,26 @@ class MultiheadAttention(Layer):
                              f", received {tuple(mask.shape)}")
         return mask
 
-    def check_masks(self, query, key_padding_mask=None, attn_mask=None, key=None):
+    def check_masks(self, query, key_padding_mask=None, attn_mask=None, key=None, past=0):
         """Validate the masks for a query (N, Lq, E) and, for cross-attention,
-        a key (N, Lk, E) (self-attention: Lk = Lq); raises naming this layer."""
+        a key (N, Lk, E) (self-attention: Lk = past + Lq, with ``past``
+        positions kept in a :class:`KVCache`); raises naming this layer."""
         n, lq = query.shape[0], query.shape[1]
-        lk = lq if key is None else key.shape[1]
+        lk = past + lq if key is None else key.shape[1]
         if key_padding_mask is not None:
             self._check_mask(key_padding_mask, "key_padding_mask", [(n, lk)], query)
         if attn_mask is not None:
             self._check_mask(attn_mask, "attn_mask", [(lq, lk), (n * self.num_heads, lq, lk)], query)
 
-    def _masks(self, n, lq, lk, dtype, xp, key_padding_mask, attn_mask):
+    def _masks(self, n, lq, lk, dtype, xp, key_padding_mask, attn_mask, past=0):
         """The (validated) masks as (hidden, added): a bool array, True where
         a key is hidden, and a float array to add to the scaled scores, each
-        broadcastable to the scores (N, H, Lq, Lk), or None."""
+        broadcastable to the scores (N, H, Lq, Lk), or None.  The queries
+        sit at positions past, ..., past+Lq-1 (causal: query i sees keys
+        0..past+i)."""
         hidden = added = None
         if self.causal:
-            hidden = xp.triu(xp.ones((lq, lk), dtype=bool), k=1)
+            hidden = xp.triu(xp.ones((lq, lk), dtype=bool), k=1 + past)
         parts = []
         if key_padding_mask is not None:
             parts.append(key_padding_mask.reshape(n, 1, 1, lk))
@@ -184,21 +318,33 @@ class MultiheadAttention(Layer):
         return hidden, added
 
     def forward(self, query, key=None, value=None, key_padding_mask=None, attn_mask=None, need_weights=False,
-                average_attn_weights=True):
+                average_attn_weights=True, cache=None):
         groups = self._inputs(query, key, value)
         x = groups[0][0]
         n, lq, e = x.shape
-        lk = groups[-1][0].shape[1]
-        self.check_masks(x, key_padding_mask, attn_mask, key=None if key is None else groups[1][0])  # before anything changes
+        cross = key is not None
+        lnew = groups[-1][0].shape[1]  # positions of the keys and values given now
+        past, kept = 0, None  # with a KVCache: positions already seen (self), or the memory's (k, v) (cross)
+        if cache is not None:
+            KVCache.check(cache, self)
+            past, kept = cache._lookup(self, n, lnew if cross else None)
+        lk = past + lnew
+        self.check_masks(x, key_padding_mask, attn_mask, key=groups[1][0] if cross else None, past=past)  # before anything changes
         xp = backend.get_array_module(x)
-        hidden, added = self._masks(n, lq, lk, x.dtype, xp, key_padding_mask, attn_mask)
+        hidden, added = self._masks(n, lq, lk, x.dtype, xp, key_padding_mask, attn_mask, past)
         w = self._compute(self.in_proj_weight)
         b = None if self.in_proj_bias is None else self._compute(self.in_proj_bias)
         slots = []  # the projections of the queries, keys and values, each (N*L, E)
-        for a, first, last in groups:
+        for a, first, last in (groups[:1] if kept is not None else groups):
             out = ops.linear_forward(a.reshape(-1, e), w[first * e:last * e], None if b is None else b[first * e:last * e])
             slots += [out[:, i * e:(i + 1) * e] for i in range(last - first)]
-        q, k, v = self._heads(slots[0], n, lq), self._heads(slots[1], n, lk), self._heads(slots[2], n, lk)
+        q = self._heads(slots[0], n, lq)
+        if kept is not None:
+            k, v = kept
+        else:
+            k, v = self._heads(slots[1], n, lnew), self._heads(slots[2], n, lnew)
+            if cache is not None:
+                k, v = cache._keep(self, k, v, cross)
         work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype  # scores and softmax in float32 at least
         s = ops.matmul(q, k.transpose(0, 1, 3, 2)).astype(work, copy=False)  # (N, H, Lq, Lk)
         scale = 1.0 / math.sqrt(self.head_dim)
@@ -301,6 +447,14 @@ class _TransformerLayer(Layer):
             x = backend.narrow(x, ref.compute_dtype)  # mixed precision: the residual stream in the compute dtype
         return x
 
+    def _check_cache(self, cache, x):
+        """Positions self_attn has kept in ``cache`` (0 without one), after
+        checking that the cache can serve this call."""
+        if cache is None:
+            return 0
+        KVCache.check(cache, self)
+        return cache._lookup(self.self_attn, x.shape[0])[0]
+
     def extra_repr(self):
         return f"norm_first={self.norm_first}"
 
@@ -347,10 +501,9 @@ class TransformerEncoderLayer(_TransformerLayer):
     def _attn(self, z, masks):
         return self.dropout1(self.self_attn(z, **masks))
 
-    def forward(self, x, src_mask=None, src_key_padding_mask=None):
-        masks = {"attn_mask": src_mask, "key_padding_mask": src_key_padding_mask}
-        x = self._check_stream(x)
-        self.self_attn.check_masks(x, **masks)  # before any child runs: an error leaves every cache as it was
+    def forward(self, x, src_mask=None, src_key_padding_mask=None, cache=None):
+        masks = {"attn_mask": src_mask, "key_padding_mask": src_key_padding_mask, "cache": cache}
+        x = self.check(x, src_mask, src_key_padding_mask, cache)  # before any child runs: an error leaves every cache as it was
         if self.norm_first:
             h = x + self._attn(self.norm1(x), masks)
             y = h + self._ff(self.norm2(h), self.dropout2)
@@ -359,6 +512,14 @@ class TransformerEncoderLayer(_TransformerLayer):
             y = self.norm2(h + self._ff(h, self.dropout2))
         self._save(None, out=y)  # the children hold what backward needs
         return y
+
+    def check(self, x, src_mask=None, src_key_padding_mask=None, cache=None):
+        """Validate the input, masks and cache (raising, naming this layer,
+        before anything runs); returns x, cast under mixed precision."""
+        x = self._check_stream(x)
+        past = self._check_cache(cache, x)
+        self.self_attn.check_masks(x, src_key_padding_mask, src_mask, past=past)
+        return x
 
     def backward(self, dy):
         self._take_cache(dy)
@@ -418,20 +579,23 @@ class TransformerDecoderLayer(_TransformerLayer):
         self.dropout3 = Dropout(dropout)
 
     def check(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
-              memory_key_padding_mask=None):
-        """Validate the inputs and masks (raising, naming this layer, before
-        anything runs); returns (tgt, memory), cast under mixed precision."""
+              memory_key_padding_mask=None, cache=None):
+        """Validate the inputs, masks and cache (raising, naming this layer,
+        before anything runs); returns (tgt, memory), cast under mixed precision."""
         tgt = self._check_stream(tgt, "tgt")
         memory = self._check_stream(memory, "memory", batch=tgt.shape[0])
-        self.self_attn.check_masks(tgt, tgt_key_padding_mask, tgt_mask)
+        past = self._check_cache(cache, tgt)
+        if cache is not None:
+            cache._lookup(self.multihead_attn, tgt.shape[0], memory.shape[1])
+        self.self_attn.check_masks(tgt, tgt_key_padding_mask, tgt_mask, past=past)
         self.multihead_attn.check_masks(tgt, memory_key_padding_mask, memory_mask, key=memory)
         return tgt, memory
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
-                memory_key_padding_mask=None):
-        x, m = self.check(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask)
-        sa = {"attn_mask": tgt_mask, "key_padding_mask": tgt_key_padding_mask}
-        ca = {"attn_mask": memory_mask, "key_padding_mask": memory_key_padding_mask}
+                memory_key_padding_mask=None, cache=None):
+        x, m = self.check(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask, cache)
+        sa = {"attn_mask": tgt_mask, "key_padding_mask": tgt_key_padding_mask, "cache": cache}
+        ca = {"attn_mask": memory_mask, "key_padding_mask": memory_key_padding_mask, "cache": cache}
         if self.norm_first:
             h = x + self.dropout1(self.self_attn(self.norm1(x), **sa))
             h = h + self.dropout2(self.multihead_attn(self.norm2(h), m, **ca))
@@ -523,11 +687,9 @@ class TransformerEncoder(_TransformerStack):
     def __init__(self, encoder_layer, num_layers, norm=None, checkpoint=False):
         super().__init__(encoder_layer, num_layers, norm, checkpoint, TransformerEncoderLayer)
 
-    def forward(self, src, mask=None, src_key_padding_mask=None):
-        first = self.layers[0]
-        x = first._check_stream(src)
-        first.self_attn.check_masks(x, src_key_padding_mask, mask)  # before any layer runs
-        return self._run(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask)
+    def forward(self, src, mask=None, src_key_padding_mask=None, cache=None):
+        x = self.layers[0].check(src, mask, src_key_padding_mask, cache)  # before any layer runs
+        return self._run(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, cache=cache)
 
     def backward(self, dy):
         for dy in self._backward_layers(dy):
@@ -547,11 +709,11 @@ class TransformerDecoder(_TransformerStack):
         super().__init__(decoder_layer, num_layers, norm, checkpoint, TransformerDecoderLayer)
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
-                memory_key_padding_mask=None):
+                memory_key_padding_mask=None, cache=None):
         masks = {"tgt_mask": tgt_mask, "memory_mask": memory_mask, "tgt_key_padding_mask": tgt_key_padding_mask,
                  "memory_key_padding_mask": memory_key_padding_mask}
-        x, m = self.layers[0].check(tgt, memory, **masks)  # before any layer runs
-        return self._run(x, m, **masks)
+        x, m = self.layers[0].check(tgt, memory, **masks, cache=cache)  # before any layer runs
+        return self._run(x, m, **masks, cache=cache)
 
     def backward(self, dy):
         dmemory = None

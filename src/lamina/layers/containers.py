@@ -1,4 +1,5 @@
-"""Containers and shape-only layers: Sequential, Identity, Flatten."""
+"""Containers and shape-only layers: Sequential, Residual, LayerList, LayerDict,
+Identity, Flatten."""
 
 import numpy as np
 
@@ -206,3 +207,136 @@ class Residual(Layer):
 
     def extra_repr(self):
         return "" if self.shortcut is not None else "shortcut=identity"
+
+
+class _Holder(Layer):
+    """A container with no forward of its own: the model that holds it
+    calls its layers (and their backward, in reverse) in its own forward."""
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} holds layers and has no forward: call its layers in the "
+                                  "forward of the model that holds it (and their backward, in reverse, in its backward)")
+
+    backward = forward
+
+    def _layer(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{type(self).__name__}: expected a Layer, received {type(layer).__name__}")
+        return layer
+
+    def __len__(self):
+        return len(self._children)
+
+
+class LayerList(_Holder):
+    """A list of layers whose parameters belong to the model that holds it
+    (PyTorch's ``nn.ModuleList``): children named "0", "1", ..., so
+    ``blocks.3.weight`` is the same key in both.  A plain Python list of
+    layers would hide their parameters from ``parameters()``,
+    ``state_dict()`` and ``to()``.
+
+    It has no forward: the holder runs its layers, e.g.
+    ``for block in self.blocks: x = block(x)`` and in backward
+    ``for block in reversed(self.blocks): dy = block.backward(dy)``.
+    Indexing, slicing (a new LayerList of the same layers), ``append``,
+    ``extend``, ``insert``, assignment and ``del`` work as on a list; the
+    children are renumbered after an insertion or deletion, as PyTorch's.
+    """
+
+    def __init__(self, layers=()):
+        super().__init__()
+        self.extend(layers)
+
+    def _renumber(self, layers):
+        self._children.clear()
+        for i, layer in enumerate(layers):
+            self._children[str(i)] = layer
+
+    def _index(self, i):
+        n = len(self._children)
+        if not -n <= i < n:
+            raise IndexError(f"LayerList: index {i} out of range for {n} layers")
+        return str(i % n)
+
+    def append(self, layer):
+        self._children[str(len(self._children))] = self._layer(layer)
+        return self
+
+    def extend(self, layers):
+        for layer in layers:
+            self.append(layer)
+        return self
+
+    def insert(self, index, layer):
+        layers = list(self._children.values())
+        layers.insert(index, self._layer(layer))
+        self._renumber(layers)
+
+    def __iter__(self):
+        return iter(self._children.values())
+
+    def __reversed__(self):
+        return reversed(list(self._children.values()))
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return LayerList(list(self._children.values())[index])
+        return self._children[self._index(index)]
+
+    def __setitem__(self, index, layer):
+        self._children[self._index(index)] = self._layer(layer)
+
+    def __delitem__(self, index):
+        layers = list(self._children.values())
+        del layers[index if isinstance(index, slice) else int(self._index(index))]
+        self._renumber(layers)
+
+
+class LayerDict(_Holder):
+    """Layers by name, whose parameters belong to the model that holds it
+    (PyTorch's ``nn.ModuleDict``): ``heads["age"].weight`` is saved as
+    ``heads.age.weight``.  Insertion-ordered, with the mapping methods
+    (``[]``, ``in``, ``keys``, ``values``, ``items``, ``update``, ``pop``);
+    no forward of its own, as :class:`LayerList`.  A name is a non-empty
+    string without "."."""
+
+    def __init__(self, layers=None):
+        super().__init__()
+        if layers is not None:
+            self.update(layers)
+
+    def _key(self, key):
+        if not isinstance(key, str) or not key or "." in key:
+            raise KeyError(f"LayerDict: expected a name as a non-empty string without '.', received {key!r}")
+        return key
+
+    def __getitem__(self, key):
+        return self._children[key]
+
+    def __setitem__(self, key, layer):
+        self._children[self._key(key)] = self._layer(layer)
+
+    def __delitem__(self, key):
+        del self._children[key]
+
+    def __contains__(self, key):
+        return key in self._children
+
+    def __iter__(self):
+        return iter(self._children)
+
+    def keys(self):
+        return self._children.keys()
+
+    def values(self):
+        return self._children.values()
+
+    def items(self):
+        return self._children.items()
+
+    def pop(self, key):
+        return self._children.pop(key)
+
+    def update(self, layers):
+        for key, layer in (layers.items() if hasattr(layers, "items") else layers):
+            self[key] = layer

@@ -212,6 +212,75 @@ class LayerNorm(Layer):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
 
 
+class RMSNorm(Layer):
+    """Root-mean-square normalisation over the trailing ``normalized_shape``
+    dimensions (PyTorch's ``nn.RMSNorm``): LayerNorm without the mean and
+    the bias, as in T5 and LLaMA.  Per sample, over those D values:
+
+        r = 1 / sqrt(mean(x²) + eps),   xhat = x r,   y = weight ⊙ xhat
+
+    Backward (g = dy ⊙ weight, means over the D values): since
+    ∂r/∂x_j = -r³ x_j / D,
+
+        dx = r (g - xhat mean(g ⊙ xhat))
+        dweight = Σ_samples dy ⊙ xhat
+
+    Args:
+        normalized_shape: int or tuple, the trailing shape to normalise over.
+        eps: added to the mean square; None (PyTorch's default) takes the
+            machine epsilon of the input's dtype.
+        elementwise_affine: learn ``weight`` (ones).
+
+    16-bit inputs (mixed precision) are normalised in float32.
+    """
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        if not shape:
+            raise ValueError("RMSNorm: expected a non-empty normalized_shape")
+        self.normalized_shape = tuple(positive_int(s, "RMSNorm", "normalized_shape") for s in shape)
+        if eps is not None and not eps > 0:
+            raise ValueError(f"RMSNorm: expected eps > 0 or None, received {eps!r}")
+        self.eps = None if eps is None else float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype)) if self.elementwise_affine else None
+
+    def forward(self, x):
+        k = len(self.normalized_shape)
+        x = self._check_input(x, min_ndim=k)
+        if tuple(x.shape[-k:]) != self.normalized_shape:
+            raise ShapeError(
+                f"{self._label()}: expected an input ending in {self.normalized_shape} (normalized_shape), "
+                f"received shape {tuple(x.shape)}"
+            )
+        xp = backend.get_array_module(x)
+        eps = self.eps if self.eps is not None else float(backend.finfo(x.dtype).eps)
+        work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype
+        xw = x.astype(work, copy=False).reshape(-1, math.prod(self.normalized_shape))
+        r = 1 / xp.sqrt((xw * xw).mean(axis=1, keepdims=True) + np.dtype(work).type(eps))  # (rows, 1)
+        xhat = xw * r  # (rows, D)
+        y = xhat if self.weight is None else xhat * self.weight.data.astype(work, copy=False).reshape(-1)
+        y = y.reshape(x.shape)
+        y = backend.narrow(y, x.dtype) if y.dtype != x.dtype else y
+        self._save(xhat, r, out=y)
+        return y
+
+    def backward(self, dy):
+        xhat, r = self._take_cache(dy)
+        dy = self._compute_grad(dy)
+        dyw = dy.astype(xhat.dtype, copy=False).reshape(xhat.shape)
+        g = dyw if self.weight is None else dyw * self.weight.data.astype(xhat.dtype, copy=False).reshape(-1)
+        dx = r * (g - xhat * (g * xhat).mean(axis=1, keepdims=True))
+        if self.weight is not None:
+            self.weight.accumulate((dyw * xhat).sum(axis=0).reshape(self.normalized_shape).astype(self.weight.data.dtype, copy=False), owned=True)
+        dx = dx.reshape(dy.shape)
+        return backend.narrow(dx, dy.dtype) if dx.dtype != dy.dtype else dx
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
 class GroupNorm(Layer):
     """Group normalisation (PyTorch's ``nn.GroupNorm``): the C channels of
     each sample split into G groups of C/G; each group is normalised over
