@@ -273,19 +273,22 @@ def _grads_match(layer, t, err=""):
         np.testing.assert_allclose(to_numpy(p.grad), tparams[name].grad.numpy(), rtol=1e-4, atol=2e-5, err_msg=err + name)
 
 
-@pytest.mark.parametrize("form", ["memory", "key and value"])
-def test_cross_attention_matches_pytorch(form, torch, xp):
+@pytest.mark.parametrize("form,kdim,vdim", [("memory", None, None), ("key and value", None, None),
+                                           ("memory", 6, 6), ("key and value", 6, 5), ("key and value", 8, 3)])
+def test_cross_attention_matches_pytorch(form, kdim, vdim, torch, xp):
     """Queries (N, 5, E) over a memory of another length (7), with a padding
     mask on the memory and a float (Lq, Lk) mask: output, both or all three
-    input gradients, and every parameter gradient."""
+    input gradients, and every parameter gradient; with kdim/vdim, keys and
+    values of other widths through PyTorch's separate q/k/v_proj_weight."""
     rng = np.random.default_rng(3)
     n, lq, lk, e, h = 3, 5, 7, 8, 2
-    layer, t = _mha_pair(torch, e, h)
+    layer, t = _mha_pair(torch, e, h, kdim=kdim, vdim=vdim)
+    assert list(layer.state_dict()) == list(t.state_dict())
     layer.to("cpu" if xp is np else "cuda")
     q = rng.standard_normal((n, lq, e)).astype(np.float32)
-    inputs = [q, rng.standard_normal((n, lk, e)).astype(np.float32)]
+    inputs = [q, rng.standard_normal((n, lk, kdim or e)).astype(np.float32)]
     if form == "key and value":
-        inputs.append(rng.standard_normal((n, lk, e)).astype(np.float32))
+        inputs.append(rng.standard_normal((n, lk, vdim or e)).astype(np.float32))
     kpm = np.zeros((n, lk), dtype=bool)
     kpm[0, 2:] = True
     kpm[2, 6:] = True
@@ -316,6 +319,26 @@ def test_cross_attention_gradcheck_on_odd_lengths(lq, lk, causal):
     m = rng.standard_normal((2, 2 * lk, 6))[:, ::2]  # a non-contiguous view
     assert gradcheck(layer, q, m)
     assert gradcheck(lm.MultiheadAttention(6, 2, bias=False), q[:1], m[:1], rng.standard_normal((1, lk, 6)))
+    assert gradcheck(lm.MultiheadAttention(6, 3, causal=causal, kdim=4, vdim=4), q, rng.standard_normal((2, lk, 4)))
+    assert gradcheck(lm.MultiheadAttention(6, 2, kdim=5, vdim=1), q[:1], rng.standard_normal((1, lk, 5)),
+                     rng.standard_normal((1, 2 * lk, 1))[:, 1::2])
+
+
+def test_kdim_vdim_errors_name_the_layer():
+    mha = lm.MultiheadAttention(8, 2, kdim=6, vdim=5)
+    assert "kdim=6, vdim=5" in repr(mha) and mha.in_proj_weight is None
+    q = np.zeros((2, 3, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"MultiheadAttention\(embed_dim=8.*self-attention needs kdim = vdim = embed_dim"):
+        mha(q)
+    with pytest.raises(ValueError, match=r"memory read as both key and value needs kdim = vdim, received kdim=6 and vdim=5"):
+        mha(q, np.zeros((2, 4, 6), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"key with size 6 \(kdim\) in dimension 2, received shape \(2, 4, 8\)"):
+        mha(q, np.zeros((2, 4, 8), dtype=np.float32), np.zeros((2, 4, 5), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"value with size 5 \(vdim\) in dimension 2, received shape \(2, 4, 6\)"):
+        mha(q, np.zeros((2, 4, 6), dtype=np.float32), np.zeros((2, 4, 6), dtype=np.float32))
+    assert not mha.has_cache()
+    same = lm.MultiheadAttention(8, 2, kdim=8, vdim=8)  # PyTorch too keeps in_proj_weight when both equal E
+    assert same.in_proj_weight is not None and not same.separate_proj
 
 
 def test_three_reads_of_one_input_sum_to_self_attention():
@@ -649,10 +672,11 @@ def test_cached_causal_encoder_and_attention_equal_the_full_run_past_the_buffers
     assert cache.past(mha) == 40 and cache._entries[mha].k.shape[2] == 64
 
 
-def test_cached_cross_attention_projects_the_memory_once():
+@pytest.mark.parametrize("kdim,vdim", [(None, None), (6, 3)])
+def test_cached_cross_attention_projects_the_memory_once(kdim, vdim):
     rng = np.random.default_rng(9)
-    mha = lm.MultiheadAttention(8, 2).to(dtype=np.float64)
-    q, k, v = rng.standard_normal((2, 3, 8)), rng.standard_normal((2, 5, 8)), rng.standard_normal((2, 5, 8))
+    mha = lm.MultiheadAttention(8, 2, kdim=kdim, vdim=vdim).to(dtype=np.float64)
+    q, k, v = rng.standard_normal((2, 3, 8)), rng.standard_normal((2, 5, kdim or 8)), rng.standard_normal((2, 5, vdim or 8))
     with lm.no_grad():
         full = mha(q, k, v)
         cache = lm.KVCache()

@@ -180,13 +180,15 @@ class MultiheadAttention(Layer):
         causal: query i attends only to keys 0..i (PyTorch's top-left
             ``is_causal``; in self-attention, itself and earlier positions).
         dropout: dropout probability on the attention weights (training only).
+        kdim, vdim: the widths of the key and value inputs (E when None), as
+            PyTorch's: cross-attention over a memory of another width.
 
     Call: ``forward(query, key=None, value=None, key_padding_mask=None,
     attn_mask=None)``:
         key, value: None for self-attention over ``query``; ``key`` alone is
             a memory used as both keys and values (an encoder's output, for
             a decoder); all three as in PyTorch.  The key and value have the
-            query's batch and width E, their own length Lk.
+            query's batch, widths kdim and vdim, their own length Lk.
         key_padding_mask: (N, Lk); True (bool) hides that key (a padding
             position) from every query of its sequence; a float mask is added
             to the scores.
@@ -213,15 +215,19 @@ class MultiheadAttention(Layer):
     three gradients sum to self-attention's dx (which ``mha(x)`` gets in one GEMM).
 
     Shape:
-        query (N, Lq, E), key and value (N, Lk, E) → y: (N, Lq, E).
+        query (N, Lq, E), key (N, Lk, kdim), value (N, Lk, vdim) → y: (N, Lq, E).
 
     Parameters (PyTorch's names and initialisation):
         in_proj_weight (3E, E): the stacked query, key and value projections,
             Xavier-uniform; in_proj_bias (3E,): zeros; out_proj: a Dense(E, E)
-            whose bias starts at zero.
+            whose bias starts at zero.  With kdim or vdim other than E, as in
+            PyTorch, three matrices instead of in_proj_weight:
+            q_proj_weight (E, E), k_proj_weight (E, kdim), v_proj_weight
+            (E, vdim), each Xavier-uniform.
     """
 
-    def __init__(self, embed_dim, num_heads, bias=True, causal=False, dropout=0.0, dtype=np.float32):
+    def __init__(self, embed_dim, num_heads, bias=True, causal=False, dropout=0.0, kdim=None, vdim=None,
+                 dtype=np.float32):
         super().__init__()
         self.embed_dim = positive_int(embed_dim, "MultiheadAttention", "embed_dim")
         self.num_heads = positive_int(num_heads, "MultiheadAttention", "num_heads")
@@ -232,14 +238,24 @@ class MultiheadAttention(Layer):
         self.head_dim = self.embed_dim // self.num_heads
         self.causal = bool(causal)
         e = self.embed_dim
-        self.in_proj_weight = Parameter(np.empty((3 * e, e), dtype=dtype))
+        self.kdim = e if kdim is None else positive_int(kdim, "MultiheadAttention", "kdim")
+        self.vdim = e if vdim is None else positive_int(vdim, "MultiheadAttention", "vdim")
+        self.separate_proj = not self.kdim == self.vdim == e  # PyTorch's `not _qkv_same_embed_dim`
+        if self.separate_proj:
+            self.q_proj_weight = Parameter(np.empty((e, e), dtype=dtype))
+            self.k_proj_weight = Parameter(np.empty((e, self.kdim), dtype=dtype))
+            self.v_proj_weight = Parameter(np.empty((e, self.vdim), dtype=dtype))
+            self.in_proj_weight = None
+        else:
+            self.in_proj_weight = Parameter(np.empty((3 * e, e), dtype=dtype))
         self.in_proj_bias = Parameter(np.zeros(3 * e, dtype=dtype)) if bias else None
         self.out_proj = Dense(e, e, bias=bias, dtype=dtype)
         self.attn_dropout = Dropout(dropout)
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.xavier_uniform_(self.in_proj_weight)
+        for w in self._proj_params():
+            init.xavier_uniform_(w)
         if self.in_proj_bias is not None:
             init.zeros_(self.in_proj_bias)
             init.zeros_(self.out_proj.bias)
@@ -248,24 +264,49 @@ class MultiheadAttention(Layer):
         """(N*L, E) → (N, H, L, D)."""
         return a.reshape(n, l, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
+    def _proj_params(self):
+        """The projection matrices: [in_proj_weight], or [q, k, v]_proj_weight."""
+        if self.separate_proj:
+            return [self.q_proj_weight, self.k_proj_weight, self.v_proj_weight]
+        return [self.in_proj_weight]
+
+    def _proj_weights(self):
+        """A function (first, last) → the matrix that makes projections
+        first..last-1 (0 the queries, 1 the keys, 2 the values), in the
+        compute dtype: rows [first·E, last·E) of in_proj_weight, or one of
+        the separate matrices."""
+        e = self.embed_dim
+        if self.separate_proj:
+            ws = [self._compute(w) for w in self._proj_params()]
+            return lambda first, last: ws[first]
+        w = self._compute(self.in_proj_weight)
+        return lambda first, last: w[first * e:last * e]
+
     def _inputs(self, query, key, value):
-        """The validated inputs as projection groups ``[(x, first, last)]``:
-        input x (N, L, E) goes through rows [first·E, last·E) of
-        in_proj_weight, rows 0:E making the queries, E:2E the keys and 2E:3E
-        the values.  Self-attention is one group (x, 0, 3), one GEMM; a
-        memory used as key and value is (memory, 1, 3)."""
+        """The validated inputs as projection groups ``[(x, first, last,
+        i)]``: input i, x (N, L, width), makes projections first..last-1 (0
+        the queries, 1 the keys, 2 the values) in one GEMM, with rows
+        [first·E, last·E) of in_proj_weight.  Self-attention is one group
+        (x, 0, 3, 0); a memory used as key and value is (memory, 1, 3, 1),
+        or two groups with separate projection matrices."""
         e = self.embed_dim
         if key is None:
             if value is not None:
                 raise ValueError(f"{self._label()}: received value without key; pass key=value=memory, or key alone")
-            return [(self._check_input(query, ndim=3, dim=[(2, e, "embed_dim")]), 0, 3)]
+            if self.separate_proj:
+                raise ValueError(f"{self._label()}: self-attention needs kdim = vdim = embed_dim; "
+                                 "pass the key and value inputs")
+            return [(self._check_input(query, ndim=3, dim=[(2, e, "embed_dim")]), 0, 3, 0)]
         q = self._check_input(query, "query", ndim=3, dim=[(2, e, "embed_dim")])
-        k = self._check_input(key, "key", ndim=3, dim=[(2, e, "embed_dim"), (0, q.shape[0], "the query's batch")])
+        k = self._check_input(key, "key", ndim=3, dim=[(2, self.kdim, "kdim" if self.separate_proj else "embed_dim"), (0, q.shape[0], "the query's batch")])
         if value is None:
-            return [(q, 0, 1), (k, 1, 3)]
+            if self.kdim != self.vdim:
+                raise ValueError(f"{self._label()}: a memory read as both key and value needs kdim = vdim, "
+                                 f"received kdim={self.kdim} and vdim={self.vdim}; pass key and value")
+            return [(q, 0, 1, 0), (k, 1, 2, 1), (k, 2, 3, 1)] if self.separate_proj else [(q, 0, 1, 0), (k, 1, 3, 1)]
         v = self._check_input(value, "value", ndim=3,
-                              dim=[(2, e, "embed_dim"), (0, k.shape[0], "the key's batch"), (1, k.shape[1], "the key's length")])
-        return [(q, 0, 1), (k, 1, 2), (v, 2, 3)]
+                              dim=[(2, self.vdim, "vdim" if self.separate_proj else "embed_dim"), (0, k.shape[0], "the key's batch"), (1, k.shape[1], "the key's length")])
+        return [(q, 0, 1, 0), (k, 1, 2, 1), (v, 2, 3, 2)]
 
     def _check_mask(self, mask, name, shapes, x):
         """A mask's array, validated against x: its device, a bool or
@@ -332,11 +373,12 @@ class MultiheadAttention(Layer):
         self.check_masks(x, key_padding_mask, attn_mask, key=groups[1][0] if cross else None, past=past)  # before anything changes
         xp = backend.get_array_module(x)
         hidden, added = self._masks(n, lq, lk, x.dtype, xp, key_padding_mask, attn_mask, past)
-        w = self._compute(self.in_proj_weight)
+        w = self._proj_weights()
         b = None if self.in_proj_bias is None else self._compute(self.in_proj_bias)
         slots = []  # the projections of the queries, keys and values, each (N*L, E)
-        for a, first, last in (groups[:1] if kept is not None else groups):
-            out = ops.linear_forward(a.reshape(-1, e), w[first * e:last * e], None if b is None else b[first * e:last * e])
+        for a, first, last, _ in (groups[:1] if kept is not None else groups):
+            out = ops.linear_forward(a.reshape(-1, a.shape[-1]), w(first, last),
+                                     None if b is None else b[first * e:last * e])
             slots += [out[:, i * e:(i + 1) * e] for i in range(last - first)]
         q = self._heads(slots[0], n, lq)
         if kept is not None:
@@ -363,7 +405,7 @@ class MultiheadAttention(Layer):
         pd = self.attn_dropout(p)
         o = ops.matmul(pd, v).transpose(0, 2, 1, 3).reshape(n, lq, e)
         y = self.out_proj(o)
-        self._save([(a.reshape(-1, e), first, last) for a, first, last in groups], q, k, v, p, pd, out=y)
+        self._save([(a.reshape(-1, a.shape[-1]), first, last, i) for a, first, last, i in groups], q, k, v, p, pd, out=y)
         if need_weights:  # as PyTorch: after dropout, averaged over the heads unless asked not to
             return y, (pd.mean(axis=1, dtype=work).astype(x.dtype, copy=False) if average_attn_weights else pd)
         return y
@@ -385,22 +427,29 @@ class MultiheadAttention(Layer):
         dk = ops.matmul(ds.transpose(0, 1, 3, 2), q)
         xp = backend.get_array_module(dy)
         dslots = [a.transpose(0, 2, 1, 3).reshape(-1, e) for a in (dq, dk, dv)]
-        w = self._compute(self.in_proj_weight)
+        w = self._proj_weights()
         need_bias = self.in_proj_bias is not None
-        dxs, dws, dbs = [], [], []
-        for a2, first, last in groups:
+        dxs, dws, dbs = {}, [], []  # dxs: input → its gradient, summed over the groups that read it
+        for a2, first, last, i in groups:
             dproj = dslots[first] if last - first == 1 else xp.concatenate(dslots[first:last], axis=1)
-            dx2, dw, db = ops.linear_backward(dproj, a2, w[first * e:last * e], need_bias=need_bias)
-            dxs.append(dx2.reshape(n, -1, e))
+            dx2, dw, db = ops.linear_backward(dproj, a2, w(first, last), need_bias=need_bias)
+            dx2 = dx2.reshape(n, -1, a2.shape[-1])
+            dxs[i] = dx2 if i not in dxs else dxs[i] + dx2
             dws.append(dw)
             dbs.append(db)
-        self.in_proj_weight.accumulate(dws[0] if len(dws) == 1 else xp.concatenate(dws), owned=True)
+        if self.separate_proj:  # one group per matrix, in order q, k, v
+            for param, dw in zip(self._proj_params(), dws):
+                param.accumulate(dw, owned=True)
+        else:
+            self.in_proj_weight.accumulate(dws[0] if len(dws) == 1 else xp.concatenate(dws), owned=True)
         if need_bias:
             self.in_proj_bias.accumulate(dbs[0] if len(dbs) == 1 else xp.concatenate(dbs), owned=True)
-        return dxs[0] if len(dxs) == 1 else tuple(dxs)
+        return dxs[0] if len(dxs) == 1 else tuple(dxs[i] for i in sorted(dxs))
 
     def extra_repr(self):
         s = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, bias={self.in_proj_bias is not None}"
+        if self.separate_proj:
+            s += f", kdim={self.kdim}, vdim={self.vdim}"
         if self.causal:
             s += ", causal=True"
         if self.attn_dropout.p:
