@@ -413,3 +413,45 @@ def test_layer_containers_reject_what_they_cannot_hold_and_have_no_forward():
         lm.LayerList([lm.ReLU()])(np.zeros(3))
     with pytest.raises(NotImplementedError, match="LayerDict holds layers and has no forward"):
         heads.backward(np.zeros(3))
+
+
+def test_pytorch_module_helpers_apply_requires_grad_and_paths():
+    """apply(), requires_grad_(), add_module(), register_parameter(),
+    get_submodule(), get_parameter() and buffers() behave as PyTorch's."""
+    model = lm.Sequential(lm.Dense(3, 4), lm.ReLU(), lm.Sequential(lm.Dense(4, 4), lm.BatchNorm1d(4)), lm.Dense(4, 2))
+    seen = []
+    model.apply(lambda m: seen.append(type(m).__name__))
+    assert seen == ["Dense", "ReLU", "Dense", "BatchNorm1d", "Sequential", "Dense", "Sequential"]  # children first
+
+    def init_dense(m):
+        if isinstance(m, lm.Dense):
+            lm.init.zeros_(m.bias)
+            m.weight.data[...] = 0.5
+
+    assert model.apply(init_dense) is model
+    assert all((p.data == 0.5).all() for n, p in model.named_parameters() if n.endswith("weight") and p.data.ndim == 2)
+    assert model.get_submodule("2.1") is model[2][1] and model.get_submodule("") is model
+    assert model.get_parameter("2.0.bias") is model[2][0].bias
+    with pytest.raises(AttributeError, match=r"Sequential: 2 has no child '5' \(looking for '2\.5'\); its children: \['0', '1'\]"):
+        model.get_submodule("2.5")
+    with pytest.raises(AttributeError, match=r"1 has no parameter 'weight' \(looking for '1\.weight'\)"):
+        model.get_parameter("1.weight")
+    assert [b.shape for b in model.buffers()] == [(4,), (4,), ()]  # running mean, var, num_batches_tracked
+
+    model[0].requires_grad_(False)  # freeze the first layer, as for fine-tuning
+    assert model.num_parameters(trainable_only=True) == model.num_parameters() - 16
+    x = np.ones((5, 3), dtype=np.float32)
+    model.backward(np.ones_like(model(x)[:, :2]))
+    assert model[0].weight.grad is None and model[0].bias.grad is None and model[3].weight.grad is not None
+    assert model.requires_grad_() is model and all(p.requires_grad for p in model.parameters())
+
+    holder = lm.Sequential()
+    holder.add_module("head", lm.Dense(2, 2))
+    holder.register_parameter("scale", lm.Parameter(np.ones(1, dtype=np.float32)))
+    assert list(holder.state_dict()) == ["scale", "head.weight", "head.bias"]  # own parameters first, as PyTorch
+    with pytest.raises(KeyError, match=r"expected a child name as a non-empty string without '\.', received 'a\.b'"):
+        holder.add_module("a.b", lm.ReLU())
+    with pytest.raises(KeyError, match="child name 'forward' would hide the attribute of that name"):
+        holder.add_module("forward", lm.ReLU())
+    with pytest.raises(TypeError, match="expected a Parameter or None for 'w', received ndarray"):
+        holder.register_parameter("w", np.ones(2))

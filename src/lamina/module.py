@@ -189,6 +189,33 @@ class Layer:
     def _set_buffer(self, name, array):
         object.__setattr__(self, name, array)
 
+    def _check_name(self, name, what):
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"{type(self).__name__}: expected a {what} name as a non-empty string without '.', "
+                           f"received {name!r}")
+        if hasattr(type(self), name):
+            raise KeyError(f"{type(self).__name__}: {what} name {name!r} would hide the attribute of that name")
+
+    def add_module(self, name, layer):
+        """Register ``layer`` (a Layer, or None) as the child ``name``, as
+        ``self.name = layer`` does: for names made at run time."""
+        self._check_name(name, "child")
+        if layer is not None and not isinstance(layer, Layer):
+            raise TypeError(f"{type(self).__name__}: expected a Layer or None for child {name!r}, "
+                            f"received {type(layer).__name__}")
+        setattr(self, name, layer)
+
+    register_module = add_module
+
+    def register_parameter(self, name, param):
+        """Register ``param`` (a Parameter, or None) under ``name``, as
+        ``self.name = param`` does."""
+        self._check_name(name, "parameter")
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"{type(self).__name__}: expected a Parameter or None for {name!r}, "
+                            f"received {type(param).__name__}")
+        setattr(self, name, param)
+
     # -- forward / backward -------------------------------------------------
 
     def forward(self, x):
@@ -350,6 +377,50 @@ class Layer:
         for mod_prefix, m in modules:
             for name in m._buffers:
                 yield (f"{mod_prefix}.{name}" if mod_prefix else name), getattr(m, name)
+
+    def buffers(self, recurse=True):
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    def get_submodule(self, target):
+        """The layer at the dotted path ``target`` ("" is this layer), e.g.
+        ``model.get_submodule("encoder.layers.0.self_attn")``."""
+        m = self
+        for i, name in enumerate(target.split(".") if target else []):
+            if name not in m._children or m._children[name] is None:
+                where = ".".join(target.split(".")[:i]) or "the model"
+                raise AttributeError(f"{type(self).__name__}: {where} has no child {name!r} "
+                                     f"(looking for {target!r}); its children: {list(m._children)}")
+            m = m._children[name]
+        return m
+
+    def get_parameter(self, target):
+        """The Parameter at the dotted path ``target``, e.g. ``"0.weight"``."""
+        path, _, name = target.rpartition(".")
+        m = self.get_submodule(path)
+        if m._parameters.get(name) is None:
+            raise AttributeError(f"{type(self).__name__}: {path or 'the model'} has no parameter {name!r} "
+                                 f"(looking for {target!r}); its parameters: {list(m._parameters)}")
+        return m._parameters[name]
+
+    def apply(self, fn):
+        """Call ``fn(layer)`` on every child layer, depth first, then on this
+        one (PyTorch's order); returns self.  The usual use is custom
+        initialisation: ``model.apply(lambda m: init.zeros_(m.bias) if
+        isinstance(m, Dense) else None)``."""
+        for child in self._children.values():
+            if child is not None:
+                child.apply(fn)
+        fn(self)
+        return self
+
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` of every parameter (False freezes the layer:
+        backward leaves the gradients at None and optimizers skip them);
+        returns self."""
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
 
     def num_parameters(self, trainable_only=False):
         return int(sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only))
