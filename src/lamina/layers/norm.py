@@ -139,7 +139,34 @@ class BatchNorm2d(_BatchNorm):
     _ndims = (4,)
 
 
-class LayerNorm(Layer):
+class _RowNorm(Layer):
+    """What LayerNorm and RMSNorm share: the trailing ``normalized_shape``
+    they normalise over, and the input seen as rows of its D values."""
+
+    def _set_shape(self, normalized_shape):
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        if not shape:
+            raise ValueError(f"{type(self).__name__}: expected a non-empty normalized_shape")
+        self.normalized_shape = tuple(positive_int(s, type(self).__name__, "normalized_shape") for s in shape)
+
+    def _rows(self, x):
+        """x checked, as (rows, D) in the work dtype (float32 for 16-bit inputs)."""
+        k = len(self.normalized_shape)
+        x = self._check_input(x, min_ndim=k)
+        if tuple(x.shape[-k:]) != self.normalized_shape:
+            raise ShapeError(
+                f"{self._label()}: expected an input ending in {self.normalized_shape} (normalized_shape), "
+                f"received shape {tuple(x.shape)}"
+            )
+        work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype
+        return x, x.astype(work, copy=False).reshape(-1, math.prod(self.normalized_shape))
+
+    @staticmethod
+    def _param(p, dtype):
+        return None if p is None else p.data.astype(dtype, copy=False).reshape(-1)
+
+
+class LayerNorm(_RowNorm):
     """Layer normalisation over the trailing ``normalized_shape`` dimensions
     (PyTorch's ``nn.LayerNorm``).  With the statistics taken per sample over
     those D values:
@@ -163,10 +190,7 @@ class LayerNorm(Layer):
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32):
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
-        self.normalized_shape = tuple(positive_int(s, "LayerNorm", "normalized_shape") for s in shape)
-        if not shape:
-            raise ValueError("LayerNorm: expected a non-empty normalized_shape")
+        self._set_shape(normalized_shape)
         if not eps > 0:
             raise ValueError(f"LayerNorm: expected eps > 0, received {eps!r}")
         self.eps = float(eps)
@@ -175,25 +199,13 @@ class LayerNorm(Layer):
         self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype)) if self.elementwise_affine and bias else None
 
     def forward(self, x):
-        k = len(self.normalized_shape)
-        x = self._check_input(x, min_ndim=k)
-        if tuple(x.shape[-k:]) != self.normalized_shape:
-            raise ShapeError(
-                f"{self._label()}: expected an input ending in {self.normalized_shape} (normalized_shape), "
-                f"received shape {tuple(x.shape)}"
-            )
-        work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype
-        d = math.prod(self.normalized_shape)
-        xw = x.astype(work, copy=False).reshape(-1, d)
+        x, xw = self._rows(x)
+        work = xw.dtype
         y, xhat, rstd = ops.layernorm_forward(xw, self._param(self.weight, work), self._param(self.bias, work), self.eps)
         y = y.reshape(x.shape)
         y = backend.narrow(y, x.dtype) if y.dtype != x.dtype else y
         self._save(xhat, rstd, out=y)  # xhat: (rows, D), work dtype; rstd: (rows,)
         return y
-
-    @staticmethod
-    def _param(p, dtype):
-        return None if p is None else p.data.astype(dtype, copy=False).reshape(-1)
 
     def backward(self, dy):
         xhat, rstd = self._take_cache(dy)
@@ -212,7 +224,7 @@ class LayerNorm(Layer):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
 
 
-class RMSNorm(Layer):
+class RMSNorm(_RowNorm):
     """Root-mean-square normalisation over the trailing ``normalized_shape``
     dimensions (PyTorch's ``nn.RMSNorm``): LayerNorm without the mean and
     the bias, as in T5 and LLaMA.  Per sample, over those D values:
@@ -236,10 +248,7 @@ class RMSNorm(Layer):
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32):
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
-        if not shape:
-            raise ValueError("RMSNorm: expected a non-empty normalized_shape")
-        self.normalized_shape = tuple(positive_int(s, "RMSNorm", "normalized_shape") for s in shape)
+        self._set_shape(normalized_shape)
         if eps is not None and not eps > 0:
             raise ValueError(f"RMSNorm: expected eps > 0 or None, received {eps!r}")
         self.eps = None if eps is None else float(eps)
@@ -247,20 +256,12 @@ class RMSNorm(Layer):
         self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype)) if self.elementwise_affine else None
 
     def forward(self, x):
-        k = len(self.normalized_shape)
-        x = self._check_input(x, min_ndim=k)
-        if tuple(x.shape[-k:]) != self.normalized_shape:
-            raise ShapeError(
-                f"{self._label()}: expected an input ending in {self.normalized_shape} (normalized_shape), "
-                f"received shape {tuple(x.shape)}"
-            )
+        x, xw = self._rows(x)
         xp = backend.get_array_module(x)
         eps = self.eps if self.eps is not None else float(backend.finfo(x.dtype).eps)
-        work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype
-        xw = x.astype(work, copy=False).reshape(-1, math.prod(self.normalized_shape))
-        r = 1 / xp.sqrt((xw * xw).mean(axis=1, keepdims=True) + np.dtype(work).type(eps))  # (rows, 1)
+        r = 1 / xp.sqrt((xw * xw).mean(axis=1, keepdims=True) + xw.dtype.type(eps))  # (rows, 1)
         xhat = xw * r  # (rows, D)
-        y = xhat if self.weight is None else xhat * self.weight.data.astype(work, copy=False).reshape(-1)
+        y = xhat if self.weight is None else xhat * self._param(self.weight, xw.dtype)
         y = y.reshape(x.shape)
         y = backend.narrow(y, x.dtype) if y.dtype != x.dtype else y
         self._save(xhat, r, out=y)
@@ -270,7 +271,7 @@ class RMSNorm(Layer):
         xhat, r = self._take_cache(dy)
         dy = self._compute_grad(dy)
         dyw = dy.astype(xhat.dtype, copy=False).reshape(xhat.shape)
-        g = dyw if self.weight is None else dyw * self.weight.data.astype(xhat.dtype, copy=False).reshape(-1)
+        g = dyw if self.weight is None else dyw * self._param(self.weight, xhat.dtype)
         dx = r * (g - xhat * (g * xhat).mean(axis=1, keepdims=True))
         if self.weight is not None:
             self.weight.accumulate((dyw * xhat).sum(axis=0).reshape(self.normalized_shape).astype(self.weight.data.dtype, copy=False), owned=True)
