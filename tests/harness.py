@@ -28,8 +28,9 @@ def random_inputs(shapes, rng, away_from=None, noncontiguous=True):
     """Random float64 inputs of the given shapes, then a non-contiguous view
     with the largest shape (every other element of the last dimension).
 
-    ``away_from``: keep every element at least 1e-3 from this value (a kink,
-    such as 0 for ReLU), so finite differences never straddle it.
+    ``away_from``: keep every element at least 1e-3 from this value, or
+    these values (a kink, such as 0 for ReLU), so finite differences never
+    straddle it.
     """
     out = [rng.standard_normal(shape) for shape in shapes]
     if noncontiguous:
@@ -37,9 +38,9 @@ def random_inputs(shapes, rng, away_from=None, noncontiguous=True):
         view = rng.standard_normal(last[:-1] + (2 * last[-1],))[..., ::2]
         assert view.shape == last and not view.flags.c_contiguous
         out.append(view)
-    if away_from is not None:
+    for kink in np.atleast_1d(away_from) if away_from is not None else ():
         for x in out:
-            x[np.abs(x - away_from) < 1e-3] += 2e-3
+            x[np.abs(x - kink) < 1e-3] += 2e-3
     return out
 
 

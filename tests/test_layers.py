@@ -42,13 +42,13 @@ def _torch_encoder_layer(t, e, h, ff, activation, norm_first, causal=False):
     return Encoder(e, h, ff, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first)
 
 
-def _torch_random_weight(layer):
-    """A PyTorch norm layer whose weight (ones at first) is random, so the
-    parity check sees the weight in both directions."""
+def _torch_random_weight(layer, low=0.5, high=1.5):
+    """A PyTorch layer whose weight (ones, or one constant, at first) is
+    random, so the parity check sees each element of it."""
     import torch
 
     with torch.no_grad():
-        layer.weight.uniform_(0.5, 1.5)
+        layer.weight.uniform_(low, high)
     return layer
 
 
@@ -205,6 +205,20 @@ CASES = {
         lambda: lm.GELU("tanh"), lambda t: t.nn.GELU(approximate="tanh"), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None,
     ),
     "silu": (lambda: lm.SiLU(), lambda t: t.nn.SiLU(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1), (4, 9)], None),
+    "prelu_shared": (
+        lambda: lm.PReLU(), lambda t: _torch_random_weight(t.nn.PReLU(), -0.5, 0.5), [(1, 8), (3, 5), (2, 3, 4), (9,), (1, 2, 5)], 0.0,
+    ),
+    "prelu_per_channel": (
+        lambda: lm.PReLU(3, init=0.1), lambda t: _torch_random_weight(t.nn.PReLU(3, init=0.1), -0.5, 0.5),
+        [(2, 3), (4, 3), (2, 3, 5), (2, 3, 4, 4), (1, 3, 2, 2)], 0.0,
+    ),
+    "hardtanh": (  # the kinks inside the inputs' range: both sides of each are checked
+        lambda: lm.Hardtanh(-0.5, 0.8), lambda t: t.nn.Hardtanh(-0.5, 0.8), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)],
+        (-0.5, 0.8),
+    ),
+    "relu6": (lambda: lm.ReLU6(), lambda t: t.nn.ReLU6(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.0),
+    "hardsigmoid": (lambda: lm.Hardsigmoid(), lambda t: t.nn.Hardsigmoid(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "hardswish": (lambda: lm.Hardswish(), lambda t: t.nn.Hardswish(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
     "elu": (lambda: lm.ELU(), lambda t: t.nn.ELU(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
     "elu_alpha": (lambda: lm.ELU(0.5), lambda t: t.nn.ELU(0.5), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.0),
     "softplus": (lambda: lm.Softplus(), lambda t: t.nn.Softplus(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
@@ -314,7 +328,7 @@ _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6)
                 "adaptive_avg_pool_2d": (2, 3, 7, 5), "adaptive_avg_pool_2d_global_and_none": (2, 3, 7, 5),
                 "adaptive_avg_pool_1d": (2, 3, 7),
                 "groupnorm": (2, 6, 3), "groupnorm_one_group_no_affine": (2, 3, 5), "groupnorm_instance": (2, 4, 3, 3),
-                "rmsnorm_2d_no_affine": (2, 3, 4),
+                "rmsnorm_2d_no_affine": (2, 3, 4), "prelu_per_channel": (2, 3, 4),
                 **{name: (2, 4, 3) for name in CASES if name.startswith(("rnn", "lstm", "gru"))}}
 
 
@@ -471,6 +485,37 @@ def test_groupnorm_is_per_sample_and_validates():
         lm.GroupNorm(4, 6)
     with pytest.raises(lm.ShapeError, match=r"GroupNorm\(3, 6.*size 6 \(num_channels\) in dimension 1, received shape \(2, 5, 3\)"):
         layer(np.zeros((2, 5, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("name", ["hardtanh", "relu6", "hardsigmoid", "hardswish"])
+def test_piecewise_linear_activations_match_pytorch_over_every_piece(name, torch):
+    """Inputs over [-8, 8] (the harness's normal inputs rarely reach ±3 or
+    6), the kinks themselves included: output and gradient as PyTorch's."""
+    make, torch_make, _, _ = CASES[name]
+    x = np.concatenate([np.linspace(-8, 8, 161), [-3, 3, 0, 6, -0.5, 0.8]]).astype(np.float32).reshape(1, -1)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = torch_make(torch)(tx)
+    ty.backward(torch.ones_like(ty))
+    layer = make()
+    np.testing.assert_allclose(layer(x), ty.detach().numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(layer.backward(np.ones_like(x)), tx.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_prelu_validates_and_trains_its_slopes():
+    layer = lm.PReLU(4)
+    with pytest.raises(lm.ShapeError, match=r"PReLU\(num_parameters=4\).*size 4 \(num_parameters\) in dimension 1, received shape \(2, 3\)"):
+        layer(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="PReLU: expected num_parameters"):
+        lm.PReLU(0)
+    with pytest.raises(ValueError, match="Hardtanh: expected finite min_val < max_val, received 1 and 1"):
+        lm.Hardtanh(1, 1)
+    x = -np.ones((2, 4, 3), dtype=np.float32)
+    layer(x)
+    layer.backward(np.ones_like(x))
+    np.testing.assert_allclose(layer.weight.grad, -6)  # Σ dy·x over the 2·3 negative inputs of each channel
+    layer.weight.requires_grad = False
+    layer(x)
+    layer.backward(np.ones_like(x))
 
 
 def test_rmsnorm_scales_rows_to_unit_rms_and_validates():

@@ -203,7 +203,7 @@ def _gradcheck(args):
         ("BatchNorm2d(3).eval()", lambda: lm.BatchNorm2d(3).eval(), (2, 3, 3, 4)),
         ("Residual(Conv2D, BatchNorm2d)", lambda: lm.Residual(lm.Sequential(lm.Conv2D(3, 3, 3, padding=1), lm.BatchNorm2d(3))), (2, 3, 4, 4)),
         ("LayerNorm(5)", lambda: lm.LayerNorm(5), (2, 3, 5)), ("GroupNorm(2, 4)", lambda: lm.GroupNorm(2, 4), (2, 4, 3, 3)),
-        ("RMSNorm(5)", lambda: lm.RMSNorm(5), (2, 3, 5)),
+        ("RMSNorm(5)", lambda: lm.RMSNorm(5), (2, 3, 5)), ("PReLU(3)", lambda: lm.PReLU(3), (2, 3, 4)),
         ("Upsample(scale_factor=2, mode='bilinear')", lambda: lm.Upsample(scale_factor=2, mode="bilinear"), (2, 3, 3, 4)),
         ("MultiheadAttention(4, 2, causal=True)", lambda: lm.MultiheadAttention(4, 2, causal=True), (2, 3, 4)),
         ("MultiheadAttention(4, 2), query and memory", lambda: lm.MultiheadAttention(4, 2), [(2, 3, 4), (2, 5, 4)]),

@@ -2,7 +2,8 @@
 
 Each caches the one array its derivative needs: the output where the
 derivative is a function of the output (ReLU, Sigmoid, Tanh, Softmax,
-LogSoftmax), the input otherwise (LeakyReLU, GELU, SiLU, ELU, Softplus, Mish).
+LogSoftmax), the input otherwise (LeakyReLU, PReLU, GELU, SiLU, ELU, Softplus,
+Mish, and the piecewise-linear Hardtanh, ReLU6, Hardsigmoid, Hardswish).
 """
 
 import numpy as np
@@ -10,7 +11,8 @@ import numpy as np
 from .. import backend, ops
 from ..backend import get_array_module
 from ..errors import ShapeError
-from ..module import Layer
+from ..module import Layer, Parameter
+from ._utils import positive_int
 
 
 def _sigmoid(xp, x):
@@ -64,6 +66,130 @@ class LeakyReLU(Layer):
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
+
+
+class PReLU(Layer):
+    """LeakyReLU with a learned slope (PyTorch's ``nn.PReLU``): one slope a
+    for every channel (dimension 1), or one shared by all.
+
+        y = x if x > 0 else a_c·x
+        dx = dy · (1 if x > 0 else a_c),   da_c = Σ_(all but channel c) dy · x · [x ≤ 0]
+
+    Args:
+        num_parameters: 1 (a shared slope) or the number of channels.
+        init: the slopes' initial value, 0.25.
+    """
+
+    def __init__(self, num_parameters=1, init=0.25, dtype=np.float32):
+        super().__init__()
+        self.num_parameters = positive_int(num_parameters, "PReLU", "num_parameters")
+        if not np.isscalar(init) or not np.isfinite(init):
+            raise ValueError(f"PReLU: expected a finite init, received {init!r}")
+        self.weight = Parameter(np.full(self.num_parameters, init, dtype=dtype))
+
+    def _slope(self, x):
+        """The slopes, broadcastable to x (channels on dimension 1)."""
+        a = self._compute(self.weight)
+        if self.num_parameters == 1:
+            return a.reshape(())
+        return a.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+    def forward(self, x):
+        if self.num_parameters == 1:
+            x = self._check_input(x)
+        else:
+            x = self._check_input(x, min_ndim=2, dim=[(1, self.num_parameters, "num_parameters")])
+        xp = get_array_module(x)
+        y = xp.where(x > 0, x, x * self._slope(x)).astype(x.dtype, copy=False)
+        self._save(x, out=y)  # x: same shape as y
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        dy = self._compute_grad(dy)
+        xp = get_array_module(dy)
+        a = self._slope(x)
+        if self.weight.requires_grad:
+            g = xp.where(x > 0, 0, dy * x)
+            axes = tuple(i for i in range(x.ndim) if self.num_parameters == 1 or i != 1)
+            self.weight.accumulate(g.sum(axis=axes, dtype=np.float32 if x.itemsize == 2 else x.dtype)
+                                   .reshape(self.num_parameters).astype(self.weight.data.dtype, copy=False), owned=True)
+        return xp.where(x > 0, dy, dy * a).astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"
+
+
+class Hardtanh(Layer):
+    """y = clip(x, min_val, max_val).  Backward: dx = dy · [min_val < x < max_val]
+    (caches x).  ``ReLU6`` is Hardtanh(0, 6)."""
+
+    def __init__(self, min_val=-1.0, max_val=1.0):
+        super().__init__()
+        if not (np.isfinite(min_val) and np.isfinite(max_val) and min_val < max_val):
+            raise ValueError(f"{type(self).__name__}: expected finite min_val < max_val, received {min_val!r} and {max_val!r}")
+        self.min_val, self.max_val = float(min_val), float(max_val)
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        y = xp.clip(x, self.min_val, self.max_val).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        xp = get_array_module(dy)
+        return xp.where((x > self.min_val) & (x < self.max_val), dy, 0).astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
+class ReLU6(Hardtanh):
+    """y = min(max(x, 0), 6) (MobileNet's).  Backward: dx = dy · [0 < x < 6]."""
+
+    def __init__(self):
+        super().__init__(0.0, 6.0)
+
+    def extra_repr(self):
+        return ""
+
+
+class Hardsigmoid(Layer):
+    """y = relu6(x + 3) / 6, a piecewise-linear sigmoid.  Backward:
+    dx = dy / 6 where -3 < x < 3, else 0 (caches x)."""
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        y = (xp.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        xp = get_array_module(dy)
+        return xp.where((x > -3) & (x < 3), dy / 6, 0).astype(dy.dtype, copy=False)
+
+
+class Hardswish(Layer):
+    """y = x · relu6(x + 3) / 6 (MobileNetV3's).  Backward (PyTorch's, kinks
+    included): dx = 0 for x ≤ -3, dy · (x/3 + 1/2) for -3 < x < 3, dy for x ≥ 3
+    (caches x)."""
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        y = (x * xp.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        xp = get_array_module(dy)
+        mid = dy * (x / 3 + 0.5)
+        return xp.where(x <= -3, 0, xp.where(x < 3, mid, dy)).astype(dy.dtype, copy=False)
 
 
 class Sigmoid(Layer):
