@@ -1,5 +1,7 @@
 """Losses: gradcheck, PyTorch parity, numerical edges, errors."""
 
+import warnings
+
 import numpy as np
 import pytest
 from harness import to_numpy
@@ -252,7 +254,7 @@ def test_mse_bce_errors():
 
 
 @pytest.mark.parametrize("make", [lm.SoftmaxCrossEntropy, lambda: lm.SoftmaxCrossEntropy("sum", 0.1), lm.MSELoss,
-                                  lm.BCEWithLogits, lm.NLLLoss, lm.L1Loss, lm.HuberLoss])
+                                  lm.BCEWithLogits, lm.NLLLoss, lm.L1Loss, lm.HuberLoss, lm.BCELoss, lm.KLDivLoss])
 def test_compute_returns_the_loss_on_the_device_without_waiting(make, xp):
     """compute() is forward() without the host read: the same value as a
     0-d float64 array on the input's device, and the same cached gradient."""
@@ -261,6 +263,8 @@ def test_compute_returns_the_loss_on_the_device_without_waiting(make, xp):
     fn = make()
     classes = isinstance(fn, (lm.SoftmaxCrossEntropy, lm.NLLLoss))
     t = rng.integers(0, 7, 5) if classes else rng.uniform(0, 1, (5, 7)).astype(np.float32)
+    if isinstance(fn, lm.BCELoss):
+        x = 1 / (1 + np.exp(-x))  # probabilities
     value = fn(xp.asarray(x), xp.asarray(t))
     grad = to_numpy(fn.backward())
     loss = fn.compute(xp.asarray(x), xp.asarray(t))
@@ -365,3 +369,57 @@ def test_new_loss_errors_name_the_loss():
         lm.NLLLoss()(np.zeros(3, dtype=np.float32), np.array([0, 1, 1]))
     with pytest.raises(ValueError, match="NLLLoss: expected finite, non-negative class weights"):
         lm.NLLLoss(weight=[1.0, float("nan")])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "batchmean", "sum"])
+@pytest.mark.parametrize("log_target", [False, True])
+def test_kl_divergence_matches_pytorch(torch, xp, reduction, log_target):
+    """KLDivLoss on log-probabilities against a target distribution (zeros
+    included) or log-target: loss and gradient as PyTorch's, and gradcheck."""
+    rng = np.random.default_rng(5)
+    for shape in [(1, 3), (4, 5), (2, 3, 4), (6, 1)]:
+        x = np.log(rng.dirichlet(np.ones(shape[-1]), size=shape[:-1]))
+        t = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1])
+        t[..., 0] = 0  # a class the target never gives: contributes nothing
+        t /= np.where(t.sum(-1, keepdims=True) > 0, t.sum(-1, keepdims=True), 1)
+        target = np.log(np.where(t > 0, t, 1e-30)) if log_target else t
+        fn = lm.KLDivLoss(reduction, log_target=log_target)
+        assert gradcheck(fn, x, target)
+        x32, t32 = x.astype(np.float32), target.astype(np.float32)
+        tx = torch.from_numpy(x32.copy()).requires_grad_(True)
+        with warnings.catch_warnings():  # PyTorch warns that 'mean' is not the KL divergence
+            warnings.simplefilter("ignore", UserWarning)
+            tl = torch.nn.functional.kl_div(tx, torch.from_numpy(t32), reduction=reduction, log_target=log_target)
+        tl.backward()
+        np.testing.assert_allclose(fn(xp.asarray(x32), xp.asarray(t32)), tl.item(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(to_numpy(fn.backward()), tx.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_bce_on_probabilities_matches_pytorch_including_0_and_1(torch, xp, reduction):
+    rng = np.random.default_rng(6)
+    for shape in [(1, 1), (4, 3), (7,), (2, 3, 5)]:
+        p = rng.uniform(0.05, 0.95, shape)
+        t = rng.uniform(0, 1, shape)
+        assert gradcheck(lm.BCELoss(reduction), p, t)
+    p = np.array([0.0, 1.0, 0.5, 1e-8, 1 - 1e-7, 0.3], dtype=np.float32)
+    t = np.array([1.0, 0.0, 0.5, 0.0, 1.0, 0.7], dtype=np.float32)
+    fn = lm.BCELoss(reduction)
+    tp = torch.from_numpy(p.copy()).requires_grad_(True)
+    tl = torch.nn.functional.binary_cross_entropy(tp, torch.from_numpy(t), reduction=reduction)
+    tl.backward()
+    loss = fn(xp.asarray(p), xp.asarray(t))
+    dp = to_numpy(fn.backward())
+    assert np.isfinite(loss) and np.isfinite(dp).all()
+    np.testing.assert_allclose(loss, tl.item(), rtol=1e-5)
+    np.testing.assert_allclose(dp, tp.grad.numpy(), rtol=1e-5)
+
+
+def test_bce_and_kl_errors_name_the_loss():
+    with pytest.raises(ValueError, match=r"BCELoss\(reduction='mean'\): expected probabilities in \[0, 1\] as input, "
+                                         r"received values from -0.5 to 2.0; BCEWithLogits takes logits"):
+        lm.BCELoss()(np.array([-0.5, 2.0], dtype=np.float32), np.zeros(2, dtype=np.float32))
+    with pytest.raises(ValueError, match="KLDivLoss: expected reduction 'mean', 'batchmean' or 'sum', received 'none'"):
+        lm.KLDivLoss("none")
+    with pytest.raises(lm.ShapeError, match=r"KLDivLoss\(reduction='batchmean', log_target=True\): expected target of shape \(2, 3\)"):
+        lm.KLDivLoss("batchmean", log_target=True)(np.zeros((2, 3), dtype=np.float32), np.zeros((3, 2), dtype=np.float32))

@@ -81,7 +81,18 @@ from .layers import (
     TransformerEncoderLayer,
     Upsample,
 )
-from .losses import BCEWithLogits, HuberLoss, L1Loss, Loss, MSELoss, NLLLoss, SmoothL1Loss, SoftmaxCrossEntropy
+from .losses import (
+    BCELoss,
+    BCEWithLogits,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+    SoftmaxCrossEntropy,
+)
 from .module import Layer, Parameter, is_grad_enabled, no_grad, set_grad_enabled
 from .random import get_rng_state, manual_seed, set_rng_state
 from .serialization import (
@@ -106,7 +117,7 @@ __all__ = [
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Embedding", "RNN", "LSTM", "GRU",
     # losses
-    "Loss", "SoftmaxCrossEntropy", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCEWithLogits",
+    "Loss", "SoftmaxCrossEntropy", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCEWithLogits", "BCELoss", "KLDivLoss",
     # saving and loading
     "save", "load", "save_checkpoint", "load_checkpoint", "load_torch_weights",
     # submodules

@@ -453,3 +453,79 @@ class BCEWithLogits(Loss):
         sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
         self._save(((sig - t) * x.dtype.type(1.0 / n)).astype(x.dtype, copy=False))
         return loss.sum(dtype=np.float64) / n
+
+
+class BCELoss(Loss):
+    """Binary cross-entropy on probabilities (PyTorch's ``nn.BCELoss``), for
+    a model that ends in a Sigmoid:
+
+        loss = -Σ [t log p + (1 - t) log(1 - p)] / n,   each log clamped at -100
+        dp = (p - t) / max(p (1 - p), 1e-12) / n
+
+    as PyTorch's, so p = 0 or 1 gives a finite loss and gradient.  Prefer
+    :class:`BCEWithLogits` on the logits: the same loss without the clamps,
+    stable for any logit.  ``forward`` checks that p lies in [0, 1] (a host
+    read on the GPU; ``compute`` leaves it to the values: NaN outside).
+    """
+
+    def _loss(self, input, target, strict):
+        self._check_pair(input, target, "float")
+        if tuple(input.shape) != tuple(target.shape):
+            raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
+        xp = backend.get_array_module(input)
+        p = self._widen(input)
+        if strict and p.size and not bool(((p >= 0) & (p <= 1)).all()):
+            raise ValueError(f"{self._label()}: expected probabilities in [0, 1] as input, received values from "
+                             f"{float(p.min())} to {float(p.max())}; BCEWithLogits takes logits")
+        t = target.astype(p.dtype, copy=False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_p, log_q = xp.maximum(xp.log(p), -100), xp.maximum(xp.log1p(-p), -100)
+        loss = -(t * log_p + (1 - t) * log_q)
+        n = p.size if self.reduction == "mean" else 1
+        self._save(((p - t) / xp.maximum(p * (1 - p), p.dtype.type(1e-12)) * p.dtype.type(1.0 / n)).astype(p.dtype, copy=False))
+        return loss.sum(dtype=np.float64) / n
+
+
+class KLDivLoss(Loss):
+    """Kullback-Leibler divergence of a target distribution from the
+    model's (PyTorch's ``nn.KLDivLoss``), for distillation and label
+    distributions.  The input holds log-probabilities x (a LogSoftmax's
+    output); the target probabilities t, or log-probabilities with
+    ``log_target=True``:
+
+        loss = Σ t (log t - x) / n   (0 where t = 0)      dx = -t / n
+        log_target:  loss = Σ e^t (t - x) / n              dx = -e^t / n
+
+    Args:
+        reduction: ``"batchmean"`` (n = the batch size, the mathematical KL
+            divergence per sample, the one to use), ``"mean"`` (n = every
+            element, PyTorch's default), or ``"sum"`` (n = 1).
+        log_target: the target given as log-probabilities.
+    """
+
+    def __init__(self, reduction="mean", log_target=False):
+        if reduction not in ("mean", "batchmean", "sum"):
+            raise ValueError(f"KLDivLoss: expected reduction 'mean', 'batchmean' or 'sum', received {reduction!r}")
+        super().__init__("sum" if reduction == "batchmean" else reduction)
+        self.reduction, self.log_target = reduction, bool(log_target)
+
+    def extra_repr(self):
+        return f"reduction='{self.reduction}'" + (", log_target=True" if self.log_target else "")
+
+    def _loss(self, input, target, strict):
+        self._check_pair(input, target, "float")
+        if tuple(input.shape) != tuple(target.shape):
+            raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
+        xp = backend.get_array_module(input)
+        x = self._widen(input)
+        t = target.astype(x.dtype, copy=False)
+        n = {"mean": x.size, "batchmean": x.shape[0] if x.ndim else 1, "sum": 1}[self.reduction]
+        if self.log_target:
+            pt = xp.exp(t)
+            loss = pt * (t - x)
+        else:
+            pt = t
+            with np.errstate(divide="ignore", invalid="ignore"):
+                loss = xp.where(t > 0, t * (xp.log(xp.where(t > 0, t, 1)) - x), 0)
+        self._save((-pt * x.dtype.type(1.0 / n)).astype(x.dtype, copy=False))
+        return loss.sum(dtype=np.float64) / n
