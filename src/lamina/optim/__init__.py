@@ -2,6 +2,7 @@
 
 from . import lr_scheduler
 from .adam import Adam, AdamW, RMSprop
+from .adaptive import Adagrad, NAdam, RAdam
 from .clip import clip_grad_norm_, clip_grad_value_
 from .lr_scheduler import (
     CosineAnnealingLR,
@@ -20,7 +21,7 @@ from .optimizer import Optimizer
 from .sgd import SGD
 
 __all__ = [
-    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop",
+    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam",
     "clip_grad_norm_", "clip_grad_value_",
     "lr_scheduler", "LRScheduler", "StepLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "ExponentialLR", "MultiStepLR",
     "OneCycleLR", "LinearLR", "LinearWarmup", "SequentialLR",

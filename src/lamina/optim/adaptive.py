@@ -1,0 +1,154 @@
+"""Adagrad, NAdam and RAdam with ``torch.optim``'s update rules.
+
+Their updates are array expressions on the parameter's module (NumPy or
+CuPy), as RMSprop's: there is no fused CUDA update for them as there is for
+SGD and Adam.  Their step counts live on the host, so a step that depends on
+the count refuses to run inside a CUDA graph capture (every replay would
+repeat the captured step's factors).
+"""
+
+import math
+
+import numpy as np
+
+from .. import backend
+from .optimizer import Optimizer, check_hyperparameters
+
+
+def _refuse_capture(opt, xp):
+    if xp is not np and backend.require_cuda().cuda.get_current_stream().is_capturing():
+        raise RuntimeError(f"{type(opt).__name__}.step: called while a CUDA graph is being captured; its update depends "
+                           "on the step count, which lives on the host, so every replay would repeat this step's")
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al., 2011), as ``torch.optim.Adagrad``.  At step t
+    (from 1):
+
+        g ← g + λ p                                   (weight_decay λ)
+        s ← s + g²                                     (starts at initial_accumulator_value)
+        p ← p - η / (1 + (t - 1) δ) · g / (√s + ε)     (lr_decay δ)
+    """
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, l1=0.0):
+        check_hyperparameters("Adagrad", lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                              initial_accumulator_value=initial_accumulator_value, eps=eps, l1=l1)
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value, eps=eps, l1=l1))
+
+    def step(self):
+        for group in self.param_groups:
+            wd, eps = group["weight_decay"], group["eps"]
+            for p in self._params_with_grad(group):
+                xp = backend.get_array_module(p.data)
+                g = self._regularised_grad(p, group)
+                if wd != 0:
+                    g = g + wd * p.data
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state["step"] = 0
+                    state["sum"] = xp.full_like(p.data, group["initial_accumulator_value"])
+                if group["lr_decay"]:
+                    _refuse_capture(self, xp)
+                state["step"] += 1
+                clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+                s = state["sum"]
+                s += g * g
+                p.data -= clr * (g / (xp.sqrt(s) + eps))
+
+
+class _AdamFamily(Optimizer):
+    """The moments Adam's variants share, with PyTorch's weight decay:
+    coupled (g ← g + λ p) or, with ``decoupled_weight_decay``, AdamW's
+    (p ← p (1 - η λ) before the update)."""
+
+    def __init__(self, params, lr, betas, eps, weight_decay, decoupled_weight_decay, l1, **extra):
+        check_hyperparameters(type(self).__name__, lr=lr, eps=eps, weight_decay=weight_decay, betas=betas, l1=l1, **extra)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      decoupled_weight_decay=bool(decoupled_weight_decay), l1=l1, **extra))
+
+    def _moments(self, p, group, **init):
+        """Apply weight decay, update m and v; returns (g, state) with
+        state["step"] = t already counted."""
+        xp = backend.get_array_module(p.data)
+        _refuse_capture(self, xp)
+        b1, b2 = group["betas"]
+        g = self._regularised_grad(p, group)
+        if group["weight_decay"] != 0:
+            if group["decoupled_weight_decay"]:
+                p.data *= 1 - group["lr"] * group["weight_decay"]
+            else:
+                g = g + group["weight_decay"] * p.data
+        state = self.state.setdefault(p, {})
+        if not state:
+            state["step"] = 0
+            state.update(init)
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+        state["step"] += 1
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m += (1 - b1) * (g - m)
+        v *= b2
+        v += (1 - b2) * (g * g)
+        return g, state
+
+
+class NAdam(_AdamFamily):
+    """Adam with Nesterov momentum (Dozat, 2016), as ``torch.optim.NAdam``.
+    At step t, with momentum decay ψ:
+
+        μ_t = β1 (1 - ½ · 0.96^(t ψ)),   Π_t = μ_1 ··· μ_t
+        m, v as Adam's;   d = √(v / (1 - β2^t)) + ε
+        p ← p - η (1 - μ_t) / (1 - Π_t) · g / d - η μ_(t+1) / (1 - Π_t μ_(t+1)) · m / d
+    """
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                 decoupled_weight_decay=False, l1=0.0):
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, l1, momentum_decay=momentum_decay)
+
+    def step(self):
+        for group in self.param_groups:
+            lr, (b1, b2), eps, psi = group["lr"], group["betas"], group["eps"], group["momentum_decay"]
+            for p in self._params_with_grad(group):
+                xp = backend.get_array_module(p.data)
+                g, state = self._moments(p, group, mu_product=1.0)
+                t = state["step"]
+                mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+                mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+                state["mu_product"] *= mu
+                d = xp.sqrt(state["exp_avg_sq"] / (1 - b2**t)) + eps
+                p.data -= (lr * (1 - mu) / (1 - state["mu_product"])) * (g / d)
+                p.data -= (lr * mu_next / (1 - state["mu_product"] * mu_next)) * (state["exp_avg"] / d)
+
+
+class RAdam(_AdamFamily):
+    """Rectified Adam (Liu et al., 2020), as ``torch.optim.RAdam``: plain
+    momentum SGD while the variance of the adaptive step is not yet
+    tractable, Adam with a rectification factor after.  At step t:
+
+        m, v as Adam's;  m̂ = m / (1 - β1^t)
+        ρ∞ = 2/(1 - β2) - 1,   ρ_t = ρ∞ - 2 t β2^t / (1 - β2^t)
+        ρ_t > 5:  r = √((ρ_t - 4)(ρ_t - 2) ρ∞ / ((ρ∞ - 4)(ρ∞ - 2) ρ_t))
+                  p ← p - η m̂ r √(1 - β2^t) / (√v + ε)
+        else:     p ← p - η m̂
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
+                 l1=0.0):
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, l1)
+
+    def step(self):
+        for group in self.param_groups:
+            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+            rho_inf = 2 / (1 - b2) - 1
+            for p in self._params_with_grad(group):
+                xp = backend.get_array_module(p.data)
+                _, state = self._moments(p, group)
+                t = state["step"]
+                m_hat = state["exp_avg"] / (1 - b1**t)
+                rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+                if rho > 5:
+                    r = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+                    p.data -= (lr * r * math.sqrt(1 - b2**t)) * (m_hat / (xp.sqrt(state["exp_avg_sq"]) + eps))
+                else:
+                    p.data -= lr * m_hat
