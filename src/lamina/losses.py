@@ -80,13 +80,19 @@ class Loss:
         if target_kind == "float" and target.dtype.kind != "f" and not backend.is_low_precision(target.dtype):
             raise DTypeError(f"{label}: expected a floating-point target, received dtype {target.dtype}")
 
-    def _diff(self, input, target):
-        """x - t for a regression loss, validated (same shape), in float32 at least."""
+    def _pair(self, input, target):
+        """(x, t) validated for an elementwise loss (a floating target of the
+        input's shape), x in float32 at least and t in x's dtype."""
         self._check_pair(input, target, "float")
         if tuple(input.shape) != tuple(target.shape):
             raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
-        input = self._widen(input)
-        return input - target.astype(input.dtype, copy=False)
+        x = self._widen(input)
+        return x, target.astype(x.dtype, copy=False)
+
+    def _diff(self, input, target):
+        """x - t for a regression loss, validated (same shape), in float32 at least."""
+        x, t = self._pair(input, target)
+        return x - t
 
     @staticmethod
     def _widen(x):
@@ -441,12 +447,8 @@ class BCEWithLogits(Loss):
     """
 
     def _loss(self, input, target, strict):
-        self._check_pair(input, target, "float")
-        if tuple(input.shape) != tuple(target.shape):
-            raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
-        xp = backend.get_array_module(input)
-        x = self._widen(input)
-        t = target.astype(x.dtype, copy=False)
+        x, t = self._pair(input, target)
+        xp = backend.get_array_module(x)
         e = xp.exp(-xp.abs(x))  # in (0, 1]
         loss = xp.maximum(x, 0) - x * t + xp.log1p(e)
         n = x.size if self.reduction == "mean" else 1
@@ -469,15 +471,11 @@ class BCELoss(Loss):
     """
 
     def _loss(self, input, target, strict):
-        self._check_pair(input, target, "float")
-        if tuple(input.shape) != tuple(target.shape):
-            raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
-        xp = backend.get_array_module(input)
-        p = self._widen(input)
+        p, t = self._pair(input, target)
+        xp = backend.get_array_module(p)
         if strict and p.size and not bool(((p >= 0) & (p <= 1)).all()):
             raise ValueError(f"{self._label()}: expected probabilities in [0, 1] as input, received values from "
                              f"{float(p.min())} to {float(p.max())}; BCEWithLogits takes logits")
-        t = target.astype(p.dtype, copy=False)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_p, log_q = xp.maximum(xp.log(p), -100), xp.maximum(xp.log1p(-p), -100)
         loss = -(t * log_p + (1 - t) * log_q)
@@ -513,12 +511,8 @@ class KLDivLoss(Loss):
         return f"reduction='{self.reduction}'" + (", log_target=True" if self.log_target else "")
 
     def _loss(self, input, target, strict):
-        self._check_pair(input, target, "float")
-        if tuple(input.shape) != tuple(target.shape):
-            raise ShapeError(f"{self._label()}: expected target of shape {tuple(input.shape)}, received {tuple(target.shape)}")
-        xp = backend.get_array_module(input)
-        x = self._widen(input)
-        t = target.astype(x.dtype, copy=False)
+        x, t = self._pair(input, target)
+        xp = backend.get_array_module(x)
         n = {"mean": x.size, "batchmean": x.shape[0] if x.ndim else 1, "sum": 1}[self.reduction]
         if self.log_target:
             pt = xp.exp(t)

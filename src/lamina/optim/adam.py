@@ -138,12 +138,10 @@ class RMSprop(Optimizer):
 
     def step(self):
         for group in self.param_groups:
-            lr, alpha, eps, wd, mu = group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"]
+            lr, alpha, eps, mu = group["lr"], group["alpha"], group["eps"], group["momentum"]
             for p in self._params_with_grad(group):
                 xp = backend.get_array_module(p.data)
-                g = self._regularised_grad(p, group)
-                if wd != 0:
-                    g = g + wd * p.data
+                g = self._l2_grad(p, group)
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0

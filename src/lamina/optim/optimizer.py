@@ -85,6 +85,14 @@ class Optimizer:
         xp = backend.get_array_module(p.data)
         return p.grad + l1 * xp.sign(p.data)
 
+    @classmethod
+    def _l2_grad(cls, p, group):
+        """The gradient with L1 and coupled weight decay λ (L2) added:
+        g + l1 sign(p) + λ p."""
+        g = cls._regularised_grad(p, group)
+        wd = group.get("weight_decay", 0.0)
+        return g + wd * p.data if wd != 0 else g
+
     # -- state ----------------------------------------------------------------
 
     def state_dict(self):
