@@ -513,9 +513,10 @@ def test_prelu_validates_and_trains_its_slopes():
     layer(x)
     layer.backward(np.ones_like(x))
     np.testing.assert_allclose(layer.weight.grad, -6)  # Σ dy·x over the 2·3 negative inputs of each channel
-    layer.weight.requires_grad = False
+    layer.weight.requires_grad = False  # frozen: backward still returns dx, and leaves the slopes' gradient alone
     layer(x)
-    layer.backward(np.ones_like(x))
+    np.testing.assert_allclose(layer.backward(np.ones_like(x)), 0.25)
+    np.testing.assert_allclose(layer.weight.grad, -6)
 
 
 def test_rmsnorm_scales_rows_to_unit_rms_and_validates():
