@@ -104,3 +104,96 @@ def kaiming_normal_(target, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
     """N(0, std²) with std = gain / sqrt(fan)."""
     gain = calculate_gain(nonlinearity, a)
     return normal_(target, 0.0, gain / math.sqrt(_fan(_shape(target), mode)))
+
+
+def trunc_normal_(target, mean=0.0, std=1.0, a=-2.0, b=2.0):
+    """N(mean, std²) restricted to [a, b] (``torch.nn.init.trunc_normal_``;
+    a and b are absolute bounds, not multiples of std).
+
+    Exact, by rejection: when [a, b] holds more than 30% of the normal's
+    mass, out-of-range draws are redrawn from the normal; otherwise draws
+    are uniform on [a, b], each kept with probability pdf(x) / max pdf.
+    """
+    if not std > 0:
+        raise ValueError(f"trunc_normal_: expected std > 0, received {std!r}")
+    if not a < b:
+        raise ValueError(f"trunc_normal_: expected a < b, received a={a!r}, b={b!r}")
+    gen, shape = lrandom.cpu_generator(), _shape(target)
+
+    def cdf(z):
+        return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+    mass = cdf((b - mean) / std) - cdf((a - mean) / std)
+    if mass > 0.3:
+        values = gen.normal(mean, std, size=shape)
+        while (bad := (values < a) | (values > b)).any():
+            values[bad] = gen.normal(mean, std, size=int(bad.sum()))
+    else:
+        peak = min(max(mean, a), b)  # where the density is largest on [a, b]
+
+        def draw(n):
+            x = gen.uniform(a, b, size=n)
+            keep = np.log(gen.uniform(size=n)) <= -0.5 * (((x - mean) / std) ** 2 - ((peak - mean) / std) ** 2)
+            return x, keep
+
+        values = np.empty(shape).reshape(-1)
+        filled = 0
+        while filled < values.size:
+            x, keep = draw(max(2 * (values.size - filled), 16))
+            x = x[keep][: values.size - filled]
+            values[filled: filled + x.size] = x
+            filled += x.size
+        values = values.reshape(shape)
+    return _assign(target, values)
+
+
+def orthogonal_(target, gain=1.0):
+    """A (semi-)orthogonal matrix times ``gain`` (Saxe et al., 2013;
+    ``torch.nn.init.orthogonal_``): trailing dimensions are flattened, so
+    the (rows, cols) view has orthonormal rows or columns, whichever are
+    fewer.  Q of the QR factorisation of a Gaussian matrix, its columns'
+    signs fixed by diag(R) so that Q is uniform (Haar) over such matrices.
+    """
+    shape = _shape(target)
+    if len(shape) < 2:
+        raise ValueError(f"orthogonal_: expected at least 2 dimensions, received shape {shape}")
+    rows = shape[0]
+    cols = int(np.prod(shape[1:]))
+    if rows * cols == 0:
+        return target
+    flat = lrandom.cpu_generator().normal(size=(rows, cols))
+    if rows < cols:
+        flat = flat.T
+    q, r = np.linalg.qr(flat)
+    q = q * np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return _assign(target, (gain * q).reshape(shape))
+
+
+def eye_(target):
+    """The identity matrix on a 2-d target (ones on the diagonal of a
+    non-square one), as ``torch.nn.init.eye_``: a Dense layer that passes
+    its first min(in, out) features through."""
+    shape = _shape(target)
+    if len(shape) != 2:
+        raise ValueError(f"eye_: expected a 2-d target, received shape {shape}")
+    return _assign(target, np.eye(*shape))
+
+
+def dirac_(target, groups=1):
+    """A convolution weight (out, in/groups, *kernel) that passes its input
+    through (``torch.nn.init.dirac_``): in each group, output channel d reads
+    input channel d at the kernel's centre, for d < min(out/groups, in/groups)."""
+    shape = _shape(target)
+    if len(shape) not in (3, 4, 5):
+        raise ValueError(f"dirac_: expected a 3-, 4- or 5-d convolution weight, received shape {shape}")
+    if shape[0] % groups:
+        raise ValueError(f"dirac_: expected dimension 0 ({shape[0]}) divisible by groups ({groups})")
+    per_group = shape[0] // groups
+    values = np.zeros(shape)
+    centre = tuple(k // 2 for k in shape[2:])
+    for g in range(groups):
+        for d in range(min(per_group, shape[1])):
+            values[(g * per_group + d, d, *centre)] = 1.0
+    return _assign(target, values)
