@@ -30,6 +30,11 @@ CONV2D = [
     ("k3_d2x1_p2_s2_g2", dict(kernel_size=3, dilation=(2, 1), padding=2, stride=2, groups=2), [(1, 4, 5, 6), (2, 4, 7, 4)]),
     ("k2_s2_nobias", dict(kernel_size=2, stride=2, bias=False), [(1, 4, 4, 4), (2, 4, 5, 7)]),
     ("k5_full", dict(kernel_size=5, padding=(0, 1)), [(1, 4, 5, 5), (2, 4, 6, 3)]),
+    ("k3_p1_reflect", dict(kernel_size=3, padding=1, padding_mode="reflect"), [(1, 4, 2, 2), (2, 4, 5, 7)]),
+    ("k3_p2x1_s2_g2_replicate", dict(kernel_size=3, padding=(2, 1), stride=2, groups=2, padding_mode="replicate"),
+     [(1, 4, 1, 1), (2, 4, 6, 5)]),
+    ("k3_p2_d2_circular", dict(kernel_size=3, padding=2, dilation=2, padding_mode="circular"), [(1, 4, 2, 3), (2, 4, 5, 4)]),
+    ("k4x3_same_reflect", dict(kernel_size=(4, 3), padding="same", padding_mode="reflect"), [(1, 4, 3, 2), (2, 4, 6, 5)]),
 ]
 
 
@@ -63,6 +68,9 @@ CONV1D = [
     ("k5_s2_valid", dict(kernel_size=5, stride=2, padding="valid"), [(1, 4, 5), (2, 4, 12)]),
     ("k4_same_d3", dict(kernel_size=4, padding="same", dilation=3), [(1, 4, 7), (2, 4, 3)]),
     ("k3_g2_s3", dict(kernel_size=3, stride=3, groups=2), [(1, 4, 5), (2, 4, 10)]),
+    ("k5_p3_reflect", dict(kernel_size=5, padding=3, padding_mode="reflect"), [(1, 4, 4), (2, 4, 9)]),
+    ("k3_p2_s2_circular", dict(kernel_size=3, padding=2, stride=2, padding_mode="circular"), [(1, 4, 2), (2, 4, 7)]),
+    ("k2_same_replicate", dict(kernel_size=2, padding="same", padding_mode="replicate"), [(1, 4, 1), (2, 4, 6)]),
 ]
 
 

@@ -176,6 +176,58 @@ CASES = {
         lambda: lm.GRU(3, 3, 2, bidirectional=True, batch_first=False),
         lambda t: _torch_recurrent(t, "GRU", 3, 3, 2, bidirectional=True), SEQ_SHAPES, None,
     ),
+    "instancenorm_1d": (
+        lambda: lm.InstanceNorm1d(3), lambda t: t.nn.InstanceNorm1d(3), [(1, 3, 4), (2, 3, 5), (3, 3, 2), (3, 7), (4, 3, 3)], None,
+    ),
+    "instancenorm_2d_affine": (
+        lambda: lm.InstanceNorm2d(2, affine=True), lambda t: _torch_random_weight(t.nn.InstanceNorm2d(2, affine=True)),
+        [(1, 2, 3, 3), (2, 2, 2, 5), (2, 3, 4), (3, 2, 1, 3), (1, 2, 4, 2)], None,
+    ),
+    "instancenorm_2d_tracked": (  # training mode: instance statistics, running ones updated
+        lambda: lm.InstanceNorm2d(3, affine=True, track_running_stats=True),
+        lambda t: _torch_random_weight(t.nn.InstanceNorm2d(3, affine=True, track_running_stats=True)),
+        [(1, 3, 2, 2), (2, 3, 3, 4), (4, 3, 2, 3), (3, 2, 5), (2, 3, 5, 2)], None,
+    ),
+    "pixel_shuffle": (
+        lambda: lm.PixelShuffle(2), lambda t: t.nn.PixelShuffle(2), [(1, 4, 2, 3), (2, 8, 3, 2), (4, 3, 3), (2, 1, 4, 2, 2), (1, 4, 1, 1)],
+        None,
+    ),
+    "pixel_shuffle_3": (lambda: lm.PixelShuffle(3), lambda t: t.nn.PixelShuffle(3), [(1, 9, 2, 2), (2, 18, 1, 3), (9, 2, 1), (1, 9, 3, 2), (3, 9, 1, 1)], None),
+    "pixel_unshuffle": (
+        lambda: lm.PixelUnshuffle(2), lambda t: t.nn.PixelUnshuffle(2), [(1, 1, 2, 4), (2, 3, 4, 2), (2, 6, 4), (1, 2, 2, 2), (2, 1, 2, 4, 6)],
+        None,
+    ),
+    "unflatten": (lambda: lm.Unflatten(1, (2, 3)), lambda t: t.nn.Unflatten(1, (2, 3)), [(1, 6), (3, 6), (2, 6, 4), (1, 6, 1), (5, 6)], None),
+    "unflatten_last_inferred": (
+        lambda: lm.Unflatten(-1, (2, -1)), lambda t: t.nn.Unflatten(-1, (2, -1)), [(1, 4), (3, 2), (2, 3, 6), (8,), (2, 10)], None,
+    ),
+    "zero_pad_2d": (
+        lambda: lm.ZeroPad2d((1, 0, 2, 1)), lambda t: t.nn.ZeroPad2d((1, 0, 2, 1)), [(1, 2, 3, 3), (2, 1, 1, 4), (3, 2, 5), (2, 3, 2, 2), (1, 1, 1, 1)],
+        None,
+    ),
+    "constant_pad_1d": (
+        lambda: lm.ConstantPad1d((2, 1), 0.5), lambda t: t.nn.ConstantPad1d((2, 1), 0.5), [(1, 2, 3), (2, 3, 1), (3, 4), (2, 1, 5), (1, 1, 1)], None,
+    ),
+    "reflection_pad_1d": (
+        lambda: lm.ReflectionPad1d((2, 3)), lambda t: t.nn.ReflectionPad1d((2, 3)), [(1, 2, 4), (2, 1, 7), (3, 5), (2, 3, 6), (1, 1, 4)], None,
+    ),
+    "reflection_pad_2d": (
+        lambda: lm.ReflectionPad2d((1, 2, 2, 0)), lambda t: t.nn.ReflectionPad2d((1, 2, 2, 0)),
+        [(1, 2, 3, 3), (2, 1, 4, 5), (3, 3, 4), (2, 2, 5, 3), (1, 1, 3, 3)], None,
+    ),
+    "replication_pad_1d": (
+        lambda: lm.ReplicationPad1d((3, 1)), lambda t: t.nn.ReplicationPad1d((3, 1)), [(1, 2, 1), (2, 1, 4), (3, 5), (2, 3, 2), (1, 1, 1)], None,
+    ),
+    "replication_pad_2d": (
+        lambda: lm.ReplicationPad2d(2), lambda t: t.nn.ReplicationPad2d(2), [(1, 2, 1, 1), (2, 1, 3, 4), (3, 2, 3), (2, 2, 4, 3), (1, 1, 2, 1)], None,
+    ),
+    "circular_pad_1d": (
+        lambda: lm.CircularPad1d((3, 1)), lambda t: t.nn.CircularPad1d((3, 1)), [(1, 2, 3), (2, 1, 4), (3, 5), (2, 3, 6), (1, 1, 3)], None,
+    ),
+    "circular_pad_2d": (
+        lambda: lm.CircularPad2d((0, 2, 1, 3)), lambda t: t.nn.CircularPad2d((0, 2, 1, 3)),
+        [(1, 2, 3, 2), (2, 1, 4, 5), (3, 3, 4), (2, 2, 5, 3), (1, 1, 3, 2)], None,
+    ),
     "dense_relu": (
         lambda: lm.Dense(6, 5, activation="relu"), lambda t: _torch_linear_act(t, 6, 5, "relu"),
         [(1, 6), (4, 6), (9, 6), (2, 3, 6), (3, 1, 6)], None,
@@ -329,6 +381,12 @@ _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6)
                 "adaptive_avg_pool_1d": (2, 3, 7),
                 "groupnorm": (2, 6, 3), "groupnorm_one_group_no_affine": (2, 3, 5), "groupnorm_instance": (2, 4, 3, 3),
                 "rmsnorm_2d_no_affine": (2, 3, 4), "prelu_per_channel": (2, 3, 4),
+                "instancenorm_1d": (2, 3, 5), "instancenorm_2d_affine": (2, 2, 3, 3), "instancenorm_2d_tracked": (2, 3, 3, 3),
+                "pixel_shuffle": (2, 4, 2, 2), "pixel_shuffle_3": (1, 9, 2, 2), "pixel_unshuffle": (2, 1, 4, 4),
+                "unflatten": (3, 6), "unflatten_last_inferred": (3, 4), "zero_pad_2d": (2, 3, 4, 4),
+                "reflection_pad_2d": (2, 3, 4, 4), "replication_pad_2d": (2, 3, 4, 4), "circular_pad_2d": (2, 3, 4, 4),
+                "constant_pad_1d": (2, 3, 5), "reflection_pad_1d": (2, 3, 5), "replication_pad_1d": (2, 3, 5),
+                "circular_pad_1d": (2, 3, 5),
                 **{name: (2, 4, 3) for name in CASES if name.startswith(("rnn", "lstm", "gru"))}}
 
 
@@ -586,3 +644,163 @@ def test_upsample_errors_name_the_layer():
         lm.Upsample(size=(3, 4))(np.zeros((2, 3, 4), dtype=np.float32))
     with pytest.raises(lm.ShapeError, match=r"gives an empty output"):
         lm.Upsample(scale_factor=0.1)(np.zeros((1, 1, 4, 4), dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------
+# InstanceNorm: running statistics, eval mode, errors
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_instancenorm_running_stats_and_eval_follow_pytorch(torch, xp, momentum):
+    """Five training steps move running_mean/var as PyTorch's (momentum=None
+    leaves them alone and num_batches_tracked stays 0, as in PyTorch); eval
+    mode then normalises with them, forward and backward."""
+    rng = np.random.default_rng(0)
+    layer = lm.InstanceNorm2d(3, momentum=momentum, affine=True, track_running_stats=True).to("cpu" if xp is np else "cuda")
+    tlayer = torch.nn.InstanceNorm2d(3, momentum=momentum, affine=True, track_running_stats=True)
+    for _ in range(5):
+        x = (rng.standard_normal((4, 3, 5, 6)) * 2 + 1).astype(np.float32)
+        layer(xp.asarray(x))
+        tlayer(torch.from_numpy(x))
+        layer.clear_cache()
+    assert sorted(layer.state_dict()) == sorted(tlayer.state_dict())
+    for k, v in tlayer.state_dict().items():
+        np.testing.assert_allclose(to_numpy(layer.state_dict()[k]), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    layer.eval(), tlayer.eval()
+    with torch.no_grad():
+        tlayer.weight.uniform_(0.5, 1.5)
+        tlayer.bias.uniform_(-1, 1)
+    layer.load_state_dict(tlayer.state_dict())
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = tlayer(tx)
+    ty.backward(torch.from_numpy(dy))
+    before = {k: to_numpy(v).copy() for k, v in layer.state_dict().items()}
+    np.testing.assert_allclose(to_numpy(layer(xp.asarray(x))), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer.backward(xp.asarray(dy))), tx.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer.weight.grad), tlayer.weight.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer.bias.grad), tlayer.bias.grad.numpy(), rtol=1e-4, atol=1e-5)
+    assert all(np.array_equal(before[k], to_numpy(v)) for k, v in layer.state_dict().items())  # eval moved nothing
+    assert lm.testing.gradcheck(lm.InstanceNorm1d(3, affine=True, track_running_stats=True).eval().double(),
+                                rng.standard_normal((2, 3, 4)))
+
+
+def test_instancenorm_is_per_sample_and_channel_and_validates():
+    rng = np.random.default_rng(1)
+    layer = lm.InstanceNorm1d(4)
+    x = (rng.standard_normal((3, 4, 9)) * 5 - 2).astype(np.float32)
+    y = layer(x)
+    np.testing.assert_allclose(y.mean(axis=2), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=2), 1, rtol=1e-3)
+    np.testing.assert_allclose(layer(x[1]), y[1], rtol=1e-5, atol=1e-6)  # unbatched (C, L)
+    assert layer.backward(np.ones((4, 9), dtype=np.float32)).shape == (4, 9)
+    assert layer.state_dict() == {} and not list(layer.parameters())  # PyTorch's defaults: no affine, no running stats
+    with pytest.raises(lm.ShapeError, match=r"InstanceNorm1d\(4.*more than 1 spatial element per channel, received shape \(2, 4, 1\)"):
+        layer(np.zeros((2, 4, 1), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"InstanceNorm2d\(4.*expected a 3-d or 4-d input, received shape \(2, 4\)"):
+        lm.InstanceNorm2d(4)(np.zeros((2, 4), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"InstanceNorm2d\(4.*size 4 \(num_features\) in dimension 0, received shape \(3, 5, 5\)"):
+        lm.InstanceNorm2d(4)(np.zeros((3, 5, 5), dtype=np.float32))
+    tracked = lm.InstanceNorm1d(4, track_running_stats=True)
+    with pytest.raises(lm.ShapeError):
+        tracked(np.zeros((2, 4, 1), dtype=np.float32))
+    np.testing.assert_array_equal(tracked.running_mean, 0)  # the failed call moved nothing
+    assert int(tracked.num_batches_tracked) == 0
+
+
+def test_instancenorm_checkpointed_updates_running_stats_once():
+    """A recompute under Checkpoint leaves the running statistics as one forward did."""
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    plain = lm.InstanceNorm2d(3, track_running_stats=True)
+    wrapped = lm.Checkpoint(lm.InstanceNorm2d(3, track_running_stats=True))
+    for layer in (plain, wrapped):
+        layer.backward(np.ones_like(layer(x)))
+    assert plain.running_mean.any()
+    for k, v in plain.state_dict().items():
+        np.testing.assert_array_equal(wrapped.state_dict()["segment." + k], v)
+
+
+# ---------------------------------------------------------------------------
+# Channel dropout
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls,shape", [("Dropout1d", (40, 30, 7)), ("Dropout2d", (40, 30, 3, 4)), ("Dropout2d", (300, 5, 2))])
+def test_channel_dropout_drops_whole_channels(xp, cls, shape):
+    layer = getattr(lm, cls)(0.3)
+    x = xp.asarray(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    y = to_numpy(layer(x))
+    channels = len(shape) - (1 if len(shape) == getattr(lm, cls)._ndims[0] else 2)  # spatial dimensions
+    flat = y.reshape(*y.shape[:len(shape) - channels], -1)
+    zero = (flat == 0).all(axis=-1)
+    kept = ~zero
+    assert abs(zero.mean() - 0.3) < 0.06  # whole channels dropped, about p of them
+    np.testing.assert_allclose(flat[kept], (to_numpy(x).reshape(flat.shape) / 0.7)[kept], rtol=1e-6)
+    dy = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    dx = to_numpy(layer.backward(xp.asarray(dy))).reshape(flat.shape)
+    np.testing.assert_allclose(dx, dy.reshape(flat.shape) * kept[..., None] / 0.7, rtol=1e-6)
+
+
+def test_channel_dropout_eval_seeding_gradcheck_and_replay():
+    x = np.random.default_rng(0).standard_normal((2, 6, 3, 3))
+    np.testing.assert_array_equal(lm.Dropout2d(0.5).eval()(x), x)
+    lm.manual_seed(7)
+    a = lm.Dropout2d(0.5)(x)
+    lm.manual_seed(7)
+    np.testing.assert_array_equal(lm.Dropout2d(0.5)(x), a)
+    assert lm.testing.gradcheck(lm.Dropout1d(0.4), x[:, :, 0])
+    # checkpointing replays the same channel mask: gradients equal the plain run
+    body = lm.Sequential(lm.Conv2D(6, 4, 3, padding=1), lm.Dropout2d(0.5), lm.ReLU())
+    twin = lm.Sequential(lm.Conv2D(6, 4, 3, padding=1), lm.Dropout2d(0.5), lm.ReLU())
+    twin.load_state_dict(body.state_dict())
+    x32 = x.astype(np.float32)
+    lm.manual_seed(3)
+    dy = np.ones_like(body(x32))
+    body.backward(dy)
+    lm.manual_seed(3)
+    checked = lm.Checkpoint(twin)
+    checked.backward(np.ones_like(checked(x32)))
+    for (name, p), q in zip(body.named_parameters(), twin.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+
+
+def test_channel_dropout_errors():
+    with pytest.raises(lm.ShapeError, match=r"Dropout2d\(p=0.5\): expected a 3-d or 4-d input \(\(N, C, H, W\) or \(C, H, W\)\), received shape \(2, 3\)"):
+        lm.Dropout2d(0.5)(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"Dropout1d\(p=0.5\): expected a 2-d or 3-d input"):
+        lm.Dropout1d(0.5)(np.zeros((2, 3, 4, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="Dropout2d: expected p in"):
+        lm.Dropout2d(1.0)
+
+
+# ---------------------------------------------------------------------------
+# PixelShuffle, Unflatten: arguments and errors
+# ---------------------------------------------------------------------------
+
+
+def test_pixel_shuffle_round_trip_and_errors():
+    x = np.random.default_rng(0).standard_normal((2, 12, 3, 5)).astype(np.float32)
+    np.testing.assert_array_equal(lm.PixelUnshuffle(2)(lm.PixelShuffle(2)(x)), x)
+    with pytest.raises(lm.ShapeError, match=r"PixelShuffle\(upscale_factor=3\): expected an input \(\*, C, H, W\) with channels divisible by 9, received shape \(2, 12, 3, 5\)"):
+        lm.PixelShuffle(3)(x)
+    with pytest.raises(lm.ShapeError, match=r"PixelUnshuffle\(downscale_factor=2\).*height and width divisible by 2, received shape \(2, 12, 3, 5\)"):
+        lm.PixelUnshuffle(2)(x)
+    with pytest.raises(lm.ShapeError, match=r"PixelShuffle.*at least 3 dimensions, received shape \(4, 4\)"):
+        lm.PixelShuffle(2)(np.zeros((4, 4), dtype=np.float32))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="PixelShuffle: expected upscale_factor as a positive int"):
+            lm.PixelShuffle(bad)
+
+
+def test_unflatten_errors():
+    with pytest.raises(lm.ShapeError, match=r"Unflatten\(dim=1, unflattened_size=\(2, 3\)\): expected dimension 1 of a size that splits into \(2, 3\), received shape \(4, 5\)"):
+        lm.Unflatten(1, (2, 3))(np.zeros((4, 5), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"received shape \(4, 5\)"):
+        lm.Unflatten(1, (2, -1))(np.zeros((4, 5), dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"Unflatten"):
+        lm.Unflatten(3, (2, 3))(np.zeros((4, 6), dtype=np.float32))
+    for bad in [(), (-1, -1), (0, 3), (2, -2)]:
+        with pytest.raises(ValueError, match="Unflatten: expected unflattened_size"):
+            lm.Unflatten(1, bad)

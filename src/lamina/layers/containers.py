@@ -128,7 +128,16 @@ class Identity(Layer):
         return dy.copy()
 
 
-class Flatten(Layer):
+class _Reshape(Layer):
+    """A layer whose forward is a reshape: backward reshapes dy back to the
+    cached input shape (a fresh array, as every dx)."""
+
+    def backward(self, dy):
+        shape = self._take_cache(dy)
+        return dy.reshape(shape).copy()
+
+
+class Flatten(_Reshape):
     """Flattens dimensions ``start_dim`` .. ``end_dim`` into one (PyTorch's ``nn.Flatten``).
 
     Backward: dx = dy reshaped to the input's shape (caches that shape).
@@ -153,12 +162,43 @@ class Flatten(Layer):
         self._save(x.shape, out=y)
         return y
 
-    def backward(self, dy):
-        shape = self._take_cache(dy)
-        return dy.reshape(shape).copy()  # dx is always a fresh array
-
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(_Reshape):
+    """Splits dimension ``dim`` into ``unflattened_size`` (PyTorch's ``nn.Unflatten``);
+    one entry of the size may be -1.
+
+    Backward: dx = dy reshaped to the input's shape (caches that shape).
+    """
+
+    def __init__(self, dim, unflattened_size):
+        super().__init__()
+        sizes = tuple(int(s) for s in unflattened_size)
+        if not sizes or sum(s == -1 for s in sizes) > 1 or any(s == 0 or s < -1 for s in sizes):
+            raise ValueError(
+                f"Unflatten: expected unflattened_size as positive ints with at most one -1, received {unflattened_size!r}"
+            )
+        self.dim, self.unflattened_size = int(dim), sizes
+
+    def forward(self, x):
+        self._check_input(x)
+        dim = self.dim + x.ndim if self.dim < 0 else self.dim
+        known = 1
+        for s in self.unflattened_size:
+            known *= s if s > 0 else 1
+        if not 0 <= dim < x.ndim or (x.shape[dim] % known if -1 in self.unflattened_size else x.shape[dim] != known):
+            raise ShapeError(
+                f"{self._label()}: expected dimension {self.dim} of a size that splits into {self.unflattened_size}, "
+                f"received shape {tuple(x.shape)}"
+            )
+        y = x.reshape(x.shape[:dim] + self.unflattened_size + x.shape[dim + 1:])
+        self._save(x.shape, out=y)
+        return y
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
 class Residual(Layer):

@@ -18,16 +18,22 @@ from ..module import Layer, Parameter, is_grad_enabled
 from ._utils import as_tuple, positive_int
 
 
+_PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
 class _ConvNd(Layer):
     """Shared by Conv1D and Conv2D: arguments, parameters, forward and backward."""
 
     _nd = 2
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
-                 dtype=np.float32, keep_col=True):
+                 dtype=np.float32, keep_col=True, padding_mode="zeros"):
         super().__init__()
         self.keep_col = bool(keep_col)
         name = type(self).__name__
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"{name}: expected padding_mode in {tuple(_PADDING_MODES)}, received {padding_mode!r}")
+        self.padding_mode = padding_mode
         self.in_channels = positive_int(in_channels, name, "in_channels")
         self.out_channels = positive_int(out_channels, name, "out_channels")
         self.groups = positive_int(groups, name, "groups")
@@ -92,6 +98,9 @@ class _ConvNd(Layer):
         x = self._check_input(x, ndim=self._nd + 2, dim=[(1, self.in_channels, "in_channels")])
         x4 = x if self._nd == 2 else x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
         kernel, stride, padding, dilation = self._as_2d()
+        if self.padding_mode != "zeros":  # pad explicitly, then convolve unpadded; backward folds the borders back
+            x4 = self._pad(x, x4, padding)
+            padding = (0, 0, 0, 0)
         g = ops.geometry(x4.shape, kernel, stride, padding, dilation)
         if g.oh < 1 or g.ow < 1:
             raise ShapeError(
@@ -111,6 +120,19 @@ class _ConvNd(Layer):
         y = y4 if self._nd == 2 else y4.reshape(g.n, self.out_channels, g.ow)
         self._save(*saved, g, out=y)  # g: ops.Geometry
         return y
+
+    def _pad(self, x, x4, padding):
+        """x4 padded by ``padding`` (top, bottom, left, right) in ``padding_mode``."""
+        mode = _PADDING_MODES[self.padding_mode]
+        pads = ((padding[0], padding[1]), (padding[2], padding[3]))
+        for size, (before, after), axis in zip(x4.shape[2:], pads, ("height", "width")):
+            least = max(before, after) + (mode == "reflect")  # reflect needs pad < size, circular pad <= size
+            if mode in ("reflect", "circular") and size < least:
+                raise ShapeError(
+                    f"{self._label()}: expected an input {axis} of at least {least} for {self.padding_mode} padding, "
+                    f"received shape {tuple(x.shape)}"
+                )
+        return ops.pad(x4, pads, mode)
 
     def backward(self, dy):
         return self._backward(dy, need_dx=True)
@@ -133,7 +155,10 @@ class _ConvNd(Layer):
             self.bias.accumulate(dbias, owned=True)
         if dx4 is None:
             return None
-        return dx4 if self._nd == 2 else dx4.reshape(g.n, g.c, g.w)
+        if self.padding_mode != "zeros":
+            _, _, padding, _ = self._as_2d()
+            dx4 = ops.pad_backward(dx4, ((padding[0], padding[1]), (padding[2], padding[3])), _PADDING_MODES[self.padding_mode])
+        return dx4 if self._nd == 2 else dx4.reshape(dx4.shape[0], dx4.shape[1], dx4.shape[3])
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -147,6 +172,8 @@ class _ConvNd(Layer):
             s += ", bias=False"
         if not self.keep_col:
             s += ", keep_col=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
         return s
 
 
@@ -161,6 +188,12 @@ class Conv2D(_ConvNd):
             or column at the bottom/right, as PyTorch).
         groups: G; input and output channels split into G independent groups.
         bias: learn a per-channel bias.
+        padding_mode: what the padding holds: ``"zeros"`` (the default),
+            ``"reflect"`` (mirrored, edge not repeated; padding < size),
+            ``"replicate"`` (the edge value) or ``"circular"`` (periodic;
+            padding <= size), as PyTorch.  Non-zero modes pad the input
+            explicitly (:mod:`lamina.ops.pad`) and backward folds the
+            borders' gradients back onto the positions they copied.
         keep_col: where the convolution runs as im2col + GEMM (strided, or
             ``lamina.ops.cpu_conv("im2col")``), cache the im2col matrix for
             backward (the default: fastest, but KH·KW times the input's

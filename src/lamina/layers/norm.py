@@ -65,26 +65,37 @@ class _BatchNorm(Layer):
         work = np.float32 if backend.is_low_precision(x.dtype) else x.dtype
         x3 = x.reshape(x.shape[0], self.num_features, -1).astype(work, copy=False)  # (N, C, L)
         use_batch = self.training or not self.track_running_stats
-        running = None
         if use_batch:
-            m = x3.shape[0] * x3.shape[2]
-            if self.training and m < 2:
-                raise ShapeError(
-                    f"{self._label()}: expected more than 1 value per channel when training, received shape {tuple(x.shape)}"
-                )
-            if self.training and self.track_running_stats and not is_recomputing():
-                # updated with this batch's statistics, once per batch (not again when checkpointing recomputes)
-                running = (self.running_mean, self.running_var, self._running_factor())
-        else:
-            running = (self.running_mean, self.running_var)
+            self._check_statistics_size(x, x3)
         gamma, beta = (self.weight.data.astype(work, copy=False), self.bias.data.astype(work, copy=False)) if self.affine else (None, None)
-        y3, xhat, inv_std = ops.batchnorm_forward(x3, gamma, beta, self.eps, batch_stats=use_batch, running=running,
-                                                  need_xhat=is_grad_enabled())
+        y3, xhat, inv_std = self._normalise(x3, gamma, beta, use_batch)
         y = backend.narrow(y3, x.dtype).reshape(x.shape) if y3.dtype != x.dtype else y3.reshape(x.shape)
         if xhat is not None:
             xhat = xhat.astype(x.dtype, copy=False)  # cached in the input's dtype
         self._save(xhat, inv_std, use_batch, out=y)  # xhat: (N, C, L); inv_std: (C,)
         return y
+
+    def _check_statistics_size(self, x, x3):
+        if self.training and x3.shape[0] * x3.shape[2] < 2:
+            raise ShapeError(
+                f"{self._label()}: expected more than 1 value per channel when training, received shape {tuple(x.shape)}"
+            )
+
+    def _normalise(self, x3, gamma, beta, use_batch):
+        """(y, xhat, inv_std) of x3 (N, C, L): the batch's statistics (and the
+        running ones updated) or the running statistics."""
+        running = None
+        if use_batch:
+            if self.training and self.track_running_stats and not is_recomputing():
+                # updated with this batch's statistics, once per batch (not again when checkpointing recomputes)
+                running = (self.running_mean, self.running_var, self._running_factor())
+        else:
+            running = (self.running_mean, self.running_var)
+        return ops.batchnorm_forward(x3, gamma, beta, self.eps, batch_stats=use_batch, running=running,
+                                     need_xhat=is_grad_enabled())
+
+    def _normalise_backward(self, dy3, xhat, inv_std, gamma, use_batch):
+        return ops.batchnorm_backward(dy3, xhat, inv_std, gamma, batch_stats=use_batch)
 
     def _running_factor(self):
         """Count the batch; the weight f of its statistics in the running ones:
@@ -98,8 +109,8 @@ class _BatchNorm(Layer):
         xhat, inv_std, use_batch = self._take_cache(dy)
         work = inv_std.dtype
         gamma = self.weight.data.astype(work, copy=False) if self.affine else None
-        dx3, dgamma, dbeta = ops.batchnorm_backward(
-            dy.reshape(xhat.shape).astype(work, copy=False), xhat.astype(work, copy=False), inv_std, gamma, batch_stats=use_batch
+        dx3, dgamma, dbeta = self._normalise_backward(
+            dy.reshape(xhat.shape).astype(work, copy=False), xhat.astype(work, copy=False), inv_std, gamma, use_batch
         )
         if self.affine:
             self.weight.accumulate(dgamma, owned=True)
@@ -137,6 +148,103 @@ class BatchNorm2d(_BatchNorm):
     arguments and semantics as :class:`BatchNorm1d`."""
 
     _ndims = (4,)
+
+
+class _InstanceNorm(_BatchNorm):
+    """Instance normalisation: each (sample, channel) normalised over its own
+    positions.  That is batch normalisation of x seen as one sample of N·C
+    channels, (1, N·C, L), with gamma and beta repeated N times, so forward
+    and backward are BatchNorm's (the same kernels):
+
+        xhat = (x - mu_nc) rstd_nc,   y = weight_c xhat + bias_c
+        dx = weight_c rstd_nc (dy - mean(dy) - xhat mean(dy ⊙ xhat))   (means over the positions)
+        dweight_c = Σ_(n, positions) dy ⊙ xhat,   dbias_c = Σ_(n, positions) dy
+
+    With track_running_stats, training also moves running_mean and
+    running_var towards the batch average of the instances' mean and
+    unbiased variance, and eval mode normalises with them (BatchNorm's eval).
+    """
+
+    _ndims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False, dtype=np.float32):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
+
+    def forward(self, x):
+        if backend.is_array(x) and x.ndim == self._ndims[0]:  # unbatched (C, ...): one sample
+            self._check_input(x, dim=[(0, self.num_features, "num_features")])
+            y = super().forward(x[None])
+            if self._cache is not None:  # backward takes and returns the unbatched shape
+                saved, _, device = self._cache
+                self._set_cache((saved, tuple(x.shape), device))
+            return y[0]
+        return super().forward(x)
+
+    def _check_statistics_size(self, x, x3):
+        if x3.shape[2] < 2:
+            raise ShapeError(
+                f"{self._label()}: expected more than 1 spatial element per channel, received shape {tuple(x.shape)}"
+            )
+
+    def _normalise(self, x3, gamma, beta, use_batch):
+        if not use_batch:  # running statistics: BatchNorm's eval, per channel
+            y3, xhat, inv_std = ops.batchnorm_forward(x3, gamma, beta, self.eps, batch_stats=False,
+                                                      running=(self.running_mean, self.running_var),
+                                                      need_xhat=is_grad_enabled())
+            return y3, xhat, inv_std
+        n, c, l = x3.shape
+        xp = backend.get_array_module(x3)
+        tile = (lambda v: None if v is None else xp.tile(v, n))
+        running = None
+        if self.training and self.track_running_stats and not is_recomputing():
+            # the instances' statistics update N copies of the running ones, then are averaged over N.  As in
+            # PyTorch, num_batches_tracked stays 0 and momentum=None means 0 (the running statistics stay put).
+            factor = 0.0 if self.momentum is None else self.momentum
+            running = (xp.tile(self.running_mean, n), xp.tile(self.running_var, n), factor)
+        y3, xhat, inv_std = ops.batchnorm_forward(x3.reshape(1, n * c, l), tile(gamma), tile(beta), self.eps,
+                                                  batch_stats=True, running=running, need_xhat=is_grad_enabled())
+        if running is not None:
+            self.running_mean[...] = running[0].reshape(n, c).mean(axis=0)
+            self.running_var[...] = running[1].reshape(n, c).mean(axis=0)
+        return y3.reshape(n, c, l), None if xhat is None else xhat.reshape(n, c, l), inv_std
+
+    def _normalise_backward(self, dy3, xhat, inv_std, gamma, use_batch):
+        if not use_batch:
+            return ops.batchnorm_backward(dy3, xhat, inv_std, gamma, batch_stats=False)
+        n, c, l = xhat.shape
+        xp = backend.get_array_module(xhat)
+        dx3, dgamma, dbeta = ops.batchnorm_backward(dy3.reshape(1, n * c, l), xhat.reshape(1, n * c, l), inv_std,
+                                                    None if gamma is None else xp.tile(gamma, n), batch_stats=True)
+        if gamma is not None:
+            dgamma, dbeta = dgamma.reshape(n, c).sum(axis=0), dbeta.reshape(n, c).sum(axis=0)
+        return dx3.reshape(n, c, l), dgamma, dbeta
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation over (N, C, L) or unbatched (C, L), PyTorch's
+    ``nn.InstanceNorm1d``: each sample's channel normalised over its L
+    positions (more than one).
+
+    Args:
+        num_features: C.
+        eps: added to the variance, 1e-5.
+        momentum: running-statistics update factor, 0.1.  As in PyTorch's
+            InstanceNorm (unlike BatchNorm), None means 0 (no update), and
+            num_batches_tracked is kept for the state_dict but not counted.
+        affine: learn per-channel ``weight`` (ones) and ``bias`` (zeros); off by default, as PyTorch.
+        track_running_stats: keep running_mean, running_var and
+            num_batches_tracked and normalise with them in eval mode; off by default.
+    """
+
+    _ndims = (2, 3)
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalisation over (N, C, H, W) or unbatched (C, H, W),
+    PyTorch's ``nn.InstanceNorm2d`` (style transfer's normalisation);
+    arguments as :class:`InstanceNorm1d`."""
+
+    _ndims = (3, 4)
 
 
 class _RowNorm(Layer):

@@ -218,3 +218,87 @@ class AdaptiveAvgPool1D(_AdaptiveAvgPool):
     ``nn.AdaptiveAvgPool1d``): y = x Aᵀ, dx = dy A."""
 
     _ndims = (3,)
+
+
+class _PixelShuffleBase(Layer):
+    def __init__(self, factor, arg):
+        super().__init__()
+        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+            raise ValueError(f"{type(self).__name__}: expected {arg} as a positive int, received {factor!r}")
+        self.factor = int(factor)
+
+    def _check(self, x):
+        self._check_input(x, min_ndim=3)
+        c, h, w = x.shape[-3:]
+        r = self.factor
+        bad = c % (r * r) if isinstance(self, PixelShuffle) else (h % r or w % r)
+        if bad:
+            need = f"channels divisible by {r * r}" if isinstance(self, PixelShuffle) else f"height and width divisible by {r}"
+            raise ShapeError(f"{self._label()}: expected an input (*, C, H, W) with {need}, received shape {tuple(x.shape)}")
+
+    def backward(self, dy):
+        self._take_cache(dy)
+        return self._inverse(dy)
+
+
+def _shuffle(x, r):
+    """(*, C r², H, W) → (*, C, H r, W r): channel c r² + i r + j moves to
+    position (h r + i, w r + j) of channel c."""
+    *lead, c, h, w = x.shape
+    y = x.reshape(*lead, c // (r * r), r, r, h, w)
+    k = len(lead)
+    y = y.transpose(*range(k), k, k + 3, k + 1, k + 4, k + 2)  # (*, C, H, r, W, r)
+    return y.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def _unshuffle(x, r):
+    """The inverse of :func:`_shuffle`: (*, C, H r, W r) → (*, C r², H, W)."""
+    *lead, c, hr, wr = x.shape
+    y = x.reshape(*lead, c, hr // r, r, wr // r, r)
+    k = len(lead)
+    y = y.transpose(*range(k), k, k + 2, k + 4, k + 1, k + 3)  # (*, C, r, r, H, W)
+    return y.reshape(*lead, c * r * r, hr // r, wr // r)
+
+
+class PixelShuffle(_PixelShuffleBase):
+    """Rearranges (*, C·r², H, W) into (*, C, H·r, W·r), PyTorch's
+    ``nn.PixelShuffle`` (sub-pixel convolution upsampling, Shi et al., 2016):
+    y[c, h·r + i, w·r + j] = x[c·r² + i·r + j, h, w].
+
+    A permutation, so backward applies its inverse: dx = PixelUnshuffle(r)(dy).
+    """
+
+    def __init__(self, upscale_factor):
+        super().__init__(upscale_factor, "upscale_factor")
+
+    def forward(self, x):
+        self._check(x)
+        y = _shuffle(x, self.factor)
+        self._save(None, out=y)
+        return y
+
+    def _inverse(self, dy):
+        return _unshuffle(dy, self.factor)
+
+    def extra_repr(self):
+        return f"upscale_factor={self.factor}"
+
+
+class PixelUnshuffle(_PixelShuffleBase):
+    """The inverse of :class:`PixelShuffle`, PyTorch's ``nn.PixelUnshuffle``:
+    (*, C, H·r, W·r) → (*, C·r², H, W).  Backward: dx = PixelShuffle(r)(dy)."""
+
+    def __init__(self, downscale_factor):
+        super().__init__(downscale_factor, "downscale_factor")
+
+    def forward(self, x):
+        self._check(x)
+        y = _unshuffle(x, self.factor)
+        self._save(None, out=y)
+        return y
+
+    def _inverse(self, dy):
+        return _shuffle(dy, self.factor)
+
+    def extra_repr(self):
+        return f"downscale_factor={self.factor}"

@@ -787,6 +787,19 @@ def dropout_forward(x, p):
     return x * scaled_mask, scaled_mask
 
 
+def channel_dropout_mask(x, p, channel_dims):
+    """The scaled mask of channel dropout: one draw per (sample, channel),
+    shape x.shape[:channel_dims] + (1,) * (the rest), [u >= p] / (1 - p), u
+    from lamina's generator on x's device (so a replay from a saved RNG
+    state draws the same mask)."""
+    from .. import random as lrandom  # noqa: PLC0415 - the generator sits below ops
+
+    xp = backend.get_array_module(x)
+    shape = tuple(x.shape[:channel_dims]) + (1,) * (x.ndim - channel_dims)
+    keep = lrandom.uniform_like(xp.empty(shape, dtype=x.dtype)) >= p
+    return keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+
+
 def random_uniform_cuda(shape, dtype, key, offset):
     """Counter-based uniform samples on the current GPU (see lamina.random)."""
     return reference.random_uniform_cuda(backend.require_cuda(), shape, dtype, key, offset)
@@ -830,3 +843,4 @@ from .norm import (  # noqa: E402, F401
     layernorm_backward,
     layernorm_forward,
 )
+from .pad import pad, pad_backward  # noqa: E402, F401
