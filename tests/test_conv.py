@@ -96,6 +96,22 @@ POOL = [
     ("avg2x3_s1x2_p1x1", lambda: lm.AvgPool2D((2, 3), (1, 2), 1), lambda t: t.nn.AvgPool2d((2, 3), (1, 2), 1), [(1, 2, 4, 5), (2, 3, 3, 8)]),
     ("max1d_3_s2_p1", lambda: lm.MaxPool1D(3, 2, 1), lambda t: t.nn.MaxPool1d(3, 2, 1), [(1, 3, 7), (2, 2, 4)]),
     ("avg1d_2", lambda: lm.AvgPool1D(2), lambda t: t.nn.AvgPool1d(2), [(1, 3, 7), (2, 2, 4)]),
+    ("max2_ceil", lambda: lm.MaxPool2D(2, ceil_mode=True), lambda t: t.nn.MaxPool2d(2, ceil_mode=True),
+     [(1, 3, 5, 5), (2, 2, 3, 6), (1, 1, 1, 1)]),
+    ("max3_s2_p1_d2_ceil", lambda: lm.MaxPool2D(3, 2, 1, dilation=2, ceil_mode=True),
+     lambda t: t.nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True), [(1, 3, 6, 6), (2, 2, 5, 8)]),
+    ("max3x2_d2x3_s1", lambda: lm.MaxPool2D((3, 2), 1, dilation=(2, 3)), lambda t: t.nn.MaxPool2d((3, 2), 1, dilation=(2, 3)),
+     [(1, 2, 5, 4), (2, 3, 7, 6)]),
+    ("max1d_3_s2_d2_ceil", lambda: lm.MaxPool1D(3, 2, 1, dilation=2, ceil_mode=True),
+     lambda t: t.nn.MaxPool1d(3, 2, 1, dilation=2, ceil_mode=True), [(1, 3, 8), (2, 2, 5)]),
+    ("avg3_s2_p1_ceil", lambda: lm.AvgPool2D(3, 2, 1, ceil_mode=True), lambda t: t.nn.AvgPool2d(3, 2, 1, ceil_mode=True),
+     [(1, 3, 6, 6), (2, 2, 4, 7)]),
+    ("avg2_s3_ceil_exclude_pad", lambda: lm.AvgPool2D(2, 3, 1, count_include_pad=False, ceil_mode=True),
+     lambda t: t.nn.AvgPool2d(2, 3, 1, count_include_pad=False, ceil_mode=True), [(1, 3, 5, 5), (2, 2, 8, 6)]),
+    ("avg3_s2_p1_divisor", lambda: lm.AvgPool2D(3, 2, 1, divisor_override=4),
+     lambda t: t.nn.AvgPool2d(3, 2, 1, divisor_override=4), [(1, 3, 5, 5), (2, 2, 6, 7)]),
+    ("avg1d_3_s2_ceil", lambda: lm.AvgPool1D(3, 2, 1, ceil_mode=True), lambda t: t.nn.AvgPool1d(3, 2, 1, ceil_mode=True),
+     [(1, 3, 6), (2, 2, 9)]),
     ("global_avg", lambda: lm.GlobalAvgPool2D(), lambda t: t.nn.Sequential(t.nn.AdaptiveAvgPool2d(1), t.nn.Flatten()), [(1, 3, 4, 4), (2, 5, 3, 1)]),
     ("global_avg_keepdims", lambda: lm.GlobalAvgPool2D(keepdims=True), lambda t: t.nn.AdaptiveAvgPool2d(1), [(1, 3, 4, 4), (2, 5, 3, 2)]),
 ]
@@ -459,6 +475,26 @@ def test_pool_and_batchnorm_errors():
         lm.BatchNorm2d(3)(np.zeros((2, 3), dtype=np.float32))
     with pytest.raises(lm.ShapeError, match=r"BatchNorm1d.*size 3 \(num_features\)"):
         lm.BatchNorm1d(3)(np.zeros((2, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"AvgPool2D: expected divisor_override as a positive int or None, received 0"):
+        lm.AvgPool2D(2, divisor_override=0)
+    with pytest.raises(ValueError, match=r"MaxPool2D: expected dilation >= 1, received 0"):
+        lm.MaxPool2D(2, dilation=0)
+    assert repr(lm.MaxPool2D(3, 2, 1, dilation=2, ceil_mode=True)) == (
+        "MaxPool2D(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 2), ceil_mode=True)")
+
+
+def test_pool_ceil_mode_output_sizes_match_pytorch(torch):
+    """PyTorch's rule: rounding up adds a window only where it starts inside
+    the input or the left padding; sizes over a grid of geometries."""
+    for size in range(2, 12):
+        for k, s, p in [(2, 2, 0), (3, 2, 1), (3, 3, 1), (2, 3, 1), (4, 3, 2), (3, 1, 0)]:
+            if size + 2 * p < k:
+                continue
+            x = np.zeros((1, 1, size, size + 1), dtype=np.float32)
+            for ours, theirs in [(lm.MaxPool2D(k, s, p, ceil_mode=True), torch.nn.MaxPool2d(k, s, p, ceil_mode=True)),
+                                 (lm.AvgPool2D(k, s, p, ceil_mode=True), torch.nn.AvgPool2d(k, s, p, ceil_mode=True))]:
+                with lm.no_grad():
+                    assert ours(x).shape == tuple(theirs(torch.from_numpy(x)).shape), (size, k, s, p, ours)
 
 
 def test_residual_shape_mismatch_names_both_shapes():

@@ -40,6 +40,13 @@ GEOMETRIES += [
 ]
 POOL_GEOMETRIES = [random_geometry(np.random.default_rng(100 + seed), pool=True) for seed in range(30)]
 POOL_GEOMETRIES += [ops.geometry((4, 9, 28, 28), (2, 2), (2, 2), (0, 0, 0, 0))]
+# ceil_mode: a last window hanging over the bottom/right edge (the 2x2 fast path too)
+POOL_GEOMETRIES += [ops.geometry((2, 3, 5, 7), (2, 2), (2, 2), (0, 0, 0, 0))._replace(oh=3, ow=4),
+                    ops.geometry((1, 2, 6, 6), (3, 3), (2, 2), (1, 1, 1, 1))._replace(oh=4, ow=4)]
+# dilated windows: max pooling only (no average pooling has dilation)
+DILATED_POOL_GEOMETRIES = [ops.geometry((2, 3, 9, 8), (3, 2), (2, 1), (1, 1, 1, 1), (2, 3)),
+                           ops.geometry((1, 2, 7, 7), (3, 3), (1, 2), (1, 1, 0, 0), (3, 2))._replace(ow=4),
+                           ops.geometry((2, 2, 2, 12), (1, 4), (1, 3), (0, 0, 2, 2), (1, 2))]
 
 
 def _tol(dtype):
@@ -83,7 +90,7 @@ def test_ops_im2col_on_each_backend_matches_cpu(g, xp):
 
 @needs_c
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("g", POOL_GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("g", POOL_GEOMETRIES + DILATED_POOL_GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
 def test_pool_kernels_match_reference(g, dtype):
     rng = np.random.default_rng(sum(g))
     planes = g._replace(n=g.n * g.c, c=1)
@@ -101,6 +108,8 @@ def test_pool_kernels_match_reference(g, dtype):
     C.maxpool_backward(dx.ctypes.data, dy.ctypes.data, idx.ctypes.data, planes, name)
     np.testing.assert_allclose(dx, reference.maxpool_backward(np, dy, idx, g), **_tol(dtype))
 
+    if g.dh != 1 or g.dw != 1:
+        return
     for include_pad in (True, False):
         y = np.full(dy.shape, np.nan, dtype=dtype)
         C.avgpool_forward(y.ctypes.data, x.ctypes.data, planes, include_pad, name)

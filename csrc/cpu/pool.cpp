@@ -1,5 +1,6 @@
 // Max and average pooling over (N*C) planes of (H, W), forward and backward.
-// Geometry as in conv.cpp, with n = N*C planes, c = 1 and no dilation.
+// Geometry as in conv.cpp, with n = N*C planes and c = 1; max pooling reads
+// dilated windows, average pooling has no dilation (nor does PyTorch's).
 // Windows start at oh*SH - PT; the padding is virtual (never read):
 // max-pooling treats it as -inf, average pooling as 0.
 //
@@ -31,6 +32,14 @@ struct Span {
 inline Span span(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t extent) {
   const int64_t start = o * stride - pad;
   return {std::max<int64_t>(start, 0), std::min(start + k, extent)};
+}
+
+// The taps of a dilated window o inside the image: the first at or after 0,
+// then every `dil` up to (not including) hi.
+inline Span taps(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t dil, int64_t extent) {
+  const int64_t start = o * stride - pad;
+  const int64_t lo = start < 0 ? start + (-start + dil - 1) / dil * dil : start;
+  return {lo, std::min(start + (k - 1) * dil + 1, extent)};
 }
 
 }  // namespace
@@ -72,7 +81,9 @@ void maxpool_2x2(T* y, int64_t* idx, const T* x, const ConvGeometry& g) {
 
 template <typename T>
 void maxpool_forward(T* y, int64_t* idx, const T* x, const ConvGeometry& g) {
-  if (g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0) return maxpool_2x2(y, idx, x, g);
+  if (g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0 && g.dh == 1 && g.dw == 1 &&
+      2 * g.oh <= g.h && 2 * g.ow <= g.w)
+    return maxpool_2x2(y, idx, x, g);
   const int64_t HW = g.h * g.w, P = g.oh * g.ow;
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < g.n; ++p) {
@@ -80,13 +91,13 @@ void maxpool_forward(T* y, int64_t* idx, const T* x, const ConvGeometry& g) {
     T* out = y + p * P;
     int64_t* arg = idx + p * P;
     for (int64_t oh = 0; oh < g.oh; ++oh) {
-      const Span hs = span(oh, g.sh, g.pt, g.kh, g.h);
+      const Span hs = taps(oh, g.sh, g.pt, g.kh, g.dh, g.h);
       for (int64_t ow = 0; ow < g.ow; ++ow) {
-        const Span ws = span(ow, g.sw, g.pl, g.kw, g.w);
+        const Span ws = taps(ow, g.sw, g.pl, g.kw, g.dw, g.w);
         T best = -std::numeric_limits<T>::infinity();
         int64_t best_at = hs.lo * g.w + ws.lo;
-        for (int64_t ih = hs.lo; ih < hs.hi; ++ih) {
-          for (int64_t iw = ws.lo; iw < ws.hi; ++iw) {
+        for (int64_t ih = hs.lo; ih < hs.hi; ih += g.dh) {
+          for (int64_t iw = ws.lo; iw < ws.hi; iw += g.dw) {
             const T v = plane[ih * g.w + iw];
             if (v > best || std::isnan(v)) {
               best = v;

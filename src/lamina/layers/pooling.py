@@ -5,6 +5,8 @@ references elsewhere; see :mod:`lamina.ops.conv`.  1-d pooling is 2-d
 pooling with a height-1 window.
 """
 
+import numpy as np
+
 from .. import backend, ops
 from ..errors import ShapeError
 from ..module import Layer
@@ -14,13 +16,15 @@ from ._utils import as_tuple
 class _PoolNd(Layer):
     _nd = 2
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
         name = type(self).__name__
         nd = self._nd
         self.kernel_size = as_tuple(kernel_size, nd, name, "kernel_size")
         self.stride = self.kernel_size if stride is None else as_tuple(stride, nd, name, "stride")
         self.padding = as_tuple(padding, nd, name, "padding", minimum=0)
+        self.dilation = as_tuple(dilation, nd, name, "dilation")
+        self.ceil_mode = bool(ceil_mode)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(
                 f"{name}: expected padding at most half the kernel size {self.kernel_size}, received {self.padding}"
@@ -29,13 +33,15 @@ class _PoolNd(Layer):
     def _geometry(self, x):
         self._check_input(x, ndim=self._nd + 2)
         if self._nd == 2:
-            shape, k, s = x.shape, self.kernel_size, self.stride
+            shape, k, s, d = x.shape, self.kernel_size, self.stride, self.dilation
             p = (self.padding[0], self.padding[0], self.padding[1], self.padding[1])
         else:
             shape = (x.shape[0], x.shape[1], 1, x.shape[2])
-            k, s = (1, *self.kernel_size), (1, *self.stride)
+            k, s, d = (1, *self.kernel_size), (1, *self.stride), (1, *self.dilation)
             p = (0, 0, self.padding[0], self.padding[0])
-        g = ops.geometry(shape, k, s, p)
+        g = ops.geometry(shape, k, s, p, d)
+        if self.ceil_mode:
+            g = g._replace(oh=_ceil_output(g.h, g.kh, g.sh, g.pt, g.dh), ow=_ceil_output(g.w, g.kw, g.sw, g.pl, g.dw))
         if g.oh < 1 or g.ow < 1:
             raise ShapeError(
                 f"{self._label()}: expected an input at least as large as the kernel {self.kernel_size} "
@@ -50,7 +56,28 @@ class _PoolNd(Layer):
         return (g.n, g.c, g.h, g.w) if self._nd == 2 else (g.n, g.c, g.w)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        s = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        if self.dilation != (1,) * self._nd:
+            s += f", dilation={self.dilation}"
+        return s + (", ceil_mode=True" if self.ceil_mode else "")
+
+
+def _ceil_output(size, k, s, pad, d):
+    """Windows with ``ceil_mode``: rounding up adds a last window that hangs
+    over the bottom/right edge, provided it starts inside the input or the
+    left padding (PyTorch's rule), so every window reads at least one value."""
+    out = -(-(size + 2 * pad - d * (k - 1) - 1) // s) + 1
+    return out - 1 if (out - 1) * s >= size + pad else out
+
+
+def _window_counts(size, k, s, pad, out):
+    """Per output position of one axis: the window's values inside the input,
+    and its extent clipped to the padded input (PyTorch's count_include_pad
+    divisor, which leaves out a ceil_mode window's overhang)."""
+    start = np.arange(out) * s - pad
+    inside = np.minimum(start + k, size) - np.maximum(start, 0)
+    padded = np.minimum(start + k, size + pad) - start
+    return inside, padded
 
 
 class _MaxPool(_PoolNd):
@@ -59,6 +86,9 @@ class _MaxPool(_PoolNd):
     Backward: dx[argmax of window o] += dy[o]; only the argmax indices
     (int64, ih*W + iw within each plane, as PyTorch's return_indices) are cached.
     """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
 
     def forward(self, x):
         g = self._geometry(x)
@@ -82,25 +112,54 @@ class _AvgPool(_PoolNd):
     covers it.  Nothing but the geometry is cached.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
-        super().__init__(kernel_size, stride, padding)
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, ceil_mode=False, divisor_override=None):
+        super().__init__(kernel_size, stride, padding, ceil_mode=ceil_mode)
         self.count_include_pad = bool(count_include_pad)
+        if divisor_override is not None and (isinstance(divisor_override, bool) or not isinstance(divisor_override, int)
+                                             or divisor_override < 1):
+            raise ValueError(f"{type(self).__name__}: expected divisor_override as a positive int or None, "
+                             f"received {divisor_override!r}")
+        self.divisor_override = divisor_override
+
+    def _rescale(self, g, x):
+        """None, or the (OH, OW) factors that turn the kernel's mean over the
+        window's values inside the input (count_include_pad=False) into the
+        mean PyTorch takes: over the window clipped to the padded input with
+        count_include_pad (a ceil_mode window's overhang left out), or over
+        divisor_override.  The kernels know only those two divisors."""
+        inside_h, padded_h = _window_counts(g.h, g.kh, g.sh, g.pt, g.oh)
+        inside_w, padded_w = _window_counts(g.w, g.kw, g.sw, g.pl, g.ow)
+        inside = np.outer(inside_h, inside_w)
+        if self.divisor_override is not None:
+            divisor = np.full(inside.shape, float(self.divisor_override))
+        elif self.count_include_pad and (padded_h.min() < g.kh or padded_w.min() < g.kw):
+            divisor = np.outer(padded_h, padded_w)
+        else:
+            return None  # the kernel's own divisor is PyTorch's
+        return backend.to_device((inside / divisor).astype(x.dtype), backend.device_of(x))
 
     def forward(self, x):
         g = self._geometry(x)
-        y = ops.avgpool2d_forward(x.reshape(g.n, g.c, g.h, g.w), g, self.count_include_pad)
+        scale = self._rescale(g, x)
+        y = ops.avgpool2d_forward(x.reshape(g.n, g.c, g.h, g.w), g, self.count_include_pad and scale is None)
+        if scale is not None:
+            y = y * scale
         y = y.reshape(self._out_shape(g))
-        self._save(g, out=y)
+        self._save(g, scale, out=y)
         return y
 
     def backward(self, dy):
-        g = self._take_cache(dy)
-        dx = ops.avgpool2d_backward(dy.reshape(g.n, g.c, g.oh, g.ow), g, self.count_include_pad)
+        g, scale = self._take_cache(dy)
+        dy4 = dy.reshape(g.n, g.c, g.oh, g.ow)
+        if scale is not None:
+            dy4 = dy4 * scale
+        dx = ops.avgpool2d_backward(dy4, g, self.count_include_pad and scale is None)
         return dx.reshape(self._in_shape(g))
 
     def extra_repr(self):
         s = super().extra_repr()
-        return s if self.count_include_pad else s + ", count_include_pad=False"
+        s = s if self.count_include_pad else s + ", count_include_pad=False"
+        return s if self.divisor_override is None else s + f", divisor_override={self.divisor_override}"
 
 
 class MaxPool2D(_MaxPool):
@@ -110,6 +169,10 @@ class MaxPool2D(_MaxPool):
         kernel_size: int or (KH, KW).
         stride: defaults to kernel_size.
         padding: implicit -inf padding, at most half the kernel.
+        dilation: spacing of the window's taps (int or pair).
+        ceil_mode: round the output size up, so a last window may hang over
+            the bottom/right edge (it must start inside the input or the
+            left padding); the overhang is ignored.
     """
 
     _nd = 2
@@ -125,8 +188,11 @@ class AvgPool2D(_AvgPool):
     """2-d average pooling, PyTorch's ``nn.AvgPool2d``: (N, C, H, W) → (N, C, OH, OW).
 
     Args:
-        kernel_size, stride, padding: as :class:`MaxPool2D` (zero padding).
-        count_include_pad: divide by the whole window, padding included.
+        kernel_size, stride, padding, ceil_mode: as :class:`MaxPool2D` (zero padding).
+        count_include_pad: divide by the window, padding included (but not
+            a ceil_mode window's overhang past the padding, as PyTorch);
+            False: by the window's values inside the input.
+        divisor_override: divide every window's sum by this instead.
     """
 
     _nd = 2

@@ -485,9 +485,10 @@ def _implicit_backward_data(dy, weight, g, groups):
 
 
 def _undilated(g):
-    """The C++ pooling kernels read windows without dilation (the pooling
-    layers have none); a dilated geometry, which only a direct ops call can
-    ask for, takes the reference."""
+    """The C++ average-pooling kernels read windows without dilation (the
+    average-pooling layers have none, as PyTorch's); a dilated geometry,
+    which only a direct ops call can ask for, takes the reference.  Max
+    pooling reads dilated windows in C++ and CUDA."""
     return g.dh == 1 and g.dw == 1
 
 
@@ -500,7 +501,7 @@ def _planes(g):
 def maxpool2d_forward(x, g):
     """(y, idx): y (N, C, OH, OW), idx (N, C, OH, OW) int64 = ih*W + iw of each maximum."""
     xp = backend.get_array_module(x)
-    if xp is np and _undilated(g) and (mod := _cpu_kernel("maxpool_forward", x)) is not None:
+    if xp is np and (mod := _cpu_kernel("maxpool_forward", x)) is not None:
         (x,) = _contiguous(np, x)
         y = np.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
         idx = np.empty((g.n, g.c, g.oh, g.ow), dtype=np.int64)
@@ -520,7 +521,7 @@ def maxpool2d_forward(x, g):
 def maxpool2d_backward(dy, idx, g):
     """dx (N, C, H, W): each dy added at its window's maximum."""
     xp = backend.get_array_module(dy, idx)
-    if xp is np and _undilated(g) and (mod := _cpu_kernel("maxpool_backward", dy)) is not None:
+    if xp is np and (mod := _cpu_kernel("maxpool_backward", dy)) is not None:
         dy, idx = _contiguous(np, dy, idx)
         dx = np.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
         mod.maxpool_backward(_addr(dx), _addr(dy), _addr(idx), _planes(g), _name(dy.dtype))
