@@ -423,3 +423,181 @@ def test_bce_and_kl_errors_name_the_loss():
         lm.KLDivLoss("none")
     with pytest.raises(lm.ShapeError, match=r"KLDivLoss\(reduction='batchmean', log_target=True\): expected target of shape \(2, 3\)"):
         lm.KLDivLoss("batchmean", log_target=True)(np.zeros((2, 3), dtype=np.float32), np.zeros((3, 2), dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------
+# CTCLoss
+# ---------------------------------------------------------------------------
+
+
+def _ctc_case(seed, t=12, n=4, c=6, s=5, repeats=True):
+    """Logits (T, N, C), padded targets without the blank (class 0), input and
+    target lengths: a zero-length target, inputs shorter than T, and a
+    repeated label (which needs a blank between its copies)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((t, n, c)) * 2
+    targets = rng.integers(1, c, (n, s))
+    if repeats:
+        targets[0, 1] = targets[0, 0]
+    target_lengths = np.array([s, 3, 0, 4][:n])
+    input_lengths = np.array([t, t - 3, t - 5, t][:n])
+    return logits, targets, input_lengths, target_lengths
+
+
+def _torch_ctc(torch, logits, targets, il, tl, blank=0, reduction="mean", zero_infinity=False, concatenated=False):
+    tx = torch.tensor(logits, requires_grad=True)
+    tt = torch.tensor(np.concatenate([row[:k] for row, k in zip(targets, tl)]) if concatenated else targets)
+    loss = torch.nn.functional.ctc_loss(torch.log_softmax(tx, -1), tt, torch.tensor(il), torch.tensor(tl), blank=blank,
+                                        reduction=reduction, zero_infinity=zero_infinity)
+    loss.backward()
+    return loss.item(), tx.grad.numpy()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["padded", "concatenated", "batch_first"])
+def test_ctc_matches_torch_through_log_softmax(torch, xp, reduction, dtype, layout):
+    """The loss and the logits' gradient (LogSoftmax then CTCLoss, as a model
+    uses them) against PyTorch's F.ctc_loss."""
+    logits, targets, il, tl = _ctc_case(1)
+    want_loss, want_grad = _torch_ctc(torch, logits, targets, il, tl, reduction=reduction, concatenated=layout == "concatenated")
+    x = logits.astype(dtype)
+    if layout == "batch_first":
+        x = x.transpose(1, 0, 2).copy()
+    t = np.concatenate([row[:k] for row, k in zip(targets, tl)]) if layout == "concatenated" else targets
+    log_softmax = lm.LogSoftmax()
+    ctc = lm.CTCLoss(reduction=reduction, batch_first=layout == "batch_first")
+    loss = ctc(log_softmax(xp.asarray(x)), xp.asarray(t), il, tl.tolist())
+    grad = to_numpy(log_softmax.backward(ctc.backward()))
+    if layout == "batch_first":
+        grad = grad.transpose(1, 0, 2)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
+    assert loss == pytest.approx(want_loss, rel=tol["rtol"])
+    np.testing.assert_allclose(grad, want_grad, **tol)
+    assert grad.dtype == dtype
+
+
+def test_ctc_gradcheck_against_finite_differences():
+    """The derivative with respect to the log-probabilities themselves
+    (normalised or not), a non-zero blank among them."""
+    for seed, blank in [(2, 0), (3, 4)]:
+        logits, targets, il, tl = _ctc_case(seed, t=7, n=3, c=5, s=3)
+        targets[targets == blank] = (blank + 1) % 5 or 1
+        tl = tl[:3].clip(max=3)
+        lp = np.log(np.random.default_rng(seed).dirichlet(np.ones(5), (7, 3)))
+        assert gradcheck(lm.CTCLoss(blank=blank), lp, targets, il, tl)
+        assert gradcheck(lm.CTCLoss(reduction="sum"), logits * 0.3, targets, il, tl)  # unnormalised too
+
+
+def test_ctc_is_the_sum_over_alignments_by_brute_force():
+    """-log Σ over every path of length T that collapses to the target (merge
+    repeats, drop blanks) of Π_t y_t(π_t): the definition, enumerated."""
+    import itertools
+
+    rng = np.random.default_rng(4)
+    t_len, c = 5, 3
+    lp = np.log(rng.dirichlet(np.ones(c), (t_len, 1)))
+    target = [1, 1]
+
+    def collapse(path):
+        out = [k for i, k in enumerate(path) if k != 0 and (i == 0 or k != path[i - 1])]
+        return out
+
+    total = sum(np.exp(sum(lp[t, 0, k] for t, k in enumerate(p)))
+                for p in itertools.product(range(c), repeat=t_len) if collapse(p) == target)
+    loss = lm.CTCLoss(reduction="sum")(lp, np.array([target]), [t_len], [2])
+    assert loss == pytest.approx(-np.log(total), rel=1e-12)
+
+
+@pytest.mark.parametrize("zero_infinity", [False, True])
+def test_ctc_infeasible_targets(torch, zero_infinity):
+    """A target longer than its input (counting the blank a repeat needs)
+    has no alignment: inf loss and NaN gradient as PyTorch, or zero for
+    that sample with zero_infinity, the others untouched."""
+    logits, targets, il, tl = _ctc_case(5)
+    targets[1, :3] = [2, 2, 2]  # needs 5 steps
+    il = il.copy()
+    il[1] = 4
+    want_loss, want_grad = _torch_ctc(torch, logits, targets, il, tl, reduction="sum", zero_infinity=zero_infinity)
+    log_softmax, ctc = lm.LogSoftmax(), lm.CTCLoss(reduction="sum", zero_infinity=zero_infinity)
+    loss = ctc(log_softmax(logits), targets, il, tl)
+    grad = log_softmax.backward(ctc.backward())
+    if zero_infinity:
+        assert loss == pytest.approx(want_loss, rel=1e-10)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-12)
+        assert not grad[:, 1].any()
+    else:
+        assert loss == np.inf == want_loss
+        assert np.isnan(grad[:4, 1]).all() and np.isfinite(grad[:, [0, 2, 3]]).all()
+        np.testing.assert_allclose(grad[:, [0, 2, 3]], want_grad[:, [0, 2, 3]], rtol=1e-10, atol=1e-12)
+
+
+def test_ctc_errors_name_the_loss_and_keep_the_cache():
+    logits, targets, il, tl = _ctc_case(6)
+    ctc = lm.CTCLoss()
+    ctc(logits, targets, il, tl)
+    cases = [
+        ((logits[0], targets, il, tl), lm.ShapeError, r"expected log_probs of shape \(T, N, C\), received shape \(4, 6\)"),
+        ((logits, targets, il[:3], tl), lm.ShapeError, r"expected input_lengths as 4 ints \(one per sample\), received shape \(3,\)"),
+        ((logits, targets, il * 2, tl), lm.ShapeError, r"expected input_lengths in \[1, 12\] \(T\), received \[24, 18, 14, 24\]"),
+        ((logits, targets, il, tl + 3), lm.ShapeError, r"expected padded targets of shape \(4, S\) with S >= max\(target_lengths\) = 8"),
+        ((logits, targets.ravel()[:7], il, tl), lm.ShapeError, r"expected concatenated targets of sum\(target_lengths\) = 12 values"),
+        ((logits, targets * 0, il, tl), ValueError, r"expected target classes in \[0, 6\) other than the blank 0, .* including the blank"),
+        ((logits, targets + 5, il, tl), ValueError, r"expected target classes in \[0, 6\)"),
+        ((logits, targets.astype(np.float32), il, tl), lm.DTypeError, r"expected integer class indices as target"),
+        ((logits, targets, il.astype(np.float64), tl), lm.DTypeError, r"expected input_lengths as integers, received dtype float64"),
+    ]
+    for args, error, match in cases:
+        with pytest.raises(error, match=r"CTCLoss\(blank=0, reduction='mean'\): " + match):
+            ctc(*args)
+    assert ctc.backward().shape == logits.shape  # the first call's gradient survived every failed one
+    with pytest.raises(ValueError, match=r"CTCLoss\(blank=6.*expected blank < the number of classes 6, received 6"):
+        lm.CTCLoss(blank=6)(logits, targets, il, tl)
+    with pytest.raises(ValueError, match=r"CTCLoss: expected blank as a non-negative int, received -1"):
+        lm.CTCLoss(blank=-1)
+
+
+def test_ctc_trains_an_lstm_to_transcribe_unaligned_sequences():
+    """A bidirectional LSTM reads noisy symbol sequences in which each symbol
+    lasts 1 to 3 steps, and learns, from the unaligned label sequences
+    alone, to transcribe sequences it has never seen (greedy CTC decoding:
+    best class per step, repeats merged, blanks dropped)."""
+    rng = np.random.default_rng(0)
+    classes, steps = 5, 24
+
+    def batch(size):
+        x = np.zeros((size, steps, classes), dtype=np.float32)
+        labels, lengths = np.zeros((size, 8), dtype=np.int64), np.zeros(size, dtype=np.int64)
+        for i in range(size):
+            t, k = 0, 0
+            while k < 8:
+                sym, dur = rng.integers(1, classes), rng.integers(1, 4)
+                if k and sym == labels[i, k - 1]:
+                    continue
+                if t + dur > steps:
+                    break
+                x[i, t:t + dur, sym] = 1
+                labels[i, k], t, k = sym, t + dur, k + 1
+            lengths[i] = k
+        return x + 0.1 * rng.standard_normal(x.shape).astype(np.float32), labels, lengths
+
+    lm.manual_seed(0)
+    lstm, head, log_softmax = lm.LSTM(classes, 32, bidirectional=True), lm.Dense(64, classes), lm.LogSoftmax()
+    ctc = lm.CTCLoss(batch_first=True)
+    params = list(lstm.parameters()) + list(head.parameters())
+    opt = lm.optim.Adam(params, lr=0.01)
+    losses = []
+    for _ in range(200):
+        x, labels, lengths = batch(64)  # fresh sequences every step
+        losses.append(ctc(log_softmax(head(lstm(x))), labels, np.full(64, steps), lengths))
+        for p in params:
+            p.grad = None
+        lstm.backward(head.backward(log_softmax.backward(ctc.backward())))
+        opt.step()
+    assert np.mean(losses[-10:]) < 0.05 * np.mean(losses[:10])
+    x, labels, lengths = batch(128)
+    with lm.no_grad():
+        best = head(lstm(x)).argmax(-1)
+    decoded = [[k for j, k in enumerate(row) if k and (j == 0 or k != row[j - 1])] for row in best]
+    exact = np.mean([d == labels[i, :lengths[i]].tolist() for i, d in enumerate(decoded)])
+    assert exact > 0.95, exact

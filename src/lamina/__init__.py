@@ -100,6 +100,7 @@ from .layers import (
 )
 from .losses import (
     BCELoss,
+    CTCLoss,
     BCEWithLogits,
     HuberLoss,
     KLDivLoss,
@@ -135,7 +136,7 @@ __all__ = [
     "Dropout1d", "Dropout2d", "Unflatten", "InstanceNorm1d", "InstanceNorm2d", "PixelShuffle", "PixelUnshuffle", "ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d",
     "Embedding", "RNN", "LSTM", "GRU",
     # losses
-    "Loss", "SoftmaxCrossEntropy", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCEWithLogits", "BCELoss", "KLDivLoss",
+    "Loss", "SoftmaxCrossEntropy", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCEWithLogits", "BCELoss", "KLDivLoss", "CTCLoss",
     # saving and loading
     "save", "load", "save_checkpoint", "load_checkpoint", "load_torch_weights",
     # submodules
