@@ -221,24 +221,35 @@ class AdaptiveAvgPool1D(_AdaptiveAvgPool):
 
 
 class _PixelShuffleBase(Layer):
-    def __init__(self, factor, arg):
+    """PixelShuffle and PixelUnshuffle: a permutation (``_map``) and its
+    inverse (``_inverse``, the backward)."""
+
+    _arg = ""
+
+    def __init__(self, factor):
         super().__init__()
         if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
-            raise ValueError(f"{type(self).__name__}: expected {arg} as a positive int, received {factor!r}")
+            raise ValueError(f"{type(self).__name__}: expected {self._arg} as a positive int, received {factor!r}")
         self.factor = int(factor)
 
-    def _check(self, x):
+    def forward(self, x):
         self._check_input(x, min_ndim=3)
         c, h, w = x.shape[-3:]
         r = self.factor
-        bad = c % (r * r) if isinstance(self, PixelShuffle) else (h % r or w % r)
-        if bad:
-            need = f"channels divisible by {r * r}" if isinstance(self, PixelShuffle) else f"height and width divisible by {r}"
+        shuffle = isinstance(self, PixelShuffle)
+        if c % (r * r) if shuffle else (h % r or w % r):
+            need = f"channels divisible by {r * r}" if shuffle else f"height and width divisible by {r}"
             raise ShapeError(f"{self._label()}: expected an input (*, C, H, W) with {need}, received shape {tuple(x.shape)}")
+        y = type(self)._map(x, r)
+        self._save(None, out=y)
+        return y
 
     def backward(self, dy):
         self._take_cache(dy)
-        return self._inverse(dy)
+        return type(self)._inverse(dy, self.factor)
+
+    def extra_repr(self):
+        return f"{self._arg}={self.factor}"
 
 
 def _shuffle(x, r):
@@ -268,37 +279,19 @@ class PixelShuffle(_PixelShuffleBase):
     A permutation, so backward applies its inverse: dx = PixelUnshuffle(r)(dy).
     """
 
+    _arg = "upscale_factor"
+    _map, _inverse = staticmethod(_shuffle), staticmethod(_unshuffle)
+
     def __init__(self, upscale_factor):
-        super().__init__(upscale_factor, "upscale_factor")
-
-    def forward(self, x):
-        self._check(x)
-        y = _shuffle(x, self.factor)
-        self._save(None, out=y)
-        return y
-
-    def _inverse(self, dy):
-        return _unshuffle(dy, self.factor)
-
-    def extra_repr(self):
-        return f"upscale_factor={self.factor}"
+        super().__init__(upscale_factor)
 
 
 class PixelUnshuffle(_PixelShuffleBase):
     """The inverse of :class:`PixelShuffle`, PyTorch's ``nn.PixelUnshuffle``:
     (*, C, H·r, W·r) → (*, C·r², H, W).  Backward: dx = PixelShuffle(r)(dy)."""
 
+    _arg = "downscale_factor"
+    _map, _inverse = staticmethod(_unshuffle), staticmethod(_shuffle)
+
     def __init__(self, downscale_factor):
-        super().__init__(downscale_factor, "downscale_factor")
-
-    def forward(self, x):
-        self._check(x)
-        y = _unshuffle(x, self.factor)
-        self._save(None, out=y)
-        return y
-
-    def _inverse(self, dy):
-        return _shuffle(dy, self.factor)
-
-    def extra_repr(self):
-        return f"downscale_factor={self.factor}"
+        super().__init__(downscale_factor)
