@@ -188,10 +188,7 @@ class _InstanceNorm(_BatchNorm):
 
     def _normalise(self, x3, gamma, beta, use_batch):
         if not use_batch:  # running statistics: BatchNorm's eval, per channel
-            y3, xhat, inv_std = ops.batchnorm_forward(x3, gamma, beta, self.eps, batch_stats=False,
-                                                      running=(self.running_mean, self.running_var),
-                                                      need_xhat=is_grad_enabled())
-            return y3, xhat, inv_std
+            return super()._normalise(x3, gamma, beta, use_batch)
         n, c, l = x3.shape
         xp = backend.get_array_module(x3)
         tile = (lambda v: None if v is None else xp.tile(v, n))
@@ -210,7 +207,7 @@ class _InstanceNorm(_BatchNorm):
 
     def _normalise_backward(self, dy3, xhat, inv_std, gamma, use_batch):
         if not use_batch:
-            return ops.batchnorm_backward(dy3, xhat, inv_std, gamma, batch_stats=False)
+            return super()._normalise_backward(dy3, xhat, inv_std, gamma, use_batch)
         n, c, l = xhat.shape
         xp = backend.get_array_module(xhat)
         dx3, dgamma, dbeta = ops.batchnorm_backward(dy3.reshape(1, n * c, l), xhat.reshape(1, n * c, l), inv_std,
