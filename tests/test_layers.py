@@ -114,6 +114,17 @@ CASES = {
     "adaptive_avg_pool_1d": (
         lambda: lm.AdaptiveAvgPool1D(4), lambda t: t.nn.AdaptiveAvgPool1d(4), [(1, 1, 7), (2, 3, 4), (1, 2, 10), (3, 1, 3), (2, 2, 1)], None,
     ),
+    "adaptive_max_pool_2d": (  # overlapping bins (7 -> 3, 5 -> 4), even ones (4 -> 2), upsampling (1 -> 3)
+        lambda: lm.AdaptiveMaxPool2D((3, 4)), lambda t: t.nn.AdaptiveMaxPool2d((3, 4)),
+        [(1, 1, 7, 5), (2, 3, 6, 4), (1, 2, 3, 9), (3, 1, 1, 6), (2, 2, 9, 3)], None,
+    ),
+    "adaptive_max_pool_2d_global_and_none": (
+        lambda: lm.AdaptiveMaxPool2D((1, None)), lambda t: t.nn.AdaptiveMaxPool2d((1, None)),
+        [(1, 1, 7, 4), (2, 3, 5, 5), (1, 2, 3, 2), (3, 1, 1, 6), (2, 2, 9, 3)], None,
+    ),
+    "adaptive_max_pool_1d": (
+        lambda: lm.AdaptiveMaxPool1D(4), lambda t: t.nn.AdaptiveMaxPool1d(4), [(1, 1, 7), (2, 3, 4), (1, 2, 10), (3, 1, 3), (2, 2, 1)], None,
+    ),
     "upsample_nearest_2x": (
         lambda: lm.Upsample(scale_factor=2), lambda t: t.nn.Upsample(scale_factor=2),
         [(1, 1, 2, 3), (2, 3, 4, 4), (1, 2, 1, 5), (3, 1, 3, 2), (2, 2, 5, 1)], None,
@@ -378,7 +389,8 @@ _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6)
                 **{name: (2, 3, 4, 4) for name in CASES if name.startswith("upsample") and "1d" not in name},
                 "upsample_linear_1d": (2, 3, 5), "upsample_nearest_1d_size": (2, 3, 5),
                 "adaptive_avg_pool_2d": (2, 3, 7, 5), "adaptive_avg_pool_2d_global_and_none": (2, 3, 7, 5),
-                "adaptive_avg_pool_1d": (2, 3, 7),
+                "adaptive_avg_pool_1d": (2, 3, 7), "adaptive_max_pool_2d": (2, 3, 7, 5),
+                "adaptive_max_pool_2d_global_and_none": (2, 3, 7, 5), "adaptive_max_pool_1d": (2, 3, 7),
                 "groupnorm": (2, 6, 3), "groupnorm_one_group_no_affine": (2, 3, 5), "groupnorm_instance": (2, 4, 3, 3),
                 "rmsnorm_2d_no_affine": (2, 3, 4), "prelu_per_channel": (2, 3, 4),
                 "instancenorm_1d": (2, 3, 5), "instancenorm_2d_affine": (2, 2, 3, 3), "instancenorm_2d_tracked": (2, 3, 3, 3),

@@ -200,6 +200,7 @@ def _gradcheck(args):
         ("MaxPool2D(2)", lambda: lm.MaxPool2D(2), (2, 3, 4, 5)), ("AvgPool2D(3, 2, 1)", lambda: lm.AvgPool2D(3, 2, 1), (2, 3, 5, 5)),
         ("MaxPool1D(3, 2, 1)", lambda: lm.MaxPool1D(3, 2, 1), (2, 3, 7)), ("AvgPool1D(2)", lambda: lm.AvgPool1D(2), (2, 3, 7)),
         ("GlobalAvgPool2D", lm.GlobalAvgPool2D, (2, 3, 4, 4)),
+        ("AdaptiveMaxPool2D((3, 2))", lambda: lm.AdaptiveMaxPool2D((3, 2)), (2, 3, 7, 5)),
         ("BatchNorm1d(4)", lambda: lm.BatchNorm1d(4), (5, 4)), ("BatchNorm2d(3)", lambda: lm.BatchNorm2d(3), (2, 3, 3, 4)),
         ("BatchNorm2d(3).eval()", lambda: lm.BatchNorm2d(3).eval(), (2, 3, 3, 4)),
         ("Residual(Conv2D, BatchNorm2d)", lambda: lm.Residual(lm.Sequential(lm.Conv2D(3, 3, 3, padding=1), lm.BatchNorm2d(3))), (2, 3, 4, 4)),

@@ -45,13 +45,23 @@ from .padding import (
     ZeroPad1d,
     ZeroPad2d,
 )
-from .pooling import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
+from .pooling import (
+    AdaptiveMaxPool1D,
+    AdaptiveMaxPool2D,
+    AvgPool1D,
+    AvgPool2D,
+    GlobalAvgPool2D,
+    MaxPool1D,
+    MaxPool2D,
+    MaxUnpool1D,
+    MaxUnpool2D,
+)
 from .recurrent import GRU, LSTM, RNN
 from .resample import AdaptiveAvgPool1D, AdaptiveAvgPool2D, PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
     "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus", "Mish", "PReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "Softmax", "LogSoftmax", "Identity", "Flatten", "Dropout", "Sequential",
-    "Residual", "LayerList", "LayerDict", "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "Upsample",
+    "Residual", "LayerList", "LayerDict", "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D", "MaxUnpool1D", "MaxUnpool2D", "Upsample",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "MultiheadAttention", "KVCache",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Dropout1d", "Dropout2d", "Unflatten", "InstanceNorm1d", "InstanceNorm2d", "PixelShuffle", "PixelUnshuffle", "ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d",

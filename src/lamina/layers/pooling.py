@@ -8,9 +8,9 @@ pooling with a height-1 window.
 import numpy as np
 
 from .. import backend, ops
-from ..errors import ShapeError
-from ..module import Layer
-from ._utils import as_tuple
+from ..errors import DeviceError, DTypeError, ShapeError
+from ..module import Layer, _describe
+from ._utils import adaptive_sizes, as_tuple
 
 
 class _PoolNd(Layer):
@@ -59,6 +59,8 @@ class _PoolNd(Layer):
         s = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
         if self.dilation != (1,) * self._nd:
             s += f", dilation={self.dilation}"
+        if getattr(self, "return_indices", False):
+            s += ", return_indices=True"
         return s + (", ceil_mode=True" if self.ceil_mode else "")
 
 
@@ -85,17 +87,20 @@ class _MaxPool(_PoolNd):
 
     Backward: dx[argmax of window o] += dy[o]; only the argmax indices
     (int64, ih*W + iw within each plane, as PyTorch's return_indices) are cached.
+    With ``return_indices`` the forward returns (y, indices), the indices
+    shaped as y, for :class:`MaxUnpool2D`; backward still takes dy alone.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+        self.return_indices = bool(return_indices)
 
     def forward(self, x):
         g = self._geometry(x)
         y, idx = ops.maxpool2d_forward(x.reshape(g.n, g.c, g.h, g.w), g)
         y = y.reshape(self._out_shape(g))
         self._save(idx, g, out=y)  # idx: (N, C, OH, OW) int64
-        return y
+        return (y, idx.reshape(y.shape)) if self.return_indices else y
 
     def backward(self, dy):
         idx, g = self._take_cache(dy)
@@ -170,6 +175,9 @@ class MaxPool2D(_MaxPool):
         stride: defaults to kernel_size.
         padding: implicit -inf padding, at most half the kernel.
         dilation: spacing of the window's taps (int or pair).
+        return_indices: return (y, indices): where each maximum lies,
+            ih*W + iw within its (H, W) plane (int64, PyTorch's), for
+            :class:`MaxUnpool2D`.
         ceil_mode: round the output size up, so a last window may hang over
             the bottom/right edge (it must start inside the input or the
             left padding); the overhang is ignored.
@@ -230,3 +238,153 @@ class GlobalAvgPool2D(Layer):
 
     def extra_repr(self):
         return "keepdims=True" if self.keepdims else ""
+
+
+class _AdaptiveMaxPool(Layer):
+    """y = the maximum of each adaptive window: output i of an axis of size L
+    reads ⌊i·L/O⌋ .. ⌈(i+1)·L/O⌉ - 1, so any input size gives the output size
+    (windows overlap where O does not divide L).
+
+    Backward: dx[argmax of window o] += dy[o], as max pooling; the indices
+    (ih*W + iw, int64) are all that is cached.
+    """
+
+    _nd = 2
+
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        sizes = adaptive_sizes(output_size, self._nd, type(self).__name__)
+        self.output_size = sizes if self._nd > 1 else sizes[0]
+        self.return_indices = bool(return_indices)
+
+    def forward(self, x):
+        self._check_input(x, ndim=self._nd + 2)
+        if 0 in x.shape[2:]:
+            raise ShapeError(f"{self._label()}: expected non-empty spatial dimensions, received shape {tuple(x.shape)}")
+        sizes = self.output_size if self._nd > 1 else (self.output_size,)
+        out = tuple(n if s is None else s for n, s in zip(x.shape[2:], sizes))
+        n, c, *spatial = x.shape
+        h, w = spatial if self._nd == 2 else (1, spatial[0])
+        oh, ow = out if self._nd == 2 else (1, out[0])
+        y, idx = ops.adaptive_maxpool2d_forward(x.reshape(n, c, h, w), oh, ow)
+        y, idx = y.reshape(n, c, *out), idx.reshape(n, c, *out)
+        self._save((idx, h, w, tuple(x.shape)), out=y)
+        return (y, idx) if self.return_indices else y
+
+    def backward(self, dy):
+        idx, h, w, shape = self._take_cache(dy)
+        return ops.maxpool_scatter_backward(dy, idx, h, w).reshape(shape)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}" + (", return_indices=True" if self.return_indices else "")
+
+
+class AdaptiveMaxPool2D(_AdaptiveMaxPool):
+    """Max pooling to a fixed output size, PyTorch's ``nn.AdaptiveMaxPool2d``:
+    (N, C, H, W) → (N, C, OH, OW) for any H, W.
+
+    Args:
+        output_size: int or (OH, OW); None in a place keeps that input size.
+        return_indices: return (y, indices) as :class:`MaxPool2D` does.
+    """
+
+    _nd = 2
+
+
+class AdaptiveMaxPool1D(_AdaptiveMaxPool):
+    """Max pooling of (N, C, L) to a fixed length, PyTorch's ``nn.AdaptiveMaxPool1d``."""
+
+    _nd = 1
+
+
+class _MaxUnpool(Layer):
+    """The partial inverse of max pooling, PyTorch's ``nn.MaxUnpool2d``:
+    y is zero except y[n, c, indices[n, c, o]] = x[n, c, o], the indices being
+    those a max pooling layer returned (``return_indices=True``).
+
+    Backward: dx[o] = dy[indices[o]], a gather; the indices get no gradient.
+    Caches the indices.  Where windows overlap, one input can be the maximum
+    of two windows, so an index repeats: y keeps one of the values written
+    there and both get that position's gradient, as in PyTorch.
+    """
+
+    _nd = 2
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        name = type(self).__name__
+        self.kernel_size = as_tuple(kernel_size, self._nd, name, "kernel_size")
+        self.stride = self.kernel_size if stride is None else as_tuple(stride, self._nd, name, "stride")
+        self.padding = as_tuple(padding, self._nd, name, "padding", minimum=0)
+
+    def _output_spatial(self, x, output_size):
+        """The output's spatial size: (in - 1)·stride - 2·padding + kernel per
+        axis, or ``output_size`` (spatial, or the whole shape), which may add
+        up to stride - 1 and remove up to stride - 1, as PyTorch allows."""
+        default = tuple((i - 1) * s - 2 * p + k for i, s, p, k in zip(x.shape[2:], self.stride, self.padding, self.kernel_size))
+        if output_size is None:
+            size = default
+        else:
+            size = tuple(output_size)
+            size = size[2:] if len(size) == self._nd + 2 else size
+            if len(size) != self._nd or not all(isinstance(v, (int, np.integer)) for v in size):
+                raise ValueError(f"{self._label()}: expected output_size as {self._nd} ints (or the whole shape of "
+                                 f"{self._nd + 2}), received {output_size!r}")
+            size = tuple(int(v) for v in size)
+            for v, d, s in zip(size, default, self.stride):
+                if not d - s < v < d + s:
+                    lo = tuple(d - s + 1 for d, s in zip(default, self.stride))
+                    hi = tuple(d + s - 1 for d, s in zip(default, self.stride))
+                    raise ShapeError(f"{self._label()}: expected output_size between {lo} and {hi} for an input of "
+                                     f"shape {tuple(x.shape)}, received {output_size!r}")
+        if min(size) < 1:
+            raise ShapeError(f"{self._label()}: an input of shape {tuple(x.shape)} gives an empty output {size}")
+        return size
+
+    def forward(self, x, indices, output_size=None):
+        self._check_input(x, ndim=self._nd + 2)
+        if not backend.is_array(indices) or indices.dtype.kind not in "iu":
+            raise DTypeError(f"{self._label()}: expected integer indices as an array, received {_describe(indices)}")
+        if backend.device_of(indices) != backend.device_of(x):
+            raise DeviceError(f"{self._label()}: expected the indices on {backend.device_of(x)} (where the input is), "
+                              f"received them on {backend.device_of(indices)}")
+        if indices.shape != x.shape:
+            raise ShapeError(f"{self._label()}: expected indices of the input's shape {tuple(x.shape)}, "
+                             f"received {tuple(indices.shape)}")
+        spatial = self._output_spatial(x, output_size)
+        size = int(np.prod(spatial))
+        if indices.size:
+            lo, hi = int(indices.min()), int(indices.max())  # one host synchronisation on the GPU, for a clear error
+            if lo < 0 or hi >= size:
+                raise IndexError(f"{self._label()}: expected indices in [0, {size}) for an output of spatial size "
+                                 f"{spatial}, received values from {lo} to {hi}")
+        n, c = x.shape[:2]
+        idx = indices.astype(np.int64, copy=False).reshape(n, c, -1)
+        y = ops.max_unpool_forward(x.reshape(n, c, -1), idx, size).reshape(n, c, *spatial)
+        self._save(idx, tuple(x.shape), out=y)
+        return y
+
+    def backward(self, dy):
+        idx, shape = self._take_cache(dy)
+        n, c = shape[:2]
+        return ops.max_unpool_backward(dy.reshape(n, c, -1), idx).reshape(shape)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxUnpool2D(_MaxUnpool):
+    """Undo :class:`MaxPool2D` with its indices: (N, C, OH, OW) → (N, C, H, W),
+    each value back where its maximum was, zeros elsewhere.
+
+    Call as ``unpool(y, indices)`` or ``unpool(y, indices, output_size=x.shape)``
+    when the pooled input's size is not the default (in - 1)·stride - 2·padding + kernel.
+    """
+
+    _nd = 2
+
+
+class MaxUnpool1D(_MaxUnpool):
+    """Undo :class:`MaxPool1D` with its indices: (N, C, OL) → (N, C, L)."""
+
+    _nd = 1

@@ -21,6 +21,8 @@ import numpy as np
 from .. import backend
 from ..errors import ShapeError
 from ..module import Layer
+from ..ops import reference
+from ._utils import adaptive_sizes
 
 _MODES = {"nearest": (3, 4), "linear": (3,), "bilinear": (4,)}
 
@@ -62,8 +64,7 @@ def adaptive_pool_matrix(in_size, out_size):
     ⌊o · in / out⌋ to ⌈(o + 1) · in / out⌉ - 1 (PyTorch's adaptive bins,
     which overlap when out does not divide in)."""
     a = np.zeros((out_size, in_size))
-    for o in range(out_size):
-        lo, hi = (o * in_size) // out_size, -((-(o + 1) * in_size) // out_size)
+    for o, (lo, hi) in enumerate(zip(*reference.adaptive_bins(in_size, out_size))):
         a[o, lo:hi] = 1.0 / (hi - lo)
     return a
 
@@ -188,10 +189,7 @@ class _AdaptiveAvgPool(_AxisMaps):
     def __init__(self, output_size):
         super().__init__()
         k = self._ndims[0] - 2
-        sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * k
-        if len(sizes) != k or not all(s is None or (isinstance(s, (int, np.integer)) and s > 0) for s in sizes):
-            raise ValueError(f"{type(self).__name__}: expected output_size as {k} positive int(s) (None keeps "
-                             f"that axis), received {output_size!r}")
+        sizes = adaptive_sizes(output_size, k, type(self).__name__)
         self.output_size = sizes if k > 1 else sizes[0]
 
     def _build(self, spatial):

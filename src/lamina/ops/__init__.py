@@ -809,6 +809,7 @@ def random_uniform_cuda(shape, dtype, key, offset):
 # uses the helpers above.
 from .conv import (  # noqa: E402, F401 - re-exported for the layers
     Geometry,
+    adaptive_maxpool2d_forward,
     avgpool2d_backward,
     avgpool2d_forward,
     batch_to_channels_major,
@@ -831,6 +832,9 @@ from .conv import (  # noqa: E402, F401 - re-exported for the layers
     implicit_gemm_ready,
     maxpool2d_backward,
     maxpool2d_forward,
+    maxpool_scatter_backward,
+    max_unpool_backward,
+    max_unpool_forward,
     release_workspace,
     take_workspace,
     workspace_bytes,

@@ -555,3 +555,27 @@ def avgpool2d_backward(dy, g, count_include_pad=True):
         mod.avgpool_backward(_addr(dx), _addr(dy), _planes(g), bool(count_include_pad), _name(dy.dtype))
         return dx
     return reference.avgpool_backward(xp, dy, g, count_include_pad)
+
+
+def adaptive_maxpool2d_forward(x, oh, ow):
+    """(y, idx), both (N, C, OH, OW): the maximum of each adaptive window
+    (PyTorch's ``adaptive_max_pool2d``) and its index ih*W + iw (int64).
+    Windows of unequal sizes are gathered and reduced by NumPy or CuPy, on
+    both backends; there is no compiled kernel for them."""
+    return reference.adaptive_maxpool_forward(backend.get_array_module(x), x, oh, ow)
+
+
+def maxpool_scatter_backward(dy, idx, h, w):
+    """dx (N, C, H, W): each dy (N, C, OH, OW) added at its index ih*W + iw,
+    for windows of any shape (adaptive max pooling); a scatter-add."""
+    return reference.scatter_add_planes(backend.get_array_module(dy, idx), dy, idx, h, w)
+
+
+def max_unpool_forward(x, idx, size):
+    """x, idx (N, C, L) -> (N, C, size): each x[n, c, l] written at idx[n, c, l], zeros elsewhere."""
+    return reference.max_unpool_forward(backend.get_array_module(x, idx), x, idx, size)
+
+
+def max_unpool_backward(dy, idx):
+    """dx (N, C, L) = dy[n, c, idx[n, c, l]]."""
+    return reference.max_unpool_backward(backend.get_array_module(dy, idx), dy, idx)

@@ -275,22 +275,82 @@ def batch_to_channels_major(xp, dy, need_sums):
 def maxpool_forward(xp, x, g):
     """(y, idx): y (N, C, OH, OW) and idx = ih*W + iw of each maximum (int64)."""
     win = _windows(xp, _padded(xp, x, g, value=-np.inf), g)  # (N, C, KH, KW, OH, OW)
-    flat = win.reshape(g.n, g.c, g.kh * g.kw, g.oh, g.ow)
-    k = xp.argmax(flat, axis=2)  # first maximum
-    # PyTorch's rule "take v when v > max or v is NaN" picks the last NaN
-    nan = xp.isnan(flat)
-    last_nan = g.kh * g.kw - 1 - xp.argmax(nan[:, :, ::-1], axis=2)
-    k = xp.where(nan.any(axis=2), last_nan, k)
-    y = xp.take_along_axis(flat, k[:, :, None], axis=2)[:, :, 0]
+    y, k = _window_max(xp, win.reshape(g.n, g.c, g.kh * g.kw, g.oh, g.ow), axis=2)
     ih = xp.arange(g.oh)[:, None] * g.sh - g.pt + k // g.kw * g.dh
     iw = xp.arange(g.ow)[None, :] * g.sw - g.pl + k % g.kw * g.dw
     return xp.ascontiguousarray(y), (ih * g.w + iw).astype(np.int64)
 
 
+def _window_max(xp, flat, axis):
+    """(max, index) over ``axis`` of window values in PyTorch's scan order:
+    the first maximum, except that PyTorch's rule "take v when v > max or v
+    is NaN" makes the last NaN win."""
+    k = xp.argmax(flat, axis=axis)
+    nan = xp.isnan(flat)
+    last_nan = flat.shape[axis] - 1 - xp.argmax(xp.flip(nan, axis=axis), axis=axis)
+    k = xp.where(nan.any(axis=axis), last_nan, k)
+    return xp.take_along_axis(flat, xp.expand_dims(k, axis), axis=axis).squeeze(axis), k
+
+
+def adaptive_bins(size, out):
+    """Adaptive pooling's windows along one axis (PyTorch's): output i reads
+    start[i] .. end[i] - 1 with start = ⌊i·size/out⌋, end = ⌈(i+1)·size/out⌉."""
+    i = np.arange(out)
+    return i * size // out, -(-(i + 1) * size // out)
+
+
+def _adaptive_taps(size, out):
+    """(taps (out, K), valid (out, K)): every window's input positions padded
+    to the widest window K; padding taps repeat the last position, invalid."""
+    start, end = adaptive_bins(size, out)
+    taps = start[:, None] + np.arange(int((end - start).max()))
+    return np.minimum(taps, end[:, None] - 1), taps < end[:, None]
+
+
+def adaptive_maxpool_forward(xp, x, oh, ow):
+    """x (N, C, H, W) -> (y, idx), both (N, C, OH, OW); idx = ih*W + iw of
+    each window's maximum (int64), as PyTorch's return_indices.  The windows
+    are gathered, at most (H + OH)(W + OW) values per plane, and scanned in
+    PyTorch's row-major order (separable maxima would break ties differently)."""
+    n, c, h, w = x.shape
+    rows, rvalid = _adaptive_taps(h, oh)
+    cols, cvalid = _adaptive_taps(w, ow)
+    kh, kw = rows.shape[1], cols.shape[1]
+    win = x[:, :, xp.asarray(rows)[:, :, None, None], xp.asarray(cols)[None, None]]  # (N, C, OH, KH, OW, KW)
+    valid = xp.asarray(rvalid[:, :, None, None] & cvalid[None, None])
+    win = xp.where(valid, win, xp.asarray(-np.inf, dtype=x.dtype))
+    flat = win.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, oh, ow, kh * kw)
+    y, k = _window_max(xp, flat, axis=4)
+    ih = xp.asarray(rows)[xp.arange(oh)[:, None], k // kw]
+    iw = xp.asarray(cols)[xp.arange(ow)[None, :], k % kw]
+    return xp.ascontiguousarray(y).astype(x.dtype, copy=False), (ih * w + iw).astype(np.int64)
+
+
+def max_unpool_forward(xp, x, idx, size):
+    """x, idx (N, C, L) -> y (N, C, size): zeros but y[n, c, idx[n, c, l]] = x[n, c, l]
+    (the inverse of max pooling's scatter; a repeated index keeps one of its values)."""
+    n, c, length = x.shape
+    y = xp.zeros((n * c, size), dtype=x.dtype)
+    y[xp.arange(n * c)[:, None], idx.reshape(n * c, length)] = x.reshape(n * c, length)
+    return y.reshape(n, c, size)
+
+
+def max_unpool_backward(xp, dy, idx):
+    """dy (N, C, size), idx (N, C, L) -> dx (N, C, L) = dy[n, c, idx[n, c, l]] (a gather)."""
+    n, c, size = dy.shape
+    return xp.take_along_axis(dy.reshape(n * c, size), idx.reshape(n * c, -1), axis=1).reshape(idx.shape)
+
+
 def maxpool_backward(xp, dy, idx, g):
-    planes = xp.arange(g.n * g.c, dtype=np.int64).reshape(g.n, g.c, 1, 1) * (g.h * g.w)
-    dx = xp.bincount((planes + idx).ravel(), weights=dy.ravel(), minlength=g.n * g.c * g.h * g.w)
-    return dx.astype(dy.dtype).reshape(g.n, g.c, g.h, g.w)
+    return scatter_add_planes(xp, dy, idx, g.h, g.w)
+
+
+def scatter_add_planes(xp, dy, idx, h, w):
+    """dx (N, C, H, W): every dy[n, c, ...] added at position idx[n, c, ...] = ih*W + iw of its plane."""
+    n, c = dy.shape[:2]
+    planes = xp.arange(n * c, dtype=np.int64).reshape(n, c, *(1,) * (dy.ndim - 2)) * (h * w)
+    dx = xp.bincount((planes + idx).ravel(), weights=dy.ravel(), minlength=n * c * h * w)
+    return dx.astype(dy.dtype).reshape(n, c, h, w)
 
 
 def _avg_divisor(xp, g, count_include_pad, dtype):
