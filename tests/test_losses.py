@@ -91,8 +91,8 @@ def test_softmax_xent_errors():
     x = np.zeros((4, 3), dtype=np.float32)
     with pytest.raises(lm.ShapeError, match=r"SoftmaxCrossEntropy.*target of shape \(4,\).*received \(5,\)"):
         fn(x, np.zeros(5, dtype=np.int64))
-    with pytest.raises(lm.DTypeError, match="integer class indices.*float32"):
-        fn(x, np.zeros(4, dtype=np.float32))
+    with pytest.raises(lm.ShapeError, match=r"integer class indices of shape \(4,\) or class probabilities.*float32"):
+        fn(x, np.zeros(4, dtype=np.float32))  # float labels: neither indices nor probabilities
     with pytest.raises(ValueError, match=r"class indices in \[0, 2\], received 3"):
         fn(x, np.array([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="received -1"):
@@ -202,6 +202,83 @@ def test_softmax_xent_class_weights_gradcheck_edges_and_errors():
         lm.SoftmaxCrossEntropy(weight=np.ones((2, 2)))
     with pytest.raises(ValueError, match="finite, non-negative class weights"):
         lm.SoftmaxCrossEntropy(weight=[1.0, -1.0])
+
+
+def _soft_targets(rng, shape):
+    """Class probabilities of the logits' shape (N, C, d...): each row a distribution, some with exact zeros."""
+    t = rng.dirichlet(np.full(shape[1], 0.7), size=(shape[0], *shape[2:]))
+    t[rng.random(t.shape) < 0.2] = 0.0
+    t /= np.maximum(t.sum(axis=-1, keepdims=True), 1e-12)
+    return np.moveaxis(t, -1, 1)
+
+
+SOFT_SHAPES = [(1, 3), (4, 10), (7, 2), (2, 1), (3, 4, 5), (2, 3, 2, 3)]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_softmax_xent_probability_targets_match_torch(torch, xp, reduction, smoothing, weighted):
+    rng = np.random.default_rng(11)
+    for shape in SOFT_SHAPES:
+        x = (rng.standard_normal(shape) * 3).astype(np.float32)
+        t = _soft_targets(rng, shape).astype(np.float32)
+        w = rng.uniform(0.2, 3.0, shape[1]) if weighted else None
+        fn = lm.SoftmaxCrossEntropy(reduction, smoothing, weight=w)
+        loss = fn(xp.asarray(x), xp.asarray(t))
+        grad = fn.backward()
+        tx = torch.from_numpy(x).requires_grad_(True)
+        tfn = torch.nn.CrossEntropyLoss(weight=None if w is None else torch.tensor(w, dtype=torch.float32),
+                                        reduction=reduction, label_smoothing=smoothing)
+        tl = tfn(tx, torch.from_numpy(t))
+        tl.backward()
+        np.testing.assert_allclose(loss, tl.item(), rtol=1e-5, err_msg=str(shape))
+        np.testing.assert_allclose(to_numpy(grad), tx.grad.numpy(), rtol=1e-5, atol=1e-6, err_msg=str(shape))
+        assert grad.dtype == np.float32 and grad.shape == shape
+
+
+def test_softmax_xent_probability_targets_gradcheck_and_edges():
+    rng = np.random.default_rng(5)
+    for shape in SOFT_SHAPES:
+        x, t = rng.standard_normal(shape), _soft_targets(rng, shape)
+        for kwargs in ({}, {"reduction": "sum", "label_smoothing": 0.1}, {"weight": rng.uniform(0.5, 2, shape[1])}):
+            assert gradcheck(lm.SoftmaxCrossEntropy(**kwargs), x, t)
+    strided = rng.standard_normal((5, 12))[:, ::2]
+    assert gradcheck(lm.SoftmaxCrossEntropy(), strided, _soft_targets(rng, (5, 6)))
+    # one-hot probabilities are the class-index loss
+    x, y = _logits_labels((6, 4), seed=2)
+    onehot = np.eye(4)[y]
+    hard, soft = lm.SoftmaxCrossEntropy(label_smoothing=0.1), lm.SoftmaxCrossEntropy(label_smoothing=0.1)
+    np.testing.assert_allclose(soft(x, onehot), hard(x, y), rtol=1e-12)
+    np.testing.assert_allclose(soft.backward(), hard.backward(), rtol=1e-10, atol=1e-14)
+    # extreme logits stay finite; 16-bit logits give a float32 gradient
+    fn = lm.SoftmaxCrossEntropy()
+    for row in ([1e4, -1e4, 0.0], [1e8, 1e8, 1e8]):
+        assert np.isfinite(fn(np.array([row], dtype=np.float32), np.array([[0.5, 0.25, 0.25]], dtype=np.float32)))
+        assert np.isfinite(fn.backward()).all()
+    assert fn(np.array([[1e4, -1e4, 0.0]], dtype=np.float32), np.array([[0.5, 0.5, 0.0]], dtype=np.float32)) == 1e4
+    np.testing.assert_allclose(fn.backward(), [[0.5, -0.5, 0.0]])
+
+
+def test_softmax_xent_probability_target_errors():
+    x = np.zeros((3, 4), dtype=np.float32)
+    t = np.full((3, 4), 0.25, dtype=np.float32)
+    with pytest.raises(lm.ShapeError, match=r"SoftmaxCrossEntropy\(.*\): expected integer class indices of shape \(3,\) "
+                                            r"or class probabilities of the input's shape \(3, 4\), received a float32 "
+                                            r"target of shape \(3, 5\)"):
+        lm.SoftmaxCrossEntropy()(x, np.zeros((3, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"SoftmaxCrossEntropy\(.*ignore_index=-100\): ignore_index applies to "
+                                         r"class indices; received a probability target \(dtype float32\)"):
+        lm.SoftmaxCrossEntropy(ignore_index=-100)(x, t)
+    with pytest.raises(lm.ShapeError, match=r"expected input with 3 classes \(the size of weight\), received input of shape \(3, 4\)"):
+        lm.SoftmaxCrossEntropy(weight=[1.0, 2.0, 3.0])(x, t)
+    with pytest.raises(lm.ShapeError, match=r"expected input logits of shape \(N, C\).*received \(4,\)"):
+        lm.SoftmaxCrossEntropy()(x[0], t[0])
+    fn = lm.SoftmaxCrossEntropy()
+    fn(x, t)
+    with pytest.raises(lm.ShapeError):
+        fn(x, t[:2])
+    assert fn.backward().shape == (3, 4)  # the failed call left the last gradient in place
 
 
 def test_no_grad_loss_caches_nothing():

@@ -249,7 +249,10 @@ class SoftmaxCrossEntropy(_ClassLoss):
     Shape:
         input: (N, C) logits, or (N, C, d1, ...) (a class axis second, as
             PyTorch: one prediction per position of a sequence or an image);
-        target: (N,) or (N, d1, ...) integer class indices in [0, C).
+        target: (N,) or (N, d1, ...) integer class indices in [0, C); or
+            class probabilities, floating, of the input's shape (soft
+            labels: mixup, distillation), as PyTorch's; see ``_soft_loss``
+            for the formulas.  ``ignore_index`` applies to indices only.
         The mean is over every prediction (N·d1·...).
     """
 
@@ -260,6 +263,8 @@ class SoftmaxCrossEntropy(_ClassLoss):
         self.label_smoothing = float(label_smoothing)
 
     def _loss(self, input, target, strict):
+        if backend.is_array(target) and (target.dtype.kind == "f" or backend.is_low_precision(target.dtype)):
+            return self._soft_loss(input, target)
         input, target, keep, shape = self._rows(input, target, strict)
         xp = backend.get_array_module(input)
         n = input.shape[0]
@@ -314,6 +319,53 @@ class SoftmaxCrossEntropy(_ClassLoss):
             term = (p * w.sum() - w) * (scale * x.dtype.type(eps / c))
             g += term if keep is None else term * keep.astype(x.dtype)[:, None]
         return loss, g
+
+    def _soft_loss(self, input, target):
+        """Class probabilities as the target (t of the input's shape, each row
+        a distribution: mixup, distillation), as PyTorch's: with
+        q = (1 - ε) t + ε/C and w_c the class weights (1 without),
+
+            loss_i = -Σ_c w_c q_c log p_c
+            dloss_i/dx_c = p_c Σ_k w_k q_k - w_c q_c
+
+        and the mean divides by the number of rows M (not by a weight sum, as
+        for class indices).  Computed in float32 at least, with
+        log p = x - m - log Σ e^(x - m), so nothing overflows."""
+        label = self._label()
+        self._check_pair(input, target, "float")
+        if self.ignore_index is not None:
+            raise ValueError(f"{label}: ignore_index applies to class indices; received a probability target "
+                             f"(dtype {target.dtype}): mask those rows in the target instead")
+        if tuple(target.shape) != tuple(input.shape):
+            want = tuple(input.shape[:1] + input.shape[2:])
+            raise ShapeError(f"{label}: expected integer class indices of shape {want} or class probabilities of the "
+                             f"input's shape {tuple(input.shape)}, received a {target.dtype} target of shape "
+                             f"{tuple(target.shape)}")
+        if input.ndim < 2 or input.size == 0:
+            raise ShapeError(f"{label}: expected input logits of shape (N, C) or (N, C, d1, ...) with at least one "
+                             f"row, received {tuple(input.shape)}")
+        shape, c = tuple(input.shape), input.shape[1]
+        if self.weight is not None and self.weight.size != c:
+            raise ShapeError(f"{label}: expected input with {self.weight.size} classes (the size of weight), "
+                             f"received input of shape {shape}")
+        x = self._widen(input)
+        xp = backend.get_array_module(x)
+        if x.ndim > 2:  # (N, C, d...) -> one row per prediction
+            x, target = (xp.moveaxis(a, 1, -1).reshape(-1, c) for a in (x, target))
+        q = target.astype(x.dtype)
+        if self.label_smoothing:
+            q = q * x.dtype.type(1 - self.label_smoothing) + x.dtype.type(self.label_smoothing / c)
+        wq = q if self.weight is None else q * self._class_weight(x)
+        z = x - x.max(axis=1, keepdims=True)
+        lse = xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+        logp = z - lse
+        rows = -(wq * logp).sum(axis=1, dtype=np.float64)
+        scale = 1.0 / x.shape[0] if self.reduction == "mean" else 1.0
+        grad = None
+        if is_grad_enabled():
+            grad = (xp.exp(logp) * wq.sum(axis=1, keepdims=True) - wq) * x.dtype.type(scale)
+        self._save(None if grad is None else self._unflatten(xp, grad, shape))
+        return rows.sum() * scale
 
     def _options(self):
         return [f"label_smoothing={self.label_smoothing}", *super()._options()]
