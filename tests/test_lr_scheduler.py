@@ -37,6 +37,44 @@ SCHEDULES = {
         lambda t, o: t.OneCycleLR(o, max_lr=0.3, epochs=4, steps_per_epoch=11, pct_start=0.25, anneal_strategy="linear",
                                   three_phase=True, div_factor=10),
     ),
+    "lambda_per_group": (
+        lambda m, o: m.LambdaLR(o, [lambda t: 0.95**t, lambda t: 1 / (1 + t)]),
+        lambda t, o: t.LambdaLR(o, [lambda t: 0.95**t, lambda t: 1 / (1 + t)]),
+    ),
+    "multiplicative": (
+        lambda m, o: m.MultiplicativeLR(o, lambda t: 0.9 if t % 3 else 1.05),
+        lambda t, o: t.MultiplicativeLR(o, lambda t: 0.9 if t % 3 else 1.05),
+    ),
+    "constant": (lambda m, o: m.ConstantLR(o, factor=0.25, total_iters=6), lambda t, o: t.ConstantLR(o, factor=0.25, total_iters=6)),
+    "polynomial": (lambda m, o: m.PolynomialLR(o, total_iters=25, power=2.0), lambda t, o: t.PolynomialLR(o, total_iters=25, power=2.0)),
+    "cyclic_triangular": (
+        lambda m, o: m.CyclicLR(o, base_lr=0.01, max_lr=[0.2, 0.1], step_size_up=4, step_size_down=7),
+        lambda t, o: t.CyclicLR(o, base_lr=0.01, max_lr=[0.2, 0.1], step_size_up=4, step_size_down=7),
+    ),
+    "cyclic_triangular2": (
+        lambda m, o: m.CyclicLR(o, base_lr=[0.01, 0.002], max_lr=0.3, step_size_up=5, mode="triangular2",
+                                base_momentum=0.7, max_momentum=0.95),
+        lambda t, o: t.CyclicLR(o, base_lr=[0.01, 0.002], max_lr=0.3, step_size_up=5, mode="triangular2",
+                                base_momentum=0.7, max_momentum=0.95),
+    ),
+    "cyclic_exp_range_no_momentum": (
+        lambda m, o: m.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=3, mode="exp_range", gamma=0.97,
+                                cycle_momentum=False),
+        lambda t, o: t.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=3, mode="exp_range", gamma=0.97,
+                                cycle_momentum=False),
+    ),
+    "cyclic_scale_fn_iterations": (
+        lambda m, o: m.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=6, step_size_down=2,
+                                scale_fn=lambda x: 1 / (1 + 0.1 * x), scale_mode="iterations"),
+        lambda t, o: t.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=6, step_size_down=2,
+                                scale_fn=lambda x: 1 / (1 + 0.1 * x), scale_mode="iterations"),
+    ),
+    "chained_constant_exponential_step": (
+        lambda m, o: m.ChainedScheduler([m.ConstantLR(o, factor=0.1, total_iters=3), m.ExponentialLR(o, 0.95),
+                                         m.StepLR(o, 10, 0.5)]),
+        lambda t, o: t.ChainedScheduler([t.ConstantLR(o, factor=0.1, total_iters=3), t.ExponentialLR(o, 0.95),
+                                         t.StepLR(o, 10, 0.5)]),
+    ),
     "warmup_then_cosine": (
         lambda m, o: m.SequentialLR(o, [m.LinearLR(o, start_factor=0.01, total_iters=5), m.CosineAnnealingLR(o, T_max=30)], [5]),
         lambda t, o: t.SequentialLR(o, [t.LinearLR(o, start_factor=0.01, total_iters=5), t.CosineAnnealingLR(o, T_max=30)], [5]),
@@ -126,3 +164,57 @@ def test_scheduler_argument_errors():
         lm.optim.ReduceLROnPlateau(opt, factor=1.5)
     with pytest.raises(ValueError, match="expected 1 milestones"):
         lm.optim.SequentialLR(opt, [lm.optim.StepLR(opt, 2), lm.optim.StepLR(opt, 3)], [])
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_scheduler_state_is_json_data_and_goes_into_checkpoints(torch, name, tmp_path):
+    """Functions (LambdaLR's lambdas, CyclicLR's scale_fn) stay out of the state, as in PyTorch."""
+    import json
+
+    make, _ = SCHEDULES[name]
+    opt, _ = _pair(torch)
+    sched = make(lm.optim.lr_scheduler, opt)
+    for _ in range(5):
+        sched.step()
+    json.dumps(sched.state_dict())
+    model = lm.Dense(2, 2)
+    lm.save_checkpoint(tmp_path / "ck.lamina", model, opt, sched)
+    opt2, _ = _pair(torch)
+    sched2 = make(lm.optim.lr_scheduler, opt2)
+    lm.load_checkpoint(tmp_path / "ck.lamina", model, opt2, sched2)
+    sched.step()
+    sched2.step()
+    assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+def test_new_scheduler_argument_errors():
+    opt = lm.optim.SGD([lm.Parameter(np.zeros(1))], lr=0.1, momentum=0.9)
+    with pytest.raises(TypeError, match="LambdaLR: expected lr_lambda as a function of the step"):
+        lm.optim.LambdaLR(opt, 0.5)
+    with pytest.raises(ValueError, match=r"LambdaLR: expected 1 lr_lambda values \(one per group\), received 2"):
+        lm.optim.LambdaLR(opt, [abs, abs])
+    with pytest.raises(ValueError, match="ConstantLR: expected factor in"):
+        lm.optim.ConstantLR(opt, factor=2.0)
+    with pytest.raises(ValueError, match="PolynomialLR: expected total_iters >= 1"):
+        lm.optim.PolynomialLR(opt, total_iters=0)
+    with pytest.raises(ValueError, match="CyclicLR: expected mode 'triangular', 'triangular2' or 'exp_range', received 'saw'"):
+        lm.optim.CyclicLR(opt, 0.01, 0.1, mode="saw")
+    with pytest.raises(ValueError, match="CyclicLR: expected step_size_up >= 1"):
+        lm.optim.CyclicLR(opt, 0.01, 0.1, step_size_up=0)
+    with pytest.raises(ValueError, match="CyclicLR: cycle_momentum needs an optimizer with 'momentum' or 'betas'"):
+        lm.optim.CyclicLR(lm.optim.Optimizer([lm.Parameter(np.zeros(1))], dict(lr=0.1)), 0.01, 0.1)
+    with pytest.raises(ValueError, match="ChainedScheduler: CosineAnnealingLR is not a factor schedule"):
+        lm.optim.ChainedScheduler([lm.optim.ExponentialLR(opt, 0.9), lm.optim.CosineAnnealingLR(opt, 10)])
+    other = lm.optim.SGD([lm.Parameter(np.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="ChainedScheduler: every scheduler must drive the same optimizer"):
+        lm.optim.ChainedScheduler([lm.optim.ExponentialLR(opt, 0.9), lm.optim.StepLR(other, 3)])
+
+
+def test_multiplicative_lr_is_linear_time_and_recomputes_after_a_jump():
+    calls = []
+    opt = lm.optim.SGD([lm.Parameter(np.zeros(1))], lr=1.0)
+    sched = lm.optim.MultiplicativeLR(opt, lambda t: calls.append(t) or 0.5)
+    for _ in range(100):
+        sched.step()
+    assert len(calls) == 100 and opt.param_groups[0]["lr"] == 0.5**100
+    assert sched.lr_at(3) == [0.125]  # an earlier step: the product is rebuilt from t = 0

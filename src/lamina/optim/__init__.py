@@ -5,14 +5,20 @@ from .adam import Adam, AdamW, RMSprop
 from .adaptive import Adagrad, NAdam, RAdam
 from .clip import clip_grad_norm_, clip_grad_value_
 from .lr_scheduler import (
+    ChainedScheduler,
+    ConstantLR,
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
+    CyclicLR,
     ExponentialLR,
+    LambdaLR,
     LinearLR,
     LinearWarmup,
     LRScheduler,
+    MultiplicativeLR,
     MultiStepLR,
     OneCycleLR,
+    PolynomialLR,
     ReduceLROnPlateau,
     SequentialLR,
     StepLR,
@@ -24,6 +30,7 @@ __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam",
     "clip_grad_norm_", "clip_grad_value_",
     "lr_scheduler", "LRScheduler", "StepLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "ExponentialLR", "MultiStepLR",
-    "OneCycleLR", "LinearLR", "LinearWarmup", "SequentialLR",
+    "OneCycleLR", "LinearLR", "LinearWarmup", "SequentialLR", "LambdaLR", "MultiplicativeLR", "ConstantLR", "PolynomialLR",
+    "CyclicLR", "ChainedScheduler",
     "ReduceLROnPlateau",
 ]

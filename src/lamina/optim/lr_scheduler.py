@@ -50,11 +50,15 @@ class LRScheduler:
     def get_last_lr(self):
         return list(self._last_lr)
 
+    _code = ()  # attributes holding functions: not state, kept out of state_dict (which is JSON-able data)
+
     def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedulers")}
+        skip = ("optimizer", "schedulers", *self._code)
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def load_state_dict(self, state_dict):
-        self.__dict__.update({k: v for k, v in state_dict.items() if k not in ("optimizer", "schedulers")})
+        skip = ("optimizer", "schedulers", *self._code)
+        self.__dict__.update({k: v for k, v in state_dict.items() if k not in skip})
 
 
 class StepLR(LRScheduler):
@@ -150,9 +154,7 @@ class OneCycleLR(LRScheduler):
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(f"OneCycleLR: expected anneal_strategy 'cos' or 'linear', received {anneal_strategy!r}")
         groups = optimizer.param_groups
-        max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
-        if len(max_lrs) != len(groups):
-            raise ValueError(f"OneCycleLR: expected {len(groups)} max_lr values (one per group), received {len(max_lrs)}")
+        max_lrs = _per_group("OneCycleLR", "max_lr", max_lr, groups)
         self.total_steps, self.anneal_strategy = int(total_steps), anneal_strategy
         t = self.total_steps
         ends = [float(pct_start) * t - 1, float(2 * pct_start) * t - 2, t - 1] if three_phase else \
@@ -163,14 +165,7 @@ class OneCycleLR(LRScheduler):
         momenta = [("max", "base"), ("base", "max"), ("max", "max")] if three_phase else [("max", "base"), ("base", "max")]
         self._phases = [(end, a, b, ma, mb) for end, (a, b), (ma, mb) in zip(ends, kinds, momenta)]
         self.cycle_momentum = bool(cycle_momentum)
-        self._momentum_key = None
-        if self.cycle_momentum:
-            if "betas" in groups[0]:
-                self._momentum_key = "betas"
-            elif "momentum" in groups[0]:
-                self._momentum_key = "momentum"
-            else:
-                raise ValueError("OneCycleLR: cycle_momentum needs an optimizer with 'momentum' or 'betas'")
+        self._momentum_key = _momentum_key("OneCycleLR", groups) if self.cycle_momentum else None
         if last_epoch == -1:
             for group, m in zip(groups, max_lrs):
                 group["initial_lr"] = float(m) / float(div_factor)
@@ -204,8 +199,28 @@ class OneCycleLR(LRScheduler):
             return
         pct, (_, _, ma, mb) = self._phase(self.last_epoch)
         for g in self.optimizer.param_groups:
-            m = self._anneal(g[f"{ma}_momentum"], g[f"{mb}_momentum"], pct)
-            g[self._momentum_key] = (m, *g["betas"][1:]) if self._momentum_key == "betas" else m
+            _set_momentum(g, self._momentum_key, self._anneal(g[f"{ma}_momentum"], g[f"{mb}_momentum"], pct))
+
+
+def _momentum_key(name, groups):
+    """Where a cycled momentum goes: Adam's β1 ("betas") or SGD's "momentum"."""
+    if "betas" in groups[0]:
+        return "betas"
+    if "momentum" in groups[0]:
+        return "momentum"
+    raise ValueError(f"{name}: cycle_momentum needs an optimizer with 'momentum' or 'betas'")
+
+
+def _set_momentum(group, key, m):
+    group[key] = (m, *group["betas"][1:]) if key == "betas" else m
+
+
+def _per_group(name, what, value, groups):
+    """A value given once, or one per param group, as a list of one per group."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * len(groups)
+    if len(values) != len(groups):
+        raise ValueError(f"{name}: expected {len(groups)} {what} values (one per group), received {len(values)}")
+    return values
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -244,6 +259,195 @@ class LinearWarmup(LinearLR):
 
     def __init__(self, optimizer, warmup_steps, start_factor=1e-3, last_epoch=-1):
         super().__init__(optimizer, start_factor, 1.0, warmup_steps, last_epoch)
+
+
+class LambdaLR(LRScheduler):
+    """lr = base_lr · lr_lambda(t), one function for every group or one per
+    group (PyTorch's ``LambdaLR``).  The functions are not part of
+    ``state_dict()`` (a checkpoint holds data, not code): the scheduler that
+    loads one must be built with the same functions."""
+
+    _code = ("lr_lambdas",)
+
+    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+        self.lr_lambdas = _per_group(type(self).__name__, "lr_lambda", lr_lambda, optimizer.param_groups)
+        if not all(callable(f) for f in self.lr_lambdas):
+            raise TypeError(f"{type(self).__name__}: expected lr_lambda as a function of the step, or one per group")
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, t):
+        return [base * f(t) for base, f in zip(self.base_lrs, self.lr_lambdas)]
+
+
+class MultiplicativeLR(LambdaLR):
+    """lr_t = lr_(t-1) · lr_lambda(t) for t >= 1, lr_0 = base_lr (PyTorch's
+    ``MultiplicativeLR``): the product of the factors so far, kept as it
+    grows, so each step costs one call whatever t is (a jump recomputes it)."""
+
+    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+        self._product_t, self._products = 0, None
+        super().__init__(optimizer, lr_lambda, last_epoch)
+
+    def lr_at(self, t):
+        if self._products is None or t < self._product_t:
+            self._product_t, self._products = 0, [1.0] * len(self.lr_lambdas)
+        while self._product_t < t:
+            self._product_t += 1
+            self._products = [p * f(self._product_t) for p, f in zip(self._products, self.lr_lambdas)]
+        return [base * p for base, p in zip(self.base_lrs, self._products)]
+
+
+class ConstantLR(LRScheduler):
+    """lr = base_lr · factor for the first ``total_iters`` steps, then base_lr
+    (PyTorch's ``ConstantLR``: a flat warmup)."""
+
+    def __init__(self, optimizer, factor=1.0 / 3, total_iters=5, last_epoch=-1):
+        if not 0 <= float(factor) <= 1:
+            raise ValueError(f"ConstantLR: expected factor in [0, 1], received {factor!r}")
+        if int(total_iters) < 0:
+            raise ValueError(f"ConstantLR: expected total_iters >= 0, received {total_iters!r}")
+        self.constant_factor, self.total_iters = float(factor), int(total_iters)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, t):
+        return self.constant_factor if t < self.total_iters else 1.0
+
+
+class PolynomialLR(LRScheduler):
+    """lr = base_lr · (1 − min(t, total_iters) / total_iters)^power (PyTorch's
+    ``PolynomialLR``): power 1 decays linearly to 0 at ``total_iters``."""
+
+    def __init__(self, optimizer, total_iters=5, power=1.0, last_epoch=-1):
+        if int(total_iters) <= 0:
+            raise ValueError(f"PolynomialLR: expected total_iters >= 1, received {total_iters!r}")
+        self.total_iters, self.power = int(total_iters), float(power)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, t):
+        return (1.0 - min(t, self.total_iters) / self.total_iters) ** self.power
+
+
+class CyclicLR(LRScheduler):
+    """The cyclical learning rate (Smith, 2017; PyTorch's ``CyclicLR``),
+    stepped once per batch: the lr climbs from base_lr to max_lr over
+    ``step_size_up`` steps and back over ``step_size_down`` (default: the
+    same), the height of cycle k scaled by ``mode``:
+
+        "triangular"   1
+        "triangular2"  1 / 2^(k-1)            (halved every cycle)
+        "exp_range"    gamma^t                 (t: steps so far)
+
+    or by ``scale_fn(x)`` with ``scale_mode`` "cycle" (x = k) or
+    "iterations" (x = t).  The momentum (SGD's, or Adam's β1) moves the
+    other way, from max_momentum down to base_momentum, unless
+    ``cycle_momentum=False``.  It sets the groups' lr itself: the
+    optimizer's lr is replaced by base_lr, as in PyTorch.
+    """
+
+    _code = ("scale_fn",)
+
+    def __init__(self, optimizer, base_lr, max_lr, step_size_up=2000, step_size_down=None, mode="triangular",
+                 gamma=1.0, scale_fn=None, scale_mode="cycle", cycle_momentum=True, base_momentum=0.8,
+                 max_momentum=0.9, last_epoch=-1):
+        groups = optimizer.param_groups
+        name = type(self).__name__
+        up = int(step_size_up)
+        down = up if step_size_down is None else int(step_size_down)
+        if up < 1 or down < 0:
+            raise ValueError(f"{name}: expected step_size_up >= 1 and step_size_down >= 0, received {step_size_up!r}, "
+                             f"{step_size_down!r}")
+        if scale_fn is None and mode not in ("triangular", "triangular2", "exp_range"):
+            raise ValueError(f"{name}: expected mode 'triangular', 'triangular2' or 'exp_range', received {mode!r}")
+        if scale_mode not in ("cycle", "iterations"):
+            raise ValueError(f"{name}: expected scale_mode 'cycle' or 'iterations', received {scale_mode!r}")
+        self.total_size = float(up + down)
+        self.step_ratio = up / self.total_size
+        self.mode, self.gamma = mode, float(gamma)
+        self.scale_fn = scale_fn
+        self.scale_mode = scale_mode if scale_fn is not None else ("iterations" if mode == "exp_range" else "cycle")
+        self.max_lrs = [float(v) for v in _per_group(name, "max_lr", max_lr, groups)]
+        base_lrs = [float(v) for v in _per_group(name, "base_lr", base_lr, groups)]
+        self.cycle_momentum = bool(cycle_momentum)
+        self._momentum_key = _momentum_key(name, groups) if self.cycle_momentum else None
+        if self.cycle_momentum:
+            self.base_momentums = [float(v) for v in _per_group(name, "base_momentum", base_momentum, groups)]
+            self.max_momentums = [float(v) for v in _per_group(name, "max_momentum", max_momentum, groups)]
+        if last_epoch == -1:
+            for g, lr in zip(groups, base_lrs):
+                g["lr"] = g["initial_lr"] = lr
+            if self.cycle_momentum:
+                for g, m in zip(groups, self.max_momentums):
+                    _set_momentum(g, self._momentum_key, m)
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _scale(self, x):
+        if self.scale_fn is not None:
+            return self.scale_fn(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def _height(self, t):
+        """(the fraction of the way up, times the cycle's scale) at step t."""
+        cycle = math.floor(1 + t / self.total_size)
+        x = 1.0 + t / self.total_size - cycle
+        up = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
+        return up * self._scale(cycle if self.scale_mode == "cycle" else t)
+
+    def lr_at(self, t):
+        h = self._height(t)
+        return [base + (top - base) * h for base, top in zip(self.base_lrs, self.max_lrs)]
+
+    def step(self):
+        super().step()
+        if not self.cycle_momentum or getattr(self.optimizer, "_last_step_skipped", False):
+            return
+        h = self._height(self.last_epoch)
+        for g, lo, hi in zip(self.optimizer.param_groups, self.base_momentums, self.max_momentums):
+            _set_momentum(g, self._momentum_key, hi - (hi - lo) * h)
+
+
+class ChainedScheduler(LRScheduler):
+    """Several schedulers at once: lr = base_lr · Π_i factor_i(t) (PyTorch's
+    ``ChainedScheduler``, where each scheduler multiplies the lr the others
+    left): ConstantLR's warmup under an ExponentialLR decay, say.  Each must
+    be a factor schedule (StepLR, MultiStepLR, ExponentialLR, LinearLR,
+    ConstantLR, PolynomialLR, LambdaLR); curves toward a floor, such as
+    cosine annealing's eta_min, do not compose by products."""
+
+    def __init__(self, schedulers, optimizer=None):
+        schedulers = list(schedulers)
+        if not schedulers:
+            raise ValueError("ChainedScheduler: expected at least one scheduler")
+        optimizer = schedulers[0].optimizer if optimizer is None else optimizer
+        for s in schedulers:
+            if s.optimizer is not optimizer:
+                raise ValueError("ChainedScheduler: every scheduler must drive the same optimizer")
+            if type(s).factor is LRScheduler.factor and not isinstance(s, LambdaLR):
+                raise ValueError(f"ChainedScheduler: {type(s).__name__} is not a factor schedule (lr = base_lr · f(t)); "
+                                 "chain it with SequentialLR instead")
+        self.schedulers = schedulers
+        super().__init__(optimizer, schedulers[0].last_epoch - 1)
+
+    def lr_at(self, t):
+        lrs = list(self.base_lrs)
+        for s in self.schedulers:
+            lrs = [lr * (new / base if base else 0.0) for lr, new, base in zip(lrs, s.lr_at(t), s.base_lrs)]
+        return lrs
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["_schedulers"] = [s.state_dict() for s in self.schedulers]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        for s, sd in zip(self.schedulers, state_dict.pop("_schedulers", [])):
+            s.load_state_dict(sd)
+        super().load_state_dict(state_dict)
 
 
 class SequentialLR(LRScheduler):
