@@ -1,6 +1,6 @@
 """Optimizers, learning-rate schedulers and gradient clipping."""
 
-from . import lr_scheduler
+from . import lr_scheduler, swa_utils
 from .adam import Adam, AdamW, RMSprop
 from .adaptive import Adagrad, NAdam, RAdam
 from .clip import clip_grad_norm_, clip_grad_value_
@@ -29,7 +29,7 @@ from .sgd import SGD
 __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam",
     "clip_grad_norm_", "clip_grad_value_",
-    "lr_scheduler", "LRScheduler", "StepLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "ExponentialLR", "MultiStepLR",
+    "lr_scheduler", "swa_utils", "LRScheduler", "StepLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "ExponentialLR", "MultiStepLR",
     "OneCycleLR", "LinearLR", "LinearWarmup", "SequentialLR", "LambdaLR", "MultiplicativeLR", "ConstantLR", "PolynomialLR",
     "CyclicLR", "ChainedScheduler",
     "ReduceLROnPlateau",
