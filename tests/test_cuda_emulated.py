@@ -446,6 +446,94 @@ def test_emulated_multi_tensor_adam_matches_the_optimizer(name, dtype, capturabl
         np.testing.assert_allclose(a, p.data, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cfg", [dict(), dict(momentum=0.9, weight_decay=1e-2), dict(centered=True),
+                                 dict(centered=True, momentum=0.5, alpha=0.9)], ids=str)
+def test_emulated_multi_tensor_rmsprop_matches_the_optimizer(cfg, dtype):
+    """Every size class in one launch, over three steps: the same values as
+    lamina.optim.RMSprop on NumPy float64 (its unfused array expressions)."""
+    import lamina as lm
+
+    rng = np.random.default_rng(7)
+    init = [rng.standard_normal(n).astype(dtype) for n in MULTI_SIZES]
+    ref = [lm.Parameter(a.astype(np.float64)) for a in init]
+    opt = lm.optim.RMSprop(ref, lr=1e-2, **cfg)
+    mine = [a.copy() for a in init]
+    squares = [np.zeros_like(a) for a in init]
+    avgs = [np.zeros_like(a) if cfg.get("centered") else None for a in init]
+    bufs = [np.zeros_like(a) if cfg.get("momentum") else None for a in init]
+    for _ in range(3):
+        gs = [rng.standard_normal(n).astype(dtype) for n in MULTI_SIZES]
+        for p, g in zip(ref, gs):
+            p.grad = g.astype(np.float64)
+        opt.step()
+        table, addr = _multi([(m, g, s, a, b) for m, g, s, a, b in zip(mine, gs, squares, avgs, bufs)])
+        sizes = np.array(MULTI_SIZES, dtype=np.int64)
+        unused, unused_addr = _doubles([0] * len(mine))
+        LIB.emu_launches()
+        rc = LIB.emu_rmsprop_update(int(dtype == np.float64), len(mine), addr, ctypes.c_void_p(sizes.ctypes.data),
+                                    unused_addr, ctypes.c_double(1e-2), ctypes.c_double(cfg.get("alpha", 0.99)),
+                                    ctypes.c_double(1e-8), ctypes.c_double(cfg.get("weight_decay", 0.0)),
+                                    ctypes.c_double(cfg.get("momentum", 0.0)), int(cfg.get("centered", False)))
+        assert rc == 0 and LIB.emu_launches() == 1
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    for a, p in zip(mine, ref):
+        np.testing.assert_allclose(a, p.data, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_emulated_multi_tensor_adagrad_matches_the_optimizer(dtype):
+    """Parameters at different step counts (each its own decayed lr) in one
+    launch: the same values as lamina.optim.Adagrad on NumPy float64."""
+    import lamina as lm
+
+    rng = np.random.default_rng(8)
+    init = [rng.standard_normal(n).astype(dtype) for n in MULTI_SIZES]
+    ref = [lm.Parameter(a.astype(np.float64)) for a in init]
+    lr, decay, wd = 0.1, 0.05, 1e-2
+    opt = lm.optim.Adagrad(ref, lr=lr, lr_decay=decay, weight_decay=wd, initial_accumulator_value=0.1)
+    mine = [a.copy() for a in init]
+    sums = [np.full_like(a, 0.1) for a in init]
+    steps = [0] * len(mine)
+    for it in range(4):
+        active = [i for i in range(len(mine)) if it == 0 or i % 2 == 0 or it == 3]
+        gs = {i: rng.standard_normal(MULTI_SIZES[i]).astype(dtype) for i in active}
+        for i, p in enumerate(ref):
+            p.grad = gs[i].astype(np.float64) if i in gs else None
+        opt.step()
+        for i in active:
+            steps[i] += 1
+        table, addr = _multi([(mine[i], gs[i], sums[i]) for i in active])
+        sizes = np.array([MULTI_SIZES[i] for i in active], dtype=np.int64)
+        clrs, c_addr = _doubles([lr / (1 + (steps[i] - 1) * decay) for i in active])
+        LIB.emu_launches()
+        rc = LIB.emu_adagrad_update(int(dtype == np.float64), len(active), addr, ctypes.c_void_p(sizes.ctypes.data),
+                                    c_addr, c_addr, ctypes.c_double(1e-10), ctypes.c_double(wd))
+        assert rc == 0 and LIB.emu_launches() == 1
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    for a, p in zip(mine, ref):
+        np.testing.assert_allclose(a, p.data, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_emulated_multi_tensor_lerp_is_the_weight_average_update(dtype):
+    """a ← a + w (x − a) for every array in one launch (EMA and SWA's update)."""
+    rng = np.random.default_rng(9)
+    avgs = [rng.standard_normal(n).astype(dtype) for n in MULTI_SIZES]
+    xs = [rng.standard_normal(n).astype(dtype) for n in MULTI_SIZES]
+    expect = [a.astype(np.float64) + 0.125 * (x.astype(np.float64) - a) for a, x in zip(avgs, xs)]
+    table, addr = _multi([(a, x) for a, x in zip(avgs, xs)])
+    sizes = np.array(MULTI_SIZES, dtype=np.int64)
+    unused, unused_addr = _doubles([0] * len(avgs))
+    LIB.emu_launches()
+    rc = LIB.emu_lerp_update(int(dtype == np.float64), len(avgs), addr, ctypes.c_void_p(sizes.ctypes.data), unused_addr,
+                             ctypes.c_double(0.125))
+    assert rc == 0 and LIB.emu_launches() == 1
+    rtol = 1e-15 if dtype == np.float64 else 1e-6
+    for a, e in zip(avgs, expect):
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol)
+
+
 def test_emulated_multi_tensor_update_splits_long_lists_and_skips_empty_tensors():
     """48 parameters a launch: 49 non-empty ones (of 55) take two launches,
     empty ones take no place, and every parameter is stepped exactly once."""

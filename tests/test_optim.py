@@ -3,6 +3,7 @@ and float32), L1 and gradient clipping, state_dict resumption."""
 
 import numpy as np
 import pytest
+from conftest import requires_cuda
 
 import lamina as lm
 
@@ -195,7 +196,9 @@ def test_bad_hyperparameters_name_the_optimizer(make, match):
     [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)), ("SGD", dict(lr=0.1)),
      ("SGD", dict(lr=0.05, momentum=0.5, dampening=0.2)), ("Adam", dict(lr=1e-2, weight_decay=1e-2)),
      ("AdamW", dict(lr=1e-2)), ("Adam", dict(lr=1e-2, amsgrad=True)), ("Adagrad", dict(lr=1e-2, lr_decay=1e-2)),
-     ("NAdam", dict(lr=1e-2, weight_decay=1e-2)), ("RAdam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True))],
+     ("NAdam", dict(lr=1e-2, weight_decay=1e-2)), ("RAdam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+     ("RMSprop", dict(lr=1e-2, weight_decay=1e-2)), ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)),
+     ("Adagrad", dict(lr=5e-2, weight_decay=1e-2, initial_accumulator_value=0.1))],
 )
 def test_optimizers_on_each_backend_match_the_cpu(name, cfg, xp):
     """On CuPy the updates run as one fused CUDA kernel per parameter (amsgrad
@@ -217,7 +220,9 @@ def test_optimizers_on_each_backend_match_the_cpu(name, cfg, xp):
 
 @pytest.mark.parametrize("name,cfg", [("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-3)), ("SGD", dict(lr=0.1)),
                                       ("Adam", dict(lr=1e-2)), ("AdamW", dict(lr=1e-2)),
-                                      ("Adam", dict(lr=1e-2, capturable=True)), ("AdamW", dict(lr=1e-2, capturable=True))])
+                                      ("Adam", dict(lr=1e-2, capturable=True)), ("AdamW", dict(lr=1e-2, capturable=True)),
+                                      ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True, weight_decay=1e-3)),
+                                      ("Adagrad", dict(lr=5e-2, lr_decay=1e-2))])
 def test_multi_tensor_updates_on_the_gpu_match_the_cpu(name, cfg, xp):
     """On CuPy one launch updates up to 48 parameters (csrc/cuda/optim.cu):
     60 parameters of many sizes, float32 and float64 in one group, some
@@ -260,3 +265,22 @@ def test_adam_takes_a_step_count_saved_as_an_array():
         assert opt.state[p]["step"] == 4
         finals.append(p.data)
     np.testing.assert_array_equal(finals[0], finals[1])
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("name,kernel", [("RMSprop", "rmsprop_update"), ("Adagrad", "adagrad_update"), ("SGD", "sgd_update"),
+                                         ("Adam", "adam_update")])
+def test_cupy_steps_take_the_multi_tensor_launch(name, kernel, monkeypatch):
+    """50 CuPy float32 parameters: one call of the fused update per step (it
+    launches once per 48), not the CuPy expressions."""
+    cp = lm.backend.cupy_module()
+    calls = []
+    real = getattr(lm.ops, kernel)
+    monkeypatch.setattr(lm.ops, kernel, lambda mod, params, *a, **k: calls.append(len(params)) or real(mod, params, *a, **k))
+    params = [lm.Parameter(cp.ones((3, 5), dtype=cp.float32)) for _ in range(50)]
+    opt = getattr(lm.optim, name)(params, lr=0.1)
+    for p in params:
+        p.grad = cp.full((3, 5), 0.5, dtype=cp.float32)
+    opt.step()
+    assert calls == [50]

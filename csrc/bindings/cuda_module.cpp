@@ -180,6 +180,81 @@ PYBIND11_MODULE(_C_cuda, m) {
       "SGD on many parameters of one dtype, in one launch per 48 (bufs[i] = 0 without momentum).");
 
   m.def(
+      "rmsprop_update",
+      [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& square_avgs,
+         const std::vector<uintptr_t>& grad_avgs, const std::vector<uintptr_t>& bufs, const std::vector<int64_t>& sizes,
+         double lr, double alpha, double eps, double weight_decay, double momentum, bool centered,
+         const std::string& dtype, uintptr_t stream) {
+        const size_t n = params.size();
+        if (grads.size() != n || square_avgs.size() != n || grad_avgs.size() != n || bufs.size() != n || sizes.size() != n)
+          throw std::invalid_argument("rmsprop_update: expected lists of one length for params, grads, square_avgs, "
+                                      "grad_avgs, bufs and sizes");
+        std::vector<lc::MultiTensor> tensors(n);
+        for (size_t i = 0; i < n; ++i) {
+          if ((centered && grad_avgs[i] == 0) || (momentum != 0 && bufs[i] == 0))
+            throw std::invalid_argument("rmsprop_update: centered needs grad_avgs and momentum needs bufs for every parameter");
+          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(square_avgs[i]), ptr<void>(grad_avgs[i]),
+                         ptr<void>(bufs[i])},
+                        sizes[i], 0.0, 0.0};
+        }
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("rmsprop_update: expected dtype float32 or float64, received " + dtype);
+        py::gil_scoped_release release;
+        if (dtype == "float32")
+          return check(lc::rmsprop_update<float>(tensors, lr, alpha, eps, weight_decay, momentum, centered, as_stream(stream)),
+                       "rmsprop_update");
+        check(lc::rmsprop_update<double>(tensors, lr, alpha, eps, weight_decay, momentum, centered, as_stream(stream)),
+              "rmsprop_update");
+      },
+      py::arg("params"), py::arg("grads"), py::arg("square_avgs"), py::arg("grad_avgs"), py::arg("bufs"), py::arg("sizes"),
+      py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"),
+      py::arg("dtype"), py::arg("stream"),
+      "RMSprop on many parameters of one dtype, in one launch per 48 (grad_avgs[i] = 0 unless centered, bufs[i] = 0 "
+      "without momentum).");
+
+  m.def(
+      "adagrad_update",
+      [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& sums,
+         const std::vector<int64_t>& sizes, const std::vector<double>& clrs, double eps, double weight_decay,
+         const std::string& dtype, uintptr_t stream) {
+        const size_t n = params.size();
+        if (grads.size() != n || sums.size() != n || sizes.size() != n || clrs.size() != n)
+          throw std::invalid_argument("adagrad_update: expected lists of one length for params, grads, sums, sizes and clrs");
+        std::vector<lc::MultiTensor> tensors(n);
+        for (size_t i = 0; i < n; ++i)
+          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(sums[i]), nullptr, nullptr}, sizes[i],
+                        clrs[i], 0.0};
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("adagrad_update: expected dtype float32 or float64, received " + dtype);
+        py::gil_scoped_release release;
+        if (dtype == "float32")
+          return check(lc::adagrad_update<float>(tensors, eps, weight_decay, as_stream(stream)), "adagrad_update");
+        check(lc::adagrad_update<double>(tensors, eps, weight_decay, as_stream(stream)), "adagrad_update");
+      },
+      py::arg("params"), py::arg("grads"), py::arg("sums"), py::arg("sizes"), py::arg("clrs"), py::arg("eps"),
+      py::arg("weight_decay"), py::arg("dtype"), py::arg("stream"),
+      "Adagrad on many parameters of one dtype, in one launch per 48; clrs[i] = lr / (1 + (t_i - 1) lr_decay).");
+
+  m.def(
+      "lerp_update",
+      [](const std::vector<uintptr_t>& averages, const std::vector<uintptr_t>& currents, const std::vector<int64_t>& sizes,
+         double weight, const std::string& dtype, uintptr_t stream) {
+        const size_t n = averages.size();
+        if (currents.size() != n || sizes.size() != n)
+          throw std::invalid_argument("lerp_update: expected lists of one length for averages, currents and sizes");
+        std::vector<lc::MultiTensor> tensors(n);
+        for (size_t i = 0; i < n; ++i)
+          tensors[i] = {{ptr<void>(averages[i]), ptr<void>(currents[i]), nullptr, nullptr, nullptr}, sizes[i], 0.0, 0.0};
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("lerp_update: expected dtype float32 or float64, received " + dtype);
+        py::gil_scoped_release release;
+        if (dtype == "float32") return check(lc::lerp_update<float>(tensors, weight, as_stream(stream)), "lerp_update");
+        check(lc::lerp_update<double>(tensors, weight, as_stream(stream)), "lerp_update");
+      },
+      py::arg("averages"), py::arg("currents"), py::arg("sizes"), py::arg("weight"), py::arg("dtype"), py::arg("stream"),
+      "a <- a + weight (x - a) for many arrays of one dtype (a weight average's update), one launch per 48.");
+
+  m.def(
       "adam_update",
       [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& exp_avgs,
          const std::vector<uintptr_t>& exp_avg_sqs, const std::vector<int64_t>& sizes,
@@ -596,6 +671,6 @@ PYBIND11_MODULE(_C_cuda, m) {
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
-                                      "sgd_update", "adam_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",
+                                      "sgd_update", "adam_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",
                                       "conv2d_backward_weight");
 }

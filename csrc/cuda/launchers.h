@@ -62,6 +62,18 @@ cudaError_t sgd_update(const std::vector<MultiTensor>& tensors, double lr, doubl
 template <typename T>
 cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
                         double weight_decay, bool decoupled, bool capturable, cudaStream_t stream);
+//   RMSprop: ptr = {p, grad, square_avg, grad_avg (null unless centered),
+//         momentum buffer (null unless momentum > 0)}.
+//   Adagrad: ptr = {p, grad, sum}, s0 = lr / (1 + (t - 1) lr_decay) at its own step t.
+template <typename T>
+cudaError_t rmsprop_update(const std::vector<MultiTensor>& tensors, double lr, double alpha, double eps,
+                           double weight_decay, double momentum, bool centered, cudaStream_t stream);
+template <typename T>
+cudaError_t adagrad_update(const std::vector<MultiTensor>& tensors, double eps, double weight_decay,
+                           cudaStream_t stream);
+// A weight average's update (EMA, SWA): a ← a + weight (x − a) in place, ptr = {a, x}.
+template <typename T>
+cudaError_t lerp_update(const std::vector<MultiTensor>& tensors, double weight, cudaStream_t stream);
 // The loss scaler's unscale: every gradient (ptr[0]) times inv_scale in
 // place; *found_inf (a device int the caller zeroes) becomes 1 if any
 // result is inf or NaN.

@@ -2,8 +2,9 @@
 // many parameters at once ("multi-tensor"):
 // one launch updates up to kMultiTensorMax parameters, where a kernel per
 // parameter would cost a launch each (and CuPy's elementwise formulas five
-// to ten).  The math is exactly that of lamina/optim/sgd.py and adam.py
-// (PyTorch's rules), in the parameter's own dtype; host-side scalars (bias
+// to ten).  The math is exactly that of lamina/optim/sgd.py, adam.py and
+// adaptive.py, and of the weight averages of swa_utils.py (PyTorch's
+// rules), in the parameter's own dtype; host-side scalars (bias
 // corrections, 1 - beta) are formed in double by the caller, then rounded
 // once.
 //
@@ -125,6 +126,86 @@ __global__ void __launch_bounds__(kOptThreads)
   }
 }
 
+//   g ← g + λ p;  s ← α s + (1 − α) g²;
+//   centered: a ← a + (1 − α)(g − a), d = √(s − a²) + ε;   else d = √s + ε
+//   μ > 0: b ← μ b + g / d, p ← p − η b;                  else p ← p − η g / d
+// ptr: p, grad, square_avg, grad_avg (null unless centered), momentum buffer
+// (null unless μ > 0).  No factor depends on the step: graph-capture safe.
+template <typename T>
+__global__ void __launch_bounds__(kOptThreads)
+    rmsprop_multi_kernel(const __grid_constant__ TensorList<5> list, T lr, T alpha, T one_minus_alpha, T eps,
+                         T weight_decay, T momentum, bool centered) {
+  const int b = blockIdx.x;
+  const int t = tensor_of_block(list, b);
+  T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
+  const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
+  T* __restrict__ square_avg = static_cast<T*>(list.ptr[2][t]);
+  T* __restrict__ grad_avg = static_cast<T*>(list.ptr[3][t]);
+  T* __restrict__ buf = static_cast<T*>(list.ptr[4][t]);
+  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
+  const int64_t end = min(begin + kChunk, list.n[t]);
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+    T g = grad[i];
+    if (weight_decay != T(0)) g += weight_decay * p[i];
+    const T s = alpha * square_avg[i] + one_minus_alpha * (g * g);
+    square_avg[i] = s;
+    T d;
+    if (centered) {
+      T a = grad_avg[i];
+      a += one_minus_alpha * (g - a);
+      grad_avg[i] = a;
+      d = sqrt(s - a * a) + eps;
+    } else {
+      d = sqrt(s) + eps;
+    }
+    if (momentum != T(0)) {
+      const T v = momentum * buf[i] + g / d;
+      buf[i] = v;
+      p[i] -= lr * v;
+    } else {
+      p[i] -= lr * (g / d);
+    }
+  }
+}
+
+//   g ← g + λ p;  s ← s + g²;  p ← p − clr · g / (√s + ε)
+// ptr: p, grad, sum; s0: clr = η / (1 + (t − 1) δ) at the parameter's own step t (lr_decay δ).
+template <typename T>
+__global__ void __launch_bounds__(kOptThreads)
+    adagrad_multi_kernel(const __grid_constant__ TensorList<3> list, T eps, T weight_decay) {
+  const int b = blockIdx.x;
+  const int t = tensor_of_block(list, b);
+  T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
+  const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
+  T* __restrict__ sum = static_cast<T*>(list.ptr[2][t]);
+  const T clr = T(list.s0[t]);
+  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
+  const int64_t end = min(begin + kChunk, list.n[t]);
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+    T g = grad[i];
+    if (weight_decay != T(0)) g += weight_decay * p[i];
+    const T s = sum[i] + g * g;
+    sum[i] = s;
+    p[i] -= clr * (g / (sqrt(s) + eps));
+  }
+}
+
+//   a ← a + w (x − a): a running average of weights (EMA, SWA) in place.
+// ptr: a, x.
+template <typename T>
+__global__ void __launch_bounds__(kOptThreads) lerp_multi_kernel(const __grid_constant__ TensorList<2> list, T w) {
+  const int b = blockIdx.x;
+  const int t = tensor_of_block(list, b);
+  T* __restrict__ a = static_cast<T*>(list.ptr[0][t]);
+  const T* __restrict__ x = static_cast<const T*>(list.ptr[1][t]);
+  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
+  const int64_t end = min(begin + kChunk, list.n[t]);
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+    const T ai = a[i];
+    a[i] = ai + w * (x[i] - ai);
+  }
+}
+
 // t ← t + 1 for each parameter's device step count (ptr[4]); launched before
 // the capturable update, which reads it (one block: at most 48 counters).
 template <typename T>
@@ -210,6 +291,33 @@ cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, doub
 }
 
 template <typename T>
+cudaError_t rmsprop_update(const std::vector<MultiTensor>& tensors, double lr, double alpha, double eps,
+                           double weight_decay, double momentum, bool centered, cudaStream_t stream) {
+  return for_each_list<5>(tensors, [&](const TensorList<5>& list, unsigned blocks) {
+    rmsprop_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(lr), T(alpha), T(1.0 - alpha), T(eps),
+                                                                 T(weight_decay), T(momentum), centered);
+    return cudaGetLastError();
+  });
+}
+
+template <typename T>
+cudaError_t adagrad_update(const std::vector<MultiTensor>& tensors, double eps, double weight_decay,
+                           cudaStream_t stream) {
+  return for_each_list<3>(tensors, [&](const TensorList<3>& list, unsigned blocks) {
+    adagrad_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(eps), T(weight_decay));
+    return cudaGetLastError();
+  });
+}
+
+template <typename T>
+cudaError_t lerp_update(const std::vector<MultiTensor>& tensors, double weight, cudaStream_t stream) {
+  return for_each_list<2>(tensors, [&](const TensorList<2>& list, unsigned blocks) {
+    lerp_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(weight));
+    return cudaGetLastError();
+  });
+}
+
+template <typename T>
 cudaError_t unscale_grads(const std::vector<MultiTensor>& tensors, double inv_scale, int* found_inf,
                           cudaStream_t stream) {
   return for_each_list<1>(tensors, [&](const TensorList<1>& list, unsigned blocks) {
@@ -223,6 +331,10 @@ cudaError_t unscale_grads(const std::vector<MultiTensor>& tensors, double inv_sc
                                      cudaStream_t);                                                              \
   template cudaError_t adam_update<T>(const std::vector<MultiTensor>&, double, double, double, double, double, bool, \
                                       bool, cudaStream_t);                                                              \
+  template cudaError_t rmsprop_update<T>(const std::vector<MultiTensor>&, double, double, double, double, double,   \
+                                         bool, cudaStream_t);                                                         \
+  template cudaError_t adagrad_update<T>(const std::vector<MultiTensor>&, double, double, cudaStream_t);            \
+  template cudaError_t lerp_update<T>(const std::vector<MultiTensor>&, double, cudaStream_t);                       \
   template cudaError_t unscale_grads<T>(const std::vector<MultiTensor>&, double, int*, cudaStream_t);
 LAMINA_INSTANTIATE(float)
 LAMINA_INSTANTIATE(double)

@@ -133,6 +133,22 @@ int emu_adam_update(int dbl, int count, void* const* ptrs, const int64_t* sizes,
   return dbl ? lc::adam_update<double>(t, lr, beta1, beta2, eps, weight_decay, decoupled, capturable, nullptr)
              : lc::adam_update<float>(t, lr, beta1, beta2, eps, weight_decay, decoupled, capturable, nullptr);
 }
+int emu_rmsprop_update(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* unused, double lr,
+                       double alpha, double eps, double weight_decay, double momentum, int centered) {
+  const auto t = tensors(count, ptrs, sizes, unused, unused);
+  return dbl ? lc::rmsprop_update<double>(t, lr, alpha, eps, weight_decay, momentum, centered, nullptr)
+             : lc::rmsprop_update<float>(t, lr, alpha, eps, weight_decay, momentum, centered, nullptr);
+}
+int emu_adagrad_update(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* clrs,
+                       const double* unused, double eps, double weight_decay) {
+  const auto t = tensors(count, ptrs, sizes, clrs, unused);
+  return dbl ? lc::adagrad_update<double>(t, eps, weight_decay, nullptr)
+             : lc::adagrad_update<float>(t, eps, weight_decay, nullptr);
+}
+int emu_lerp_update(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* unused, double weight) {
+  const auto t = tensors(count, ptrs, sizes, unused, unused);
+  return dbl ? lc::lerp_update<double>(t, weight, nullptr) : lc::lerp_update<float>(t, weight, nullptr);
+}
 int emu_unscale_grads(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* unused,
                       double inv_scale, int* found_inf) {
   const auto t = tensors(count, ptrs, sizes, unused, unused);

@@ -714,6 +714,47 @@ def adam_update(mod, params, grads, exp_avgs, exp_avg_sqs, step_sizes, bc2_sqrts
                         bool(capturable), _name(params[0].dtype), _stream(cp))
 
 
+def rmsprop_update(mod, params, grads, square_avgs, grad_avgs, bufs, lr, alpha, eps, weight_decay, momentum, centered):
+    """RMSprop on many CuPy parameters of one dtype and device, in one launch
+    per 48; ``grad_avgs[i]`` is None unless centered, ``bufs[i]`` None
+    without momentum."""
+    cp = backend.require_cuda()
+    with params[0].device:
+        mod.rmsprop_update([_addr(p) for p in params], [_addr(g) for g in grads], [_addr(s) for s in square_avgs],
+                           [0 if a is None else _addr(a) for a in grad_avgs], [0 if b is None else _addr(b) for b in bufs],
+                           [p.size for p in params], float(lr), float(alpha), float(eps), float(weight_decay),
+                           float(momentum), bool(centered), _name(params[0].dtype), _stream(cp))
+
+
+def adagrad_update(mod, params, grads, sums, clrs, eps, weight_decay):
+    """Adagrad on many CuPy parameters of one dtype and device, in one launch
+    per 48; ``clrs[i]`` = lr / (1 + (t - 1) lr_decay) at parameter i's step t."""
+    cp = backend.require_cuda()
+    with params[0].device:
+        mod.adagrad_update([_addr(p) for p in params], [_addr(g) for g in grads], [_addr(s) for s in sums],
+                           [p.size for p in params], [float(c) for c in clrs], float(eps), float(weight_decay),
+                           _name(params[0].dtype), _stream(cp))
+
+
+def lerp_(averages, currents, weight):
+    """a ← a + weight · (x − a) in place for every pair (a weight average's
+    update: EMA, SWA); x is already on a's device and in its dtype.  CuPy
+    float32/float64 contiguous arrays take one multi-tensor launch per 48 of
+    one device and dtype; the others, NumPy included, an array expression each."""
+    fused = {}
+    for a, x in zip(averages, currents):
+        if (backend.is_cupy_array(a) and _name(a.dtype) in ("float32", "float64") and a.flags.c_contiguous
+                and x.flags.c_contiguous and x.dtype == a.dtype and (mod := _cuda_kernel("lerp_update", a)) is not None):
+            fused.setdefault((backend.device_of(a), a.dtype), (mod, []))[1].append((a, x))
+            continue
+        a += a.dtype.type(weight) * (x - a)
+    for mod, pairs in fused.values():
+        cp = backend.require_cuda()
+        with pairs[0][0].device:
+            mod.lerp_update([_addr(a) for a, _ in pairs], [_addr(x) for _, x in pairs], [a.size for a, _ in pairs],
+                            float(weight), _name(pairs[0][0].dtype), _stream(cp))
+
+
 def unscale_grads(grads, inv_scale):
     """Multiply every gradient by ``inv_scale`` in place; True when any
     result is inf or NaN (lamina.amp.LossScaler's unscale).  CuPy float32 and

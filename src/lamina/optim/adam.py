@@ -122,7 +122,10 @@ class AdamW(Adam):
 
 
 class RMSprop(Optimizer):
-    """RMSprop (Hinton), as ``torch.optim.RMSprop``:
+    """RMSprop (Hinton), as ``torch.optim.RMSprop``.  On CuPy float32/float64
+    parameters the whole update is one multi-tensor launch per 48 parameters
+    (csrc/cuda/optim.cu); no factor depends on the step, so it may be captured
+    in a CUDA graph.
 
         g ← g + λ p
         s ← α s + (1 - α) g²
@@ -138,10 +141,11 @@ class RMSprop(Optimizer):
 
     def step(self):
         for group in self.param_groups:
-            lr, alpha, eps, mu = group["lr"], group["alpha"], group["eps"], group["momentum"]
+            lr, alpha, eps, mu, wd = group["lr"], group["alpha"], group["eps"], group["momentum"], group["weight_decay"]
+            fused = {}  # (device, dtype) -> (module, [(p, g, square_avg, grad_avg, buffer)]): one launch per 48
             for p in self._params_with_grad(group):
                 xp = backend.get_array_module(p.data)
-                g = self._l2_grad(p, group)
+                g = self._regularised_grad(p, group)
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0
@@ -151,6 +155,12 @@ class RMSprop(Optimizer):
                     if group["centered"]:
                         state["grad_avg"] = xp.zeros_like(p.data)
                 state["step"] += 1
+                if (mod := ops.fused_update_kernel(p.data, g)) is not None:  # the update in the launch below
+                    item = (p.data, g, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer"))
+                    fused.setdefault((p.device, p.dtype), (mod, []))[1].append(item)
+                    continue
+                if wd != 0:
+                    g = g + wd * p.data
                 s = state["square_avg"]
                 s *= alpha
                 s += (1 - alpha) * (g * g)
@@ -167,3 +177,7 @@ class RMSprop(Optimizer):
                     p.data -= lr * b
                 else:
                     p.data -= lr * (g / d)
+            for mod, items in fused.values():
+                data, grads, square_avgs, grad_avgs, bufs = zip(*items)
+                ops.rmsprop_update(mod, data, grads, square_avgs, grad_avgs, bufs, lr, alpha, eps, wd, mu,
+                                   group["centered"])

@@ -1,17 +1,18 @@
 """Adagrad, NAdam and RAdam with ``torch.optim``'s update rules.
 
-Their updates are array expressions on the parameter's module (NumPy or
-CuPy), as RMSprop's: there is no fused CUDA update for them as there is for
-SGD and Adam.  Their step counts live on the host, so a step that depends on
-the count refuses to run inside a CUDA graph capture (every replay would
-repeat the captured step's factors).
+On CuPy float32/float64 parameters Adagrad's update is one multi-tensor
+launch per 48 parameters (csrc/cuda/optim.cu), as SGD's, Adam's and
+RMSprop's.  NAdam's and RAdam's are array expressions on the parameter's
+module (NumPy or CuPy), several launches per parameter.  Their step counts
+live on the host, so a step that depends on the count refuses to run inside
+a CUDA graph capture (every replay would repeat the captured step's factors).
 """
 
 import math
 
 import numpy as np
 
-from .. import backend
+from .. import backend, ops
 from .optimizer import Optimizer, check_hyperparameters
 
 
@@ -38,10 +39,11 @@ class Adagrad(Optimizer):
 
     def step(self):
         for group in self.param_groups:
-            eps = group["eps"]
+            eps, wd = group["eps"], group["weight_decay"]
+            fused = {}  # (device, dtype) -> (module, [(p, g, sum, clr)]): one launch per 48
             for p in self._params_with_grad(group):
                 xp = backend.get_array_module(p.data)
-                g = self._l2_grad(p, group)
+                g = self._regularised_grad(p, group)
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0
@@ -50,9 +52,17 @@ class Adagrad(Optimizer):
                     _refuse_capture(self, xp)
                 state["step"] += 1
                 clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+                if (mod := ops.fused_update_kernel(p.data, g)) is not None:  # the update in the launch below
+                    fused.setdefault((p.device, p.dtype), (mod, []))[1].append((p.data, g, state["sum"], clr))
+                    continue
+                if wd != 0:
+                    g = g + wd * p.data
                 s = state["sum"]
                 s += g * g
                 p.data -= clr * (g / (xp.sqrt(s) + eps))
+            for mod, items in fused.values():
+                data, grads, sums, clrs = zip(*items)
+                ops.adagrad_update(mod, data, grads, sums, clrs, eps, wd)
 
 
 class _AdamFamily(Optimizer):
