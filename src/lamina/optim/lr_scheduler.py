@@ -410,7 +410,29 @@ class CyclicLR(LRScheduler):
             _set_momentum(g, self._momentum_key, hi - (hi - lo) * h)
 
 
-class ChainedScheduler(LRScheduler):
+class _Composite(LRScheduler):
+    """A scheduler made of others (``self.schedulers``), all driving one
+    optimizer; its state holds theirs."""
+
+    def _adopt(self, optimizer, schedulers):
+        for s in schedulers:
+            if s.optimizer is not optimizer:
+                raise ValueError(f"{type(self).__name__}: every scheduler must drive the same optimizer")
+        self.schedulers = list(schedulers)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["_schedulers"] = [s.state_dict() for s in self.schedulers]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        for s, sd in zip(self.schedulers, state_dict.pop("_schedulers", [])):
+            s.load_state_dict(sd)
+        super().load_state_dict(state_dict)
+
+
+class ChainedScheduler(_Composite):
     """Several schedulers at once: lr = base_lr · Π_i factor_i(t) (PyTorch's
     ``ChainedScheduler``, where each scheduler multiplies the lr the others
     left): ConstantLR's warmup under an ExponentialLR decay, say.  Each must
@@ -423,13 +445,11 @@ class ChainedScheduler(LRScheduler):
         if not schedulers:
             raise ValueError("ChainedScheduler: expected at least one scheduler")
         optimizer = schedulers[0].optimizer if optimizer is None else optimizer
+        self._adopt(optimizer, schedulers)
         for s in schedulers:
-            if s.optimizer is not optimizer:
-                raise ValueError("ChainedScheduler: every scheduler must drive the same optimizer")
             if type(s).factor is LRScheduler.factor and not isinstance(s, LambdaLR):
                 raise ValueError(f"ChainedScheduler: {type(s).__name__} is not a factor schedule (lr = base_lr · f(t)); "
                                  "chain it with SequentialLR instead")
-        self.schedulers = schedulers
         super().__init__(optimizer, schedulers[0].last_epoch - 1)
 
     def lr_at(self, t):
@@ -438,19 +458,8 @@ class ChainedScheduler(LRScheduler):
             lrs = [lr * (new / base if base else 0.0) for lr, new, base in zip(lrs, s.lr_at(t), s.base_lrs)]
         return lrs
 
-    def state_dict(self):
-        state = super().state_dict()
-        state["_schedulers"] = [s.state_dict() for s in self.schedulers]
-        return state
 
-    def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        for s, sd in zip(self.schedulers, state_dict.pop("_schedulers", [])):
-            s.load_state_dict(sd)
-        super().load_state_dict(state_dict)
-
-
-class SequentialLR(LRScheduler):
+class SequentialLR(_Composite):
     """``schedulers[i]`` from ``milestones[i-1]`` on, each counting its own
     steps from 0 at its milestone (PyTorch's ``SequentialLR``)."""
 
@@ -459,10 +468,7 @@ class SequentialLR(LRScheduler):
             raise ValueError(
                 f"SequentialLR: expected {len(schedulers) - 1} milestones for {len(schedulers)} schedulers, received {len(milestones)}"
             )
-        for s in schedulers:
-            if s.optimizer is not optimizer:
-                raise ValueError("SequentialLR: every scheduler must drive the same optimizer")
-        self.schedulers = list(schedulers)
+        self._adopt(optimizer, schedulers)
         self.milestones = [int(m) for m in milestones]
         super().__init__(optimizer, last_epoch)
 
@@ -470,17 +476,6 @@ class SequentialLR(LRScheduler):
         i = bisect.bisect_right(self.milestones, t)
         start = self.milestones[i - 1] if i > 0 else 0
         return self.schedulers[i].lr_at(t - start)
-
-    def state_dict(self):
-        state = super().state_dict()
-        state["_schedulers"] = [s.state_dict() for s in self.schedulers]
-        return state
-
-    def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        for s, sd in zip(self.schedulers, state_dict.pop("_schedulers", [])):
-            s.load_state_dict(sd)
-        super().load_state_dict(state_dict)
 
 
 class ReduceLROnPlateau:
