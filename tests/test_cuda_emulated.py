@@ -534,6 +534,56 @@ def test_emulated_multi_tensor_lerp_is_the_weight_average_update(dtype):
         np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_emulated_ctc_matches_the_loss_on_the_cpu(dtype, batch_first):
+    """The three CTC launches against lamina.losses.CTCLoss on NumPy: a
+    target with a repeated label, an empty one, an input shorter than T, an
+    infeasible one (NaN rows before its length, 0 after), targets longer
+    than a block of threads covers (S' = 2S + 1 > 256), in both layouts;
+    outputs poisoned first."""
+    import lamina as lm
+
+    rng = np.random.default_rng(12)
+    t, n, c, s = 140, 5, 6, 130
+    logits = rng.standard_normal((t, n, c)) * 2
+    lp = logits - np.log(np.exp(logits).sum(axis=2, keepdims=True))
+    targets = rng.integers(1, c, (n, s))
+    targets[0, 1] = targets[0, 0]
+    il = np.array([t, t - 7, 9, 4, t], dtype=np.int64)
+    tl = np.array([6, 3, 0, 3, s], dtype=np.int64)
+    targets[3, :3] = 2  # 2 2 2 needs 5 steps: infeasible in 4
+    if batch_first:
+        lp = np.ascontiguousarray(lp.transpose(1, 0, 2))
+    ref = lm.CTCLoss(reduction="sum", batch_first=batch_first)
+    with np.errstate(invalid="ignore"):
+        want = np.array([ref(lp[i : i + 1] if batch_first else lp[:, i : i + 1], targets[i : i + 1], il[i : i + 1],
+                             tl[i : i + 1]) for i in range(n)])
+    ref(lp, targets, il, tl)
+    want_grad = ref.backward()
+    x = lp.astype(dtype)
+    nll, grad = np.full(n, np.nan, dtype), np.full_like(x, 7.0)
+    alpha, beta = np.full((n, t, 2 * s + 1), 3.0, dtype), np.full((n, t, 2 * s + 1), 3.0, dtype)
+    scale = np.ones(n, dtype)
+    st, sn = (c, t * c) if batch_first else (n * c, c)
+
+    def addr(a):
+        return ctypes.c_void_p(a.ctypes.data)
+
+    targets = np.ascontiguousarray(targets, dtype=np.int64)
+    LIB.emu_launches()
+    rc = LIB.emu_ctc_loss(int(dtype == np.float64), addr(nll), addr(grad), addr(alpha), addr(beta), addr(x),
+                          addr(targets), addr(il), addr(tl), addr(scale), ctypes.c_int64(t), ctypes.c_int64(n),
+                          ctypes.c_int64(c), ctypes.c_int64(s), ctypes.c_int64(st), ctypes.c_int64(sn), 0, 0)
+    assert rc == 0 and LIB.emu_launches() == 3
+    rtol = 1e-11 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(nll, want, rtol=rtol)
+    assert np.isinf(nll[3])
+    np.testing.assert_allclose(grad, want_grad, rtol=rtol, atol=rtol * 1e-2)
+    rows = grad[3] if batch_first else grad[:, 3]
+    assert np.isnan(rows[:4]).all() and not rows[4:].any()
+
+
 def test_emulated_multi_tensor_update_splits_long_lists_and_skips_empty_tensors():
     """48 parameters a launch: 49 non-empty ones (of 55) take two launches,
     empty ones take no place, and every parameter is stepped exactly once."""

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import requires_cuda
 from harness import to_numpy
 
 import lamina as lm
@@ -607,6 +608,53 @@ def test_ctc_infeasible_targets(torch, zero_infinity):
         assert loss == np.inf == want_loss
         assert np.isnan(grad[:4, 1]).all() and np.isfinite(grad[:, [0, 2, 3]]).all()
         np.testing.assert_allclose(grad[:, [0, 2, 3]], want_grad[:, [0, 2, 3]], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", ["plain", "batch_first_sum", "infeasible", "infeasible_zero_infinity", "blank_last",
+                                  "long_targets"])
+def test_ctc_cuda_kernel_matches_the_cupy_recursions(case, dtype, monkeypatch):
+    """On CuPy the loss runs lamina's kernel (one block per sample); the CuPy
+    recursions it replaces give the same loss and gradient."""
+    cp = lm.backend.cupy_module()
+    t, n, c, s = (40, 3, 7, 12) if case == "long_targets" else (12, 4, 6, 5)
+    logits, targets, il, tl = _ctc_case(11, t=t, n=n, c=c, s=s)
+    kw = dict(reduction="sum" if case == "batch_first_sum" else "mean", zero_infinity=case.endswith("zero_infinity"),
+              batch_first=case == "batch_first_sum", blank=c - 1 if case == "blank_last" else 0)
+    if case == "blank_last":
+        targets = np.where(targets == c - 1, 0, targets)
+    if case.startswith("infeasible"):
+        targets[1, :3] = [2, 2, 2]
+        il, tl = il.copy(), tl.copy()
+        il[1], tl[1] = 4, 3
+    lp = np.log(np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)).astype(dtype)
+    if kw["batch_first"]:
+        lp = np.ascontiguousarray(lp.transpose(1, 0, 2))
+    calls = []
+    real = lm.ops.ctc_loss
+    monkeypatch.setattr(lm.ops, "ctc_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fused = lm.CTCLoss(**kw)
+    loss = fused(cp.asarray(lp), cp.asarray(targets), il, tl)
+    grad = lm.backend.to_device(fused.backward(), "cpu")
+    assert calls and fused._cache is None
+    monkeypatch.setattr(lm.ops, "ctc_loss", lambda *a, **k: None)  # the CuPy recursions
+    plain = lm.CTCLoss(**kw)
+    want = plain(cp.asarray(lp), cp.asarray(targets), il, tl)
+    want_grad = lm.backend.to_device(plain.backward(), "cpu")
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    assert grad.dtype == dtype and grad.shape == lp.shape
+    if np.isinf(want):
+        assert loss == want
+    else:
+        assert loss == pytest.approx(want, rel=rtol)
+    np.testing.assert_allclose(grad, want_grad, rtol=rtol, atol=rtol * 1e-2)  # NaN where the recursions give NaN
+    monkeypatch.setattr(lm.ops, "ctc_loss", real)
+    with lm.no_grad():  # without gradients: the forward launch alone, and nothing cached
+        again = fused(cp.asarray(lp), cp.asarray(targets), il, tl)
+    assert again == loss
+    assert fused._cache is None
 
 
 def test_ctc_errors_name_the_loss_and_keep_the_cache():

@@ -180,6 +180,34 @@ PYBIND11_MODULE(_C_cuda, m) {
       "SGD on many parameters of one dtype, in one launch per 48 (bufs[i] = 0 without momentum).");
 
   m.def(
+      "ctc_loss",
+      [](uintptr_t nll, uintptr_t grad, uintptr_t alpha, uintptr_t beta, uintptr_t log_probs, uintptr_t targets,
+         uintptr_t input_lengths, uintptr_t target_lengths, uintptr_t scale, int64_t t_max, int64_t n, int64_t c,
+         int64_t s_max, int64_t stride_t, int64_t stride_n, int blank, bool zero_infinity, const std::string& dtype,
+         uintptr_t stream) {
+        if (dtype == "float32")
+          return check(lc::ctc_loss<float>(ptr<float>(nll), ptr<float>(grad), ptr<float>(alpha), ptr<float>(beta),
+                                           ptr<const float>(log_probs), ptr<const int64_t>(targets),
+                                           ptr<const int64_t>(input_lengths), ptr<const int64_t>(target_lengths),
+                                           ptr<const float>(scale), t_max, n, c, s_max, stride_t, stride_n, blank,
+                                           zero_infinity, as_stream(stream)),
+                       "ctc_loss");
+        if (dtype == "float64")
+          return check(lc::ctc_loss<double>(ptr<double>(nll), ptr<double>(grad), ptr<double>(alpha), ptr<double>(beta),
+                                            ptr<const double>(log_probs), ptr<const int64_t>(targets),
+                                            ptr<const int64_t>(input_lengths), ptr<const int64_t>(target_lengths),
+                                            ptr<const double>(scale), t_max, n, c, s_max, stride_t, stride_n, blank,
+                                            zero_infinity, as_stream(stream)),
+                       "ctc_loss");
+        throw std::invalid_argument("ctc_loss: expected dtype float32 or float64, received " + dtype);
+      },
+      py::arg("nll"), py::arg("grad"), py::arg("alpha"), py::arg("beta"), py::arg("log_probs"), py::arg("targets"),
+      py::arg("input_lengths"), py::arg("target_lengths"), py::arg("scale"), py::arg("t_max"), py::arg("n"),
+      py::arg("c"), py::arg("s_max"), py::arg("stride_t"), py::arg("stride_n"), py::arg("blank"),
+      py::arg("zero_infinity"), py::arg("dtype"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "CTC loss per sample and (grad != 0) its scaled gradient: the forward-backward recursions, one block per sample.");
+
+  m.def(
       "rmsprop_update",
       [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& square_avgs,
          const std::vector<uintptr_t>& grad_avgs, const std::vector<uintptr_t>& bufs, const std::vector<int64_t>& sizes,
@@ -671,6 +699,6 @@ PYBIND11_MODULE(_C_cuda, m) {
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
-                                      "sgd_update", "adam_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",
+                                      "ctc_loss", "sgd_update", "adam_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",
                                       "conv2d_backward_weight");
 }

@@ -41,6 +41,17 @@ template <typename T>
 cudaError_t softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* labels, int64_t n, int64_t c,
                          double smoothing, double grad_scale, cudaStream_t stream);
 
+// CTC loss (lamina.losses.CTCLoss), T float or double: nll (N,) and, when
+// grad is not null, grad = scale[n] · ∂nll_n/∂log_probs in log_probs' layout.
+// log_probs[t, n, c] at t·stride_t + n·stride_n + c; targets (N, s_max)
+// padded int64; alpha and beta workspaces of N·t_max·(2 s_max + 1) each
+// (beta unused without grad).  Three launches (one without grad).
+template <typename T>
+cudaError_t ctc_loss(T* nll, T* grad, T* alpha, T* beta, const T* log_probs, const int64_t* targets,
+                     const int64_t* input_lengths, const int64_t* target_lengths, const T* scale, int64_t t_max,
+                     int64_t n, int64_t c, int64_t s_max, int64_t stride_t, int64_t stride_n, int blank,
+                     bool zero_infinity, cudaStream_t stream);
+
 // Fused optimizer updates (float and double), in place, over many
 // parameters at once: one launch per kMultiTensorMax parameters.  The math
 // of lamina/optim/sgd.py and adam.py.  Per parameter:

@@ -705,6 +705,18 @@ class CTCLoss(Loss):
     def _ctc(self, log_probs, targets, input_lengths, target_lengths):
         padded, t_len, s_len = self._check(log_probs, targets, input_lengths, target_lengths)
         lp = self._widen(log_probs)
+        n = lp.shape[0] if self.batch_first else lp.shape[1]
+        weight = np.full(n, 1.0) if self.reduction == "sum" else 1.0 / (np.maximum(s_len, 1) * max(n, 1))
+        need_grad = is_grad_enabled()
+        fused = ops.ctc_loss(lp, padded, t_len, s_len, weight, self.blank, self.zero_infinity, need_grad, self.batch_first)
+        if fused is not None:  # CuPy: lamina's kernel, one block per sample
+            nll, grad = fused
+            xp = backend.get_array_module(nll)
+            losses = nll.astype(np.float64)
+            if self.zero_infinity:
+                losses = xp.where(xp.isfinite(losses), losses, 0.0)
+            self._save(grad)
+            return (losses * backend.to_device(weight, backend.device_of(nll))).sum()
         if self.batch_first:
             lp = lp.transpose(1, 0, 2)
         xp = backend.get_array_module(lp)
@@ -747,7 +759,6 @@ class CTCLoss(Loss):
         end_b = xp.where(backend.to_device(s_len > 0, device), alpha[last, rows_d, backend.to_device(np.maximum(ends - 2, 0), device)], neg)
         nll = -xp.logaddexp(end_a, end_b)  # (N,)
 
-        need_grad = is_grad_enabled()
         if need_grad:
             beta = xp.full((t_max, n, width), neg, dtype=dtype)
             at_end = valid & (np.arange(width)[None, :] >= ends[:, None] - 2) & ((s_len[:, None] > 0) | (np.arange(width)[None, :] == 0))
@@ -762,7 +773,6 @@ class CTCLoss(Loss):
                 beta[t] = xp.where(starts & at_end_d, lpe[t], xp.where(starts, neg, rec))
 
         infinite = ~xp.isfinite(nll)
-        weight = np.full(n, 1.0) if self.reduction == "sum" else 1.0 / (np.maximum(s_len, 1) * max(n, 1))
         weight_d = backend.to_device(weight, device)
         losses = nll.astype(np.float64)
         if self.zero_infinity:
@@ -782,6 +792,8 @@ class CTCLoss(Loss):
                 scale = xp.where(infinite, 0, scale)
                 grad = xp.where(infinite[:, None, None], 0, grad)
             grad = grad * scale[:, None, None]
+            past_end = backend.to_device(np.arange(t_max)[None, :] >= t_len[:, None], device)  # (N, T): 0, as PyTorch
+            grad = xp.where(past_end[:, :, None], 0, grad)
             if not self.batch_first:
                 grad = grad.transpose(1, 0, 2)
             grad = xp.ascontiguousarray(grad)

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_SRC = ROOT / "csrc" / "cuda"
 HERE = Path(__file__).resolve().parent
-SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu", "activations.cu", "softmax_xent.cu", "optim.cu", "batchnorm.cu", "pool.cu", "rowwise.cu", "rnn.cu"]
+SOURCES = ["gemm.cu", "conv.cu", "gemm_tc.cu", "gemm_wgmma.cu", "activations.cu", "softmax_xent.cu", "optim.cu", "batchnorm.cu", "pool.cu", "rowwise.cu", "rnn.cu", "ctc.cu"]
 DYNAMIC_SHARED = re.compile(r"extern __shared__ .*?(\w+)\[\];")
 LAUNCH = re.compile(r"^(\s*)(.+?)<<<(.+?)>>>\((.*)\);\s*$")
 
@@ -148,6 +148,15 @@ int emu_adagrad_update(int dbl, int count, void* const* ptrs, const int64_t* siz
 int emu_lerp_update(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* unused, double weight) {
   const auto t = tensors(count, ptrs, sizes, unused, unused);
   return dbl ? lc::lerp_update<double>(t, weight, nullptr) : lc::lerp_update<float>(t, weight, nullptr);
+}
+int emu_ctc_loss(int dbl, void* nll, void* grad, void* alpha, void* beta, const void* lp, const int64_t* targets,
+                 const int64_t* il, const int64_t* tl, const void* scale, int64_t t_max, int64_t n, int64_t c,
+                 int64_t s_max, int64_t st, int64_t sn, int blank, int zero_infinity) {
+  if (dbl)
+    return lc::ctc_loss<double>((double*)nll, (double*)grad, (double*)alpha, (double*)beta, (const double*)lp, targets,
+                                il, tl, (const double*)scale, t_max, n, c, s_max, st, sn, blank, zero_infinity, nullptr);
+  return lc::ctc_loss<float>((float*)nll, (float*)grad, (float*)alpha, (float*)beta, (const float*)lp, targets, il, tl,
+                             (const float*)scale, t_max, n, c, s_max, st, sn, blank, zero_infinity, nullptr);
 }
 int emu_unscale_grads(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* unused,
                       double inv_scale, int* found_inf) {

@@ -714,6 +714,42 @@ def adam_update(mod, params, grads, exp_avgs, exp_avg_sqs, step_sizes, bc2_sqrts
                         bool(capturable), _name(params[0].dtype), _stream(cp))
 
 
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, scale, blank, zero_infinity, need_grad, batch_first):
+    """CTC on CuPy float32/float64 log-probabilities by lamina's kernel
+    (csrc/cuda/ctc.cu: one block per sample, three launches): (nll (N,),
+    grad or None), grad = scale[n] · ∂nll_n/∂log_probs in log_probs' layout
+    ((T, N, C), or (N, T, C) with ``batch_first``), 0 past each input's
+    length, NaN for an infeasible sample (0 with ``zero_infinity``).
+    ``targets`` (N, S) padded, the lengths and ``scale`` (N,) are host
+    arrays.  None where the kernel cannot run: the caller takes the CuPy
+    recursions."""
+    if not backend.is_cupy_array(log_probs) or _name(log_probs.dtype) not in ("float32", "float64"):
+        return None
+    if (mod := _cuda_kernel("ctc_loss", log_probs)) is None:
+        return None
+    cp = backend.require_cuda()
+    dtype = log_probs.dtype
+    with log_probs.device:
+        lp = cp.ascontiguousarray(log_probs)
+        if batch_first:
+            n, t_max, c = lp.shape
+            stride_t, stride_n = c, t_max * c
+        else:
+            t_max, n, c = lp.shape
+            stride_t, stride_n = n * c, c
+        s_max = targets.shape[1]
+        tg, il, tl = (cp.asarray(np.ascontiguousarray(a, dtype=np.int64)) for a in (targets, input_lengths, target_lengths))
+        sc = cp.asarray(np.asarray(scale, dtype=dtype))
+        nll = cp.empty(n, dtype=dtype)
+        alpha = cp.empty((n, t_max, 2 * s_max + 1), dtype=dtype)
+        beta = cp.empty_like(alpha) if need_grad else None
+        grad = cp.empty_like(lp) if need_grad else None
+        mod.ctc_loss(_addr(nll), 0 if grad is None else _addr(grad), _addr(alpha), 0 if beta is None else _addr(beta),
+                     _addr(lp), _addr(tg) if tg.size else 0, _addr(il), _addr(tl), _addr(sc), t_max, n, c, s_max,
+                     stride_t, stride_n, int(blank), bool(zero_infinity), _name(dtype), _stream(cp))
+    return nll, grad
+
+
 def rmsprop_update(mod, params, grads, square_avgs, grad_avgs, bufs, lr, alpha, eps, weight_decay, momentum, centered):
     """RMSprop on many CuPy parameters of one dtype and device, in one launch
     per 48; ``grad_avgs[i]`` is None unless centered, ``bufs[i]`` None
