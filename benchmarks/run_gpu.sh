@@ -8,7 +8,7 @@
 #     bash benchmarks/run_gpu.sh [OUTDIR [STEP...]]
 #
 # STEPs (default: all, in this order): build tests memcheck kernels checkpoint
-# bench.  The build is kept between runs, so a long session can be split
+# bench ctc.  The build is kept between runs, so a long session can be split
 # into several shorter ones, e.g. `run_gpu.sh OUT build tests memcheck`, then
 # `run_gpu.sh OUT kernels checkpoint bench`.
 #
@@ -23,7 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results/gpu-run}
 shift || true
-wanted=" ${*:-build tests memcheck kernels checkpoint bench} "
+wanted=" ${*:-build tests memcheck kernels checkpoint bench ctc} "
 want() { [[ "$wanted" == *" $1 "* ]]; }
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -98,4 +98,6 @@ want kernels && step kernels "$([ "$budget" -gt 0 ] && echo 240 || echo 0)" "$py
 want checkpoint && step checkpoint_amp 0 "$py" benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"
 want bench && step bench 0 "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,mlp_wide,transformer,lstm \
   --precisions fp32,bf16,fp16 --kernels cupy,lamina --graph --out "$out"
+want ctc && step ctc 120 "$py" benchmarks/ctc.py --device cuda --shapes 100x16x28x20,400x32x40x60,1000x32x40x100 \
+  --out "$out/cuda_ctc.json"
 exit "$status"
