@@ -209,6 +209,29 @@ PYBIND11_MODULE(_C, m) {
       py::arg("weight"), py::arg("rows"), py::arg("d"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
 
   m.def(
+      "ctc_loss",
+      [](uintptr_t nll, uintptr_t grad, uintptr_t alpha, uintptr_t beta, uintptr_t log_probs, uintptr_t targets,
+         uintptr_t input_lengths, uintptr_t target_lengths, uintptr_t scale, int64_t t_max, int64_t n, int64_t c,
+         int64_t s_max, int64_t stride_t, int64_t stride_n, int blank, bool zero_infinity, const std::string& dtype) {
+        const auto* tg = ptr<const int64_t>(targets);
+        const auto* il = ptr<const int64_t>(input_lengths);
+        const auto* tl = ptr<const int64_t>(target_lengths);
+        if (dtype == "float32")
+          return ctc_loss(ptr<float>(nll), ptr<float>(grad), ptr<float>(alpha), ptr<float>(beta),
+                          ptr<const float>(log_probs), tg, il, tl, ptr<const float>(scale), t_max, n, c, s_max,
+                          stride_t, stride_n, blank, zero_infinity);
+        if (dtype == "float64")
+          return ctc_loss(ptr<double>(nll), ptr<double>(grad), ptr<double>(alpha), ptr<double>(beta),
+                          ptr<const double>(log_probs), tg, il, tl, ptr<const double>(scale), t_max, n, c, s_max,
+                          stride_t, stride_n, blank, zero_infinity);
+        bad_dtype("ctc_loss", dtype);
+      },
+      py::arg("nll"), py::arg("grad"), py::arg("alpha"), py::arg("beta"), py::arg("log_probs"), py::arg("targets"),
+      py::arg("input_lengths"), py::arg("target_lengths"), py::arg("scale"), py::arg("t_max"), py::arg("n"),
+      py::arg("c"), py::arg("s_max"), py::arg("stride_t"), py::arg("stride_n"), py::arg("blank"),
+      py::arg("zero_infinity"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
       "softmax_xent",
       [](uintptr_t loss, uintptr_t dlogits, uintptr_t logits, uintptr_t labels, int64_t n, int64_t c,
          double smoothing, double grad_scale, const std::string& dtype) {
@@ -458,7 +481,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "softmax_forward",
                                       "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward",
-                                      "gru_cell_forward", "gru_cell_backward", "softmax_xent", "im2col", "col2im",
+                                      "gru_cell_forward", "gru_cell_backward", "softmax_xent", "ctc_loss", "im2col", "col2im",
                                       "channels_to_batch_major", "batch_to_channels_major",
                                       "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
                                       "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",

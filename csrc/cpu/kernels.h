@@ -96,6 +96,15 @@ template <typename T>
 void softmax_xent(T* loss, T* dlogits, const T* logits, const int64_t* labels, int64_t n, int64_t c,
                   double smoothing, double grad_scale);
 
+// CTC loss (lamina.losses.CTCLoss; the CPU twin of csrc/cuda/ctc.cu): nll (N,)
+// and, when grad is not null, grad = scale[n] · ∂nll_n/∂log_probs in
+// log_probs' layout (log_probs[t, n, c] at t·st + n·sn + c); targets (N, s_max)
+// padded; alpha and beta workspaces of N·t_max·(2 s_max + 1) each.
+template <typename T>
+void ctc_loss(T* nll, T* grad, T* alpha, T* beta, const T* lp, const int64_t* targets, const int64_t* input_lengths,
+              const int64_t* target_lengths, const T* scale, int64_t t_max, int64_t n, int64_t c, int64_t s_max,
+              int64_t st, int64_t sn, int blank, bool zero_infinity);
+
 // ReLU: y = x < 0 ? 0 : x;  dx = y > 0 ? dy : 0.
 template <typename T>
 void relu_forward(T* y, const T* x, int64_t n);

@@ -709,7 +709,7 @@ class CTCLoss(Loss):
         weight = np.full(n, 1.0) if self.reduction == "sum" else 1.0 / (np.maximum(s_len, 1) * max(n, 1))
         need_grad = is_grad_enabled()
         fused = ops.ctc_loss(lp, padded, t_len, s_len, weight, self.blank, self.zero_infinity, need_grad, self.batch_first)
-        if fused is not None:  # CuPy: lamina's kernel, one block per sample
+        if fused is not None:  # lamina's kernel: one CUDA block, or one CPU thread, per sample
             nll, grad = fused
             xp = backend.get_array_module(nll)
             losses = nll.astype(np.float64)

@@ -715,22 +715,24 @@ def adam_update(mod, params, grads, exp_avgs, exp_avg_sqs, step_sizes, bc2_sqrts
 
 
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, scale, blank, zero_infinity, need_grad, batch_first):
-    """CTC on CuPy float32/float64 log-probabilities by lamina's kernel
-    (csrc/cuda/ctc.cu: one block per sample, three launches): (nll (N,),
-    grad or None), grad = scale[n] · ∂nll_n/∂log_probs in log_probs' layout
-    ((T, N, C), or (N, T, C) with ``batch_first``), 0 past each input's
-    length, NaN for an infeasible sample (0 with ``zero_infinity``).
-    ``targets`` (N, S) padded, the lengths and ``scale`` (N,) are host
-    arrays.  None where the kernel cannot run: the caller takes the CuPy
-    recursions."""
-    if not backend.is_cupy_array(log_probs) or _name(log_probs.dtype) not in ("float32", "float64"):
+    """CTC on float32/float64 log-probabilities by lamina's kernels
+    (csrc/cuda/ctc.cu: one block per sample, three launches; csrc/cpu/ctc.cpp:
+    one sample per OpenMP thread): (nll (N,), grad or None), grad = scale[n] ·
+    ∂nll_n/∂log_probs in log_probs' layout ((T, N, C), or (N, T, C) with
+    ``batch_first``), 0 past each input's length, NaN for an infeasible
+    sample (0 with ``zero_infinity``).  ``targets`` (N, S) padded, the
+    lengths and ``scale`` (N,) are host arrays.  None where no kernel can
+    run: the caller takes the NumPy/CuPy recursions."""
+    if _name(log_probs.dtype) not in ("float32", "float64"):
         return None
-    if (mod := _cuda_kernel("ctc_loss", log_probs)) is None:
+    xp = backend.get_array_module(log_probs)
+    cuda = xp is not np
+    mod = _cuda_kernel("ctc_loss", log_probs) if cuda else _cpu_kernel("ctc_loss", log_probs)
+    if mod is None:
         return None
-    cp = backend.require_cuda()
     dtype = log_probs.dtype
-    with log_probs.device:
-        lp = cp.ascontiguousarray(log_probs)
+    with (log_probs.device if cuda else contextlib.nullcontext()):
+        lp = xp.ascontiguousarray(log_probs)
         if batch_first:
             n, t_max, c = lp.shape
             stride_t, stride_n = c, t_max * c
@@ -738,15 +740,19 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, scale, blank, ze
             t_max, n, c = lp.shape
             stride_t, stride_n = n * c, c
         s_max = targets.shape[1]
-        tg, il, tl = (cp.asarray(np.ascontiguousarray(a, dtype=np.int64)) for a in (targets, input_lengths, target_lengths))
-        sc = cp.asarray(np.asarray(scale, dtype=dtype))
-        nll = cp.empty(n, dtype=dtype)
-        alpha = cp.empty((n, t_max, 2 * s_max + 1), dtype=dtype)
-        beta = cp.empty_like(alpha) if need_grad else None
-        grad = cp.empty_like(lp) if need_grad else None
-        mod.ctc_loss(_addr(nll), 0 if grad is None else _addr(grad), _addr(alpha), 0 if beta is None else _addr(beta),
-                     _addr(lp), _addr(tg) if tg.size else 0, _addr(il), _addr(tl), _addr(sc), t_max, n, c, s_max,
-                     stride_t, stride_n, int(blank), bool(zero_infinity), _name(dtype), _stream(cp))
+        tg, il, tl = (xp.asarray(np.ascontiguousarray(a, dtype=np.int64)) for a in (targets, input_lengths, target_lengths))
+        sc = xp.asarray(np.asarray(scale, dtype=dtype))
+        nll = xp.empty(n, dtype=dtype)
+        alpha = xp.empty((n, t_max, 2 * s_max + 1), dtype=dtype)
+        beta = xp.empty_like(alpha) if need_grad else None
+        grad = xp.empty_like(lp) if need_grad else None
+        args = (_addr(nll), 0 if grad is None else _addr(grad), _addr(alpha), 0 if beta is None else _addr(beta),
+                _addr(lp), _addr(tg) if tg.size else 0, _addr(il), _addr(tl), _addr(sc), t_max, n, c, s_max,
+                stride_t, stride_n, int(blank), bool(zero_infinity), _name(dtype))
+        if cuda:
+            mod.ctc_loss(*args, _stream(xp))
+        else:
+            mod.ctc_loss(*args)
     return nll, grad
 
 
