@@ -789,6 +789,9 @@ def lerp_(averages, currents, weight):
                 and x.flags.c_contiguous and x.dtype == a.dtype and (mod := _cuda_kernel("lerp_update", a)) is not None):
             fused.setdefault((backend.device_of(a), a.dtype), (mod, []))[1].append((a, x))
             continue
+        if backend.is_cupy_array(a):
+            warn_once(f"lerp {a.dtype}", f"no fused CUDA weight-average update for a {a.dtype} (or non-contiguous) "
+                      "array; it updates with CuPy's elementwise operations")
         a += a.dtype.type(weight) * (x - a)
     for mod, pairs in fused.values():
         cp = backend.require_cuda()
