@@ -110,8 +110,10 @@ def test_averaged_model_errors_leave_it_untouched():
     assert all(np.array_equal(before[k], v) for k, v in avg.state_dict().items())
     with pytest.raises(ValueError, match="avg_fn or multi_avg_fn, not both"):
         swa_utils.AveragedModel(model, avg_fn=swa_utils.get_swa_avg_fn(), multi_avg_fn=swa_utils.get_swa_multi_avg_fn())
-    with pytest.raises(ValueError, match=r"EMA decay in \[0, 1\], received 1.5"):
+    with pytest.raises(ValueError, match=r"get_ema_multi_avg_fn: expected an EMA decay in \[0, 1\], received 1.5"):
         swa_utils.get_ema_multi_avg_fn(1.5)
+    with pytest.raises(ValueError, match=r"SWALR: expected 1 swa_lr values \(one per group\), received 2"):
+        swa_utils.SWALR(lm.optim.SGD(model.parameters(), lr=0.1), swa_lr=[0.01, 0.02])
     with pytest.raises(TypeError, match="expected a lamina Layer to average"):
         swa_utils.AveragedModel(object())
 
@@ -146,9 +148,16 @@ def test_update_bn_matches_pytorch(torch, xp):
     assert not model.training and model[1].momentum == 0.1  # mode and momentum restored
     for k, v in tmodel.state_dict().items():
         np.testing.assert_allclose(to_numpy(model.state_dict()[k]), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
-    # plain arrays as batches, and a model without BatchNorm: nothing to do
+    # plain arrays as batches (not tuples) give the same statistics
+    first = {k: to_numpy(v).copy() for k, v in model.state_dict().items()}
     swa_utils.update_bn([xp.asarray(x) for x, _ in batches], model)
-    swa_utils.update_bn([batches[0][0]], lm.Sequential(lm.Dense(2, 2)))
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(to_numpy(v), first[k], err_msg=k)
+    # a model without BatchNorm is left as it was, mode included
+    plain = lm.Sequential(lm.Dense(4 * 4 * 2, 2)).eval()
+    before = {k: v.copy() for k, v in plain.state_dict().items()}
+    swa_utils.update_bn([batches[0][0].reshape(3, -1)], plain)
+    assert not plain.training and all(np.array_equal(before[k], v) for k, v in plain.state_dict().items())
 
 
 def test_ema_of_a_trained_model_evaluates_as_well_as_the_model():

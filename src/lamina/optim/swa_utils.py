@@ -23,14 +23,14 @@ from .. import backend, ops
 from ..errors import ShapeError
 from ..layers.norm import _BatchNorm, _InstanceNorm
 from ..module import Layer, no_grad
-from .lr_scheduler import LRScheduler
+from .lr_scheduler import LRScheduler, _per_group
 
 
 def get_ema_multi_avg_fn(decay=0.999):
     """An exponential moving average for :class:`AveragedModel`:
     a ← a + (1 − decay)(p − a), for every floating array at once (on CuPy,
     one fused launch per 48 arrays)."""
-    decay = _check_decay(decay)
+    decay = _check_decay(decay, "get_ema_multi_avg_fn")
 
     def ema_update(averaged, current, num_averaged):
         ops.lerp_(averaged, current, 1.0 - decay)
@@ -40,7 +40,7 @@ def get_ema_multi_avg_fn(decay=0.999):
 
 def get_ema_avg_fn(decay=0.999):
     """The same average, one array at a time: returns the new average."""
-    decay = _check_decay(decay)
+    decay = _check_decay(decay, "get_ema_avg_fn")
 
     def ema_update(averaged, current, num_averaged):
         return decay * averaged + (1 - decay) * current
@@ -67,9 +67,9 @@ def get_swa_avg_fn():
     return swa_update
 
 
-def _check_decay(decay):
+def _check_decay(decay, name):
     if not 0.0 <= float(decay) <= 1.0:
-        raise ValueError(f"expected an EMA decay in [0, 1], received {decay!r}")
+        raise ValueError(f"{name}: expected an EMA decay in [0, 1], received {decay!r}")
     return float(decay)
 
 
@@ -182,9 +182,7 @@ class SWALR(LRScheduler):
 
     def __init__(self, optimizer, swa_lr, anneal_epochs=10, anneal_strategy="cos", last_epoch=-1):
         groups = optimizer.param_groups
-        swa_lrs = list(swa_lr) if isinstance(swa_lr, (list, tuple)) else [swa_lr] * len(groups)
-        if len(swa_lrs) != len(groups):
-            raise ValueError(f"SWALR: expected {len(groups)} swa_lr values (one per group), received {len(swa_lrs)}")
+        swa_lrs = _per_group("SWALR", "swa_lr", swa_lr, groups)
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(f"SWALR: expected anneal_strategy 'cos' or 'linear', received {anneal_strategy!r}")
         if not isinstance(anneal_epochs, (int, np.integer)) or anneal_epochs < 0:
