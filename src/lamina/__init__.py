@@ -42,7 +42,8 @@ from .losses import (
     SmoothL1Loss,
     SoftmaxCrossEntropy,
 )
-from .module import Layer, Parameter, is_grad_enabled, no_grad, set_grad_enabled
+from .hooks import RemovableHandle
+from .module import Layer, Parameter, is_grad_enabled, is_recomputing, no_grad, set_grad_enabled
 from .random import get_rng_state, manual_seed, set_rng_state
 from .serialization import (
     load,
@@ -55,7 +56,7 @@ from .serialization import (
 __all__ = [
     "__version__",
     # framework
-    "Layer", "Parameter", "no_grad", "is_grad_enabled", "set_grad_enabled",
+    "Layer", "Parameter", "RemovableHandle", "no_grad", "is_grad_enabled", "set_grad_enabled", "is_recomputing",
     "Device", "cuda_available", "get_array_module",
     "manual_seed", "get_rng_state", "set_rng_state",
     # layers

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import backend, memory
+from . import backend, hooks, memory
 from .errors import CacheError, DeviceError, DTypeError, ShapeError, StateDictError
 
 # --------------------------------------------------------------------------
@@ -152,6 +152,12 @@ class Layer:
     ``forward`` and ``backward``, and may override ``extra_repr``.
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("backward", "backward_parameters"):  # so that backward hooks fire (lamina.hooks)
+            if name in cls.__dict__:
+                setattr(cls, name, hooks.dispatching(cls.__dict__[name]))
+
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_children", OrderedDict())
@@ -235,7 +241,47 @@ class Layer:
         self.backward(dy)
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        table = self.__dict__.get("_hooks")
+        if table is None:
+            return self.forward(*args, **kwargs)
+        return hooks.call(self, table, args, kwargs)
+
+    # -- hooks (lamina.hooks) --------------------------------------------------
+
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call ``hook(layer, args)`` before each forward through ``layer(...)``;
+        a return value other than None replaces the positional arguments (a
+        non-tuple is wrapped in one).  With ``with_kwargs=True`` the hook is
+        ``hook(layer, args, kwargs)`` and returns None or ``(args, kwargs)``.
+        ``prepend=True`` runs it before the hooks already registered.
+        Returns a :class:`~lamina.hooks.RemovableHandle`."""
+        return hooks.register(self, "forward_pre", hook, prepend, with_kwargs=with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
+        """Call ``hook(layer, args, output)`` after each forward through
+        ``layer(...)`` (``hook(layer, args, kwargs, output)`` with
+        ``with_kwargs=True``); a return value other than None replaces the
+        output.  Backward treats that replacement as the identity: there is no
+        tape to differentiate the hook.  ``always_call=True`` also calls it
+        (with output None) when forward raises."""
+        return hooks.register(self, "forward", hook, prepend, with_kwargs=with_kwargs, always_call=always_call)
+
+    def register_full_backward_pre_hook(self, hook, *, prepend=False):
+        """Call ``hook(layer, grad_output)`` before each outermost
+        ``backward`` (or ``backward_parameters``); ``grad_output`` is the
+        tuple of gradients it receives.  A return value other than None (a
+        tuple of the same length and shapes) replaces ``grad_output``."""
+        return hooks.register(self, "backward_pre", hook, prepend)
+
+    def register_full_backward_hook(self, hook, *, prepend=False):
+        """Call ``hook(layer, grad_input, grad_output)`` after each outermost
+        ``backward`` (or ``backward_parameters``, where ``grad_input`` is
+        ``(None,)``): the gradients with respect to the inputs, and those the
+        layer received.  A return value other than None (a tuple of the same
+        length and shapes) replaces ``grad_input``, which is what the layer
+        before receives.  Parameter gradients are already accumulated when
+        it runs."""
+        return hooks.register(self, "backward", hook, prepend)
 
     def _save(self, *items, out):
         """Cache what backward needs (nothing under ``no_grad``).
@@ -653,7 +699,10 @@ class Layer:
     def _trace_shapes(self, input_shapes):
         shapes = {}
         wrapped = []
+        suspended = {}
         for m in self.modules():
+            suspended[id(m)] = m.__dict__.pop("_hooks", None)  # tracing with zeros fires no user hook
+
             def traced(*args, _fwd=m.forward, _m=m, **kwargs):
                 y = _fwd(*args, **kwargs)
                 shapes[id(_m)] = tuple(y.shape)
@@ -670,8 +719,13 @@ class Layer:
         finally:
             for m in wrapped:
                 object.__delattr__(m, "forward")
+                if suspended.get(id(m)) is not None:
+                    m.__dict__["_hooks"] = suspended[id(m)]
             self.train(was_training)
         return shapes
+
+
+Layer.backward_parameters = hooks.dispatching(Layer.backward_parameters)
 
 
 def _is_extended_float(dtype):
