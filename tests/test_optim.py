@@ -222,7 +222,11 @@ def test_optimizers_on_each_backend_match_the_cpu(name, cfg, xp):
                                       ("Adam", dict(lr=1e-2)), ("AdamW", dict(lr=1e-2)),
                                       ("Adam", dict(lr=1e-2, capturable=True)), ("AdamW", dict(lr=1e-2, capturable=True)),
                                       ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True, weight_decay=1e-3)),
-                                      ("Adagrad", dict(lr=5e-2, lr_decay=1e-2))])
+                                      ("Adagrad", dict(lr=5e-2, lr_decay=1e-2)),
+                                      ("NAdam", dict(lr=1e-2, weight_decay=1e-2)),
+                                      ("NAdam", dict(lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True)),
+                                      ("RAdam", dict(lr=1e-2, weight_decay=1e-2)),
+                                      ("RAdam", dict(lr=1e-2, betas=(0.9, 0.9), weight_decay=0.1, decoupled_weight_decay=True))])
 def test_multi_tensor_updates_on_the_gpu_match_the_cpu(name, cfg, xp):
     """On CuPy one launch updates up to 48 parameters (csrc/cuda/optim.cu):
     60 parameters of many sizes, float32 and float64 in one group, some
@@ -270,14 +274,20 @@ def test_adam_takes_a_step_count_saved_as_an_array():
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("name,kernel", [("RMSprop", "rmsprop_update"), ("Adagrad", "adagrad_update"), ("SGD", "sgd_update"),
-                                         ("Adam", "adam_update")])
+                                         ("Adam", "adam_update"), ("NAdam", "adam_variant_update"),
+                                         ("RAdam", "adam_variant_update")])
 def test_cupy_steps_take_the_multi_tensor_launch(name, kernel, monkeypatch):
     """50 CuPy float32 parameters: one call of the fused update per step (it
     launches once per 48), not the CuPy expressions."""
     cp = lm.backend.cupy_module()
     calls = []
     real = getattr(lm.ops, kernel)
-    monkeypatch.setattr(lm.ops, kernel, lambda mod, params, *a, **k: calls.append(len(params)) or real(mod, params, *a, **k))
+
+    def counting(mod, *args, **kwargs):
+        calls.append(len(next(a for a in args if isinstance(a, (list, tuple)))))  # the parameters
+        return real(mod, *args, **kwargs)
+
+    monkeypatch.setattr(lm.ops, kernel, counting)
     params = [lm.Parameter(cp.ones((3, 5), dtype=cp.float32)) for _ in range(50)]
     opt = getattr(lm.optim, name)(params, lr=0.1)
     for p in params:

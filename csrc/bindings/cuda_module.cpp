@@ -321,6 +321,43 @@ PYBIND11_MODULE(_C_cuda, m) {
       "steps[i] is parameter i's step count on the device (dtype as the parameter), incremented by the launch, "
       "and the bias corrections are formed from it on the device; else they come from step_sizes and bc2_sqrts.");
 
+  m.def(
+      "adam_variant_update",
+      [](const std::string& kind, const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads,
+         const std::vector<uintptr_t>& exp_avgs, const std::vector<uintptr_t>& exp_avg_sqs,
+         const std::vector<int64_t>& sizes, const std::vector<double>& s0, const std::vector<double>& s1,
+         const std::vector<double>& s2, double lr, double beta1, double beta2, double eps, double weight_decay,
+         bool decoupled, const std::string& dtype, uintptr_t stream) {
+        const size_t n = params.size();
+        if (kind != "nadam" && kind != "radam")
+          throw std::invalid_argument("adam_variant_update: expected kind 'nadam' or 'radam', received " + kind);
+        if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n || sizes.size() != n ||
+            s0.size() != n || s1.size() != n || s2.size() != n)
+          throw std::invalid_argument("adam_variant_update: expected lists of one length for params, grads, exp_avgs, "
+                                      "exp_avg_sqs, sizes, s0, s1 and s2");
+        std::vector<lc::MultiTensor> tensors(n);
+        for (size_t i = 0; i < n; ++i)
+          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(exp_avgs[i]), ptr<void>(exp_avg_sqs[i]),
+                         nullptr},
+                        sizes[i], s0[i], s1[i], s2[i]};
+        if (dtype != "float32" && dtype != "float64")
+          throw std::invalid_argument("adam_variant_update: expected dtype float32 or float64, received " + dtype);
+        const bool radam = kind == "radam";
+        py::gil_scoped_release release;
+        if (dtype == "float32")
+          return check(lc::adam_variant_update<float>(tensors, radam, lr, beta1, beta2, eps, weight_decay, decoupled,
+                                                      as_stream(stream)),
+                       "adam_variant_update");
+        check(lc::adam_variant_update<double>(tensors, radam, lr, beta1, beta2, eps, weight_decay, decoupled,
+                                              as_stream(stream)),
+              "adam_variant_update");
+      },
+      py::arg("kind"), py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
+      py::arg("sizes"), py::arg("s0"), py::arg("s1"), py::arg("s2"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
+      py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"), py::arg("dtype"), py::arg("stream"),
+      "NAdam ('nadam') or RAdam ('radam') on many parameters of one dtype (each at its own step), in one launch per "
+      "48; s0, s1, s2 are each parameter's step factors (csrc/cuda/launchers.h).");
+
   // g: lamina.ops.Geometry (n, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
   auto pool_shape = [](const std::vector<int64_t>& g, const char* fn) {
     if (g.size() != 14) throw std::invalid_argument(std::string(fn) + ": expected a 14-field geometry");
@@ -699,6 +736,6 @@ PYBIND11_MODULE(_C_cuda, m) {
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
-                                      "ctc_loss", "sgd_update", "adam_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",
+                                      "ctc_loss", "sgd_update", "adam_update", "adam_variant_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",
                                       "conv2d_backward_weight");
 }

@@ -65,7 +65,7 @@ constexpr int kMultiTensorMax = 48;
 struct MultiTensor {
   void* ptr[5];
   int64_t n;
-  double s0, s1;
+  double s0, s1, s2;
 };
 template <typename T>
 cudaError_t sgd_update(const std::vector<MultiTensor>& tensors, double lr, double momentum, double dampening,
@@ -73,6 +73,12 @@ cudaError_t sgd_update(const std::vector<MultiTensor>& tensors, double lr, doubl
 template <typename T>
 cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
                         double weight_decay, bool decoupled, bool capturable, cudaStream_t stream);
+//   NAdam, RAdam: ptr = {p, grad, exp_avg, exp_avg_sq}; s0, s1, s2 the
+//         factors of parameter i's own step t (csrc/cuda/optim.cu), with
+//         Adam's weight decay (decoupled: AdamW's).
+template <typename T>
+cudaError_t adam_variant_update(const std::vector<MultiTensor>& tensors, bool radam, double lr, double beta1,
+                                double beta2, double eps, double weight_decay, bool decoupled, cudaStream_t stream);
 //   RMSprop: ptr = {p, grad, square_avg, grad_avg (null unless centered),
 //         momentum buffer (null unless momentum > 0)}.
 //   Adagrad: ptr = {p, grad, sum}, s0 = lr / (1 + (t - 1) lr_decay) at its own step t.

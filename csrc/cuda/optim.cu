@@ -26,14 +26,15 @@ constexpr int kOptThreads = 256;
 constexpr int64_t kChunk = 4 * kOptThreads;  // elements per block
 
 // Up to kMultiTensorMax parameters: kPtrs pointers each (p, grad, state...),
-// the element count, two per-tensor scalars and the first chunk of each.
-// Kernel parameters may take 4 KB: with 5 pointers this is about 3.3 KB.
+// the element count, three per-tensor scalars and the first chunk of each.
+// Kernel parameters may take 4 KB: with 5 pointers this is about 3.7 KB.
 template <int kPtrs>
 struct TensorList {
   void* ptr[kPtrs][kMultiTensorMax];
   int64_t n[kMultiTensorMax];
   double s0[kMultiTensorMax];
   double s1[kMultiTensorMax];
+  double s2[kMultiTensorMax];
   int chunk_start[kMultiTensorMax + 1];  // chunk_start[count] = the grid size
   int count;
 };
@@ -80,6 +81,22 @@ __global__ void __launch_bounds__(kOptThreads)
   }
 }
 
+// Weight decay and the moments, as Adam's variants share them (optim/adam.py,
+// adaptive.py):  AdamW: w ← w · decay (decay = 1 − η λ);  Adam: g ← g + λ w;
+//   m ← m + (1 − β1)(g − m);  v ← β2 v + (1 − β2) g².  Returns the decayed g.
+template <typename T>
+__device__ __forceinline__ T adam_moments(T& w, T g, T& m, T& v, T one_minus_beta1, T beta2, T one_minus_beta2,
+                                          T weight_decay, T decay, bool decoupled) {
+  if (decoupled) {
+    w *= decay;
+  } else if (weight_decay != T(0)) {
+    g += weight_decay * w;
+  }
+  m += one_minus_beta1 * (g - m);
+  v = beta2 * v + one_minus_beta2 * (g * g);
+  return g;
+}
+
 //   AdamW: p ← p · decay (decay = 1 − η λ);  Adam: g ← g + λ p
 //   m ← m + (1 − β1)(g − m);  v ← β2 v + (1 − β2) g²;  p ← p − step_size · m / (√v / bc2_sqrt + ε)
 // ptr: p, grad, m, v, and the step count t (a device scalar of type T) when
@@ -110,19 +127,50 @@ __global__ void __launch_bounds__(kOptThreads)
   const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
   const int64_t end = min(begin + kChunk, list.n[t]);
   for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
-    T g = grad[i];
-    T w = p[i];
-    if (decoupled) {
-      w *= decay;
-    } else if (weight_decay != T(0)) {
-      g += weight_decay * w;
-    }
-    T mi = m[i];
-    mi += one_minus_beta1 * (g - mi);
-    const T vi = beta2 * v[i] + one_minus_beta2 * (g * g);
+    T w = p[i], mi = m[i], vi = v[i];
+    adam_moments(w, grad[i], mi, vi, one_minus_beta1, beta2, one_minus_beta2, weight_decay, decay, decoupled);
     m[i] = mi;
     v[i] = vi;
     p[i] = w - step_size * (mi / (sqrt(vi) / bc2_sqrt + eps));
+  }
+}
+
+// NAdam and RAdam: Adam's moments, then an update whose factors depend on
+// each parameter's own step t, formed on the host in double (NAdam's
+// momentum product, RAdam's rectification) and passed per tensor.
+//   NAdam (radam false):  d = √(v / s2) + ε;  p ← p − s0 · g / d − s1 · m / d
+//     s0 = η (1 − μ_t) / (1 − Π_t),  s1 = η μ_{t+1} / (1 − Π_t μ_{t+1}),  s2 = 1 − β2^t
+//   RAdam (radam true):  m̂ = m / s0;  s2 ≠ 0 (ρ_t > 5): p ← p − s1 · m̂ / (√v + ε),  else p ← p − s1 · m̂
+//     s0 = 1 − β1^t,  s1 = η r_t √(1 − β2^t) (rectified) or η
+// ptr: p, grad, m, v.
+template <typename T>
+__global__ void __launch_bounds__(kOptThreads)
+    adam_variant_multi_kernel(const __grid_constant__ TensorList<5> list, T one_minus_beta1, T beta2,
+                              T one_minus_beta2, T eps, T weight_decay, T decay, bool decoupled, bool radam) {
+  const int b = blockIdx.x;
+  const int t = tensor_of_block(list, b);
+  T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
+  const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
+  T* __restrict__ m = static_cast<T*>(list.ptr[2][t]);
+  T* __restrict__ v = static_cast<T*>(list.ptr[3][t]);
+  const T s0 = T(list.s0[t]), s1 = T(list.s1[t]), s2 = T(list.s2[t]);
+  const bool rectified = list.s2[t] != 0;
+  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
+  const int64_t end = min(begin + kChunk, list.n[t]);
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+    T w = p[i], mi = m[i], vi = v[i];
+    const T g = adam_moments(w, grad[i], mi, vi, one_minus_beta1, beta2, one_minus_beta2, weight_decay, decay, decoupled);
+    m[i] = mi;
+    v[i] = vi;
+    if (!radam) {
+      const T d = sqrt(vi / s2) + eps;
+      w -= s0 * (g / d);
+      w -= s1 * (mi / d);
+    } else {
+      const T m_hat = mi / s0;
+      w -= rectified ? s1 * (m_hat / (sqrt(vi) + eps)) : s1 * m_hat;
+    }
+    p[i] = w;
   }
 }
 
@@ -259,6 +307,7 @@ cudaError_t for_each_list(const std::vector<MultiTensor>& tensors, Launch launch
     list.n[i] = x.n;
     list.s0[i] = x.s0;
     list.s1[i] = x.s1;
+    list.s2[i] = x.s2;
     list.chunk_start[i] = static_cast<int>(chunks);
     chunks += c;
   }
@@ -286,6 +335,17 @@ cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, doub
       if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
     }
     adam_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps), T(weight_decay), T(1.0 - lr * weight_decay), decoupled, capturable, lr, beta1, beta2);
+    return cudaGetLastError();
+  });
+}
+
+template <typename T>
+cudaError_t adam_variant_update(const std::vector<MultiTensor>& tensors, bool radam, double lr, double beta1,
+                                double beta2, double eps, double weight_decay, bool decoupled, cudaStream_t stream) {
+  return for_each_list<5>(tensors, [&](const TensorList<5>& list, unsigned blocks) {
+    adam_variant_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps),
+                                                                      T(weight_decay), T(1.0 - lr * weight_decay),
+                                                                      decoupled, radam);
     return cudaGetLastError();
   });
 }
@@ -331,6 +391,8 @@ cudaError_t unscale_grads(const std::vector<MultiTensor>& tensors, double inv_sc
                                      cudaStream_t);                                                              \
   template cudaError_t adam_update<T>(const std::vector<MultiTensor>&, double, double, double, double, double, bool, \
                                       bool, cudaStream_t);                                                              \
+  template cudaError_t adam_variant_update<T>(const std::vector<MultiTensor>&, bool, double, double, double, double, \
+                                              double, bool, cudaStream_t);                                        \
   template cudaError_t rmsprop_update<T>(const std::vector<MultiTensor>&, double, double, double, double, double,   \
                                          bool, cudaStream_t);                                                         \
   template cudaError_t adagrad_update<T>(const std::vector<MultiTensor>&, double, double, cudaStream_t);            \

@@ -714,6 +714,21 @@ def adam_update(mod, params, grads, exp_avgs, exp_avg_sqs, step_sizes, bc2_sqrts
                         bool(capturable), _name(params[0].dtype), _stream(cp))
 
 
+def adam_variant_update(mod, kind, params, grads, exp_avgs, exp_avg_sqs, factors, lr, beta1, beta2, eps, weight_decay,
+                        decoupled):
+    """NAdam (``kind`` "nadam") or RAdam ("radam") on many CuPy parameters
+    of one dtype and device, in one launch per 48: Adam's weight decay and
+    moments, then the update with ``factors[i]`` = (s0, s1, s2), parameter
+    i's step factors formed on the host (csrc/cuda/optim.cu)."""
+    cp = backend.require_cuda()
+    s0, s1, s2 = ([float(f[k]) for f in factors] for k in range(3))
+    with params[0].device:
+        mod.adam_variant_update(kind, [_addr(p) for p in params], [_addr(g) for g in grads], [_addr(m) for m in exp_avgs],
+                                [_addr(v) for v in exp_avg_sqs], [p.size for p in params], s0, s1, s2, float(lr),
+                                float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
+                                _name(params[0].dtype), _stream(cp))
+
+
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, scale, blank, zero_infinity, need_grad, batch_first):
     """CTC on float32/float64 log-probabilities by lamina's kernels
     (csrc/cuda/ctc.cu: one block per sample, three launches; csrc/cpu/ctc.cpp:

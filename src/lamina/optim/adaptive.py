@@ -1,11 +1,11 @@
 """Adagrad, NAdam and RAdam with ``torch.optim``'s update rules.
 
-On CuPy float32/float64 parameters Adagrad's update is one multi-tensor
-launch per 48 parameters (csrc/cuda/optim.cu), as SGD's, Adam's and
-RMSprop's.  NAdam's and RAdam's are array expressions on the parameter's
-module (NumPy or CuPy), several launches per parameter.  Their step counts
-live on the host, so a step that depends on the count refuses to run inside
-a CUDA graph capture (every replay would repeat the captured step's factors).
+On CuPy float32/float64 parameters each update is one multi-tensor launch
+per 48 parameters (csrc/cuda/optim.cu), as SGD's, Adam's and RMSprop's; on
+NumPy (and other dtypes) it is the array expressions below.  The step
+counts live on the host, so a step that depends on the count refuses to run
+inside a CUDA graph capture (every replay would repeat the captured step's
+factors).
 """
 
 import math
@@ -68,37 +68,62 @@ class Adagrad(Optimizer):
 class _AdamFamily(Optimizer):
     """The moments Adam's variants share, with PyTorch's weight decay:
     coupled (g ← g + λ p) or, with ``decoupled_weight_decay``, AdamW's
-    (p ← p (1 - η λ) before the update)."""
+    (p ← p (1 - η λ) before the update).  A subclass gives its step factors
+    (``_factors``, host scalars of each parameter's own step) and the update
+    that uses them (``_apply``); on CuPy float32/float64 parameters the
+    decay, the moments and that update are one multi-tensor launch per 48
+    (csrc/cuda/optim.cu's ``adam_variant_multi_kernel``)."""
+
+    _kind = None  # the fused kernel's name for the variant
 
     def __init__(self, params, lr, betas, eps, weight_decay, decoupled_weight_decay, l1, **extra):
         check_hyperparameters(type(self).__name__, lr=lr, eps=eps, weight_decay=weight_decay, betas=betas, l1=l1, **extra)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=bool(decoupled_weight_decay), l1=l1, **extra))
 
-    def _moments(self, p, group, **init):
-        """Apply weight decay, update m and v; returns (g, state) with
-        state["step"] = t already counted."""
-        xp = backend.get_array_module(p.data)
-        _refuse_capture(self, xp)
-        b1, b2 = group["betas"]
-        g = self._regularised_grad(p, group)
-        if group["weight_decay"] != 0:
-            if group["decoupled_weight_decay"]:
-                p.data *= 1 - group["lr"] * group["weight_decay"]
-            else:
-                g = g + group["weight_decay"] * p.data
+    def _state(self, p, xp):
+        """The parameter's state, created on its first step, with ``step`` counted."""
         state = self.state.setdefault(p, {})
         if not state:
             state["step"] = 0
-            state.update(init)
+            state.update(self._initial_state())
             state["exp_avg"] = xp.zeros_like(p.data)
             state["exp_avg_sq"] = xp.zeros_like(p.data)
         state["step"] += 1
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - b1) * (g - m)
-        v *= b2
-        v += (1 - b2) * (g * g)
-        return g, state
+        return state
+
+    def _initial_state(self):
+        return {}
+
+    def step(self):
+        for group in self.param_groups:
+            lr, (b1, b2), wd = group["lr"], group["betas"], group["weight_decay"]
+            decoupled = group["decoupled_weight_decay"]
+            fused = {}  # (device, dtype) -> (module, [(p, g, m, v, factors)]): one launch per 48
+            for p in self._params_with_grad(group):
+                xp = backend.get_array_module(p.data)
+                _refuse_capture(self, xp)
+                g = self._regularised_grad(p, group)
+                state = self._state(p, xp)
+                factors = self._factors(state, group)
+                if (mod := ops.fused_update_kernel(p.data, g)) is not None:  # the whole update in the launch below
+                    item = (p.data, g, state["exp_avg"], state["exp_avg_sq"], factors)
+                    fused.setdefault((p.device, p.dtype), (mod, []))[1].append(item)
+                    continue
+                if wd != 0:
+                    if decoupled:
+                        p.data *= 1 - lr * wd
+                    else:
+                        g = g + wd * p.data
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m += (1 - b1) * (g - m)
+                v *= b2
+                v += (1 - b2) * (g * g)
+                self._apply(p, g, m, v, factors, group, xp)
+            for mod, items in fused.values():
+                data, grads, ms, vs, factors = zip(*items)
+                ops.adam_variant_update(mod, self._kind, data, grads, ms, vs, factors, lr, b1, b2, group["eps"], wd,
+                                        decoupled)
 
 
 class NAdam(_AdamFamily):
@@ -110,23 +135,29 @@ class NAdam(_AdamFamily):
         p ← p - η (1 - μ_t) / (1 - Π_t) · g / d - η μ_(t+1) / (1 - Π_t μ_(t+1)) · m / d
     """
 
+    _kind = "nadam"
+
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, l1=0.0):
         super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, l1, momentum_decay=momentum_decay)
 
-    def step(self):
-        for group in self.param_groups:
-            lr, (b1, b2), eps, psi = group["lr"], group["betas"], group["eps"], group["momentum_decay"]
-            for p in self._params_with_grad(group):
-                xp = backend.get_array_module(p.data)
-                g, state = self._moments(p, group, mu_product=1.0)
-                t = state["step"]
-                mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
-                mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
-                state["mu_product"] *= mu
-                d = xp.sqrt(state["exp_avg_sq"] / (1 - b2**t)) + eps
-                p.data -= (lr * (1 - mu) / (1 - state["mu_product"])) * (g / d)
-                p.data -= (lr * mu_next / (1 - state["mu_product"] * mu_next)) * (state["exp_avg"] / d)
+    def _initial_state(self):
+        return {"mu_product": 1.0}
+
+    def _factors(self, state, group):
+        """(η (1 - μ_t) / (1 - Π_t), η μ_(t+1) / (1 - Π_t μ_(t+1)), 1 - β2^t); updates Π."""
+        lr, (b1, b2), psi, t = group["lr"], group["betas"], group["momentum_decay"], state["step"]
+        mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+        mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+        state["mu_product"] *= mu
+        return (lr * (1 - mu) / (1 - state["mu_product"]), lr * mu_next / (1 - state["mu_product"] * mu_next),
+                1 - b2**t)
+
+    def _apply(self, p, g, m, v, factors, group, xp):
+        c_grad, c_momentum, bc2 = factors
+        d = xp.sqrt(v / bc2) + group["eps"]
+        p.data -= c_grad * (g / d)
+        p.data -= c_momentum * (m / d)
 
 
 class RAdam(_AdamFamily):
@@ -141,22 +172,26 @@ class RAdam(_AdamFamily):
         else:     p ← p - η m̂
     """
 
+    _kind = "radam"
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
                  l1=0.0):
         super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, l1)
 
-    def step(self):
-        for group in self.param_groups:
-            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
-            rho_inf = 2 / (1 - b2) - 1
-            for p in self._params_with_grad(group):
-                xp = backend.get_array_module(p.data)
-                _, state = self._moments(p, group)
-                t = state["step"]
-                m_hat = state["exp_avg"] / (1 - b1**t)
-                rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
-                if rho > 5:
-                    r = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-                    p.data -= (lr * r * math.sqrt(1 - b2**t)) * (m_hat / (xp.sqrt(state["exp_avg_sq"]) + eps))
-                else:
-                    p.data -= lr * m_hat
+    def _factors(self, state, group):
+        """(1 - β1^t, η r √(1 - β2^t) or η, 1 when rectified else 0)."""
+        lr, (b1, b2), t = group["lr"], group["betas"], state["step"]
+        rho_inf = 2 / (1 - b2) - 1
+        rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        if rho > 5:
+            r = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            return 1 - b1**t, lr * r * math.sqrt(1 - b2**t), 1.0
+        return 1 - b1**t, lr, 0.0
+
+    def _apply(self, p, g, m, v, factors, group, xp):
+        bc1, coefficient, rectified = factors
+        m_hat = m / bc1
+        if rectified:
+            p.data -= coefficient * (m_hat / (xp.sqrt(v) + group["eps"]))
+        else:
+            p.data -= coefficient * m_hat
