@@ -103,6 +103,23 @@ def test_cli_train_rejects_bad_arguments_clearly(tmp_path):
         assert "Traceback" not in out.stderr
 
 
+def test_cli_profile_prints_a_table_of_every_layer(tmp_path):
+    out = _cli("profile", "--model", "cnn", "--data", "digits", "--steps", "3", "--warmup", "1", "--device", "cpu",
+               "--sort", "self_ms", "--json", str(tmp_path / "p.json"))
+    assert out.returncode == 0, out.stderr
+    assert "lamina profile: cnn" in out.stdout and "| layer | type | calls |" in out.stdout
+    data = json.loads((tmp_path / "p.json").read_text())
+    layers = {r["layer"]: r for r in data["layers"]}
+    assert layers["(model)"]["type"] == "Sequential" and layers["0"]["type"] == "Conv2D"
+    assert all(r["calls"] == 3 for r in layers.values())
+    selfs = [r["self_ms"] for r in data["layers"]]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "layer" not in line]
+    assert len(rows) == len(layers) and rows[0].split(" | ")[0] == f"| {max(layers.values(), key=lambda r: r['self_ms'])['layer']}"
+    np.testing.assert_allclose(sum(selfs), data["total_ms"])
+    bad = _cli("profile", "--model", "resnet")
+    assert bad.returncode != 0 and "--model resnet needs image data" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_cli_gradcheck_prints_a_table_and_passes():
     out = _cli("gradcheck")
     assert out.returncode == 0, out.stdout + out.stderr

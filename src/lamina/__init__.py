@@ -14,7 +14,7 @@ C++ and CUDA kernels.
 
 __version__ = "0.1.0"
 
-from . import amp, data, decoding, init, memory, models, optim, testing, train
+from . import amp, data, decoding, init, memory, models, optim, profiler, testing, train
 from .backend import Device, cuda_available, get_array_module
 from .checkpoint import Checkpoint
 from .errors import (
@@ -66,7 +66,7 @@ __all__ = [
     # saving and loading
     "save", "load", "save_checkpoint", "load_checkpoint", "load_torch_weights",
     # submodules
-    "amp", "data", "decoding", "init", "memory", "models", "optim", "testing", "train",
+    "amp", "data", "decoding", "init", "memory", "models", "optim", "profiler", "testing", "train",
     # errors
     "LaminaError", "ShapeError", "DTypeError", "DeviceError", "CacheError", "StateDictError", "CheckpointError",
     "PerformanceWarning",

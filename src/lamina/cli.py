@@ -1,4 +1,4 @@
-"""The ``lamina`` command line: ``lamina info``, ``lamina train``, ``lamina gradcheck``."""
+"""The ``lamina`` command line: ``lamina info``, ``lamina train``, ``lamina profile``, ``lamina gradcheck``."""
 
 import argparse
 import json
@@ -63,10 +63,10 @@ def _load_data(spec, seed):
         return (name, *data.load_digits(seed=seed))
     if name in ("mnist", "cifar10"):
         if not directory:
-            raise SystemExit(f"lamina train: --data {name} needs the folder of the downloaded files: --data {name}:DIR")
+            raise SystemExit(f"lamina: --data {name} needs the folder of the downloaded files: --data {name}:DIR")
         loader = data.load_mnist if name == "mnist" else data.load_cifar10
         return (name, *loader(directory))
-    raise SystemExit(f"lamina train: unknown --data {spec!r}; expected mnist1d, digits, mnist:DIR or cifar10:DIR")
+    raise SystemExit(f"lamina: unknown --data {spec!r}; expected mnist1d, digits, mnist:DIR or cifar10:DIR")
 
 
 def _build_model(kind, x, hidden, classes=10):
@@ -78,13 +78,13 @@ def _build_model(kind, x, hidden, classes=10):
     if x.ndim == 2:  # 1-d signals (MNIST-1D): add a channel axis
         if kind == "cnn":
             return models.mnist1d_cnn(x.shape[1], classes), x[:, None, :]
-        raise SystemExit(f"lamina train: --model {kind} needs image data (digits, mnist, cifar10)")
+        raise SystemExit(f"lamina: --model {kind} needs image data (digits, mnist, cifar10)")
     c, h = x.shape[1], x.shape[2]
     if kind == "cnn":
         return (models.small_cnn(c, h, classes) if h < 16 else models.lenet(c, h, classes)), x
     if kind == "resnet":
         return models.resnet(c, classes, blocks_per_stage=1 if h < 16 else 3), x
-    raise SystemExit(f"lamina train: unknown --model {kind!r}; expected mlp, cnn or resnet")
+    raise SystemExit(f"lamina: unknown --model {kind!r}; expected mlp, cnn or resnet")
 
 
 def _optimizer(name, params, lr, momentum, weight_decay):
@@ -92,7 +92,7 @@ def _optimizer(name, params, lr, momentum, weight_decay):
 
     defaults = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2, "nadam": 2e-3, "radam": 1e-3}
     if name not in defaults:
-        raise SystemExit(f"lamina train: unknown --optimizer {name!r}; expected one of {sorted(defaults)}")
+        raise SystemExit(f"lamina: unknown --optimizer {name!r}; expected one of {sorted(defaults)}")
     lr = defaults[name] if lr is None else lr
     if name == "sgd":
         return lamina.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -175,6 +175,53 @@ def _train(args):
     atomic_write(os.path.join(out, "metrics.json"), (json.dumps(metrics, indent=2) + "\n").encode())
     print(json.dumps(metrics))
     return 0 if np.isfinite(test_loss) else 1
+
+
+def _profile(args):
+    import time as _time
+
+    import lamina
+    from lamina import backend
+
+    lamina.manual_seed(args.seed)
+    device = _resolve_device(args.device)
+    data_name, x_train, y_train, _, _ = _load_data(args.data, args.seed)
+    hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else ()
+    model, x_train = _build_model(args.model, x_train, hidden)
+    model.to(device)
+    if args.checkpoint_segments:
+        model.checkpoint_segments = args.checkpoint_segments
+    if args.amp != "none":
+        lamina.amp.autocast(model, args.amp)
+    opt = _optimizer(args.optimizer, model.parameters(), args.lr, args.momentum, 0.0)
+    loss_fn = lamina.SoftmaxCrossEntropy()
+    xb = backend.to_device(x_train[: args.batch_size].astype(model.dtype), device)
+    yb = backend.to_device(y_train[: args.batch_size], device)
+
+    def step():
+        loss_fn.compute(model(xb), yb)
+        opt.zero_grad()
+        model.backward_parameters(loss_fn.backward())
+        opt.step()
+
+    for _ in range(args.warmup):  # first calls: kernel choice, workspaces, caches
+        step()
+    with lamina.profiler.profile(model) as prof:
+        t0 = _time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        backend.synchronize(device)
+        wall = (_time.perf_counter() - t0) * 1e3 / args.steps
+    print(f"lamina profile: {args.model} ({model.num_parameters():,} parameters) on {data_name}, batch {len(xb)}, "
+          f"{args.steps} steps after {args.warmup} warm-up, {args.optimizer}, device {device}"
+          + (f", {args.amp} mixed precision" if args.amp != "none" else "")
+          + (f", {args.checkpoint_segments} checkpoint segments" if args.checkpoint_segments else ""))
+    print(prof.table(sort_by=args.sort))
+    print(f"Per step: {prof.total_ms / args.steps:.3f} ms in the layers; {wall:.3f} ms of wall time with the profiler's "
+          "hooks (time whole steps with lamina bench).")
+    if args.json:
+        prof.to_json(args.json)
+    return 0
 
 
 def _gradcheck(args):
@@ -298,6 +345,24 @@ def build_parser():
                            description="Runs benchmarks/bench.py; other arguments go to it (see its --help).")
     bench.add_argument("--path", default=None, help="path of bench.py (default: ./benchmarks/bench.py)")
     bench.set_defaults(func=_bench)
+
+    prof = sub.add_parser("profile", help="time a training step layer by layer (forward, backward, recompute, cache)")
+    prof.add_argument("--model", default="mlp", help="mlp, cnn or resnet (default mlp)")
+    prof.add_argument("--data", default="mnist1d", help="mnist1d, digits, mnist:DIR or cifar10:DIR (default mnist1d)")
+    prof.add_argument("--batch-size", type=int, default=100)
+    prof.add_argument("--steps", type=int, default=10, help="profiled steps (default 10)")
+    prof.add_argument("--warmup", type=int, default=3, help="steps before profiling (default 3)")
+    prof.add_argument("--optimizer", default="sgd", help="as for lamina train (default sgd)")
+    prof.add_argument("--lr", type=float, default=None)
+    prof.add_argument("--momentum", type=float, default=0.9)
+    prof.add_argument("--amp", default="none", choices=["none", "float16", "bfloat16"])
+    prof.add_argument("--checkpoint-segments", type=int, default=0)
+    prof.add_argument("--hidden", default="256,256", help="MLP hidden widths (default 256,256)")
+    prof.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    prof.add_argument("--sort", default=None, help="sort the rows by a column, largest first (self_ms, backward_ms, ...)")
+    prof.add_argument("--json", default=None, help="also write the per-layer records to this JSON file")
+    prof.add_argument("--seed", type=int, default=0)
+    prof.set_defaults(func=_profile)
 
     gc = sub.add_parser("gradcheck", help="check every built-in layer's backward against finite differences")
     gc.add_argument("--seed", type=int, default=0)
