@@ -392,3 +392,18 @@ def test_openmp_wait_policy_is_passive_or_the_spinning_is_announced(order, env, 
     policy, count = out.stdout.split()
     assert policy == (env or "PASSIVE")
     assert int(count) == (1 if warns else 0), out.stderr
+
+
+@pytest.mark.parametrize("order,env,expect", [
+    ("lamina first", None, "4"),      # set before NumPy loads OpenBLAS, which reads it then
+    ("numpy first", None, "unset"),   # too late to matter: left alone
+    ("lamina first", "28", "28"),     # the user's value stays
+])
+def test_openblas_thread_timeout_is_set_when_lamina_loads_numpy(order, env, expect):
+    imports = "import lamina, numpy" if order == "lamina first" else "import numpy, lamina"
+    code = f"import os; {imports}; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset'))"
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if env is not None:
+        environ["OPENBLAS_THREAD_TIMEOUT"] = env
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expect
