@@ -361,7 +361,20 @@ def dispatch_cost(device):
     return _dispatch[device]
 
 
-def bench(name, device, precision, repeat, warmup, graph):
+def layer_profile(pair, steps, top=8):
+    """lamina.profiler over ``steps`` of lamina's step: the ``top`` layers by
+    self time, per step (forward, backward and recompute inclusive of
+    children; self time their own), and the layers' total per step."""
+    with lm.profiler.profile(pair.lmodel) as prof:
+        for _ in range(steps):
+            pair.lamina_step()
+    keep = ("layer", "type", "forward_ms", "backward_ms", "recompute_ms", "self_ms", "share", "cache_bytes")
+    rows = sorted(prof.records(), key=lambda r: r["self_ms"], reverse=True)[:top]
+    per_step = [{k: (r[k] / steps if k.endswith("_ms") else r[k]) for k in keep} for r in rows]
+    return {"steps": steps, "layers_ms_per_step": prof.total_ms / steps, "top": per_step}
+
+
+def bench(name, device, precision, repeat, warmup, graph, profile=0):
     cfg = CONFIGS[name]
     pair = Pair(name, cfg, device, precision)
     first_loss = pair.check_first_step()
@@ -384,6 +397,8 @@ def bench(name, device, precision, repeat, warmup, graph):
         "torch_dispatch_us_per_layer": 1e6 * dispatch["torch"],
         "lamina_dispatch_floor_ms": 1e3 * dispatch["lamina"] * n_layers,
     }
+    if profile:
+        row["layer_profile"] = layer_profile(pair, profile)
     if device == "cuda":
         row["lamina_pool_peak_bytes"] = ldev
         row["torch_max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated()
@@ -450,6 +465,16 @@ def markdown(result):
     if result.get("skipped"):
         lines += ["", "Not run: PyTorch's side fails on this machine:", ""]
         lines += [f"* {r['model']} [{r['precision']}]: {r['reason']}" for r in result["skipped"]]
+    profiled = [r for r in result["results"] if "layer_profile" in r]
+    if profiled:
+        lines += ["", "Where lamina's step goes (`lamina.profiler`, ms per step; the layers by self time, with "
+                  "forward / backward inclusive of their children):", ""]
+        for r in profiled:
+            prof = r["layer_profile"]
+            tops = "; ".join(f"{t['layer']} {t['type']} {t['self_ms']:.2f} ({t['forward_ms']:.2f} / {t['backward_ms']:.2f})"
+                             for t in prof["top"][:5])
+            lines.append(f"* {_label(r)} [{r['precision']}]: layers {prof['layers_ms_per_step']:.2f} of "
+                         f"{r['lamina_ms']:.2f} ms; {tops}")
     if result.get("amp_speedups"):
         lines += ["", "Mixed precision: step-time speedup over each framework's own fp32 step:", "",
                   "| model | precision | lamina speedup | PyTorch autocast speedup |", "|---|---|---|---|"]
@@ -518,6 +543,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--graph", action="store_true", help="also time CUDA-graph replays of the step (GPU)")
+    p.add_argument("--profile", type=int, default=0,
+                   help="after timing, profile this many of lamina's steps layer by layer (lamina.profiler)")
     p.add_argument("--kernels", default="cupy",
                    help="GPU: lamina's layers on cuBLAS/cuDNN through CuPy ('cupy', the default), on lamina's own "
                         "CUDA kernels ('lamina'), or both ('cupy,lamina')")
@@ -564,7 +591,7 @@ def main(argv=None):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", lm.PerformanceWarning)  # CPU 16-bit runs in float32: in the docstring
-                row = bench(name, device, precision, args.repeat, args.warmup, args.graph)
+                row = bench(name, device, precision, args.repeat, args.warmup, args.graph, args.profile)
         except ReferenceUnavailable as e:
             print(f"{name} [{precision}]: skipped: {e}", flush=True)
             skipped.append({"model": name, "precision": precision, "kernels": kernels if device == "cuda" else None,

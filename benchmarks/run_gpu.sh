@@ -97,7 +97,7 @@ fi
 want kernels && step kernels "$([ "$budget" -gt 0 ] && echo 240 || echo 0)" "$py" benchmarks/kernels.py --sweep --out "$out"
 want checkpoint && step checkpoint_amp 0 "$py" benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"
 want bench && step bench 0 "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,mlp_wide,transformer,lstm \
-  --precisions fp32,bf16,fp16 --kernels cupy,lamina --graph --out "$out"
+  --precisions fp32,bf16,fp16 --kernels cupy,lamina --graph --profile 5 --out "$out"
 want ctc && step ctc 120 "$py" benchmarks/ctc.py --device cuda --shapes 100x16x28x20,400x32x40x60,1000x32x40x100 \
   --out "$out/cuda_ctc.json"
 exit "$status"

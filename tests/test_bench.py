@@ -29,7 +29,8 @@ def test_harness_refuses_to_time_a_mismatch(torch):
 def test_lamina_bench_writes_json_markdown_and_png(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "lamina", "bench", "--path", os.path.join(ROOT, "benchmarks", "bench.py"), "--models", "mlp",
-         "--precisions", "fp32,bf16", "--repeat", "2", "--warmup", "1", "--out", str(tmp_path), "--name", "t"],
+         "--precisions", "fp32,bf16", "--repeat", "2", "--warmup", "1", "--profile", "2", "--out", str(tmp_path),
+         "--name", "t"],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr
@@ -40,6 +41,10 @@ def test_lamina_bench_writes_json_markdown_and_png(tmp_path):
     assert row["gflop_per_step"] == pytest.approx(3 * 2 * 128 * (784 * 512 + 512 * 512 + 512 * 10) / 1e9)
     assert result["settings"]["tf32"] is False and result["torch"] and result["device"] and result["complete"] is True
     assert "| mlp | fp32 | 128 |" in (tmp_path / "t.md").read_text()
+    prof = row["layer_profile"]  # --profile: lamina.profiler over 2 steps, the layers by self time
+    assert prof["steps"] == 2 and prof["layers_ms_per_step"] > 0
+    assert [t["self_ms"] for t in prof["top"]] == sorted((t["self_ms"] for t in prof["top"]), reverse=True)
+    assert prof["top"][0]["type"] == "Dense" and "Where lamina's step goes" in (tmp_path / "t.md").read_text()
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -87,6 +87,26 @@ def _build_model(kind, x, hidden, classes=10):
     raise SystemExit(f"lamina: unknown --model {kind!r}; expected mlp, cnn or resnet")
 
 
+def _setup(args):
+    """What ``lamina train`` and ``lamina profile`` share: the seed, the device,
+    the data and the model on it, with checkpointing and mixed precision
+    as asked.  Returns (device, data name, model, (x_train, y_train, x_test, y_test))."""
+    import lamina
+
+    lamina.manual_seed(args.seed)
+    device = _resolve_device(args.device)
+    data_name, x_train, y_train, x_test, y_test = _load_data(args.data, args.seed)
+    hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else ()
+    model, x_train = _build_model(args.model, x_train, hidden)
+    _, x_test = _build_model(args.model, x_test, hidden)
+    model.to(device)
+    if args.checkpoint_segments:
+        model.checkpoint_segments = args.checkpoint_segments
+    if args.amp != "none":
+        lamina.amp.autocast(model, args.amp)
+    return device, data_name, model, (x_train, y_train, x_test, y_test)
+
+
 def _optimizer(name, params, lr, momentum, weight_decay):
     import lamina
 
@@ -112,19 +132,8 @@ def _train(args):
     from lamina.data import DataLoader, train_val_split
     from lamina.train import Callback, EarlyStopping, evaluate, fit
 
-    lamina.manual_seed(args.seed)
-    device = _resolve_device(args.device)
-    data_name, x_train, y_train, x_test, y_test = _load_data(args.data, args.seed)
-    hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else ()
-    model, x_train = _build_model(args.model, x_train, hidden)
-    _, x_test = _build_model(args.model, x_test, hidden)
-    model.to(device)
-    if args.checkpoint_segments:
-        model.checkpoint_segments = args.checkpoint_segments
-    scaler = None
-    if args.amp != "none":
-        lamina.amp.autocast(model, args.amp)
-        scaler = lamina.amp.LossScaler(enabled=args.amp == "float16")
+    device, data_name, model, (x_train, y_train, x_test, y_test) = _setup(args)
+    scaler = lamina.amp.LossScaler(enabled=args.amp == "float16") if args.amp != "none" else None
     val = None
     if args.val_fraction > 0:
         (x_train, y_train), val = train_val_split(x_train, y_train, val_fraction=args.val_fraction, seed=args.seed)
@@ -183,16 +192,7 @@ def _profile(args):
     import lamina
     from lamina import backend
 
-    lamina.manual_seed(args.seed)
-    device = _resolve_device(args.device)
-    data_name, x_train, y_train, _, _ = _load_data(args.data, args.seed)
-    hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else ()
-    model, x_train = _build_model(args.model, x_train, hidden)
-    model.to(device)
-    if args.checkpoint_segments:
-        model.checkpoint_segments = args.checkpoint_segments
-    if args.amp != "none":
-        lamina.amp.autocast(model, args.amp)
+    device, data_name, model, (x_train, y_train, _, _) = _setup(args)
     opt = _optimizer(args.optimizer, model.parameters(), args.lr, args.momentum, 0.0)
     loss_fn = lamina.SoftmaxCrossEntropy()
     xb = backend.to_device(x_train[: args.batch_size].astype(model.dtype), device)
