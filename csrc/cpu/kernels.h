@@ -86,6 +86,18 @@ void gru_cell_forward_avx2(float* gates, float* ghn, float* h, const float* gx, 
                            int64_t n, int64_t hh);
 void gru_cell_backward_avx2(float* dgx, float* dgh, float* dh_direct, const float* dh, const float* gates,
                             const float* ghn, const float* h_prev, int64_t n, int64_t hh);
+void ctc_alpha_row_avx2(float* cur, const float* prev, const float* emit, const float* skip, int64_t wn);
+void ctc_beta_row_avx2(float* cur, const float* next, const float* emit, const float* skip, int64_t wn);
+void ctc_posterior_row_avx2(float* w, const float* alpha, const float* beta, const float* emit, float nll, int64_t wn);
+
+// The float32 rows of the CTC recursions (vector_loops.h), from the AVX2 +
+// FMA build when avx2_enabled(), else the baseline one: ctc.cpp's float path.
+struct CtcRowsF32 {
+  void (*alpha)(float* cur, const float* prev, const float* emit, const float* skip, int64_t wn);
+  void (*beta)(float* cur, const float* next, const float* emit, const float* skip, int64_t wn);
+  void (*posterior)(float* w, const float* alpha, const float* beta, const float* emit, float nll, int64_t wn);
+};
+CtcRowsF32 ctc_rows_f32();
 
 // Softmax cross-entropy over rows of logits (N, C) with integer labels (N,),
 // forward and backward fused.  With q = (1 - eps) onehot(label) + eps / C and

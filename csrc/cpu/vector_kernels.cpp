@@ -141,5 +141,10 @@ LAMINA_VECTOR_INSTANTIATE(float)
 LAMINA_VECTOR_INSTANTIATE(double)
 #undef LAMINA_VECTOR_INSTANTIATE
 
+CtcRowsF32 ctc_rows_f32() {
+  if (avx2_enabled()) return {ctc_alpha_row_avx2, ctc_beta_row_avx2, ctc_posterior_row_avx2};
+  return {ctc_alpha_row_loop, ctc_beta_row_loop, ctc_posterior_row_loop};
+}
+
 }  // namespace cpu
 }  // namespace lamina

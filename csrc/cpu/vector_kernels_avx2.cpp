@@ -57,5 +57,17 @@ void gru_cell_backward_avx2(float* dgx, float* dgh, float* dh_direct, const floa
   gru_cell_backward_loop(dgx, dgh, dh_direct, dh, gates, ghn, h_prev, n, hh);
 }
 
+void ctc_alpha_row_avx2(float* cur, const float* prev, const float* emit, const float* skip, int64_t wn) {
+  ctc_alpha_row_loop(cur, prev, emit, skip, wn);
+}
+
+void ctc_beta_row_avx2(float* cur, const float* next, const float* emit, const float* skip, int64_t wn) {
+  ctc_beta_row_loop(cur, next, emit, skip, wn);
+}
+
+void ctc_posterior_row_avx2(float* w, const float* alpha, const float* beta, const float* emit, float nll, int64_t wn) {
+  ctc_posterior_row_loop(w, alpha, beta, emit, nll, wn);
+}
+
 }  // namespace cpu
 }  // namespace lamina

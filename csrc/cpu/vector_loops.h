@@ -1,5 +1,5 @@
 // The loops of lamina's elementwise and row-wise CPU kernels (GELU, softmax,
-// layer normalisation, the LSTM and GRU cells), written once and compiled twice: by vector_kernels.cpp
+// layer normalisation, the LSTM and GRU cells, the rows of CTC's recursions), written once and compiled twice: by vector_kernels.cpp
 // for the baseline instruction set (float and double; SSE2 gives 4 float
 // lanes) and by vector_kernels_avx2.cpp for AVX2 + FMA (float: 8 lanes and
 // fused multiply-adds).  The float math is vmath.h's; an includer that
@@ -342,6 +342,53 @@ void gru_cell_backward_loop(T* dgx, T* dgh, T* dh_direct, const T* dh, const T* 
       dhh[j] = dar, dhh[hh + j] = daz, dhh[2 * hh + j] = dan * rr;
       dh_direct[k] = g * z;
     }
+  }
+}
+
+// ---- CTC: one row of the forward-backward recursions (ctc.cpp) -----------------
+// Over the extended label positions s < wn of one sample at one step, with
+// emit[s] = log y_t(l'_s) and skip[s] = 0 where the s-2 transition is allowed,
+// -inf where not:
+//   α_t(s) = emit[s] + lse(α_(t-1)(s), α_(t-1)(s-1), α_(t-1)(s-2) + skip[s])
+//   β_t(s) = emit[s] + lse(β_(t+1)(s), β_(t+1)(s+1), β_(t+1)(s+2) + skip[s+2])
+// lse of three as m + log(Σ exp(v − m)), m their max (0 when all are -inf, so
+// the sum is 0 and the result -inf): three exp and one log a position, in
+// vector lanes, where the scalar log-add-exp makes two exp and two log1p.
+
+#pragma omp declare simd
+inline float lse3_(float a, float b, float c) {
+  const float neg = -__builtin_inff();
+  float m = a > b ? a : b;
+  m = m > c ? m : c;
+  m = m == neg ? 0.0f : m;
+  return m + log_f32(exp_f32(a - m) + exp_f32(b - m) + exp_f32(c - m));
+}
+
+inline void ctc_alpha_row_loop(float* cur, const float* prev, const float* emit, const float* skip, int64_t wn) {
+  const float neg = -__builtin_inff();
+  cur[0] = emit[0] + prev[0];
+  if (wn > 1) cur[1] = emit[1] + lse3_(prev[1], prev[0], neg);
+#pragma omp simd
+  for (int64_t s = 2; s < wn; ++s) cur[s] = emit[s] + lse3_(prev[s], prev[s - 1], prev[s - 2] + skip[s]);
+}
+
+inline void ctc_beta_row_loop(float* cur, const float* next, const float* emit, const float* skip, int64_t wn) {
+  const float neg = -__builtin_inff();
+#pragma omp simd
+  for (int64_t s = 0; s < wn - 2; ++s) cur[s] = emit[s] + lse3_(next[s], next[s + 1], next[s + 2] + skip[s + 2]);
+  if (wn > 1) cur[wn - 2] = emit[wn - 2] + lse3_(next[wn - 2], next[wn - 1], neg);
+  cur[wn - 1] = emit[wn - 1] + next[wn - 1];
+}
+
+// w[s] = exp(α_t(s) + β_t(s) − emit[s] + nll): the posterior of position s
+// at step t (0 where the label has probability 0).
+inline void ctc_posterior_row_loop(float* w, const float* alpha, const float* beta, const float* emit, float nll,
+                                   int64_t wn) {
+  const float neg = -__builtin_inff();
+#pragma omp simd
+  for (int64_t s = 0; s < wn; ++s) {
+    const float v = exp_f32(alpha[s] + beta[s] - (emit[s] == neg ? 0.0f : emit[s]) + nll);
+    w[s] = emit[s] == neg ? 0.0f : v;
   }
 }
 
