@@ -268,7 +268,8 @@ AVX2_SOURCES = {
     "vector_kernels_avx2.cpp": {"gelu_forward_avx2", "gelu_backward_avx2", "softmax_forward_avx2",
                                 "softmax_backward_avx2", "layernorm_forward_avx2", "layernorm_backward_avx2",
                                 "lstm_cell_forward_avx2", "lstm_cell_backward_avx2", "gru_cell_forward_avx2",
-                                "gru_cell_backward_avx2"},
+                                "gru_cell_backward_avx2", "ctc_alpha_row_avx2", "ctc_beta_row_avx2",
+                                "ctc_posterior_row_avx2"},
 }
 
 
