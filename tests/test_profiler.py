@@ -63,8 +63,7 @@ def test_every_layer_is_timed_and_self_times_add_up(xp):
     np.testing.assert_allclose(prof.total_ms, rows["(model)"]["forward_ms"] + rows["(model)"]["backward_ms"], rtol=1e-6)
     np.testing.assert_allclose(sum(r["share"] for r in rows.values()), 1.0)
     # the cache a layer keeps for backward, as counted by lamina.memory
-    for name, layer in model.named_children():
-        layer(x) if name == "0" else None
+    model[0](x)  # the first layer's cache, as the profiled forwards left it
     expected = {id(a): a.nbytes for a in arrays_in(model[0]._cache)}
     assert rows["0"]["cache_bytes"] == sum(expected.values()) > 0
     assert rows["3"]["cache_bytes"] == 0  # Flatten keeps nothing but a shape
@@ -72,6 +71,19 @@ def test_every_layer_is_timed_and_self_times_add_up(xp):
         assert "_hooks" not in layer.__dict__
     table = prof.table(sort_by="self_ms", max_rows=3)
     assert table.count("\n| ") == 3 and "Total" in table
+
+
+def test_a_model_without_parameters_is_timed_on_its_inputs_device(xp):
+    """A model of activations alone reports "cpu" as its device; the profiler
+    takes the clock (CUDA events on a GPU) from its first input instead."""
+    model = lm.Sequential(lm.ReLU(), lm.Tanh())
+    x = xp.asarray(np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32))
+    with lm.profiler.profile(model) as prof:
+        y = model(x)
+        model.backward(xp.ones_like(y))
+    assert json.loads(prof.to_json())["device"] == str(lm.backend.device_of(x))
+    assert all(r["calls"] == 1 and r["forward_ms"] >= 0 and r["backward_ms"] >= 0 for r in prof.records())
+    assert prof.total_ms > 0
 
 
 def test_self_time_is_the_layers_own():

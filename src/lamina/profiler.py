@@ -56,6 +56,7 @@ class Profile:
         self._cache = {}  # name -> largest cache seen after a forward, bytes
         self._types = {}
         self._cp = None
+        self._device = None
         self._records = None
 
     # -- recording --------------------------------------------------------------
@@ -63,12 +64,16 @@ class Profile:
     def start(self):
         if self._handles:
             raise RuntimeError("Profile.start: already started")
-        self._cp = None if self.model.device.type == "cpu" else backend.require_cuda()
+        self._device = self.model.device
+        self._cp = None if self._device.type == "cpu" else backend.require_cuda()
+        # a model without parameters says "cpu": its first input decides the clock instead
+        self._clock_from_input = next(self.model.parameters(), None) is None
         for name, layer in self.model.named_modules():
             name = name or "(model)"
             self._types[name] = type(layer).__name__
             self._handles += [
-                layer.register_forward_pre_hook(lambda m, args, name=name: self._open(name, self._phase()), prepend=True),
+                layer.register_forward_pre_hook(lambda m, args, name=name: self._open(name, self._phase(), args),
+                                                prepend=True),
                 layer.register_forward_hook(lambda m, args, out, name=name: self._close_forward(name, m, out),
                                             always_call=True),
                 layer.register_full_backward_pre_hook(lambda m, go, name=name: self._open(name, "backward"), prepend=True),
@@ -102,7 +107,11 @@ class Profile:
         event.record()
         return event
 
-    def _open(self, name, phase):
+    def _open(self, name, phase, args=()):
+        if self._clock_from_input and args and backend.is_array(args[0]):
+            self._clock_from_input = False
+            self._device = backend.device_of(args[0])
+            self._cp = None if self._device.type == "cpu" else backend.require_cuda()
         parent = self._stack[-1] if self._stack else None
         interval = _Interval(name, phase, self._stamp(), parent)
         (parent.children if parent is not None else self._roots).append(interval)
@@ -207,13 +216,13 @@ class Profile:
             cells += [f"{r['recompute_ms']:.3f}"] if recompute else []
             cells += [f"{r['self_ms']:.3f}", f"{100 * r['share']:.1f}", f"{r['cache_bytes'] / 2**20:.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
-        device = "cpu" if self._cp is None else str(self.model.device)
+        device = str(self._device)
         lines.append(f"\nTotal {self.total_ms:.3f} ms of layer time on {device} (the loss and the optimizer are outside it).")
         return "\n".join(lines)
 
     def to_json(self, path=None):
         """The records as JSON text; written to ``path`` as well when given."""
-        text = json.dumps({"device": str(self.model.device), "total_ms": self.total_ms, "layers": self.records()}, indent=2)
+        text = json.dumps({"device": str(self._device), "total_ms": self.total_ms, "layers": self.records()}, indent=2)
         if path is not None:
             atomic_write(path, text.encode())
         return text
