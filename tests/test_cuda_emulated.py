@@ -356,9 +356,9 @@ MULTI_SIZES = [1, 1023, 1024, 1025, 4099, 7]
 
 
 def _multi(count_rows):
-    """The (count, 5) address table the emulated launchers read."""
-    table = np.array([[0 if a is None else a.ctypes.data for a in row] + [0] * (5 - len(row)) for row in count_rows],
-                     dtype=np.uintp).reshape(-1, 5)
+    """The (count, 6) address table the emulated launchers read."""
+    table = np.array([[0 if a is None else a.ctypes.data for a in row] + [0] * (6 - len(row)) for row in count_rows],
+                     dtype=np.uintp).reshape(-1, 6)
     return table, ctypes.c_void_p(table.ctypes.data)
 
 
@@ -402,48 +402,83 @@ def test_emulated_multi_tensor_sgd_matches_the_optimizer(cfg, dtype):
         np.testing.assert_allclose(a, p.data, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("amsgrad", [False, True])
 @pytest.mark.parametrize("capturable", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
-def test_emulated_multi_tensor_adam_matches_the_optimizer(name, dtype, capturable):
+def test_emulated_multi_tensor_adam_matches_the_optimizer(name, dtype, capturable, amsgrad):
     """Parameters at different step counts (each has its own bias
     corrections) in one launch: the same values as lamina.optim.Adam/AdamW on
     NumPy float64.  Capturable: the step counts live on the device, the
     launch increments them and forms the bias corrections from them (the
-    host's are NaN, to show they are not read)."""
+    host's are NaN, to show they are not read).  AMSGrad: the running maximum
+    of the second moment is a sixth array per parameter, and the gradients
+    shrink over the steps so that the maximum, not the moment, sets the
+    denominator."""
     import lamina as lm
 
     rng = np.random.default_rng(4)
     init = [rng.standard_normal(n).astype(dtype) for n in MULTI_SIZES]
     ref = [lm.Parameter(a.astype(np.float64)) for a in init]
     lr, (b1, b2), eps, wd = 1e-2, (0.9, 0.99), 1e-8, 0.05
-    opt = getattr(lm.optim, name)(ref, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    opt = getattr(lm.optim, name)(ref, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd, amsgrad=amsgrad)
     mine = [a.copy() for a in init]
-    ms, vs = [np.zeros_like(a) for a in init], [np.zeros_like(a) for a in init]
+    ms, vs, v_maxes = ([np.zeros_like(a) for a in init] for _ in range(3))
     steps = [0] * len(mine)
     counters = [np.zeros(1, dtype) for _ in mine]  # the device step counts of capturable Adam
     for it in range(4):
         active = [i for i in range(len(mine)) if it == 0 or i % 2 == 0 or it == 3]  # odd ones skip steps 1 and 2
-        gs = {i: rng.standard_normal(MULTI_SIZES[i]).astype(dtype) for i in active}
+        gs = {i: (rng.standard_normal(MULTI_SIZES[i]) * 0.5**it).astype(dtype) for i in active}
         for i, p in enumerate(ref):
             p.grad = gs[i].astype(np.float64) if i in gs else None
         opt.step()
         for i in active:
             steps[i] += 1
-        table, addr = _multi([(mine[i], gs[i], ms[i], vs[i], counters[i] if capturable else None) for i in active])
+        rows = [[mine[i], gs[i], ms[i], vs[i]] + ([v_maxes[i]] if amsgrad else []) + [counters[i] if capturable else None]
+                for i in active]
+        table, addr = _multi(rows)
         sizes = np.array([MULTI_SIZES[i] for i in active], dtype=np.int64)
         step_sizes, s_addr = _doubles([np.nan if capturable else lr / (1 - b1 ** steps[i]) for i in active])
         bc2, b_addr = _doubles([np.nan if capturable else np.sqrt(1 - b2 ** steps[i]) for i in active])
         LIB.emu_launches()
         rc = LIB.emu_adam_update(int(dtype == np.float64), len(active), addr, ctypes.c_void_p(sizes.ctypes.data), s_addr,
                                  b_addr, ctypes.c_double(lr), ctypes.c_double(b1), ctypes.c_double(b2),
-                                 ctypes.c_double(eps), ctypes.c_double(wd), int(name == "AdamW"), int(capturable))
+                                 ctypes.c_double(eps), ctypes.c_double(wd), int(name == "AdamW"), int(amsgrad),
+                                 int(capturable))
         assert rc == 0 and LIB.emu_launches() == 1 + capturable
     if capturable:
         assert [int(c[0]) for c in counters] == steps
+    if amsgrad:  # the maximum is not the last moment: the test exercises it
+        assert any(not np.allclose(vm, v) for vm, v in zip(v_maxes, vs))
+        for i, p in enumerate(ref):
+            np.testing.assert_allclose(v_maxes[i], opt.state[p]["max_exp_avg_sq"], rtol=1e-5 if dtype == np.float32 else 1e-12)
     rtol = 1e-12 if dtype == np.float64 else 2e-5
     for a, p in zip(mine, ref):
         np.testing.assert_allclose(a, p.data, rtol=rtol, atol=rtol)
+
+
+def test_emulated_amsgrad_capturable_launches_per_40():
+    """Six pointers per parameter leave room for 40 in the kernel's
+    parameter space (48 for the others): 41 parameters take two launches
+    (plus a step-count launch each), and every parameter is updated."""
+    n = 41
+    dtype = np.float32
+    rng = np.random.default_rng(5)
+    arrays = [[rng.standard_normal(3).astype(dtype) for _ in range(5)] + [np.zeros(1, dtype)] for _ in range(n)]
+    for row in arrays:
+        row[3][:] = row[3] ** 2  # v >= 0
+        row[4][:] = row[3] * 4  # the running maximum wins
+    before = [row[0].copy() for row in arrays]
+    table, addr = _multi(arrays)
+    sizes = np.full(n, 3, dtype=np.int64)
+    unused, u_addr = _doubles([np.nan] * n)
+    LIB.emu_launches()
+    rc = LIB.emu_adam_update(0, n, addr, ctypes.c_void_p(sizes.ctypes.data), u_addr, u_addr, ctypes.c_double(1e-2),
+                             ctypes.c_double(0.9), ctypes.c_double(0.999), ctypes.c_double(1e-8), ctypes.c_double(0.0), 0,
+                             1, 1)
+    assert rc == 0 and LIB.emu_launches() == 4
+    assert all(row[5][0] == 1 for row in arrays)
+    assert all(not np.array_equal(row[0], b) for row, b in zip(arrays, before))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -77,6 +77,50 @@ lc::ConvShape conv_shape(const py::tuple& g, int o, int groups) {
                        at(8), at(9), at(10), at(11), at(12), at(13)};
 }
 
+// The fused optimizer kernels' per-parameter table from parallel lists:
+// ptrs[k][i] is pointer k of parameter i (0: none), scalars[j][i] its
+// scalar j.  Every list must hold one entry per parameter.
+using Addresses = std::vector<uintptr_t>;
+using Scalars = std::vector<double>;
+std::vector<lc::MultiTensor> multi_tensors(const char* fn, std::initializer_list<const Addresses*> ptrs,
+                                           const std::vector<int64_t>& sizes,
+                                           std::initializer_list<const Scalars*> scalars = {}) {
+  const size_t n = sizes.size();
+  auto mismatch = [&]() {
+    std::string lengths;
+    for (const Addresses* p : ptrs) lengths += std::to_string(p->size()) + ", ";
+    for (const Scalars* p : scalars) lengths += std::to_string(p->size()) + ", ";
+    return std::invalid_argument(std::string(fn) + ": expected one entry per parameter (" + std::to_string(n) +
+                                 ") in every list, received lists of " + lengths.substr(0, lengths.size() - 2));
+  };
+  for (const Addresses* p : ptrs)
+    if (p->size() != n) throw mismatch();
+  for (const Scalars* p : scalars)
+    if (p->size() != n) throw mismatch();
+  std::vector<lc::MultiTensor> tensors(n);
+  for (size_t i = 0; i < n; ++i) {
+    lc::MultiTensor& t = tensors[i];
+    t = {};
+    int k = 0;
+    for (const Addresses* p : ptrs) t.ptr[k++] = ptr<void>((*p)[i]);
+    t.n = sizes[i];
+    double* out[3] = {&t.s0, &t.s1, &t.s2};
+    int j = 0;
+    for (const Scalars* p : scalars) *out[j++] = (*p)[i];
+  }
+  return tensors;
+}
+
+// Calls f(T{}) for the fused updates' types (float32, float64), without the GIL.
+template <typename F>
+void dispatch_update(const std::string& dtype, const char* fn, F&& f) {
+  if (dtype != "float32" && dtype != "float64")
+    throw std::invalid_argument(std::string(fn) + ": expected dtype float32 or float64, received " + dtype);
+  py::gil_scoped_release release;
+  if (dtype == "float32") return f(float{});
+  f(double{});
+}
+
 int device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -155,29 +199,21 @@ PYBIND11_MODULE(_C_cuda, m) {
 
   m.def(
       "sgd_update",
-      [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& bufs,
-         const std::vector<int64_t>& sizes, const std::vector<bool>& first_steps, double lr, double momentum,
-         double dampening, double weight_decay, bool nesterov, const std::string& dtype, uintptr_t stream) {
-        const size_t n = params.size();
-        if (grads.size() != n || bufs.size() != n || sizes.size() != n || first_steps.size() != n)
-          throw std::invalid_argument("sgd_update: expected lists of one length for params, grads, bufs, sizes and first_steps");
-        std::vector<lc::MultiTensor> tensors(n);
-        for (size_t i = 0; i < n; ++i)
-          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(bufs[i]), nullptr}, sizes[i],
-                        first_steps[i] ? 1.0 : 0.0, 0.0};
-        if (dtype != "float32" && dtype != "float64")
-          throw std::invalid_argument("sgd_update: expected dtype float32 or float64, received " + dtype);
-        py::gil_scoped_release release;
-        if (dtype == "float32")
-          return check(lc::sgd_update<float>(tensors, lr, momentum, dampening, weight_decay, nesterov, as_stream(stream)),
-                       "sgd_update");
-        check(lc::sgd_update<double>(tensors, lr, momentum, dampening, weight_decay, nesterov, as_stream(stream)),
-                       "sgd_update");
+      [](const Addresses& params, const Addresses& grads, const Addresses& bufs, const std::vector<int64_t>& sizes,
+         const Scalars& first_steps, double lr, double momentum, double dampening, double weight_decay, bool nesterov,
+         const std::string& dtype, uintptr_t stream) {
+        const auto tensors = multi_tensors("sgd_update", {&params, &grads, &bufs}, sizes, {&first_steps});
+        dispatch_update(dtype, "sgd_update", [&](auto t) {
+          using T = decltype(t);
+          check(lc::sgd_update<T>(tensors, lr, momentum, dampening, weight_decay, nesterov, as_stream(stream)),
+                "sgd_update");
+        });
       },
       py::arg("params"), py::arg("grads"), py::arg("bufs"), py::arg("sizes"), py::arg("first_steps"), py::arg("lr"),
       py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("dtype"),
       py::arg("stream"),
-      "SGD on many parameters of one dtype, in one launch per 48 (bufs[i] = 0 without momentum).");
+      "SGD on many parameters of one dtype, in one launch per 48 (bufs[i] = 0 without momentum; first_steps[i] 1 "
+      "when its buffer is fresh, else 0).");
 
   m.def(
       "ctc_loss",
@@ -209,30 +245,18 @@ PYBIND11_MODULE(_C_cuda, m) {
 
   m.def(
       "rmsprop_update",
-      [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& square_avgs,
-         const std::vector<uintptr_t>& grad_avgs, const std::vector<uintptr_t>& bufs, const std::vector<int64_t>& sizes,
-         double lr, double alpha, double eps, double weight_decay, double momentum, bool centered,
-         const std::string& dtype, uintptr_t stream) {
-        const size_t n = params.size();
-        if (grads.size() != n || square_avgs.size() != n || grad_avgs.size() != n || bufs.size() != n || sizes.size() != n)
-          throw std::invalid_argument("rmsprop_update: expected lists of one length for params, grads, square_avgs, "
-                                      "grad_avgs, bufs and sizes");
-        std::vector<lc::MultiTensor> tensors(n);
-        for (size_t i = 0; i < n; ++i) {
+      [](const Addresses& params, const Addresses& grads, const Addresses& square_avgs, const Addresses& grad_avgs,
+         const Addresses& bufs, const std::vector<int64_t>& sizes, double lr, double alpha, double eps,
+         double weight_decay, double momentum, bool centered, const std::string& dtype, uintptr_t stream) {
+        const auto tensors = multi_tensors("rmsprop_update", {&params, &grads, &square_avgs, &grad_avgs, &bufs}, sizes);
+        for (size_t i = 0; i < tensors.size(); ++i)
           if ((centered && grad_avgs[i] == 0) || (momentum != 0 && bufs[i] == 0))
             throw std::invalid_argument("rmsprop_update: centered needs grad_avgs and momentum needs bufs for every parameter");
-          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(square_avgs[i]), ptr<void>(grad_avgs[i]),
-                         ptr<void>(bufs[i])},
-                        sizes[i], 0.0, 0.0};
-        }
-        if (dtype != "float32" && dtype != "float64")
-          throw std::invalid_argument("rmsprop_update: expected dtype float32 or float64, received " + dtype);
-        py::gil_scoped_release release;
-        if (dtype == "float32")
-          return check(lc::rmsprop_update<float>(tensors, lr, alpha, eps, weight_decay, momentum, centered, as_stream(stream)),
-                       "rmsprop_update");
-        check(lc::rmsprop_update<double>(tensors, lr, alpha, eps, weight_decay, momentum, centered, as_stream(stream)),
-              "rmsprop_update");
+        dispatch_update(dtype, "rmsprop_update", [&](auto t) {
+          using T = decltype(t);
+          check(lc::rmsprop_update<T>(tensors, lr, alpha, eps, weight_decay, momentum, centered, as_stream(stream)),
+                "rmsprop_update");
+        });
       },
       py::arg("params"), py::arg("grads"), py::arg("square_avgs"), py::arg("grad_avgs"), py::arg("bufs"), py::arg("sizes"),
       py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"),
@@ -242,22 +266,13 @@ PYBIND11_MODULE(_C_cuda, m) {
 
   m.def(
       "adagrad_update",
-      [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& sums,
-         const std::vector<int64_t>& sizes, const std::vector<double>& clrs, double eps, double weight_decay,
-         const std::string& dtype, uintptr_t stream) {
-        const size_t n = params.size();
-        if (grads.size() != n || sums.size() != n || sizes.size() != n || clrs.size() != n)
-          throw std::invalid_argument("adagrad_update: expected lists of one length for params, grads, sums, sizes and clrs");
-        std::vector<lc::MultiTensor> tensors(n);
-        for (size_t i = 0; i < n; ++i)
-          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(sums[i]), nullptr, nullptr}, sizes[i],
-                        clrs[i], 0.0};
-        if (dtype != "float32" && dtype != "float64")
-          throw std::invalid_argument("adagrad_update: expected dtype float32 or float64, received " + dtype);
-        py::gil_scoped_release release;
-        if (dtype == "float32")
-          return check(lc::adagrad_update<float>(tensors, eps, weight_decay, as_stream(stream)), "adagrad_update");
-        check(lc::adagrad_update<double>(tensors, eps, weight_decay, as_stream(stream)), "adagrad_update");
+      [](const Addresses& params, const Addresses& grads, const Addresses& sums, const std::vector<int64_t>& sizes,
+         const Scalars& clrs, double eps, double weight_decay, const std::string& dtype, uintptr_t stream) {
+        const auto tensors = multi_tensors("adagrad_update", {&params, &grads, &sums}, sizes, {&clrs});
+        dispatch_update(dtype, "adagrad_update", [&](auto t) {
+          using T = decltype(t);
+          check(lc::adagrad_update<T>(tensors, eps, weight_decay, as_stream(stream)), "adagrad_update");
+        });
       },
       py::arg("params"), py::arg("grads"), py::arg("sums"), py::arg("sizes"), py::arg("clrs"), py::arg("eps"),
       py::arg("weight_decay"), py::arg("dtype"), py::arg("stream"),
@@ -265,92 +280,67 @@ PYBIND11_MODULE(_C_cuda, m) {
 
   m.def(
       "lerp_update",
-      [](const std::vector<uintptr_t>& averages, const std::vector<uintptr_t>& currents, const std::vector<int64_t>& sizes,
-         double weight, const std::string& dtype, uintptr_t stream) {
-        const size_t n = averages.size();
-        if (currents.size() != n || sizes.size() != n)
-          throw std::invalid_argument("lerp_update: expected lists of one length for averages, currents and sizes");
-        std::vector<lc::MultiTensor> tensors(n);
-        for (size_t i = 0; i < n; ++i)
-          tensors[i] = {{ptr<void>(averages[i]), ptr<void>(currents[i]), nullptr, nullptr, nullptr}, sizes[i], 0.0, 0.0};
-        if (dtype != "float32" && dtype != "float64")
-          throw std::invalid_argument("lerp_update: expected dtype float32 or float64, received " + dtype);
-        py::gil_scoped_release release;
-        if (dtype == "float32") return check(lc::lerp_update<float>(tensors, weight, as_stream(stream)), "lerp_update");
-        check(lc::lerp_update<double>(tensors, weight, as_stream(stream)), "lerp_update");
+      [](const Addresses& averages, const Addresses& currents, const std::vector<int64_t>& sizes, double weight,
+         const std::string& dtype, uintptr_t stream) {
+        const auto tensors = multi_tensors("lerp_update", {&averages, &currents}, sizes);
+        dispatch_update(dtype, "lerp_update", [&](auto t) {
+          using T = decltype(t);
+          check(lc::lerp_update<T>(tensors, weight, as_stream(stream)), "lerp_update");
+        });
       },
       py::arg("averages"), py::arg("currents"), py::arg("sizes"), py::arg("weight"), py::arg("dtype"), py::arg("stream"),
       "a <- a + weight (x - a) for many arrays of one dtype (a weight average's update), one launch per 48.");
 
   m.def(
       "adam_update",
-      [](const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads, const std::vector<uintptr_t>& exp_avgs,
-         const std::vector<uintptr_t>& exp_avg_sqs, const std::vector<int64_t>& sizes,
-         const std::vector<double>& step_sizes, const std::vector<double>& bc2_sqrts, const std::vector<uintptr_t>& steps,
-         double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled, bool capturable,
-         const std::string& dtype, uintptr_t stream) {
-        const size_t n = params.size();
-        if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n || sizes.size() != n ||
-            step_sizes.size() != n || bc2_sqrts.size() != n || steps.size() != n)
-          throw std::invalid_argument("adam_update: expected lists of one length for params, grads, exp_avgs, "
-                                      "exp_avg_sqs, sizes, step_sizes, bc2_sqrts and steps");
-        std::vector<lc::MultiTensor> tensors(n);
-        for (size_t i = 0; i < n; ++i) {
+      [](const Addresses& params, const Addresses& grads, const Addresses& exp_avgs, const Addresses& exp_avg_sqs,
+         const Addresses& max_exp_avg_sqs, const std::vector<int64_t>& sizes, const Scalars& step_sizes,
+         const Scalars& bc2_sqrts, const Addresses& steps, double lr, double beta1, double beta2, double eps,
+         double weight_decay, bool decoupled, bool amsgrad, bool capturable, const std::string& dtype,
+         uintptr_t stream) {
+        // The kernel reads max_exp_avg_sq only with amsgrad and the step count only when capturable, after it.
+        auto tensors = amsgrad ? multi_tensors("adam_update", {&params, &grads, &exp_avgs, &exp_avg_sqs,
+                                                               &max_exp_avg_sqs, &steps}, sizes, {&step_sizes, &bc2_sqrts})
+                               : multi_tensors("adam_update", {&params, &grads, &exp_avgs, &exp_avg_sqs, &steps}, sizes,
+                                               {&step_sizes, &bc2_sqrts});
+        for (size_t i = 0; i < tensors.size(); ++i) {
+          if (amsgrad && max_exp_avg_sqs[i] == 0)
+            throw std::invalid_argument("adam_update: amsgrad needs max_exp_avg_sqs for every parameter");
           if (capturable && steps[i] == 0)
             throw std::invalid_argument("adam_update: capturable needs a device step count for every parameter");
-          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(exp_avgs[i]), ptr<void>(exp_avg_sqs[i]),
-                         capturable ? ptr<void>(steps[i]) : nullptr},
-                        sizes[i], step_sizes[i], bc2_sqrts[i]};
         }
-        if (dtype != "float32" && dtype != "float64")
-          throw std::invalid_argument("adam_update: expected dtype float32 or float64, received " + dtype);
-        py::gil_scoped_release release;
-        if (dtype == "float32")
-          return check(lc::adam_update<float>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, capturable,
-                                              as_stream(stream)),
-                       "adam_update");
-        check(lc::adam_update<double>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, capturable,
-                                      as_stream(stream)),
-              "adam_update");
+        dispatch_update(dtype, "adam_update", [&](auto t) {
+          using T = decltype(t);
+          check(lc::adam_update<T>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, capturable,
+                                   as_stream(stream)),
+                "adam_update");
+        });
       },
-      py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("sizes"),
-      py::arg("step_sizes"), py::arg("bc2_sqrts"), py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
-      py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"), py::arg("capturable"), py::arg("dtype"),
-      py::arg("stream"),
-      "Adam/AdamW on many parameters of one dtype (each at its own step), in one launch per 48. capturable: "
+      py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"),
+      py::arg("sizes"), py::arg("step_sizes"), py::arg("bc2_sqrts"), py::arg("steps"), py::arg("lr"), py::arg("beta1"),
+      py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"), py::arg("amsgrad"),
+      py::arg("capturable"), py::arg("dtype"), py::arg("stream"),
+      "Adam/AdamW on many parameters of one dtype (each at its own step), in one launch per 48 (40 with amsgrad and "
+      "capturable). amsgrad: max_exp_avg_sqs[i] holds parameter i's running maximum of exp_avg_sq. capturable: "
       "steps[i] is parameter i's step count on the device (dtype as the parameter), incremented by the launch, "
       "and the bias corrections are formed from it on the device; else they come from step_sizes and bc2_sqrts.");
 
   m.def(
       "adam_variant_update",
-      [](const std::string& kind, const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads,
-         const std::vector<uintptr_t>& exp_avgs, const std::vector<uintptr_t>& exp_avg_sqs,
-         const std::vector<int64_t>& sizes, const std::vector<double>& s0, const std::vector<double>& s1,
-         const std::vector<double>& s2, double lr, double beta1, double beta2, double eps, double weight_decay,
-         bool decoupled, const std::string& dtype, uintptr_t stream) {
-        const size_t n = params.size();
+      [](const std::string& kind, const Addresses& params, const Addresses& grads, const Addresses& exp_avgs,
+         const Addresses& exp_avg_sqs, const std::vector<int64_t>& sizes, const Scalars& s0, const Scalars& s1,
+         const Scalars& s2, double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled,
+         const std::string& dtype, uintptr_t stream) {
         if (kind != "nadam" && kind != "radam")
           throw std::invalid_argument("adam_variant_update: expected kind 'nadam' or 'radam', received " + kind);
-        if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n || sizes.size() != n ||
-            s0.size() != n || s1.size() != n || s2.size() != n)
-          throw std::invalid_argument("adam_variant_update: expected lists of one length for params, grads, exp_avgs, "
-                                      "exp_avg_sqs, sizes, s0, s1 and s2");
-        std::vector<lc::MultiTensor> tensors(n);
-        for (size_t i = 0; i < n; ++i)
-          tensors[i] = {{ptr<void>(params[i]), ptr<void>(grads[i]), ptr<void>(exp_avgs[i]), ptr<void>(exp_avg_sqs[i]),
-                         nullptr},
-                        sizes[i], s0[i], s1[i], s2[i]};
-        if (dtype != "float32" && dtype != "float64")
-          throw std::invalid_argument("adam_variant_update: expected dtype float32 or float64, received " + dtype);
-        const bool radam = kind == "radam";
-        py::gil_scoped_release release;
-        if (dtype == "float32")
-          return check(lc::adam_variant_update<float>(tensors, radam, lr, beta1, beta2, eps, weight_decay, decoupled,
-                                                      as_stream(stream)),
-                       "adam_variant_update");
-        check(lc::adam_variant_update<double>(tensors, radam, lr, beta1, beta2, eps, weight_decay, decoupled,
-                                              as_stream(stream)),
-              "adam_variant_update");
+        const auto tensors =
+            multi_tensors("adam_variant_update", {&params, &grads, &exp_avgs, &exp_avg_sqs}, sizes, {&s0, &s1, &s2});
+        dispatch_update(dtype, "adam_variant_update", [&](auto t) {
+          using T = decltype(t);
+          check(lc::adam_variant_update<T>(tensors, kind == "radam", lr, beta1, beta2, eps, weight_decay, decoupled,
+                                           as_stream(stream)),
+                "adam_variant_update");
+        });
       },
       py::arg("kind"), py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
       py::arg("sizes"), py::arg("s0"), py::arg("s1"), py::arg("s2"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
@@ -587,18 +577,13 @@ PYBIND11_MODULE(_C_cuda, m) {
 
   m.def(
       "unscale_grads",
-      [](const std::vector<uintptr_t>& grads, const std::vector<int64_t>& sizes, double inv_scale, uintptr_t found_inf,
+      [](const Addresses& grads, const std::vector<int64_t>& sizes, double inv_scale, uintptr_t found_inf,
          const std::string& dtype, uintptr_t stream) {
-        if (sizes.size() != grads.size())
-          throw std::invalid_argument("unscale_grads: expected lists of one length for grads and sizes");
-        if (dtype != "float32" && dtype != "float64")
-          throw std::invalid_argument("unscale_grads: expected dtype float32 or float64, received " + dtype);
-        std::vector<lc::MultiTensor> tensors(grads.size());
-        for (size_t i = 0; i < grads.size(); ++i) tensors[i] = {{ptr<void>(grads[i]), nullptr, nullptr, nullptr}, sizes[i], 0.0, 0.0};
-        py::gil_scoped_release release;
-        if (dtype == "float32")
-          return check(lc::unscale_grads<float>(tensors, inv_scale, ptr<int>(found_inf), as_stream(stream)), "unscale_grads");
-        check(lc::unscale_grads<double>(tensors, inv_scale, ptr<int>(found_inf), as_stream(stream)), "unscale_grads");
+        const auto tensors = multi_tensors("unscale_grads", {&grads}, sizes);
+        dispatch_update(dtype, "unscale_grads", [&](auto t) {
+          using T = decltype(t);
+          check(lc::unscale_grads<T>(tensors, inv_scale, ptr<int>(found_inf), as_stream(stream)), "unscale_grads");
+        });
       },
       py::arg("grads"), py::arg("sizes"), py::arg("inv_scale"), py::arg("found_inf"), py::arg("dtype"), py::arg("stream"),
       "Gradients times inv_scale in place; the int32 at found_inf (zeroed by the caller) becomes 1 on any inf/NaN.");

@@ -53,17 +53,19 @@ cudaError_t ctc_loss(T* nll, T* grad, T* alpha, T* beta, const T* log_probs, con
                      bool zero_infinity, cudaStream_t stream);
 
 // Fused optimizer updates (float and double), in place, over many
-// parameters at once: one launch per kMultiTensorMax parameters.  The math
-// of lamina/optim/sgd.py and adam.py.  Per parameter:
+// parameters at once: one launch per kMultiTensorMax parameters (40 for
+// AMSGrad's capturable Adam, whose six pointers fill the kernel's parameter
+// space sooner).  The math of lamina/optim/sgd.py and adam.py.  Per parameter:
 //   SGD:  ptr = {p, grad, momentum buffer (null when momentum is 0)},
 //         s0 = 1 on its first step (the buffer is fresh), else 0.
-//   Adam: ptr = {p, grad, exp_avg, exp_avg_sq, step count t (capturable)},
+//   Adam: ptr = {p, grad, exp_avg, exp_avg_sq, then max_exp_avg_sq when
+//         amsgrad, then the step count t when capturable},
 //         s0 = lr / (1 - beta1^t), s1 = sqrt(1 - beta2^t) at its own step t;
 //         capturable: t is a device scalar of type T, incremented by the
 //         launch, and s0, s1 are formed on the device (CUDA-graph safe).
 constexpr int kMultiTensorMax = 48;
 struct MultiTensor {
-  void* ptr[5];
+  void* ptr[6];
   int64_t n;
   double s0, s1, s2;
 };
@@ -72,7 +74,7 @@ cudaError_t sgd_update(const std::vector<MultiTensor>& tensors, double lr, doubl
                        double weight_decay, bool nesterov, cudaStream_t stream);
 template <typename T>
 cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
-                        double weight_decay, bool decoupled, bool capturable, cudaStream_t stream);
+                        double weight_decay, bool decoupled, bool amsgrad, bool capturable, cudaStream_t stream);
 //   NAdam, RAdam: ptr = {p, grad, exp_avg, exp_avg_sq}; s0, s1, s2 the
 //         factors of parameter i's own step t (csrc/cuda/optim.cu), with
 //         Adam's weight decay (decoupled: AdamW's).

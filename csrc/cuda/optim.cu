@@ -25,24 +25,41 @@ namespace {
 constexpr int kOptThreads = 256;
 constexpr int64_t kChunk = 4 * kOptThreads;  // elements per block
 
-// Up to kMultiTensorMax parameters: kPtrs pointers each (p, grad, state...),
-// the element count, three per-tensor scalars and the first chunk of each.
-// Kernel parameters may take 4 KB: with 5 pointers this is about 3.7 KB.
+// Up to kMax parameters: kPtrs pointers each (p, grad, state...), the
+// element count, three per-tensor scalars and the first chunk of each.
+// Kernel parameters may take 4 KB: 48 parameters with up to 5 pointers
+// (about 3.7 KB), 40 with 6 (AMSGrad's capturable Adam, about 3.4 KB).
 template <int kPtrs>
 struct TensorList {
-  void* ptr[kPtrs][kMultiTensorMax];
-  int64_t n[kMultiTensorMax];
-  double s0[kMultiTensorMax];
-  double s1[kMultiTensorMax];
-  double s2[kMultiTensorMax];
-  int chunk_start[kMultiTensorMax + 1];  // chunk_start[count] = the grid size
+  static constexpr int kMax = kPtrs <= 5 ? kMultiTensorMax : 40;
+  void* ptr[kPtrs][kMax];
+  int64_t n[kMax];
+  double s0[kMax];
+  double s1[kMax];
+  double s2[kMax];
+  int chunk_start[kMax + 1];  // chunk_start[count] = the grid size
   int count;
+
+  // Pointer k of parameter t.
+  template <typename T>
+  __device__ __forceinline__ T* at(int k, int t) const {
+    return static_cast<T*>(ptr[k][t]);
+  }
 };
 static_assert(sizeof(TensorList<5>) + 128 <= 4096, "kernel parameters are limited to 4 KB");
+static_assert(sizeof(TensorList<6>) + 128 <= 4096, "kernel parameters are limited to 4 KB");
 
-// The parameter whose chunks hold block b: the last t with chunk_start[t] <= b.
+// Block b's share of the list: elements [begin, end) of parameter t.
+struct Span {
+  int t;
+  int64_t begin, end;
+};
+
+// The parameter whose chunks hold this block (the last t with
+// chunk_start[t] <= blockIdx.x, by binary search) and the block's chunk of it.
 template <int kPtrs>
-__device__ __forceinline__ int tensor_of_block(const TensorList<kPtrs>& list, int b) {
+__device__ __forceinline__ Span block_span(const TensorList<kPtrs>& list) {
+  const int b = blockIdx.x;
   int lo = 0, hi = list.count - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
@@ -52,7 +69,8 @@ __device__ __forceinline__ int tensor_of_block(const TensorList<kPtrs>& list, in
       hi = mid - 1;
     }
   }
-  return lo;
+  const int64_t begin = int64_t(b - list.chunk_start[lo]) * kChunk;
+  return {lo, begin, min(begin + kChunk, list.n[lo])};
 }
 
 //   g ← g + λ p;  b ← g (first step) or μ b + (1 − τ) g;  g ← g + μ b (Nesterov) or b;  p ← p − η g
@@ -61,15 +79,12 @@ template <typename T>
 __global__ void __launch_bounds__(kOptThreads)
     sgd_multi_kernel(const __grid_constant__ TensorList<3> list, T lr, T momentum, T one_minus_dampening,
                      T weight_decay, bool nesterov) {
-  const int b = blockIdx.x;
-  const int t = tensor_of_block(list, b);
-  T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
-  const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
-  T* __restrict__ buf = static_cast<T*>(list.ptr[2][t]);
-  const bool first_step = list.s0[t] != 0;
-  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
-  const int64_t end = min(begin + kChunk, list.n[t]);
-  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+  const Span s = block_span(list);
+  T* __restrict__ p = list.at<T>(0, s.t);
+  const T* __restrict__ grad = list.at<const T>(1, s.t);
+  T* __restrict__ buf = list.at<T>(2, s.t);
+  const bool first_step = list.s0[s.t] != 0;
+  for (int64_t i = s.begin + threadIdx.x; i < s.end; i += kOptThreads) {
     T g = grad[i];
     if (weight_decay != T(0)) g += weight_decay * p[i];
     if (momentum != T(0)) {
@@ -98,39 +113,45 @@ __device__ __forceinline__ T adam_moments(T& w, T g, T& m, T& v, T one_minus_bet
 }
 
 //   AdamW: p ← p · decay (decay = 1 − η λ);  Adam: g ← g + λ p
-//   m ← m + (1 − β1)(g − m);  v ← β2 v + (1 − β2) g²;  p ← p − step_size · m / (√v / bc2_sqrt + ε)
-// ptr: p, grad, m, v, and the step count t (a device scalar of type T) when
-// capturable; s0: step_size = η / (1 − β1^t), s1: bc2_sqrt = √(1 − β2^t),
-// per parameter (its own t), formed on the host in double, unless capturable:
-// then both are formed here, in double, from the device's t, so that a CUDA
-// graph replaying the launch uses each replay's step.
-template <typename T>
+//   m ← m + (1 − β1)(g − m);  v ← β2 v + (1 − β2) g²;  AMSGrad: v̂ ← max(v̂, v), else v̂ = v
+//   p ← p − step_size · m / (√v̂ / bc2_sqrt + ε)
+// ptr: p, grad, m, v, then v̂ (max_exp_avg_sq) when kAmsgrad, then the step
+// count t (a device scalar of type T) when capturable; s0: step_size = η /
+// (1 − β1^t), s1: bc2_sqrt = √(1 − β2^t), per parameter (its own t), formed
+// on the host in double, unless capturable: then both are formed here, in
+// double, from the device's t, so that a CUDA graph replaying the launch
+// uses each replay's step.
+template <typename T, bool kAmsgrad>
 __global__ void __launch_bounds__(kOptThreads)
-    adam_multi_kernel(const __grid_constant__ TensorList<5> list, T one_minus_beta1, T beta2, T one_minus_beta2, T eps,
-                      T weight_decay, T decay, bool decoupled, bool capturable, double lr, double beta1_d,
-                      double beta2_d) {
-  const int b = blockIdx.x;
-  const int t = tensor_of_block(list, b);
-  T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
-  const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
-  T* __restrict__ m = static_cast<T*>(list.ptr[2][t]);
-  T* __restrict__ v = static_cast<T*>(list.ptr[3][t]);
+    adam_multi_kernel(const __grid_constant__ TensorList<kAmsgrad ? 6 : 5> list, T one_minus_beta1, T beta2,
+                      T one_minus_beta2, T eps, T weight_decay, T decay, bool decoupled, bool capturable, double lr,
+                      double beta1_d, double beta2_d) {
+  constexpr int kStep = kAmsgrad ? 5 : 4;
+  const Span s = block_span(list);
+  T* __restrict__ p = list.template at<T>(0, s.t);
+  const T* __restrict__ grad = list.template at<const T>(1, s.t);
+  T* __restrict__ m = list.template at<T>(2, s.t);
+  T* __restrict__ v = list.template at<T>(3, s.t);
+  T* __restrict__ v_max = kAmsgrad ? list.template at<T>(4, s.t) : nullptr;
   T step_size, bc2_sqrt;
   if (capturable) {
-    const double step = static_cast<double>(*static_cast<const T*>(list.ptr[4][t]));
+    const double step = static_cast<double>(*list.template at<const T>(kStep, s.t));
     step_size = T(lr / (1.0 - pow(beta1_d, step)));
     bc2_sqrt = T(sqrt(1.0 - pow(beta2_d, step)));
   } else {
-    step_size = T(list.s0[t]);
-    bc2_sqrt = T(list.s1[t]);
+    step_size = T(list.s0[s.t]);
+    bc2_sqrt = T(list.s1[s.t]);
   }
-  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
-  const int64_t end = min(begin + kChunk, list.n[t]);
-  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+  for (int64_t i = s.begin + threadIdx.x; i < s.end; i += kOptThreads) {
     T w = p[i], mi = m[i], vi = v[i];
     adam_moments(w, grad[i], mi, vi, one_minus_beta1, beta2, one_minus_beta2, weight_decay, decay, decoupled);
     m[i] = mi;
     v[i] = vi;
+    if constexpr (kAmsgrad) {
+      const T old = v_max[i];
+      vi = (old > vi || old != old) ? old : vi;  // NaN propagates, as torch.maximum and np.maximum
+      v_max[i] = vi;
+    }
     p[i] = w - step_size * (mi / (sqrt(vi) / bc2_sqrt + eps));
   }
 }
@@ -145,19 +166,16 @@ __global__ void __launch_bounds__(kOptThreads)
 // ptr: p, grad, m, v.
 template <typename T>
 __global__ void __launch_bounds__(kOptThreads)
-    adam_variant_multi_kernel(const __grid_constant__ TensorList<5> list, T one_minus_beta1, T beta2,
+    adam_variant_multi_kernel(const __grid_constant__ TensorList<4> list, T one_minus_beta1, T beta2,
                               T one_minus_beta2, T eps, T weight_decay, T decay, bool decoupled, bool radam) {
-  const int b = blockIdx.x;
-  const int t = tensor_of_block(list, b);
-  T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
-  const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
-  T* __restrict__ m = static_cast<T*>(list.ptr[2][t]);
-  T* __restrict__ v = static_cast<T*>(list.ptr[3][t]);
-  const T s0 = T(list.s0[t]), s1 = T(list.s1[t]), s2 = T(list.s2[t]);
-  const bool rectified = list.s2[t] != 0;
-  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
-  const int64_t end = min(begin + kChunk, list.n[t]);
-  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+  const Span s = block_span(list);
+  T* __restrict__ p = list.at<T>(0, s.t);
+  const T* __restrict__ grad = list.at<const T>(1, s.t);
+  T* __restrict__ m = list.at<T>(2, s.t);
+  T* __restrict__ v = list.at<T>(3, s.t);
+  const T s0 = T(list.s0[s.t]), s1 = T(list.s1[s.t]), s2 = T(list.s2[s.t]);
+  const bool rectified = list.s2[s.t] != 0;
+  for (int64_t i = s.begin + threadIdx.x; i < s.end; i += kOptThreads) {
     T w = p[i], mi = m[i], vi = v[i];
     const T g = adam_moments(w, grad[i], mi, vi, one_minus_beta1, beta2, one_minus_beta2, weight_decay, decay, decoupled);
     m[i] = mi;
@@ -183,28 +201,25 @@ template <typename T>
 __global__ void __launch_bounds__(kOptThreads)
     rmsprop_multi_kernel(const __grid_constant__ TensorList<5> list, T lr, T alpha, T one_minus_alpha, T eps,
                          T weight_decay, T momentum, bool centered) {
-  const int b = blockIdx.x;
-  const int t = tensor_of_block(list, b);
-  T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
-  const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
-  T* __restrict__ square_avg = static_cast<T*>(list.ptr[2][t]);
-  T* __restrict__ grad_avg = static_cast<T*>(list.ptr[3][t]);
-  T* __restrict__ buf = static_cast<T*>(list.ptr[4][t]);
-  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
-  const int64_t end = min(begin + kChunk, list.n[t]);
-  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+  const Span s = block_span(list);
+  T* __restrict__ p = list.at<T>(0, s.t);
+  const T* __restrict__ grad = list.at<const T>(1, s.t);
+  T* __restrict__ square_avg = list.at<T>(2, s.t);
+  T* __restrict__ grad_avg = list.at<T>(3, s.t);
+  T* __restrict__ buf = list.at<T>(4, s.t);
+  for (int64_t i = s.begin + threadIdx.x; i < s.end; i += kOptThreads) {
     T g = grad[i];
     if (weight_decay != T(0)) g += weight_decay * p[i];
-    const T s = alpha * square_avg[i] + one_minus_alpha * (g * g);
-    square_avg[i] = s;
+    const T sq = alpha * square_avg[i] + one_minus_alpha * (g * g);
+    square_avg[i] = sq;
     T d;
     if (centered) {
       T a = grad_avg[i];
       a += one_minus_alpha * (g - a);
       grad_avg[i] = a;
-      d = sqrt(s - a * a) + eps;
+      d = sqrt(sq - a * a) + eps;
     } else {
-      d = sqrt(s) + eps;
+      d = sqrt(sq) + eps;
     }
     if (momentum != T(0)) {
       const T v = momentum * buf[i] + g / d;
@@ -221,20 +236,17 @@ __global__ void __launch_bounds__(kOptThreads)
 template <typename T>
 __global__ void __launch_bounds__(kOptThreads)
     adagrad_multi_kernel(const __grid_constant__ TensorList<3> list, T eps, T weight_decay) {
-  const int b = blockIdx.x;
-  const int t = tensor_of_block(list, b);
-  T* __restrict__ p = static_cast<T*>(list.ptr[0][t]);
-  const T* __restrict__ grad = static_cast<const T*>(list.ptr[1][t]);
-  T* __restrict__ sum = static_cast<T*>(list.ptr[2][t]);
-  const T clr = T(list.s0[t]);
-  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
-  const int64_t end = min(begin + kChunk, list.n[t]);
-  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+  const Span s = block_span(list);
+  T* __restrict__ p = list.at<T>(0, s.t);
+  const T* __restrict__ grad = list.at<const T>(1, s.t);
+  T* __restrict__ sum = list.at<T>(2, s.t);
+  const T clr = T(list.s0[s.t]);
+  for (int64_t i = s.begin + threadIdx.x; i < s.end; i += kOptThreads) {
     T g = grad[i];
     if (weight_decay != T(0)) g += weight_decay * p[i];
-    const T s = sum[i] + g * g;
-    sum[i] = s;
-    p[i] -= clr * (g / (sqrt(s) + eps));
+    const T sq = sum[i] + g * g;
+    sum[i] = sq;
+    p[i] -= clr * (g / (sqrt(sq) + eps));
   }
 }
 
@@ -242,23 +254,21 @@ __global__ void __launch_bounds__(kOptThreads)
 // ptr: a, x.
 template <typename T>
 __global__ void __launch_bounds__(kOptThreads) lerp_multi_kernel(const __grid_constant__ TensorList<2> list, T w) {
-  const int b = blockIdx.x;
-  const int t = tensor_of_block(list, b);
-  T* __restrict__ a = static_cast<T*>(list.ptr[0][t]);
-  const T* __restrict__ x = static_cast<const T*>(list.ptr[1][t]);
-  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
-  const int64_t end = min(begin + kChunk, list.n[t]);
-  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+  const Span s = block_span(list);
+  T* __restrict__ a = list.at<T>(0, s.t);
+  const T* __restrict__ x = list.at<const T>(1, s.t);
+  for (int64_t i = s.begin + threadIdx.x; i < s.end; i += kOptThreads) {
     const T ai = a[i];
     a[i] = ai + w * (x[i] - ai);
   }
 }
 
-// t ← t + 1 for each parameter's device step count (ptr[4]); launched before
-// the capturable update, which reads it (one block: at most 48 counters).
-template <typename T>
-__global__ void step_count_kernel(const __grid_constant__ TensorList<5> list) {
-  for (int t = threadIdx.x; t < list.count; t += blockDim.x) *static_cast<T*>(list.ptr[4][t]) += T(1);
+// t ← t + 1 for each parameter's device step count (its last pointer);
+// launched before the capturable update, which reads it (one block: at most
+// 48 counters).
+template <typename T, int kPtrs>
+__global__ void step_count_kernel(const __grid_constant__ TensorList<kPtrs> list) {
+  for (int t = threadIdx.x; t < list.count; t += blockDim.x) *list.template at<T>(kPtrs - 1, t) += T(1);
 }
 
 //   g ← g · inv_scale, and *found_inf ← 1 if any result is inf or NaN (the
@@ -266,13 +276,10 @@ __global__ void step_count_kernel(const __grid_constant__ TensorList<5> list) {
 template <typename T>
 __global__ void __launch_bounds__(kOptThreads)
     unscale_multi_kernel(const __grid_constant__ TensorList<1> list, T inv_scale, int* __restrict__ found_inf) {
-  const int b = blockIdx.x;
-  const int t = tensor_of_block(list, b);
-  T* __restrict__ grad = static_cast<T*>(list.ptr[0][t]);
-  const int64_t begin = int64_t(b - list.chunk_start[t]) * kChunk;
-  const int64_t end = min(begin + kChunk, list.n[t]);
+  const Span s = block_span(list);
+  T* __restrict__ grad = list.at<T>(0, s.t);
   bool bad = false;
-  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+  for (int64_t i = s.begin + threadIdx.x; i < s.end; i += kOptThreads) {
     const T g = grad[i] * inv_scale;
     grad[i] = g;
     bad |= !isfinite(g);
@@ -281,7 +288,7 @@ __global__ void __launch_bounds__(kOptThreads)
 }
 
 // Calls launch(list) for consecutive runs of the tensors: at most
-// kMultiTensorMax each and fewer than 2^31 chunks; empty tensors are left out.
+// TensorList<kPtrs>::kMax each and fewer than 2^31 chunks; empty tensors are left out.
 template <int kPtrs, typename Launch>
 cudaError_t for_each_list(const std::vector<MultiTensor>& tensors, Launch launch) {
   TensorList<kPtrs> list;
@@ -299,7 +306,7 @@ cudaError_t for_each_list(const std::vector<MultiTensor>& tensors, Launch launch
     if (x.n <= 0) continue;
     const int64_t c = (x.n + kChunk - 1) / kChunk;
     if (c > INT32_MAX - 1) return cudaErrorInvalidValue;
-    if (list.count == kMultiTensorMax || chunks + c > INT32_MAX - 1) {
+    if (list.count == TensorList<kPtrs>::kMax || chunks + c > INT32_MAX - 1) {
       if (const cudaError_t err = flush(); err != cudaSuccess) return err;
     }
     const int i = list.count++;
@@ -326,23 +333,33 @@ cudaError_t sgd_update(const std::vector<MultiTensor>& tensors, double lr, doubl
   });
 }
 
-template <typename T>
-cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
+template <typename T, bool kAmsgrad>
+cudaError_t adam_launch(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
                         double weight_decay, bool decoupled, bool capturable, cudaStream_t stream) {
-  return for_each_list<5>(tensors, [&](const TensorList<5>& list, unsigned blocks) {
+  constexpr int kPtrs = kAmsgrad ? 6 : 5;
+  return for_each_list<kPtrs>(tensors, [&](const TensorList<kPtrs>& list, unsigned blocks) {
     if (capturable) {
-      step_count_kernel<T><<<1, 64, 0, stream>>>(list);
+      step_count_kernel<T, kPtrs><<<1, 64, 0, stream>>>(list);
       if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
     }
-    adam_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps), T(weight_decay), T(1.0 - lr * weight_decay), decoupled, capturable, lr, beta1, beta2);
+    adam_multi_kernel<T, kAmsgrad><<<blocks, kOptThreads, 0, stream>>>(
+        list, T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps), T(weight_decay), T(1.0 - lr * weight_decay), decoupled,
+        capturable, lr, beta1, beta2);
     return cudaGetLastError();
   });
 }
 
 template <typename T>
+cudaError_t adam_update(const std::vector<MultiTensor>& tensors, double lr, double beta1, double beta2, double eps,
+                        double weight_decay, bool decoupled, bool amsgrad, bool capturable, cudaStream_t stream) {
+  return amsgrad ? adam_launch<T, true>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, capturable, stream)
+                 : adam_launch<T, false>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, capturable, stream);
+}
+
+template <typename T>
 cudaError_t adam_variant_update(const std::vector<MultiTensor>& tensors, bool radam, double lr, double beta1,
                                 double beta2, double eps, double weight_decay, bool decoupled, cudaStream_t stream) {
-  return for_each_list<5>(tensors, [&](const TensorList<5>& list, unsigned blocks) {
+  return for_each_list<4>(tensors, [&](const TensorList<4>& list, unsigned blocks) {
     adam_variant_multi_kernel<T><<<blocks, kOptThreads, 0, stream>>>(list, T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps),
                                                                       T(weight_decay), T(1.0 - lr * weight_decay),
                                                                       decoupled, radam);
@@ -390,7 +407,7 @@ cudaError_t unscale_grads(const std::vector<MultiTensor>& tensors, double inv_sc
   template cudaError_t sgd_update<T>(const std::vector<MultiTensor>&, double, double, double, double, bool,      \
                                      cudaStream_t);                                                              \
   template cudaError_t adam_update<T>(const std::vector<MultiTensor>&, double, double, double, double, double, bool, \
-                                      bool, cudaStream_t);                                                              \
+                                      bool, bool, cudaStream_t);                                                        \
   template cudaError_t adam_variant_update<T>(const std::vector<MultiTensor>&, bool, double, double, double, double, \
                                               double, bool, cudaStream_t);                                        \
   template cudaError_t rmsprop_update<T>(const std::vector<MultiTensor>&, double, double, double, double, double,   \

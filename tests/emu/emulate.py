@@ -110,13 +110,14 @@ int emu_softmax_xent(void* loss, void* dlogits, const void* logits, const int64_
   return lc::softmax_xent<float>((float*)loss, (float*)dlogits, (const float*)logits, labels, n, c, smoothing,
                                  grad_scale, nullptr);
 }
-// ptrs: count rows of 5 addresses (SGD: p, grad, buf; Adam: p, grad, m, v, step count when capturable); s0, s1 per tensor.
+// ptrs: count rows of 6 addresses (SGD: p, grad, buf; Adam: p, grad, m, v, then v max with amsgrad, then the step
+// count when capturable); s0, s1 per tensor.
 static std::vector<lc::MultiTensor> tensors(int count, void* const* ptrs, const int64_t* sizes, const double* s0,
                                             const double* s1) {
   std::vector<lc::MultiTensor> t(count);
   for (int i = 0; i < count; ++i) {
-    void* const* r = ptrs + 5 * i;
-    t[i] = {{r[0], r[1], r[2], r[3], r[4]}, sizes[i], s0[i], s1[i]};
+    void* const* r = ptrs + 6 * i;
+    t[i] = {{r[0], r[1], r[2], r[3], r[4], r[5]}, sizes[i], s0[i], s1[i]};
   }
   return t;
 }
@@ -128,10 +129,10 @@ int emu_sgd_update(int dbl, int count, void* const* ptrs, const int64_t* sizes, 
 }
 int emu_adam_update(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* step_sizes,
                     const double* bc2_sqrts, double lr, double beta1, double beta2, double eps, double weight_decay,
-                    int decoupled, int capturable) {
+                    int decoupled, int amsgrad, int capturable) {
   const auto t = tensors(count, ptrs, sizes, step_sizes, bc2_sqrts);
-  return dbl ? lc::adam_update<double>(t, lr, beta1, beta2, eps, weight_decay, decoupled, capturable, nullptr)
-             : lc::adam_update<float>(t, lr, beta1, beta2, eps, weight_decay, decoupled, capturable, nullptr);
+  return dbl ? lc::adam_update<double>(t, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, capturable, nullptr)
+             : lc::adam_update<float>(t, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, capturable, nullptr);
 }
 int emu_rmsprop_update(int dbl, int count, void* const* ptrs, const int64_t* sizes, const double* unused, double lr,
                        double alpha, double eps, double weight_decay, double momentum, int centered) {

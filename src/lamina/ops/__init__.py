@@ -693,25 +693,29 @@ def sgd_update(mod, params, grads, bufs, first_steps, lr, momentum, dampening, w
     cp = backend.require_cuda()
     with params[0].device:
         mod.sgd_update([_addr(p) for p in params], [_addr(g) for g in grads], [0 if b is None else _addr(b) for b in bufs],
-                       [p.size for p in params], [bool(f) for f in first_steps], float(lr), float(momentum),
+                       [p.size for p in params], [1.0 if f else 0.0 for f in first_steps], float(lr), float(momentum),
                        float(dampening), float(weight_decay), bool(nesterov), _name(params[0].dtype), _stream(cp))
 
 
 def adam_update(mod, params, grads, exp_avgs, exp_avg_sqs, step_sizes, bc2_sqrts, lr, beta1, beta2, eps, weight_decay,
-                decoupled, steps=None, capturable=False):
+                decoupled, steps=None, capturable=False, max_exp_avg_sqs=None):
     """Adam/AdamW on many CuPy parameters of one dtype and device, in one
     launch per 48; ``step_sizes[i]`` = lr / (1 - beta1^t) and
     ``bc2_sqrts[i]`` = sqrt(1 - beta2^t) at parameter i's own step t.
-    ``capturable``: ``steps[i]`` is parameter i's step count as a 0-d device
-    array of its dtype; the launch increments it and forms the bias
+    ``max_exp_avg_sqs`` (AMSGrad): each parameter's running maximum of its
+    second moment, updated in the same launch (one per 40 when capturable
+    too).  ``capturable``: ``steps[i]`` is parameter i's step count as a 0-d
+    device array of its dtype; the launch increments it and forms the bias
     corrections from it, so a CUDA graph of the step stays right on replay."""
     cp = backend.require_cuda()
+    amsgrad = max_exp_avg_sqs is not None
     with params[0].device:
         mod.adam_update([_addr(p) for p in params], [_addr(g) for g in grads], [_addr(m) for m in exp_avgs],
-                        [_addr(v) for v in exp_avg_sqs], [p.size for p in params], [float(x) for x in step_sizes],
-                        [float(x) for x in bc2_sqrts], [_addr(t) for t in steps] if capturable else [0] * len(params),
-                        float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
-                        bool(capturable), _name(params[0].dtype), _stream(cp))
+                        [_addr(v) for v in exp_avg_sqs], [_addr(v) for v in max_exp_avg_sqs] if amsgrad else [0] * len(params),
+                        [p.size for p in params], [float(x) for x in step_sizes], [float(x) for x in bc2_sqrts],
+                        [_addr(t) for t in steps] if capturable else [0] * len(params), float(lr), float(beta1),
+                        float(beta2), float(eps), float(weight_decay), bool(decoupled), amsgrad, bool(capturable),
+                        _name(params[0].dtype), _stream(cp))
 
 
 def adam_variant_update(mod, kind, params, grads, exp_avgs, exp_avg_sqs, factors, lr, beta1, beta2, eps, weight_decay,

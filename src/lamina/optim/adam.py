@@ -5,7 +5,6 @@ import math
 import numpy as np
 
 from .. import backend, ops
-from ..errors import warn_once
 from .optimizer import Optimizer, check_hyperparameters
 
 
@@ -18,6 +17,10 @@ class Adam(Optimizer):
         v ← β2 v + (1 - β2) g²                        (second moment)
         v̂ ← max(v̂, v) with amsgrad, else v̂ = v
         p ← p - η/(1 - β1^t) · m / (√v̂ / √(1 - β2^t) + ε)
+
+    On CuPy float32/float64 parameters the whole update, AMSGrad's maximum
+    included, is one multi-tensor launch per 48 parameters
+    (csrc/cuda/optim.cu).
 
     ``capturable=True`` (as in PyTorch) keeps each CuPy parameter's step
     count t on the device, where the fused update increments it and forms
@@ -38,35 +41,31 @@ class Adam(Optimizer):
     def step(self):
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            fused = {}  # (device, dtype) -> (module, [(p, g, m, v, step size, sqrt(1 - b2^t))]): one launch each
+            amsgrad = group["amsgrad"]
+            fused = {}  # (device, dtype) -> (module, [(p, g, m, v, v max, step size, sqrt(1 - b2^t), t)]): one launch each
             for p in self._params_with_grad(group):
                 xp = backend.get_array_module(p.data)
                 g = self._regularised_grad(p, group)
-                mod = ops.fused_update_kernel(p.data, g)
-                if mod is not None and group["amsgrad"]:
-                    warn_once("adam amsgrad cuda", f"{type(self).__name__}(amsgrad=True) has no fused CUDA update; "
-                              "it steps with CuPy's elementwise operations (several launches per parameter)")
-                    mod = None
-                if mod is not None:  # the whole update in the multi-tensor launch below
+                if (mod := ops.fused_update_kernel(p.data, g)) is not None:  # the whole update in the launch below
                     state = self.state.setdefault(p, {})
                     if not state:
-                        state["step"] = 0
-                        state["exp_avg"] = xp.zeros_like(p.data)
-                        state["exp_avg_sq"] = xp.zeros_like(p.data)
+                        state.update(_initial_state(xp, p.data, amsgrad))
+                    v_max = state["max_exp_avg_sq"] if amsgrad else None
                     if group["capturable"]:  # t on the device: the launch increments it and forms the corrections
                         if not backend.is_cupy_array(state["step"]):
                             state["step"] = xp.full((), float(state["step"]), dtype=p.dtype)
-                        item = (p.data, g, state["exp_avg"], state["exp_avg_sq"], math.nan, math.nan, state["step"])
+                        item = (p.data, g, state["exp_avg"], state["exp_avg_sq"], v_max, math.nan, math.nan,
+                                state["step"])
                     else:
                         state["step"] = _host_step(state["step"]) + 1
                         t = state["step"]
-                        item = (p.data, g, state["exp_avg"], state["exp_avg_sq"], lr / (1 - b1**t), math.sqrt(1 - b2**t),
-                                None)
+                        item = (p.data, g, state["exp_avg"], state["exp_avg_sq"], v_max, lr / (1 - b1**t),
+                                math.sqrt(1 - b2**t), None)
                     fused.setdefault((p.device, p.dtype), (mod, []))[1].append(item)
                     continue
                 if xp is not np and backend.require_cuda().cuda.get_current_stream().is_capturing():
                     raise RuntimeError(f"{type(self).__name__}.step: called while a CUDA graph is being captured, on a "
-                                       "parameter that takes the unfused path (amsgrad, or a dtype the fused update lacks), "
+                                       "parameter that takes the unfused path (a dtype or layout the fused update lacks), "
                                        "whose step count lives on the host")
                 if wd != 0:
                     if self._decoupled:
@@ -75,18 +74,14 @@ class Adam(Optimizer):
                         g = g + wd * p.data
                 state = self.state.setdefault(p, {})
                 if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = xp.zeros_like(p.data)
-                    state["exp_avg_sq"] = xp.zeros_like(p.data)
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+                    state.update(_initial_state(xp, p.data, amsgrad))
                 state["step"] = _host_step(state["step"]) + 1
                 t = state["step"]
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m += (1 - b1) * (g - m)
                 v *= b2
                 v += (1 - b2) * (g * g)
-                if group["amsgrad"]:
+                if amsgrad:
                     xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
                     v = state["max_exp_avg_sq"]
                 step_size = lr / (1 - b1**t)
@@ -99,9 +94,17 @@ class Adam(Optimizer):
                         "depend on the step count, which lives on the host, so every replay would repeat this step's; "
                         f"create it with {type(self).__name__}(..., capturable=True)"
                     )
-                data, grads, ms, vs, step_sizes, bc2_sqrts, steps = zip(*items)
+                data, grads, ms, vs, v_maxes, step_sizes, bc2_sqrts, steps = zip(*items)
                 ops.adam_update(mod, data, grads, ms, vs, step_sizes, bc2_sqrts, lr, b1, b2, eps, wd, self._decoupled,
-                                steps, group["capturable"])
+                                steps, group["capturable"], v_maxes if amsgrad else None)
+
+
+def _initial_state(xp, data, amsgrad):
+    """A parameter's Adam state before its first step."""
+    state = {"step": 0, "exp_avg": xp.zeros_like(data), "exp_avg_sq": xp.zeros_like(data)}
+    if amsgrad:
+        state["max_exp_avg_sq"] = xp.zeros_like(data)
+    return state
 
 
 def _host_step(t):
