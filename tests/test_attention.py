@@ -232,7 +232,7 @@ def test_mask_errors_name_the_layer_and_leave_everything_untouched():
         mha(x, attn_mask=np.zeros((2, 3, 3), dtype=bool))
     with pytest.raises(lm.DTypeError, match=r"key_padding_mask of dtype bool .* or floating point .*received int64"):
         mha(x, key_padding_mask=np.zeros((2, 3), dtype=np.int64))
-    with pytest.raises(lm.DTypeError, match=r"attn_mask as a numpy.ndarray or cupy.ndarray, received builtins.list"):
+    with pytest.raises(lm.DTypeError, match=r"attn_mask as a numpy.ndarray or cupy.ndarray, received list"):
         mha(x, attn_mask=[[True] * 3] * 3)
     assert not mha.has_cache()
     enc = lm.TransformerEncoderLayer(8, 2, 16, norm_first=True)

@@ -455,3 +455,35 @@ def test_pytorch_module_helpers_apply_requires_grad_and_paths():
         holder.add_module("forward", lm.ReLU())
     with pytest.raises(TypeError, match="expected a Parameter or None for 'w', received ndarray"):
         holder.register_parameter("w", np.ones(2))
+
+
+@pytest.mark.parametrize("layer", [lm.Dense(3, 2), lm.Tanh()], ids=lambda layer: type(layer).__name__)
+def test_a_bad_output_gradient_names_the_layer_and_keeps_its_cache(layer):
+    """A list, an integer array or a wrong shape for dy: the error names the
+    layer and what it expected; the forward cache stays, so a right dy
+    afterwards gives the same gradients as if nothing had gone wrong."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    layer.zero_grad()
+    y = layer(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    label = type(layer).__name__
+    bad = [
+        (dy.tolist(), lm.DTypeError, rf"{label}\(.*expected the output gradient as an array, received list"),
+        (np.ones(y.shape, dtype=np.int64), lm.DTypeError,
+         rf"{label}\(.*expected a floating-point output gradient, received dtype int64"),
+        (dy[:, :1], lm.ShapeError,
+         rf"{label}\(.*expected the output gradient of shape \(4, {y.shape[1]}\), received \(4, 1\)"),
+    ]
+    for value, error, match in bad:
+        with pytest.raises(error, match=match):
+            layer.backward(value)
+        assert layer.has_cache()
+        assert all(p.grad is None for p in layer.parameters())
+    dx = layer.backward(dy)
+    fresh = type(layer)(3, 2) if isinstance(layer, lm.Dense) else type(layer)()
+    fresh.load_state_dict(layer.state_dict())
+    fresh(x)
+    np.testing.assert_array_equal(dx, fresh.backward(dy))
+    for p, q in zip(layer.parameters(), fresh.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)

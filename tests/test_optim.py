@@ -1,6 +1,8 @@
 """Optimizers against torch.optim on identical gradients (200 steps, float64
 and float32), L1 and gradient clipping, state_dict resumption."""
 
+import copy
+
 import numpy as np
 import pytest
 from conftest import requires_cuda
@@ -295,3 +297,50 @@ def test_cupy_steps_take_the_multi_tensor_launch(name, kernel, monkeypatch):
         p.grad = cp.full((3, 5), 0.5, dtype=cp.float32)
     opt.step()
     assert calls == [50]
+
+
+def test_a_state_dict_that_does_not_fit_leaves_the_optimizer_unchanged():
+    """Every mismatch names the optimizer and what it expected; the state
+    and hyperparameters it had are kept."""
+    rng = np.random.default_rng(0)
+    a, b = lm.Parameter(rng.standard_normal((3, 2))), lm.Parameter(rng.standard_normal(4))
+    opt = lm.optim.Adam([a, b], lr=0.1)
+    for p in (a, b):
+        p.grad = np.ones_like(p.data)
+    opt.step()
+    good = opt.state_dict()
+    before = {id(p): {k: np.copy(v) for k, v in opt.state[p].items()} for p in (a, b)}
+
+    wrong_shape = copy.deepcopy(good)
+    wrong_shape["state"][1]["exp_avg"] = np.zeros(5)
+    wrong_shape["param_groups"][0]["lr"] = 0.5
+    unknown_index = copy.deepcopy(good)
+    unknown_index["state"][7] = unknown_index["state"].pop(1)
+    group_size = copy.deepcopy(good)
+    group_size["param_groups"][0]["params"] = [0]
+    cases = [
+        (wrong_shape, r"Adam.load_state_dict: expected state 'exp_avg' of shape \(4,\), received \(5,\)"),
+        (unknown_index, r"Adam.load_state_dict: state for parameter 7, which no group lists \(groups list \[0, 1\]\)"),
+        (group_size, "Adam.load_state_dict: expected a group of 2 parameters, received 1"),
+        ({"state": {}}, r"Adam.load_state_dict: expected a dict with 'state' and 'param_groups', received \['state'\]"),
+        ([good], "Adam.load_state_dict: expected a dict with 'state' and 'param_groups', received list"),
+    ]
+    for bad, match in cases:
+        with pytest.raises(ValueError, match=match):
+            opt.load_state_dict(bad)
+        assert opt.param_groups[0]["lr"] == 0.1
+        for p in (a, b):
+            for k, v in before[id(p)].items():
+                np.testing.assert_array_equal(opt.state[p][k], v)
+    opt.load_state_dict(good)  # and the right one still loads
+
+
+def test_optimizer_rejects_what_is_not_a_parameter_and_describes_itself():
+    with pytest.raises(TypeError, match="SGD: expected Parameters, received ndarray"):
+        lm.optim.SGD([np.zeros(3)], lr=0.1)
+    a, b = lm.Parameter(np.zeros(2)), lm.Parameter(np.zeros(3))
+    opt = lm.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1, momentum=0.9)
+    text = repr(opt)
+    assert text.splitlines()[0] == "SGD ("
+    assert "group 0: 1 parameters, lr=0.1, momentum=0.9" in text
+    assert "group 1: 1 parameters, lr=0.5, momentum=0.9" in text

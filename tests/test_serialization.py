@@ -165,3 +165,23 @@ def test_checkpoint_that_does_not_fit_changes_nothing(tmp_path):
     np.testing.assert_array_equal(other[0].weight.data, before)
     with pytest.raises(lm.CheckpointError, match="state of a Adam, not of a SGD"):
         lm.load_checkpoint(path, _model(), lm.optim.SGD(_model().parameters(), lr=0.1))
+
+
+def test_weights_load_from_a_checkpoint_and_missing_parts_are_named(tmp_path):
+    """lm.load takes the model part of a checkpoint; asking a checkpoint for
+    a part it was saved without names the part and changes nothing."""
+    model, opt, sched, loader = _setup(0)
+    path = tmp_path / "ckpt.safetensors"
+    lm.save_checkpoint(path, model)  # the model alone
+    weights = lm.load(path)
+    assert list(weights) == list(model.state_dict())
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(weights[k], v)
+    other, other_opt, _, _ = _setup(1)
+    before = {k: v.copy() for k, v in other.state_dict().items()}
+    with pytest.raises(lm.CheckpointError, match=r"ckpt.safetensors' holds no optimizer state"):
+        lm.load_checkpoint(path, other, other_opt)
+    for k, v in other.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    assert lm.load(path, other) is other
+    np.testing.assert_array_equal(other.state_dict()[k], model.state_dict()[k])

@@ -141,7 +141,8 @@ def _describe(x):
     """A short description of an array for error messages."""
     if backend.is_array(x):
         return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {backend.device_of(x)}"
-    return f"{type(x).__module__}.{type(x).__qualname__}"
+    module = type(x).__module__
+    return type(x).__qualname__ if module == "builtins" else f"{module}.{type(x).__qualname__}"
 
 
 class Layer:

@@ -80,6 +80,7 @@ def _write(path, tensors, kind, state=None):
     metadata = {
         "format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": kind, "lamina_version": _version(),
         "state": json.dumps(state if state is not None else {}),
+        "order": json.dumps(list(tensors)),  # safetensors sorts its keys; a state_dict's order is the model's
     }
     atomic_write(path, st_save({k: _to_numpy(v) for k, v in tensors.items()}, metadata=metadata))
 
@@ -110,8 +111,11 @@ def _read(path, expect_kind=None):
         raise CheckpointError(f"{path!r} holds a {kind!r} file, expected a {expect_kind!r} file")
     try:
         state = json.loads(meta.get("state", "{}"))
+        order = json.loads(meta.get("order", "[]"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path!r} has corrupt metadata ({e})") from None
+    if isinstance(order, list) and sorted(order) == sorted(tensors):  # else (older files) the file's order
+        tensors = OrderedDict((k, tensors[k]) for k in order)
     return tensors, kind, state
 
 

@@ -117,6 +117,13 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
+        """Load what :meth:`state_dict` returned: every group's size and
+        every state array's shape is checked first, so on an error the
+        optimizer is unchanged."""
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
+            received = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups', received {received}")
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(
@@ -134,6 +141,9 @@ class Optimizer:
                 by_index[i] = p
         new_state = {}
         for i, s in state_dict["state"].items():
+            if int(i) not in by_index:
+                raise ValueError(f"{name}.load_state_dict: state for parameter {i}, which no group lists "
+                                 f"(groups list {sorted(by_index)})")
             p = by_index[int(i)]
             entry = {}
             for k, v in s.items():
