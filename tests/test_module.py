@@ -487,3 +487,66 @@ def test_a_bad_output_gradient_names_the_layer_and_keeps_its_cache(layer):
     np.testing.assert_array_equal(dx, fresh.backward(dy))
     for p, q in zip(layer.parameters(), fresh.parameters()):
         np.testing.assert_array_equal(p.grad, q.grad)
+
+
+def test_sequential_edits_and_names_as_pytorch_does(torch):
+    """Sequential(OrderedDict) names its children by the keys; slicing keeps
+    the names; insert, pop and del renumber; assignment by index keeps the
+    place: the state_dict keys follow nn.Sequential's edit for edit."""
+    mine = lm.Sequential(OrderedDict(fc=lm.Dense(2, 3), act=lm.ReLU(), out=lm.Dense(3, 4)))
+    theirs = torch.nn.Sequential(OrderedDict(fc=torch.nn.Linear(2, 3), act=torch.nn.ReLU(), out=torch.nn.Linear(3, 4)))
+    assert list(mine.state_dict()) == list(theirs.state_dict()) == ["fc.weight", "fc.bias", "out.weight", "out.bias"]
+    assert mine.fc is mine[0] and mine.out is mine[-1]
+    mine.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((5, 2)).astype(np.float32)
+    np.testing.assert_allclose(mine(x), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-6, atol=1e-6)
+
+    mine = lm.Sequential(lm.Dense(2, 3), lm.ReLU(), lm.Dense(3, 4), lm.Tanh(), lm.Dense(4, 5))
+    theirs = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 4), torch.nn.Tanh(),
+                                 torch.nn.Linear(4, 5))
+
+    def same_keys():
+        assert list(mine.state_dict()) == list(theirs.state_dict())
+        assert [type(a).__name__ for a in mine] == [type(b).__name__.replace("Linear", "Dense") for b in theirs]
+
+    assert list(mine[2:].state_dict()) == list(theirs[2:].state_dict()) == ["2.weight", "2.bias", "4.weight", "4.bias"]
+    assert mine[2:][0] is mine[2] and isinstance(mine[1:3], lm.Sequential)
+    mine[0], theirs[0] = lm.Dense(2, 3), torch.nn.Linear(2, 3)  # replaced in place: its keys stay first
+    same_keys()
+    del mine[1], theirs[1]
+    same_keys()
+    mine.insert(0, lm.Dense(2, 2))
+    theirs.insert(0, torch.nn.Linear(2, 2))
+    same_keys()
+    assert isinstance(mine.pop(3), lm.Tanh) and isinstance(theirs.pop(3), torch.nn.Tanh)
+    same_keys()
+    mine.append(lm.ReLU()).extend([lm.Dense(5, 1)])
+    theirs.append(torch.nn.ReLU()).extend([torch.nn.Linear(5, 1)])
+    same_keys()
+    del mine[::2], theirs[::2]
+    same_keys()
+    assert not hasattr(mine, "4")  # an attribute does not outlive its child
+    with pytest.raises(IndexError, match="Sequential: index 3 out of range for 3 layers"):
+        mine[3]
+    with pytest.raises(IndexError, match="Sequential: insert index -5 out of range for 3 layers"):
+        mine.insert(-5, lm.ReLU())
+    with pytest.raises(TypeError, match="Sequential: expected an integer index or a slice, received str"):
+        mine["0"]
+    with pytest.raises(TypeError, match="Sequential: expected a Layer, received int"):
+        mine[0] = 3
+    with pytest.raises(KeyError, match="child name 'forward' would hide the attribute"):
+        lm.Sequential(OrderedDict(forward=lm.ReLU()))
+    with pytest.raises(ValueError, match="Sequential: expected checkpoint_segments >= 0, received -1"):
+        lm.Sequential(lm.ReLU(), checkpoint_segments=-1)
+
+
+def test_replacing_a_parameter_or_child_keeps_its_place_in_the_state_dict(torch):
+    mine, theirs = lm.Dense(3, 2), torch.nn.Linear(3, 2)
+    mine.weight = lm.Parameter(np.zeros((2, 3), np.float32))
+    theirs.weight = torch.nn.Parameter(torch.zeros(2, 3))
+    assert list(mine.state_dict()) == list(theirs.state_dict()) == ["weight", "bias"]
+    model = lm.Sequential(OrderedDict(a=lm.Dense(3, 2), b=lm.Dense(2, 2)))
+    model.a = lm.Dense(3, 2)
+    assert list(model.state_dict()) == ["a.weight", "a.bias", "b.weight", "b.bias"]
+    model.a = lm.Parameter(np.zeros(2, np.float32))  # another kind: it leaves the children for the parameters
+    assert [n for n, _ in model.named_children()] == ["b"] and list(model.state_dict())[0] == "a"

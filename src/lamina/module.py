@@ -174,12 +174,13 @@ class Layer:
         if name in self._buffers and not isinstance(value, (Parameter, Layer)):
             object.__setattr__(self, name, value)  # a buffer stays a buffer
             return
+        # Leave the other stores; a name that stays in its store keeps its place (its key order in state_dict)
+        target = self._parameters if isinstance(value, Parameter) else self._children if isinstance(value, Layer) else None
         for store in (self._parameters, self._children, self._buffers):
-            store.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Layer):
-            self._children[name] = value
+            if store is not target:
+                store.pop(name, None)
+        if target is not None:
+            target[name] = value
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):

@@ -1,6 +1,8 @@
 """Containers and shape-only layers: Sequential, Residual, LayerList, LayerDict,
 Identity, Flatten."""
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from .. import random as lrandom
@@ -9,10 +11,18 @@ from ..module import Layer, is_grad_enabled
 
 
 class Sequential(Layer):
-    """Layers applied in order; children are named "0", "1", ... as in PyTorch.
+    """Layers applied in order; children are named "0", "1", ... as in
+    PyTorch, or by the keys of a mapping: ``Sequential(OrderedDict(fc=...,
+    act=...))`` gives ``fc.weight``, as ``nn.Sequential`` does.
 
     forward: y = f_n(... f_1(f_0(x)))
     backward: dx = f_0'(f_1'(... f_n'(dy))) — each child's backward in reverse order.
+
+    Editing works as on ``nn.Sequential``: indexing (negative too), slicing
+    (a new Sequential of the same layers under their own names),
+    ``append``, ``extend``, ``insert``, ``pop``, assignment by index and
+    ``del``; after ``insert``, ``pop`` or ``del`` the children are
+    renumbered "0", "1", ..., as PyTorch's are.
 
     ``checkpoint_segments=k`` cuts the children into k contiguous segments
     and checkpoints all but the last (see :mod:`lamina.checkpoint`): forward
@@ -22,10 +32,14 @@ class Sequential(Layer):
 
     def __init__(self, *layers, checkpoint_segments=0):
         super().__init__()
-        for layer in layers:
-            self.append(layer)
         if int(checkpoint_segments) < 0:
             raise ValueError(f"Sequential: expected checkpoint_segments >= 0, received {checkpoint_segments!r}")
+        if len(layers) == 1 and isinstance(layers[0], Mapping):
+            for name, layer in layers[0].items():
+                self.add_module(name, self._layer(layer))
+        else:
+            for layer in layers:
+                self.append(layer)
         object.__setattr__(self, "checkpoint_segments", int(checkpoint_segments))
 
     def segments(self):
@@ -34,11 +48,45 @@ class Sequential(Layer):
         k = min(max(self.checkpoint_segments, 1), len(layers))
         return [[layers[i] for i in idx] for idx in np.array_split(np.arange(len(layers)), k)]
 
-    def append(self, layer):
+    @staticmethod
+    def _layer(layer):
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential: expected a Layer, received {type(layer).__name__}")
-        setattr(self, str(len(self._children)), layer)
+        return layer
+
+    def _key(self, index):
+        """The child name at position ``index`` (negative counts from the end)."""
+        n = len(self._children)
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise TypeError(f"Sequential: expected an integer index or a slice, received {type(index).__name__}")
+        if not -n <= index < n:
+            raise IndexError(f"Sequential: index {index} out of range for {n} layers")
+        return list(self._children)[index]
+
+    def append(self, layer):
+        setattr(self, str(len(self._children)), self._layer(layer))
         return self
+
+    def extend(self, layers):
+        for layer in layers:
+            self.append(layer)
+        return self
+
+    def insert(self, index, layer):
+        """Put ``layer`` before position ``index`` (as ``list.insert``, but an
+        index outside [-len, len] is an IndexError, as in PyTorch)."""
+        n = len(self._children)
+        if not -n <= index <= n:
+            raise IndexError(f"Sequential: insert index {index} out of range for {n} layers")
+        layers = list(self._children.values())
+        layers.insert(index, self._layer(layer))
+        _renumber(self, layers)
+        return self
+
+    def pop(self, index=-1):
+        layer = self[index]
+        del self[index]
+        return layer
 
     def __len__(self):
         return len(self._children)
@@ -47,10 +95,19 @@ class Sequential(Layer):
         return iter(self._children.values())
 
     def __getitem__(self, index):
-        layers = list(self._children.values())
         if isinstance(index, slice):
-            return Sequential(*layers[index])
-        return layers[index]
+            return Sequential(dict(list(self._children.items())[index]))
+        return self._children[self._key(index)]
+
+    def __setitem__(self, index, layer):
+        setattr(self, self._key(index), self._layer(layer))
+
+    def __delitem__(self, index):
+        if isinstance(index, slice):
+            gone = set(list(self._children)[index])
+        else:
+            gone = {self._key(index)}
+        _renumber(self, [layer for name, layer in self._children.items() if name not in gone])
 
     def __setattr__(self, name, value):
         if name == "checkpoint_segments":
@@ -249,6 +306,15 @@ class Residual(Layer):
         return "" if self.shortcut is not None else "shortcut=identity"
 
 
+def _renumber(container, layers):
+    """Make ``layers`` the children of ``container``, named "0", "1", ...
+    (through setattr and delattr, so the attributes follow the children)."""
+    for name in list(container._children):
+        delattr(container, name)
+    for i, layer in enumerate(layers):
+        setattr(container, str(i), layer)
+
+
 class _Holder(Layer):
     """A container with no forward of its own: the model that holds it
     calls its layers (and their backward, in reverse) in its own forward."""
@@ -287,11 +353,6 @@ class LayerList(_Holder):
         super().__init__()
         self.extend(layers)
 
-    def _renumber(self, layers):
-        self._children.clear()
-        for i, layer in enumerate(layers):
-            self._children[str(i)] = layer
-
     def _index(self, i):
         n = len(self._children)
         if not -n <= i < n:
@@ -299,7 +360,7 @@ class LayerList(_Holder):
         return str(i % n)
 
     def append(self, layer):
-        self._children[str(len(self._children))] = self._layer(layer)
+        setattr(self, str(len(self._children)), self._layer(layer))
         return self
 
     def extend(self, layers):
@@ -310,7 +371,7 @@ class LayerList(_Holder):
     def insert(self, index, layer):
         layers = list(self._children.values())
         layers.insert(index, self._layer(layer))
-        self._renumber(layers)
+        _renumber(self, layers)
 
     def __iter__(self):
         return iter(self._children.values())
@@ -324,12 +385,12 @@ class LayerList(_Holder):
         return self._children[self._index(index)]
 
     def __setitem__(self, index, layer):
-        self._children[self._index(index)] = self._layer(layer)
+        setattr(self, self._index(index), self._layer(layer))
 
     def __delitem__(self, index):
         layers = list(self._children.values())
         del layers[index if isinstance(index, slice) else int(self._index(index))]
-        self._renumber(layers)
+        _renumber(self, layers)
 
 
 class LayerDict(_Holder):
