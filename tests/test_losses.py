@@ -765,3 +765,29 @@ def test_ctc_trains_an_lstm_to_transcribe_unaligned_sequences():
     decoded = [[k for j, k in enumerate(row) if k and (j == 0 or k != row[j - 1])] for row in best]
     exact = np.mean([d == labels[i, :lengths[i]].tolist() for i, d in enumerate(decoded)])
     assert exact > 0.95, exact
+
+
+@pytest.mark.parametrize("make,target", [
+    (lambda: lm.SoftmaxCrossEntropy(), np.array([0, 2])), (lambda: lm.NLLLoss(), np.array([0, 2])),
+    (lambda: lm.MSELoss(), np.zeros((2, 3), np.float32)), (lambda: lm.BCEWithLogits(), np.zeros((2, 3), np.float32)),
+    (lambda: lm.SoftmaxCrossEntropy(), np.full((2, 3), 1 / 3, np.float32)),  # probabilities
+], ids=["xent", "nll", "mse", "bce", "xent-probs"])
+def test_a_loss_given_the_wrong_kind_of_input_names_itself_and_keeps_no_gradient(make, target):
+    """A list, an integer input, or an empty batch: the error names the loss
+    and what it expected, and no gradient is cached for backward."""
+    loss_fn = make()
+    name = type(loss_fn).__name__
+    x = np.zeros((2, 3), np.float32)
+    bad = [
+        ((x.tolist(), target), lm.DTypeError, "expected input as a numpy.ndarray or cupy.ndarray, received list"),
+        ((x, target.tolist()), lm.DTypeError, "expected target as a numpy.ndarray or cupy.ndarray, received list"),
+        ((x.astype(np.int64), target), lm.DTypeError, "expected a floating-point input, received dtype int64"),
+    ]
+    if isinstance(loss_fn, lm.NLLLoss) or target.dtype.kind in "iu":
+        bad.append(((x[:0], target[:0]), lm.ShapeError, r"expected at least one row, received input of shape \(0, 3\)"))
+    for args, error, match in bad:
+        with pytest.raises(error, match=rf"{name}.*{match}"):
+            loss_fn(*args)
+        with pytest.raises(lm.CacheError):
+            loss_fn.backward()
+    assert np.isfinite(loss_fn(x, target))

@@ -459,3 +459,40 @@ def test_lengths_errors_name_the_layer_and_leave_it_untouched():
     with pytest.raises(ValueError, match=r"GRU.*lengths in \[1, 5\].*from 3 to 6"):
         layer(x, lengths=[6, 3])
     assert not layer.has_cache()
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_a_bad_state_gradient_names_the_layer_and_keeps_the_cache(kind):
+    """dstate of the wrong kind, dtype or shape: the error names the layer
+    and the part; the forward cache stays, and the right dstate afterwards
+    gives the gradients of a layer that never saw the bad one."""
+    rng = np.random.default_rng(0)
+    layer = getattr(lm, kind)(3, 4, num_layers=2, return_state=True)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)  # (N, L, F): batch_first
+    h0 = rng.standard_normal((2, 2, 4)).astype(np.float32)
+    state0 = (h0, h0 * 0.5) if kind == "LSTM" else h0
+    y, _ = layer(x, state0)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dh = rng.standard_normal((2, 2, 4)).astype(np.float32)
+    good = (dh, dh * 0.5) if kind == "LSTM" else dh
+    bad = [
+        (dh[:1], lm.ShapeError, r"expected dh_n of shape \(2, 2, 4\), received \(1, 2, 4\)"),
+        (dh.astype(np.int32), lm.DTypeError, "expected dh_n as a floating-point array, received shape"),
+        (dh.tolist(), lm.DTypeError, "expected dh_n as a floating-point array, received list"),
+    ]
+    if kind == "LSTM":
+        bad = [((b, None), error, match) for b, error, match in bad]
+        bad += [(dh, TypeError, r"expected the state gradient as a pair \(dh_n, dc_n\), received"),
+                ((dh, dh[:, :1]), lm.ShapeError, r"expected dc_n of shape \(2, 2, 4\), received \(2, 1, 4\)")]
+    for value, error, match in bad:
+        with pytest.raises(error, match=rf"{kind}\(.*{match}"):
+            layer.backward(dy, value)
+        assert layer.has_cache() and all(p.grad is None for p in layer.parameters())
+    dx, dstate0 = layer.backward(dy, good)
+    twin = getattr(lm, kind)(3, 4, num_layers=2, return_state=True)
+    twin.load_state_dict(layer.state_dict())
+    twin(x, state0)
+    dx2, _ = twin.backward(dy, good)
+    np.testing.assert_array_equal(dx, dx2)
+    for p, q in zip(layer.parameters(), twin.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)
