@@ -66,8 +66,11 @@ def test_load_state_dict_validates_everything_before_changing_anything():
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
 
-    missing_keys, unexpected = model.load_state_dict({**missing, "extra": np.zeros(1)}, strict=False)
-    assert missing_keys == ["0.bias"] and unexpected == ["extra"]
+    result = model.load_state_dict({**missing, "extra": np.zeros(1)}, strict=False)
+    assert result.missing_keys == ["0.bias"] and result.unexpected_keys == ["extra"]  # PyTorch's named pair
+    missing_keys, unexpected = result
+    assert (missing_keys, unexpected) == (["0.bias"], ["extra"])
+    assert model.load_state_dict(model.state_dict()) == ([], [])
     np.testing.assert_array_equal(model[0].weight.data, 0)
     np.testing.assert_array_equal(model[0].bias.data, before["0.bias"])
 

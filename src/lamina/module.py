@@ -15,6 +15,7 @@ There is no autograd tape: a container's ``backward`` calls its children's
 import contextlib
 import threading
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
@@ -135,6 +136,14 @@ def zero_grads(params, set_to_none=True):
 # --------------------------------------------------------------------------
 # Layer
 # --------------------------------------------------------------------------
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` did not match: the model's keys the state_dict
+    lacked, and the state_dict's keys the model has no place for."""
+
+    missing_keys: list
+    unexpected_keys: list
 
 
 def _describe(x):
@@ -603,8 +612,9 @@ class Layer:
         to the model's device and cast to each parameter's dtype.
 
         Every key and shape is validated before anything changes: on error the
-        model is untouched.  With ``strict=False`` missing and unexpected keys
-        are allowed and returned as ``(missing, unexpected)``.
+        model is untouched.  Returns ``IncompatibleKeys(missing_keys,
+        unexpected_keys)``, a named pair as PyTorch's; with ``strict=True``
+        (the default) both are empty, since either raises.
         """
         targets = self._state_targets()
         incoming = {k: _to_numpy_if_tensor(v) for k, v in state_dict.items()}
@@ -651,7 +661,7 @@ class Layer:
             else:
                 m._set_buffer(name, new)
         self.clear_cache()
-        return missing, unexpected
+        return IncompatibleKeys(missing, unexpected)
 
     # -- printing -------------------------------------------------------------
 
