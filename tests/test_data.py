@@ -74,6 +74,72 @@ def test_loader_and_split_errors():
         train_val_split(np.arange(3), val_fraction=1.0)
 
 
+class _Squares:
+    """A map-style data set made on demand: sample i is (features, label, meta)."""
+
+    def __init__(self, n):
+        self.n, self.reads = n, 0
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return np.full(3, i, np.float32), i * i, {"id": i}
+
+
+def test_loader_over_a_data_set_batches_and_resumes_as_over_arrays(torch):
+    """A data set's samples are collated field by field (as PyTorch's
+    default_collate), in the same order and with the same resumption as
+    arrays under the same seed."""
+    data = _Squares(11)
+    loader = DataLoader(data, batch_size=4, shuffle=True, seed=7)
+    twin = DataLoader(np.arange(11), batch_size=4, shuffle=True, seed=7)
+    for (xb, yb, meta), ib in zip(loader, twin):
+        np.testing.assert_array_equal(xb[:, 0], ib)
+        np.testing.assert_array_equal(yb, ib * ib)
+        np.testing.assert_array_equal(meta["id"], ib)
+        assert xb.dtype == np.float32 and xb.shape == (len(ib), 3)
+    assert data.reads == 11 and loader.epoch == 1
+    samples = [data[i] for i in (3, 1, 4)]
+    ours = lm.data.default_collate(samples)
+    theirs = torch.utils.data.default_collate(samples)
+    for a, b in zip(ours[:2], theirs[:2]):
+        np.testing.assert_array_equal(a, b.numpy())
+    np.testing.assert_array_equal(ours[2]["id"], theirs[2]["id"].numpy())
+
+    interrupted = DataLoader(data, batch_size=4, shuffle=True, seed=7)
+    first = next(iter(interrupted))
+    resumed = DataLoader(_Squares(11), batch_size=4, shuffle=True, seed=0)
+    resumed.load_state_dict(interrupted.state_dict())
+    rest = [b[1] for b in resumed]
+    straight = [b[1] for b in DataLoader(data, batch_size=4, shuffle=True, seed=7)]
+    assert [first[1].tolist()] + [r.tolist() for r in rest] == [s.tolist() for s in straight]
+
+    words = DataLoader(["a", "bb", "ccc"], batch_size=2, collate_fn=list)  # a list is a data set too
+    assert list(words) == [["a", "bb"], ["ccc"]]
+
+
+def test_loader_over_a_data_set_refuses_what_it_cannot_batch():
+    with pytest.raises(TypeError, match="DataLoader: expected arrays, or a data set with __len__ and __getitem__, "
+                                        "received int"):
+        DataLoader(3)
+    with pytest.raises(ValueError, match="collate_fn applies to a data set"):
+        DataLoader(np.zeros(3), collate_fn=list)
+    ragged = [np.zeros(2), np.zeros(3)]
+    with pytest.raises(ValueError, match=r"samples of one shape to stack, received shapes \[\(2,\), \(3,\)\]; pass a "
+                                         "collate_fn"):
+        next(iter(DataLoader(ragged, batch_size=2)))
+    with pytest.raises(ValueError, match=r"every sample to have 2 fields, as the first, received \[1, 2\]"):
+        next(iter(DataLoader([(1, 2), (3,)], batch_size=2)))
+    with pytest.raises(ValueError, match=r"every sample to have the keys \['a'\]"):
+        next(iter(DataLoader([{"a": 1}, {"b": 2}], batch_size=2)))
+    loader = DataLoader(ragged, batch_size=2)
+    with pytest.raises(ValueError):
+        next(iter(loader))
+    assert loader.position == 0  # the batch that failed is read again
+
+
 def _write_idx(path, array, gz=False):
     codes = {np.dtype(np.uint8): 0x08}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
