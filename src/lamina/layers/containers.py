@@ -10,7 +10,81 @@ from ..errors import ShapeError
 from ..module import Layer, is_grad_enabled
 
 
-class Sequential(Layer):
+def _renumber(container, layers):
+    """Make ``layers`` the children of ``container``, named "0", "1", ...
+    (through setattr and delattr, so the attributes follow the children)."""
+    for name in list(container._children):
+        delattr(container, name)
+    for i, layer in enumerate(layers):
+        setattr(container, str(i), layer)
+
+
+class _ListEdits:
+    """List editing for Sequential and LayerList, as PyTorch's Sequential and
+    ModuleList: indexing (negative too), ``append``, ``extend``, ``insert``,
+    ``pop``, assignment by index (the child keeps its name and place) and
+    ``del`` (then the children are renumbered "0", "1", ...)."""
+
+    def _layer(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{type(self).__name__}: expected a Layer, received {type(layer).__name__}")
+        return layer
+
+    def _key(self, index):
+        """The child name at position ``index`` (negative counts from the end)."""
+        n = len(self._children)
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise TypeError(f"{type(self).__name__}: expected an integer index or a slice, received {type(index).__name__}")
+        if not -n <= index < n:
+            raise IndexError(f"{type(self).__name__}: index {index} out of range for {n} layers")
+        return list(self._children)[index]
+
+    def append(self, layer):
+        setattr(self, str(len(self._children)), self._layer(layer))
+        return self
+
+    def extend(self, layers):
+        for layer in layers:
+            self.append(layer)
+        return self
+
+    def insert(self, index, layer):
+        """Put ``layer`` before position ``index`` (as ``list.insert``, but an
+        index outside [-len, len] is an IndexError)."""
+        n = len(self._children)
+        if not -n <= index <= n:
+            raise IndexError(f"{type(self).__name__}: insert index {index} out of range for {n} layers")
+        layers = list(self._children.values())
+        layers.insert(index, self._layer(layer))
+        _renumber(self, layers)
+        return self
+
+    def pop(self, index=-1):
+        layer = self[index]
+        del self[index]
+        return layer
+
+    def __len__(self):
+        return len(self._children)
+
+    def __iter__(self):
+        return iter(self._children.values())
+
+    def __reversed__(self):
+        return reversed(list(self._children.values()))
+
+    def __getitem__(self, index):
+        return self._children[self._key(index)]
+
+    def __setitem__(self, index, layer):
+        setattr(self, self._key(index), self._layer(layer))
+
+    def __delitem__(self, index):
+        gone = set(list(self._children)[index]) if isinstance(index, slice) else {self._key(index)}
+        _renumber(self, [layer for name, layer in self._children.items() if name not in gone])
+
+
+class Sequential(_ListEdits, Layer):
     """Layers applied in order; children are named "0", "1", ... as in
     PyTorch, or by the keys of a mapping: ``Sequential(OrderedDict(fc=...,
     act=...))`` gives ``fc.weight``, as ``nn.Sequential`` does.
@@ -48,66 +122,10 @@ class Sequential(Layer):
         k = min(max(self.checkpoint_segments, 1), len(layers))
         return [[layers[i] for i in idx] for idx in np.array_split(np.arange(len(layers)), k)]
 
-    @staticmethod
-    def _layer(layer):
-        if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential: expected a Layer, received {type(layer).__name__}")
-        return layer
-
-    def _key(self, index):
-        """The child name at position ``index`` (negative counts from the end)."""
-        n = len(self._children)
-        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-            raise TypeError(f"Sequential: expected an integer index or a slice, received {type(index).__name__}")
-        if not -n <= index < n:
-            raise IndexError(f"Sequential: index {index} out of range for {n} layers")
-        return list(self._children)[index]
-
-    def append(self, layer):
-        setattr(self, str(len(self._children)), self._layer(layer))
-        return self
-
-    def extend(self, layers):
-        for layer in layers:
-            self.append(layer)
-        return self
-
-    def insert(self, index, layer):
-        """Put ``layer`` before position ``index`` (as ``list.insert``, but an
-        index outside [-len, len] is an IndexError, as in PyTorch)."""
-        n = len(self._children)
-        if not -n <= index <= n:
-            raise IndexError(f"Sequential: insert index {index} out of range for {n} layers")
-        layers = list(self._children.values())
-        layers.insert(index, self._layer(layer))
-        _renumber(self, layers)
-        return self
-
-    def pop(self, index=-1):
-        layer = self[index]
-        del self[index]
-        return layer
-
-    def __len__(self):
-        return len(self._children)
-
-    def __iter__(self):
-        return iter(self._children.values())
-
     def __getitem__(self, index):
-        if isinstance(index, slice):
+        if isinstance(index, slice):  # the layers under their own names, as nn.Sequential
             return Sequential(dict(list(self._children.items())[index]))
-        return self._children[self._key(index)]
-
-    def __setitem__(self, index, layer):
-        setattr(self, self._key(index), self._layer(layer))
-
-    def __delitem__(self, index):
-        if isinstance(index, slice):
-            gone = set(list(self._children)[index])
-        else:
-            gone = {self._key(index)}
-        _renumber(self, [layer for name, layer in self._children.items() if name not in gone])
+        return super().__getitem__(index)
 
     def __setattr__(self, name, value):
         if name == "checkpoint_segments":
@@ -306,15 +324,6 @@ class Residual(Layer):
         return "" if self.shortcut is not None else "shortcut=identity"
 
 
-def _renumber(container, layers):
-    """Make ``layers`` the children of ``container``, named "0", "1", ...
-    (through setattr and delattr, so the attributes follow the children)."""
-    for name in list(container._children):
-        delattr(container, name)
-    for i, layer in enumerate(layers):
-        setattr(container, str(i), layer)
-
-
 class _Holder(Layer):
     """A container with no forward of its own: the model that holds it
     calls its layers (and their backward, in reverse) in its own forward."""
@@ -334,7 +343,7 @@ class _Holder(Layer):
         return len(self._children)
 
 
-class LayerList(_Holder):
+class LayerList(_ListEdits, _Holder):
     """A list of layers whose parameters belong to the model that holds it
     (PyTorch's ``nn.ModuleList``): children named "0", "1", ..., so
     ``blocks.3.weight`` is the same key in both.  A plain Python list of
@@ -353,44 +362,10 @@ class LayerList(_Holder):
         super().__init__()
         self.extend(layers)
 
-    def _index(self, i):
-        n = len(self._children)
-        if not -n <= i < n:
-            raise IndexError(f"LayerList: index {i} out of range for {n} layers")
-        return str(i % n)
-
-    def append(self, layer):
-        setattr(self, str(len(self._children)), self._layer(layer))
-        return self
-
-    def extend(self, layers):
-        for layer in layers:
-            self.append(layer)
-        return self
-
-    def insert(self, index, layer):
-        layers = list(self._children.values())
-        layers.insert(index, self._layer(layer))
-        _renumber(self, layers)
-
-    def __iter__(self):
-        return iter(self._children.values())
-
-    def __reversed__(self):
-        return reversed(list(self._children.values()))
-
     def __getitem__(self, index):
-        if isinstance(index, slice):
+        if isinstance(index, slice):  # a new LayerList of the same layers, renumbered, as nn.ModuleList
             return LayerList(list(self._children.values())[index])
-        return self._children[self._index(index)]
-
-    def __setitem__(self, index, layer):
-        setattr(self, self._index(index), self._layer(layer))
-
-    def __delitem__(self, index):
-        layers = list(self._children.values())
-        del layers[index if isinstance(index, slice) else int(self._index(index))]
-        _renumber(self, layers)
+        return super().__getitem__(index)
 
 
 class LayerDict(_Holder):
