@@ -460,25 +460,29 @@ def test_emulated_multi_tensor_adam_matches_the_optimizer(name, dtype, capturabl
 def test_emulated_amsgrad_capturable_launches_per_40():
     """Six pointers per parameter leave room for 40 in the kernel's
     parameter space (48 for the others): 41 parameters take two launches
-    (plus a step-count launch each), and every parameter is updated."""
-    n = 41
-    dtype = np.float32
+    (plus a step-count launch each), and every one, the 41st included,
+    takes AMSGrad's first step from its own running maximum."""
+    n, lr, b1, b2, eps = 41, 1e-2, 0.9, 0.999, 1e-8
     rng = np.random.default_rng(5)
-    arrays = [[rng.standard_normal(3).astype(dtype) for _ in range(5)] + [np.zeros(1, dtype)] for _ in range(n)]
+    arrays = [[rng.standard_normal(3) for _ in range(5)] + [np.zeros(1)] for _ in range(n)]
     for row in arrays:
         row[3][:] = row[3] ** 2  # v >= 0
-        row[4][:] = row[3] * 4  # the running maximum wins
-    before = [row[0].copy() for row in arrays]
+        row[4][:] = row[3] * 4 * (1 + rng.random(3))  # a running maximum above the new v
+    p, g, m, v, v_max = (np.array([row[k] for row in arrays]) for k in range(5))
+    m_new = m + (1 - b1) * (g - m)
+    v_hat = np.maximum(v_max, b2 * v + (1 - b2) * g * g)
+    expected = p - lr / (1 - b1) * (m_new / (np.sqrt(v_hat) / np.sqrt(1 - b2) + eps))
     table, addr = _multi(arrays)
     sizes = np.full(n, 3, dtype=np.int64)
     unused, u_addr = _doubles([np.nan] * n)
     LIB.emu_launches()
-    rc = LIB.emu_adam_update(0, n, addr, ctypes.c_void_p(sizes.ctypes.data), u_addr, u_addr, ctypes.c_double(1e-2),
-                             ctypes.c_double(0.9), ctypes.c_double(0.999), ctypes.c_double(1e-8), ctypes.c_double(0.0), 0,
+    rc = LIB.emu_adam_update(1, n, addr, ctypes.c_void_p(sizes.ctypes.data), u_addr, u_addr, ctypes.c_double(lr),
+                             ctypes.c_double(b1), ctypes.c_double(b2), ctypes.c_double(eps), ctypes.c_double(0.0), 0,
                              1, 1)
     assert rc == 0 and LIB.emu_launches() == 4
     assert all(row[5][0] == 1 for row in arrays)
-    assert all(not np.array_equal(row[0], b) for row, b in zip(arrays, before))
+    np.testing.assert_allclose(np.array([row[4] for row in arrays]), v_hat, rtol=1e-15)
+    np.testing.assert_allclose(np.array([row[0] for row in arrays]), expected, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -111,9 +111,9 @@ std::vector<lc::MultiTensor> multi_tensors(const char* fn, std::initializer_list
   return tensors;
 }
 
-// Calls f(T{}) for the fused updates' types (float32, float64), without the GIL.
+// Calls f(T{}) for float32 or float64 (the optimizer, CTC and RNN-cell kernels' types), without the GIL.
 template <typename F>
-void dispatch_update(const std::string& dtype, const char* fn, F&& f) {
+void dispatch_float(const std::string& dtype, const char* fn, F&& f) {
   if (dtype != "float32" && dtype != "float64")
     throw std::invalid_argument(std::string(fn) + ": expected dtype float32 or float64, received " + dtype);
   py::gil_scoped_release release;
@@ -203,7 +203,7 @@ PYBIND11_MODULE(_C_cuda, m) {
          const Scalars& first_steps, double lr, double momentum, double dampening, double weight_decay, bool nesterov,
          const std::string& dtype, uintptr_t stream) {
         const auto tensors = multi_tensors("sgd_update", {&params, &grads, &bufs}, sizes, {&first_steps});
-        dispatch_update(dtype, "sgd_update", [&](auto t) {
+        dispatch_float(dtype, "sgd_update", [&](auto t) {
           using T = decltype(t);
           check(lc::sgd_update<T>(tensors, lr, momentum, dampening, weight_decay, nesterov, as_stream(stream)),
                 "sgd_update");
@@ -221,26 +221,19 @@ PYBIND11_MODULE(_C_cuda, m) {
          uintptr_t input_lengths, uintptr_t target_lengths, uintptr_t scale, int64_t t_max, int64_t n, int64_t c,
          int64_t s_max, int64_t stride_t, int64_t stride_n, int blank, bool zero_infinity, const std::string& dtype,
          uintptr_t stream) {
-        if (dtype == "float32")
-          return check(lc::ctc_loss<float>(ptr<float>(nll), ptr<float>(grad), ptr<float>(alpha), ptr<float>(beta),
-                                           ptr<const float>(log_probs), ptr<const int64_t>(targets),
-                                           ptr<const int64_t>(input_lengths), ptr<const int64_t>(target_lengths),
-                                           ptr<const float>(scale), t_max, n, c, s_max, stride_t, stride_n, blank,
-                                           zero_infinity, as_stream(stream)),
-                       "ctc_loss");
-        if (dtype == "float64")
-          return check(lc::ctc_loss<double>(ptr<double>(nll), ptr<double>(grad), ptr<double>(alpha), ptr<double>(beta),
-                                            ptr<const double>(log_probs), ptr<const int64_t>(targets),
-                                            ptr<const int64_t>(input_lengths), ptr<const int64_t>(target_lengths),
-                                            ptr<const double>(scale), t_max, n, c, s_max, stride_t, stride_n, blank,
-                                            zero_infinity, as_stream(stream)),
-                       "ctc_loss");
-        throw std::invalid_argument("ctc_loss: expected dtype float32 or float64, received " + dtype);
+        dispatch_float(dtype, "ctc_loss", [&](auto t) {
+          using T = decltype(t);
+          check(lc::ctc_loss<T>(ptr<T>(nll), ptr<T>(grad), ptr<T>(alpha), ptr<T>(beta), ptr<const T>(log_probs),
+                                ptr<const int64_t>(targets), ptr<const int64_t>(input_lengths),
+                                ptr<const int64_t>(target_lengths), ptr<const T>(scale), t_max, n, c, s_max, stride_t,
+                                stride_n, blank, zero_infinity, as_stream(stream)),
+                "ctc_loss");
+        });
       },
       py::arg("nll"), py::arg("grad"), py::arg("alpha"), py::arg("beta"), py::arg("log_probs"), py::arg("targets"),
       py::arg("input_lengths"), py::arg("target_lengths"), py::arg("scale"), py::arg("t_max"), py::arg("n"),
       py::arg("c"), py::arg("s_max"), py::arg("stride_t"), py::arg("stride_n"), py::arg("blank"),
-      py::arg("zero_infinity"), py::arg("dtype"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      py::arg("zero_infinity"), py::arg("dtype"), py::arg("stream"),
       "CTC loss per sample and (grad != 0) its scaled gradient: the forward-backward recursions, one block per sample.");
 
   m.def(
@@ -252,7 +245,7 @@ PYBIND11_MODULE(_C_cuda, m) {
         for (size_t i = 0; i < tensors.size(); ++i)
           if ((centered && grad_avgs[i] == 0) || (momentum != 0 && bufs[i] == 0))
             throw std::invalid_argument("rmsprop_update: centered needs grad_avgs and momentum needs bufs for every parameter");
-        dispatch_update(dtype, "rmsprop_update", [&](auto t) {
+        dispatch_float(dtype, "rmsprop_update", [&](auto t) {
           using T = decltype(t);
           check(lc::rmsprop_update<T>(tensors, lr, alpha, eps, weight_decay, momentum, centered, as_stream(stream)),
                 "rmsprop_update");
@@ -269,7 +262,7 @@ PYBIND11_MODULE(_C_cuda, m) {
       [](const Addresses& params, const Addresses& grads, const Addresses& sums, const std::vector<int64_t>& sizes,
          const Scalars& clrs, double eps, double weight_decay, const std::string& dtype, uintptr_t stream) {
         const auto tensors = multi_tensors("adagrad_update", {&params, &grads, &sums}, sizes, {&clrs});
-        dispatch_update(dtype, "adagrad_update", [&](auto t) {
+        dispatch_float(dtype, "adagrad_update", [&](auto t) {
           using T = decltype(t);
           check(lc::adagrad_update<T>(tensors, eps, weight_decay, as_stream(stream)), "adagrad_update");
         });
@@ -283,7 +276,7 @@ PYBIND11_MODULE(_C_cuda, m) {
       [](const Addresses& averages, const Addresses& currents, const std::vector<int64_t>& sizes, double weight,
          const std::string& dtype, uintptr_t stream) {
         const auto tensors = multi_tensors("lerp_update", {&averages, &currents}, sizes);
-        dispatch_update(dtype, "lerp_update", [&](auto t) {
+        dispatch_float(dtype, "lerp_update", [&](auto t) {
           using T = decltype(t);
           check(lc::lerp_update<T>(tensors, weight, as_stream(stream)), "lerp_update");
         });
@@ -309,7 +302,7 @@ PYBIND11_MODULE(_C_cuda, m) {
           if (capturable && steps[i] == 0)
             throw std::invalid_argument("adam_update: capturable needs a device step count for every parameter");
         }
-        dispatch_update(dtype, "adam_update", [&](auto t) {
+        dispatch_float(dtype, "adam_update", [&](auto t) {
           using T = decltype(t);
           check(lc::adam_update<T>(tensors, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, capturable,
                                    as_stream(stream)),
@@ -335,7 +328,7 @@ PYBIND11_MODULE(_C_cuda, m) {
           throw std::invalid_argument("adam_variant_update: expected kind 'nadam' or 'radam', received " + kind);
         const auto tensors =
             multi_tensors("adam_variant_update", {&params, &grads, &exp_avgs, &exp_avg_sqs}, sizes, {&s0, &s1, &s2});
-        dispatch_update(dtype, "adam_variant_update", [&](auto t) {
+        dispatch_float(dtype, "adam_variant_update", [&](auto t) {
           using T = decltype(t);
           check(lc::adam_variant_update<T>(tensors, kind == "radam", lr, beta1, beta2, eps, weight_decay, decoupled,
                                            as_stream(stream)),
@@ -408,18 +401,12 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("dx"), py::arg("dy"), py::arg("y"), py::arg("rows"), py::arg("d"), py::arg("scale"), py::arg("dtype"),
       py::arg("stream"));
   // The recurrent cells: float32 and float64 only (16-bit layers compute their cells in float32).
-  auto float_or_double = [](const std::string& dtype, const char* fn, auto&& run) {
-    if (dtype == "float32") return run(float{});
-    if (dtype == "float64") return run(double{});
-    throw std::invalid_argument(std::string(fn) + ": expected dtype float32 or float64, received " + dtype);
-  };
   m.def(
       "lstm_cell_forward",
-      [float_or_double](uintptr_t gates, uintptr_t c, uintptr_t h, uintptr_t gx, uintptr_t gh, uintptr_t c_prev, int64_t n,
+      [](uintptr_t gates, uintptr_t c, uintptr_t h, uintptr_t gx, uintptr_t gh, uintptr_t c_prev, int64_t n,
                         int64_t hh, const std::string& dtype, uintptr_t stream) {
-        float_or_double(dtype, "lstm_cell_forward", [&](auto t) {
+        dispatch_float(dtype, "lstm_cell_forward", [&](auto t) {
           using T = decltype(t);
-          py::gil_scoped_release release;
           check(lc::lstm_cell_forward<T>(ptr<T>(gates), ptr<T>(c), ptr<T>(h), ptr<const T>(gx), ptr<const T>(gh),
                                          ptr<const T>(c_prev), n, hh, as_stream(stream)),
                 "lstm_cell_forward");
@@ -429,11 +416,10 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("hidden"), py::arg("dtype"), py::arg("stream"));
   m.def(
       "lstm_cell_backward",
-      [float_or_double](uintptr_t da, uintptr_t dc_prev, uintptr_t dh, uintptr_t dc, uintptr_t gates, uintptr_t c,
+      [](uintptr_t da, uintptr_t dc_prev, uintptr_t dh, uintptr_t dc, uintptr_t gates, uintptr_t c,
                         uintptr_t c_prev, int64_t n, int64_t hh, const std::string& dtype, uintptr_t stream) {
-        float_or_double(dtype, "lstm_cell_backward", [&](auto t) {
+        dispatch_float(dtype, "lstm_cell_backward", [&](auto t) {
           using T = decltype(t);
-          py::gil_scoped_release release;
           check(lc::lstm_cell_backward<T>(ptr<T>(da), ptr<T>(dc_prev), ptr<const T>(dh), ptr<const T>(dc),
                                           ptr<const T>(gates), ptr<const T>(c), ptr<const T>(c_prev), n, hh,
                                           as_stream(stream)),
@@ -444,11 +430,10 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("n"), py::arg("hidden"), py::arg("dtype"), py::arg("stream"));
   m.def(
       "gru_cell_forward",
-      [float_or_double](uintptr_t gates, uintptr_t ghn, uintptr_t h, uintptr_t gx, uintptr_t gh, uintptr_t h_prev,
+      [](uintptr_t gates, uintptr_t ghn, uintptr_t h, uintptr_t gx, uintptr_t gh, uintptr_t h_prev,
                         int64_t n, int64_t hh, const std::string& dtype, uintptr_t stream) {
-        float_or_double(dtype, "gru_cell_forward", [&](auto t) {
+        dispatch_float(dtype, "gru_cell_forward", [&](auto t) {
           using T = decltype(t);
-          py::gil_scoped_release release;
           check(lc::gru_cell_forward<T>(ptr<T>(gates), ptr<T>(ghn), ptr<T>(h), ptr<const T>(gx), ptr<const T>(gh),
                                         ptr<const T>(h_prev), n, hh, as_stream(stream)),
                 "gru_cell_forward");
@@ -458,11 +443,10 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("hidden"), py::arg("dtype"), py::arg("stream"));
   m.def(
       "gru_cell_backward",
-      [float_or_double](uintptr_t dgx, uintptr_t dgh, uintptr_t dh_direct, uintptr_t dh, uintptr_t gates, uintptr_t ghn,
+      [](uintptr_t dgx, uintptr_t dgh, uintptr_t dh_direct, uintptr_t dh, uintptr_t gates, uintptr_t ghn,
                         uintptr_t h_prev, int64_t n, int64_t hh, const std::string& dtype, uintptr_t stream) {
-        float_or_double(dtype, "gru_cell_backward", [&](auto t) {
+        dispatch_float(dtype, "gru_cell_backward", [&](auto t) {
           using T = decltype(t);
-          py::gil_scoped_release release;
           check(lc::gru_cell_backward<T>(ptr<T>(dgx), ptr<T>(dgh), ptr<T>(dh_direct), ptr<const T>(dh),
                                          ptr<const T>(gates), ptr<const T>(ghn), ptr<const T>(h_prev), n, hh,
                                          as_stream(stream)),
@@ -580,7 +564,7 @@ PYBIND11_MODULE(_C_cuda, m) {
       [](const Addresses& grads, const std::vector<int64_t>& sizes, double inv_scale, uintptr_t found_inf,
          const std::string& dtype, uintptr_t stream) {
         const auto tensors = multi_tensors("unscale_grads", {&grads}, sizes);
-        dispatch_update(dtype, "unscale_grads", [&](auto t) {
+        dispatch_float(dtype, "unscale_grads", [&](auto t) {
           using T = decltype(t);
           check(lc::unscale_grads<T>(tensors, inv_scale, ptr<int>(found_inf), as_stream(stream)), "unscale_grads");
         });

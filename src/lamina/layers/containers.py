@@ -19,16 +19,23 @@ def _renumber(container, layers):
         setattr(container, str(i), layer)
 
 
-class _ListEdits:
-    """List editing for Sequential and LayerList, as PyTorch's Sequential and
-    ModuleList: indexing (negative too), ``append``, ``extend``, ``insert``,
-    ``pop``, assignment by index (the child keeps its name and place) and
-    ``del`` (then the children are renumbered "0", "1", ...)."""
+class _Children:
+    """What every container shares: its length, and the check of what it is given to hold."""
 
     def _layer(self, layer):
         if not isinstance(layer, Layer):
             raise TypeError(f"{type(self).__name__}: expected a Layer, received {type(layer).__name__}")
         return layer
+
+    def __len__(self):
+        return len(self._children)
+
+
+class _ListEdits(_Children):
+    """List editing for Sequential and LayerList, as PyTorch's Sequential and
+    ModuleList: indexing (negative too), ``append``, ``extend``, ``insert``,
+    ``pop``, assignment by index (the child keeps its name and place) and
+    ``del`` (then the children are renumbered "0", "1", ...)."""
 
     def _key(self, index):
         """The child name at position ``index`` (negative counts from the end)."""
@@ -63,9 +70,6 @@ class _ListEdits:
         layer = self[index]
         del self[index]
         return layer
-
-    def __len__(self):
-        return len(self._children)
 
     def __iter__(self):
         return iter(self._children.values())
@@ -324,7 +328,7 @@ class Residual(Layer):
         return "" if self.shortcut is not None else "shortcut=identity"
 
 
-class _Holder(Layer):
+class _Holder(_Children, Layer):
     """A container with no forward of its own: the model that holds it
     calls its layers (and their backward, in reverse) in its own forward."""
 
@@ -333,14 +337,6 @@ class _Holder(Layer):
                                   "forward of the model that holds it (and their backward, in reverse, in its backward)")
 
     backward = forward
-
-    def _layer(self, layer):
-        if not isinstance(layer, Layer):
-            raise TypeError(f"{type(self).__name__}: expected a Layer, received {type(layer).__name__}")
-        return layer
-
-    def __len__(self):
-        return len(self._children)
 
 
 class LayerList(_ListEdits, _Holder):
