@@ -270,6 +270,10 @@ CONVT2D = [
      [(1, 4, 3, 3), (2, 4, 2, 5)]),
     ("k3_d2_s2_p2_g2", dict(kernel_size=3, dilation=2, stride=2, padding=2, groups=2), [(1, 4, 4, 3), (2, 4, 3, 5)]),
     ("k1_s2_nobias", dict(kernel_size=1, stride=2, bias=False), [(1, 4, 3, 3), (2, 4, 2, 4)]),
+    # output_padding of a stride or more, allowed below the dilation: windows past x's reach get the bias alone
+    ("k3_s1_d3_op2", dict(kernel_size=3, dilation=3, output_padding=2), [(1, 4, 1, 1), (2, 4, 3, 2)]),
+    ("k2x3_s2x1_d3x2_p1_op2x1_g2", dict(kernel_size=(2, 3), stride=(2, 1), dilation=(3, 2), padding=1,
+                                        output_padding=(2, 1), groups=2), [(1, 4, 2, 3), (2, 4, 3, 1)]),
 ]
 
 
@@ -277,6 +281,7 @@ CONVT1D = [
     ("k3_p1", dict(kernel_size=3, padding=1), [(1, 4, 1), (2, 4, 6), (3, 4, 3)]),
     ("k5_s3_p1_op2", dict(kernel_size=5, stride=3, padding=1, output_padding=2), [(1, 4, 4), (2, 4, 7)]),
     ("k2_s2_g2_d3", dict(kernel_size=2, stride=2, groups=2, dilation=3), [(1, 4, 5), (2, 4, 2)]),
+    ("k2_s1_d4_op3", dict(kernel_size=2, dilation=4, output_padding=3, bias=False), [(1, 4, 1), (2, 4, 5)]),
 ]
 
 CONVT = [(f"2d_{n}", "ConvTranspose2D", "ConvTranspose2d", k, s) for n, k, s in CONVT2D] + [
@@ -329,7 +334,11 @@ def test_conv_transpose_output_size_weight_layout_and_init(torch):
 def test_conv_transpose_errors_name_the_layer_and_leave_it_untouched():
     for make, match in [
         (lambda: lm.ConvTranspose2D(4, 6, 3, stride=2, output_padding=2), r"ConvTranspose2D: expected output_padding "
-                                                                         r"smaller than stride \(2, 2\), received \(2, 2\)"),
+                                                                         r"smaller than max\(stride, dilation\) \(2, 2\), "
+                                                                         r"received \(2, 2\)"),
+        (lambda: lm.ConvTranspose1D(4, 6, 3, dilation=3, output_padding=3), r"ConvTranspose1D: expected "
+                                                                             r"output_padding smaller than max\(stride, "
+                                                                             r"dilation\) \(3,\), received \(3,\)"),
         (lambda: lm.ConvTranspose2D(4, 6, 3, padding="same"), "ConvTranspose2D: expected padding as an int or a tuple"),
         (lambda: lm.ConvTranspose1D(3, 6, 3, groups=2), "divisible by groups"),
     ]:

@@ -148,6 +148,25 @@ CASES = {
         lambda t: t.nn.Upsample(scale_factor=1.5, mode="linear", align_corners=False),
         [(1, 1, 2), (2, 3, 4), (1, 2, 7), (3, 1, 3), (2, 2, 1)], None,
     ),
+    "upsample_bicubic_2x": (  # the 4-tap window reaches past the edges of every small input: clamped weights
+        lambda: lm.Upsample(scale_factor=2, mode="bicubic"),
+        lambda t: t.nn.Upsample(scale_factor=2, mode="bicubic", align_corners=False),
+        [(1, 1, 2, 3), (2, 3, 4, 4), (1, 2, 1, 5), (3, 1, 3, 2), (2, 2, 5, 1)], None,
+    ),
+    "upsample_bicubic_size_align_corners": (  # shrinking one axis, growing the other
+        lambda: lm.Upsample(size=(3, 9), mode="bicubic", align_corners=True),
+        lambda t: t.nn.Upsample(size=(3, 9), mode="bicubic", align_corners=True),
+        [(1, 1, 2, 3), (2, 3, 7, 4), (1, 2, 1, 5), (3, 1, 5, 2), (2, 2, 6, 1)], None,
+    ),
+    "upsample_nearest_exact_size": (
+        lambda: lm.Upsample(size=(7, 3), mode="nearest-exact"), lambda t: t.nn.Upsample(size=(7, 3), mode="nearest-exact"),
+        [(1, 1, 5, 3), (2, 3, 5, 8), (1, 2, 4, 4), (3, 1, 2, 6), (2, 2, 7, 5)], None,
+    ),
+    "upsample_nearest_exact_1d": (
+        lambda: lm.Upsample(scale_factor=1.5, mode="nearest-exact"),
+        lambda t: t.nn.Upsample(scale_factor=1.5, mode="nearest-exact"),
+        [(1, 1, 2), (2, 3, 4), (1, 2, 7), (3, 1, 3), (2, 2, 5)], None,
+    ),
     "upsample_nearest_1d_size": (
         lambda: lm.Upsample(size=11), lambda t: t.nn.Upsample(size=11), [(1, 1, 2), (2, 3, 4), (1, 2, 7), (3, 1, 3), (2, 2, 5)], None,
     ),
@@ -387,7 +406,7 @@ _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6)
                 "attention_causal_one_head": (2, 3, 4), "attention_no_bias": (2, 3, 6), "encoder_pre_ln_gelu": (2, 3, 4),
                 "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6),
                 **{name: (2, 3, 4, 4) for name in CASES if name.startswith("upsample") and "1d" not in name},
-                "upsample_linear_1d": (2, 3, 5), "upsample_nearest_1d_size": (2, 3, 5),
+                **{name: (2, 3, 5) for name in CASES if name.startswith("upsample") and "1d" in name},
                 "adaptive_avg_pool_2d": (2, 3, 7, 5), "adaptive_avg_pool_2d_global_and_none": (2, 3, 7, 5),
                 "adaptive_avg_pool_1d": (2, 3, 7), "adaptive_max_pool_2d": (2, 3, 7, 5),
                 "adaptive_max_pool_2d_global_and_none": (2, 3, 7, 5), "adaptive_max_pool_1d": (2, 3, 7),
@@ -613,7 +632,7 @@ def test_rmsnorm_scales_rows_to_unit_rms_and_validates():
         layer(np.zeros((2, 7), dtype=np.float32))
 
 
-@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact", "bilinear", "bicubic"])
 def test_upsample_fractional_scales_match_torch(torch, mode):
     """Scale factors that are not integers, one per axis too: the source
     positions use 1/scale_factor, as PyTorch's, and the output size ⌊in · s⌋."""
@@ -647,9 +666,12 @@ def test_upsample_errors_name_the_layer():
     with pytest.raises(ValueError, match="Upsample: expected exactly one of size and scale_factor"):
         lm.Upsample()
     with pytest.raises(ValueError, match="Upsample: expected mode in"):
-        lm.Upsample(scale_factor=2, mode="bicubic")
-    with pytest.raises(ValueError, match="align_corners applies to linear and bilinear"):
-        lm.Upsample(scale_factor=2, align_corners=True)
+        lm.Upsample(scale_factor=2, mode="trilinear")
+    for mode in ("nearest", "nearest-exact"):
+        with pytest.raises(ValueError, match="align_corners applies to linear, bilinear and bicubic modes only"):
+            lm.Upsample(scale_factor=2, mode=mode, align_corners=True)
+    with pytest.raises(lm.ShapeError, match=r"Upsample\(scale_factor=2.0, mode='bicubic'\): expected a 4-d input"):
+        lm.Upsample(scale_factor=2, mode="bicubic")(np.zeros((2, 3, 4), dtype=np.float32))
     with pytest.raises(lm.ShapeError, match=r"Upsample\(scale_factor=2.0, mode='bilinear'\): expected a 4-d input"):
         lm.Upsample(scale_factor=2, mode="bilinear")(np.zeros((2, 3, 4), dtype=np.float32))
     with pytest.raises(lm.ShapeError, match=r"expected 2 spatial dimensions, received 1"):

@@ -252,9 +252,13 @@ class _ConvTransposeNd(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, bias=bias, dtype=dtype)
         self.output_padding = as_tuple(output_padding, self._nd, name, "output_padding", minimum=0)
-        if any(op >= s for op, s in zip(self.output_padding, self.stride)):
-            raise ValueError(f"{name}: expected output_padding smaller than stride {self.stride}, "
-                             f"received {self.output_padding}")
+        if any(op >= limit for op, limit in zip(self.output_padding, self._padding_limit())):
+            raise ValueError(f"{name}: expected output_padding smaller than max(stride, dilation) "
+                             f"{self._padding_limit()}, received {self.output_padding}")
+
+    def _padding_limit(self):
+        """PyTorch's bound, per dimension: output_padding < max(stride, dilation)."""
+        return tuple(max(s, d) for s, d in zip(self.stride, self.dilation))
 
     def _weight_shape(self):  # PyTorch's layout: (in, out / groups, *kernel)
         return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
@@ -274,6 +278,7 @@ class _ConvTransposeNd(_ConvNd):
         spatial = tuple(int(v) for v in output_size)[-self._nd:]
         least = self.output_shape(x.shape[2:], (0,) * self._nd)
         pad = tuple(want - have for want, have in zip(spatial, least))
+        # PyTorch bounds output_size by the stride alone, output_padding by max(stride, dilation)
         if len(spatial) != self._nd or any(not 0 <= p < s for p, s in zip(pad, self.stride)):
             most = tuple(have + s - 1 for have, s in zip(least, self.stride))
             raise ShapeError(f"{self._label()}: expected output_size between {least} and {most} for an input of "
@@ -291,7 +296,11 @@ class _ConvTransposeNd(_ConvNd):
         shape4 = (n, self.out_channels, *((1,) + out_spatial if self._nd == 1 else out_spatial))
         kernel, stride, padding, dilation = self._as_2d()
         g = ops.geometry(shape4, kernel, stride, padding, dilation)  # the shadow convolution: y's shape -> x's
-        assert (g.oh, g.ow) == x4.shape[2:], (g, x4.shape)
+        # An output_padding of a stride or more (allowed when the dilation
+        # exceeds the stride) adds whole windows the shadow would also
+        # sweep; x covers only the first ones, and the rest of y gets the bias.
+        assert g.oh >= x4.shape[2] and g.ow >= x4.shape[3], (g, x4.shape)
+        g = g._replace(oh=x4.shape[2], ow=x4.shape[3])
         y4 = ops.conv2d_backward_data(x4, self._weight_2d(), g, self.groups)
         if self.bias is not None:
             y4 += self._compute(self.bias).reshape(1, -1, 1, 1)

@@ -10,7 +10,8 @@ matrix A (out × in) and, for an image,
 
 A row of A holds the weights of the input positions that make one output:
 one 1 for nearest upsampling, two weights summing to 1 for linear and
-bilinear, 1/k over the k inputs of a bin for adaptive average pooling.
+bilinear, four for bicubic, 1/k over the k inputs of a bin for adaptive
+average pooling.
 Backward is the same two matrix products, transposed.
 """
 
@@ -24,25 +25,36 @@ from ..module import Layer
 from ..ops import reference
 from ._utils import adaptive_sizes
 
-_MODES = {"nearest": (3, 4), "linear": (3,), "bilinear": (4,)}
+_MODES = {"nearest": (3, 4), "nearest-exact": (3, 4), "linear": (3,), "bilinear": (4,), "bicubic": (4,)}
+_CUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution coefficient
 
 
 def interpolation_matrix(in_size, out_size, mode, align_corners=False, scale_factor=None):
     """A (out_size, in_size) float64 matrix with PyTorch's source positions.
 
-    nearest: output o reads input min(⌊o · s⌋, in - 1), s = in / out (or 1 /
-    scale_factor when given), computed in float32 as PyTorch does.
+    The scale s is in / out, or 1 / scale_factor when given.
+
+    nearest: output o reads input min(⌊o · s⌋, in - 1), computed in float32
+    as PyTorch does; nearest-exact reads min(⌊(o + ½) · s⌋, in - 1), the
+    nearest input centre (PIL's and scikit-image's choice).
     linear: output o sits at source position
         align_corners=False: max((o + ½) s - ½, 0)
         align_corners=True:  o (in - 1) / (out - 1)
     between inputs i0 = ⌊src⌋ and i1 = min(i0 + 1, in - 1), with weights
     1 - λ and λ, λ = src - i0.
+    cubic: the same source position, unclamped, read from inputs i0 - 1 ..
+    i0 + 2 (clamped to the edge, so an edge pixel may collect several
+    weights) with Keys' cubic convolution weights, a = -0.75:
+        W(d) = (a + 2)|d|³ - (a + 3)|d|² + 1        for |d| ≤ 1
+        W(d) = a|d|³ - 5a|d|² + 8a|d| - 4a          for 1 < |d| < 2
+    at the distances 1 + λ, λ, 1 - λ, 2 - λ.
     """
     a = np.zeros((out_size, in_size))
     o = np.arange(out_size)
-    if mode == "nearest":
+    if mode in ("nearest", "nearest-exact"):
         s = np.float32(1.0 / scale_factor if scale_factor else in_size / out_size)
-        src = np.minimum(np.floor(o.astype(np.float32) * s).astype(np.int64), in_size - 1)
+        pos = o.astype(np.float32) + (np.float32(0.5) if mode == "nearest-exact" else np.float32(0))
+        src = np.minimum(np.floor(pos * s).astype(np.int64), in_size - 1)
         a[o, src] = 1.0
         return a
     if align_corners:
@@ -50,13 +62,31 @@ def interpolation_matrix(in_size, out_size, mode, align_corners=False, scale_fac
         src = o * s
     else:
         s = 1.0 / scale_factor if scale_factor else in_size / out_size
-        src = np.maximum((o + 0.5) * s - 0.5, 0.0)
+        src = (o + 0.5) * s - 0.5
+    if mode == "cubic":
+        i0 = np.floor(src).astype(np.int64)
+        lam = src - i0
+        w = (_cubic_far(1 + lam), _cubic_near(lam), _cubic_near(1 - lam), _cubic_far(2 - lam))
+        for k, wk in enumerate(w):
+            np.add.at(a, (o, np.clip(i0 - 1 + k, 0, in_size - 1)), wk)
+        return a
+    src = np.maximum(src, 0.0)
     i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
     lam = src - i0
     np.add.at(a, (o, i0), 1.0 - lam)
     np.add.at(a, (o, i1), lam)
     return a
+
+
+def _cubic_near(d):
+    """Keys' cubic convolution weight for a distance |d| ≤ 1."""
+    return ((_CUBIC_A + 2) * d - (_CUBIC_A + 3)) * d * d + 1
+
+
+def _cubic_far(d):
+    """Keys' cubic convolution weight for a distance 1 < |d| < 2."""
+    return ((_CUBIC_A * d - 5 * _CUBIC_A) * d + 8 * _CUBIC_A) * d - 4 * _CUBIC_A
 
 
 def adaptive_pool_matrix(in_size, out_size):
@@ -129,10 +159,11 @@ class Upsample(_AxisMaps):
     Args:
         size: the output's spatial size (an int or one per axis), or
         scale_factor: a float (or one per axis); output = ⌊in · scale⌋.
-        mode: ``"nearest"`` (1-d or 2-d), ``"linear"`` (1-d), ``"bilinear"`` (2-d).
-        align_corners: for linear and bilinear: map the corner pixels'
-            centres onto each other (True) or the corners of the grid (False,
-            PyTorch's default).
+        mode: ``"nearest"`` and ``"nearest-exact"`` (1-d or 2-d),
+            ``"linear"`` (1-d), ``"bilinear"`` and ``"bicubic"`` (2-d).
+        align_corners: for linear, bilinear and bicubic: map the corner
+            pixels' centres onto each other (True) or the corners of the
+            grid (False, PyTorch's default).
 
     Forward and backward are two matrix products with the interpolation
     matrices (see the module docstring), built once per input shape and
@@ -146,8 +177,8 @@ class Upsample(_AxisMaps):
             raise ValueError(f"Upsample: expected mode in {sorted(_MODES)}, received {mode!r}")
         if (size is None) == (scale_factor is None):
             raise ValueError("Upsample: expected exactly one of size and scale_factor")
-        if align_corners is not None and mode == "nearest":
-            raise ValueError("Upsample: align_corners applies to linear and bilinear modes only")
+        if align_corners is not None and mode.startswith("nearest"):
+            raise ValueError("Upsample: align_corners applies to linear, bilinear and bicubic modes only")
         self.size = None if size is None else (tuple(int(s) for s in size) if isinstance(size, (tuple, list)) else int(size))
         self.scale_factor = None if scale_factor is None else (
             tuple(float(s) for s in scale_factor) if isinstance(scale_factor, (tuple, list)) else float(scale_factor))
@@ -177,7 +208,7 @@ class Upsample(_AxisMaps):
             out = tuple(int(math.floor(n * s)) for n, s in zip(spatial, scales))
         if min(out) < 1:
             raise ShapeError(f"{self._label()}: an input of spatial shape {spatial} gives an empty output {out}")
-        mode = "nearest" if self.mode == "nearest" else "linear"
+        mode = {"bilinear": "linear", "bicubic": "cubic"}.get(self.mode, self.mode)
         return out, [interpolation_matrix(n, o, mode, self.align_corners, s) for n, o, s in zip(spatial, out, scales)]
 
     def extra_repr(self):
