@@ -496,8 +496,8 @@ def test_bce_and_kl_errors_name_the_loss():
     with pytest.raises(ValueError, match=r"BCELoss\(reduction='mean'\): expected probabilities in \[0, 1\] as input, "
                                          r"received values from -0.5 to 2.0; BCEWithLogits takes logits"):
         lm.BCELoss()(np.array([-0.5, 2.0], dtype=np.float32), np.zeros(2, dtype=np.float32))
-    with pytest.raises(ValueError, match="KLDivLoss: expected reduction 'mean', 'batchmean' or 'sum', received 'none'"):
-        lm.KLDivLoss("none")
+    with pytest.raises(ValueError, match="KLDivLoss: expected reduction 'mean', 'batchmean', 'sum' or 'none', received 'avg'"):
+        lm.KLDivLoss("avg")
     with pytest.raises(lm.ShapeError, match=r"KLDivLoss\(reduction='batchmean', log_target=True\): expected target of shape \(2, 3\)"):
         lm.KLDivLoss("batchmean", log_target=True)(np.zeros((2, 3), dtype=np.float32), np.zeros((3, 2), dtype=np.float32))
 
@@ -791,3 +791,152 @@ def test_a_loss_given_the_wrong_kind_of_input_names_itself_and_keeps_no_gradient
         with pytest.raises(lm.CacheError):
             loss_fn.backward()
     assert np.isfinite(loss_fn(x, target))
+
+
+# ---------------------------------------------------------------------------
+# reduction="none", element weights, and backward(dloss)
+# ---------------------------------------------------------------------------
+
+
+def _unreduced_cases(rng):
+    """(id, lamina loss, PyTorch loss, input, target) with reduction="none":
+    every loss, with its options, on an input with a spatial axis where it
+    takes one."""
+    x3 = rng.standard_normal((3, 4, 5)) * 2
+    idx3 = rng.integers(0, 4, (3, 5))
+    probs = rng.dirichlet(np.ones(4), (3, 5)).transpose(0, 2, 1)
+    x2, idx2 = rng.standard_normal((6, 5)) * 2, rng.integers(0, 5, 6)
+    w5, w4 = rng.uniform(0.2, 2, 5), rng.uniform(0.2, 2, 4)
+    y, t = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    p = rng.uniform(0.02, 0.98, (4, 3))
+    logp = np.log(rng.dirichlet(np.ones(3), 4))
+    return [
+        ("xent", lambda r, nn: (lm.SoftmaxCrossEntropy(r), nn.CrossEntropyLoss(reduction=r)), x2, idx2),
+        ("xent_spatial_smooth_ignore", lambda r, nn: (lm.SoftmaxCrossEntropy(r, 0.1, ignore_index=2),
+                                                      nn.CrossEntropyLoss(reduction=r, label_smoothing=0.1, ignore_index=2)),
+         x3, idx3),
+        ("xent_weighted_smooth", lambda r, nn, w=w5: (lm.SoftmaxCrossEntropy(r, 0.2, weight=w),
+                                                      nn.CrossEntropyLoss(reduction=r, label_smoothing=0.2,
+                                                                          weight=_t(nn, w))), x2, idx2),
+        ("xent_probabilities", lambda r, nn, w=w4: (lm.SoftmaxCrossEntropy(r, 0.1, weight=w),
+                                                    nn.CrossEntropyLoss(reduction=r, label_smoothing=0.1, weight=_t(nn, w))),
+         x3, probs),
+        ("nll_weighted_ignore", lambda r, nn, w=w4: (lm.NLLLoss(r, weight=w, ignore_index=1),
+                                                     nn.NLLLoss(reduction=r, weight=_t(nn, w), ignore_index=1)), x3, idx3),
+        ("mse", lambda r, nn: (lm.MSELoss(r), nn.MSELoss(reduction=r)), y, t),
+        ("l1", lambda r, nn: (lm.L1Loss(r), nn.L1Loss(reduction=r)), y, t),
+        ("smooth_l1", lambda r, nn: (lm.SmoothL1Loss(r, beta=0.5), nn.SmoothL1Loss(reduction=r, beta=0.5)), y, t),
+        ("huber", lambda r, nn: (lm.HuberLoss(r, delta=0.7), nn.HuberLoss(reduction=r, delta=0.7)), y, t),
+        ("bce_logits_weights", lambda r, nn: (lm.BCEWithLogits(r, weight=np.array([0.5, 1, 2]), pos_weight=np.array([3, 1, .5])),
+                                              nn.BCEWithLogitsLoss(reduction=r, weight=_t(nn, [0.5, 1, 2]),
+                                                                   pos_weight=_t(nn, [3, 1, .5]))), y * 3, p),
+        ("bce_weight", lambda r, nn: (lm.BCELoss(r, weight=np.array([[2.0], [1], [0.5], [0]])),
+                                      nn.BCELoss(reduction=r, weight=_t(nn, [[2.0], [1], [0.5], [0]]))), p[::-1].copy(), p),
+        ("kl", lambda r, nn: (lm.KLDivLoss(r), nn.KLDivLoss(reduction=r)), logp, np.exp(logp[::-1])),
+    ]
+
+
+def _t(nn, a):
+    import torch
+    return torch.tensor(np.asarray(a, dtype=np.float32))
+
+
+CASE_IDS = [c[0] for c in _unreduced_cases(np.random.default_rng(0))]
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_every_loss_keeps_per_element_losses_with_reduction_none(torch, xp, case):
+    """reduction="none" returns PyTorch's per-element (per-prediction) losses
+    as an array on the input's device; backward(dloss) takes their gradient
+    and returns PyTorch's input gradient; both reductions are the sum and
+    mean of those losses (checked against PyTorch too)."""
+    rng = np.random.default_rng(5)
+    _, make, x, target = next(c for c in _unreduced_cases(rng) if c[0] == case)
+    x32, t32 = x.astype(np.float32), target.astype(np.float32) if target.dtype.kind == "f" else target
+    for reduction in ("none", "batchmean" if case == "kl" else "mean", "sum"):  # PyTorch warns on KLDivLoss's "mean"
+        fn, tfn = make(reduction, torch.nn)
+        tx = torch.from_numpy(x32.copy()).requires_grad_(True)
+        tl = tfn(tx, torch.from_numpy(t32))
+        dloss = rng.standard_normal(tuple(tl.shape)).astype(np.float32)
+        (tl * torch.from_numpy(dloss)).sum().backward()
+        loss = fn(xp.asarray(x32), xp.asarray(t32))
+        if reduction == "none":
+            assert backend_of(loss) is xp and loss.shape == tuple(tl.shape) and loss.dtype == np.float32
+            dx = fn.backward(xp.asarray(dloss))
+        else:
+            assert isinstance(loss, float)
+            dx = fn.backward(float(dloss))  # a number scales the gradient, as loss.backward(gradient)
+        np.testing.assert_allclose(to_numpy(loss), tl.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=reduction)
+        np.testing.assert_allclose(to_numpy(dx), tx.grad.numpy(), rtol=1e-5, atol=1e-6, err_msg=reduction)
+        assert dx.dtype == np.float32
+    assert gradcheck(make("none", torch.nn)[0], x, target)
+
+
+def backend_of(a):
+    return lm.get_array_module(a)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_ctc_per_sample_losses(torch, xp, reduction):
+    logits, targets, il, tl = _ctc_case(4)
+    tx = torch.tensor(logits, requires_grad=True)
+    tloss = torch.nn.functional.ctc_loss(torch.log_softmax(tx, -1), torch.tensor(targets), torch.tensor(il),
+                                         torch.tensor(tl), reduction=reduction)
+    dloss = np.random.default_rng(1).standard_normal(tuple(tloss.shape))
+    (tloss * torch.tensor(dloss)).sum().backward()
+    for batch_first in (False, True):
+        log_softmax, ctc = lm.LogSoftmax(), lm.CTCLoss(reduction=reduction, batch_first=batch_first)
+        x = logits.transpose(1, 0, 2).copy() if batch_first else logits
+        loss = ctc(log_softmax(xp.asarray(x)), xp.asarray(targets), il, tl)
+        grad = to_numpy(log_softmax.backward(ctc.backward(xp.asarray(dloss) if reduction == "none" else float(dloss))))
+        np.testing.assert_allclose(to_numpy(loss), tloss.detach().numpy(), rtol=1e-10)
+        np.testing.assert_allclose(grad.transpose(1, 0, 2) if batch_first else grad, tx.grad.numpy(), rtol=1e-9, atol=1e-12)
+    assert gradcheck(lm.CTCLoss(reduction="none"), np.log(np.random.default_rng(2).dirichlet(np.ones(4), (5, 2))),
+                     np.array([[1, 2], [3, 3]]), [5, 4], [2, 2])
+
+
+def test_per_element_backward_validates_dloss_and_keeps_the_cache():
+    fn = lm.SoftmaxCrossEntropy("none")
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    losses = fn(x, np.array([0, 1, 2, 0]))
+    label = r"SoftmaxCrossEntropy\(reduction='none', label_smoothing=0.0\)"
+    for dloss, error, match in [
+        (None, ValueError, r"reduction='none' gives one loss per element; backward\(dloss\) needs their gradient, "
+                           r"an array of shape \(4,\)"),
+        (np.ones(3, np.float32), lm.ShapeError, r"expected dloss of shape \(4,\) \(the losses'\), received \(3,\)"),
+        ([1.0] * 4, lm.DTypeError, "expected dloss as a numpy.ndarray or cupy.ndarray, received list"),
+        (np.ones(4, np.int64), lm.DTypeError, "expected a floating-point dloss, received dtype int64"),
+    ]:
+        with pytest.raises(error, match=label + ": " + match):
+            fn.backward(dloss)
+    dx = fn.backward(np.ones_like(losses))  # the failed calls kept the cache
+    ref = lm.SoftmaxCrossEntropy("sum")
+    ref(x, np.array([0, 1, 2, 0]))
+    np.testing.assert_allclose(dx, ref.backward(), rtol=1e-6)
+    mean = lm.MSELoss()
+    mean(x, np.zeros_like(x))
+    with pytest.raises(lm.ShapeError, match=r"MSELoss\(reduction='mean'\): expected dloss as a number \(the loss is a "
+                                            r"scalar\) or None, received \(4, 3\)"):
+        mean.backward(np.ones((4, 3), np.float32))
+    np.testing.assert_allclose(mean.backward(np.float64(3.0)), 3 * 2 * x / x.size, rtol=1e-6)
+
+
+def test_element_weights_are_validated_by_name():
+    with pytest.raises(ValueError, match=r"BCEWithLogits: expected pos_weight as a non-empty array of numbers"):
+        lm.BCEWithLogits(pos_weight=[])
+    with pytest.raises(ValueError, match=r"BCELoss: expected a finite weight"):
+        lm.BCELoss(weight=[1.0, np.inf])
+    fn = lm.BCEWithLogits(pos_weight=np.ones(3))
+    with pytest.raises(lm.ShapeError, match=r"BCEWithLogits\(reduction='mean', pos_weight=\(shape \(3,\)\)\): expected "
+                                            r"an input whose shape pos_weight \(3,\) broadcasts to, received shape \(2, 4\)"):
+        fn(np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32))
+    with pytest.raises(lm.CacheError):
+        fn.backward()
+
+
+def test_fit_refuses_a_loss_without_reduction():
+    model = lm.Sequential(lm.Dense(3, 2))
+    x, y = np.zeros((4, 3), np.float32), np.zeros(4, np.int64)
+    with pytest.raises(ValueError, match=r"fit: expected a loss that reduces to a scalar \(reduction 'mean' or 'sum'\), "
+                                         r"received SoftmaxCrossEntropy\(reduction='none'"):
+        lm.train.fit(model, lm.SoftmaxCrossEntropy("none"), lm.optim.SGD(model.parameters(), lr=0.1), (x, y), epochs=1)

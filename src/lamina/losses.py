@@ -11,7 +11,16 @@ A Python float makes the host wait for the GPU at every step.
 as a 0-d float64 array on the logits' device, so the host can go on queueing
 the backward and the update (and a whole step can be captured in a CUDA
 graph); read it with ``float(loss)`` when you log it.
+
+``reduction="none"`` keeps one loss per element (per sample for CTCLoss,
+per prediction for the class losses), as PyTorch's: the call returns them
+as an array, and ``loss_fn.backward(dloss)`` takes their gradient (of the
+returned shape: per-sample weights, say) and returns the input's.  With
+"mean" or "sum", ``backward()`` takes no argument, or a number that scales
+the gradient.
 """
+
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -19,15 +28,34 @@ from . import backend, ops
 from .errors import CacheError, DeviceError, DTypeError, ShapeError
 from .module import is_grad_enabled
 
-_REDUCTIONS = ("mean", "sum")
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+class _PerElement(NamedTuple):
+    """The cache of a loss with reduction="none": the gradient of every
+    element's loss with respect to the input (one row per prediction for the
+    class losses), the losses' shape, and ``apply(grad, dloss)``, which
+    weighs it by the incoming gradient of those losses and returns dx."""
+
+    grad: object
+    shape: tuple
+    apply: Callable
+
+
+def _times(grad, dloss):
+    """dx of an elementwise loss: each element's derivative times its loss's gradient."""
+    return grad * dloss
 
 
 class Loss:
-    """Base class: input validation and the forward cache."""
+    """Base class: input validation, the reductions and the forward cache."""
+
+    _reductions = _REDUCTIONS
 
     def __init__(self, reduction="mean"):
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"{type(self).__name__}: expected reduction 'mean' or 'sum', received {reduction!r}")
+        if reduction not in self._reductions:
+            names = ", ".join(repr(r) for r in self._reductions[:-1]) + f" or {self._reductions[-1]!r}"
+            raise ValueError(f"{type(self).__name__}: expected reduction {names}, received {reduction!r}")
         self.reduction = reduction
         self._cache = None
 
@@ -44,8 +72,10 @@ class Loss:
         return self.forward(input, target)
 
     def forward(self, input, target):
-        """The loss as a Python float (on the GPU this waits for the result)."""
-        return float(self._loss(input, target, strict=True))
+        """The loss as a Python float (on the GPU this waits for the result);
+        with reduction="none", the array of losses on the input's device."""
+        loss = self._loss(input, target, strict=True)
+        return loss if self.reduction == "none" else float(loss)
 
     def compute(self, input, target):
         """The loss as a 0-d float64 array on the input's device, without
@@ -56,6 +86,22 @@ class Loss:
         if type(self)._loss is Loss._loss:  # a subclass that defines forward() only
             return self.forward(input, target)
         return self._loss(input, target, strict=False)
+
+    def _elementwise(self, loss, grad, n):
+        """Reduce an elementwise loss: ``loss`` and ``grad`` (its derivative)
+        per element of the input, ``n`` the mean's divisor.  Caches the
+        gradient and returns the reduced loss (a 0-d float64 array), or the
+        losses themselves for reduction="none"."""
+        if self.reduction == "none":
+            self._save_per_element(grad, loss, _times)
+            return loss
+        n = n if self.reduction in ("mean", "batchmean") else 1
+        self._save(grad if n == 1 else grad * grad.dtype.type(1.0 / n))
+        return loss.sum(dtype=np.float64) / n
+
+    def _save_per_element(self, grad, losses, apply):
+        """Cache for reduction="none" (see :class:`_PerElement`)."""
+        self._save(None if grad is None else _PerElement(grad, tuple(losses.shape), apply))
 
     def _loss(self, input, target, strict):
         """The loss as a 0-d float64 array; ``strict``: validate values that
@@ -103,12 +149,54 @@ class Loss:
     def _save(self, grad):
         self._cache = grad if is_grad_enabled() else None
 
-    def backward(self):
-        """d(loss)/d(input) for the last forward; clears the cache."""
+    def backward(self, dloss=None):
+        """d(loss)/d(input) for the last forward; clears the cache.
+
+        ``dloss``: for reduction="none", the gradient of the returned losses
+        (an array of their shape, on their device), required; otherwise
+        None, or a number (a Python scalar or a 0-d array) that scales the
+        gradient, as ``loss.backward(gradient)`` in PyTorch.  A bad ``dloss``
+        raises and keeps the cache."""
+        label = self._label()
         if self._cache is None:
-            raise CacheError(f"{self._label()}: backward() called without a forward() with gradients enabled")
-        grad, self._cache = self._cache, None
-        return grad
+            raise CacheError(f"{label}: backward() called without a forward() with gradients enabled")
+        cache = self._cache
+        if isinstance(cache, _PerElement):
+            grad = self._check_dloss(cache, dloss)
+            self._cache = None
+            return grad
+        if dloss is not None:
+            if backend.is_array(dloss) and dloss.ndim == 0:
+                if backend.device_of(dloss) != backend.device_of(cache):
+                    raise DeviceError(f"{label}: expected dloss on {backend.device_of(cache)}, received it on "
+                                      f"{backend.device_of(dloss)}")
+                dloss = dloss.astype(cache.dtype)
+            elif isinstance(dloss, (int, float, np.integer, np.floating)) and not isinstance(dloss, bool):
+                dloss = cache.dtype.type(dloss)
+            else:
+                shape = tuple(dloss.shape) if backend.is_array(dloss) else type(dloss).__name__
+                raise ShapeError(f"{label}: expected dloss as a number (the loss is a scalar) or None, received {shape}")
+            self._cache = None
+            return cache * dloss
+        self._cache = None
+        return cache
+
+    def _check_dloss(self, cache, dloss):
+        """dx for reduction="none" from a validated ``dloss`` of the losses' shape."""
+        label = self._label()
+        if dloss is None:
+            raise ValueError(f"{label}: reduction='none' gives one loss per element; backward(dloss) needs their "
+                             f"gradient, an array of shape {cache.shape}")
+        if not backend.is_array(dloss):
+            raise DTypeError(f"{label}: expected dloss as a numpy.ndarray or cupy.ndarray, received {type(dloss).__name__}")
+        if backend.device_of(dloss) != backend.device_of(cache.grad):
+            raise DeviceError(f"{label}: expected dloss on {backend.device_of(cache.grad)}, received it on "
+                              f"{backend.device_of(dloss)}")
+        if dloss.dtype.kind != "f" and not backend.is_low_precision(dloss.dtype):
+            raise DTypeError(f"{label}: expected a floating-point dloss, received dtype {dloss.dtype}")
+        if tuple(dloss.shape) != cache.shape:
+            raise ShapeError(f"{label}: expected dloss of shape {cache.shape} (the losses'), received {tuple(dloss.shape)}")
+        return cache.apply(cache.grad, dloss.astype(cache.grad.dtype, copy=False))
 
 
 class _ClassLoss(Loss):
@@ -174,6 +262,13 @@ class _ClassLoss(Loss):
         if len(shape) <= 2:
             return grad
         return xp.moveaxis(grad.reshape(shape[:1] + shape[2:] + (shape[1],)), -1, 1)
+
+    def _per_prediction(self, xp, losses, grad, shape):
+        """reduction="none": cache the rows' gradient (M, C) and return the
+        M losses in the target's shape (N, d1, ...)."""
+        losses = losses.reshape(shape[:1] + shape[2:])
+        self._save_per_element(grad, losses, lambda g, d: self._unflatten(xp, g * d.reshape(-1, 1), shape))
+        return losses
 
     def _class_weight(self, x):
         """The class weights on x's device and in its dtype (kept for the next call)."""
@@ -270,14 +365,24 @@ class SoftmaxCrossEntropy(_ClassLoss):
         n = input.shape[0]
         need_grad = is_grad_enabled()
         if self.weight is not None:
-            loss, grad = self._weighted(xp, input, target, keep, need_grad)
-        elif keep is None:
+            rows, wy, grad = self._weighted(xp, input, target, keep, need_grad)
+            if self.reduction == "none":
+                return self._per_prediction(xp, rows, grad, shape)
+            loss, scale = self._weighted_mean(xp, rows.astype(np.float64).sum(), wy)
+            if grad is not None:
+                grad *= scale
+        elif keep is None and self.reduction != "none":
             scale = 1.0 / n if self.reduction == "mean" else 1.0
             rows, grad = ops.softmax_xent(input, target, self.label_smoothing, scale, need_grad)
             loss = rows.sum(dtype=np.float64) * scale
         else:  # on the device throughout: no wait for the count
             rows, grad = ops.softmax_xent(input, target, self.label_smoothing, 1.0, need_grad)
+            if keep is None:  # reduction "none"
+                return self._per_prediction(xp, rows, grad, shape)
             weight = keep.astype(np.float64)
+            if self.reduction == "none":
+                kept = keep.astype(rows.dtype)
+                return self._per_prediction(xp, rows * kept, None if grad is None else grad * kept[:, None], shape)
             loss = (rows.astype(np.float64) * weight).sum()
             if self.reduction == "mean":
                 count = keep.sum()
@@ -290,8 +395,9 @@ class SoftmaxCrossEntropy(_ClassLoss):
         return loss
 
     def _weighted(self, xp, x, target, keep, need_grad):
-        """The class-weighted loss (a 0-d float64 array) and its gradient (or
-        None); see the class docstring for the formulas."""
+        """The class-weighted loss of each row, each row's weight w_y (0 where
+        ignored) and the gradient of each row's loss (or None); see the
+        class docstring for the formulas."""
         n, c = x.shape
         w = self._class_weight(x)
         rows = xp.arange(n)
@@ -300,7 +406,7 @@ class SoftmaxCrossEntropy(_ClassLoss):
         if keep is not None:
             wy = wy * keep.astype(x.dtype)
         eps = self.label_smoothing
-        loss = (1 - eps) * (nll.astype(np.float64) * wy).sum()
+        loss = nll * (wy * x.dtype.type(1 - eps))
         if eps:
             m = x.max(axis=1)
             lse_m = nll + (x[rows, target] - m)  # log Σ e^(x - m) >= 0, from nll = lse - x_y
@@ -308,17 +414,16 @@ class SoftmaxCrossEntropy(_ClassLoss):
             smooth = (m[:, None] - x) @ w + w.sum() * lse_m
             if keep is not None:
                 smooth = smooth * keep.astype(x.dtype)
-            loss = loss + eps / c * smooth.astype(np.float64).sum()
-        loss, scale = self._weighted_mean(xp, loss, wy)
+            loss = loss + x.dtype.type(eps / c) * smooth
         if not need_grad:
-            return loss, None
-        g = grad * (wy * ((1 - eps) * scale))[:, None]  # (1 - ε) w_y (p - onehot)
+            return loss, wy, None
+        g = grad * (wy * x.dtype.type(1 - eps))[:, None]  # (1 - ε) w_y (p - onehot)
         if eps:  # + (ε/C) (p Σ_k w_k - w)
             p = grad
             p[rows, target] += 1
-            term = (p * w.sum() - w) * (scale * x.dtype.type(eps / c))
+            term = (p * w.sum() - w) * x.dtype.type(eps / c)
             g += term if keep is None else term * keep.astype(x.dtype)[:, None]
-        return loss, g
+        return loss, wy, g
 
     def _soft_loss(self, input, target):
         """Class probabilities as the target (t of the input's shape, each row
@@ -364,6 +469,8 @@ class SoftmaxCrossEntropy(_ClassLoss):
         grad = None
         if is_grad_enabled():
             grad = (xp.exp(logp) * wq.sum(axis=1, keepdims=True) - wq) * x.dtype.type(scale)
+        if self.reduction == "none":
+            return self._per_prediction(xp, rows.astype(x.dtype), grad, shape)
         self._save(None if grad is None else self._unflatten(xp, grad, shape))
         return rows.sum() * scale
 
@@ -379,9 +486,7 @@ class MSELoss(Loss):
 
     def _loss(self, input, target, strict):
         diff = self._diff(input, target)
-        n = diff.size if self.reduction == "mean" else 1
-        self._save(diff * diff.dtype.type(2.0 / n))
-        return (diff.astype(np.float64) ** 2).sum() / n
+        return self._elementwise(diff * diff, diff * diff.dtype.type(2), diff.size)
 
 
 class L1Loss(Loss):
@@ -389,10 +494,8 @@ class L1Loss(Loss):
 
     def _loss(self, input, target, strict):
         diff = self._diff(input, target)
-        n = diff.size if self.reduction == "mean" else 1
         xp = backend.get_array_module(diff)
-        self._save(xp.sign(diff) * diff.dtype.type(1.0 / n))
-        return xp.abs(diff).sum(dtype=np.float64) / n
+        return self._elementwise(xp.abs(diff), xp.sign(diff), diff.size)
 
 
 class SmoothL1Loss(Loss):
@@ -415,13 +518,11 @@ class SmoothL1Loss(Loss):
     def _loss(self, input, target, strict):
         diff = self._diff(input, target)
         xp = backend.get_array_module(diff)
-        n = diff.size if self.reduction == "mean" else 1
-        a, b, k = xp.abs(diff), self.beta, self._scale
+        a, b, k = xp.abs(diff), diff.dtype.type(self.beta), diff.dtype.type(self._scale)
         inner = a < b
-        loss = xp.where(inner, 0.5 * diff * diff / (b or 1), a - 0.5 * b)
-        grad = xp.where(inner, diff / (b or 1), xp.sign(diff))
-        self._save((grad * diff.dtype.type(k / n)).astype(diff.dtype, copy=False))
-        return loss.sum(dtype=np.float64) * (k / n)
+        loss = xp.where(inner, diff * diff * diff.dtype.type(0.5 / (self.beta or 1)), a - b / 2) * k
+        grad = xp.where(inner, diff / (b or 1), xp.sign(diff)) * k
+        return self._elementwise(loss, grad, diff.size)
 
     def extra_repr(self):
         return f"reduction='{self.reduction}', beta={self.beta}"
@@ -478,48 +579,125 @@ class NLLLoss(_ClassLoss):
             w = w * keep.astype(rows.dtype)
         w = xp.where(bad, xp.nan, w).astype(rows.dtype, copy=False)
         idx = xp.arange(t.size)
-        loss, scale = self._weighted_mean(xp, -(rows[idx, t].astype(np.float64) * w).sum(), w)
+        if self.reduction == "none":
+            loss, scale = -(rows[idx, t] * w), 1
+        else:
+            loss, scale = self._weighted_mean(xp, -(rows[idx, t].astype(np.float64) * w).sum(), w)
         grad = None
         if is_grad_enabled():
             grad = xp.zeros_like(rows)
             grad[idx, t] = -w * scale
-            grad = self._unflatten(xp, grad, shape)
-        self._save(grad)
+        if self.reduction == "none":
+            return self._per_prediction(xp, loss, grad, shape)
+        self._save(None if grad is None else self._unflatten(xp, grad, shape))
         return loss
 
 
-class BCEWithLogits(Loss):
+class _WeightedElements(Loss):
+    """An elementwise loss with an optional ``weight`` per element,
+    broadcast to the input's shape (PyTorch's rescaling weight), kept on the
+    host and moved to the input's device and dtype when used."""
+
+    def __init__(self, reduction="mean", weight=None):
+        super().__init__(reduction)
+        self.weight = self._host_array(weight, "weight")
+        self._here = {}  # name -> the array on the last input's device, in its dtype
+
+    def _host_array(self, a, what):
+        if a is None:
+            return None
+        a = backend.to_device(a, "cpu") if backend.is_array(a) else np.asarray(a)
+        if a.dtype.kind not in "fiu" or a.size == 0:
+            raise ValueError(f"{type(self).__name__}: expected {what} as a non-empty array of numbers, received "
+                             f"shape {tuple(a.shape)} of dtype {a.dtype}")
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError(f"{type(self).__name__}: expected a finite {what}")
+        return a
+
+    def _on(self, what, x):
+        """The host array ``what`` on x's device and in its dtype, checked to
+        broadcast to x's shape."""
+        a = getattr(self, what)
+        try:
+            np.broadcast_shapes(a.shape, tuple(x.shape))
+        except ValueError:
+            raise ShapeError(f"{self._label()}: expected an input whose shape {what} {a.shape} broadcasts to, "
+                             f"received shape {tuple(x.shape)}") from None
+        here = self._here.get(what)
+        if here is None or backend.device_of(here) != backend.device_of(x) or here.dtype != x.dtype:
+            here = self._here[what] = backend.to_device(a.astype(x.dtype), backend.device_of(x))
+        return here
+
+    def _weighted(self, loss, grad, x):
+        if self.weight is None:
+            return loss, grad
+        w = self._on("weight", x)
+        return loss * w, grad * w
+
+    def extra_repr(self):
+        s = f"reduction='{self.reduction}'"
+        return s if self.weight is None else s + f", weight=(shape {self.weight.shape})"
+
+
+class BCEWithLogits(_WeightedElements):
     """Sigmoid and binary cross-entropy, fused (PyTorch's ``nn.BCEWithLogitsLoss``).
 
-        loss = Σ [max(x, 0) - x t + log(1 + e^(-|x|))] / n
-        dx = (σ(x) - t) / n
+    With σ the sigmoid, softplus(x) = log(1 + eᵡ) = max(x, 0) + log(1 + e^(-|x|)),
+    p the positive-class weight and w the element weight:
 
-    The form above never exponentiates a positive number, so it is stable
-    for any logit.  Targets may be soft (any value in [0, 1]).
+        loss = w [p t softplus(-x) + (1 - t) softplus(x)]     (= -w [p t log σ(x) + (1 - t) log(1 - σ(x))])
+        dloss/dx = w [σ(x) (p t + 1 - t) - p t]               (= w (σ(x) - t) when p = 1)
+
+    summed, or averaged over the n elements.  softplus never exponentiates a
+    positive number, so the loss is stable for any logit.  Targets may be
+    soft (any value in [0, 1]).
+
+    Args:
+        weight: a rescaling weight broadcast to the input's shape (per
+            sample, per output, or per element), as PyTorch's.
+        pos_weight: a weight on the positive term broadcast along the last
+            axis, one per class of a multi-label output: above 1 favours
+            recall (n_negative / n_positive for an imbalanced class).
     """
+
+    def __init__(self, reduction="mean", weight=None, pos_weight=None):
+        super().__init__(reduction, weight)
+        self.pos_weight = self._host_array(pos_weight, "pos_weight")
 
     def _loss(self, input, target, strict):
         x, t = self._pair(input, target)
         xp = backend.get_array_module(x)
         e = xp.exp(-xp.abs(x))  # in (0, 1]
-        loss = xp.maximum(x, 0) - x * t + xp.log1p(e)
-        n = x.size if self.reduction == "mean" else 1
+        softplus = xp.maximum(x, 0) + xp.log1p(e)  # softplus(x); softplus(-x) = softplus(x) - x
         sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-        self._save(((sig - t) * x.dtype.type(1.0 / n)).astype(x.dtype, copy=False))
-        return loss.sum(dtype=np.float64) / n
+        if self.pos_weight is None:
+            loss, grad = softplus - x * t, sig - t
+        else:
+            pt = self._on("pos_weight", x) * t
+            loss = pt * (softplus - x) + (1 - t) * softplus
+            grad = sig * (pt + 1 - t) - pt
+        loss, grad = self._weighted(loss, grad, x)
+        return self._elementwise(loss, grad.astype(x.dtype, copy=False), x.size)
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s if self.pos_weight is None else s + f", pos_weight=(shape {self.pos_weight.shape})"
 
 
-class BCELoss(Loss):
+class BCELoss(_WeightedElements):
     """Binary cross-entropy on probabilities (PyTorch's ``nn.BCELoss``), for
     a model that ends in a Sigmoid:
 
-        loss = -Σ [t log p + (1 - t) log(1 - p)] / n,   each log clamped at -100
-        dp = (p - t) / max(p (1 - p), 1e-12) / n
+        loss = -w [t log p + (1 - t) log(1 - p)],   each log clamped at -100
+        dp = w (p - t) / max(p (1 - p), 1e-12)
 
-    as PyTorch's, so p = 0 or 1 gives a finite loss and gradient.  Prefer
-    :class:`BCEWithLogits` on the logits: the same loss without the clamps,
-    stable for any logit.  ``forward`` checks that p lies in [0, 1] (a host
-    read on the GPU; ``compute`` leaves it to the values: NaN outside).
+    summed, or averaged over the n elements, as PyTorch's, so p = 0 or 1
+    gives a finite loss and gradient; ``weight`` w (1 without) broadcasts to
+    the input's shape.  Prefer :class:`BCEWithLogits` on the logits: the
+    same loss without the clamps, stable for any logit.  ``forward`` checks
+    that p lies in [0, 1] (a host read on the GPU; ``compute`` leaves it to
+    the values: NaN outside).
     """
 
     def _loss(self, input, target, strict):
@@ -531,9 +709,9 @@ class BCELoss(Loss):
         with np.errstate(divide="ignore", invalid="ignore"):
             log_p, log_q = xp.maximum(xp.log(p), -100), xp.maximum(xp.log1p(-p), -100)
         loss = -(t * log_p + (1 - t) * log_q)
-        n = p.size if self.reduction == "mean" else 1
-        self._save(((p - t) / xp.maximum(p * (1 - p), p.dtype.type(1e-12)) * p.dtype.type(1.0 / n)).astype(p.dtype, copy=False))
-        return loss.sum(dtype=np.float64) / n
+        grad = (p - t) / xp.maximum(p * (1 - p), p.dtype.type(1e-12))
+        loss, grad = self._weighted(loss, grad, p)
+        return self._elementwise(loss, grad.astype(p.dtype, copy=False), p.size)
 
 
 class KLDivLoss(Loss):
@@ -549,15 +727,16 @@ class KLDivLoss(Loss):
     Args:
         reduction: ``"batchmean"`` (n = the batch size, the mathematical KL
             divergence per sample, the one to use), ``"mean"`` (n = every
-            element, PyTorch's default), or ``"sum"`` (n = 1).
+            element, PyTorch's default), ``"sum"`` (n = 1), or ``"none"``
+            (every element's term).
         log_target: the target given as log-probabilities.
     """
 
+    _reductions = ("mean", "batchmean", "sum", "none")
+
     def __init__(self, reduction="mean", log_target=False):
-        if reduction not in ("mean", "batchmean", "sum"):
-            raise ValueError(f"KLDivLoss: expected reduction 'mean', 'batchmean' or 'sum', received {reduction!r}")
-        super().__init__("sum" if reduction == "batchmean" else reduction)
-        self.reduction, self.log_target = reduction, bool(log_target)
+        super().__init__(reduction)
+        self.log_target = bool(log_target)
 
     def extra_repr(self):
         return f"reduction='{self.reduction}'" + (", log_target=True" if self.log_target else "")
@@ -565,7 +744,7 @@ class KLDivLoss(Loss):
     def _loss(self, input, target, strict):
         x, t = self._pair(input, target)
         xp = backend.get_array_module(x)
-        n = {"mean": x.size, "batchmean": x.shape[0] if x.ndim else 1, "sum": 1}[self.reduction]
+        n = x.shape[0] if self.reduction == "batchmean" and x.ndim else x.size
         if self.log_target:
             pt = xp.exp(t)
             loss = pt * (t - x)
@@ -573,8 +752,7 @@ class KLDivLoss(Loss):
             pt = t
             with np.errstate(divide="ignore", invalid="ignore"):
                 loss = xp.where(t > 0, t * (xp.log(xp.where(t > 0, t, 1)) - x), 0)
-        self._save((-pt * x.dtype.type(1.0 / n)).astype(x.dtype, copy=False))
-        return loss.sum(dtype=np.float64) / n
+        return self._elementwise(loss, (-pt).astype(x.dtype, copy=False), n)
 
 
 class CTCLoss(Loss):
@@ -612,7 +790,8 @@ class CTCLoss(Loss):
     Args:
         blank: the blank symbol's index, 0.
         reduction: ``"mean"`` (each sample's loss divided by its target
-            length, then averaged over the batch, as PyTorch) or ``"sum"``.
+            length, then averaged over the batch, as PyTorch), ``"sum"``, or
+            ``"none"`` (the N samples' losses).
         zero_infinity: give samples that no alignment can produce (a target
             too long for its input) a zero loss and gradient instead of inf
             (and a NaN gradient).
@@ -645,8 +824,9 @@ class CTCLoss(Loss):
         return self.forward(log_probs, targets, input_lengths, target_lengths)
 
     def forward(self, log_probs, targets, input_lengths, target_lengths):
-        """The loss as a Python float."""
-        return float(self._ctc(log_probs, targets, input_lengths, target_lengths))
+        """The loss as a Python float; with reduction="none", the N samples' losses."""
+        loss = self._ctc(log_probs, targets, input_lengths, target_lengths)
+        return loss if self.reduction == "none" else float(loss)
 
     def compute(self, log_probs, targets, input_lengths, target_lengths):
         """The loss as a 0-d float64 array on the input's device (the lengths
@@ -706,7 +886,7 @@ class CTCLoss(Loss):
         padded, t_len, s_len = self._check(log_probs, targets, input_lengths, target_lengths)
         lp = self._widen(log_probs)
         n = lp.shape[0] if self.batch_first else lp.shape[1]
-        weight = np.full(n, 1.0) if self.reduction == "sum" else 1.0 / (np.maximum(s_len, 1) * max(n, 1))
+        weight = np.full(n, 1.0) if self.reduction != "mean" else 1.0 / (np.maximum(s_len, 1) * max(n, 1))
         need_grad = is_grad_enabled()
         fused = ops.ctc_loss(lp, padded, t_len, s_len, weight, self.blank, self.zero_infinity, need_grad, self.batch_first)
         if fused is not None:  # lamina's kernel: one CUDA block, or one CPU thread, per sample
@@ -715,8 +895,7 @@ class CTCLoss(Loss):
             losses = nll.astype(np.float64)
             if self.zero_infinity:
                 losses = xp.where(xp.isfinite(losses), losses, 0.0)
-            self._save(grad)
-            return (losses * backend.to_device(weight, backend.device_of(nll))).sum()
+            return self._reduce_samples(xp, losses, grad, weight, lp.dtype)
         if self.batch_first:
             lp = lp.transpose(1, 0, 2)
         xp = backend.get_array_module(lp)
@@ -777,7 +956,6 @@ class CTCLoss(Loss):
         losses = nll.astype(np.float64)
         if self.zero_infinity:
             losses = xp.where(infinite, 0.0, losses)
-        loss = (losses * weight_d).sum()
 
         grad = None
         if need_grad:
@@ -797,5 +975,15 @@ class CTCLoss(Loss):
             if not self.batch_first:
                 grad = grad.transpose(1, 0, 2)
             grad = xp.ascontiguousarray(grad)
+        return self._reduce_samples(xp, losses, grad, weight, dtype)
+
+    def _reduce_samples(self, xp, losses, grad, weight, dtype):
+        """The loss from the N samples' losses (float64) and their weights
+        (already in ``grad``), or for reduction="none" the losses
+        themselves (the weights are 1), with the gradient cached."""
+        if self.reduction == "none":
+            batch = (slice(None), None, None) if self.batch_first else (None, slice(None), None)
+            self._save_per_element(grad, losses, lambda g, d: g * d[batch])
+            return losses.astype(dtype)
         self._save(grad)
-        return loss
+        return (losses * backend.to_device(weight, backend.device_of(losses))).sum()

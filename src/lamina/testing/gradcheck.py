@@ -9,7 +9,8 @@ element by element, with the central difference
 
 computed in float64.  For a loss (``loss(x, t)`` returns a float) L is the
 loss itself and ``backward()`` its gradient with respect to x (the target t
-gets none).
+gets none); a loss with ``reduction="none"`` returns an array of losses,
+projected as a layer's output is.
 """
 
 import copy
@@ -72,7 +73,7 @@ def gradcheck(layer, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, check_para
         return _scalar(layer, xs, is_loss, projection)
 
     projection = None
-    if not is_loss:
+    if not is_loss or layer.reduction == "none":
         lrandom.set_rng_state(rng_state)
         with no_grad():
             y = layer(*xs)
@@ -81,7 +82,7 @@ def gradcheck(layer, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, check_para
 
     # Analytic gradients.
     evaluate(record=True)
-    grads = layer.backward() if is_loss else layer.backward(projection)
+    grads = layer.backward() if projection is None else layer.backward(projection)
     if not isinstance(grads, (tuple, list)):
         grads = (grads,)
     targets = []  # (name, array to perturb, analytic gradient)
@@ -126,7 +127,7 @@ def gradcheck(layer, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, check_para
 
 
 def _scalar(layer, xs, is_loss, projection):
-    if is_loss:
+    if is_loss and projection is None:
         return float(layer(*xs))
     y = layer(*xs)
     return float((y * projection).sum())

@@ -14,6 +14,7 @@ from ..data.loader import DataLoader
 from ..module import no_grad
 from ..serialization import save, save_checkpoint
 from .history import History
+from .loop import check_scalar_loss
 
 
 class Callback:
@@ -162,6 +163,7 @@ def fit(model, loss_fn, optimizer, train, val=None, epochs=10, batch_size=32, sh
     """
     from ..optim.clip import clip_grad_norm_  # noqa: PLC0415
 
+    check_scalar_loss(loss_fn, "fit")
     loader = train if isinstance(train, DataLoader) else DataLoader(*train, batch_size=batch_size, shuffle=shuffle)
     if trainer is None:
         trainer = Trainer(model, loss_fn, optimizer, loader, scheduler, scaler=scaler)

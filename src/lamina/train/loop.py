@@ -15,11 +15,20 @@ def iterate_minibatches(n, batch_size, shuffle=True):
         yield order[start : start + batch_size]
 
 
+def check_scalar_loss(loss_fn, caller):
+    """Refuse a loss that returns one value per element (reduction="none"):
+    these loops sum and average scalar losses."""
+    if getattr(loss_fn, "reduction", "mean") == "none":
+        raise ValueError(f"{caller}: expected a loss that reduces to a scalar (reduction 'mean' or 'sum'), "
+                         f"received {loss_fn!r}")
+
+
 def train_epoch(model, loss_fn, optimizer, x, y, batch_size, shuffle=True):
     """One pass over (x, y).  Returns the mean training loss.
 
     ``x`` and ``y`` are NumPy arrays; each batch moves to the model's device.
     """
+    check_scalar_loss(loss_fn, "train_epoch")
     model.train()
     device = model.device
     total, count = 0.0, 0
@@ -43,6 +52,7 @@ def accuracy(logits, y):
 @no_grad()
 def evaluate(model, loss_fn, x, y, batch_size=1024):
     """Mean loss and accuracy over (x, y) in eval mode, caching nothing."""
+    check_scalar_loss(loss_fn, "evaluate")
     was_training = model.training
     model.eval()
     device = model.device
