@@ -304,6 +304,20 @@ CASES = {
     "elu": (lambda: lm.ELU(), lambda t: t.nn.ELU(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
     "elu_alpha": (lambda: lm.ELU(0.5), lambda t: t.nn.ELU(0.5), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.0),
     "softplus": (lambda: lm.Softplus(), lambda t: t.nn.Softplus(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "selu": (lambda: lm.SELU(), lambda t: t.nn.SELU(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.0),
+    "celu": (lambda: lm.CELU(0.7), lambda t: t.nn.CELU(0.7), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.0),
+    "log_sigmoid": (lambda: lm.LogSigmoid(), lambda t: t.nn.LogSigmoid(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "softsign": (lambda: lm.Softsign(), lambda t: t.nn.Softsign(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.0),
+    "tanhshrink": (lambda: lm.Tanhshrink(), lambda t: t.nn.Tanhshrink(), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], None),
+    "threshold": (lambda: lm.Threshold(0.3, -2.0), lambda t: t.nn.Threshold(0.3, -2.0), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)],
+                  0.3),
+    "hardshrink": (lambda: lm.Hardshrink(0.4), lambda t: t.nn.Hardshrink(0.4), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)],
+                   (-0.4, 0.4)),
+    "softshrink": (lambda: lm.Softshrink(0.4), lambda t: t.nn.Softshrink(0.4), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)],
+                   (-0.4, 0.4)),
+    "glu": (lambda: lm.GLU(), lambda t: t.nn.GLU(), [(1, 4), (3, 6), (2, 3, 4), (8,), (1, 1, 2)], None),
+    "glu_dim1": (lambda: lm.GLU(1), lambda t: t.nn.GLU(1), [(1, 4), (3, 6), (2, 4, 3), (1, 2), (2, 2, 1)], None),
+    "softmin_dim0": (lambda: lm.Softmin(0), lambda t: t.nn.Softmin(0), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1)], None),
     "softplus_beta_threshold": (  # βx > threshold is the identity: both sides of it in range
         lambda: lm.Softplus(2.0, 1.5), lambda t: t.nn.Softplus(2.0, 1.5), [(1, 4), (3, 5), (2, 3, 4), (7,), (1, 1, 1)], 0.75,
     ),
@@ -404,7 +418,7 @@ def _make(name):
 
 _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6), "attention": (2, 3, 4),
                 "attention_causal_one_head": (2, 3, 4), "attention_no_bias": (2, 3, 6), "encoder_pre_ln_gelu": (2, 3, 4),
-                "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6),
+                "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6), "glu": (3, 6), "glu_dim1": (3, 4),
                 **{name: (2, 3, 4, 4) for name in CASES if name.startswith("upsample") and "1d" not in name},
                 **{name: (2, 3, 5) for name in CASES if name.startswith("upsample") and "1d" in name},
                 "adaptive_avg_pool_2d": (2, 3, 7, 5), "adaptive_avg_pool_2d_global_and_none": (2, 3, 7, 5),
@@ -526,12 +540,15 @@ def test_sigmoid_and_tanh_saturate_without_overflow():
 
 
 def test_smooth_activations_saturate_without_overflow_and_match_torch(torch):
-    """SiLU, ELU, Softplus, Mish and LogSoftmax at ±1e4 and ±80: no overflow,
+    """SiLU, ELU, SELU, CELU, Softplus, Mish, LogSigmoid, Softsign, Softmin and
+    LogSoftmax at ±1e4 and ±80: no overflow,
     finite gradients, PyTorch's values."""
     x = np.array([[-1e4, -80.0, -1.0, 0.0, 1.0, 80.0, 1e4]], dtype=np.float32)
     pairs = [(lm.SiLU(), torch.nn.SiLU()), (lm.ELU(), torch.nn.ELU()), (lm.Softplus(), torch.nn.Softplus()),
              (lm.Softplus(0.5, 5.0), torch.nn.Softplus(0.5, 5.0)), (lm.Mish(), torch.nn.Mish()),
-             (lm.LogSoftmax(), torch.nn.LogSoftmax(dim=-1))]
+             (lm.LogSoftmax(), torch.nn.LogSoftmax(dim=-1)), (lm.SELU(), torch.nn.SELU()), (lm.CELU(0.5), torch.nn.CELU(0.5)),
+             (lm.LogSigmoid(), torch.nn.LogSigmoid()), (lm.Softsign(), torch.nn.Softsign()),
+             (lm.Softmin(), torch.nn.Softmin(dim=-1))]
     for layer, t in pairs:
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             y = layer(x)
@@ -548,6 +565,17 @@ def test_smooth_activations_saturate_without_overflow_and_match_torch(torch):
         lm.ELU(float("inf"))
     with pytest.raises(lm.ShapeError, match=r"LogSoftmax\(dim=2\): expected an input with dimension 2"):
         lm.LogSoftmax(dim=2)(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="CELU: expected a finite, non-zero alpha, received 0"):
+        lm.CELU(0)
+    with pytest.raises(ValueError, match="Softshrink: expected a finite lambd >= 0, received -0.1"):
+        lm.Softshrink(-0.1)
+    with pytest.raises(ValueError, match="Threshold: expected value as a number, received 'x'"):
+        lm.Threshold(0.1, "x")
+    glu = lm.GLU(1)
+    with pytest.raises(lm.ShapeError, match=r"GLU\(dim=1\): expected an input with an even size in dimension 1, "
+                                            r"received shape \(2, 3\)"):
+        glu(np.zeros((2, 3), dtype=np.float32))
+    assert not glu.has_cache()
 
 
 def test_groupnorm_is_per_sample_and_validates():

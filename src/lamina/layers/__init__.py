@@ -10,12 +10,17 @@ from .attention import (
     TransformerEncoderLayer,
 )
 from .activations import (
+    CELU,
     ELU,
     GELU,
+    GLU,
+    SELU,
+    Hardshrink,
     Hardsigmoid,
     Hardswish,
     Hardtanh,
     LeakyReLU,
+    LogSigmoid,
     LogSoftmax,
     Mish,
     PReLU,
@@ -24,8 +29,13 @@ from .activations import (
     Sigmoid,
     SiLU,
     Softmax,
+    Softmin,
     Softplus,
+    Softshrink,
+    Softsign,
     Tanh,
+    Tanhshrink,
+    Threshold,
 )
 from .containers import Flatten, Identity, LayerDict, LayerList, Residual, Sequential, Unflatten
 from .conv import Conv1D, Conv2D, ConvTranspose1D, ConvTranspose2D
@@ -60,7 +70,8 @@ from .recurrent import GRU, LSTM, RNN
 from .resample import AdaptiveAvgPool1D, AdaptiveAvgPool2D, PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
-    "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus", "Mish", "PReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "Softmax", "LogSoftmax", "Identity", "Flatten", "Dropout", "Sequential",
+    "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus", "Mish", "PReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "Softmax", "LogSoftmax",
+    "SELU", "CELU", "GLU", "LogSigmoid", "Softsign", "Softmin", "Tanhshrink", "Threshold", "Hardshrink", "Softshrink", "Identity", "Flatten", "Dropout", "Sequential",
     "Residual", "LayerList", "LayerDict", "Conv1D", "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool2D", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D", "MaxUnpool1D", "MaxUnpool2D", "Upsample",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "MultiheadAttention", "KVCache",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",

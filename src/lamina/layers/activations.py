@@ -2,8 +2,10 @@
 
 Each caches the one array its derivative needs: the output where the
 derivative is a function of the output (ReLU, Sigmoid, Tanh, Softmax,
-LogSoftmax), the input otherwise (LeakyReLU, PReLU, GELU, SiLU, ELU, Softplus,
-Mish, and the piecewise-linear Hardtanh, ReLU6, Hardsigmoid, Hardswish).
+Softmin, LogSoftmax), the input otherwise (LeakyReLU, PReLU, GELU, SiLU, ELU,
+SELU, CELU, Softplus, Mish, LogSigmoid, Softsign, Tanhshrink, GLU, and the
+piecewise-linear Hardtanh, ReLU6, Hardsigmoid, Hardswish, Hardshrink,
+Softshrink, Threshold).
 """
 
 import numpy as np
@@ -288,6 +290,19 @@ class Softmax(Layer):
         return f"dim={self.dim}"
 
 
+class Softmin(Softmax):
+    """y = softmax(-x) along ``dim``.  Backward (caches y): the softmax's
+    backward at -x, negated: dx = -y ⊙ (dy - Σ_j dy_j y_j)."""
+
+    def forward(self, x):
+        if backend.is_array(x) and x.dtype.kind in "fV":
+            return super().forward(-x)
+        return super().forward(x)  # the layer's own errors
+
+    def backward(self, dy):
+        return -super().backward(dy)
+
+
 class SiLU(Layer):
     """SiLU (swish): y = x σ(x).  Backward (caches x):
 
@@ -313,6 +328,8 @@ class ELU(Layer):
         dy/dx = 1 for x > 0, α e^x otherwise
     """
 
+    _scale = 1.0  # SELU scales both pieces
+
     def __init__(self, alpha=1.0):
         super().__init__()
         if not np.isscalar(alpha) or not np.isfinite(alpha):
@@ -322,14 +339,63 @@ class ELU(Layer):
     def forward(self, x):
         self._check_input(x)
         xp = get_array_module(x)
-        y = xp.where(x > 0, x, self.alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
+        k = self._scale
+        y = xp.where(x > 0, x * k if k != 1 else x, (self.alpha * k) * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
         self._save(x, out=y)
         return y
 
     def backward(self, dy):
         x = self._take_cache(dy)
         xp = get_array_module(dy)
-        return xp.where(x > 0, dy, dy * (self.alpha * xp.exp(xp.minimum(x, 0)))).astype(dy.dtype, copy=False)
+        k = self._scale
+        dx = xp.where(x > 0, dy * k if k != 1 else dy, dy * ((self.alpha * k) * xp.exp(xp.minimum(x, 0))))
+        return dx.astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class SELU(ELU):
+    """Scaled ELU (Klambauer et al., 2017), self-normalising with LeCun-normal
+    weights: y = λ x for x > 0, λ α (e^x - 1) otherwise, with PyTorch's
+    constants α ≈ 1.6733 and λ ≈ 1.0507.  Backward (caches x):
+
+        dy/dx = λ for x > 0, λ α e^x otherwise
+    """
+
+    _scale = 1.0507009873554804934193349852946
+
+    def __init__(self):
+        super().__init__(1.6732632423543772848170429916717)
+
+    def extra_repr(self):
+        return ""
+
+
+class CELU(Layer):
+    """Continuously differentiable ELU (Barron, 2017):
+    y = max(0, x) + min(0, α (e^(x/α) - 1)).  Backward (caches x):
+
+        dy/dx = 1 for x > 0, e^(x/α) otherwise    (continuous at 0 for every α)
+    """
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        if not np.isscalar(alpha) or not np.isfinite(alpha) or alpha == 0:
+            raise ValueError(f"CELU: expected a finite, non-zero alpha, received {alpha!r}")
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        y = xp.where(x > 0, x, self.alpha * xp.expm1(xp.minimum(x, 0) / self.alpha)).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        xp = get_array_module(dy)
+        return xp.where(x > 0, dy, dy * xp.exp(xp.minimum(x, 0) / self.alpha)).astype(dy.dtype, copy=False)
 
     def extra_repr(self):
         return f"alpha={self.alpha}"
@@ -384,6 +450,151 @@ class Mish(Layer):
         xp = get_array_module(dy)
         t = xp.tanh(_softplus(xp, x))
         return (dy * (t + x * (1 - t * t) * _sigmoid(xp, x))).astype(dy.dtype, copy=False)
+
+
+class LogSigmoid(Layer):
+    """y = log σ(x) = -softplus(-x) = min(x, 0) - log(1 + e^(-|x|)), finite
+    for any x.  Backward (caches x):
+
+        dy/dx = 1 - σ(x) = σ(-x)
+    """
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        y = (xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        return (dy * _sigmoid(get_array_module(dy), -x)).astype(dy.dtype, copy=False)
+
+
+class Softsign(Layer):
+    """y = x / (1 + |x|).  Backward (caches x): dy/dx = 1 / (1 + |x|)²."""
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        y = (x / (1 + xp.abs(x))).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        d = 1 + get_array_module(dy).abs(x)
+        return (dy / (d * d)).astype(dy.dtype, copy=False)
+
+
+class Tanhshrink(Layer):
+    """y = x - tanh(x).  Backward (caches x): dy/dx = 1 - (1 - tanh²x) = tanh²x."""
+
+    def forward(self, x):
+        self._check_input(x)
+        y = (x - get_array_module(x).tanh(x)).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        t = get_array_module(dy).tanh(self._take_cache(dy))
+        return (dy * t * t).astype(dy.dtype, copy=False)
+
+
+class Threshold(Layer):
+    """y = x where x > threshold, ``value`` elsewhere (PyTorch's
+    ``nn.Threshold``).  Backward (caches x): dx = dy · [x > threshold]."""
+
+    def __init__(self, threshold, value):
+        super().__init__()
+        for name, v in (("threshold", threshold), ("value", value)):
+            if not np.isscalar(v) or isinstance(v, (str, bool)) or np.isnan(v):
+                raise ValueError(f"Threshold: expected {name} as a number, received {v!r}")
+        self.threshold, self.value = float(threshold), float(value)
+
+    def forward(self, x):
+        self._check_input(x)
+        xp = get_array_module(x)
+        y = xp.where(x > self.threshold, x, self.value).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        return get_array_module(dy).where(x > self.threshold, dy, 0).astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"threshold={self.threshold}, value={self.value}"
+
+
+class Hardshrink(Layer):
+    """y = x where |x| > λ, 0 elsewhere.  Backward (caches x): dx = dy · [|x| > λ]."""
+
+    def __init__(self, lambd=0.5):
+        super().__init__()
+        if not np.isscalar(lambd) or isinstance(lambd, (str, bool)) or not np.isfinite(lambd) or lambd < 0:
+            raise ValueError(f"{type(self).__name__}: expected a finite lambd >= 0, received {lambd!r}")
+        self.lambd = float(lambd)
+
+    def _shrink(self, xp, x):
+        return xp.where(xp.abs(x) > self.lambd, x, 0)
+
+    def forward(self, x):
+        self._check_input(x)
+        y = self._shrink(get_array_module(x), x).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        xp = get_array_module(dy)
+        return xp.where(xp.abs(x) > self.lambd, dy, 0).astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"lambd={self.lambd}"
+
+
+class Softshrink(Hardshrink):
+    """y = x - λ sign(x) where |x| > λ, 0 elsewhere (soft thresholding, the
+    proximal map of λ|x|).  Backward (caches x): dx = dy · [|x| > λ]."""
+
+    def _shrink(self, xp, x):
+        return xp.where(xp.abs(x) > self.lambd, x - xp.sign(x) * x.dtype.type(self.lambd), 0)
+
+
+class GLU(Layer):
+    """Gated linear unit (Dauphin et al., 2017): the input's ``dim`` is cut
+    into halves a and b, and y = a ⊙ σ(b) (half the size along ``dim``).
+    Backward (caches x), with s = σ(b):
+
+        da = dy ⊙ s,   db = dy ⊙ a ⊙ s (1 - s)
+    """
+
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = int(dim)
+
+    def forward(self, x):
+        self._check_input(x, min_ndim=1)
+        if not -x.ndim <= self.dim < x.ndim or x.shape[self.dim] % 2:
+            raise ShapeError(f"{self._label()}: expected an input with an even size in dimension {self.dim}, "
+                             f"received shape {tuple(x.shape)}")
+        xp = get_array_module(x)
+        a, b = xp.split(x, 2, axis=self.dim)
+        y = (a * _sigmoid(xp, b)).astype(x.dtype, copy=False)
+        self._save(x, out=y)
+        return y
+
+    def backward(self, dy):
+        x = self._take_cache(dy)
+        xp = get_array_module(dy)
+        a, b = xp.split(x, 2, axis=self.dim)
+        s = _sigmoid(xp, b)
+        da = dy * s
+        return xp.concatenate([da, da * a * (1 - s)], axis=self.dim).astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
 
 
 class LogSoftmax(Layer):
