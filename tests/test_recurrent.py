@@ -3,6 +3,7 @@
 final states against PyTorch and finite differences, errors, dropout between
 layers, checkpointing, mixed precision, training, and the embedding table."""
 
+import warnings
 import zlib
 
 import numpy as np
@@ -496,3 +497,92 @@ def test_a_bad_state_gradient_names_the_layer_and_keeps_the_cache(kind):
     np.testing.assert_array_equal(dx, dx2)
     for p, q in zip(layer.parameters(), twin.parameters()):
         np.testing.assert_array_equal(p.grad, q.grad)
+
+
+# ---------------------------------------------------------------------------
+# LSTM with a projection (proj_size)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"bidirectional": True, "batch_first": False},
+                                    {"bidirectional": True, "return_sequences": False}, {"lengths": True}],
+                         ids=["uni", "bi-time-major", "bi-final", "lengths"])
+def test_projected_lstm_matches_pytorch(kwargs, torch, xp):
+    """proj_size P < H: outputs and h_n of P features, c_n of H, against
+    nn.LSTM(proj_size=P): the states, dx, dh0, dc0 and every parameter
+    gradient, weight_hr included; with lengths, against packed sequences."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: PLC0415
+
+    kwargs = dict(kwargs)
+    use_lengths = kwargs.pop("lengths", False)
+    rng = np.random.default_rng(zlib.crc32(repr(sorted(kwargs.items())).encode()))
+    n, length, hidden, proj = 4, 6, 7, 3
+    d = 2 if kwargs.get("bidirectional") else 1
+    bf, seqs = kwargs.get("batch_first", True), kwargs.get("return_sequences", True)
+    t = torch.nn.LSTM(5, hidden, 2, batch_first=bf, bidirectional=d == 2, proj_size=proj)
+    layer = lm.LSTM(5, hidden, 2, return_state=True, proj_size=proj, **kwargs)
+    assert list(layer.state_dict()) == list(t.state_dict())
+    layer.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    layer.to("cpu" if xp is np else "cuda")
+    x = rng.standard_normal((n, length, 5) if bf else (length, n, 5)).astype(np.float32)
+    h0, dh = (rng.standard_normal((2 * d, n, proj)).astype(np.float32) for _ in range(2))
+    c0, dc = (rng.standard_normal((2 * d, n, hidden)).astype(np.float32) for _ in range(2))
+    tx, th, tc = (torch.from_numpy(a).requires_grad_() for a in (x, h0, c0))
+    lens = np.array([6, 2, 5, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch notes that its oneDNN path has no projection
+        if use_lengths:
+            packed, (th_n, tc_n) = t(pack_padded_sequence(tx, torch.from_numpy(lens), batch_first=bf, enforce_sorted=False),
+                                     (th, tc))
+            ty = pad_packed_sequence(packed, batch_first=bf, total_length=length)[0]
+        else:
+            ty, (th_n, tc_n) = t(tx, (th, tc))
+    if not seqs:
+        ty = th_n[-d:].permute(1, 0, 2).reshape(n, d * proj)
+    dy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ((ty * torch.from_numpy(dy)).sum() + (th_n * torch.from_numpy(dh)).sum() + (tc_n * torch.from_numpy(dc)).sum()).backward()
+
+    y, (h_n, c_n) = layer(xp.asarray(x), (xp.asarray(h0), xp.asarray(c0)), lengths=list(lens) if use_lengths else None)
+    assert y.shape == tuple(ty.shape) and h_n.shape == (2 * d, n, proj) and c_n.shape == (2 * d, n, hidden)
+    for mine, theirs in ((y, ty), (h_n, th_n), (c_n, tc_n)):
+        np.testing.assert_allclose(to_numpy(mine), theirs.detach().numpy(), rtol=1e-5, atol=1e-5)
+    dx, (dh0, dc0) = layer.backward(xp.asarray(dy), (xp.asarray(dh), xp.asarray(dc)))
+    for mine, theirs in ((dx, tx), (dh0, th), (dc0, tc)):
+        np.testing.assert_allclose(to_numpy(mine), theirs.grad.numpy(), rtol=1e-4, atol=1e-5)
+    tparams = dict(t.named_parameters())
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(to_numpy(p.grad), tparams[name].grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_projected_lstm_gradcheck_and_errors():
+    rng = np.random.default_rng(8)
+    for kwargs, n, length in [({}, 1, 1), ({"bidirectional": True}, 2, 3), ({"return_sequences": False}, 3, 2)]:
+        layer = _WithState(lm.LSTM(2, 4, 2, return_state=True, proj_size=2, **kwargs))
+        d = 2 if kwargs.get("bidirectional") else 1
+        x = rng.standard_normal((n, length, 2))
+        assert gradcheck(layer, x, rng.standard_normal((2 * d, n, 2)), rng.standard_normal((2 * d, n, 4)))
+    for make, match in [(lambda: lm.LSTM(3, 4, proj_size=4), r"LSTM: expected proj_size an int in \[0, hidden_size\) = "
+                                                             r"\[0, 4\), received 4"),
+                        (lambda: lm.LSTM(3, 4, proj_size=1.5), "received 1.5"),
+                        (lambda: lm.GRU(3, 4, proj_size=2), "GRU: proj_size applies to LSTM only, received 2")]:
+        with pytest.raises(ValueError, match=match):
+            make()
+    layer = lm.LSTM(3, 4, proj_size=2, return_state=True)
+    x = np.zeros((2, 5, 3), np.float32)
+    with pytest.raises(lm.ShapeError, match=r"h0 \(initial state\).*size 2 \(proj_size\) in dimension 2"):
+        layer(x, (np.zeros((1, 2, 4), np.float32), np.zeros((1, 2, 4), np.float32)))
+    with pytest.raises(lm.ShapeError, match=r"c0 \(initial state\).*size 4 \(hidden_size\) in dimension 2"):
+        layer(x, (np.zeros((1, 2, 2), np.float32), np.zeros((1, 2, 2), np.float32)))
+    y, (h, c) = layer(x)
+    with pytest.raises(lm.ShapeError, match=r"expected dc_n of shape \(1, 2, 4\), received \(1, 2, 2\)"):
+        layer.backward(np.ones_like(y), (np.ones_like(h), np.ones_like(h)))
+    assert layer.backward(np.ones_like(y), (np.ones_like(h), np.ones_like(c))).shape == x.shape  # the cache was kept
+    assert "proj_size=2" in repr(layer)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("kernels", ["lamina", "cupy"])
+def test_projected_lstm_on_the_gpu_matches_the_cpu(kernels):
+    x = np.random.default_rng(5).standard_normal((5, 9, 13)).astype(np.float32)
+    check_gpu_kernels_match_cpu(lambda: lm.LSTM(13, 37, 2, bidirectional=True, proj_size=11), x, kernels=kernels)

@@ -139,6 +139,10 @@ class _RNNBase(Layer):
             (True), or only its final hidden state (N, D·H), the directions concatenated.
         return_state: forward also returns the final state, as PyTorch does:
             ``(y, h_n)``, or ``(y, (h_n, c_n))`` for LSTM.
+        proj_size: LSTM only: P > 0 projects each step's h_t to P features
+            (Sak et al., 2014, PyTorch's ``proj_size``): h_t = W_hr (o ⊙ tanh(c_t)),
+            so the hidden state, the output and the next layer's input have
+            P features while c_t keeps H; 0 (default) for none.
         dtype: parameter dtype.
 
     Call: ``forward(x, hx=None, lengths=None)``.  ``hx`` is the initial state,
@@ -154,19 +158,28 @@ class _RNNBase(Layer):
     Shape (batch_first):
         x: (N, L, input_size) → y: (N, L, D·H), or (N, D·H) without return_sequences.
         h_n (and c_n): (num_layers·D, N, H), layer-major, forward direction first.
+        With proj_size P: y has D·P features and h_n (num_layers·D, N, P).
 
     Parameters, for each layer l and suffix "" (and "_reverse" when
     bidirectional), PyTorch's names, layouts and U(-1/√H, 1/√H) initialisation:
         weight_ih_l{l}: (G·H, in), in = input_size for l = 0, else D·H;
         weight_hh_l{l}: (G·H, H); bias_ih_l{l}, bias_hh_l{l}: (G·H,).
+        With proj_size P: weight_hh_l{l} (4H, P), in = D·P for l > 0, and
+        weight_hr_l{l}: (P, H).
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=True, dropout=0.0,
-                 bidirectional=False, return_sequences=True, return_state=False, dtype=np.float32):
+                 bidirectional=False, return_sequences=True, return_state=False, proj_size=0, dtype=np.float32):
         super().__init__()
         name = type(self).__name__
         self.input_size = positive_int(input_size, name, "input_size")
         self.hidden_size = positive_int(hidden_size, name, "hidden_size")
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) or not 0 <= proj_size < hidden_size:
+            raise ValueError(f"{name}: expected proj_size an int in [0, hidden_size) = [0, {self.hidden_size}), "
+                             f"received {proj_size!r}")
+        if proj_size and not isinstance(cell, _LSTMCell):
+            raise ValueError(f"{name}: proj_size applies to LSTM only, received {proj_size}")
+        self.proj_size = int(proj_size)
         self.num_layers = positive_int(num_layers, name, "num_layers")
         if not (isinstance(dropout, (int, float, np.floating)) and 0.0 <= float(dropout) < 1.0):
             raise ValueError(f"{name}: expected dropout in [0, 1), received {dropout!r}")
@@ -177,16 +190,23 @@ class _RNNBase(Layer):
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self._cell = cell
-        g, h = cell.gates, self.hidden_size
+        g, h, hout = cell.gates, self.hidden_size, self.output_size
         for layer in range(self.num_layers):
-            fan_in = self.input_size if layer == 0 else self.num_directions * h
+            fan_in = self.input_size if layer == 0 else self.num_directions * hout
             for suffix in self._suffixes():
                 setattr(self, f"weight_ih_l{layer}{suffix}", Parameter(np.empty((g * h, fan_in), dtype=dtype)))
-                setattr(self, f"weight_hh_l{layer}{suffix}", Parameter(np.empty((g * h, h), dtype=dtype)))
+                setattr(self, f"weight_hh_l{layer}{suffix}", Parameter(np.empty((g * h, hout), dtype=dtype)))
                 if self.bias:
                     setattr(self, f"bias_ih_l{layer}{suffix}", Parameter(np.empty((g * h,), dtype=dtype)))
                     setattr(self, f"bias_hh_l{layer}{suffix}", Parameter(np.empty((g * h,), dtype=dtype)))
+                if self.proj_size:
+                    setattr(self, f"weight_hr_l{layer}{suffix}", Parameter(np.empty((hout, h), dtype=dtype)))
         self.reset_parameters()
+
+    @property
+    def output_size(self):
+        """The features of h_t: proj_size when projecting, else hidden_size."""
+        return self.proj_size or self.hidden_size
 
     @property
     def num_directions(self):
@@ -201,13 +221,17 @@ class _RNNBase(Layer):
             init.uniform_(p, -bound, bound)
 
     def _params(self, layer, suffix):
-        """(W_ih, W_hh, b_ih, b_hh) of one layer and direction; biases None without bias."""
-        return tuple(getattr(self, f"{kind}_l{layer}{suffix}", None) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        """(W_ih, W_hh, b_ih, b_hh, W_hr) of one layer and direction; biases
+        None without bias, W_hr None without projection."""
+        kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+        return tuple(getattr(self, f"{kind}_l{layer}{suffix}", None) for kind in kinds)
 
     # -- validation ---------------------------------------------------------
 
-    def _state_shape(self, n):
-        return (self.num_layers * self.num_directions, n, self.hidden_size)
+    def _state_shape(self, n, cell=False):
+        """The shape of h0 and h_n, or with ``cell`` of c0 and c_n (which keep
+        hidden_size features under a projection)."""
+        return (self.num_layers * self.num_directions, n, self.hidden_size if cell else self.output_size)
 
     def _state_names(self):
         return ("h0", "c0") if isinstance(self._cell, _LSTMCell) else ("h0",)
@@ -222,9 +246,13 @@ class _RNNBase(Layer):
             parts = tuple(hx)
         else:
             parts = (hx,)
-        shape = self._state_shape(n)
-        dims = [(0, shape[0], "num_layers * num_directions"), (1, n, "batch"), (2, shape[2], "hidden_size")]
-        return tuple(self._check_input(a, what=f"{name} ({what})", ndim=3, dim=dims) for name, a in zip(names, parts))
+        checked = []
+        for name, a in zip(names, parts):
+            shape = self._state_shape(n, cell=name == "c0")
+            size = "proj_size" if self.proj_size and name == "h0" else "hidden_size"
+            dims = [(0, shape[0], "num_layers * num_directions"), (1, n, "batch"), (2, shape[2], size)]
+            checked.append(self._check_input(a, what=f"{name} ({what})", ndim=3, dim=dims))
+        return tuple(checked)
 
     def _check_state_grad(self, dstate):
         """dstate as a tuple (dh_n[, dc_n]) of arrays or None, checked against
@@ -240,10 +268,10 @@ class _RNNBase(Layer):
         if self._cache is None:
             return parts  # _take_cache raises its own error
         (_, _, n, _), _, device = self._cache
-        shape = self._state_shape(n)
         for name, a in zip(("dh_n", "dc_n"), parts):
             if a is None:
                 continue
+            shape = self._state_shape(n, cell=name == "dc_n")
             if not backend.is_array(a) or not (a.dtype.kind == "f" or backend.is_low_precision(a.dtype)):
                 raise DTypeError(f"{self._label()}: expected {name} as a floating-point array, received {_describe(a)}")
             if backend.device_of(a) != device:
@@ -285,20 +313,20 @@ class _RNNBase(Layer):
         cdt = x.dtype  # the compute dtype; the cell's arithmetic runs in float32 at least
         work = np.float32 if backend.is_low_precision(cdt) else cdt
         lstm = isinstance(self._cell, _LSTMCell)
-        hh, nd = self.hidden_size, self.num_directions
+        hh, ho, nd = self.hidden_size, self.output_size, self.num_directions
         h_n = xp.empty(self._state_shape(n), dtype=cdt)
-        c_n = xp.empty(self._state_shape(n), dtype=work) if lstm else None
+        c_n = xp.empty(self._state_shape(n, cell=True), dtype=work) if lstm else None
         # padding never reaches the arithmetic (whatever it holds, NaN included)
         inp = xp.ascontiguousarray(seq) if real is None else xp.where(real, seq, 0).astype(cdt, copy=False)
         caches = []
         for layer in range(self.num_layers):
-            out = xp.empty((length, n, nd * hh), dtype=cdt)
+            out = xp.empty((length, n, nd * ho), dtype=cdt)
             directions = []
             for d, suffix in enumerate(self._suffixes()):
                 k = layer * nd + d
-                h0 = xp.zeros((n, hh), dtype=cdt) if state is None else state[0][k]
+                h0 = xp.zeros((n, ho), dtype=cdt) if state is None else state[0][k]
                 c0 = None if not lstm else (xp.zeros((n, hh), dtype=work) if state is None else state[1][k].astype(work))
-                saved, h_last, c_last = self._run_direction(xp, inp, out[:, :, d * hh:(d + 1) * hh], h0, c0, layer,
+                saved, h_last, c_last = self._run_direction(xp, inp, out[:, :, d * ho:(d + 1) * ho], h0, c0, layer,
                                                             suffix, reverse=d == 1, work=work, real=real)
                 h_n[k] = h_last
                 if lstm:
@@ -312,7 +340,7 @@ class _RNNBase(Layer):
         if self.return_sequences:
             y = xp.ascontiguousarray(out.transpose(1, 0, 2) if self.batch_first else out)
         else:
-            y = xp.ascontiguousarray(h_n[-nd:].transpose(1, 0, 2).reshape(n, nd * hh))
+            y = xp.ascontiguousarray(h_n[-nd:].transpose(1, 0, 2).reshape(n, nd * ho))
         if is_grad_enabled():
             self._save(caches, hx is not None, n, real, out=y)
         if not self.return_state:
@@ -325,13 +353,14 @@ class _RNNBase(Layer):
 
         With ``real`` (L, N, 1), a padding step keeps the state it was given
         (c_t = c_{t-1} in ``saved``, h in the loop) and writes zeros to out."""
-        w_ih, w_hh, b_ih, b_hh = self._params(layer, suffix)
+        w_ih, w_hh, b_ih, b_hh, w_hr = self._params(layer, suffix)
         length, n, f = inp.shape
         gh_width = self._cell.gates * self.hidden_size
         bias_ih = None if b_ih is None else self._compute(b_ih)
         gx = ops.linear_forward(inp.reshape(length * n, f), self._compute(w_ih), bias_ih)
         gx = gx.reshape(length, n, gh_width).astype(work, copy=False)  # the input's share of every step, one GEMM
         whh, bhh = self._compute(w_hh), None if b_hh is None else self._compute(b_hh)
+        whr = None if w_hr is None else self._compute(w_hr).astype(work, copy=False)
         keep = is_grad_enabled()  # without gradients, one step's slot is reused
         slots = length if keep else 1
         saved = {"gates": xp.empty((slots, n, gh_width), dtype=work)}
@@ -339,11 +368,16 @@ class _RNNBase(Layer):
             saved["c"] = xp.empty((slots, n, self.hidden_size), dtype=work)  # c_t of every step
         if isinstance(self._cell, _GRUCell):
             saved["ghn"] = xp.empty((slots, n, self.hidden_size), dtype=work)  # gh_n of every step
+        if whr is not None:
+            saved["hpre"] = xp.empty((slots, n, self.hidden_size), dtype=work)  # o ⊙ tanh(c_t), before W_hr
         for t in (range(length - 1, -1, -1) if reverse else range(length)):
             gh = ops.linear_forward(h, whh, bhh).astype(work, copy=False)  # (N, G·H)
             if real is not None and c is not None and not keep:
                 c = c.copy()  # the one slot is about to be overwritten, and a padding step keeps c
             h_work, c_new = self._cell.forward(xp, gx[t], gh, h.astype(work, copy=False), c, saved, t if keep else 0)
+            if whr is not None:  # the projection: h_t = (o ⊙ tanh(c_t)) W_hrᵀ
+                saved["hpre"][t if keep else 0] = h_work
+                h_work = ops.matmul(h_work, whr.T)
             h_new = h_work.astype(out.dtype, copy=False)
             if real is None:
                 h, c = h_new, c_new
@@ -372,21 +406,21 @@ class _RNNBase(Layer):
         dy = self._compute_grad(dy)
         xp = backend.get_array_module(dy)
         lstm = isinstance(self._cell, _LSTMCell)
-        hh, nd, nl = self.hidden_size, self.num_directions, self.num_layers
+        ho, nd, nl = self.output_size, self.num_directions, self.num_layers
         out_top = caches[-1][1]
         length, cdt = out_top.shape[0], out_top.dtype
         work = np.float32 if backend.is_low_precision(cdt) else cdt
         dh_n = xp.zeros(self._state_shape(n), dtype=work) if dh_parts is None else dh_parts.astype(work)
-        dc_n = (xp.zeros(self._state_shape(n), dtype=work) if dc_parts is None else dc_parts.astype(work)) if lstm else None
+        dc_n = (xp.zeros(self._state_shape(n, cell=True), dtype=work) if dc_parts is None else dc_parts.astype(work)) if lstm else None
         if self.return_sequences:
             dout = (dy.transpose(1, 0, 2) if self.batch_first else dy).astype(work)  # (L, N, D·H)
             if real is not None:
                 dout = xp.where(real, dout, 0)  # the outputs at padding are constant zeros
         else:
-            dout = xp.zeros((length, n, nd * hh), dtype=work)
-            dh_n[-nd:] += dy.reshape(n, nd, hh).transpose(1, 0, 2).astype(work)
+            dout = xp.zeros((length, n, nd * ho), dtype=work)
+            dh_n[-nd:] += dy.reshape(n, nd, ho).transpose(1, 0, 2).astype(work)
         dh0 = xp.empty(self._state_shape(n), dtype=work)
-        dc0 = xp.empty(self._state_shape(n), dtype=work) if lstm else None
+        dc0 = xp.empty(self._state_shape(n, cell=True), dtype=work) if lstm else None
         dinp = None
         for layer in range(nl - 1, -1, -1):
             inp, out, mask, directions = caches[layer]
@@ -395,8 +429,8 @@ class _RNNBase(Layer):
             for d, suffix in enumerate(self._suffixes()):
                 k = layer * nd + d
                 h0, c0, saved = directions[d]
-                g = self._direction_backward(xp, dout[:, :, d * hh:(d + 1) * hh], dh_n[k], None if not lstm else dc_n[k],
-                                             inp, out[:, :, d * hh:(d + 1) * hh], h0, c0, saved, layer, suffix,
+                g = self._direction_backward(xp, dout[:, :, d * ho:(d + 1) * ho], dh_n[k], None if not lstm else dc_n[k],
+                                             inp, out[:, :, d * ho:(d + 1) * ho], h0, c0, saved, layer, suffix,
                                              reverse=d == 1, want_dinp=want_dinp, work=work, real=real)
                 dinp_d, dh0[k], dc_first = g
                 if lstm:
@@ -426,9 +460,11 @@ class _RNNBase(Layer):
         pre-activation gradients there are 0).  out is zero at padding: the
         reverse direction's first real step reads h0 instead.
         """
-        w_ih, w_hh, b_ih, b_hh = self._params(layer, suffix)
+        w_ih, w_hh, b_ih, b_hh, w_hr = self._params(layer, suffix)
         length, n, f = inp.shape
         whh = self._compute(w_hh).astype(work, copy=False)
+        whr = None if w_hr is None else self._compute(w_hr).astype(work, copy=False)
+        dproj = None if whr is None else xp.empty((length, n, whr.shape[0]), dtype=work)  # dh_t before W_hr, for dW_hr
         gru = isinstance(self._cell, _GRUCell)
         dgx = xp.empty_like(saved["gates"])  # (L, N, G·H): gradients of the pre-activations, input's share
         dgh = xp.empty_like(dgx) if gru else dgx  # the hidden state's share (differs only in GRU)
@@ -446,7 +482,11 @@ class _RNNBase(Layer):
                 dh_pass, dh = xp.where(real[t], 0, dh), xp.where(real[t], dh, 0)
                 if dc is not None:
                     dc_pass, dc = xp.where(real[t], 0, dc), xp.where(real[t], dc, 0)
-            dgx_t, dgh_t, dh_direct, dc = self._cell.backward(xp, dh, dc, out[t].astype(work, copy=False), h_prev,
+            dh_cell = dh
+            if whr is not None:  # through the projection: d(o ⊙ tanh c_t) = dh_t W_hr
+                dproj[t] = dh
+                dh_cell = ops.matmul(dh, whr)
+            dgx_t, dgh_t, dh_direct, dc = self._cell.backward(xp, dh_cell, dc, out[t].astype(work, copy=False), h_prev,
                                                               c_prev, saved, t)
             dgx[t] = dgx_t
             if gru:
@@ -470,7 +510,10 @@ class _RNNBase(Layer):
         dinp, dw_ih, db_ih = ops.linear_backward(dgx2, inp.reshape(rows, f), self._compute(w_ih), need_dx=want_dinp,
                                                  need_bias=False)
         w_ih.accumulate(dw_ih, owned=True)
-        w_hh.accumulate(ops.matmul(dgh2.T, h_prev_seq.reshape(rows, self.hidden_size)), owned=True)
+        w_hh.accumulate(ops.matmul(dgh2.T, h_prev_seq.reshape(rows, self.output_size)), owned=True)
+        if w_hr is not None:  # dW_hr = Σ_t dh_tᵀ (o ⊙ tanh c_t)
+            w_hr.accumulate(ops.matmul(dproj.reshape(rows, -1).T, saved["hpre"].reshape(rows, -1)).astype(cdt, copy=False),
+                            owned=True)
         if b_ih is not None:
             b_ih.accumulate(dgx.reshape(rows, -1).sum(axis=0), owned=True)
             b_hh.accumulate(dgh.reshape(rows, -1).sum(axis=0), owned=True)
@@ -494,6 +537,8 @@ class _RNNBase(Layer):
             s += ", return_sequences=False"
         if self.return_state:
             s += ", return_state=True"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         return s
 
 
@@ -524,18 +569,22 @@ class RNN(_RNNBase):
 
 
 class LSTM(_RNNBase):
-    """Long short-term memory (PyTorch's ``nn.LSTM``, without ``proj_size``).
+    """Long short-term memory (PyTorch's ``nn.LSTM``).
 
     Per step, with gates in PyTorch's order i, f, g, o:
         [a_i a_f a_g a_o] = x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh
         c_t = σ(a_f) ⊙ c_{t-1} + σ(a_i) ⊙ tanh(a_g),  h_t = σ(a_o) ⊙ tanh(c_t)
+
+    With ``proj_size`` P, h_t = (σ(a_o) ⊙ tanh(c_t)) W_hrᵀ has P features;
+    backward first takes dh_t through the projection (d(o ⊙ tanh c_t) =
+    dh_t W_hr, dW_hr += dh_tᵀ (o ⊙ tanh c_t)), then through the cell.
 
     Backward through time is in :class:`_LSTMCell` and docs/recurrent.md.
 
     Args:
         input_size, hidden_size, num_layers=1, bias=True, batch_first=True,
         dropout=0.0, bidirectional=False, return_sequences=True,
-        return_state=False, dtype=float32: see :class:`_RNNBase`.
+        return_state=False, proj_size=0, dtype=float32: see :class:`_RNNBase`.
 
     Call: ``y = lstm(x)``, or ``y, (h_n, c_n) = lstm(x, (h0, c0))`` with
     ``return_state=True``; then ``dx, (dh0, dc0) = lstm.backward(dy, (dh_n, dc_n))``.
