@@ -167,6 +167,18 @@ CASES = {
         lambda t: t.nn.Upsample(scale_factor=1.5, mode="nearest-exact"),
         [(1, 1, 2), (2, 3, 4), (1, 2, 7), (3, 1, 3), (2, 2, 5)], None,
     ),
+    "unfold": (lambda: lm.Unfold(3), lambda t: t.nn.Unfold(3), [(1, 1, 3, 3), (2, 3, 5, 4), (1, 2, 4, 6), (3, 4, 5), (2, 1, 7, 3)], None),
+    "unfold_strided_dilated_padded": (
+        lambda: lm.Unfold((2, 3), dilation=(2, 1), padding=(1, 2), stride=(2, 3)),
+        lambda t: t.nn.Unfold((2, 3), dilation=(2, 1), padding=(1, 2), stride=(2, 3)),
+        [(1, 2, 5, 7), (3, 1, 4, 4), (2, 4, 6), (1, 1, 1, 1), (2, 3, 3, 5)], None,
+    ),
+    "fold": (lambda: lm.Fold((4, 5), 2), lambda t: t.nn.Fold((4, 5), 2), [(1, 4, 12), (2, 8, 12), (12, 12), (3, 4, 12), (1, 16, 12)], None),
+    "fold_strided_dilated_padded": (
+        lambda: lm.Fold((7, 6), (3, 2), dilation=(1, 2), padding=1, stride=(2, 1)),
+        lambda t: t.nn.Fold((7, 6), (3, 2), dilation=(1, 2), padding=1, stride=(2, 1)),
+        [(2, 12, 24), (1, 6, 24), (12, 24), (3, 6, 24), (1, 18, 24)], None,
+    ),
     "upsample_nearest_1d_size": (
         lambda: lm.Upsample(size=11), lambda t: t.nn.Upsample(size=11), [(1, 1, 2), (2, 3, 4), (1, 2, 7), (3, 1, 3), (2, 2, 5)], None,
     ),
@@ -418,7 +430,8 @@ def _make(name):
 
 _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6), "attention": (2, 3, 4),
                 "attention_causal_one_head": (2, 3, 4), "attention_no_bias": (2, 3, 6), "encoder_pre_ln_gelu": (2, 3, 4),
-                "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6), "glu": (3, 6), "glu_dim1": (3, 4),
+                "encoder_post_ln_relu_causal": (2, 3, 4), "dense_no_bias": (3, 7), "dense_relu": (3, 6), "dense_gelu_no_bias": (3, 7), "dense_gelu_tanh": (3, 4), "dense_wide": (3, 17), "flatten_mid": (2, 3, 4, 2), "sequential": (2, 6), "glu": (3, 6), "glu_dim1": (3, 4), "unfold": (2, 3, 5, 4), "unfold_strided_dilated_padded": (2, 3, 5, 4),
+                "fold": (2, 8, 12), "fold_strided_dilated_padded": (2, 12, 24),
                 **{name: (2, 3, 4, 4) for name in CASES if name.startswith("upsample") and "1d" not in name},
                 **{name: (2, 3, 5) for name in CASES if name.startswith("upsample") and "1d" in name},
                 "adaptive_avg_pool_2d": (2, 3, 7, 5), "adaptive_avg_pool_2d_global_and_none": (2, 3, 7, 5),
@@ -869,3 +882,36 @@ def test_unflatten_errors():
     for bad in [(), (-1, -1), (0, 3), (2, -2)]:
         with pytest.raises(ValueError, match="Unflatten: expected unflattened_size"):
             lm.Unflatten(1, bad)
+
+
+def test_unfold_gemm_is_conv2d_and_fold_is_its_adjoint():
+    """A convolution is Unfold, one GEMM and a reshape; Fold is Unfold's
+    adjoint, <Unfold(x), z> = <x, Fold(z)>, in float64."""
+    rng = np.random.default_rng(0)
+    conv = lm.Conv2D(3, 4, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2), dtype=np.float64)
+    unfold = lm.Unfold((3, 2), dilation=(1, 2), padding=1, stride=(2, 1))
+    x = rng.standard_normal((2, 3, 7, 6))
+    blocks = unfold(x)  # (N, C·KH·KW, L)
+    y = (conv.weight.data.reshape(4, -1) @ blocks + conv.bias.data[:, None]).reshape(2, 4, 4, 6)
+    np.testing.assert_allclose(y, conv(x), rtol=1e-12, atol=1e-12)
+    z = rng.standard_normal(blocks.shape)
+    fold = lm.Fold((7, 6), (3, 2), dilation=(1, 2), padding=1, stride=(2, 1))
+    np.testing.assert_allclose(np.vdot(blocks, z), np.vdot(x, fold(z)), rtol=1e-12)
+
+
+def test_fold_and_unfold_errors_name_the_layer():
+    unfold = lm.Unfold(3)
+    with pytest.raises(lm.ShapeError, match=r"Unfold\(kernel_size=\(3, 3\).*: expected an input at least as large as one "
+                                            r"window, received shape \(1, 2, 2, 5\) \(windows 0 x 3\)"):
+        unfold(np.zeros((1, 2, 2, 5), np.float32))
+    with pytest.raises(lm.ShapeError, match=r"Unfold.*expected a 4-d input \(N, C, H, W\) or a 3-d \(C, H, W\)"):
+        unfold(np.zeros((2, 5), np.float32))
+    fold = lm.Fold((4, 5), 2)
+    with pytest.raises(lm.ShapeError, match=r"Fold\(output_size=\(4, 5\).*: expected an input \(N, C·4, 12\) for 4 taps and "
+                                            r"the 3 x 4 windows of a 4 x 5 output, received shape \(2, 6, 12\)"):
+        fold(np.zeros((2, 6, 12), np.float32))
+    with pytest.raises(lm.ShapeError, match=r"received shape \(2, 8, 11\)"):
+        fold(np.zeros((2, 8, 11), np.float32))
+    with pytest.raises(ValueError, match=r"Fold: expected output_size >= 1"):
+        lm.Fold(0, 2)
+    assert not fold.has_cache() and not unfold.has_cache()

@@ -301,6 +301,57 @@ def test_embedding_matches_pytorch_with_repeated_indices_and_padding(torch, xp):
     assert not to_numpy(layer.weight.grad)[2].any()  # the padding row learns nothing
 
 
+@pytest.mark.parametrize("kwargs", [{"max_norm": 1.5}, {"max_norm": 0.8, "norm_type": 1.0}, {"scale_grad_by_freq": True},
+                                    {"max_norm": 1.0, "scale_grad_by_freq": True, "padding_idx": 0}],
+                         ids=["max_norm", "max_norm_l1", "freq", "both_padding"])
+def test_embedding_options_match_pytorch(kwargs, torch, xp):
+    """max_norm renormalises the rows a call reads, in place, before the
+    lookup (twice: the second call sees the first's table);
+    scale_grad_by_freq divides each row's gradient by its count."""
+    t = torch.nn.Embedding(7, 4, **kwargs)
+    with torch.no_grad():
+        t.weight.mul_(2)  # most rows above max_norm
+    layer = lm.Embedding(7, 4, **kwargs)
+    layer.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    layer.to("cpu" if xp is np else "cuda")
+    rng = np.random.default_rng(1)
+    for idx in (np.array([[0, 2, 6, 0], [6, 6, 1, 2]]), np.array([3, 3, 3, 5, 2])):
+        dy = rng.standard_normal(idx.shape + (4,)).astype(np.float32)
+        t.weight.grad = None
+        layer.zero_grad(set_to_none=True)
+        ty = t(torch.from_numpy(idx))
+        ty.backward(torch.from_numpy(dy))
+        y = layer(xp.asarray(idx))
+        layer.backward(xp.asarray(dy))
+        np.testing.assert_allclose(to_numpy(y), ty.detach().numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(to_numpy(layer.weight.data), t.weight.detach().numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(to_numpy(layer.weight.grad), t.weight.grad.numpy(), rtol=1e-6, atol=1e-6)
+    assert "max_norm" in repr(layer) or "scale_grad_by_freq=True" in repr(layer)
+
+
+def test_embedding_from_pretrained_freezes_by_default(torch):
+    vectors = np.random.default_rng(2).standard_normal((6, 3))  # float64 vectors stay float64
+    frozen = lm.Embedding.from_pretrained(vectors, padding_idx=1)
+    assert frozen.weight.dtype == np.float64 and not frozen.weight.requires_grad
+    assert [p for p in frozen.parameters() if p.requires_grad] == []
+    idx = np.array([[1, 4], [5, 0]])
+    np.testing.assert_array_equal(frozen(idx), vectors[idx])
+    assert frozen.backward(np.ones((2, 2, 3))) is None and frozen.weight.grad is None
+    vectors[0] = 0  # a copy was taken
+    assert frozen.weight.data[0].any()
+    trained = lm.Embedding.from_pretrained(vectors.astype(np.float32), freeze=False)
+    t = torch.nn.Embedding.from_pretrained(torch.from_numpy(vectors.astype(np.float32)), freeze=False)
+    trained(idx)
+    trained.backward(np.ones((2, 2, 3), np.float32))
+    t(torch.from_numpy(idx)).sum().backward()
+    np.testing.assert_array_equal(trained.weight.grad, t.weight.grad.numpy())
+    with pytest.raises(ValueError, match=r"Embedding.from_pretrained: expected embeddings as a 2-d floating-point array, "
+                                         r"received shape \(6,\), dtype int64"):
+        lm.Embedding.from_pretrained(np.arange(6))
+    with pytest.raises(ValueError, match="Embedding: expected max_norm as a finite number > 0 or None, received 0"):
+        lm.Embedding(5, 3, max_norm=0)
+
+
 def test_embedding_gradcheck_and_an_embedding_lstm_model():
     rng = np.random.default_rng(0)
     for shape in [(1,), (5,), (2, 3), (1, 1, 4), (7, 2)]:

@@ -42,6 +42,7 @@ from .conv import Conv1D, Conv2D, ConvTranspose1D, ConvTranspose2D
 from .dense import Dense
 from .dropout import Dropout, Dropout1d, Dropout2d
 from .embedding import Embedding
+from .fold import Fold, Unfold
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm, RMSNorm
 from .padding import (
     CircularPad1d,
@@ -76,5 +77,5 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "MultiheadAttention", "KVCache",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Dropout1d", "Dropout2d", "Unflatten", "InstanceNorm1d", "InstanceNorm2d", "PixelShuffle", "PixelUnshuffle", "ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d",
-    "Embedding", "RNN", "LSTM", "GRU",
+    "Embedding", "RNN", "LSTM", "GRU", "Fold", "Unfold",
 ]
