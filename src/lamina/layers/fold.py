@@ -17,7 +17,6 @@ on the CPU), and these layers make them usable on their own (patch
 embeddings, local attention, a convolution written out by hand).
 """
 
-
 from .. import backend, ops
 from ..errors import ShapeError
 from ..module import Layer
