@@ -23,10 +23,29 @@ from ..module import Layer
 from ._utils import as_tuple
 
 
+def _unfold(x, g):
+    """im2col in PyTorch's layout: x (N, C, H, W) → blocks (N, C·KH·KW, L).
+    lamina's kernel writes (C·KH·KW, N·L)."""
+    xp = backend.get_array_module(x)
+    col = ops.im2col(x, g)
+    return xp.ascontiguousarray(col.reshape(col.shape[0], g.n, g.oh * g.ow).transpose(1, 0, 2))
+
+
+def _fold(blocks, g):
+    """col2im from PyTorch's layout: blocks (N, C·KH·KW, L) → (N, C, H, W),
+    summing where windows overlap."""
+    xp = backend.get_array_module(blocks)
+    n, k, length = blocks.shape
+    return ops.col2im(xp.ascontiguousarray(blocks.transpose(1, 0, 2)).reshape(k, n * length), g)
+
+
 class _FoldBase(Layer):
     """What Fold and Unfold share: the window's geometry, with PyTorch's
-    argument order and names, and the two layouts of a col: lamina's
-    kernels use (C·KH·KW, N·L), the layers (N, C·KH·KW, L)."""
+    argument order and names, and the call: an optional batch axis, the map
+    forward (``_map``) and its adjoint backward (``_adjoint``)."""
+
+    _ndim = 4  # of a batched input
+    _layouts = ("", "")  # the batched and unbatched layouts, for errors
 
     def __init__(self, kernel_size, dilation=1, padding=0, stride=1):
         super().__init__()
@@ -40,18 +59,29 @@ class _FoldBase(Layer):
         ph, pw = self.padding
         return ops.geometry((n, c, h, w), self.kernel_size, self.stride, (ph, ph, pw, pw), self.dilation)
 
-    @staticmethod
-    def _to_blocks(col, g):
-        """(C·KH·KW, N·L) → (N, C·KH·KW, L)."""
-        xp = backend.get_array_module(col)
-        return xp.ascontiguousarray(col.reshape(col.shape[0], g.n, g.oh * g.ow).transpose(1, 0, 2))
+    def _plan(self, x, xb):
+        """The geometry for the batched input ``xb``; raises a ShapeError
+        naming ``x``'s shape when it does not fit."""
+        raise NotImplementedError
 
-    @staticmethod
-    def _from_blocks(blocks):
-        """(N, C·KH·KW, L) → (C·KH·KW, N·L)."""
-        xp = backend.get_array_module(blocks)
-        n, k, length = blocks.shape
-        return xp.ascontiguousarray(blocks.transpose(1, 0, 2)).reshape(k, n * length)
+    def forward(self, x):
+        x = self._check_input(x)
+        batched, unbatched = self._layouts
+        if x.ndim not in (self._ndim, self._ndim - 1):
+            raise ShapeError(f"{self._label()}: expected a {self._ndim}-d input {batched} or a {self._ndim - 1}-d "
+                             f"{unbatched}, received shape {tuple(x.shape)}")
+        has_batch = x.ndim == self._ndim
+        xb = x if has_batch else x[None]
+        g = self._plan(x, xb)
+        y = type(self)._map(xb, g)
+        y = y if has_batch else y[0]
+        self._save(g, has_batch, out=y)
+        return y
+
+    def backward(self, dy):
+        g, has_batch = self._take_cache(dy)
+        dx = type(self)._adjoint(dy if has_batch else dy[None], g)
+        return dx if has_batch else dx[0]
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, dilation={self.dilation}, padding={self.padding}, "
@@ -67,27 +97,15 @@ class Unfold(_FoldBase):
     an int or a pair, as PyTorch's.
     """
 
-    def forward(self, x):
-        x = self._check_input(x)
-        if x.ndim not in (3, 4):
-            raise ShapeError(f"{self._label()}: expected a 4-d input (N, C, H, W) or a 3-d (C, H, W), "
-                             f"received shape {tuple(x.shape)}")
-        batched = x.ndim == 4
-        x4 = x if batched else x[None]
-        g = self._geometry(*x4.shape)
+    _ndim, _layouts = 4, ("(N, C, H, W)", "(C, H, W)")
+    _map, _adjoint = staticmethod(_unfold), staticmethod(_fold)
+
+    def _plan(self, x, xb):
+        g = self._geometry(*xb.shape)
         if g.oh < 1 or g.ow < 1:
             raise ShapeError(f"{self._label()}: expected an input at least as large as one window, received shape "
                              f"{tuple(x.shape)} (windows {max(g.oh, 0)} x {max(g.ow, 0)})")
-        y = self._to_blocks(ops.im2col(x4, g), g)
-        y = y if batched else y[0]
-        self._save(g, out=y)
-        return y
-
-    def backward(self, dy):
-        g = self._take_cache(dy)
-        dy3 = dy if dy.ndim == 3 else dy[None]
-        dx = ops.col2im(self._from_blocks(dy3), g)
-        return dx if dy.ndim == 3 else dx[0]
+        return g
 
 
 class Fold(_FoldBase):
@@ -101,34 +119,22 @@ class Fold(_FoldBase):
     padding=0, stride=1, as PyTorch's.
     """
 
+    _ndim, _layouts = 3, ("(N, C·KH·KW, L)", "(C·KH·KW, L)")
+    _map, _adjoint = staticmethod(_fold), staticmethod(_unfold)
+
     def __init__(self, output_size, kernel_size, dilation=1, padding=0, stride=1):
         super().__init__(kernel_size, dilation, padding, stride)
         self.output_size = as_tuple(output_size, 2, "Fold", "output_size", minimum=1)
 
-    def forward(self, x):
-        x = self._check_input(x)
-        if x.ndim not in (2, 3):
-            raise ShapeError(f"{self._label()}: expected a 3-d input (N, C·KH·KW, L) or a 2-d (C·KH·KW, L), "
-                             f"received shape {tuple(x.shape)}")
-        batched = x.ndim == 3
-        x3 = x if batched else x[None]
-        n, k, length = x3.shape
+    def _plan(self, x, xb):
+        n, k, length = xb.shape
         taps = self.kernel_size[0] * self.kernel_size[1]
         g = self._geometry(n, max(k // taps, 1), *self.output_size)
         if k % taps or length != g.oh * g.ow or g.oh < 1 or g.ow < 1:
             raise ShapeError(f"{self._label()}: expected an input (N, C·{taps}, {max(g.oh, 0) * max(g.ow, 0)}) for "
                              f"{taps} taps and the {max(g.oh, 0)} x {max(g.ow, 0)} windows of a {self.output_size[0]} x "
                              f"{self.output_size[1]} output, received shape {tuple(x.shape)}")
-        y = ops.col2im(self._from_blocks(x3), g)
-        y = y if batched else y[0]
-        self._save(g, out=y)
-        return y
-
-    def backward(self, dy):
-        g = self._take_cache(dy)
-        dy4 = dy if dy.ndim == 4 else dy[None]
-        dx = self._to_blocks(ops.im2col(dy4, g), g)
-        return dx if dy.ndim == 4 else dx[0]
+        return g
 
     def extra_repr(self):
         return f"output_size={self.output_size}, " + super().extra_repr()
