@@ -916,8 +916,10 @@ def test_per_element_backward_validates_dloss_and_keeps_the_cache():
     mean = lm.MSELoss()
     mean(x, np.zeros_like(x))
     with pytest.raises(lm.ShapeError, match=r"MSELoss\(reduction='mean'\): expected dloss as a number \(the loss is a "
-                                            r"scalar\) or None, received \(4, 3\)"):
+                                            r"scalar\) or None, received an array of shape \(4, 3\)"):
         mean.backward(np.ones((4, 3), np.float32))
+    with pytest.raises(lm.DTypeError, match=r"MSELoss\(reduction='mean'\): expected dloss as a number .* received str"):
+        mean.backward("2")
     np.testing.assert_allclose(mean.backward(np.float64(3.0)), 3 * 2 * x / x.size, rtol=1e-6)
 
 

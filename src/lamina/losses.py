@@ -149,6 +149,15 @@ class Loss:
     def _save(self, grad):
         self._cache = grad if is_grad_enabled() else None
 
+    def _on_device(self, name, x):
+        """The host float64 array attribute ``name`` (a weight) on x's device
+        and in its dtype, kept for the next call with the same device and dtype."""
+        here = self.__dict__.setdefault("_here", {})
+        a = here.get(name)
+        if a is None or backend.device_of(a) != backend.device_of(x) or a.dtype != x.dtype:
+            a = here[name] = backend.to_device(getattr(self, name).astype(x.dtype), backend.device_of(x))
+        return a
+
     def backward(self, dloss=None):
         """d(loss)/d(input) for the last forward; clears the cache.
 
@@ -173,9 +182,12 @@ class Loss:
                 dloss = dloss.astype(cache.dtype)
             elif isinstance(dloss, (int, float, np.integer, np.floating)) and not isinstance(dloss, bool):
                 dloss = cache.dtype.type(dloss)
+            elif backend.is_array(dloss):
+                raise ShapeError(f"{label}: expected dloss as a number (the loss is a scalar) or None, received an "
+                                 f"array of shape {tuple(dloss.shape)}")
             else:
-                shape = tuple(dloss.shape) if backend.is_array(dloss) else type(dloss).__name__
-                raise ShapeError(f"{label}: expected dloss as a number (the loss is a scalar) or None, received {shape}")
+                raise DTypeError(f"{label}: expected dloss as a number (the loss is a scalar) or None, received "
+                                 f"{type(dloss).__name__}")
             self._cache = None
             return cache * dloss
         self._cache = None
@@ -210,7 +222,6 @@ class _ClassLoss(Loss):
         super().__init__(reduction)
         name = type(self).__name__
         self.weight = None
-        self._weight_here = None  # the weight on the last input's device, in its dtype
         if weight is not None:
             w = backend.to_device(weight, "cpu") if backend.is_array(weight) else np.asarray(weight)
             if w.ndim != 1 or w.size == 0 or w.dtype.kind not in "fiu":
@@ -271,11 +282,8 @@ class _ClassLoss(Loss):
         return losses
 
     def _class_weight(self, x):
-        """The class weights on x's device and in its dtype (kept for the next call)."""
-        w = self._weight_here
-        if w is None or backend.device_of(w) != backend.device_of(x) or w.dtype != x.dtype:
-            w = self._weight_here = backend.to_device(self.weight.astype(x.dtype), backend.device_of(x))
-        return w
+        """The class weights on x's device and in its dtype."""
+        return self._on_device("weight", x)
 
     def _weighted_mean(self, xp, loss, row_weight):
         """(loss, gradient scale): for the mean, the loss divided by the rows'
@@ -601,7 +609,6 @@ class _WeightedElements(Loss):
     def __init__(self, reduction="mean", weight=None):
         super().__init__(reduction)
         self.weight = self._host_array(weight, "weight")
-        self._here = {}  # name -> the array on the last input's device, in its dtype
 
     def _host_array(self, a, what):
         if a is None:
@@ -624,10 +631,7 @@ class _WeightedElements(Loss):
         except ValueError:
             raise ShapeError(f"{self._label()}: expected an input whose shape {what} {a.shape} broadcasts to, "
                              f"received shape {tuple(x.shape)}") from None
-        here = self._here.get(what)
-        if here is None or backend.device_of(here) != backend.device_of(x) or here.dtype != x.dtype:
-            here = self._here[what] = backend.to_device(a.astype(x.dtype), backend.device_of(x))
-        return here
+        return self._on_device(what, x)
 
     def _weighted(self, loss, grad, x):
         if self.weight is None:
