@@ -1,0 +1,32 @@
+"""Losses.
+
+A loss is called like a function, ``loss = loss_fn(logits, target)``, and
+returns the loss as a Python float.  ``loss_fn.backward()`` then returns
+d(loss)/d(logits), to be passed to the model's ``backward``.  Losses have no
+parameters, so they are not layers, but they validate their inputs the same
+way and name themselves in every error.
+
+A Python float makes the host wait for the GPU at every step.
+``loss_fn.compute(logits, target)`` does the same work but returns the loss
+as a 0-d float64 array on the logits' device, so the host can go on queueing
+the backward and the update (and a whole step can be captured in a CUDA
+graph); read it with ``float(loss)`` when you log it.
+
+``reduction="none"`` keeps one loss per element (per sample for CTCLoss,
+per prediction for the class losses), as PyTorch's: the call returns them
+as an array, and ``loss_fn.backward(dloss)`` takes their gradient (of the
+returned shape: per-sample weights, say) and returns the input's.  With
+"mean" or "sum", ``backward()`` takes no argument, or a number that scales
+the gradient.
+"""
+
+from .base import Loss
+from .classification import NLLLoss, SoftmaxCrossEntropy
+from .ctc import CTCLoss
+from .probabilistic import BCELoss, BCEWithLogits, KLDivLoss
+from .regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+
+__all__ = [
+    "BCELoss", "BCEWithLogits", "CTCLoss", "HuberLoss", "KLDivLoss", "L1Loss", "Loss", "MSELoss", "NLLLoss",
+    "SmoothL1Loss", "SoftmaxCrossEntropy",
+]
