@@ -39,21 +39,9 @@ from .errors import (
     ShapeError,
     StateDictError,
 )
-from . import layers
+from . import layers, losses
 from .layers import *  # noqa: F403 - every layer, listed once in layers.__all__
-from .losses import (
-    BCELoss,
-    CTCLoss,
-    BCEWithLogits,
-    HuberLoss,
-    KLDivLoss,
-    L1Loss,
-    Loss,
-    MSELoss,
-    NLLLoss,
-    SmoothL1Loss,
-    SoftmaxCrossEntropy,
-)
+from .losses import *  # noqa: F403 - every loss, listed once in losses.__all__
 from .hooks import RemovableHandle
 from .module import Layer, Parameter, is_grad_enabled, is_recomputing, no_grad, set_grad_enabled
 from .random import get_rng_state, manual_seed, set_rng_state
@@ -74,7 +62,7 @@ __all__ = [
     # layers
     "Checkpoint", *layers.__all__,
     # losses
-    "Loss", "SoftmaxCrossEntropy", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCEWithLogits", "BCELoss", "KLDivLoss", "CTCLoss",
+    *losses.__all__,
     # saving and loading
     "save", "load", "save_checkpoint", "load_checkpoint", "load_torch_weights",
     # submodules

@@ -23,10 +23,20 @@ the gradient.
 from .base import Loss
 from .classification import NLLLoss, SoftmaxCrossEntropy
 from .ctc import CTCLoss
+from .margin import (
+    CosineEmbeddingLoss,
+    HingeEmbeddingLoss,
+    MarginRankingLoss,
+    MultiLabelSoftMarginLoss,
+    MultiMarginLoss,
+    SoftMarginLoss,
+    TripletMarginLoss,
+)
 from .probabilistic import BCELoss, BCEWithLogits, KLDivLoss
-from .regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+from .regression import GaussianNLLLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss, SmoothL1Loss
 
 __all__ = [
-    "BCELoss", "BCEWithLogits", "CTCLoss", "HuberLoss", "KLDivLoss", "L1Loss", "Loss", "MSELoss", "NLLLoss",
-    "SmoothL1Loss", "SoftmaxCrossEntropy",
+    "BCELoss", "BCEWithLogits", "CTCLoss", "CosineEmbeddingLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
+    "KLDivLoss", "L1Loss", "Loss", "MSELoss", "MarginRankingLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss",
+    "NLLLoss", "PoissonNLLLoss", "SmoothL1Loss", "SoftMarginLoss", "SoftmaxCrossEntropy", "TripletMarginLoss",
 ]

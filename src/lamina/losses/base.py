@@ -14,23 +14,47 @@ _REDUCTIONS = ("mean", "sum", "none")
 class _PerElement(NamedTuple):
     """The cache of a loss with reduction="none": the gradient of every
     element's loss with respect to the input (one row per prediction for the
-    class losses), the losses' shape, and ``apply(grad, dloss)``, which
-    weighs it by the incoming gradient of those losses and returns dx."""
+    class losses; a tuple, one per input, for a loss with several
+    differentiable inputs), the losses' shape, and ``apply(grad, dloss)``,
+    which weighs it by the incoming gradient of those losses and returns dx
+    (or the tuple of the inputs' gradients)."""
 
     grad: object
     shape: tuple
     apply: Callable
 
 
+def _each(grad, f):
+    """f applied to a cached gradient, or to each of a tuple of them."""
+    return tuple(None if g is None else f(g) for g in grad) if isinstance(grad, tuple) else f(grad)
+
+
 def _times(grad, dloss):
     """dx of an elementwise loss: each element's derivative times its loss's gradient."""
-    return grad * dloss
+    return _each(grad, lambda g: g * dloss)
+
+
+def _per_sample(grad, dloss):
+    """dx of a loss with one value per sample over the last axis (a vector
+    per sample: the ranking and multi-label losses): each sample's row of
+    derivatives times its loss's gradient."""
+    return _each(grad, lambda g: g * dloss[..., None])
+
+
+def _first(grad):
+    """The first of a loss's cached gradients (the only one for most losses)."""
+    return grad[0] if isinstance(grad, tuple) else grad
 
 
 class Loss:
-    """Base class: input validation, the reductions and the forward cache."""
+    """Base class: input validation, the reductions and the forward cache.
+
+    ``backward`` returns the gradient of the first input, or for a loss with
+    several differentiable inputs (``_grad_inputs``, their positions in the
+    call) a tuple of their gradients, in that order."""
 
     _reductions = _REDUCTIONS
+    _grad_inputs = (0,)
 
     def __init__(self, reduction="mean"):
         if reduction not in self._reductions:
@@ -48,35 +72,40 @@ class Loss:
     def __repr__(self):
         return self._label()
 
-    def __call__(self, input, target):
-        return self.forward(input, target)
+    def __call__(self, *inputs):
+        return self.forward(*inputs)
 
-    def forward(self, input, target):
+    def forward(self, *inputs):
         """The loss as a Python float (on the GPU this waits for the result);
-        with reduction="none", the array of losses on the input's device."""
-        loss = self._loss(input, target, strict=True)
+        with reduction="none", the array of losses on the input's device.
+        Most losses take ``(input, target)``; the ranking losses take two
+        or three inputs (see each loss)."""
+        loss = self._loss(*inputs, strict=True)
         return loss if self.reduction == "none" else float(loss)
 
-    def compute(self, input, target):
+    def compute(self, *inputs):
         """The loss as a 0-d float64 array on the input's device, without
         waiting for the GPU; the gradient is cached as by ``forward``.  On
         CuPy, checks that need the values on the host are left to the
         device: SoftmaxCrossEntropy gives a NaN loss (and NaN gradient rows)
         for class indices out of range instead of raising."""
         if type(self)._loss is Loss._loss:  # a subclass that defines forward() only
-            return self.forward(input, target)
-        return self._loss(input, target, strict=False)
+            return self.forward(*inputs)
+        return self._loss(*inputs, strict=False)
 
-    def _elementwise(self, loss, grad, n):
+    def _elementwise(self, loss, grad, n, apply=_times):
         """Reduce an elementwise loss: ``loss`` and ``grad`` (its derivative)
-        per element of the input, ``n`` the mean's divisor.  Caches the
+        per element of the input (or a tuple of derivatives, one per
+        differentiable input), ``n`` the mean's divisor.  Caches the
         gradient and returns the reduced loss (a 0-d float64 array), or the
-        losses themselves for reduction="none"."""
+        losses themselves for reduction="none"; ``apply(grad, dloss)`` then
+        weighs the gradient by the losses' (:func:`_per_sample` for a loss
+        per sample)."""
         if self.reduction == "none":
-            self._save_per_element(grad, loss, _times)
+            self._save_per_element(grad, loss, apply)
             return loss
         n = n if self.reduction in ("mean", "batchmean") else 1
-        self._save(grad if n == 1 else grad * grad.dtype.type(1.0 / n))
+        self._save(grad if n == 1 else _each(grad, lambda g: g * g.dtype.type(1.0 / n)))
         return loss.sum(dtype=np.float64) / n
 
     def _save_per_element(self, grad, losses, apply):
@@ -105,6 +134,35 @@ class Loss:
             raise DTypeError(f"{label}: expected integer class indices as target, received dtype {target.dtype}")
         if target_kind == "float" and target.dtype.kind != "f" and not backend.is_low_precision(target.dtype):
             raise DTypeError(f"{label}: expected a floating-point target, received dtype {target.dtype}")
+
+    def _arrays(self, *named):
+        """Validate the arrays of a loss over several inputs, given as
+        (name, array, kind): kind "float" a floating array, "label" numbers
+        of any kind (class signs such as 1 and -1); all on the first's
+        device.  Returns them in float32 at least, in the first's dtype."""
+        label = self._label()
+        for what, a, _ in named:
+            if not backend.is_array(a):
+                raise DTypeError(f"{label}: expected {what} as a numpy.ndarray or cupy.ndarray, received {type(a).__name__}")
+        first, device = named[0][0], backend.device_of(named[0][1])
+        for what, a, kind in named:
+            if kind == "float" and a.dtype.kind != "f" and not backend.is_low_precision(a.dtype):
+                raise DTypeError(f"{label}: expected a floating-point {what}, received dtype {a.dtype}")
+            if kind == "label" and a.dtype.kind not in "fiub" and not backend.is_low_precision(a.dtype):
+                raise DTypeError(f"{label}: expected {what} as numbers, received dtype {a.dtype}")
+            if backend.device_of(a) != device:
+                raise DeviceError(f"{label}: expected {what} on {device} ({first}'s device), received it on "
+                                  f"{backend.device_of(a)}")
+        x = self._widen(named[0][1])
+        return [x] + [a.astype(x.dtype, copy=False) for _, a, _ in named[1:]]
+
+    def _same_shape(self, *named):
+        """Raise a ShapeError unless every (name, array) has the first's shape."""
+        shape = tuple(named[0][1].shape)
+        for what, a in named[1:]:
+            if tuple(a.shape) != shape:
+                raise ShapeError(f"{self._label()}: expected {what} of shape {shape} ({named[0][0]}'s), "
+                                 f"received {tuple(a.shape)}")
 
     def _pair(self, input, target):
         """(x, t) validated for an elementwise loss (a floating target of the
@@ -155,13 +213,14 @@ class Loss:
             self._cache = None
             return grad
         if dloss is not None:
+            first = _first(cache)
             if backend.is_array(dloss) and dloss.ndim == 0:
-                if backend.device_of(dloss) != backend.device_of(cache):
-                    raise DeviceError(f"{label}: expected dloss on {backend.device_of(cache)}, received it on "
+                if backend.device_of(dloss) != backend.device_of(first):
+                    raise DeviceError(f"{label}: expected dloss on {backend.device_of(first)}, received it on "
                                       f"{backend.device_of(dloss)}")
-                dloss = dloss.astype(cache.dtype)
+                dloss = dloss.astype(first.dtype)
             elif isinstance(dloss, (int, float, np.integer, np.floating)) and not isinstance(dloss, bool):
-                dloss = cache.dtype.type(dloss)
+                dloss = first.dtype.type(dloss)
             elif backend.is_array(dloss):
                 raise ShapeError(f"{label}: expected dloss as a number (the loss is a scalar) or None, received an "
                                  f"array of shape {tuple(dloss.shape)}")
@@ -169,7 +228,7 @@ class Loss:
                 raise DTypeError(f"{label}: expected dloss as a number (the loss is a scalar) or None, received "
                                  f"{type(dloss).__name__}")
             self._cache = None
-            return cache * dloss
+            return _times(cache, dloss)
         self._cache = None
         return cache
 
@@ -181,14 +240,15 @@ class Loss:
                              f"gradient, an array of shape {cache.shape}")
         if not backend.is_array(dloss):
             raise DTypeError(f"{label}: expected dloss as a numpy.ndarray or cupy.ndarray, received {type(dloss).__name__}")
-        if backend.device_of(dloss) != backend.device_of(cache.grad):
-            raise DeviceError(f"{label}: expected dloss on {backend.device_of(cache.grad)}, received it on "
+        first = _first(cache.grad)
+        if backend.device_of(dloss) != backend.device_of(first):
+            raise DeviceError(f"{label}: expected dloss on {backend.device_of(first)}, received it on "
                               f"{backend.device_of(dloss)}")
         if dloss.dtype.kind != "f" and not backend.is_low_precision(dloss.dtype):
             raise DTypeError(f"{label}: expected a floating-point dloss, received dtype {dloss.dtype}")
         if tuple(dloss.shape) != cache.shape:
             raise ShapeError(f"{label}: expected dloss of shape {cache.shape} (the losses'), received {tuple(dloss.shape)}")
-        return cache.apply(cache.grad, dloss.astype(cache.grad.dtype, copy=False))
+        return cache.apply(cache.grad, dloss.astype(first.dtype, copy=False))
 
 
 class _WeightedElements(Loss):

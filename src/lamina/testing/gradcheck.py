@@ -9,8 +9,9 @@ element by element, with the central difference
 
 computed in float64.  For a loss (``loss(x, t)`` returns a float) L is the
 loss itself and ``backward()`` its gradient with respect to x (the target t
-gets none); a loss with ``reduction="none"`` returns an array of losses,
-projected as a layer's output is.
+gets none; a ranking loss returns one gradient per input it compares); a
+loss with ``reduction="none"`` returns an array of losses, projected as a
+layer's output is.
 """
 
 import copy
@@ -87,8 +88,8 @@ def gradcheck(layer, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, check_para
         grads = (grads,)
     targets = []  # (name, array to perturb, analytic gradient)
     gi = 0
-    for i, a in enumerate(xs[:1] if is_loss else xs):  # a loss's target gets no gradient
-        if _is_float_array(a):
+    for i, a in enumerate(xs):  # a loss's target gets no gradient: only its _grad_inputs do
+        if (i in layer._grad_inputs if is_loss else True) and _is_float_array(a):
             targets.append((f"input {i}", a, grads[gi] if gi < len(grads) else None))
             gi += 1
     if check_params and not is_loss:
