@@ -32,6 +32,14 @@ CONFIGS = [
     ("RAdam", "RAdam", dict(lr=1e-2)),  # 200 steps: the first 5 are momentum SGD (ρ_t ≤ 5), the rest rectified
     ("RAdam", "RAdam", dict(lr=3e-3, betas=(0.8, 0.9), weight_decay=1e-2)),
     ("RAdam", "RAdam", dict(lr=3e-3, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("Adamax", "Adamax", dict(lr=2e-3)),
+    ("Adamax", "Adamax", dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2)),
+    ("Adadelta", "Adadelta", dict()),
+    ("Adadelta", "Adadelta", dict(lr=0.5, rho=0.8, eps=1e-5, weight_decay=1e-2)),
+    ("Rprop", "Rprop", dict()),  # random gradients flip signs: every branch of the step-size rule runs
+    ("Rprop", "Rprop", dict(lr=0.1, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2))),  # both clamps
+    ("ASGD", "ASGD", dict(lr=1e-2)),
+    ("ASGD", "ASGD", dict(lr=5e-2, lambd=1e-2, alpha=0.5, t0=50, weight_decay=1e-2)),  # averaging from step 51
 ]
 
 
@@ -72,8 +80,10 @@ def _run_side_by_side(torch, lm_cls, torch_cls, cfg, dtype, steps=200, l1=0.0, c
 def test_optimizer_matches_torch_over_200_steps(torch, lm_cls, torch_cls, cfg, dtype):
     ours, theirs = _run_side_by_side(torch, lm_cls, torch_cls, cfg, dtype)
     tol = 1e-10 if dtype == np.float64 else 2e-5
-    if lm_cls == "NAdam" and dtype == np.float64:
-        tol = 1e-8  # PyTorch keeps NAdam's product of momenta in a float32 scalar (its default dtype); lamina in float64
+    if lm_cls in ("NAdam", "ASGD") and dtype == np.float64:
+        # PyTorch keeps NAdam's product of momenta, ASGD's rate and averaging weight in float32 scalars (its
+        # default dtype); lamina in float64 (test_asgd_averages_the_iterates_as_pytorch: exact with float64 ones)
+        tol = 1e-8 if lm_cls == "NAdam" else 1e-6
     for p, tp in zip(ours, theirs):
         assert p.dtype == dtype
         np.testing.assert_allclose(p, tp, rtol=tol, atol=tol)
@@ -96,6 +106,35 @@ def test_l1_and_clipping_match_torch(torch, lm_cls, cfg, l1, clip, dtype):
         np.testing.assert_allclose(p, tp, rtol=tol, atol=tol)
 
 
+def test_asgd_averages_the_iterates_as_pytorch(torch):
+    """ASGD's average ``ax`` (the point to evaluate) follows PyTorch's: a
+    copy of the iterate until t0, then the running mean of the ones after.
+    PyTorch's default dtype set to float64 makes its rate and averaging
+    weight float64 scalars, as lamina's: then the two agree to rounding."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        _asgd_against_torch(torch)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def _asgd_against_torch(torch):
+    rng = np.random.default_rng(3)
+    init = rng.standard_normal((4, 3))
+    p, tp = lm.Parameter(init.copy()), torch.tensor(init.copy(), requires_grad=True)
+    cfg = dict(lr=5e-2, lambd=1e-3, t0=20)
+    opt, topt = lm.optim.ASGD([p], **cfg), torch.optim.ASGD([tp], **cfg)
+    for step in range(60):
+        g = rng.standard_normal((4, 3))
+        p.grad, tp.grad = g.copy(), torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+        np.testing.assert_allclose(opt.state[p]["ax"], topt.state[tp]["ax"].numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+    assert not np.allclose(opt.state[p]["ax"], p.data)  # averaging since step 21
+
+
 def test_clip_grad_norm_inf_and_nonfinite():
     a, b = lm.Parameter(np.zeros(3)), lm.Parameter(np.zeros(2))
     a.grad, b.grad = np.array([3.0, -4.0, 0.0]), np.array([1.0, 2.0])
@@ -106,7 +145,8 @@ def test_clip_grad_norm_inf_and_nonfinite():
         lm.optim.clip_grad_norm_([a, b], 1.0, error_if_nonfinite=True)
 
 
-@pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop", "SGD", "Adagrad", "NAdam", "RAdam"])
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop", "SGD", "Adagrad", "NAdam", "RAdam", "Adamax", "Adadelta",
+                                  "Rprop", "ASGD"])
 def test_optimizer_resumes_exactly_from_its_state_dict(name):
     """Half the steps, a state_dict round trip into a fresh optimizer, the
     other half: bit for bit the same as running straight through."""
@@ -185,6 +225,13 @@ def test_zero_grad_and_validation():
         (lambda p: lm.optim.Adagrad(p, lr_decay=-1), "Adagrad: expected lr_decay >= 0"),
         (lambda p: lm.optim.NAdam(p, momentum_decay=-1), "NAdam: expected momentum_decay >= 0"),
         (lambda p: lm.optim.RAdam(p, betas=(1.0, 0.9)), r"RAdam: expected betas in \[0, 1\)"),
+        (lambda p: lm.optim.Adamax(p, betas=(0.9, 1.5)), r"Adamax: expected betas in \[0, 1\)"),
+        (lambda p: lm.optim.Adadelta(p, rho=1.5), r"Adadelta: expected rho in \[0, 1\], received 1.5"),
+        (lambda p: lm.optim.Rprop(p, etas=(1.2, 0.5)), r"Rprop: expected etas \(η₋, η₊\) with 0 < η₋ < 1 < η₊, "
+                                                       r"received \(1.2, 0.5\)"),
+        (lambda p: lm.optim.Rprop(p, step_sizes=(1.0, 0.1)), r"Rprop: expected step_sizes \(min, max\) with 0 <= min "
+                                                             r"<= max, received \(1.0, 0.1\)"),
+        (lambda p: lm.optim.ASGD(p, lambd=-1), "ASGD: expected lambd >= 0, received -1"),
     ],
 )
 def test_bad_hyperparameters_name_the_optimizer(make, match):
@@ -199,7 +246,9 @@ def test_bad_hyperparameters_name_the_optimizer(make, match):
      ("AdamW", dict(lr=1e-2)), ("Adam", dict(lr=1e-2, amsgrad=True)), ("Adagrad", dict(lr=1e-2, lr_decay=1e-2)),
      ("NAdam", dict(lr=1e-2, weight_decay=1e-2)), ("RAdam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
      ("RMSprop", dict(lr=1e-2, weight_decay=1e-2)), ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)),
-     ("Adagrad", dict(lr=5e-2, weight_decay=1e-2, initial_accumulator_value=0.1))],
+     ("Adagrad", dict(lr=5e-2, weight_decay=1e-2, initial_accumulator_value=0.1)),
+     ("Adamax", dict(lr=1e-2, weight_decay=1e-2)), ("Adadelta", dict(lr=1.0, weight_decay=1e-2)), ("Rprop", dict(lr=1e-2)),
+     ("ASGD", dict(lr=1e-2, t0=10, weight_decay=1e-2))],
 )
 def test_optimizers_on_each_backend_match_the_cpu(name, cfg, xp):
     """On CuPy the updates run as one fused CUDA kernel per parameter: the

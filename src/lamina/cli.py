@@ -110,7 +110,8 @@ def _setup(args):
 def _optimizer(name, params, lr, momentum, weight_decay):
     import lamina
 
-    defaults = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2, "nadam": 2e-3, "radam": 1e-3}
+    defaults = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2, "nadam": 2e-3, "radam": 1e-3,
+                "adamax": 2e-3, "adadelta": 1.0, "asgd": 1e-2}
     if name not in defaults:
         raise SystemExit(f"lamina: unknown --optimizer {name!r}; expected one of {sorted(defaults)}")
     lr = defaults[name] if lr is None else lr
@@ -119,7 +120,8 @@ def _optimizer(name, params, lr, momentum, weight_decay):
     if name == "rmsprop":
         return lamina.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     cls = {"adam": lamina.optim.Adam, "adamw": lamina.optim.AdamW, "adagrad": lamina.optim.Adagrad,
-           "nadam": lamina.optim.NAdam, "radam": lamina.optim.RAdam}[name]
+           "nadam": lamina.optim.NAdam, "radam": lamina.optim.RAdam, "adamax": lamina.optim.Adamax,
+           "adadelta": lamina.optim.Adadelta, "asgd": lamina.optim.ASGD}[name]
     return cls(params, lr=lr, weight_decay=weight_decay)
 
 
@@ -321,7 +323,7 @@ def build_parser():
     train.add_argument("--data", default="mnist1d", help="mnist1d, digits, mnist:DIR or cifar10:DIR (default mnist1d)")
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--batch-size", type=int, default=100)
-    train.add_argument("--optimizer", default="sgd", help="sgd, adam, adamw, rmsprop, adagrad, nadam or radam (default sgd)")
+    train.add_argument("--optimizer", default="sgd", help="sgd, adam, adamw, rmsprop, adagrad, nadam, radam, adamax, adadelta or asgd (default sgd)")
     train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.05 for sgd, 1e-3 otherwise)")
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=0.0)

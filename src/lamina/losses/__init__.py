@@ -18,6 +18,11 @@ as an array, and ``loss_fn.backward(dloss)`` takes their gradient (of the
 returned shape: per-sample weights, say) and returns the input's.  With
 "mean" or "sum", ``backward()`` takes no argument, or a number that scales
 the gradient.
+
+A loss over several inputs (the ranking and metric-learning losses, the
+Gaussian likelihood with its variance) is called with them in PyTorch's
+order, and ``backward`` returns a tuple: one gradient per input that gets
+one, in that order.
 """
 
 from .base import Loss

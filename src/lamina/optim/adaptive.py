@@ -1,8 +1,11 @@
-"""Adagrad, NAdam and RAdam with ``torch.optim``'s update rules.
+"""Adagrad, NAdam, RAdam, Adamax, Adadelta and Rprop with ``torch.optim``'s
+update rules.
 
-On CuPy float32/float64 parameters each update is one multi-tensor launch
-per 48 parameters (csrc/cuda/optim.cu), as SGD's, Adam's and RMSprop's; on
-NumPy (and other dtypes) it is the array expressions below.  The step
+On CuPy float32/float64 parameters each update of Adagrad, NAdam and RAdam
+is one multi-tensor launch per 48 parameters (csrc/cuda/optim.cu), as
+SGD's, Adam's and RMSprop's; on NumPy (and other dtypes) it is the array
+expressions below.  Adamax, Adadelta and Rprop are array expressions on
+both backends: a few elementwise launches per parameter on the GPU.  The step
 counts live on the host, so a step that depends on the count refuses to run
 inside a CUDA graph capture (every replay would repeat the captured step's
 factors).
@@ -10,16 +13,8 @@ factors).
 
 import math
 
-import numpy as np
-
 from .. import backend, ops
-from .optimizer import Optimizer, check_hyperparameters
-
-
-def _refuse_capture(opt, xp):
-    if xp is not np and backend.require_cuda().cuda.get_current_stream().is_capturing():
-        raise RuntimeError(f"{type(opt).__name__}.step: called while a CUDA graph is being captured; its update depends "
-                           "on the step count, which lives on the host, so every replay would repeat this step's")
+from .optimizer import Optimizer, check_hyperparameters, refuse_capture
 
 
 class Adagrad(Optimizer):
@@ -49,7 +44,7 @@ class Adagrad(Optimizer):
                     state["step"] = 0
                     state["sum"] = xp.full_like(p.data, group["initial_accumulator_value"])
                 if group["lr_decay"]:
-                    _refuse_capture(self, xp)
+                    refuse_capture(self, xp)
                 state["step"] += 1
                 clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
                 if (mod := ops.fused_update_kernel(p.data, g)) is not None:  # the update in the launch below
@@ -102,7 +97,7 @@ class _AdamFamily(Optimizer):
             fused = {}  # (device, dtype) -> (module, [(p, g, m, v, factors)]): one launch per 48
             for p in self._params_with_grad(group):
                 xp = backend.get_array_module(p.data)
-                _refuse_capture(self, xp)
+                refuse_capture(self, xp)
                 g = self._regularised_grad(p, group)
                 state = self._state(p, xp)
                 factors = self._factors(state, group)
@@ -195,3 +190,123 @@ class RAdam(_AdamFamily):
             p.data -= coefficient * (m_hat / (xp.sqrt(v) + group["eps"]))
         else:
             p.data -= coefficient * m_hat
+
+
+class Adamax(Optimizer):
+    """Adamax (Kingma and Ba, 2015, section 7.1), as ``torch.optim.Adamax``:
+    Adam with the second moment replaced by an infinity norm.  At step t:
+
+        g ← g + λ p                                 (weight_decay λ)
+        m ← β1 m + (1 - β1) g
+        u ← max(β2 u, |g| + ε)
+        p ← p - η / (1 - β1^t) · m / u
+
+    Array expressions on both backends (no fused kernel).
+    """
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, l1=0.0):
+        check_hyperparameters("Adamax", lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l1=l1)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, l1=l1))
+
+    def step(self):
+        for group in self.param_groups:
+            (b1, b2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
+            for p in self._params_with_grad(group):
+                xp = backend.get_array_module(p.data)
+                refuse_capture(self, xp)
+                g = self._regularised_grad(p, group)
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_inf=xp.zeros_like(p.data))
+                state["step"] += 1
+                if wd != 0:
+                    g = g + wd * p.data
+                m, u = state["exp_avg"], state["exp_inf"]
+                m += (1 - b1) * (g - m)
+                u *= b2
+                xp.maximum(u, xp.abs(g) + eps, out=u)
+                p.data -= group["lr"] / (1 - b1 ** state["step"]) * (m / u)
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler, 2012), as ``torch.optim.Adadelta``: the step's
+    size comes from the running size of past steps, so lr (default 1) is
+    only a scale.
+
+        g ← g + λ p                                  (weight_decay λ)
+        s ← ρ s + (1 - ρ) g²
+        Δ = √(a + ε) / √(s + ε) · g
+        a ← ρ a + (1 - ρ) Δ²
+        p ← p - η Δ
+
+    Array expressions on both backends (no fused kernel).
+    """
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, l1=0.0):
+        check_hyperparameters("Adadelta", lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, l1=l1)
+        if rho > 1:
+            raise ValueError(f"Adadelta: expected rho in [0, 1], received {rho!r}")
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, l1=l1))
+
+    def step(self):
+        for group in self.param_groups:
+            rho, eps, wd = group["rho"], group["eps"], group["weight_decay"]
+            for p in self._params_with_grad(group):
+                xp = backend.get_array_module(p.data)
+                g = self._regularised_grad(p, group)
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state.update(step=0, square_avg=xp.zeros_like(p.data), acc_delta=xp.zeros_like(p.data))
+                state["step"] += 1
+                if wd != 0:
+                    g = g + wd * p.data
+                s, a = state["square_avg"], state["acc_delta"]
+                s *= rho
+                s += (1 - rho) * (g * g)
+                delta = xp.sqrt(a + eps) / xp.sqrt(s + eps) * g
+                a *= rho
+                a += (1 - rho) * (delta * delta)
+                p.data -= group["lr"] * delta
+
+
+class Rprop(Optimizer):
+    """Resilient backpropagation (Riedmiller and Braun, 1993), as
+    ``torch.optim.Rprop``: each weight keeps its own step size and moves by
+    it against the gradient's sign, ignoring the gradient's size.  Per
+    element, with s = sign(g · g_prev):
+
+        s > 0: step ← min(step η₊, step_max)         (same sign: speed up)
+        s < 0: step ← max(step η₋, step_min), g ← 0  (overshot: slow down, skip this move)
+        p ← p - sign(g) step;   g_prev ← g
+
+    Steps start at lr.  A full-batch method: the minibatch's noise flips
+    signs.  Array expressions on both backends (no fused kernel).
+    """
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0), l1=0.0):
+        check_hyperparameters("Rprop", lr=lr, l1=l1)
+        etas, step_sizes = tuple(float(e) for e in etas), tuple(float(s) for s in step_sizes)
+        if len(etas) != 2 or not 0 < etas[0] < 1 < etas[1]:
+            raise ValueError(f"Rprop: expected etas (η₋, η₊) with 0 < η₋ < 1 < η₊, received {etas!r}")
+        if len(step_sizes) != 2 or not 0 <= step_sizes[0] <= step_sizes[1]:
+            raise ValueError(f"Rprop: expected step_sizes (min, max) with 0 <= min <= max, received {step_sizes!r}")
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, l1=l1))
+
+    def step(self):
+        for group in self.param_groups:
+            (minus, plus), (lo, hi) = group["etas"], group["step_sizes"]
+            for p in self._params_with_grad(group):
+                xp = backend.get_array_module(p.data)
+                g = self._regularised_grad(p, group)
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state.update(step=0, prev=xp.zeros_like(p.data), step_size=xp.full_like(p.data, group["lr"]))
+                state["step"] += 1
+                s = xp.sign(g * state["prev"])
+                factor = xp.where(s > 0, plus, xp.where(s < 0, minus, 1)).astype(p.data.dtype, copy=False)
+                step_size = state["step_size"]
+                step_size *= factor
+                xp.clip(step_size, lo, hi, out=step_size)
+                g = xp.where(s < 0, 0, g).astype(p.data.dtype, copy=False)
+                p.data -= xp.sign(g) * step_size
+                state["prev"][...] = g

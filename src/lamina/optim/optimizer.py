@@ -21,6 +21,14 @@ def check_hyperparameters(name, **values):
             raise ValueError(f"{name}: expected {key} >= 0, received {v!r}")
 
 
+def refuse_capture(opt, xp):
+    """Raise unless ``xp`` is NumPy or no CUDA graph is being captured on the
+    current stream: for an update whose factors depend on a host-side step count."""
+    if xp is not np and backend.require_cuda().cuda.get_current_stream().is_capturing():
+        raise RuntimeError(f"{type(opt).__name__}.step: called while a CUDA graph is being captured; its update depends "
+                           "on the step count, which lives on the host, so every replay would repeat this step's")
+
+
 class Optimizer:
     """Holds parameter groups (dicts with ``params`` and hyperparameters) and
     per-parameter state (moment buffers, ...).

@@ -1,7 +1,7 @@
-"""Stochastic gradient descent with momentum (``torch.optim.SGD`` semantics)."""
+"""Stochastic gradient descent with momentum, and averaged SGD (``torch.optim.SGD`` and ``ASGD`` semantics)."""
 
 from .. import backend, ops
-from .optimizer import Optimizer, check_hyperparameters
+from .optimizer import Optimizer, check_hyperparameters, refuse_capture
 
 
 class SGD(Optimizer):
@@ -54,3 +54,47 @@ class SGD(Optimizer):
             for mod, items in fused.values():
                 data, grads, bufs, firsts = zip(*items)
                 ops.sgd_update(mod, data, grads, bufs, firsts, lr, mu, tau, wd, nesterov)
+
+
+class ASGD(Optimizer):
+    """Averaged SGD (Polyak and Juditsky, 1992), as ``torch.optim.ASGD``:
+    SGD with a decaying rate, and from step t0 on a running average of the
+    iterates, kept in ``state[p]["ax"]`` (load it into the model to
+    evaluate the average).  At step t (from 1), with η_1 = lr and μ_1 = 1:
+
+        g ← g + λ_wd p
+        p ← p (1 - λ η_t) - η_t g                      (lambd λ)
+        ax ← p if μ_t = 1, else ax + μ_t (p - ax)
+        η_(t+1) = lr / (1 + λ lr t)^α,   μ_(t+1) = 1 / max(1, t - t0)
+
+    The factors are host scalars, so a step refuses to run inside a CUDA
+    graph capture.  Array expressions on both backends (no fused kernel).
+    """
+
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, l1=0.0):
+        check_hyperparameters("ASGD", lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, l1=l1)
+        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, l1=l1))
+
+    def step(self):
+        for group in self.param_groups:
+            lr, lambd, wd = group["lr"], group["lambd"], group["weight_decay"]
+            for p in self._params_with_grad(group):
+                xp = backend.get_array_module(p.data)
+                refuse_capture(self, xp)
+                g = self._regularised_grad(p, group)
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state.update(step=0, eta=float(lr), mu=1.0, ax=xp.zeros_like(p.data))
+                state["step"] += 1
+                if wd != 0:
+                    g = g + wd * p.data
+                eta = state["eta"]
+                p.data *= 1 - lambd * eta
+                p.data -= eta * g
+                if state["mu"] != 1:
+                    state["ax"] += state["mu"] * (p.data - state["ax"])
+                else:
+                    state["ax"][...] = p.data
+                t = state["step"]
+                state["eta"] = lr / (1 + lambd * lr * t) ** group["alpha"]
+                state["mu"] = 1 / max(1, t - group["t0"])
