@@ -66,7 +66,7 @@ def _cases(rng):
          [x[:4, :3], y[:4, :3], var], (0, 2)),
         ("gaussian_full_per_sample", lambda r, nn: (lm.GaussianNLLLoss(full=True, eps=0.3, reduction=r),
                                                     nn.GaussianNLLLoss(full=True, eps=0.3, reduction=r)),
-         [x[:4, :3], y[:4, :3], var[:, 0]], (0, 2)),  # eps clamps some of the variances
+         [x[:4, :3], y[:4, :3], var[:, 0]], (0, 2)),
         ("gaussian_shared_axis", lambda r, nn: (lm.GaussianNLLLoss(reduction=r), nn.GaussianNLLLoss(reduction=r)),
          [x[:4, :3], y[:4, :3], var[:1, :]], (0, 2)),
     ]
@@ -137,6 +137,24 @@ def test_gaussian_nll_with_a_fixed_variance_and_its_gradient_tuple(torch):
     dx, dvar = fn.backward(np.ones((3, 2)))
     np.testing.assert_allclose(dx, (x - t) / 2, rtol=1e-12)
     assert dvar is None
+
+
+def test_gaussian_nll_passes_the_gradient_through_the_variance_clamp(torch):
+    """Below eps the variance is clamped for the value, but its gradient is
+    taken at eps and passed through as PyTorch's (documented there: "the
+    clamping of var is ignored with respect to autograd"), not the clamp's
+    true derivative, 0."""
+    x, t = np.array([[0.5, -1.0, 2.0]]), np.array([[0.0, 0.0, 1.0]])
+    var = np.array([[0.01, 0.5, 3.0]])  # the first below eps
+    fn = lm.GaussianNLLLoss(eps=0.1, reduction="sum")
+    tin = [torch.tensor(a, requires_grad=True) for a in (x, var)]
+    tloss = torch.nn.GaussianNLLLoss(eps=0.1, reduction="sum")(tin[0], torch.tensor(t), tin[1])
+    tloss.backward()
+    assert fn(x, t, var) == pytest.approx(tloss.item(), rel=1e-12)
+    dx, dvar = fn.backward()
+    np.testing.assert_allclose(dx, tin[0].grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(dvar, tin[1].grad.numpy(), rtol=1e-12)
+    assert dvar[0, 0] == pytest.approx(0.5 * (1 / 0.1 - 0.25 / 0.01))
 
 
 def test_the_kinks_follow_pytorch(torch):

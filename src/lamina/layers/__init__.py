@@ -40,6 +40,7 @@ from .activations import (
 from .containers import Flatten, Identity, LayerDict, LayerList, Residual, Sequential, Unflatten
 from .conv import Conv1D, Conv2D, ConvTranspose1D, ConvTranspose2D
 from .dense import Dense
+from .distance import Bilinear, CosineSimilarity, PairwiseDistance
 from .dropout import Dropout, Dropout1d, Dropout2d
 from .embedding import Embedding
 from .fold import Fold, Unfold
@@ -77,5 +78,5 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "MultiheadAttention", "KVCache",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "Dropout1d", "Dropout2d", "Unflatten", "InstanceNorm1d", "InstanceNorm2d", "PixelShuffle", "PixelUnshuffle", "ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d", "CircularPad2d",
-    "Embedding", "RNN", "LSTM", "GRU", "Fold", "Unfold",
+    "Embedding", "RNN", "LSTM", "GRU", "Fold", "Unfold", "Bilinear", "CosineSimilarity", "PairwiseDistance",
 ]

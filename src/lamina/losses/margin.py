@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import ShapeError
+from ..layers.distance import vector_norm
 from ..module import is_grad_enabled
 from .base import Loss, _per_sample, _WeightedElements
 from .classification import _ClassLoss
@@ -171,23 +172,7 @@ class TripletMarginLoss(Loss):
 
     def _distance(self, xp, u, v):
         """(‖w‖ₚ over the last axis, its gradient with respect to w) for w = u - v + ε."""
-        w = u - v + u.dtype.type(self.eps)
-        a, p = xp.abs(w), self.p
-        if p == np.inf:
-            d = a.max(-1)
-            top = (a == d[..., None]).astype(w.dtype)
-            return d, xp.sign(w) * top / top.sum(-1, keepdims=True)
-        if p == 2:
-            d = xp.sqrt((w * w).sum(-1))
-            g = w
-        elif p == 1:
-            return a.sum(-1), xp.sign(w)
-        else:
-            d = (a ** p).sum(-1) ** (1 / p)
-            g = xp.sign(w) * a ** (p - 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = xp.where(d > 0, 1 / d ** (p - 1), 0)  # the norm's gradient is 0 at w = 0, as PyTorch's
-        return d, g * scale[..., None].astype(w.dtype)
+        return vector_norm(xp, u - v + u.dtype.type(self.eps), self.p)
 
     def _loss(self, anchor, positive, negative, strict):
         a, p, n = self._arrays(("anchor", anchor, "float"), ("positive", positive, "float"),
