@@ -346,6 +346,31 @@ CASES = {
         lambda: lm.Flatten(1, 2), lambda t: t.nn.Flatten(1, 2), [(1, 2, 3, 2), (3, 1, 5, 1), (2, 3, 4, 2), (1, 1, 1, 3), (2, 2, 2, 2)],
         None,
     ),
+    "local_response_norm": (
+        lambda: lm.LocalResponseNorm(3, alpha=0.5, beta=0.75, k=1.5), lambda t: t.nn.LocalResponseNorm(3, 0.5, 0.75, 1.5),
+        [(1, 5, 3), (2, 4, 3, 3), (3, 1, 4), (2, 7, 2, 3), (1, 2, 2, 2, 2)], None,
+    ),
+    "local_response_norm_even_size": (  # an even window: ⌊n/2⌋ channels before, ⌊(n-1)/2⌋ after
+        lambda: lm.LocalResponseNorm(4, alpha=2.0, beta=0.5), lambda t: t.nn.LocalResponseNorm(4, 2.0, 0.5),
+        [(1, 6, 2), (2, 3, 3, 2), (1, 9, 1), (3, 5, 2, 2), (2, 2, 3)], None,
+    ),
+    "lp_pool_2d": (
+        lambda: lm.LPPool2D(2, 2), lambda t: t.nn.LPPool2d(2, 2), [(1, 2, 4, 4), (2, 3, 5, 4), (1, 1, 2, 6), (3, 2, 3, 3), (1, 1, 2, 2)],
+        None,
+    ),
+    "lp_pool_2d_strided_ceil": (  # overlapping windows, ceil_mode windows past the edge (other p: test_lp_pool_...)
+        lambda: lm.LPPool2D(2, (3, 2), stride=(2, 1), ceil_mode=True),
+        lambda t: t.nn.LPPool2d(2, (3, 2), stride=(2, 1), ceil_mode=True),
+        [(1, 2, 4, 4), (2, 1, 6, 3), (1, 3, 3, 2), (2, 2, 5, 5), (1, 1, 4, 2)], None,
+    ),
+    "lp_pool_1d": (
+        lambda: lm.LPPool1D(2, 3, stride=2), lambda t: t.nn.LPPool1d(2, 3, stride=2),
+        [(1, 2, 5), (2, 3, 8), (1, 1, 3), (3, 2, 7), (2, 1, 4)], None,
+    ),
+    "channel_shuffle": (
+        lambda: lm.ChannelShuffle(3), lambda t: t.nn.ChannelShuffle(3),
+        [(1, 6, 2, 2), (2, 3, 4), (1, 12, 1, 3), (2, 6, 1), (1, 3, 2, 2, 2)], None,
+    ),
     "sequential": (
         lambda: lm.Sequential(lm.Dense(6, 8), lm.Tanh(), lm.Dense(8, 3), lm.GELU()),
         lambda t: t.nn.Sequential(t.nn.Linear(6, 8), t.nn.Tanh(), t.nn.Linear(8, 3), t.nn.GELU()),
@@ -444,7 +469,9 @@ _GOOD_SHAPES = {"layernorm_2d_no_bias": (2, 3, 4), "layernorm_no_affine": (3, 6)
                 "unflatten": (3, 6), "unflatten_last_inferred": (3, 4), "zero_pad_2d": (2, 3, 4, 4),
                 "reflection_pad_2d": (2, 3, 4, 4), "replication_pad_2d": (2, 3, 4, 4), "circular_pad_2d": (2, 3, 4, 4),
                 "constant_pad_1d": (2, 3, 5), "reflection_pad_1d": (2, 3, 5), "replication_pad_1d": (2, 3, 5),
-                "circular_pad_1d": (2, 3, 5),
+                "circular_pad_1d": (2, 3, 5), "local_response_norm": (2, 4, 3), "local_response_norm_even_size": (2, 4, 3),
+                "lp_pool_2d": (2, 3, 4, 4), "lp_pool_2d_strided_ceil": (2, 3, 4, 4), "lp_pool_1d": (2, 3, 5),
+                "channel_shuffle": (2, 6, 2),
                 **{name: (2, 4, 3) for name in CASES if name.startswith(("rnn", "lstm", "gru"))}}
 
 

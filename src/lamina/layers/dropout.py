@@ -1,6 +1,9 @@
 """Dropout."""
 
-from .. import ops
+import math
+
+from .. import backend, ops
+from .. import random as lrandom
 from ..errors import ShapeError
 from ..module import Layer
 
@@ -84,3 +87,48 @@ class Dropout2d(_ChannelDropout):
 
     _ndims = (3, 4)
     _layout = "(N, C, H, W) or (C, H, W)"
+
+
+class AlphaDropout(Dropout):
+    """Dropout for self-normalising networks (Klambauer et al., 2017;
+    PyTorch's ``nn.AlphaDropout``), to use with :class:`lamina.SELU`.  A
+    dropped unit is set to SELU's negative saturation α' = -λα instead of
+    0, then an affine map restores zero mean and unit variance:
+
+        a = ((1 - p)(1 + p α'²))^(-1/2),   b = -a α' p
+        y = a (x m + α' (1 - m)) + b        m ~ Bernoulli(1 - p)
+        dx = a m dy                          (caches a m)
+
+    In eval mode (or with p = 0), y = x.  The mask comes from lamina's
+    generator, replayable as :class:`Dropout`'s.
+    """
+
+    _ALPHA = 1.7580993408473766  # λα of SELU
+
+    def _noise_shape(self, x):
+        return tuple(x.shape)
+
+    def forward(self, x):
+        self._check_input(x)
+        if not self.training or self.p == 0.0:
+            self._save(None, out=x)
+            return x
+        xp = backend.get_array_module(x)
+        keep = (lrandom.uniform_like(xp.empty(self._noise_shape(x), dtype=x.dtype)) >= self.p).astype(x.dtype)
+        p, alpha = self.p, self._ALPHA
+        a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
+        scaled = keep * x.dtype.type(a)
+        y = (x * scaled + (keep - 1) * x.dtype.type(alpha * a) + x.dtype.type(alpha * a * p)).astype(x.dtype, copy=False)
+        self._save(scaled, out=y)
+        return y
+
+
+class FeatureAlphaDropout(AlphaDropout):
+    """:class:`AlphaDropout` of whole channels (PyTorch's
+    ``nn.FeatureAlphaDropout``): one draw per (sample, channel) of an
+    (N, C, *) input, shared by every position."""
+
+    def _noise_shape(self, x):
+        if x.ndim < 2:
+            raise ShapeError(f"{self._label()}: expected an input (N, C, *), received shape {tuple(x.shape)}")
+        return tuple(x.shape[:2]) + (1,) * (x.ndim - 2)

@@ -456,3 +456,59 @@ class GroupNorm(Layer):
 
     def extra_repr(self):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+def _channel_window_sum(a, before, after):
+    """Σ over channels c - before .. c + after of ``a`` (N, C, ...), channels
+    outside [0, C) counted as 0: ``before + after + 1`` shifted slice-adds."""
+    xp = backend.get_array_module(a)
+    c = a.shape[1]
+    out = xp.zeros_like(a)
+    for o in range(-before, after + 1):  # out[:, j] += a[:, j + o]
+        lo, hi = max(0, -o), min(c, c - o)
+        if lo < hi:
+            out[:, lo:hi] += a[:, lo + o:hi + o]
+    return out
+
+
+class LocalResponseNorm(Layer):
+    """Local response normalisation across channels (Krizhevsky et al.,
+    2012; PyTorch's ``nn.LocalResponseNorm``), for AlexNet- and
+    GoogLeNet-style models.  With n = ``size`` and the window of channel c
+    W(c) = [c - ⌊n/2⌋, c + ⌊(n-1)/2⌋] (channels outside the input count as 0):
+
+        D_c = k + (α/n) Σ_(c' ∈ W(c)) x_c'²,    y_c = x_c D_c^(-β)
+
+    Backward (caches x and D): channel j lies in the windows of
+    c ∈ [j - ⌊(n-1)/2⌋, j + ⌊n/2⌋], so
+
+        dx_j = dy_j D_j^(-β) - (2αβ/n) x_j Σ_(c: j ∈ W(c)) dy_c x_c D_c^(-β-1)
+
+    Input (N, C, *) with at least 3 axes.  16-bit inputs are computed in float32.
+    """
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        self.size = positive_int(size, "LocalResponseNorm", "size")
+        self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
+
+    def forward(self, x):
+        self._check_input(x, min_ndim=3)
+        xw = x.astype(np.float32) if backend.is_low_precision(x.dtype) else x
+        n = self.size
+        d = xw.dtype.type(self.k) + xw.dtype.type(self.alpha / n) * _channel_window_sum(xw * xw, n // 2, (n - 1) // 2)
+        y = xw * d ** xw.dtype.type(-self.beta)
+        y = backend.narrow(y, x.dtype) if y.dtype != x.dtype else y
+        self._save(xw, d, out=y)
+        return y
+
+    def backward(self, dy):
+        x, d = self._take_cache(dy)
+        n, b = self.size, x.dtype.type(self.beta)
+        g = dy.astype(x.dtype, copy=False)
+        t = _channel_window_sum(g * x * d ** (-b - 1), (n - 1) // 2, n // 2)
+        dx = g * d ** -b - x.dtype.type(2 * self.alpha * self.beta / n) * x * t
+        return dx.astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

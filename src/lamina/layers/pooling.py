@@ -5,6 +5,8 @@ references elsewhere; see :mod:`lamina.ops.conv`.  1-d pooling is 2-d
 pooling with a height-1 window.
 """
 
+import math
+
 import numpy as np
 
 from .. import backend, ops
@@ -386,5 +388,61 @@ class MaxUnpool2D(_MaxUnpool):
 
 class MaxUnpool1D(_MaxUnpool):
     """Undo :class:`MaxPool1D` with its indices: (N, C, OL) → (N, C, L)."""
+
+    _nd = 1
+
+
+class _LPPool(_AvgPool):
+    """Power-average pooling (PyTorch's ``nn.LPPool2d``/``nn.LPPool1d``): the
+    p-norm of each window, y = (Σ_window xᵖ)^(1/p): p = 1 is sum pooling,
+    p → ∞ max pooling.  With K the kernel's size and s = K · mean(xᵖ)
+    (PyTorch's: a ceil_mode window that hangs over the edge is scaled up
+    to K by the mean),
+
+        y = s^(1/p),   ds = dy y / (p s)  (0 where s = 0),   dx = p x^(p-1) · avgpool_backward(K ds)
+
+    No padding.  Caches x, s and y.
+    """
+
+    def __init__(self, norm_type, kernel_size, stride=None, ceil_mode=False):
+        super().__init__(kernel_size, stride, 0, count_include_pad=True, ceil_mode=ceil_mode)
+        if not float(norm_type) > 0 or not np.isfinite(float(norm_type)):
+            raise ValueError(f"{type(self).__name__}: expected a finite norm_type > 0, received {norm_type!r}")
+        self.norm_type = float(norm_type)
+
+    def forward(self, x):
+        g = self._geometry(x)
+        scale = self._rescale(g, x)
+        p = x.dtype.type(self.norm_type)
+        mean = ops.avgpool2d_forward((x ** p).reshape(g.n, g.c, g.h, g.w), g, scale is None)
+        s = (mean if scale is None else mean * scale) * x.dtype.type(math.prod(self.kernel_size))
+        with np.errstate(invalid="ignore"):
+            y = s ** (1 / p)
+        self._save(g, scale, x, s, y, out=y.reshape(self._out_shape(g)))
+        return y.reshape(self._out_shape(g))
+
+    def backward(self, dy):
+        g, scale, x, s, y = self._take_cache(dy)
+        xp = backend.get_array_module(dy)
+        p = x.dtype.type(self.norm_type)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ds = xp.where(s != 0, dy.reshape(s.shape) * y / (p * s), 0).astype(x.dtype, copy=False)
+        dm = ds * x.dtype.type(math.prod(self.kernel_size))
+        dz = ops.avgpool2d_backward(dm if scale is None else dm * scale, g, scale is None)
+        return (dz.reshape(x.shape) * p * x ** (p - 1)).astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        s = f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, stride={self.stride}"
+        return s + (", ceil_mode=True" if self.ceil_mode else "")
+
+
+class LPPool2D(_LPPool):
+    """2-d power-average pooling, PyTorch's ``nn.LPPool2d``: (N, C, H, W) → (N, C, OH, OW)."""
+
+    _nd = 2
+
+
+class LPPool1D(_LPPool):
+    """1-d power-average pooling, PyTorch's ``nn.LPPool1d``: (N, C, L) → (N, C, OL)."""
 
     _nd = 1

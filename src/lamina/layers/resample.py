@@ -324,3 +324,39 @@ class PixelUnshuffle(_PixelShuffleBase):
 
     def __init__(self, downscale_factor):
         super().__init__(downscale_factor)
+
+
+class ChannelShuffle(Layer):
+    """ShuffleNet's channel shuffle (Zhang et al., 2018; PyTorch's
+    ``nn.ChannelShuffle``): the C channels, seen as ``groups`` groups of
+    C/groups, are transposed so that the next grouped convolution mixes
+    every group.  (N, C, *) → (N, C, *): channel g·(C/groups) + i moves to
+    i·groups + g.  Backward: the inverse permutation."""
+
+    def __init__(self, groups):
+        super().__init__()
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+            raise ValueError(f"ChannelShuffle: expected groups as a positive int, received {groups!r}")
+        self.groups = int(groups)
+
+    @staticmethod
+    def _permute(x, a, b):
+        """Channels read as (a, b) written as (b, a)."""
+        n, rest = x.shape[0], x.shape[2:]
+        return x.reshape(n, a, b, *rest).swapaxes(1, 2).reshape(x.shape)
+
+    def forward(self, x):
+        self._check_input(x, min_ndim=3)
+        if x.shape[1] % self.groups:
+            raise ShapeError(f"{self._label()}: expected an input (N, C, *) with C divisible by {self.groups}, "
+                             f"received shape {tuple(x.shape)}")
+        y = self._permute(x, self.groups, x.shape[1] // self.groups)
+        self._save(None, out=y)
+        return y
+
+    def backward(self, dy):
+        self._take_cache(dy)
+        return self._permute(dy, dy.shape[1] // self.groups, self.groups)
+
+    def extra_repr(self):
+        return f"groups={self.groups}"
