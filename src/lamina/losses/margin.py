@@ -41,19 +41,28 @@ def _sigmoid(xp, z):
     return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
-class _SignedTarget(Loss):
-    """A loss whose target holds the signs 1 and -1 (similar or not, which
-    of two is ranked higher).  ``forward`` checks them (a host read on the
-    GPU); ``compute`` leaves the values as they are, as PyTorch does."""
-
-    def _check_signs(self, y, strict, what="target"):
-        if strict and y.size and not bool(((y == 1) | (y == -1)).all()):
-            bad = float(backend.to_device(y[(y != 1) & (y != -1)][:1], "cpu")[0])
-            raise ValueError(f"{self._label()}: expected {what} values 1 or -1, received {bad!r}"
-                             f"{' (0/1 labels? use 2 * y - 1)' if bad == 0 else ''}")
+def _check_signs(loss, y, strict):
+    """For a target of signs 1 and -1 (similar or not): ``forward`` checks
+    them (a host read on the GPU); ``compute`` leaves the values as they
+    are, as PyTorch does."""
+    if strict and y.size and not bool(((y == 1) | (y == -1)).all()):
+        bad = float(backend.to_device(y[(y != 1) & (y != -1)][:1], "cpu")[0])
+        raise ValueError(f"{loss._label()}: expected target values 1 or -1, received {bad!r}"
+                         f"{' (0/1 labels? use 2 * y - 1)' if bad == 0 else ''}")
 
 
-class MarginRankingLoss(Loss):
+class _MarginLoss(Loss):
+    """A loss with a finite ``margin``."""
+
+    def __init__(self, margin, reduction):
+        super().__init__(reduction)
+        self.margin = _finite(type(self).__name__, "margin", margin)
+
+    def extra_repr(self):
+        return f"margin={self.margin}, reduction='{self.reduction}'"
+
+
+class MarginRankingLoss(_MarginLoss):
     """Ranking by a margin (PyTorch's ``nn.MarginRankingLoss``): y = 1 says
     that x1 should rank above x2 by at least the margin, y = -1 the other
     way round.
@@ -69,11 +78,7 @@ class MarginRankingLoss(Loss):
     _grad_inputs = (0, 1)
 
     def __init__(self, margin=0.0, reduction="mean"):
-        super().__init__(reduction)
-        self.margin = _finite("MarginRankingLoss", "margin", margin)
-
-    def extra_repr(self):
-        return f"margin={self.margin}, reduction='{self.reduction}'"
+        super().__init__(margin, reduction)
 
     def _loss(self, input1, input2, target, strict):
         x1, x2, y = self._arrays(("input1", input1, "float"), ("input2", input2, "float"), ("target", target, "label"))
@@ -84,7 +89,7 @@ class MarginRankingLoss(Loss):
         return self._elementwise(xp.maximum(z, 0), (g1, -g1), x1.size)
 
 
-class CosineEmbeddingLoss(_SignedTarget):
+class CosineEmbeddingLoss(_MarginLoss):
     """Similarity of embedding pairs by their cosine (PyTorch's
     ``nn.CosineEmbeddingLoss``): y = 1 pulls a pair together, y = -1 pushes
     its cosine below the margin.  With s = x1·x2, mᵢ = |xᵢ|² + 1e-12 and
@@ -105,11 +110,7 @@ class CosineEmbeddingLoss(_SignedTarget):
     _grad_inputs = (0, 1)
 
     def __init__(self, margin=0.0, reduction="mean"):
-        super().__init__(reduction)
-        self.margin = _finite("CosineEmbeddingLoss", "margin", margin)
-
-    def extra_repr(self):
-        return f"margin={self.margin}, reduction='{self.reduction}'"
+        super().__init__(margin, reduction)
 
     def _loss(self, input1, input2, target, strict):
         x1, x2, y = self._arrays(("input1", input1, "float"), ("input2", input2, "float"), ("target", target, "label"))
@@ -117,7 +118,7 @@ class CosineEmbeddingLoss(_SignedTarget):
         if x1.ndim == 0 or x1.shape[-1] == 0 or tuple(y.shape) != tuple(x1.shape[:-1]):
             raise ShapeError(f"{self._label()}: expected inputs of shape (N, D) or (D,) and target of shape (N,) "
                              f"or (), received inputs {tuple(x1.shape)} and target {tuple(y.shape)}")
-        self._check_signs(y, strict)
+        _check_signs(self, y, strict)
         xp = backend.get_array_module(x1)
         eps = x1.dtype.type(1e-12)  # PyTorch's
         m1, m2 = (x1 * x1).sum(-1) + eps, (x2 * x2).sum(-1) + eps
@@ -203,7 +204,7 @@ class TripletMarginLoss(Loss):
         return self._elementwise(loss, grads, loss.size, _per_sample)
 
 
-class HingeEmbeddingLoss(_SignedTarget):
+class HingeEmbeddingLoss(_MarginLoss):
     """Hinge loss on a distance (PyTorch's ``nn.HingeEmbeddingLoss``): x is
     a distance (say an L1 distance between two embeddings), y = 1 for a
     similar pair and -1 for a dissimilar one.
@@ -218,16 +219,12 @@ class HingeEmbeddingLoss(_SignedTarget):
     """
 
     def __init__(self, margin=1.0, reduction="mean"):
-        super().__init__(reduction)
-        self.margin = _finite("HingeEmbeddingLoss", "margin", margin)
-
-    def extra_repr(self):
-        return f"margin={self.margin}, reduction='{self.reduction}'"
+        super().__init__(margin, reduction)
 
     def _loss(self, input, target, strict):
         x, y = self._arrays(("input", input, "float"), ("target", target, "label"))
         self._same_shape(("input", x), ("target", y))
-        self._check_signs(y, strict)
+        _check_signs(self, y, strict)
         xp = backend.get_array_module(x)
         gap = x.dtype.type(self.margin) - x
         like, unlike = y != -1, y != 1
@@ -236,7 +233,7 @@ class HingeEmbeddingLoss(_SignedTarget):
         return self._elementwise(loss.astype(x.dtype, copy=False), grad, x.size)
 
 
-class SoftMarginLoss(_SignedTarget):
+class SoftMarginLoss(Loss):
     """Two-class logistic loss on signs (PyTorch's ``nn.SoftMarginLoss``):
     with y = 1 or -1,
 
@@ -251,7 +248,7 @@ class SoftMarginLoss(_SignedTarget):
     def _loss(self, input, target, strict):
         x, y = self._arrays(("input", input, "float"), ("target", target, "label"))
         self._same_shape(("input", x), ("target", y))
-        self._check_signs(y, strict)
+        _check_signs(self, y, strict)
         xp = backend.get_array_module(x)
         z = -y * x
         return self._elementwise(_softplus(xp, z), -y * _sigmoid(xp, z), x.size)

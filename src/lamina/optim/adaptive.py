@@ -208,19 +208,14 @@ class Adamax(Optimizer):
         check_hyperparameters("Adamax", lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l1=l1)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, l1=l1))
 
+    @staticmethod
+    def _new_state(p, xp, group):
+        return dict(exp_avg=xp.zeros_like(p.data), exp_inf=xp.zeros_like(p.data))
+
     def step(self):
         for group in self.param_groups:
-            (b1, b2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
-            for p in self._params_with_grad(group):
-                xp = backend.get_array_module(p.data)
-                refuse_capture(self, xp)
-                g = self._regularised_grad(p, group)
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_inf=xp.zeros_like(p.data))
-                state["step"] += 1
-                if wd != 0:
-                    g = g + wd * p.data
+            (b1, b2), eps = group["betas"], group["eps"]
+            for p, g, state, xp in self._array_updates(group, self._new_state, host_factors=True):
                 m, u = state["exp_avg"], state["exp_inf"]
                 m += (1 - b1) * (g - m)
                 u *= b2
@@ -248,18 +243,14 @@ class Adadelta(Optimizer):
             raise ValueError(f"Adadelta: expected rho in [0, 1], received {rho!r}")
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, l1=l1))
 
+    @staticmethod
+    def _new_state(p, xp, group):
+        return dict(square_avg=xp.zeros_like(p.data), acc_delta=xp.zeros_like(p.data))
+
     def step(self):
         for group in self.param_groups:
-            rho, eps, wd = group["rho"], group["eps"], group["weight_decay"]
-            for p in self._params_with_grad(group):
-                xp = backend.get_array_module(p.data)
-                g = self._regularised_grad(p, group)
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state.update(step=0, square_avg=xp.zeros_like(p.data), acc_delta=xp.zeros_like(p.data))
-                state["step"] += 1
-                if wd != 0:
-                    g = g + wd * p.data
+            rho, eps = group["rho"], group["eps"]
+            for p, g, state, xp in self._array_updates(group, self._new_state):
                 s, a = state["square_avg"], state["acc_delta"]
                 s *= rho
                 s += (1 - rho) * (g * g)
@@ -292,16 +283,14 @@ class Rprop(Optimizer):
             raise ValueError(f"Rprop: expected step_sizes (min, max) with 0 <= min <= max, received {step_sizes!r}")
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, l1=l1))
 
+    @staticmethod
+    def _new_state(p, xp, group):
+        return dict(prev=xp.zeros_like(p.data), step_size=xp.full_like(p.data, group["lr"]))
+
     def step(self):
         for group in self.param_groups:
             (minus, plus), (lo, hi) = group["etas"], group["step_sizes"]
-            for p in self._params_with_grad(group):
-                xp = backend.get_array_module(p.data)
-                g = self._regularised_grad(p, group)
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state.update(step=0, prev=xp.zeros_like(p.data), step_size=xp.full_like(p.data, group["lr"]))
-                state["step"] += 1
+            for p, g, state, xp in self._array_updates(group, self._new_state):
                 s = xp.sign(g * state["prev"])
                 factor = xp.where(s > 0, plus, xp.where(s < 0, minus, 1)).astype(p.data.dtype, copy=False)
                 step_size = state["step_size"]

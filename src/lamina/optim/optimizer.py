@@ -83,6 +83,25 @@ class Optimizer:
     def _params_with_grad(self, group):
         return [p for p in group["params"] if p.requires_grad and p.grad is not None]
 
+    def _array_updates(self, group, initial, host_factors=False):
+        """(p, g, state, xp) for each parameter of ``group`` with a gradient,
+        for an update written as array expressions: g with the L1 term and
+        the group's (coupled) ``weight_decay`` added, the state made by
+        ``initial(p, xp, group)`` on the first step, and ``state["step"]`` counted.
+        ``host_factors``: the update's factors depend on the step count, so
+        it refuses to run inside a CUDA graph capture."""
+        wd = group.get("weight_decay", 0.0)
+        for p in self._params_with_grad(group):
+            xp = backend.get_array_module(p.data)
+            if host_factors:
+                refuse_capture(self, xp)
+            g = self._regularised_grad(p, group)
+            state = self.state.setdefault(p, {})
+            if not state:
+                state.update(step=0, **initial(p, xp, group))
+            state["step"] += 1
+            yield p, (g + wd * p.data if wd != 0 else g), state, xp
+
     @staticmethod
     def _regularised_grad(p, group):
         """The gradient with the group's L1 term added: g + l1 * sign(p).

@@ -1,7 +1,7 @@
 """Stochastic gradient descent with momentum, and averaged SGD (``torch.optim.SGD`` and ``ASGD`` semantics)."""
 
 from .. import backend, ops
-from .optimizer import Optimizer, check_hyperparameters, refuse_capture
+from .optimizer import Optimizer, check_hyperparameters
 
 
 class SGD(Optimizer):
@@ -75,19 +75,14 @@ class ASGD(Optimizer):
         check_hyperparameters("ASGD", lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, l1=l1)
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, l1=l1))
 
+    @staticmethod
+    def _new_state(p, xp, group):
+        return dict(eta=float(group["lr"]), mu=1.0, ax=xp.zeros_like(p.data))
+
     def step(self):
         for group in self.param_groups:
-            lr, lambd, wd = group["lr"], group["lambd"], group["weight_decay"]
-            for p in self._params_with_grad(group):
-                xp = backend.get_array_module(p.data)
-                refuse_capture(self, xp)
-                g = self._regularised_grad(p, group)
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state.update(step=0, eta=float(lr), mu=1.0, ax=xp.zeros_like(p.data))
-                state["step"] += 1
-                if wd != 0:
-                    g = g + wd * p.data
+            lr, lambd = group["lr"], group["lambd"]
+            for p, g, state, xp in self._array_updates(group, self._new_state, host_factors=True):
                 eta = state["eta"]
                 p.data *= 1 - lambd * eta
                 p.data -= eta * g
