@@ -160,3 +160,11 @@ def test_a_siamese_pair_through_pairwise_distance_and_a_shared_encoder():
         encoder.backward(np.concatenate([d1, d2]))
         opt.step()
     assert loss < 0.1 * first
+
+
+def test_inputs_on_two_devices_are_a_device_error(xp):
+    if xp is np:
+        pytest.skip("needs CuPy for the second device")
+    with pytest.raises(lm.DeviceError, match=r"PairwiseDistance\(.*\): expected x2 on cuda.* \(x1's device\), received it "
+                                             r"on cpu"):
+        lm.PairwiseDistance()(xp.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32))

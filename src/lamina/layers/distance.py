@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .. import init
+from .. import backend, init
 from ..backend import get_array_module
 from ..errors import DeviceError, DTypeError, ShapeError
 from ..module import Layer, Parameter
@@ -54,10 +54,9 @@ class _Pair(Layer):
         """x1 and x2 validated (floating, one device and dtype, shapes that broadcast)."""
         x1 = self._check_input(x1, "x1", min_ndim=min_ndim)
         x2 = self._check_input(x2, "x2", min_ndim=min_ndim)
-        xp1, xp2 = get_array_module(x1), get_array_module(x2)
-        if xp1 is not xp2:
-            raise DeviceError(f"{self._label()}: expected x1 and x2 on one device, received {type(x1).__module__} "
-                              f"and {type(x2).__module__} arrays")
+        if backend.device_of(x1) != backend.device_of(x2):
+            raise DeviceError(f"{self._label()}: expected x2 on {backend.device_of(x1)} (x1's device), received it on "
+                              f"{backend.device_of(x2)}")
         if x1.dtype != x2.dtype:
             raise DTypeError(f"{self._label()}: expected x1 and x2 of one dtype, received {x1.dtype} and {x2.dtype}")
         try:
