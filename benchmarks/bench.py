@@ -319,7 +319,9 @@ def graph_steps(pair):
     pair.topt.zero_grad(set_to_none=False)
     with torch.cuda.graph(tgraph):
         pair.torch_step()
-    return {"lamina_graph": lambda: lgraph.launch(stream), "torch_graph": tgraph.replay}
+    # replayed on the current stream, where time_interleaved records its events
+    # (launched on the capture stream, the events would time the launch alone)
+    return {"lamina_graph": lambda: lgraph.launch(cp.cuda.get_current_stream()), "torch_graph": tgraph.replay}
 
 
 _dispatch = {}
@@ -484,8 +486,8 @@ def markdown(result):
 
 
 def _label(r):
-    """The model's name, with the kernels when lamina ran on its own CUDA kernels."""
-    return r["model"] + (" (lamina kernels)" if r.get("kernels") == "lamina" else "")
+    """The model's name, with the kernels when they were not ``use_kernels``' default."""
+    return r["model"] + {"lamina": " (lamina kernels)", "cupy": " (cuBLAS kernels)"}.get(r.get("kernels"), "")
 
 
 def amp_speedups(rows):
@@ -545,9 +547,10 @@ def main(argv=None):
     p.add_argument("--graph", action="store_true", help="also time CUDA-graph replays of the step (GPU)")
     p.add_argument("--profile", type=int, default=0,
                    help="after timing, profile this many of lamina's steps layer by layer (lamina.profiler)")
-    p.add_argument("--kernels", default="cupy",
-                   help="GPU: lamina's layers on cuBLAS/cuDNN through CuPy ('cupy', the default), on lamina's own "
-                        "CUDA kernels ('lamina'), or both ('cupy,lamina')")
+    p.add_argument("--kernels", default="auto",
+                   help="GPU: lamina.backend.use_kernels' choice, comma separated: 'auto' (the default: lamina's own "
+                        "CUDA kernels where they are faster), 'lamina' (lamina's kernels wherever they run), 'cupy' "
+                        "(cuBLAS through CuPy, convolution as im2col + cuBLAS)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     p.add_argument("--name", default=None, help="file name stem of the results (default: from the device)")
     args = p.parse_args(argv)
@@ -582,7 +585,7 @@ def main(argv=None):
             bar_chart(result, base + ".png")
             print(f"wrote {base}.json, .md and .png")
 
-    kernel_choices = args.kernels.split(",") if device == "cuda" else ["cupy"]
+    kernel_choices = args.kernels.split(",") if device == "cuda" else ["auto"]
     for name, kernels, precision in itertools.product(args.models.split(","), kernel_choices, args.precisions.split(",")):
         if device == "cuda" and precision == "bf16" and not lm.backend.cupy_bfloat16()[0]:
             print(f"{name} [bf16]: skipped: {lm.backend.cupy_bfloat16()[1]}")

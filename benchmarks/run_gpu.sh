@@ -77,7 +77,7 @@ fi
 extra=()
 "$py" -c "import pytest_timeout" 2>/dev/null && extra+=(--timeout=120 --timeout-method=thread)
 "$py" -c "import xdist" 2>/dev/null && extra+=(-n 4)
-want tests && step gpu_tests 300 "$py" -m pytest -v -m gpu -p no:cacheprovider ${extra[@]+"${extra[@]}"}
+want tests && step gpu_tests 300 "$py" -m pytest -v -m gpu -p no:cacheprovider -p no:benchmark ${extra[@]+"${extra[@]}"}
 memcheck_runs() {  # compute-sanitizer refuses some (virtualised) devices: a trivial CuPy program first
   timeout -k 10 120 compute-sanitizer --tool memcheck --error-exitcode 1 "$py" -c \
     "import cupy; assert int(cupy.arange(4).sum()) == 6" >"$out/memcheck_probe.log" 2>&1
@@ -88,16 +88,16 @@ if want memcheck && command -v compute-sanitizer >/dev/null && ! memcheck_runs; 
   echo "   not run. On the CPU, tests/emu/sanitize.py runs every kernel under AddressSanitizer and ThreadSanitizer."
 elif want memcheck && command -v compute-sanitizer >/dev/null; then
   # every kernel under memcheck, on a subset of the shapes (memcheck is slow; "big" cases are left out)
-  step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$py" -m pytest -q -m gpu -x \
+  step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$py" -m pytest -q -m gpu -p no:benchmark \
     -p no:cacheprovider tests/test_cuda.py tests/test_cuda_gemm.py tests/test_cuda_conv.py \
-    -k "((not test_fp32_gemm_matches_float64 and not padded_operands) or 1-1-1 or 129-129-33 or 300-136-700) and not big"
+    -k "((not test_fp32_gemm_matches_float64 and not padded_operands) or 1-1-1 or 129-129-33 or 300-136-700) and not big and not captures and not graph"
 fi
 # with a budget the kernel benchmark leaves time for the other two (the
 # training-step benchmark last: it is the longest, and keeps what it finished)
 want kernels && step kernels "$([ "$budget" -gt 0 ] && echo 240 || echo 0)" "$py" benchmarks/kernels.py --sweep --out "$out"
 want checkpoint && step checkpoint_amp 0 "$py" benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"
 want bench && step bench 0 "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,mlp_wide,transformer,lstm \
-  --precisions fp32,bf16,fp16 --kernels cupy,lamina --graph --profile 5 --out "$out"
+  --precisions fp32,bf16,fp16 --kernels auto,cupy --graph --profile 5 --out "$out"
 want ctc && step ctc 120 "$py" benchmarks/ctc.py --device cuda --shapes 100x16x28x20,400x32x40x60,1000x32x40x100 \
   --out "$out/cuda_ctc.json"
 exit "$status"

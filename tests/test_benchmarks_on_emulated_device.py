@@ -58,13 +58,13 @@ def test_kernel_benchmark(tmp_path):
 
 def test_training_step_benchmark(tmp_path):
     status, output = run("bench", tmp_path, "--models", "mlp", "--precisions", "fp32,bf16,fp16",
-                         "--kernels", "cupy,lamina", "--graph")
+                         "--kernels", "auto,cupy", "--graph")
     assert status == 0, output[-4000:]
     stem = tmp_path / "emulated_device_host"
     result = json.loads(stem.with_suffix(".json").read_text())
     assert result["complete"] is True and result["device_kind"] == "cuda" and not result["refused"]
     rows = {(r["kernels"], r["precision"]): r for r in result["results"]}
-    assert set(rows) == {(k, p) for k in ("cupy", "lamina") for p in ("fp32", "bf16", "fp16")}
+    assert set(rows) == {(k, p) for k in ("auto", "cupy") for p in ("fp32", "bf16", "fp16")}
     for (kernels, precision), r in rows.items():
         assert r["batch"] == 32 and r["lamina_ms"] > 0 and r["torch_ms"] > 0
         assert r["lamina_pool_peak_bytes"] > 0  # lamina.memory reads the (stand-in) CuPy pool
@@ -73,9 +73,9 @@ def test_training_step_benchmark(tmp_path):
         else:  # the stand-in refuses stream capture; the run records it and goes on
             assert "not emulated" in r["graph_error"]
     assert {(a["model"], a["precision"]) for a in result["amp_speedups"]} == {
-        (m, p) for m in ("mlp", "mlp (lamina kernels)") for p in ("bf16", "fp16")}
+        (m, p) for m in ("mlp", "mlp (cuBLAS kernels)") for p in ("bf16", "fp16")}
     table = stem.with_suffix(".md").read_text()
-    assert "| mlp (lamina kernels) | fp16 | 32 |" in table and "Not captured in a CUDA graph" in table
+    assert "| mlp | fp16 | 32 |" in table and "| mlp (cuBLAS kernels) | fp16 | 32 |" in table and "Not captured in a CUDA graph" in table
     assert stem.with_suffix(".png").stat().st_size > 0
 
 

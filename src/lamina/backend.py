@@ -178,30 +178,46 @@ def synchronize(device=None):
 
 
 # Which GPU kernels run the GEMMs of Dense and Conv on CuPy arrays.
-_KERNEL_CHOICES = ("cupy", "lamina")
-_kernels = "cupy"
+_KERNEL_CHOICES = ("auto", "lamina", "cupy")
+_kernels = "auto"
 
 
 def use_kernels(name):
     """Choose the GPU kernels behind Dense and Conv on CuPy arrays:
 
-    * ``"cupy"`` (the default): cuBLAS through CuPy (Conv as im2col + cuBLAS),
-      the reference every lamina kernel is measured against;
-    * ``"lamina"``: lamina's own CUDA kernels: its GEMM (fp32 on CUDA cores,
-      fp16/bf16 on tensor cores) with the bias and ``Dense(activation=...)``
-      fused into the epilogue and the fused bias+activation backward, and
-      implicit-GEMM convolution (no im2col matrix; backward from the input).
+    * ``"auto"`` (the default): lamina's own kernels wherever they were
+      measured faster on an H100 (benchmarks/results/kernels_*.json,
+      bench_*.json), cuBLAS through CuPy for the rest: the implicit-GEMM
+      convolution (0.7 to 1.6 times cuDNN's speed on ResNet-20's layers, where
+      im2col + cuBLAS makes ResNet-20's step 2.2 times slower), lamina's GEMM
+      for products of at most one wave of 128 x 128 tiles (Dense at training
+      batch sizes: 1.3 to 1.4 times cuBLAS's speed) and for fp16/bf16 operands
+      that suit its tensor-core loads, cuBLAS for large float32 products (where
+      lamina's SIMT GEMM reaches 0.86 of cuBLAS), for unaligned fp16/bf16
+      operands, for batched products and for float64.  Inside a CUDA-graph
+      capture every product lamina can run is lamina's: CuPy cannot capture
+      cuBLAS calls.
+    * ``"lamina"``: lamina's kernels for every product and convolution they
+      can take: its GEMM (fp32 on CUDA cores, fp16/bf16 on tensor cores) with
+      the bias and ``Dense(activation=...)`` fused into the epilogue and the
+      fused bias+activation backward, and implicit-GEMM convolution (no im2col
+      matrix; backward from the input).  Says so once where one cannot run.
+    * ``"cupy"``: cuBLAS through CuPy (Conv as im2col + cuBLAS), the
+      reference lamina's kernels are measured against.
 
-    The default stays cuBLAS until lamina's kernels are measured at par with
-    it on a GPU (benchmarks/results); switching is for comparison and for
-    developing the kernels.  NumPy arrays are not affected.  Returns the
-    previous choice.
+    NumPy arrays are not affected.  Returns the previous choice.
     """
     global _kernels
     if name not in _KERNEL_CHOICES:
         raise ValueError(f"use_kernels: expected one of {_KERNEL_CHOICES}, received {name!r}")
     previous, _kernels = _kernels, name
     return previous
+
+
+def stream_capturing():
+    """True while CuPy's current stream is being captured into a CUDA graph."""
+    cp = cupy_module()
+    return cp is not None and cp.cuda.get_current_stream().is_capturing()
 
 
 def kernels():

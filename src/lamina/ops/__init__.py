@@ -154,18 +154,47 @@ _GEMM_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _lamina_gemm(a, b):
-    """True when a @ b should run on lamina's CUDA GEMM.  When lamina's kernels
-    were chosen but this product cannot use them (dtype, batched), says so once."""
-    if backend.kernels() != "lamina" or not backend.is_cupy_array(a):
+    """True when a @ b should run on lamina's CUDA GEMM (see
+    :func:`lamina.backend.use_kernels`).  When lamina's kernels were chosen
+    outright but this product cannot use them (dtype, batched), says so once."""
+    choice = backend.kernels()
+    if choice == "cupy" or not backend.is_cupy_array(a):
         return False
     if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and _name(a.dtype) in _GEMM_DTYPES:
+        if choice == "auto" and not _auto_prefers_lamina(a, b):
+            return False
         return _cuda_kernel("gemm", a) is not None
-    warn_once(
-        f"lamina gemm {a.dtype} {a.ndim}x{b.ndim}",
-        f"use_kernels('lamina'): lamina's CUDA GEMM takes 2-d float32, float16 or bfloat16 operands of one dtype, "
-        f"received {a.dtype} {a.ndim}-d @ {b.dtype} {b.ndim}-d; this product runs on cuBLAS through CuPy",
-    )
+    if choice == "lamina":
+        warn_once(
+            f"lamina gemm {a.dtype} {a.ndim}x{b.ndim}",
+            f"use_kernels('lamina'): lamina's CUDA GEMM takes 2-d float32, float16 or bfloat16 operands of one "
+            f"dtype, received {a.dtype} {a.ndim}-d @ {b.dtype} {b.ndim}-d; this product runs on cuBLAS through CuPy",
+        )
     return False
+
+
+def _auto_prefers_lamina(a, b):
+    """``use_kernels("auto")``'s choice for a 2-d product: lamina's GEMM for
+    float32 products of at most one wave of 128 x 128 output tiles and for
+    fp16/bf16 operands its tensor-core loads take whole; cuBLAS for the rest,
+    except inside a CUDA-graph capture, which CuPy's cuBLAS calls cannot join."""
+    if a.itemsize == 2:
+        if not _tensor_core_aligned(a, b):
+            return backend.stream_capturing()
+        return True
+    tiles = -(-a.shape[0] // _GEMM_TILE) * -(-b.shape[1] // _GEMM_TILE)
+    return tiles <= _sm_count(backend.require_cuda()) or backend.stream_capturing()
+
+
+def _tensor_core_aligned(a, b):
+    """True when both operands of a 16-bit product are 16-byte aligned with
+    leading dimensions a multiple of 8 elements, as the tensor-core GEMM's
+    16-byte loads (TMA, cp.async) need."""
+    for x in (a, b):
+        ld = x.shape[1] if x.flags.c_contiguous else x.shape[0] if x.flags.f_contiguous else None
+        if ld is None or ld % 8 or x.data.ptr % 16:
+            return False
+    return True
 
 
 GEMM_ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh")
@@ -244,8 +273,14 @@ def matmul(a, b, out=None):
     xp = backend.get_array_module(a, b)
     if xp is not np and _lamina_gemm(a, b) and (out is None or out.flags.c_contiguous):
         return gemm_cuda(a, b, out=out)
-    if xp is np and backend.is_low_precision(a.dtype):
-        r = np.matmul(a.astype(np.float32), b.astype(np.float32))
+    if backend.is_low_precision(a.dtype) and (xp is np or (a.dtype.name == "bfloat16" and max(a.ndim, b.ndim) > 2)):
+        if xp is not np:
+            warn_once(
+                "cupy batched bfloat16 matmul",
+                f"CuPy has no batched bfloat16 matrix product ({a.shape} @ {b.shape} here); lamina computes batched "
+                f"bfloat16 products in float32 and rounds the result to bfloat16, which moves twice the bytes",
+            )
+        r = xp.matmul(a.astype(np.float32), b.astype(np.float32))
         if out is None:
             return backend.narrow(r, a.dtype)
         out[...] = backend.narrow(r, out.dtype)
@@ -635,7 +670,7 @@ def linear_act_forward(x, weight, bias, act):
 def bias_act_backward(dy, z, act, need_bias=True):
     """(dz, db): dz = dy act'(z), db = Σ_rows dz (None unless need_bias), for
     (M, N) arrays.  One fused kernel on CuPy with lamina's kernels."""
-    if backend.kernels() == "lamina" and backend.is_cupy_array(dy) and act != "none":
+    if backend.kernels() != "cupy" and backend.is_cupy_array(dy) and act != "none":
         mod = _cuda_kernel("bias_act_backward", dy, z)
         if mod is not None:
             cp = backend.require_cuda()
@@ -858,7 +893,7 @@ def unscale_grads(grads, inv_scale):
 def embedding_backward(dy, idx, num_embeddings):
     """dW (num_embeddings, E) with dW[j] = Σ_{p: idx[p] = j} dy[p], for dy (P, E)
     and idx (P,); summed in float32 at least (16-bit dy) and returned in dy's
-    dtype.  CuPy: ``cupyx.scatter_add`` (atomic adds, so the order of a
+    dtype.  CuPy: ``cupy.add.at`` (atomic adds, so the order of a
     row's terms, and its last bits, vary); NumPy: ``np.add.at``, in order."""
     work = np.float32 if backend.is_low_precision(dy.dtype) else dy.dtype
     xp = backend.get_array_module(dy)
@@ -866,9 +901,12 @@ def embedding_backward(dy, idx, num_embeddings):
     if xp is np:
         np.add.at(dweight, idx, dy.astype(work, copy=False))
     else:
-        import cupyx  # noqa: PLC0415 - CuPy is imported only for CuPy arrays
+        add_at = getattr(xp.add, "at", None)  # CuPy 13 and later; cupyx.scatter_add before (deprecated since)
+        if add_at is None:
+            import cupyx  # noqa: PLC0415 - CuPy is imported only for CuPy arrays
 
-        cupyx.scatter_add(dweight, idx, dy.astype(work, copy=False))
+            add_at = cupyx.scatter_add
+        add_at(dweight, idx, dy.astype(work, copy=False))
     return dweight.astype(dy.dtype, copy=False)
 
 

@@ -410,11 +410,15 @@ def implicit_gemm_ready(x, weight):
     """True when a convolution of CuPy arrays x and weight should run on
     lamina's implicit-GEMM kernels (chosen with
     :func:`lamina.backend.use_kernels`).  When they were chosen but cannot
-    take these arrays, says so once."""
-    if backend.kernels() != "lamina" or not backend.is_cupy_array(x):
+    take these arrays, says so once.  ``"auto"`` chooses them for every
+    convolution they can take."""
+    choice = backend.kernels()
+    if choice == "cupy" or not backend.is_cupy_array(x):
         return False
     if x.dtype == weight.dtype and _name(x.dtype) in _IMPLICIT_DTYPES:
         return _cuda_kernel("conv2d_forward", x) is not None
+    if choice == "auto":
+        return False
     warn_once(
         f"lamina conv {x.dtype} {weight.dtype}",
         f"use_kernels('lamina'): lamina's implicit-GEMM convolution takes float32, float16 or bfloat16 input and "
