@@ -84,11 +84,21 @@ def _check(results, dtype, g, w):
         np.testing.assert_allclose(got, ref, rtol=rel, atol=rel * np.sqrt(k), err_msg=f"{name} {dtype} {g}")
 
 
+@pytest.mark.parametrize("fill", [True, False], ids=["tile_fill", "tile_by_channels"])
 @pytest.mark.parametrize("case", GEOMETRIES + EXTRA, ids=_case_id)
-def test_conv_kernels_match_float64(case):
-    g, x, w, b, dy, groups = _problem(case, 11)
-    for splits in (1, 3):
-        _check(_launch_all(g, x, w, b, dy, groups, "float32", splits), "float32", g, w)
+def test_conv_kernels_match_float64(case, fill):
+    """With tile filling (the default) these small problems run on 32-row
+    tiles; without it, on the 64- and 128-row tiles their channels pick."""
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    previous = mod.conv_tile_fill(fill)
+    try:
+        g, x, w, b, dy, groups = _problem(case, 11)
+        for splits in (1, 3):
+            _check(_launch_all(g, x, w, b, dy, groups, "float32", splits), "float32", g, w)
+    finally:
+        mod.conv_tile_fill(previous)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

@@ -206,9 +206,12 @@ def test_backward_weight_splits_fill_the_gpu_without_tiny_ranges():
     assert q / splits >= 256
     wide = ops.geometry((8, 512, 7, 7), (3, 3), (1, 1), (1, 1, 1, 1))  # 144 tiles already, and only 392 pixels
     assert ops.conv.backward_weight_splits(wide, 512, 1, sm_count=132) == 1
-    # 8 groups of one tile each would want 33 splits; 16384 pixels allow 32 of at least 512
+    # 8 groups of one tile each want 66 splits (four blocks per SM); 16384 pixels allow 128 of at least 128
     grouped = ops.geometry((64, 32, 16, 16), (3, 3), (1, 1), (1, 1, 1, 1))
-    assert ops.conv.backward_weight_splits(grouped, 32, 8, sm_count=132) == 32
+    assert ops.conv.backward_weight_splits(grouped, 32, 8, sm_count=132) == 66
+    # ResNet-20's 64-channel stage: 5 tiles would want 106 splits, its 8192 pixels allow 64 of 128
+    stage3 = ops.geometry((128, 64, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(stage3, 64, 1, sm_count=132) == 64
     tiny = ops.geometry((1, 1, 3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
     assert ops.conv.backward_weight_splits(tiny, 1, 1, sm_count=132) == 1
 

@@ -703,6 +703,16 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("variant") = py::none(),
       "The fp16/bf16 GEMM kernel: 'auto' (wgmma with TMA on compute capability 9.0 when the operands allow, else "
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
+  m.def(
+      "conv_tile_fill",
+      [](py::object enabled) {
+        const bool before = lc::conv_tile_fill();
+        if (!enabled.is_none()) lc::set_conv_tile_fill(enabled.cast<bool>());
+        return before;
+      },
+      py::arg("enabled") = py::none(),
+      "Whether the convolution kernels halve their tile height (down to 32 rows) while the grid would leave "
+      "multiprocessors idle (the default), or keep the height the channels give.  Returns the previous setting.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
                                       "ctc_loss", "sgd_update", "adam_update", "adam_variant_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",

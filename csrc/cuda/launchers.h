@@ -245,6 +245,12 @@ struct ConvShape {
 // Backward-weight splits the reduction over N*OH*OW into `splits` ranges
 // whose fp32 partial sums go to workspace (splits * O * C/G*KH*KW floats;
 // unused when splits is 1) and are added in a fixed order: deterministic.
+// The convolution kernels' tile height follows the channels (32, 64 or 128
+// rows) and, by default, is halved while the grid would leave
+// multiprocessors without a block.  set_conv_tile_fill(false) keeps the
+// height the channels give.  Process-wide, for benchmarks and tests.
+void set_conv_tile_fill(bool enabled);
+bool conv_tile_fill();
 template <typename T>
 cudaError_t conv2d_forward(T* y, const T* x, const T* w, const T* bias, const ConvShape& s, cudaStream_t stream);
 template <typename T>

@@ -146,7 +146,8 @@ class _ConvNd(Layer):
         dy4 = self._compute_grad(dy).reshape(g.n, self.out_channels, g.oh, g.ow)
         weight = self._weight_2d()
         if kind == "x" and ops.col_free(saved, weight, g):
-            dx4, dweight, dbias = ops.conv2d_backward_col_free(dy4, saved, weight, g, self.groups, need_dx=need_dx)
+            dx4, dweight, dbias = ops.conv2d_backward_col_free(dy4, saved, weight, g, self.groups, need_dx=need_dx,
+                                                               need_bias=self.bias is not None)
         else:
             col = saved if kind == "col" else ops.im2col(saved, g, pooled=True)  # rebuild col from the input
             dx4, dweight, dbias = ops.conv2d_backward(dy4, col, weight, g, self.groups, need_dx=need_dx)
@@ -316,7 +317,7 @@ class _ConvTransposeNd(_ConvNd):
         if ops.col_free(dy4, weight, g):
             if need_dx:
                 dx4 = ops.conv2d_forward_col_free(dy4, weight, None, g, self.groups)
-            _, dweight, _ = ops.conv2d_backward_col_free(x4, dy4, weight, g, self.groups, need_dx=False)
+            _, dweight, _ = ops.conv2d_backward_col_free(x4, dy4, weight, g, self.groups, need_dx=False, need_bias=False)
         else:  # one im2col of dy serves both: dx = W col, dW = x colᵀ
             if need_dx:
                 dx4, col = ops.conv2d_forward(dy4, weight, None, g, self.groups, keep_col=True)

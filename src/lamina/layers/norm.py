@@ -100,7 +100,8 @@ class _BatchNorm(Layer):
     def _running_factor(self):
         """Count the batch; the weight f of its statistics in the running ones:
         running ← (1 - f) running + f (mean, unbiased var)."""
-        self.num_batches_tracked[...] += 1
+        count = self.num_batches_tracked
+        count += 1  # in place: one launch on the GPU (count[...] += 1 is two)
         if self.momentum is None:  # cumulative moving average, as PyTorch (reads the count: waits for a GPU)
             return 1.0 / float(self.num_batches_tracked)
         return self.momentum

@@ -322,11 +322,13 @@ def conv2d_forward_col_free(x, weight, bias, g, groups):
     return conv2d_forward_direct(x, weight, bias, g, groups)
 
 
-def conv2d_backward_col_free(dy, x, weight, g, groups, need_dx=True):
+def conv2d_backward_col_free(dy, x, weight, g, groups, need_dx=True, need_bias=True):
     """(dx, dweight, dbias) of :func:`conv2d_forward_col_free` from the input
-    x; dx is None unless need_dx."""
+    x; dx is None unless need_dx, dbias may be None unless need_bias (the
+    CPU kernel computes it in the weight gradient's pass, the GPU in a
+    reduction of its own)."""
     if backend.is_cupy_array(dy):
-        return conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=need_dx)
+        return conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=need_dx, need_bias=need_bias)
     return conv2d_backward_direct(dy, x, weight, g, groups, need_dx=need_dx)
 
 
@@ -429,13 +431,18 @@ def implicit_gemm_ready(x, weight):
 
 def backward_weight_splits(g, o, groups, sm_count):
     """How many ranges backward-weight cuts its reduction over the N*OH*OW
-    pixels into: enough blocks for two per multiprocessor when the weight
-    gradient itself is only a tile or two (ResNet's 16-channel stage: one),
-    but never ranges of fewer than 512 pixels."""
+    pixels into: enough blocks for four per multiprocessor when the weight
+    gradient itself is only a few tiles (ResNet's 16-channel stage: one),
+    but never ranges of fewer than 128 pixels.  Fitted to the H100 sweep in
+    benchmarks/results/kernels_*.json (``split_k_sweeps``): two blocks per SM
+    and 512 pixels left ResNet-20's 64-channel stage and ResNet-50's
+    256-channel layer at 1.8 and 1.2 times their best time."""
     k = (g.c // groups) * g.kh * g.kw
     tiles = -(-(o // groups) // _TILE) * -(-k // _TILE) * groups
-    want = -(-2 * sm_count // tiles)
-    most = max(1, (g.n * g.oh * g.ow) // 512)
+    if tiles >= sm_count:
+        return 1  # a wave of blocks already
+    want = -(-4 * sm_count // tiles)
+    most = max(1, (g.n * g.oh * g.ow) // 128)
     return int(max(1, min(want, most, 65535 // groups)))
 
 
@@ -454,16 +461,16 @@ def conv2d_forward_implicit(x, weight, bias, g, groups):
     return y
 
 
-def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True):
+def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True, need_bias=True):
     """(dx, dweight, dbias) of :func:`conv2d_forward_implicit` from the input
-    x (no col matrix); dx is None unless need_dx."""
+    x (no col matrix); dx is None unless need_dx, dbias None unless need_bias."""
     cp = backend.require_cuda()
     mod = _ext.cuda_module()
     o = weight.shape[0]
     dy, x, weight = _contiguous(cp, dy, x, weight)
     with dy.device:
         low = backend.is_low_precision(dy.dtype)
-        dbias = dy.sum(axis=(0, 2, 3), dtype=np.float32 if low else None)
+        dbias = dy.sum(axis=(0, 2, 3), dtype=np.float32 if low else None) if need_bias else None
         dx = _implicit_backward_data(dy, weight, g, groups) if need_dx else None
         splits = backward_weight_splits(g, o, groups, _sm_count(cp))
         workspace = cp.empty(splits * weight.size, dtype=np.float32) if splits > 1 else None
