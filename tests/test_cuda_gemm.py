@@ -17,10 +17,10 @@ SIZES = [1, 63, 64, 65, 127, 131]
 
 
 def test_use_kernels_validates_and_leaves_numpy_alone():
-    assert backend.kernels() == "cupy"  # the documented default
+    assert backend.kernels() == "auto"  # the documented default
     previous = backend.use_kernels("lamina")
     try:
-        assert previous == "cupy" and backend.kernels() == "lamina"
+        assert previous == "auto" and backend.kernels() == "lamina"
         x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
         layer = lm.Dense(4, 2)
         np.testing.assert_allclose(layer(x), x @ layer.weight.data.T + layer.bias.data, rtol=1e-6)
@@ -28,6 +28,69 @@ def test_use_kernels_validates_and_leaves_numpy_alone():
         backend.use_kernels(previous)
     with pytest.raises(ValueError, match="expected one of"):
         backend.use_kernels("cudnn")
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_auto_kernels_take_lamina_where_it_was_measured_faster(monkeypatch):
+    """use_kernels("auto"): lamina's GEMM for float32 products of at most a
+    wave of 128 x 128 tiles and for aligned fp16/bf16 operands; cuBLAS for
+    larger float32 products, unaligned 16-bit operands, batched products
+    and float64, without a warning (it is the choice, not a fallback);
+    use_kernels("lamina") says once when a product cannot take its GEMM."""
+    import warnings
+
+    import cupy as cp
+
+    from lamina import ops
+
+    monkeypatch.setattr(lm.errors, "_warned", set())
+    sms = ops._sm_count(cp)
+    small = cp.ones((128, 784), dtype=np.float32), cp.ones((784, 512), dtype=np.float32)
+    big = cp.ones((128 * sms, 784), dtype=np.float32), cp.ones((784, 256), dtype=np.float32)  # 2 waves of tiles
+    half = cp.ones((64, 64), dtype=np.float16), cp.ones((64, 64), dtype=np.float16)
+    unaligned = cp.ones((64, 60), dtype=np.float16), cp.ones((60, 60), dtype=np.float16)
+    batched = cp.ones((2, 8, 8), dtype=np.float32), cp.ones((2, 8, 8), dtype=np.float32)
+    double = cp.ones((8, 8)), cp.ones((8, 8))
+    previous = backend.use_kernels("auto")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert ops._lamina_gemm(*small) and ops._lamina_gemm(*half)
+            assert ops._lamina_gemm(small[0], half[1]) is False  # two dtypes
+            for a, b in (big, unaligned, batched, double):
+                assert ops._lamina_gemm(a, b) is False
+            np.testing.assert_allclose(cp.asnumpy(ops.matmul(*small)), 784.0)
+        backend.use_kernels("lamina")
+        assert ops._lamina_gemm(*big)
+        with pytest.warns(lm.PerformanceWarning, match="lamina's CUDA GEMM takes 2-d"):
+            assert ops._lamina_gemm(*batched) is False
+        backend.use_kernels("cupy")
+        assert not any(ops._lamina_gemm(a, b) for a, b in (small, half, big))
+    finally:
+        backend.use_kernels(previous)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_batched_bfloat16_products_on_cupy_run_in_float32(monkeypatch):
+    """CuPy has no batched bfloat16 matmul: lamina computes it in float32 and
+    rounds once, saying so once."""
+    import cupy as cp
+
+    from lamina import ops
+
+    if not backend.cupy_bfloat16()[0]:
+        pytest.skip(f"this CuPy cannot compute on bfloat16: {backend.cupy_bfloat16()[1]}")
+    monkeypatch.setattr(lm.errors, "_warned", set())
+    bf16 = backend.as_dtype("bfloat16")
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2, 3, 5, 7)).astype(bf16), rng.standard_normal((2, 3, 7, 4)).astype(bf16)
+    with pytest.warns(lm.PerformanceWarning, match="no batched bfloat16"):
+        got = ops.matmul(cp.asarray(a), cp.asarray(b))
+    assert got.dtype == bf16 and got.shape == (2, 3, 5, 4)
+    want = (a.astype(np.float32) @ b.astype(np.float32)).astype(bf16)
+    np.testing.assert_array_equal(cp.asnumpy(got).astype(np.float32), want.astype(np.float32))
 
 
 def to_bf16_bits(a):
