@@ -179,11 +179,24 @@ def _auto_prefers_lamina(a, b):
     fp16/bf16 operands its tensor-core loads take whole; cuBLAS for the rest,
     except inside a CUDA-graph capture, which CuPy's cuBLAS calls cannot join."""
     if a.itemsize == 2:
-        if not _tensor_core_aligned(a, b):
-            return backend.stream_capturing()
-        return True
+        return _tensor_core_aligned(a, b) or _captured_on_lamina(a, b)
     tiles = -(-a.shape[0] // _GEMM_TILE) * -(-b.shape[1] // _GEMM_TILE)
-    return tiles <= _sm_count(backend.require_cuda()) or backend.stream_capturing()
+    return tiles <= _sm_count(backend.require_cuda()) or _captured_on_lamina(a, b)
+
+
+def _captured_on_lamina(a, b):
+    """True inside a CUDA-graph capture, where cuBLAS through CuPy cannot
+    run: the product takes lamina's GEMM although cuBLAS is faster for it,
+    which is said once."""
+    if not backend.stream_capturing():
+        return False
+    warn_once(
+        "lamina gemm in capture",
+        f"use_kernels('auto'): CuPy cannot capture cuBLAS calls, so inside this CUDA-graph capture a "
+        f"{a.shape[0]}x{a.shape[1]} @ {b.shape[0]}x{b.shape[1]} {a.dtype} product runs on lamina's GEMM, "
+        f"which is slower than cuBLAS for such products (benchmarks/results/kernels_*.json)",
+    )
+    return True
 
 
 def _tensor_core_aligned(a, b):
