@@ -181,10 +181,13 @@ def bench_conv(torch, mod, args, rows):
         splits = ops.conv.backward_weight_splits(geo, o, 1, sm_count)
         ws = torch.empty(max(1, splits * w.numel()), device="cuda")
         g = tuple(geo)
+        fwd_splits = mod.conv2d_forward_splits(g, o, 1)
+        fwd_ws = torch.empty(max(1, fwd_splits * y.numel() if fwd_splits > 1 else 1), device="cuda")
         flops = 2.0 * geo.n * o * geo.oh * geo.ow * xshape[1] * kk * kk
         passes = {
             "forward": (
-                lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, "float32", stream),
+                lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, "float32", stream,
+                                           fwd_splits, fwd_ws.data_ptr()),
                 lambda: F.conv2d(x, w, stride=s, padding=p), lambda: y),
             "backward-data": (
                 lambda: mod.conv2d_backward_data(dx.data_ptr(), dy.data_ptr(), w.data_ptr(), g, o, 1, "float32", stream),
@@ -208,7 +211,7 @@ def bench_conv(torch, mod, args, rows):
                 continue
             t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
             row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o, "kernel_size": kk,
-                   "stride": s, "padding": p, "dtype": "float32", "layout": "NCHW", "splits": splits if pass_name == "backward-weight" else None,
+                   "stride": s, "padding": p, "dtype": "float32", "layout": "NCHW", "splits": {"forward": fwd_splits, "backward-weight": splits}.get(pass_name),
                    "lamina_ms": t_l, "cudnn_ms": t_r, "lamina_tflops": flops / t_l / 1e9, "cudnn_tflops": flops / t_r / 1e9,
                    "ratio_of_cudnn": t_r / t_l, "max_rel_error": err}
             rows.append(row)
@@ -218,9 +221,11 @@ def bench_conv(torch, mod, args, rows):
 
 def sweep_splits(torch, mod, args, rows):
     """Split counts around the ones lamina picks, timed on the shapes where they
-    apply (fp32 GEMMs with few output tiles; convolution backward-weight), so
-    that one GPU run also gives the data to tune ops.gemm_splits and
-    ops.conv.backward_weight_splits.  Results only: no reference, no ratio."""
+    apply (fp32 GEMMs with few output tiles; convolution forward and
+    backward-weight), so that one GPU run also gives the data to tune
+    ops.gemm_splits, the forward's rule (conv2d_forward_splits in
+    csrc/cuda/conv.cu) and ops.conv.backward_weight_splits.  Results only:
+    no reference, no ratio."""
     stream = torch.cuda.current_stream().cuda_stream
     sms = torch.cuda.get_device_properties(0).multi_processor_count
 
@@ -269,6 +274,20 @@ def sweep_splits(torch, mod, args, rows):
         rows.append({"kernel": "conv2d backward-weight split-K", "shape": name, "chosen": chosen,
                      "ms_by_splits": times, "best": min(times, key=times.get)})
         print(f"sweep conv {name:>22}: chosen {chosen}, best {rows[-1]['best']}: "
+              + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
+
+        chosen = mod.conv2d_forward_splits(tuple(geo), o, 1)
+        w = torch.randn((o, xshape[1], kk, kk), device="cuda")
+        y = torch.empty((geo.n, o, geo.oh, geo.ow), device="cuda")
+        slices = -(-xshape[1] * kk * kk // 8)  # BK = 8: at most one split per slice
+        times = {}
+        for splits in sorted({1, 2, 3, 4, 5, 6, 8, chosen} & set(range(1, slices + 1))):
+            ws = torch.empty(max(1, splits * y.numel() if splits > 1 else 1), device="cuda")
+            times[splits] = timed(lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, tuple(geo), o,
+                                                             1, "float32", stream, splits, ws.data_ptr()))
+        rows.append({"kernel": "conv2d forward split-K", "shape": name, "chosen": chosen, "ms_by_splits": times,
+                     "best": min(times, key=times.get)})
+        print(f"sweep conv fwd {name:>18}: chosen {chosen}, best {rows[-1]['best']}: "
               + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
 
 

@@ -52,7 +52,8 @@ def test_kernel_benchmark(tmp_path):
         assert r["max_rel_error"] < (1e-4 if r["dtype"] == "float32" else 2e-2)
         assert r["lamina_ms"] > 0
     sweeps = result["split_k_sweeps"]
-    assert {s["kernel"] for s in sweeps} == {"gemm fp32 split-K", "conv2d backward-weight split-K"}
+    assert {s["kernel"] for s in sweeps} == {"gemm fp32 split-K", "conv2d backward-weight split-K",
+                                             "conv2d forward split-K"}
     assert all(str(s["best"]) in s["ms_by_splits"] and str(s["chosen"]) in s["ms_by_splits"] for s in sweeps)
 
 

@@ -44,7 +44,8 @@ def _problem(case, seed):
 
 
 def _launch_all(g, x, w, b, dy, groups, dtype, splits):
-    """Run the three kernels on storage-dtype copies; return host float arrays and their float64 references."""
+    """Run the three kernels on storage-dtype copies, forward and backward-weight with `splits` split-K
+    ranges; return host float arrays and their float64 references."""
     import cupy as cp
 
     from lamina.ops import _ext, reference
@@ -59,8 +60,10 @@ def _launch_all(g, x, w, b, dy, groups, dtype, splits):
     dx = cp.full((g.n, g.c, g.h, g.w), poison, dtype=store)
     dw = cp.full(w.shape, poison, dtype=store)
     workspace = cp.full(splits * w.size, np.nan, dtype=np.float32) if splits > 1 else None
+    y_workspace = cp.full(splits * y.size, np.nan, dtype=np.float32) if splits > 1 else None
     stream = cp.cuda.get_current_stream().ptr
-    mod.conv2d_forward(y.data.ptr, gx.data.ptr, gw.data.ptr, gb.data.ptr, tuple(g), o, groups, dtype, stream)
+    mod.conv2d_forward(y.data.ptr, gx.data.ptr, gw.data.ptr, gb.data.ptr, tuple(g), o, groups, dtype, stream, splits,
+                       0 if y_workspace is None else y_workspace.data.ptr)
     mod.conv2d_backward_data(dx.data.ptr, gdy.data.ptr, gw.data.ptr, tuple(g), o, groups, dtype, stream)
     mod.conv2d_backward_weight(dw.data.ptr, 0 if workspace is None else workspace.data.ptr, gdy.data.ptr, gx.data.ptr,
                                tuple(g), o, groups, splits, dtype, stream)
@@ -138,3 +141,34 @@ def test_conv_transpose2d_on_lamina_kernels_matches_the_cpu(kwargs):
     its backward on the forward and backward-weight kernels."""
     x = np.random.default_rng(0).standard_normal((3, 4, 7, 5)).astype(np.float32)
     check_gpu_kernels_match_cpu(lambda: lm.ConvTranspose2D(4, 6, 3, **kwargs), x, grad_atol=1e-4)
+
+
+def test_forward_split_k_on_a_long_reduction_with_few_tiles():
+    """128 input channels of 3x3 (K = 1152) into 8 outputs on 6x6 images:
+    one tile, so the forward splits its reduction (fp32 partial sums in a
+    workspace, then the bias).  The layer matches the CPU, and the split
+    forward is deterministic."""
+    import cupy as cp
+
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    g = ops.geometry((2, 128, 6, 6), (3, 3), (1, 1), (1, 1, 1, 1))
+    splits = mod.conv2d_forward_splits(tuple(g), 8, 1)
+    assert splits == 4  # ranges of at least 256 of the 1152
+    x = np.random.default_rng(5).standard_normal((2, 128, 6, 6)).astype(np.float32)
+    check_gpu_kernels_match_cpu(lambda: lm.Conv2D(128, 8, 3, padding=1), x, grad_atol=1e-4)
+
+    w = cp.asarray(np.random.default_rng(6).standard_normal((8, 128, 3, 3)).astype(np.float32))
+    gx, b = cp.asarray(x), cp.asarray(np.arange(8, dtype=np.float32))
+    runs = []
+    for _ in range(3):
+        y = cp.full((2, 8, 6, 6), np.nan, dtype=np.float32)
+        ws = cp.full(splits * y.size, np.nan, dtype=np.float32)
+        mod.conv2d_forward(y.data.ptr, gx.data.ptr, w.data.ptr, b.data.ptr, tuple(g), 8, 1, "float32",
+                           cp.cuda.get_current_stream().ptr, splits, ws.data.ptr)
+        runs.append(cp.asnumpy(y))
+    assert all(np.array_equal(runs[0], r) for r in runs[1:])
+    with pytest.raises(RuntimeError, match="conv2d_forward"):  # split-K without a workspace
+        mod.conv2d_forward(y.data.ptr, gx.data.ptr, w.data.ptr, b.data.ptr, tuple(g), 8, 1, "float32",
+                           cp.cuda.get_current_stream().ptr, splits, 0)

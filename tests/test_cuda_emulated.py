@@ -197,10 +197,12 @@ def test_emulated_conv_kernels_match_float64(case):
     geo = (ctypes.c_int * 16)(g.n, g.c, g.h, g.w, o, groups, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw, g.oh, g.ow)
     x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
 
-    y = np.full((g.n, o, g.oh, g.ow), np.nan, dtype=np.float32)
-    assert LIB.emu_conv2d_forward(ptr(y), ptr(x), ptr(w), ptr(b), geo) == 0
     y_ref = reference.implicit_conv_forward(np, x64, w64, b.astype(np.float64), g, groups)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * np.sqrt(w[0].size))
+    for splits in (1, 3):  # 3: split-K, ranges of the reduction over (c, kh, kw) with fp32 partial sums
+        y = np.full((g.n, o, g.oh, g.ow), np.nan, dtype=np.float32)
+        ws = np.full(splits * y.size, np.nan, dtype=np.float32)
+        assert LIB.emu_conv2d_forward(ptr(y), ptr(ws), ptr(x), ptr(w), ptr(b), geo, splits) == 0
+        np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * np.sqrt(w[0].size), err_msg=f"splits={splits}")
 
     dx = np.full(shape, np.nan, dtype=np.float32)
     assert LIB.emu_conv2d_backward_data(ptr(dx), ptr(dy), ptr(w), geo) == 0
@@ -218,7 +220,29 @@ def test_emulated_conv_kernels_match_float64(case):
 def test_emulated_conv_rejects_an_invalid_shape():
     geo = (ctypes.c_int * 16)(1, 3, 5, 5, 4, 2, 3, 3, 1, 1, 0, 0, 1, 1, 3, 3)  # 3 channels in 2 groups
     x = np.zeros((1, 3, 5, 5), np.float32)
-    assert LIB.emu_conv2d_forward(ptr(np.zeros((1, 4, 3, 3), np.float32)), ptr(x), ptr(np.zeros(36, np.float32)), None, geo) != 0
+    y = np.zeros((1, 4, 3, 3), np.float32)
+    assert LIB.emu_conv2d_forward(ptr(y), None, ptr(x), ptr(np.zeros(36, np.float32)), None, geo, 1) != 0
+    geo[5] = 1  # a valid shape, but split-K without a workspace
+    assert LIB.emu_conv2d_forward(ptr(y), None, ptr(x), ptr(np.zeros(108, np.float32)), None, geo, 2) != 0
+
+
+def _geo(shape, kernel, padding, o):
+    g = ops.geometry(shape, kernel, (1, 1), padding)
+    return (ctypes.c_int * 16)(g.n, g.c, g.h, g.w, o, 1, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw, g.oh, g.ow)
+
+
+def test_emulated_forward_split_count():
+    """Forward splits its reduction only when the tiles leave slots (two
+    blocks per SM) empty and the reduction is long; then the fewest splits
+    that fill 85% of their waves, ranges of at least 256."""
+    conv4 = _geo((32, 256, 14, 14), (3, 3), (1, 1, 1, 1), 256)  # 98 tiles of 128 x 128, K = 2304
+    assert LIB.emu_conv2d_forward_splits(conv4, 132) == 5  # 490 blocks: 93% of two waves of 264
+    assert LIB.emu_conv2d_forward_splits(conv4, 49) == 1  # 98 tiles fill 98 slots
+    assert LIB.emu_conv2d_forward_splits(conv4, 60) == 6  # 2-5 splits fill 82% of their waves of 120, 6 fill 98%
+    short = _geo((128, 64, 8, 8), (3, 3), (1, 1, 1, 1), 64)  # K = 576: too short to split
+    assert LIB.emu_conv2d_forward_splits(short, 132) == 1
+    small = _geo((1, 512, 7, 7), (3, 3), (1, 1, 1, 1), 64)  # one tile, K = 4608: at most 8 splits
+    assert LIB.emu_conv2d_forward_splits(small, 132) == 8
 
 
 # The wgmma kernel (gemm_wgmma.cu, sm_90a): TMA needs leading dimensions that are

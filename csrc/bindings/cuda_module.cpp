@@ -626,18 +626,25 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def(
       "conv2d_forward",
       [](uintptr_t y, uintptr_t x, uintptr_t w, uintptr_t bias, py::tuple geometry, int o, int groups,
-         const std::string& dtype, uintptr_t stream) {
+         const std::string& dtype, uintptr_t stream, int splits, uintptr_t workspace) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_forward", [&](auto t) {
           using T = decltype(t);
-          check(lc::conv2d_forward(ptr<T>(y), ptr<const T>(x), ptr<const T>(w), ptr<const T>(bias), s,
-                                   as_stream(stream)),
+          check(lc::conv2d_forward(ptr<T>(y), ptr<float>(workspace), ptr<const T>(x), ptr<const T>(w),
+                                   ptr<const T>(bias), s, splits, as_stream(stream)),
                 "conv2d_forward");
         });
       },
       py::arg("y"), py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("geometry"), py::arg("o"), py::arg("groups"),
-      py::arg("dtype"), py::arg("stream"));
+      py::arg("dtype"), py::arg("stream"), py::arg("splits") = 1, py::arg("workspace") = 0,
+      "y = conv(x, w) + bias; splits > 1 cuts the reduction over C/G*KH*KW into that many ranges, whose fp32 "
+      "partial sums go to workspace (splits * N*O*OH*OW floats) and are added in a fixed order.");
+  m.def(
+      "conv2d_forward_splits",
+      [](py::tuple geometry, int o, int groups) { return lc::conv2d_forward_splits(conv_shape(geometry, o, groups)); },
+      py::arg("geometry"), py::arg("o"), py::arg("groups"),
+      "The split count lamina's forward convolution uses for this problem on the current device (1: no split).");
 
   m.def(
       "conv2d_backward_data",

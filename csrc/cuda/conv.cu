@@ -18,6 +18,8 @@
 // input pixels, so no FMA is spent on a window that misses the output grid.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "common.cuh"
 #include "launchers.h"
 #include "simt_gemm.cuh"
@@ -38,16 +40,21 @@ using simt::to_float;
 // Pattern kColMajor: a warp reads 128 consecutive output pixels of one k, so
 // for stride 1 consecutive threads read consecutive input columns.  Each
 // thread's 4 pixels are fixed for the whole k loop: decoded once here.
+// vec (a 1x1 convolution with stride 1 and no padding, H*W % 4 == 0, x
+// aligned): col_g is x itself, each k a channel plane, and the four pixels
+// are contiguous in one image: one vector load.
 template <typename T>
 struct ImageColumnsLoader {
   const T* x;  // x + group's first channel
   ConvShape s;
   int kend;
+  bool vec;
   int64_t base[4];  // offset of image n's group channel 0
   int ih0[4], iw0[4];
   float v[4];
 
-  __device__ ImageColumnsLoader(const T* x_, const ConvShape& s_, int kend_, int pix0) : x(x_), s(s_), kend(kend_) {
+  __device__ ImageColumnsLoader(const T* x_, const ConvShape& s_, int kend_, int pix0, bool vec_)
+      : x(x_), s(s_), kend(kend_), vec(vec_) {
     const int npix = s.n * s.oh * s.ow;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -65,6 +72,10 @@ struct ImageColumnsLoader {
   }
   __device__ void fetch(int k0) {
     const int k = k0 + (threadIdx.x >> 5);
+    if (vec && k < kend && base[3] >= 0) {  // base[3] >= 0: all four pixels exist
+      simt::load4(x + base[0] + (int64_t)k * s.h * s.w + ih0[0] * s.w + iw0[0], v);
+      return;
+    }
     const int kk = s.kh * s.kw;
     const int c = k / kk, r = k % kk;
     const int dh = (r / s.kw) * s.dh, dw = (r % s.kw) * s.dw;
@@ -78,33 +89,99 @@ struct ImageColumnsLoader {
   __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
 };
 
-template <typename T>
+// Pixel q = (n, oh, ow) of an N x OH x OW grid, moved forward without
+// dividing.  The loaders and epilogues that walk consecutive pixels decode
+// once and then step: two divisions per element (q / (OH*OW), then by OW)
+// cost more instructions than the FMAs they fed in backward-weight.
+struct PixelWalk {
+  int n, oh, ow;
+  __device__ void start(int q, int OH, int OW) {
+    const int p = OH * OW;
+    n = q / p;
+    const int r = q - n * p;
+    oh = r / OW;
+    ow = r - oh * OW;
+  }
+  __device__ void step(int OH, int OW) {
+    if (++ow == OW) {
+      ow = 0;
+      if (++oh == OH) {
+        oh = 0;
+        ++n;
+      }
+    }
+  }
+  __device__ void advance(int d, int OH, int OW) {  // d >= 0; a BK-slice is 8 pixels
+    ow += d;
+    while (ow >= OW) {
+      ow -= OW;
+      if (++oh == OH) {
+        oh = 0;
+        ++n;
+      }
+    }
+  }
+};
+
+// y[n, o, p] of the group (or, OutT = float, one split's fp32 partial sums at
+// the same index, bias left to the sum).  Columns are output pixels q =
+// (n, p): decoded once per four (simt::epilogue_columns), stored as one
+// vector where P % 4 == 0 and y is aligned (vec: the four then share an
+// image and are contiguous, since the tiles start at multiples of 4).
+template <typename OutT, typename T>
 struct ConvForwardEpilogue {
-  T* y;  // y + group's first channel
+  OutT* y;  // y (or the split's slab) + group's first channel
   const T* bias;  // bias + group's first channel, or null
-  ConvShape s;
-  __device__ void operator()(int o, int q, float v) const {
-    const int p = s.oh * s.ow;
+  int o_total, p;
+  bool vec;
+  struct Columns {
+    int n, r, count;  // first column's image and pixel; columns < N
+  };
+  __device__ Columns columns(int q, int N) const {
     const int n = q / p;
-    if (bias != nullptr) v += to_float(bias[o]);
-    y[((int64_t)n * s.o + o) * p + q % p] = from_float<T>(v);
+    return {n, q - n * p, min(4, N - q)};
+  }
+  __device__ void store(int o, const Columns& c, const float* v) const {
+    const float b = bias != nullptr ? to_float(bias[o]) : 0.f;
+    const float u[4] = {v[0] + b, v[1] + b, v[2] + b, v[3] + b};
+    if (vec && c.count == 4) {
+      simt::store4(y + ((int64_t)c.n * o_total + o) * p + c.r, u);
+      return;
+    }
+    int n = c.n, r = c.r;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (j < c.count) y[((int64_t)n * o_total + o) * p + r] = from_float<OutT>(u[j]);
+      if (++r == p) {
+        r = 0;
+        ++n;
+      }
+    }
   }
 };
 
 // Every kernel below takes TM: its A tile has 16 TM rows (simt_gemm.cuh).
-template <typename T, int TM>
-__global__ void __launch_bounds__(simt::kThreads)
-    conv_forward_kernel(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w,
-                        const T* __restrict__ bias, ConvShape s, bool vec_w) {
-  const int g = blockIdx.z;
+// Forward may split its reduction over k = (c, kh, kw) into ranges of
+// `chunk` (a multiple of BK) when the grid is short of a wave: blockIdx.z =
+// group + groups * split, and each split writes fp32 partial sums (OutT =
+// float) to its slab of the workspace, added with the bias by
+// sum_splits_kernel.  One split writes y directly.
+template <typename T, typename OutT, int TM>
+__global__ void __launch_bounds__(simt::kThreads, 8 / TM)
+    conv_forward_kernel(OutT* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w,
+                        const T* __restrict__ bias, ConvShape s, bool vec_w, bool vec_x, bool vec_y, int chunk) {
+  const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
   const int cg = s.c / s.groups, og = s.o / s.groups, K = cg * s.kh * s.kw;
+  const int kbegin = split * chunk, kend = min(K, kbegin + chunk);
   const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
+  const int p = s.oh * s.ow, npix = s.n * p;
   simt::DenseLoader<T, kRowMajor, TM / 2> la{w + (int64_t)g * og * K, K, og, K, m0, vec_w, {}};
-  ImageColumnsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, K, n0);
+  ImageColumnsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, K, n0, vec_x);
   float acc[TM][8] = {};
-  simt::mainloop(la, lb, 0, K, acc);
-  const ConvForwardEpilogue<T> epi{y + (int64_t)g * og * s.oh * s.ow, bias == nullptr ? nullptr : bias + g * og, s};
-  simt::epilogue(epi, acc, m0, n0, og, s.n * s.oh * s.ow);
+  simt::mainloop(la, lb, kbegin, kend, acc);  // an empty range leaves zeros: still written below
+  const ConvForwardEpilogue<OutT, T> epi{y + (int64_t)split * npix * s.o + (int64_t)g * og * p,
+                                         bias == nullptr ? nullptr : bias + g * og, s.o, p, vec_y};
+  simt::epilogue_columns(epi, acc, m0, n0, og, npix);
 }
 
 // An A operand gathered element by element, kRowMajor: A[r, k] =
@@ -230,15 +307,48 @@ struct OutputGradLoader {
   __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
 };
 
+// dx[n, c, ih, iw] at the phase's pixels q = (n, jh, jw): decoded once per
+// four columns; one vector store where the phase is the whole image (stride
+// 1), H*W % 4 == 0 and dx is aligned (vec).
 template <typename T>
 struct ConvDataEpilogue {
   T* dx;  // dx + group's first channel
   ConvShape s;
   DataPhase ph;
-  __device__ void operator()(int c, int q, float v) const {
-    const int hw = ph.h.count * ph.w.count, n = q / hw, p = q % hw;
-    const int ih = ph.h.first + (p / ph.w.count) * s.sh, iw = ph.w.first + (p % ph.w.count) * s.sw;
-    dx[(((int64_t)n * s.c + c) * s.h + ih) * s.w + iw] = from_float<T>(v);
+  bool vec;
+  struct Columns {
+    int64_t off[4];  // (n * C * H + ih) * W + iw of each column
+    int count;
+  };
+  __device__ Columns columns(int q, int N) const {
+    Columns c;
+    c.count = min(4, N - q);
+    const int hw = ph.h.count * ph.w.count;
+    int n = q / hw;
+    const int r = q - n * hw;
+    int jh = r / ph.w.count, jw = r - jh * ph.w.count;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      c.off[j] = ((int64_t)n * s.c * s.h + ph.h.first + jh * s.sh) * s.w + ph.w.first + jw * s.sw;
+      if (++jw == ph.w.count) {
+        jw = 0;
+        if (++jh == ph.h.count) {
+          jh = 0;
+          ++n;
+        }
+      }
+    }
+    return c;
+  }
+  __device__ void store(int ch, const Columns& c, const float* v) const {
+    T* plane = dx + (int64_t)ch * s.h * s.w;
+    if (vec && c.count == 4) {
+      simt::store4(plane + c.off[0], v);
+      return;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (j < c.count) plane[c.off[j]] = from_float<T>(v[j]);
   }
 };
 
@@ -251,7 +361,7 @@ struct ConvDataEpilogue {
 template <typename T, int TM>
 __global__ void __launch_bounds__(simt::kThreads, 8 / TM)
     conv_backward_data_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ w, ConvShape s,
-                              DataPhase ph) {
+                              DataPhase ph, bool vec_dx) {
   const int g = blockIdx.z;
   const int cg = s.c / s.groups, og = s.o / s.groups, K = og * ph.h.kcount * ph.w.kcount;
   const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
@@ -260,20 +370,69 @@ __global__ void __launch_bounds__(simt::kThreads, 8 / TM)
   OutputGradLoader<T> lb(dy + (int64_t)g * og * s.oh * s.ow, s, ph, K, n0);
   float acc[TM][8] = {};
   simt::mainloop(la, lb, 0, K, acc);
-  const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s, ph};
-  simt::epilogue(epi, acc, m0, n0, cg, s.n * ph.h.count * ph.w.count);
+  const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s, ph, vec_dx};
+  simt::epilogue_columns(epi, acc, m0, n0, cg, s.n * ph.h.count * ph.w.count);
 }
 
-// A of backward-weight: A[o, q = (n, p)] = dY[n, g*Og + o, p] (p = dy +
-// group's first channel); contiguous along q within one image.
-struct OutputGradRowsIndex {
-  int o_total, p;
-  __device__ int64_t operator()(int o, int q) const { return ((int64_t)(q / p) * o_total + o) * p + q % p; }
+// A of backward-weight: A[o, q = (n, p)] = dY[n, g*Og + o, p] (dy + group's
+// first channel), kRowMajor with E elements per thread: contiguous along q
+// within one image.  The thread's pixels move by BK from slice to slice, so
+// (n, p) is decoded once and stepped; where P % 4 == 0 and dy is aligned
+// (vec) its four pixels of a slice share an image and load as one vector
+// (the split ranges start at multiples of BK).
+template <typename T, int E>
+struct OutputGradRowsLoader {
+  const T* dy;
+  int o_total, p, rows, kend, r0;
+  bool vec;
+  int qcur, n, r;  // pixel qcur = (n, r): this thread's first in the slice last fetched
+  float v[E];
+
+  __device__ OutputGradRowsLoader(const T* dy_, int o_total_, int p_, int rows_, int kend_, int r0_, bool vec_,
+                                  int qbegin)
+      : dy(dy_), o_total(o_total_), p(p_), rows(rows_), kend(kend_), r0(r0_), vec(vec_) {
+    qcur = qbegin + simt::pattern_k<kRowMajor, E>(0);
+    n = qcur / p;
+    r = qcur - n * p;
+  }
+  __device__ void fetch(int q0) {
+    const int qb = q0 + simt::pattern_k<kRowMajor, E>(0);
+    if (qb != qcur) {
+      r += qb - qcur;
+      while (r >= p) {
+        r -= p;
+        ++n;
+      }
+      qcur = qb;
+    }
+    const int o = r0 + simt::pattern_row<kRowMajor, E>(0);
+    const T* row = dy + (int64_t)o * p;
+    if constexpr (E == 4) {
+      if (vec && o < rows && qb + 3 < kend) {
+        simt::load4(row + (int64_t)n * o_total * p + r, v);
+        return;
+      }
+    }
+    int nn = n, rr = r;
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      v[i] = o < rows && qb + i < kend ? to_float(row[(int64_t)nn * o_total * p + rr]) : 0.f;
+      if (++rr == p) {
+        rr = 0;
+        ++nn;
+      }
+    }
+  }
+  template <int S>
+  __device__ void stash(float (*sm)[S]) const {
+    simt::stash<kRowMajor, E, S>(sm, v);
+  }
 };
 
 // B of backward-weight: B[q = (n, p), k = (c, kh, kw)] = col_g[k, q].  The
 // tile's long side is k (fixed per thread: decoded once), the reduction
 // index q runs along output pixels, contiguous for stride 1: kRowMajor.
+// The thread's four pixels per slice are walked, not divided out.
 template <typename T>
 struct ImageRowsLoader {
   const T* x;  // x + group's first channel
@@ -281,9 +440,11 @@ struct ImageRowsLoader {
   int kend;  // end of this split's q range
   int c, dh, dw;
   bool valid;
+  int qcur;  // this thread's first pixel in the slice last fetched, at `at`
+  PixelWalk at;
   float v[4];
 
-  __device__ ImageRowsLoader(const T* x_, const ConvShape& s_, int kend_, int k0, int ktotal)
+  __device__ ImageRowsLoader(const T* x_, const ConvShape& s_, int kend_, int k0, int ktotal, int qbegin)
       : x(x_), s(s_), kend(kend_) {
     const int k = k0 + (threadIdx.x >> 1);
     const int kk = s.kh * s.kw;
@@ -291,21 +452,26 @@ struct ImageRowsLoader {
     c = k / kk;
     dh = ((k % kk) / s.kw) * s.dh;
     dw = ((k % kk) % s.kw) * s.dw;
+    qcur = qbegin + (threadIdx.x & 1) * 4;
+    at.start(qcur, s.oh, s.ow);
   }
   __device__ void fetch(int q0) {
     const int qb = q0 + (threadIdx.x & 1) * 4;
-    const int p = s.oh * s.ow;
+    if (qb != qcur) {
+      at.advance(qb - qcur, s.oh, s.ow);
+      qcur = qb;
+    }
+    PixelWalk w = at;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int q = qb + i;
       float val = 0.f;
-      if (valid && q < kend) {
-        const int n = q / p, r = q % p;
-        const int ih = (r / s.ow) * s.sh - s.pt + dh, iw = (r % s.ow) * s.sw - s.pl + dw;
+      if (valid && qb + i < kend) {
+        const int ih = w.oh * s.sh - s.pt + dh, iw = w.ow * s.sw - s.pl + dw;
         if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w)
-          val = to_float(x[(((int64_t)n * s.c + c) * s.h + ih) * s.w + iw]);
+          val = to_float(x[(((int64_t)w.n * s.c + c) * s.h + ih) * s.w + iw]);
       }
       v[i] = val;
+      w.step(s.oh, s.ow);
     }
   }
   __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kRowMajor>(sm, v); }
@@ -320,32 +486,37 @@ struct ConvWeightEpilogue {
   __device__ void operator()(int o, int k, float v) const { out[(int64_t)o * ktotal + k] = from_float<OutT>(v); }
 };
 
+// Launch bounds for 2, 3 and 4 blocks per SM (ptxas, sm_90, fp32: 128, 79
+// and 63 registers, no spills).  The 128-row kernel took 141 registers and
+// so ran one block per SM before its loaders stopped dividing.
 template <typename T, typename OutT, int TM>
-__global__ void __launch_bounds__(simt::kThreads)
+__global__ void __launch_bounds__(simt::kThreads, TM == 8 ? 2 : TM == 4 ? 3 : 4)
     conv_backward_weight_kernel(OutT* __restrict__ out, const T* __restrict__ dy, const T* __restrict__ x, ConvShape s,
-                                int splits, int chunk) {
+                                bool vec_dy, int chunk) {
   const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
   const int cg = s.c / s.groups, og = s.o / s.groups, K = cg * s.kh * s.kw;
   const int q_total = s.n * s.oh * s.ow;
   const int qbegin = split * chunk;
   const int qend = min(q_total, qbegin + chunk);
   const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
-  GatherRowsLoader<T, TM / 2, OutputGradRowsIndex> la{dy + (int64_t)g * og * s.oh * s.ow, {s.o, s.oh * s.ow}, og, qend,
-                                                      m0, {}};
-  ImageRowsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, qend, n0, K);
+  OutputGradRowsLoader<T, TM / 2> la(dy + (int64_t)g * og * s.oh * s.ow, s.o, s.oh * s.ow, og, qend, m0, vec_dy,
+                                     qbegin);
+  ImageRowsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, qend, n0, K, qbegin);
   float acc[TM][8] = {};
   simt::mainloop(la, lb, qbegin, qend, acc);  // an empty range leaves zeros: still written below
   const ConvWeightEpilogue<OutT> epi{out + (int64_t)split * s.o * K + (int64_t)g * og * K, K};
   simt::epilogue(epi, acc, m0, n0, og, K);
 }
 
-// dw[i] = Σ_s partial[s][i], in split order.
+// out[i] = Σ_s partial[s][i] (+ bias[(i / p) % o] when bias is given), in
+// split order: deterministic.
 template <typename T>
-__global__ void sum_splits_kernel(T* __restrict__ dw, const float* __restrict__ partial, int64_t n, int splits) {
+__global__ void sum_splits_kernel(T* __restrict__ out, const float* __restrict__ partial, int64_t n, int splits,
+                                  const T* __restrict__ bias, int p, int o) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float acc = 0.f;
+    float acc = bias != nullptr ? to_float(bias[(i / p) % o]) : 0.f;
     for (int sp = 0; sp < splits; ++sp) acc += partial[sp * n + i];
-    dw[i] = from_float<T>(acc);
+    out[i] = from_float<T>(acc);
   }
 }
 
@@ -394,27 +565,89 @@ cudaError_t grid_for(int64_t m, int64_t n, int64_t z, int tm, dim3* grid) {
 
 bool fits_int(int64_t v) { return v <= INT32_MAX; }
 
+bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// Blocks of the forward kernel per multiprocessor, the slots split-K fills:
+// its launch bounds, 8 / TM (ptxas, sm_90, fp32: 142, 91 and 64 registers
+// for 256 threads).  Capped at 128 registers for two blocks, the 128-row
+// kernel spilled 76-88 bytes inside the main loop.
+int forward_blocks_per_sm(int tm) { return 8 / tm; }
+
 }  // namespace
 
 void set_conv_tile_fill(bool enabled) { g_tile_fill = enabled; }
 bool conv_tile_fill() { return g_tile_fill; }
 
 template <typename T>
-cudaError_t conv2d_forward(T* y, const T* x, const T* w, const T* bias, const ConvShape& s, cudaStream_t stream) {
-  if (!valid(s)) return cudaErrorInvalidValue;
+cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
+                           int splits, cudaStream_t stream) {
+  if (!valid(s) || splits < 1) return cudaErrorInvalidValue;
   const int64_t pix = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   if (!fits_int(pix) || !fits_int(K)) return cudaErrorInvalidValue;
+  if (splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+  // Each split covers a whole number of BK-slices of k.
+  const int64_t slices = (K + BK - 1) / BK;
+  const int chunk = (int)((slices + splits - 1) / splits * BK);
   const int tm = tile_tm_filling(s.o / s.groups, pix, s.groups);
   dim3 grid;
-  if (cudaError_t e = grid_for(s.o / s.groups, pix, s.groups, tm, &grid)) return e;
-  const bool vec_w = K % 4 == 0 && reinterpret_cast<uintptr_t>(w) % (4 * sizeof(T)) == 0;
+  if (cudaError_t e = grid_for(s.o / s.groups, pix, (int64_t)s.groups * splits, tm, &grid)) return e;
+  const bool vec_w = K % 4 == 0 && aligned(w, 4 * sizeof(T));
+  const int p = s.oh * s.ow;
+  // a 1x1 convolution reading x as it lies (also group offsets stay aligned: g * Cg * H*W, H*W % 4 == 0)
+  const bool vec_x = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 && s.oh == s.h &&
+                     s.ow == s.w && p % 4 == 0 && aligned(x, 4 * sizeof(T));
+  if (splits == 1) {
+    const bool vec_y = p % 4 == 0 && aligned(y, 4 * sizeof(T));
+    if (tm == 2)
+      conv_forward_kernel<T, T, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+    else if (tm == 4)
+      conv_forward_kernel<T, T, 4><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+    else
+      conv_forward_kernel<T, T, 8><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+    return cudaGetLastError();
+  }
+  const bool vec_ws = p % 4 == 0 && aligned(workspace, 16);
   if (tm == 2)
-    conv_forward_kernel<T, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w);
+    conv_forward_kernel<T, float, 2><<<grid, simt::kThreads, 0, stream>>>(workspace, x, w, nullptr, s, vec_w, vec_x,
+                                                                          vec_ws, chunk);
   else if (tm == 4)
-    conv_forward_kernel<T, 4><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w);
+    conv_forward_kernel<T, float, 4><<<grid, simt::kThreads, 0, stream>>>(workspace, x, w, nullptr, s, vec_w, vec_x,
+                                                                          vec_ws, chunk);
   else
-    conv_forward_kernel<T, 8><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w);
+    conv_forward_kernel<T, float, 8><<<grid, simt::kThreads, 0, stream>>>(workspace, x, w, nullptr, s, vec_w, vec_x,
+                                                                          vec_ws, chunk);
+  if (cudaError_t e = cudaGetLastError()) return e;
+  const int64_t n = pix * s.o;
+  sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(y, workspace, n, splits, bias, p, s.o);
   return cudaGetLastError();
+}
+
+// Forward's split count.  One split whenever the tiles fill the slots
+// (forward_blocks_per_sm per multiprocessor) or the reduction is short
+// (under 1024: too little work per split to pay for the partial sums).
+// Otherwise the fewest splits, at least 2 and with ranges of at least 256,
+// whose blocks fill 85% of the waves they take; failing that, the count
+// that fills them best.  ResNet-50's 256-channel 14x14 layer at batch 32:
+// 98 tiles of 128 rows over 132 slots, K = 2304: 4 splits, 392 blocks in
+// three full waves.
+int conv2d_forward_splits(const ConvShape& s) {
+  if (!valid(s)) return 1;
+  const int64_t pix = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
+  const int og = s.o / s.groups;
+  const int tm = tile_tm_filling(og, pix, s.groups);
+  const int64_t tiles = (og + 16 * tm - 1) / (16 * tm) * ((pix + simt::BN - 1) / simt::BN) * s.groups;
+  const int64_t slots = (int64_t)forward_blocks_per_sm(tm) * sm_count();
+  if (tiles >= slots || K < 1024) return 1;
+  const int64_t most = std::min<int64_t>({8, K / 256, 65535 / s.groups});
+  int best = 1;
+  double best_fill = 0.0;
+  for (int sp = 2; sp <= most; ++sp) {
+    const int64_t blocks = tiles * sp, waves = (blocks + slots - 1) / slots;
+    const double fill = double(blocks) / double(waves * slots);
+    if (fill >= 0.85) return sp;
+    if (fill > best_fill + 1e-9) best = sp, best_fill = fill;
+  }
+  return best;
 }
 
 template <typename T>
@@ -429,12 +662,14 @@ cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape
     const int tm = tile_tm_filling(s.c / s.groups, pix, s.groups);
     dim3 grid;
     if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, tm, &grid)) return e;
+    // stride 1: the one phase is the whole image, so four columns are contiguous when H*W % 4 == 0
+    const bool vec = s.sh == 1 && s.sw == 1 && (int64_t)s.h * s.w % 4 == 0 && aligned(dx, 4 * sizeof(T));
     if (tm == 2)
-      conv_backward_data_kernel<T, 2><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph);
+      conv_backward_data_kernel<T, 2><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
     else if (tm == 4)
-      conv_backward_data_kernel<T, 4><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph);
+      conv_backward_data_kernel<T, 4><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
     else
-      conv_backward_data_kernel<T, 8><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph);
+      conv_backward_data_kernel<T, 8><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
     if (cudaError_t e = cudaGetLastError()) return e;
   }
   return cudaSuccess;
@@ -454,29 +689,31 @@ cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T
   const int tm = tile_tm(s.o / s.groups);
   dim3 grid;
   if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, tm, &grid)) return e;
+  const bool vec_dy = s.oh * s.ow % 4 == 0 && aligned(dy, 4 * sizeof(T));
   if (splits == 1) {
     if (tm == 2)
-      conv_backward_weight_kernel<T, T, 2><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, 1, chunk);
+      conv_backward_weight_kernel<T, T, 2><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, vec_dy, chunk);
     else if (tm == 4)
-      conv_backward_weight_kernel<T, T, 4><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, 1, chunk);
+      conv_backward_weight_kernel<T, T, 4><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, vec_dy, chunk);
     else
-      conv_backward_weight_kernel<T, T, 8><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, 1, chunk);
+      conv_backward_weight_kernel<T, T, 8><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, vec_dy, chunk);
     return cudaGetLastError();
   }
   if (tm == 2)
-    conv_backward_weight_kernel<T, float, 2><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, splits, chunk);
+    conv_backward_weight_kernel<T, float, 2><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, vec_dy, chunk);
   else if (tm == 4)
-    conv_backward_weight_kernel<T, float, 4><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, splits, chunk);
+    conv_backward_weight_kernel<T, float, 4><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, vec_dy, chunk);
   else
-    conv_backward_weight_kernel<T, float, 8><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, splits, chunk);
+    conv_backward_weight_kernel<T, float, 8><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, vec_dy, chunk);
   if (cudaError_t e = cudaGetLastError()) return e;
   const int64_t n = (int64_t)s.o * K;
-  sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(dw, workspace, n, splits);
+  sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(dw, workspace, n, splits, nullptr, 1, 1);
   return cudaGetLastError();
 }
 
 #define LAMINA_INSTANTIATE(T)                                                                                    \
-  template cudaError_t conv2d_forward<T>(T*, const T*, const T*, const T*, const ConvShape&, cudaStream_t);    \
+  template cudaError_t conv2d_forward<T>(T*, float*, const T*, const T*, const T*, const ConvShape&, int,       \
+                                         cudaStream_t);                                                         \
   template cudaError_t conv2d_backward_data<T>(T*, const T*, const T*, const ConvShape&, cudaStream_t);        \
   template cudaError_t conv2d_backward_weight<T>(T*, float*, const T*, const T*, const ConvShape&, int, cudaStream_t);
 

@@ -251,8 +251,13 @@ struct ConvShape {
 // height the channels give.  Process-wide, for benchmarks and tests.
 void set_conv_tile_fill(bool enabled);
 bool conv_tile_fill();
+// Forward may split its reduction over C/G*KH*KW into `splits` ranges the
+// same way (workspace: splits * N*O*OH*OW floats), for grids short of a
+// wave; conv2d_forward_splits gives the count lamina chooses.
 template <typename T>
-cudaError_t conv2d_forward(T* y, const T* x, const T* w, const T* bias, const ConvShape& s, cudaStream_t stream);
+cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
+                           int splits, cudaStream_t stream);
+int conv2d_forward_splits(const ConvShape& s);
 template <typename T>
 cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream);
 template <typename T>

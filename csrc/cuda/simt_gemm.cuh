@@ -88,6 +88,20 @@ __device__ __forceinline__ void load4(const H* p, float (&v)[4]) {  // __half, _
   for (int i = 0; i < 4; ++i) v[i] = to_float(h[i]);
 }
 
+// Four consecutive elements to a 4-element-aligned address.
+__device__ __forceinline__ void store4(float* p, const float* v) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+template <typename H>
+__device__ __forceinline__ void store4(H* p, const float* v) {  // __half, __nv_bfloat16: 8 bytes
+  H h[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[i] = from_float<H>(v[i]);
+  uint2 q;
+  memcpy(&q, h, sizeof(q));
+  *reinterpret_cast<uint2*>(p) = q;
+}
+
 enum Pattern { kRowMajor, kColMajor };
 
 // Shared row stride of a tile with R rows: float4 aligned, and the
@@ -228,6 +242,29 @@ __device__ __forceinline__ void epilogue(const Epi& epi, const float (&acc)[TM][
     for (int j = 0; j < 8; ++j) {
       const int n = n0 + acc_col(j);
       if (n < N) epi(m, n, acc[i][j]);
+    }
+  }
+}
+
+// The epilogue by groups of four columns, for epilogues whose column index
+// needs decoding (a convolution's pixel q -> image, row, column): each
+// thread's columns are two runs of four consecutive ones (acc_col), so
+//     Epi::Columns c = epi.columns(n, N)   decodes columns n .. n+3 (those < N) once,
+//     epi.store(m, c, v)                   writes row m's four values v[0..3] there,
+// which is 2 decodes per thread instead of one per element, and lets the
+// store be one vector store where the four land contiguous and aligned.
+template <class Epi, int TM>
+__device__ __forceinline__ void epilogue_columns(const Epi& epi, const float (&acc)[TM][8], int m0, int n0, int M,
+                                                 int N) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int n = n0 + acc_col(4 * h);
+    if (n >= N) continue;
+    const typename Epi::Columns cols = epi.columns(n, N);
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+      const int m = m0 + acc_row<TM>(i);
+      if (m < M) epi.store(m, cols, &acc[i][4 * h]);
     }
   }
 }

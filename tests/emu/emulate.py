@@ -237,8 +237,16 @@ int emu_launches() {
 static lc::ConvShape shape(const int* g) {
   return lc::ConvShape{g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]};
 }
-int emu_conv2d_forward(float* y, const float* x, const float* w, const float* bias, const int* g) {
-  return lc::conv2d_forward<float>(y, x, w, bias, shape(g), nullptr);
+int emu_conv2d_forward(float* y, float* ws, const float* x, const float* w, const float* bias, const int* g,
+                       int splits) {
+  return lc::conv2d_forward<float>(y, ws, x, w, bias, shape(g), splits, nullptr);
+}
+int emu_conv2d_forward_splits(const int* g, int sms) {
+  const int before = emu::sm_count;
+  emu::sm_count = sms;
+  const int splits = lc::conv2d_forward_splits(shape(g));
+  emu::sm_count = before;
+  return splits;
 }
 int emu_conv2d_backward_data(float* dx, const float* dy, const float* w, const int* g) {
   return lc::conv2d_backward_data<float>(dx, dy, w, shape(g), nullptr);
