@@ -276,19 +276,27 @@ def sweep_splits(torch, mod, args, rows):
         print(f"sweep conv {name:>22}: chosen {chosen}, best {rows[-1]['best']}: "
               + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
 
-        chosen = mod.conv2d_forward_splits(tuple(geo), o, 1)
         w = torch.randn((o, xshape[1], kk, kk), device="cuda")
         y = torch.empty((geo.n, o, geo.oh, geo.ow), device="cuda")
         slices = -(-xshape[1] * kk * kk // 8)  # BK = 8: at most one split per slice
-        times = {}
-        for splits in sorted({1, 2, 3, 4, 5, 6, 8, chosen} & set(range(1, slices + 1))):
-            ws = torch.empty(max(1, splits * y.numel() if splits > 1 else 1), device="cuda")
-            times[splits] = timed(lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, tuple(geo), o,
-                                                             1, "float32", stream, splits, ws.data_ptr()))
-        rows.append({"kernel": "conv2d forward split-K", "shape": name, "chosen": chosen, "ms_by_splits": times,
-                     "best": min(times, key=times.get)})
-        print(f"sweep conv fwd {name:>18}: chosen {chosen}, best {rows[-1]['best']}: "
-              + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
+        # the 128-row kernel (more than 64 output channels) both ways: two blocks per SM (a few registers
+        # spilled) and one
+        for two_blocks in (True, False) if o > 64 else (True,):
+            before = mod.conv_forward_two_blocks(two_blocks)
+            try:
+                chosen = mod.conv2d_forward_splits(tuple(geo), o, 1)
+                times = {}
+                for splits in sorted({1, 2, 3, 4, 5, 6, 8, chosen} & set(range(1, slices + 1))):
+                    ws = torch.empty(max(1, splits * y.numel() if splits > 1 else 1), device="cuda")
+                    times[splits] = timed(lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0,
+                                                                     tuple(geo), o, 1, "float32", stream, splits,
+                                                                     ws.data_ptr()))
+            finally:
+                mod.conv_forward_two_blocks(before)
+            rows.append({"kernel": "conv2d forward split-K", "shape": name, "blocks_per_sm": 2 if two_blocks else 1,
+                         "chosen": chosen, "ms_by_splits": times, "best": min(times, key=times.get)})
+            print(f"sweep conv fwd {name:>18} ({2 if two_blocks else 1} blocks/SM): chosen {chosen}, best "
+                  f"{rows[-1]['best']}: " + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
 
 
 def main():

@@ -104,6 +104,25 @@ def test_conv_kernels_match_float64(case, fill):
         mod.conv_tile_fill(previous)
 
 
+@pytest.mark.parametrize("case", [c for c in EXTRA if c[2] > 64], ids=_case_id)
+def test_conv_forward_one_block_per_sm_matches_float64(case):
+    """The forward's 128-row kernel built for one block per SM (no spills)
+    instead of two: the same results, and the split rule counts its slots."""
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    g, x, w, b, dy, groups = _problem(case, 13)
+    previous_fill, previous = mod.conv_tile_fill(False), mod.conv_forward_two_blocks(False)
+    try:
+        assert mod.conv_forward_two_blocks() is False
+        for splits in (1, 2):
+            _check(_launch_all(g, x, w, b, dy, groups, "float32", splits), "float32", g, w)
+    finally:
+        mod.conv_forward_two_blocks(previous)
+        mod.conv_tile_fill(previous_fill)
+    assert mod.conv_forward_two_blocks() is previous
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("case", GEOMETRIES[::5] + EXTRA[:4], ids=_case_id)
 def test_conv_kernels_16_bit_match_float64(case, dtype):

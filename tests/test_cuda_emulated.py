@@ -232,17 +232,19 @@ def _geo(shape, kernel, padding, o):
 
 
 def test_emulated_forward_split_count():
-    """Forward splits its reduction only when the tiles leave slots (two
-    blocks per SM) empty and the reduction is long; then the fewest splits
+    """Forward splits its reduction only when the tiles leave slots empty
+    (blocks per SM: two for the 128-row kernel by default, one when it is
+    built without spills) and the reduction is long; then the fewest splits
     that fill 85% of their waves, ranges of at least 256."""
     conv4 = _geo((32, 256, 14, 14), (3, 3), (1, 1, 1, 1), 256)  # 98 tiles of 128 x 128, K = 2304
-    assert LIB.emu_conv2d_forward_splits(conv4, 132) == 5  # 490 blocks: 93% of two waves of 264
-    assert LIB.emu_conv2d_forward_splits(conv4, 49) == 1  # 98 tiles fill 98 slots
-    assert LIB.emu_conv2d_forward_splits(conv4, 60) == 6  # 2-5 splits fill 82% of their waves of 120, 6 fill 98%
+    assert LIB.emu_conv2d_forward_splits(conv4, 132, 1) == 5  # 490 blocks: 93% of two waves of 264
+    assert LIB.emu_conv2d_forward_splits(conv4, 132, 0) == 4  # one block per SM: 392 blocks, three full waves
+    assert LIB.emu_conv2d_forward_splits(conv4, 49, 1) == 1  # 98 tiles fill 98 slots
+    assert LIB.emu_conv2d_forward_splits(conv4, 60, 1) == 6  # 2-5 splits fill 82% of their waves of 120, 6 fill 98%
     short = _geo((128, 64, 8, 8), (3, 3), (1, 1, 1, 1), 64)  # K = 576: too short to split
-    assert LIB.emu_conv2d_forward_splits(short, 132) == 1
+    assert LIB.emu_conv2d_forward_splits(short, 132, 1) == 1
     small = _geo((1, 512, 7, 7), (3, 3), (1, 1, 1, 1), 64)  # one tile, K = 4608: at most 8 splits
-    assert LIB.emu_conv2d_forward_splits(small, 132) == 8
+    assert LIB.emu_conv2d_forward_splits(small, 132, 1) == 8
 
 
 # The wgmma kernel (gemm_wgmma.cu, sm_90a): TMA needs leading dimensions that are

@@ -39,7 +39,10 @@ using simt::to_float;
 // B of the forward: col_g (K = Cg*KK rows of k, N*P columns of pixels).
 // Pattern kColMajor: a warp reads 128 consecutive output pixels of one k, so
 // for stride 1 consecutive threads read consecutive input columns.  Each
-// thread's 4 pixels are fixed for the whole k loop: decoded once here.
+// thread's 4 pixels are consecutive and fixed for the whole k loop: the
+// first is decoded once here, the other three stepped to in each fetch (4
+// registers of state where offsets for all four took 16, which kept the
+// 128-row kernel above the 128 registers of two blocks per SM).
 // vec (a 1x1 convolution with stride 1 and no padding, H*W % 4 == 0, x
 // aligned): col_g is x itself, each k a channel plane, and the four pixels
 // are contiguous in one image: one vector load.
@@ -49,41 +52,43 @@ struct ImageColumnsLoader {
   ConvShape s;
   int kend;
   bool vec;
-  int64_t base[4];  // offset of image n's group channel 0
-  int ih0[4], iw0[4];
+  int64_t base;  // offset of the first pixel's image n, group channel 0
+  int oh0, ow0;  // the first pixel's output row and column
+  int count;  // how many of the four pixels exist (0..4)
   float v[4];
 
   __device__ ImageColumnsLoader(const T* x_, const ConvShape& s_, int kend_, int pix0, bool vec_)
       : x(x_), s(s_), kend(kend_), vec(vec_) {
-    const int npix = s.n * s.oh * s.ow;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int q = pix0 + (threadIdx.x & 31) * 4 + i;
-      if (q < npix) {
-        const int n = q / (s.oh * s.ow), p = q % (s.oh * s.ow);
-        base[i] = (int64_t)n * s.c * s.h * s.w;
-        ih0[i] = (p / s.ow) * s.sh - s.pt;
-        iw0[i] = (p % s.ow) * s.sw - s.pl;
-      } else {
-        base[i] = -1;
-        ih0[i] = iw0[i] = 0;
-      }
-    }
+    const int npix = s.n * s.oh * s.ow, q = pix0 + (threadIdx.x & 31) * 4;
+    count = max(0, min(4, npix - q));
+    const int p = s.oh * s.ow, n = q / p, r = q - n * p;
+    base = (int64_t)n * s.c * s.h * s.w;
+    oh0 = r / s.ow;
+    ow0 = r - oh0 * s.ow;
   }
   __device__ void fetch(int k0) {
     const int k = k0 + (threadIdx.x >> 5);
-    if (vec && k < kend && base[3] >= 0) {  // base[3] >= 0: all four pixels exist
-      simt::load4(x + base[0] + (int64_t)k * s.h * s.w + ih0[0] * s.w + iw0[0], v);
+    if (vec && k < kend && count == 4) {  // 1x1: output pixel (oh, ow) reads input (oh, ow)
+      simt::load4(x + base + (int64_t)k * s.h * s.w + oh0 * s.w + ow0, v);
       return;
     }
     const int kk = s.kh * s.kw;
     const int c = k / kk, r = k % kk;
-    const int dh = (r / s.kw) * s.dh, dw = (r % s.kw) * s.dw;
+    const int dh = (r / s.kw) * s.dh - s.pt, dw = (r % s.kw) * s.dw - s.pl;
+    int64_t b = base;
+    int oh = oh0, ow = ow0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int ih = ih0[i] + dh, iw = iw0[i] + dw;
-      const bool in = k < kend && base[i] >= 0 && ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
-      v[i] = in ? to_float(x[base[i] + ((int64_t)c * s.h + ih) * s.w + iw]) : 0.f;
+      const int ih = oh * s.sh + dh, iw = ow * s.sw + dw;
+      const bool in = k < kend && i < count && ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
+      v[i] = in ? to_float(x[b + ((int64_t)c * s.h + ih) * s.w + iw]) : 0.f;
+      if (++ow == s.ow) {
+        ow = 0;
+        if (++oh == s.oh) {
+          oh = 0;
+          b += (int64_t)s.c * s.h * s.w;
+        }
+      }
     }
   }
   __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
@@ -166,8 +171,9 @@ struct ConvForwardEpilogue {
 // group + groups * split, and each split writes fp32 partial sums (OutT =
 // float) to its slab of the workspace, added with the bias by
 // sum_splits_kernel.  One split writes y directly.
-template <typename T, typename OutT, int TM>
-__global__ void __launch_bounds__(simt::kThreads, 8 / TM)
+// MB: blocks per SM the launch bounds ask for (forward_blocks_per_sm).
+template <typename T, typename OutT, int TM, int MB>
+__global__ void __launch_bounds__(simt::kThreads, MB)
     conv_forward_kernel(OutT* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w,
                         const T* __restrict__ bias, ConvShape s, bool vec_w, bool vec_x, bool vec_y, int chunk) {
   const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
@@ -567,16 +573,35 @@ bool fits_int(int64_t v) { return v <= INT32_MAX; }
 
 bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-// Blocks of the forward kernel per multiprocessor, the slots split-K fills:
-// its launch bounds, 8 / TM (ptxas, sm_90, fp32: 142, 91 and 64 registers
-// for 256 threads).  Capped at 128 registers for two blocks, the 128-row
-// kernel spilled 76-88 bytes inside the main loop.
-int forward_blocks_per_sm(int tm) { return 8 / tm; }
+// Blocks of the forward kernel per multiprocessor, the slots split-K fills,
+// as its launch bounds ask: 4 for 32-row tiles, 2 for 64 (ptxas, sm_90,
+// fp32: 64 and 119 registers), and for 128 rows 2 by default (128
+// registers, 24 bytes spilled in the main loop) or 1 with
+// set_conv_forward_two_blocks(false) (167 registers, none spilled).
+bool g_forward_two_blocks = true;
+
+int forward_blocks_per_sm(int tm) { return tm == 2 ? 4 : tm == 4 ? 2 : g_forward_two_blocks ? 2 : 1; }
+
+template <typename T, typename OutT>
+cudaError_t launch_forward(int tm, dim3 grid, cudaStream_t stream, OutT* y, const T* x, const T* w, const T* bias,
+                           const ConvShape& s, bool vec_w, bool vec_x, bool vec_y, int chunk) {
+  if (tm == 2)
+    conv_forward_kernel<T, OutT, 2, 4><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+  else if (tm == 4)
+    conv_forward_kernel<T, OutT, 4, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+  else if (g_forward_two_blocks)
+    conv_forward_kernel<T, OutT, 8, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+  else
+    conv_forward_kernel<T, OutT, 8, 1><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+  return cudaGetLastError();
+}
 
 }  // namespace
 
 void set_conv_tile_fill(bool enabled) { g_tile_fill = enabled; }
 bool conv_tile_fill() { return g_tile_fill; }
+void set_conv_forward_two_blocks(bool enabled) { g_forward_two_blocks = enabled; }
+bool conv_forward_two_blocks() { return g_forward_two_blocks; }
 
 template <typename T>
 cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
@@ -596,27 +621,12 @@ cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const
   // a 1x1 convolution reading x as it lies (also group offsets stay aligned: g * Cg * H*W, H*W % 4 == 0)
   const bool vec_x = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 && s.oh == s.h &&
                      s.ow == s.w && p % 4 == 0 && aligned(x, 4 * sizeof(T));
-  if (splits == 1) {
-    const bool vec_y = p % 4 == 0 && aligned(y, 4 * sizeof(T));
-    if (tm == 2)
-      conv_forward_kernel<T, T, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
-    else if (tm == 4)
-      conv_forward_kernel<T, T, 4><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
-    else
-      conv_forward_kernel<T, T, 8><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
-    return cudaGetLastError();
-  }
-  const bool vec_ws = p % 4 == 0 && aligned(workspace, 16);
-  if (tm == 2)
-    conv_forward_kernel<T, float, 2><<<grid, simt::kThreads, 0, stream>>>(workspace, x, w, nullptr, s, vec_w, vec_x,
-                                                                          vec_ws, chunk);
-  else if (tm == 4)
-    conv_forward_kernel<T, float, 4><<<grid, simt::kThreads, 0, stream>>>(workspace, x, w, nullptr, s, vec_w, vec_x,
-                                                                          vec_ws, chunk);
-  else
-    conv_forward_kernel<T, float, 8><<<grid, simt::kThreads, 0, stream>>>(workspace, x, w, nullptr, s, vec_w, vec_x,
-                                                                          vec_ws, chunk);
-  if (cudaError_t e = cudaGetLastError()) return e;
+  if (splits == 1)
+    return launch_forward<T, T>(tm, grid, stream, y, x, w, bias, s, vec_w, vec_x,
+                                p % 4 == 0 && aligned(y, 4 * sizeof(T)), chunk);
+  if (cudaError_t e = launch_forward<T, float>(tm, grid, stream, workspace, x, w, nullptr, s, vec_w, vec_x,
+                                               p % 4 == 0 && aligned(workspace, 16), chunk))
+    return e;
   const int64_t n = pix * s.o;
   sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(y, workspace, n, splits, bias, p, s.o);
   return cudaGetLastError();
