@@ -339,11 +339,12 @@ def test_split_k_heuristic_on_dense_shapes():
     from lamina import ops
 
     sms = 132
-    assert ops.gemm_splits(128, 512, 784, sms) == 6  # 4 tiles: k in 6 ranges of >= 128
-    assert ops.gemm_splits(128, 784, 512, sms) == 4
-    assert ops.gemm_splits(512, 784, 128, sms) == 1  # k too short to split
+    assert ops.gemm_splits(128, 512, 784, sms) == 16  # 4 tiles: 16 ranges (the cap) of 49
+    assert ops.gemm_splits(128, 784, 512, sms) == 16
+    assert ops.gemm_splits(512, 784, 128, sms) == 4  # 28 tiles, k = 128: ranges of 32
+    assert ops.gemm_splits(512, 784, 31, sms) == 1  # k too short to split
     assert ops.gemm_splits(4096, 4096, 1024, sms) == 1  # enough tiles already
-    assert ops.gemm_splits(1, 1, 10**6, sms) == 64  # capped
+    assert ops.gemm_splits(1, 1, 10**6, sms) == 16  # capped
 
 
 @pytest.mark.gpu

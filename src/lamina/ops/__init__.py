@@ -218,12 +218,17 @@ def gemm_splits(m, n, k, sm_count):
     """How many ranges the fp32 GEMM cuts its k reduction into (split-K):
     enough blocks for two per multiprocessor when the output is only a few
     128 x 128 tiles (Dense's training shapes: batch 128 is one row of tiles),
-    but never ranges of fewer than 128 of k.  1 for everything else."""
+    but never ranges of fewer than 32 of k, nor more than 16 ranges.  1 for
+    everything else.  Fitted to the H100 sweep (``split_k_sweeps`` in
+    benchmarks/results/kernels_*.json): the best counts for 128x512x784,
+    128x784x512 and 512x784x128 were 16, 8 and 4, i.e. ranges of 32-64;
+    ranges of at least 128 chose 6, 4 and 1, at 1.38, 1.25 and 1.46 times
+    the best time.  This rule picks 16, 16 and 4 (1.00, 1.03, 1.00)."""
     tiles = -(-m // _GEMM_TILE) * -(-n // _GEMM_TILE)
     if tiles >= sm_count:
         return 1
     want = -(-2 * sm_count // tiles)
-    return int(max(1, min(want, k // 128, 64)))
+    return int(max(1, min(want, k // 32, 16)))
 
 
 def gemm_cuda(a, b, bias=None, act="none", out=None, out_dtype=None, keep_preactivation=False):
