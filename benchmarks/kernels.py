@@ -282,7 +282,7 @@ def sweep_splits(torch, mod, args, rows):
         # the 128-row kernel (more than 64 output channels) both ways: two blocks per SM (a few registers
         # spilled) and one
         for two_blocks in (True, False) if o > 64 else (True,):
-            before = mod.conv_forward_two_blocks(two_blocks)
+            before = mod.conv_two_blocks(two_blocks)
             try:
                 chosen = mod.conv2d_forward_splits(tuple(geo), o, 1)
                 times = {}
@@ -292,11 +292,25 @@ def sweep_splits(torch, mod, args, rows):
                                                                      tuple(geo), o, 1, "float32", stream, splits,
                                                                      ws.data_ptr()))
             finally:
-                mod.conv_forward_two_blocks(before)
+                mod.conv_two_blocks(before)
             rows.append({"kernel": "conv2d forward split-K", "shape": name, "blocks_per_sm": 2 if two_blocks else 1,
                          "chosen": chosen, "ms_by_splits": times, "best": min(times, key=times.get)})
             print(f"sweep conv fwd {name:>18} ({2 if two_blocks else 1} blocks/SM): chosen {chosen}, best "
                   f"{rows[-1]['best']}: " + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
+        if xshape[1] > 64:  # backward-data's 128-row kernel (more than 64 input channels) both ways
+            dx = torch.empty(xshape, device="cuda")
+            times = {}
+            for two_blocks in (True, False):
+                before = mod.conv_two_blocks(two_blocks)
+                try:
+                    times[2 if two_blocks else 1] = timed(lambda: mod.conv2d_backward_data(
+                        dx.data_ptr(), dy.data_ptr(), w.data_ptr(), tuple(geo), o, 1, "float32", stream))
+                finally:
+                    mod.conv_two_blocks(before)
+            rows.append({"kernel": "conv2d backward-data blocks per SM", "shape": name, "chosen": 2,
+                         "ms_by_blocks_per_sm": times, "best": min(times, key=times.get)})
+            print(f"sweep conv bwd-data {name:>13}: blocks/SM " + "  ".join(f"{b}:{t:.3f}" for b, t in times.items()),
+                  flush=True)
 
 
 def main():

@@ -112,15 +112,15 @@ def test_conv_forward_one_block_per_sm_matches_float64(case):
 
     mod = _ext.cuda_module()
     g, x, w, b, dy, groups = _problem(case, 13)
-    previous_fill, previous = mod.conv_tile_fill(False), mod.conv_forward_two_blocks(False)
+    previous_fill, previous = mod.conv_tile_fill(False), mod.conv_two_blocks(False)
     try:
-        assert mod.conv_forward_two_blocks() is False
+        assert mod.conv_two_blocks() is False
         for splits in (1, 2):
             _check(_launch_all(g, x, w, b, dy, groups, "float32", splits), "float32", g, w)
     finally:
-        mod.conv_forward_two_blocks(previous)
+        mod.conv_two_blocks(previous)
         mod.conv_tile_fill(previous_fill)
-    assert mod.conv_forward_two_blocks() is previous
+    assert mod.conv_two_blocks() is previous
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

@@ -721,16 +721,16 @@ PYBIND11_MODULE(_C_cuda, m) {
       "Whether the convolution kernels halve their tile height (down to 32 rows) while the grid would leave "
       "multiprocessors idle (the default), or keep the height the channels give.  Returns the previous setting.");
   m.def(
-      "conv_forward_two_blocks",
+      "conv_two_blocks",
       [](py::object enabled) {
-        const bool before = lc::conv_forward_two_blocks();
-        if (!enabled.is_none()) lc::set_conv_forward_two_blocks(enabled.cast<bool>());
+        const bool before = lc::conv_two_blocks();
+        if (!enabled.is_none()) lc::set_conv_two_blocks(enabled.cast<bool>());
         return before;
       },
       py::arg("enabled") = py::none(),
-      "Whether the forward convolution's 128-row kernel runs two blocks per multiprocessor (the default: 128 "
-      "registers, a few spilled) or one (no spills); the split-K rule counts its slots accordingly.  Returns the "
-      "previous setting.");
+      "Whether the forward and backward-data convolutions' 128-row kernels run two blocks per multiprocessor (the "
+      "default: 128 registers, a few spilled) or one (no spills); forward's split-K rule counts its slots "
+      "accordingly.  Returns the previous setting.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
                                       "ctc_loss", "sgd_update", "adam_update", "adam_variant_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",

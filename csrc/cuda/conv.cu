@@ -272,42 +272,47 @@ struct PhaseWeightIndex {
 
 // B of backward-data in one phase: B[k = (o, i, j), (n, jh, jw)] = dY[n, g*Og + o, oh, ow]
 // with oh = h.base + jh - (h.t0 + i*h.tstep) (likewise ow), 0 off the edge.
-// Each thread's 4 pixels are decoded once.
+// Each thread's 4 pixels are consecutive: the first is decoded once, the
+// others stepped to in each fetch (as the forward's image loader).
 template <typename T>
 struct OutputGradLoader {
   const T* dy;  // dy + group's first channel
   int oh_n, ow_n, kend, taps, kcount_w, t0h, tsteph, t0w, tstepw;
-  int64_t base[4];  // offset of image n's group channel 0 in dy
-  int ohb[4], owb[4];  // h.base + jh, w.base + jw: the output position before the tap's offset
+  int hcount, wcount, hbase, wbase;  // the phase's pixel grid and its output position at (0, 0)
+  int64_t image;  // dy's elements per image
+  int64_t base;  // offset of the first pixel's image n in dy
+  int jh0, jw0, count;  // the first pixel's phase row and column; how many of the four exist
   float v[4];
 
   __device__ OutputGradLoader(const T* dy_, const ConvShape& s, const DataPhase& ph, int kend_, int pix0)
       : dy(dy_), oh_n(s.oh), ow_n(s.ow), kend(kend_), taps(ph.h.kcount * ph.w.kcount), kcount_w(ph.w.kcount),
-        t0h(ph.h.t0), tsteph(ph.h.tstep), t0w(ph.w.t0), tstepw(ph.w.tstep) {
-    const int hw = ph.h.count * ph.w.count, npix = s.n * hw;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int q = pix0 + (threadIdx.x & 31) * 4 + i;
-      if (q < npix) {
-        const int n = q / hw, p = q % hw;
-        base[i] = (int64_t)n * s.o * s.oh * s.ow;
-        ohb[i] = ph.h.base + p / ph.w.count;
-        owb[i] = ph.w.base + p % ph.w.count;
-      } else {
-        base[i] = -1;
-        ohb[i] = owb[i] = 0;
-      }
-    }
+        t0h(ph.h.t0), tsteph(ph.h.tstep), t0w(ph.w.t0), tstepw(ph.w.tstep), hcount(ph.h.count),
+        wcount(ph.w.count), hbase(ph.h.base), wbase(ph.w.base), image((int64_t)s.o * s.oh * s.ow) {
+    const int hw = ph.h.count * ph.w.count, npix = s.n * hw, q = pix0 + (threadIdx.x & 31) * 4;
+    count = max(0, min(4, npix - q));
+    const int n = q / hw, p = q - n * hw;
+    base = n * image;
+    jh0 = p / ph.w.count;
+    jw0 = p - jh0 * ph.w.count;
   }
   __device__ void fetch(int k0) {
     const int k = k0 + (threadIdx.x >> 5);
     const int o = k / taps, r = k % taps;  // taps > 0 whenever fetch runs (K = Og * taps)
-    const int th = t0h + (r / kcount_w) * tsteph, tw = t0w + (r % kcount_w) * tstepw;
+    const int th = t0h + (r / kcount_w) * tsteph - hbase, tw = t0w + (r % kcount_w) * tstepw - wbase;
+    int64_t b = base + (int64_t)o * oh_n * ow_n;
+    int jh = jh0, jw = jw0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int oh = ohb[i] - th, ow = owb[i] - tw;
-      const bool in = k < kend && base[i] >= 0 && oh >= 0 && oh < oh_n && ow >= 0 && ow < ow_n;
-      v[i] = in ? to_float(dy[base[i] + ((int64_t)o * oh_n + oh) * ow_n + ow]) : 0.f;
+      const int oh = jh - th, ow = jw - tw;
+      const bool in = k < kend && i < count && oh >= 0 && oh < oh_n && ow >= 0 && ow < ow_n;
+      v[i] = in ? to_float(dy[b + (int64_t)oh * ow_n + ow]) : 0.f;
+      if (++jw == wcount) {
+        jw = 0;
+        if (++jh == hcount) {
+          jh = 0;
+          b += image;
+        }
+      }
     }
   }
   __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
@@ -360,12 +365,12 @@ struct ConvDataEpilogue {
 
 // One launch per stride phase, its taps and pixels in the kernel's
 // parameters: they stay in the constant bank (decoded from blockIdx.z in the
-// kernel they took 25-40 more registers).  8 / TM blocks per SM keeps the
-// occupancy of the masked kernel this replaced (ptxas: 167, 121, 64
-// registers, no spills).  A phase with no taps (possible when the dilation
-// shares a factor with the stride) still writes its zeros.
-template <typename T, int TM>
-__global__ void __launch_bounds__(simt::kThreads, 8 / TM)
+// kernel they took 25-40 more registers).  MB blocks per SM, as the
+// forward's (conv_blocks_per_sm; ptxas, sm_90, fp32: 64, 115, and 128 with
+// 28 bytes spilled or 161 without).  A phase with no taps (possible when
+// the dilation shares a factor with the stride) still writes its zeros.
+template <typename T, int TM, int MB>
+__global__ void __launch_bounds__(simt::kThreads, MB)
     conv_backward_data_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ w, ConvShape s,
                               DataPhase ph, bool vec_dx) {
   const int g = blockIdx.z;
@@ -573,14 +578,15 @@ bool fits_int(int64_t v) { return v <= INT32_MAX; }
 
 bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-// Blocks of the forward kernel per multiprocessor, the slots split-K fills,
-// as its launch bounds ask: 4 for 32-row tiles, 2 for 64 (ptxas, sm_90,
-// fp32: 64 and 119 registers), and for 128 rows 2 by default (128
-// registers, 24 bytes spilled in the main loop) or 1 with
-// set_conv_forward_two_blocks(false) (167 registers, none spilled).
-bool g_forward_two_blocks = true;
+// Blocks per multiprocessor of the forward and backward-data kernels, as
+// their launch bounds ask (the slots forward's split-K fills): 4 for
+// 32-row tiles, 2 for 64 (ptxas, sm_90, fp32 forward: 64 and 119
+// registers), and for 128 rows 2 by default (128 registers, 24 bytes
+// spilled in the forward's main loop) or 1 with set_conv_two_blocks(false)
+// (167 registers, none spilled).
+bool g_two_blocks = true;
 
-int forward_blocks_per_sm(int tm) { return tm == 2 ? 4 : tm == 4 ? 2 : g_forward_two_blocks ? 2 : 1; }
+int forward_blocks_per_sm(int tm) { return tm == 2 ? 4 : tm == 4 ? 2 : g_two_blocks ? 2 : 1; }
 
 template <typename T, typename OutT>
 cudaError_t launch_forward(int tm, dim3 grid, cudaStream_t stream, OutT* y, const T* x, const T* w, const T* bias,
@@ -589,7 +595,7 @@ cudaError_t launch_forward(int tm, dim3 grid, cudaStream_t stream, OutT* y, cons
     conv_forward_kernel<T, OutT, 2, 4><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
   else if (tm == 4)
     conv_forward_kernel<T, OutT, 4, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
-  else if (g_forward_two_blocks)
+  else if (g_two_blocks)
     conv_forward_kernel<T, OutT, 8, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
   else
     conv_forward_kernel<T, OutT, 8, 1><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
@@ -600,8 +606,8 @@ cudaError_t launch_forward(int tm, dim3 grid, cudaStream_t stream, OutT* y, cons
 
 void set_conv_tile_fill(bool enabled) { g_tile_fill = enabled; }
 bool conv_tile_fill() { return g_tile_fill; }
-void set_conv_forward_two_blocks(bool enabled) { g_forward_two_blocks = enabled; }
-bool conv_forward_two_blocks() { return g_forward_two_blocks; }
+void set_conv_two_blocks(bool enabled) { g_two_blocks = enabled; }
+bool conv_two_blocks() { return g_two_blocks; }
 
 template <typename T>
 cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
@@ -675,11 +681,13 @@ cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape
     // stride 1: the one phase is the whole image, so four columns are contiguous when H*W % 4 == 0
     const bool vec = s.sh == 1 && s.sw == 1 && (int64_t)s.h * s.w % 4 == 0 && aligned(dx, 4 * sizeof(T));
     if (tm == 2)
-      conv_backward_data_kernel<T, 2><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
+      conv_backward_data_kernel<T, 2, 4><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
     else if (tm == 4)
-      conv_backward_data_kernel<T, 4><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
+      conv_backward_data_kernel<T, 4, 2><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
+    else if (g_two_blocks)
+      conv_backward_data_kernel<T, 8, 2><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
     else
-      conv_backward_data_kernel<T, 8><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
+      conv_backward_data_kernel<T, 8, 1><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
     if (cudaError_t e = cudaGetLastError()) return e;
   }
   return cudaSuccess;

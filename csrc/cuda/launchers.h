@@ -251,10 +251,11 @@ struct ConvShape {
 // height the channels give.  Process-wide, for benchmarks and tests.
 void set_conv_tile_fill(bool enabled);
 bool conv_tile_fill();
-// Whether the forward's 128-row kernel is built for two blocks per SM (the
-// default; 128 registers, a few spilled) or one (no spills).  For benchmarks.
-void set_conv_forward_two_blocks(bool enabled);
-bool conv_forward_two_blocks();
+// Whether the forward and backward-data 128-row kernels run the build for
+// two blocks per SM (the default; 128 registers, a few spilled) or for one
+// (no spills).  For benchmarks.
+void set_conv_two_blocks(bool enabled);
+bool conv_two_blocks();
 // Forward may split its reduction over C/G*KH*KW into `splits` ranges the
 // same way (workspace: splits * N*O*OH*OW floats), for grids short of a
 // wave; conv2d_forward_splits gives the count lamina chooses.

@@ -243,12 +243,12 @@ int emu_conv2d_forward(float* y, float* ws, const float* x, const float* w, cons
 }
 int emu_conv2d_forward_splits(const int* g, int sms, int two_blocks) {
   const int before = emu::sm_count;
-  const bool blocks_before = lc::conv_forward_two_blocks();
+  const bool blocks_before = lc::conv_two_blocks();
   emu::sm_count = sms;
-  lc::set_conv_forward_two_blocks(two_blocks != 0);
+  lc::set_conv_two_blocks(two_blocks != 0);
   const int splits = lc::conv2d_forward_splits(shape(g));
   emu::sm_count = before;
-  lc::set_conv_forward_two_blocks(blocks_before);
+  lc::set_conv_two_blocks(blocks_before);
   return splits;
 }
 int emu_conv2d_backward_data(float* dx, const float* dy, const float* w, const int* g) {
