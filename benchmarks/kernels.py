@@ -165,58 +165,66 @@ def bench_gemm(torch, mod, args, rows):
 
 
 def bench_conv(torch, mod, args, rows):
+    """Each ResNet shape's three passes against cuDNN: float32 (lamina on CUDA
+    cores, TF32 off on both sides), then bfloat16 (lamina on tensor cores)."""
     stream = torch.cuda.current_stream().cuda_stream
     sm_count = torch.cuda.get_device_properties(0).multi_processor_count
     F = torch.nn.functional
-    for name, xshape, o, kk, s, p in CONV:
-        if args.quick and xshape[0] * xshape[1] * xshape[2] * xshape[3] * o * kk * kk > 2**33:
-            continue
-        gen = torch.Generator(device="cuda").manual_seed(1)
-        x = torch.randn(xshape, device="cuda", generator=gen)
-        w = torch.randn((o, xshape[1], kk, kk), device="cuda", generator=gen) / (xshape[1] * kk * kk) ** 0.5
-        geo = ops.geometry(xshape, (kk, kk), (s, s), (p, p, p, p))
-        y_shape = (geo.n, o, geo.oh, geo.ow)
-        dy = torch.randn(y_shape, device="cuda", generator=gen)
-        y, dx, dw = torch.empty(y_shape, device="cuda"), torch.empty_like(x), torch.empty_like(w)
-        splits = ops.conv.backward_weight_splits(geo, o, 1, sm_count)
-        ws = torch.empty(max(1, splits * w.numel()), device="cuda")
-        g = tuple(geo)
-        fwd_splits = mod.conv2d_forward_splits(g, o, 1)
-        fwd_ws = torch.empty(max(1, fwd_splits * y.numel() if fwd_splits > 1 else 1), device="cuda")
-        flops = 2.0 * geo.n * o * geo.oh * geo.ow * xshape[1] * kk * kk
-        passes = {
-            "forward": (
-                lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, "float32", stream,
-                                           fwd_splits, fwd_ws.data_ptr()),
-                lambda: F.conv2d(x, w, stride=s, padding=p), lambda: y),
-            "backward-data": (
-                lambda: mod.conv2d_backward_data(dx.data_ptr(), dy.data_ptr(), w.data_ptr(), g, o, 1, "float32", stream),
-                lambda: torch.nn.grad.conv2d_input(xshape, w, dy, stride=s, padding=p), lambda: dx),
-            "backward-weight": (
-                lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws.data_ptr(), dy.data_ptr(), x.data_ptr(), g, o, 1,
-                                                   splits, "float32", stream),
-                lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p), lambda: dw),
-        }
-        for pass_name, (lamina_fn, ref_fn, result) in passes.items():
-            try:
-                lamina_fn()
-            except RuntimeError as e:  # reported, not timed; the other kernels still run
-                print(f"conv {name} {pass_name}: {e}: NOT TIMED", flush=True)
-                rows.append({"kernel": "conv2d " + pass_name, "shape": name, "what": "float32", "mismatch": True,
-                             "error": str(e)})
+    for dtype in ("float32", "bfloat16"):
+        tdt = getattr(torch, dtype)
+        tol = 1e-4 if dtype == "float32" else 2e-2
+        for name, xshape, o, kk, s, p in CONV:
+            if args.quick and xshape[0] * xshape[1] * xshape[2] * xshape[3] * o * kk * kk > 2**33:
                 continue
-            err = rel_error(torch, result(), ref_fn())
-            if not err < 1e-4:
-                rows.append(mismatch("conv2d " + pass_name, name, "float32", "cuDNN", err))
-                continue
-            t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
-            row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o, "kernel_size": kk,
-                   "stride": s, "padding": p, "dtype": "float32", "layout": "NCHW", "splits": {"forward": fwd_splits, "backward-weight": splits}.get(pass_name),
-                   "lamina_ms": t_l, "cudnn_ms": t_r, "lamina_tflops": flops / t_l / 1e9, "cudnn_tflops": flops / t_r / 1e9,
-                   "ratio_of_cudnn": t_r / t_l, "max_rel_error": err}
-            rows.append(row)
-            print(f"conv {name:>22} {pass_name:>15}: lamina {t_l:8.3f} ms ({row['lamina_tflops']:6.1f} TFLOP/s)  "
-                  f"cuDNN {t_r:8.3f} ms ({row['cudnn_tflops']:6.1f})  ratio {row['ratio_of_cudnn']:.2f}", flush=True)
+            gen = torch.Generator(device="cuda").manual_seed(1)
+            x = torch.randn(xshape, device="cuda", generator=gen).to(tdt)
+            w = (torch.randn((o, xshape[1], kk, kk), device="cuda", generator=gen) / (xshape[1] * kk * kk) ** 0.5).to(tdt)
+            geo = ops.geometry(xshape, (kk, kk), (s, s), (p, p, p, p))
+            y_shape = (geo.n, o, geo.oh, geo.ow)
+            dy = torch.randn(y_shape, device="cuda", generator=gen).to(tdt)
+            y, dx, dw = torch.empty(y_shape, device="cuda", dtype=tdt), torch.empty_like(x), torch.empty_like(w)
+            splits = ops.conv.backward_weight_splits(geo, o, 1, sm_count)
+            ws = torch.empty(max(1, splits * w.numel()), device="cuda")
+            g = tuple(geo)
+            fwd_splits = mod.conv2d_forward_splits(g, o, 1, dtype)
+            fwd_ws = torch.empty(max(1, fwd_splits * y.numel() if fwd_splits > 1 else 1), device="cuda")
+            flops = 2.0 * geo.n * o * geo.oh * geo.ow * xshape[1] * kk * kk
+            passes = {
+                "forward": (
+                    lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, dtype, stream,
+                                               fwd_splits, fwd_ws.data_ptr()),
+                    lambda: F.conv2d(x, w, stride=s, padding=p), lambda: y),
+                "backward-data": (
+                    lambda: mod.conv2d_backward_data(dx.data_ptr(), dy.data_ptr(), w.data_ptr(), g, o, 1, dtype, stream),
+                    lambda: torch.nn.grad.conv2d_input(xshape, w, dy, stride=s, padding=p), lambda: dx),
+                "backward-weight": (
+                    lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws.data_ptr(), dy.data_ptr(), x.data_ptr(), g, o,
+                                                       1, splits, dtype, stream),
+                    lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p), lambda: dw),
+            }
+            for pass_name, (lamina_fn, ref_fn, result) in passes.items():
+                try:
+                    lamina_fn()
+                except RuntimeError as e:  # reported, not timed; the other kernels still run
+                    print(f"conv {name} {pass_name} {dtype}: {e}: NOT TIMED", flush=True)
+                    rows.append({"kernel": "conv2d " + pass_name, "shape": name, "what": dtype, "mismatch": True,
+                                 "error": str(e)})
+                    continue
+                err = rel_error(torch, result(), ref_fn())
+                if not err < tol:
+                    rows.append(mismatch("conv2d " + pass_name, name, dtype, "cuDNN", err))
+                    continue
+                t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
+                row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o,
+                       "kernel_size": kk, "stride": s, "padding": p, "dtype": dtype, "layout": "NCHW",
+                       "variant": "simt" if dtype == "float32" else "mma",
+                       "splits": {"forward": fwd_splits, "backward-weight": splits}.get(pass_name),
+                       "lamina_ms": t_l, "cudnn_ms": t_r, "lamina_tflops": flops / t_l / 1e9,
+                       "cudnn_tflops": flops / t_r / 1e9, "ratio_of_cudnn": t_r / t_l, "max_rel_error": err}
+                rows.append(row)
+                print(f"conv {name:>22} {pass_name:>15} {dtype:>8}: lamina {t_l:8.3f} ms "
+                      f"({row['lamina_tflops']:6.1f} TFLOP/s)  cuDNN {t_r:8.3f} ms ({row['cudnn_tflops']:6.1f})  "
+                      f"ratio {row['ratio_of_cudnn']:.2f}", flush=True)
 
 
 def sweep_splits(torch, mod, args, rows):

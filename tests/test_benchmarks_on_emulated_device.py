@@ -47,7 +47,8 @@ def test_kernel_benchmark(tmp_path):
     assert ("odd (toy)", "bfloat16", "mma") in gemm and ("odd (toy)", "bfloat16", "wgmma") not in gemm
     assert "wgmma: not run (a row of an operand is not a multiple of 16 bytes" in output
     conv = [r for r in rows if r["kernel"].startswith("conv2d")]
-    assert len(conv) == 9  # 3 shapes x forward, backward-data, backward-weight
+    assert len(conv) == 18  # 3 shapes x forward, backward-data, backward-weight x float32, bfloat16
+    assert {r["variant"] for r in conv if r["dtype"] == "bfloat16"} == {"mma"}
     for r in rows:
         assert r["max_rel_error"] < (1e-4 if r["dtype"] == "float32" else 2e-2)
         assert r["lamina_ms"] > 0

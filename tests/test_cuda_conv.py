@@ -123,11 +123,57 @@ def test_conv_forward_one_block_per_sm_matches_float64(case):
     assert mod.conv_two_blocks() is previous
 
 
+@pytest.mark.parametrize("tensor_cores", [True, False], ids=["mma", "simt"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("case", GEOMETRIES[::5] + EXTRA[:4], ids=_case_id)
-def test_conv_kernels_16_bit_match_float64(case, dtype):
-    g, x, w, b, dy, groups = _problem(case, 12)
-    _check(_launch_all(g, x, w, b, dy, groups, dtype, 2), dtype, g, w)
+def test_conv_kernels_16_bit_match_float64(case, dtype, tensor_cores):
+    """On tensor cores (128 x 128 tiles of mma.sync, k in slices of 32: the
+    default) and on the SIMT core; forward and backward-weight split in two."""
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    previous = mod.conv_tensor_cores(tensor_cores)
+    try:
+        g, x, w, b, dy, groups = _problem(case, 12)
+        _check(_launch_all(g, x, w, b, dy, groups, dtype, 2), dtype, g, w)
+        for splits in (1, 5) if tensor_cores else ():  # whole slices, and more splits than some reductions have
+            _check(_launch_all(g, x, w, b, dy, groups, dtype, splits), dtype, g, w)
+    finally:
+        mod.conv_tensor_cores(previous)
+    assert mod.conv_tensor_cores() is previous
+
+
+def test_16_bit_conv_layers_on_tensor_cores_match_the_cpu():
+    """Conv2D in float16 (weights and input) on the tensor-core kernels
+    against the float32 CPU layer: a layer whose forward splits its
+    reduction (K = 1152 over one tile) and a strided one."""
+    import cupy as cp
+
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    assert mod.conv_tensor_cores() is True
+    g = ops.geometry((2, 128, 6, 6), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert mod.conv2d_forward_splits(tuple(g), 8, 1, "float16") == 4
+    rng = np.random.default_rng(8)
+    for shape, make in (((2, 128, 6, 6), lambda: lm.Conv2D(128, 8, 3, padding=1)),
+                        ((3, 4, 11, 9), lambda: lm.Conv2D(4, 6, 3, stride=2, padding=1))):
+        lm.manual_seed(0)
+        cpu, gpu = make(), make()
+        gpu.load_state_dict(cpu.state_dict())
+        gpu.to("cuda", dtype=np.float16)
+        x = rng.standard_normal(shape).astype(np.float32)
+        y_cpu = cpu(x)
+        dy = rng.standard_normal(y_cpu.shape).astype(np.float32)
+        dx_cpu = cpu.backward(dy)
+        y = gpu(cp.asarray(x, dtype=np.float16))
+        dx = gpu.backward(cp.asarray(dy, dtype=np.float16))
+        k = cpu.weight.data[0].size
+        np.testing.assert_allclose(cp.asnumpy(y).astype(np.float32), y_cpu, rtol=1e-2, atol=2e-3 * np.sqrt(k))
+        np.testing.assert_allclose(cp.asnumpy(dx).astype(np.float32), dx_cpu, rtol=1e-2, atol=2e-3 * np.sqrt(k))
+        for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
+            np.testing.assert_allclose(cp.asnumpy(q.grad).astype(np.float32), p.grad, rtol=1e-2,
+                                       atol=2e-3 * np.sqrt(y_cpu.size / y_cpu.shape[1]), err_msg=name)
 
 
 def test_backward_weight_split_k_is_deterministic():

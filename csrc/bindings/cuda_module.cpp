@@ -642,9 +642,15 @@ PYBIND11_MODULE(_C_cuda, m) {
       "partial sums go to workspace (splits * N*O*OH*OW floats) and are added in a fixed order.");
   m.def(
       "conv2d_forward_splits",
-      [](py::tuple geometry, int o, int groups) { return lc::conv2d_forward_splits(conv_shape(geometry, o, groups)); },
-      py::arg("geometry"), py::arg("o"), py::arg("groups"),
-      "The split count lamina's forward convolution uses for this problem on the current device (1: no split).");
+      [](py::tuple geometry, int o, int groups, const std::string& dtype) {
+        if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16")
+          throw std::invalid_argument("conv2d_forward_splits: expected dtype float32, float16 or bfloat16, received " +
+                                      dtype);
+        return lc::conv2d_forward_splits(conv_shape(geometry, o, groups), dtype != "float32");
+      },
+      py::arg("geometry"), py::arg("o"), py::arg("groups"), py::arg("dtype") = "float32",
+      "The split count lamina's forward convolution uses for this problem and dtype on the current device (1: no "
+      "split).");
 
   m.def(
       "conv2d_backward_data",
@@ -731,6 +737,16 @@ PYBIND11_MODULE(_C_cuda, m) {
       "Whether the forward and backward-data convolutions' 128-row kernels run two blocks per multiprocessor (the "
       "default: 128 registers, a few spilled) or one (no spills); forward's split-K rule counts its slots "
       "accordingly.  Returns the previous setting.");
+  m.def(
+      "conv_tensor_cores",
+      [](py::object enabled) {
+        const bool before = lc::conv_tensor_cores();
+        if (!enabled.is_none()) lc::set_conv_tensor_cores(enabled.cast<bool>());
+        return before;
+      },
+      py::arg("enabled") = py::none(),
+      "Whether float16/bfloat16 convolutions run on tensor cores (mma.sync, fp32 accumulation; the default) or on "
+      "the SIMT core.  Returns the previous setting.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
                                       "ctc_loss", "sgd_update", "adam_update", "adam_variant_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",

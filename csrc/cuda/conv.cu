@@ -19,10 +19,13 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 
 #include "common.cuh"
 #include "launchers.h"
 #include "simt_gemm.cuh"
+#include "tc_primitives.cuh"
 
 namespace lamina {
 namespace cuda {
@@ -531,6 +534,460 @@ __global__ void sum_splits_kernel(T* __restrict__ out, const float* __restrict__
   }
 }
 
+// ---------------------------------------------------------------------------
+// fp16 and bf16 on tensor cores: the same three problems, each block a
+// 128 x 128 tile of mma.sync m16n8k16 with fp32 accumulation (8 warps of
+// 64 x 32, the fragment code of gemm_tc.cu), k in slices of 32.  The
+// operands are gathered, so they cannot come by cp.async: each thread
+// fetches its 16 elements of the next slice into registers before the
+// math and stores them to the other shared buffer after it, as the SIMT
+// core does.  A thread's 16 elements of a 128 x 32 slice, in one of two
+// patterns, chosen so a warp reads along its operand's contiguous side:
+//   KM, kept [row][k]: row = tid / 2, k = (tid % 2) * 16 + i (i < 16)
+//   RM, kept [k][row]: row = lane * 4 + i (i < 4), k = warp + 8 j (j < 4), element 4 j + i
+namespace tc {
+
+constexpr int BM = 128, BN = 128, BK = 32, THREADS = 256, PAD = 8;
+constexpr int KSTRIDE = BK + PAD;  // a [row][k] tile's row stride, in elements (16 bytes of padding)
+constexpr int RSTRIDE = BM + PAD;  // a [k][row] tile's
+constexpr int TILE = BM * KSTRIDE;  // elements per operand per buffer (>= BK * RSTRIDE)
+constexpr int SMEM_BYTES = 2 * 2 * TILE * 2;  // two buffers of A and B, 16-bit: 40 KiB
+static_assert(BK * RSTRIDE <= TILE, "buffer too small for a [k][row] tile");
+
+template <typename T>
+__device__ __forceinline__ T zero() {
+  return from_float<T>(0.f);
+}
+
+template <typename T>
+__device__ __forceinline__ void stash_km(T* s, const T (&v)[16]) {
+  T* d = s + (threadIdx.x >> 1) * KSTRIDE + (threadIdx.x & 1) * 16;
+  uint4 q[2];
+  memcpy(q, v, sizeof(q));
+  reinterpret_cast<uint4*>(d)[0] = q[0];
+  reinterpret_cast<uint4*>(d)[1] = q[1];
+}
+
+template <typename T>
+__device__ __forceinline__ void stash_rm(T* s, const T (&v)[16]) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    uint2 q;
+    memcpy(&q, v + 4 * j, sizeof(q));
+    *reinterpret_cast<uint2*>(s + (warp + 8 * j) * RSTRIDE + lane * 4) = q;
+  }
+}
+
+// n 16-bit elements (n = 4 or 8) from an aligned address into v.
+template <int n, typename T>
+__device__ __forceinline__ void load_vec(const T* p, T* v) {
+  if constexpr (n == 8) {
+    const uint4 q = __ldg(reinterpret_cast<const uint4*>(p));
+    memcpy(v, &q, sizeof(q));
+  } else {
+    const uint2 q = __ldg(reinterpret_cast<const uint2*>(p));
+    memcpy(v, &q, sizeof(q));
+  }
+}
+
+// acc += A[m0.., kbegin:kend] B[kbegin:kend, n0..] over the block's tile;
+// A_KM / B_KM: the operand's pattern is KM (else RM).
+template <typename T, bool A_KM, bool B_KM, class LA, class LB>
+__device__ __forceinline__ void mainloop(T* smem, LA& la, LB& lb, int kbegin, int kend, float (&acc)[4][4][4]) {
+  if (kbegin >= kend) return;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;  // the warp's 64 x 32 corner of the tile
+  la.fetch(kbegin);
+  lb.fetch(kbegin);
+  la.stash(smem);
+  lb.stash(smem + TILE);
+  __syncthreads();
+  int cur = 0;
+  for (int k0 = kbegin; k0 < kend; k0 += BK) {
+    const bool more = k0 + BK < kend;
+    if (more) {  // next slice into registers; its latency hides behind the mma below
+      la.fetch(k0 + BK);
+      lb.fetch(k0 + BK);
+    }
+    const T* As = smem + cur * 2 * TILE;
+    const T* Bs = As + TILE;
+#pragma unroll
+    for (int ks = 0; ks < BK; ks += 16) {
+      uint32_t a[4][4], b[4][2];
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi) {
+        const int row = wm + mi * 16;
+        if (A_KM)
+          ldmatrix_x4<false>(a[mi], smem_addr(As + (row + lane % 16) * KSTRIDE + ks + (lane / 16) * 8));
+        else
+          ldmatrix_x4<true>(a[mi],
+                            smem_addr(As + (ks + (lane / 16) * 8 + lane % 8) * RSTRIDE + row + ((lane / 8) % 2) * 8));
+      }
+#pragma unroll
+      for (int nj = 0; nj < 2; ++nj) {
+        const int col = wn + nj * 16;
+        uint32_t r[4];
+        if (B_KM)
+          ldmatrix_x4<false>(r, smem_addr(Bs + (col + (lane / 16) * 8 + lane % 8) * KSTRIDE + ks + ((lane / 8) % 2) * 8));
+        else
+          ldmatrix_x4<true>(r, smem_addr(Bs + (ks + ((lane / 8) % 2) * 8 + lane % 8) * RSTRIDE + col + (lane / 16) * 8));
+        b[2 * nj][0] = r[0];
+        b[2 * nj][1] = r[1];
+        b[2 * nj + 1][0] = r[2];
+        b[2 * nj + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) MmaOp<T>::run(acc[mi][ni], a[mi], b[ni]);
+    }
+    if (more) {  // the other buffer was last read before the previous barrier
+      T* next = smem + (cur ^ 1) * 2 * TILE;
+      la.stash(next);
+      lb.stash(next + TILE);
+    }
+    __syncthreads();
+    cur ^= 1;
+  }
+}
+
+// f(m, n, v0, v1) for the accumulators of columns n and n + 1 of row m
+// (fragment layout: row lane / 4 (+8), columns 2 (lane % 4) + {0, 1}).
+template <class F>
+__device__ __forceinline__ void for_each_pair(const float (&acc)[4][4][4], int m0, int n0, F f) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        f(m0 + wm + mi * 16 + lane / 4 + 8 * h, n0 + wn + ni * 8 + 2 * (lane % 4), acc[mi][ni][2 * h],
+          acc[mi][ni][2 * h + 1]);
+}
+
+// Through an epilogue of the columns/store kind (ConvForwardEpilogue, ConvDataEpilogue): pairs of columns.
+template <class Epi>
+__device__ __forceinline__ void epilogue_pairs(const Epi& epi, const float (&acc)[4][4][4], int m0, int n0, int M,
+                                               int N) {
+  for_each_pair(acc, m0, n0, [&](int m, int n, float v0, float v1) {
+    if (m >= M || n >= N) return;
+    const float v[4] = {v0, v1, 0.f, 0.f};
+    epi.store(m, epi.columns(n, min(N, n + 2)), v);  // at most two columns: the scalar path
+  });
+}
+
+// A dense KM operand: element (r, k) at p[r * ld + k] (the forward's weight).
+// vec: ld % 8 == 0 and p 16-byte aligned.
+template <typename T>
+struct DenseKM {
+  const T* p;
+  int64_t ld;
+  int rows, kend, r0;
+  bool vec;
+  T v[16];
+  __device__ void fetch(int k0) {
+    const int r = r0 + (threadIdx.x >> 1), k = k0 + (threadIdx.x & 1) * 16;
+    const T* q = p + (int64_t)r * ld + k;
+    if (vec && r < rows && k + 15 < kend) {
+      load_vec<8>(q, v);
+      load_vec<8>(q + 8, v + 8);
+      return;
+    }
+#pragma unroll
+    for (int i = 0; i < 16; ++i) v[i] = r < rows && k + i < kend ? q[i] : zero<T>();
+  }
+  __device__ void stash(T* s) const { stash_km(s, v); }
+};
+
+// B of the forward, RM: col_g[k, pixel]; the thread's four consecutive
+// pixels decoded once (the first) and stepped, as ImageColumnsLoader; vec:
+// the 1x1 case reading x as it lies.
+template <typename T>
+struct ImageColumns {
+  const T* x;  // x + group's first channel
+  ConvShape s;
+  int kend;
+  bool vec;
+  int64_t base;
+  int oh0, ow0, count;
+  T v[16];
+
+  __device__ ImageColumns(const T* x_, const ConvShape& s_, int kend_, int pix0, bool vec_)
+      : x(x_), s(s_), kend(kend_), vec(vec_) {
+    const int npix = s.n * s.oh * s.ow, q = pix0 + (threadIdx.x & 31) * 4;
+    count = max(0, min(4, npix - q));
+    const int p = s.oh * s.ow, n = q / p, r = q - n * p;
+    base = (int64_t)n * s.c * s.h * s.w;
+    oh0 = r / s.ow;
+    ow0 = r - oh0 * s.ow;
+  }
+  __device__ void fetch(int k0) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int k = k0 + (threadIdx.x >> 5) + 8 * j;
+      if (vec && k < kend && count == 4) {
+        load_vec<4>(x + base + (int64_t)k * s.h * s.w + oh0 * s.w + ow0, v + 4 * j);
+        continue;
+      }
+      const int kk = s.kh * s.kw;
+      const int c = k / kk, r = k % kk;
+      const int dh = (r / s.kw) * s.dh - s.pt, dw = (r % s.kw) * s.dw - s.pl;
+      int64_t b = base;
+      int oh = oh0, ow = ow0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int ih = oh * s.sh + dh, iw = ow * s.sw + dw;
+        const bool in = k < kend && i < count && ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
+        v[4 * j + i] = in ? x[b + ((int64_t)c * s.h + ih) * s.w + iw] : zero<T>();
+        if (++ow == s.ow) {
+          ow = 0;
+          if (++oh == s.oh) {
+            oh = 0;
+            b += (int64_t)s.c * s.h * s.w;
+          }
+        }
+      }
+    }
+  }
+  __device__ void stash(T* sm) const { stash_rm(sm, v); }
+};
+
+// A of backward-data in one phase, KM: A[c, k = (o, i, j)] = W[g*Og + o, c,
+// h.k0 + i*h.kstep, w.k0 + j*w.kstep]; the thread's 16 consecutive k are
+// decoded once (the first) and stepped.
+template <typename T>
+struct PhaseWeightKM {
+  const T* w;  // w + group's first output channel
+  int cg, kh, kw, rows, kend, r0;
+  PhaseAxis h, wa;
+  T v[16];
+  __device__ void fetch(int k0) {
+    const int c = r0 + (threadIdx.x >> 1), k = k0 + (threadIdx.x & 1) * 16;
+    const int taps = h.kcount * wa.kcount;
+    int o = k / taps;
+    const int r = k - o * taps;
+    int ri = r / wa.kcount, rj = r - ri * wa.kcount;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const bool in = c < rows && k + i < kend;
+      v[i] = in ? w[(((int64_t)o * cg + c) * kh + h.k0 + ri * h.kstep) * kw + wa.k0 + rj * wa.kstep] : zero<T>();
+      if (++rj == wa.kcount) {
+        rj = 0;
+        if (++ri == h.kcount) {
+          ri = 0;
+          ++o;
+        }
+      }
+    }
+  }
+  __device__ void stash(T* s) const { stash_km(s, v); }
+};
+
+// B of backward-data in one phase, RM: dY at the phase's pixels for k = (o,
+// i, j), as OutputGradLoader, four k per thread.
+template <typename T>
+struct OutputGrad {
+  const T* dy;  // dy + group's first channel
+  int oh_n, ow_n, kend, taps, kcount_w, t0h, tsteph, t0w, tstepw, hcount, wcount, hbase, wbase;
+  int64_t image, base;
+  int jh0, jw0, count;
+  T v[16];
+
+  __device__ OutputGrad(const T* dy_, const ConvShape& s, const DataPhase& ph, int kend_, int pix0)
+      : dy(dy_), oh_n(s.oh), ow_n(s.ow), kend(kend_), taps(ph.h.kcount * ph.w.kcount), kcount_w(ph.w.kcount),
+        t0h(ph.h.t0), tsteph(ph.h.tstep), t0w(ph.w.t0), tstepw(ph.w.tstep), hcount(ph.h.count),
+        wcount(ph.w.count), hbase(ph.h.base), wbase(ph.w.base), image((int64_t)s.o * s.oh * s.ow) {
+    const int hw = ph.h.count * ph.w.count, npix = s.n * hw, q = pix0 + (threadIdx.x & 31) * 4;
+    count = max(0, min(4, npix - q));
+    const int n = q / hw, p = q - n * hw;
+    base = n * image;
+    jh0 = p / ph.w.count;
+    jw0 = p - jh0 * ph.w.count;
+  }
+  __device__ void fetch(int k0) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int k = k0 + (threadIdx.x >> 5) + 8 * j;
+      const int o = k / taps, r = k % taps;
+      const int th = t0h + (r / kcount_w) * tsteph - hbase, tw = t0w + (r % kcount_w) * tstepw - wbase;
+      int64_t b = base + (int64_t)o * oh_n * ow_n;
+      int jh = jh0, jw = jw0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int oh = jh - th, ow = jw - tw;
+        const bool in = k < kend && i < count && oh >= 0 && oh < oh_n && ow >= 0 && ow < ow_n;
+        v[4 * j + i] = in ? dy[b + (int64_t)oh * ow_n + ow] : zero<T>();
+        if (++jw == wcount) {
+          jw = 0;
+          if (++jh == hcount) {
+            jh = 0;
+            b += image;
+          }
+        }
+      }
+    }
+  }
+  __device__ void stash(T* sm) const { stash_rm(sm, v); }
+};
+
+// A of backward-weight, KM: A[o, q = (n, p)] = dY[n, g*Og + o, p]; the
+// thread's 16 consecutive pixels walked (n, r) from slice to slice.  vec:
+// P % 8 == 0 and dy aligned, so each 8 pixels lie in one image, contiguous.
+template <typename T>
+struct OutputGradRowsKM {
+  const T* dy;  // dy + group's first channel
+  int o_total, p, rows, kend, r0;
+  bool vec;
+  int qcur, n, r;
+  T v[16];
+
+  __device__ OutputGradRowsKM(const T* dy_, int o_total_, int p_, int rows_, int kend_, int r0_, bool vec_,
+                              int qbegin)
+      : dy(dy_), o_total(o_total_), p(p_), rows(rows_), kend(kend_), r0(r0_), vec(vec_) {
+    qcur = qbegin + (threadIdx.x & 1) * 16;
+    n = qcur / p;
+    r = qcur - n * p;
+  }
+  __device__ void fetch(int q0) {
+    const int qb = q0 + (threadIdx.x & 1) * 16;
+    if (qb != qcur) {
+      r += qb - qcur;
+      while (r >= p) {
+        r -= p;
+        ++n;
+      }
+      qcur = qb;
+    }
+    const int o = r0 + (threadIdx.x >> 1);
+    const T* row = dy + (int64_t)o * p;
+    if (vec && o < rows && qb + 15 < kend) {
+      load_vec<8>(row + (int64_t)n * o_total * p + r, v);
+      const int r8 = r + 8 >= p ? r + 8 - p : r + 8, n8 = r + 8 >= p ? n + 1 : n;  // p >= 8
+      load_vec<8>(row + (int64_t)n8 * o_total * p + r8, v + 8);
+      return;
+    }
+    int nn = n, rr = r;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      v[i] = o < rows && qb + i < kend ? row[(int64_t)nn * o_total * p + rr] : zero<T>();
+      if (++rr == p) {
+        rr = 0;
+        ++nn;
+      }
+    }
+  }
+  __device__ void stash(T* s) const { stash_km(s, v); }
+};
+
+// B of backward-weight, KM ([k][q] in shared memory, B's k being the
+// weight's (c, kh, kw) and its reduction index q the pixel): col_g[k, q],
+// the thread's (c, kh, kw) fixed, its 16 consecutive pixels walked.
+template <typename T>
+struct ImageRowsKM {
+  const T* x;  // x + group's first channel
+  ConvShape s;
+  int kend, c, dh, dw;
+  bool valid;
+  int qcur;
+  PixelWalk at;
+  T v[16];
+
+  __device__ ImageRowsKM(const T* x_, const ConvShape& s_, int kend_, int k0, int ktotal, int qbegin)
+      : x(x_), s(s_), kend(kend_) {
+    const int k = k0 + (threadIdx.x >> 1), kk = s.kh * s.kw;
+    valid = k < ktotal;
+    c = k / kk;
+    dh = ((k % kk) / s.kw) * s.dh - s.pt;
+    dw = ((k % kk) % s.kw) * s.dw - s.pl;
+    qcur = qbegin + (threadIdx.x & 1) * 16;
+    at.start(qcur, s.oh, s.ow);
+  }
+  __device__ void fetch(int q0) {
+    const int qb = q0 + (threadIdx.x & 1) * 16;
+    if (qb != qcur) {
+      at.advance(qb - qcur, s.oh, s.ow);
+      qcur = qb;
+    }
+    PixelWalk w = at;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      T val = zero<T>();
+      if (valid && qb + i < kend) {
+        const int ih = w.oh * s.sh + dh, iw = w.ow * s.sw + dw;
+        if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w) val = x[(((int64_t)w.n * s.c + c) * s.h + ih) * s.w + iw];
+      }
+      v[i] = val;
+      w.step(s.oh, s.ow);
+    }
+  }
+  __device__ void stash(T* sm) const { stash_km(sm, v); }
+};
+
+}  // namespace tc
+
+template <typename T, typename OutT>
+__global__ void __launch_bounds__(tc::THREADS, 2)
+    conv_forward_tc_kernel(OutT* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w,
+                           const T* __restrict__ bias, ConvShape s, bool vec_w, bool vec_x, bool vec_y, int chunk) {
+  extern __shared__ __align__(16) unsigned char conv_tc_smem[];
+  T* smem = reinterpret_cast<T*>(conv_tc_smem);
+  const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
+  const int cg = s.c / s.groups, og = s.o / s.groups, K = cg * s.kh * s.kw;
+  const int kbegin = split * chunk, kend = min(K, kbegin + chunk);
+  const int m0 = blockIdx.y * tc::BM, n0 = blockIdx.x * tc::BN;
+  const int p = s.oh * s.ow, npix = s.n * p;
+  tc::DenseKM<T> la{w + (int64_t)g * og * K, K, og, K, m0, vec_w, {}};
+  tc::ImageColumns<T> lb(x + (int64_t)g * cg * s.h * s.w, s, K, n0, vec_x);
+  float acc[4][4][4] = {};
+  tc::mainloop<T, true, false>(smem, la, lb, kbegin, kend, acc);
+  const ConvForwardEpilogue<OutT, T> epi{y + (int64_t)split * npix * s.o + (int64_t)g * og * p,
+                                         bias == nullptr ? nullptr : bias + g * og, s.o, p, vec_y};
+  tc::epilogue_pairs(epi, acc, m0, n0, og, npix);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(tc::THREADS, 2)
+    conv_backward_data_tc_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ w, ConvShape s,
+                                 DataPhase ph, bool vec_dx) {
+  extern __shared__ __align__(16) unsigned char conv_tc_smem[];
+  T* smem = reinterpret_cast<T*>(conv_tc_smem);
+  const int g = blockIdx.z;
+  const int cg = s.c / s.groups, og = s.o / s.groups, K = og * ph.h.kcount * ph.w.kcount;
+  const int m0 = blockIdx.y * tc::BM, n0 = blockIdx.x * tc::BN;
+  tc::PhaseWeightKM<T> la{w + (int64_t)g * og * cg * s.kh * s.kw, cg, s.kh, s.kw, cg, K, m0, ph.h, ph.w, {}};
+  tc::OutputGrad<T> lb(dy + (int64_t)g * og * s.oh * s.ow, s, ph, K, n0);
+  float acc[4][4][4] = {};
+  tc::mainloop<T, true, false>(smem, la, lb, 0, K, acc);
+  const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s, ph, vec_dx};
+  tc::epilogue_pairs(epi, acc, m0, n0, cg, s.n * ph.h.count * ph.w.count);
+}
+
+template <typename T, typename OutT>
+__global__ void __launch_bounds__(tc::THREADS, 2)
+    conv_backward_weight_tc_kernel(OutT* __restrict__ out, const T* __restrict__ dy, const T* __restrict__ x,
+                                   ConvShape s, bool vec_dy, int chunk) {
+  extern __shared__ __align__(16) unsigned char conv_tc_smem[];
+  T* smem = reinterpret_cast<T*>(conv_tc_smem);
+  const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
+  const int cg = s.c / s.groups, og = s.o / s.groups, K = cg * s.kh * s.kw;
+  const int q_total = s.n * s.oh * s.ow;
+  const int qbegin = split * chunk, qend = min(q_total, qbegin + chunk);
+  const int m0 = blockIdx.y * tc::BM, n0 = blockIdx.x * tc::BN;
+  tc::OutputGradRowsKM<T> la(dy + (int64_t)g * og * s.oh * s.ow, s.o, s.oh * s.ow, og, qend, m0, vec_dy, qbegin);
+  tc::ImageRowsKM<T> lb(x + (int64_t)g * cg * s.h * s.w, s, qend, n0, K, qbegin);
+  float acc[4][4][4] = {};
+  tc::mainloop<T, true, true>(smem, la, lb, qbegin, qend, acc);  // an empty range leaves zeros: still written
+  const ConvWeightEpilogue<OutT> epi{out + (int64_t)split * s.o * K + (int64_t)g * og * K, K};
+  tc::for_each_pair(acc, m0, n0, [&](int m, int n, float v0, float v1) {
+    if (m >= og) return;
+    if (n < K) epi(m, n, v0);
+    if (n + 1 < K) epi(m, n + 1, v1);
+  });
+}
+
 bool valid(const ConvShape& s) {
   return s.n > 0 && s.c > 0 && s.o > 0 && s.groups > 0 && s.c % s.groups == 0 && s.o % s.groups == 0 && s.kh > 0 &&
          s.kw > 0 && s.sh > 0 && s.sw > 0 && s.dh > 0 && s.dw > 0 && s.oh > 0 && s.ow > 0 && s.pt >= 0 && s.pl >= 0;
@@ -602,8 +1059,24 @@ cudaError_t launch_forward(int tm, dim3 grid, cudaStream_t stream, OutT* y, cons
   return cudaGetLastError();
 }
 
+// fp16/bf16 convolutions on tensor cores (the default) or on the SIMT core.
+bool g_tensor_cores = true;
+
+template <typename T>
+constexpr bool is_16_bit() {
+  return !std::is_same<T, float>::value;
+}
+
+// Split ranges of a reduction of `total` into `splits`, whole slices of `slice` each.
+int split_chunk(int64_t total, int splits, int slice) {
+  const int64_t slices = (total + slice - 1) / slice;
+  return (int)((slices + splits - 1) / splits * slice);
+}
+
 }  // namespace
 
+void set_conv_tensor_cores(bool enabled) { g_tensor_cores = enabled; }
+bool conv_tensor_cores() { return g_tensor_cores; }
 void set_conv_tile_fill(bool enabled) { g_tile_fill = enabled; }
 bool conv_tile_fill() { return g_tile_fill; }
 void set_conv_two_blocks(bool enabled) { g_two_blocks = enabled; }
@@ -616,17 +1089,35 @@ cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const
   const int64_t pix = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   if (!fits_int(pix) || !fits_int(K)) return cudaErrorInvalidValue;
   if (splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
-  // Each split covers a whole number of BK-slices of k.
-  const int64_t slices = (K + BK - 1) / BK;
-  const int chunk = (int)((slices + splits - 1) / splits * BK);
-  const int tm = tile_tm_filling(s.o / s.groups, pix, s.groups);
-  dim3 grid;
-  if (cudaError_t e = grid_for(s.o / s.groups, pix, (int64_t)s.groups * splits, tm, &grid)) return e;
-  const bool vec_w = K % 4 == 0 && aligned(w, 4 * sizeof(T));
   const int p = s.oh * s.ow;
   // a 1x1 convolution reading x as it lies (also group offsets stay aligned: g * Cg * H*W, H*W % 4 == 0)
   const bool vec_x = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 && s.oh == s.h &&
                      s.ow == s.w && p % 4 == 0 && aligned(x, 4 * sizeof(T));
+  if constexpr (is_16_bit<T>()) {
+    if (g_tensor_cores) {  // 128 x 128 tiles, k in slices of 32
+      const int chunk = split_chunk(K, splits, tc::BK);
+      dim3 grid;
+      if (cudaError_t e = grid_for(s.o / s.groups, pix, (int64_t)s.groups * splits, 8, &grid)) return e;
+      const bool vec_w = K % 8 == 0 && aligned(w, 16);
+      if (splits == 1) {
+        conv_forward_tc_kernel<T, T><<<grid, tc::THREADS, tc::SMEM_BYTES, stream>>>(
+            y, x, w, bias, s, vec_w, vec_x, p % 4 == 0 && aligned(y, 4 * sizeof(T)), chunk);
+        return cudaGetLastError();
+      }
+      conv_forward_tc_kernel<T, float><<<grid, tc::THREADS, tc::SMEM_BYTES, stream>>>(
+          workspace, x, w, nullptr, s, vec_w, vec_x, p % 4 == 0 && aligned(workspace, 16), chunk);
+      if (cudaError_t e = cudaGetLastError()) return e;
+      const int64_t n = pix * s.o;
+      sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(y, workspace, n, splits, bias, p, s.o);
+      return cudaGetLastError();
+    }
+  }
+  // Each split covers a whole number of BK-slices of k.
+  const int chunk = split_chunk(K, splits, BK);
+  const int tm = tile_tm_filling(s.o / s.groups, pix, s.groups);
+  dim3 grid;
+  if (cudaError_t e = grid_for(s.o / s.groups, pix, (int64_t)s.groups * splits, tm, &grid)) return e;
+  const bool vec_w = K % 4 == 0 && aligned(w, 4 * sizeof(T));
   if (splits == 1)
     return launch_forward<T, T>(tm, grid, stream, y, x, w, bias, s, vec_w, vec_x,
                                 p % 4 == 0 && aligned(y, 4 * sizeof(T)), chunk);
@@ -645,14 +1136,16 @@ cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const
 // whose blocks fill 85% of the waves they take; failing that, the count
 // that fills them best.  ResNet-50's 256-channel 14x14 layer at batch 32:
 // 98 tiles of 128 rows over 132 slots, K = 2304: 4 splits, 392 blocks in
-// three full waves.
-int conv2d_forward_splits(const ConvShape& s) {
+// three full waves.  On tensor cores (16-bit): 128 x 128 tiles, two
+// blocks per SM.
+int conv2d_forward_splits(const ConvShape& s, bool sixteen_bit) {
   if (!valid(s)) return 1;
   const int64_t pix = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   const int og = s.o / s.groups;
-  const int tm = tile_tm_filling(og, pix, s.groups);
+  const bool tensor = sixteen_bit && g_tensor_cores;
+  const int tm = tensor ? 8 : tile_tm_filling(og, pix, s.groups);
   const int64_t tiles = (og + 16 * tm - 1) / (16 * tm) * ((pix + simt::BN - 1) / simt::BN) * s.groups;
-  const int64_t slots = (int64_t)forward_blocks_per_sm(tm) * sm_count();
+  const int64_t slots = (int64_t)(tensor ? 2 : forward_blocks_per_sm(tm)) * sm_count();
   if (tiles >= slots || K < 1024) return 1;
   const int64_t most = std::min<int64_t>({8, K / 256, 65535 / s.groups});
   int best = 1;
@@ -675,11 +1168,20 @@ cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape
     const DataPhase ph = data_phase(s, phase);
     const int64_t pix = (int64_t)s.n * ph.h.count * ph.w.count;
     if (pix == 0) continue;  // no input pixel has this phase
+    // stride 1: the one phase is the whole image, so four columns are contiguous when H*W % 4 == 0
+    const bool vec = s.sh == 1 && s.sw == 1 && (int64_t)s.h * s.w % 4 == 0 && aligned(dx, 4 * sizeof(T));
+    if constexpr (is_16_bit<T>()) {
+      if (g_tensor_cores) {
+        dim3 grid;
+        if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, 8, &grid)) return e;
+        conv_backward_data_tc_kernel<T><<<grid, tc::THREADS, tc::SMEM_BYTES, stream>>>(dx, dy, w, s, ph, vec);
+        if (cudaError_t e = cudaGetLastError()) return e;
+        continue;
+      }
+    }
     const int tm = tile_tm_filling(s.c / s.groups, pix, s.groups);
     dim3 grid;
     if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, tm, &grid)) return e;
-    // stride 1: the one phase is the whole image, so four columns are contiguous when H*W % 4 == 0
-    const bool vec = s.sh == 1 && s.sw == 1 && (int64_t)s.h * s.w % 4 == 0 && aligned(dx, 4 * sizeof(T));
     if (tm == 2)
       conv_backward_data_kernel<T, 2, 4><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
     else if (tm == 4)
@@ -700,10 +1202,27 @@ cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T
   const int64_t q_total = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   if (!fits_int(q_total) || !fits_int(K) || !fits_int((int64_t)s.n * s.c * s.h * s.w)) return cudaErrorInvalidValue;
   if (splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+  if constexpr (is_16_bit<T>()) {
+    if (g_tensor_cores) {  // splits of whole 32-pixel slices
+      const int chunk = split_chunk(q_total, splits, tc::BK);
+      dim3 grid;
+      if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, 8, &grid)) return e;
+      const bool vec_dy = s.oh * s.ow % 8 == 0 && aligned(dy, 16);
+      if (splits == 1) {
+        conv_backward_weight_tc_kernel<T, T><<<grid, tc::THREADS, tc::SMEM_BYTES, stream>>>(dw, dy, x, s, vec_dy,
+                                                                                             chunk);
+        return cudaGetLastError();
+      }
+      conv_backward_weight_tc_kernel<T, float><<<grid, tc::THREADS, tc::SMEM_BYTES, stream>>>(workspace, dy, x, s,
+                                                                                              vec_dy, chunk);
+      if (cudaError_t e = cudaGetLastError()) return e;
+      const int64_t n = (int64_t)s.o * K;
+      sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(dw, workspace, n, splits, nullptr, 1, 1);
+      return cudaGetLastError();
+    }
+  }
   // Each split covers a whole number of BK-slices of q.
-  const int64_t slices = (q_total + BK - 1) / BK;
-  const int64_t per = (slices + splits - 1) / splits;
-  const int chunk = (int)(per * BK);
+  const int chunk = split_chunk(q_total, splits, BK);
   const int tm = tile_tm(s.o / s.groups);
   dim3 grid;
   if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, tm, &grid)) return e;

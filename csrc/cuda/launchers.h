@@ -262,7 +262,11 @@ bool conv_two_blocks();
 template <typename T>
 cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
                            int splits, cudaStream_t stream);
-int conv2d_forward_splits(const ConvShape& s);
+int conv2d_forward_splits(const ConvShape& s, bool sixteen_bit = false);
+// fp16/bf16 convolutions on tensor cores (mma.sync, the default) or on the
+// SIMT core as fp32 (for comparison).  Process-wide.
+void set_conv_tensor_cores(bool enabled);
+bool conv_tensor_cores();
 template <typename T>
 cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream);
 template <typename T>

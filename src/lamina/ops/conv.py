@@ -458,7 +458,7 @@ def conv2d_forward_implicit(x, weight, bias, g, groups):
         y = cp.empty((g.n, o, g.oh, g.ow), dtype=x.dtype)
         # split-K only for grids short of a wave with a long reduction (the kernel's own rule:
         # csrc/cuda/conv.cu, conv2d_forward_splits); the fp32 partial sums need a workspace
-        splits = mod.conv2d_forward_splits(tuple(g), o, groups)
+        splits = mod.conv2d_forward_splits(tuple(g), o, groups, _name(x.dtype))
         workspace = cp.empty(splits * y.size, dtype=np.float32) if splits > 1 else None
         mod.conv2d_forward(_addr(y), _addr(x), _addr(weight), 0 if bias is None else _addr(bias), tuple(g), o, groups,
                            _name(x.dtype), _stream(cp), splits, 0 if workspace is None else _addr(workspace))
