@@ -136,7 +136,9 @@ def test_conv_kernels_16_bit_match_float64(case, dtype, tensor_cores):
     try:
         g, x, w, b, dy, groups = _problem(case, 12)
         _check(_launch_all(g, x, w, b, dy, groups, dtype, 2), dtype, g, w)
-        for splits in (1, 5) if tensor_cores else ():  # whole slices, and more splits than some reductions have
+        # whole slices, and more splits than some reductions have (small problems: the emulated device's
+        # mma.sync is slow)
+        for splits in (1, 5) if tensor_cores and g.n * g.oh * g.ow <= 1024 else ():
             _check(_launch_all(g, x, w, b, dy, groups, dtype, splits), dtype, g, w)
     finally:
         mod.conv_tensor_cores(previous)

@@ -71,30 +71,37 @@ inline void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
 
 template <typename T>
 struct MmaOp {
+  // Each lane reads only what its four results need: rows g and g + 8 of A
+  // (from lanes 4g .. 4g + 3) and columns 2t and 2t + 1 of B (from lanes
+  // 8t .. 8t + 7).
   static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     const int lane = emu::lane();
     auto& sc = emu_tc::scratch[emu::warp()];
     for (int i = 0; i < 4; ++i) sc.a[lane][i] = a[i];
     for (int i = 0; i < 2; ++i) sc.b[lane][i] = b[i];
     emu::warp_sync();
-    float A[16][16], B[16][8];
-    for (int l = 0; l < 32; ++l) {
-      const int g = l / 4, t = l % 4;
+    const int g = lane / 4, t = lane % 4;
+    float A[2][16], B[16][2];
+    for (int tt = 0; tt < 4; ++tt) {  // lane 4g + tt: a0 = A[g][2tt..], a1 = A[g+8][2tt..], a2 = A[g][2tt+8..], a3 = A[g+8][2tt+8..]
+      const uint32_t* r = sc.a[4 * g + tt];
       for (int i = 0; i < 4; ++i) {
-        const int row = g + (i & 1) * 8, col = 2 * t + (i >> 1) * 8;
-        A[row][col] = emu_tc::widen<T>(sc.a[l][i] & 0xFFFF);
-        A[row][col + 1] = emu_tc::widen<T>(sc.a[l][i] >> 16);
-      }
-      for (int i = 0; i < 2; ++i) {
-        const int k = 2 * t + i * 8;
-        B[k][g] = emu_tc::widen<T>(sc.b[l][i] & 0xFFFF);
-        B[k + 1][g] = emu_tc::widen<T>(sc.b[l][i] >> 16);
+        const int row = i & 1, col = 2 * tt + (i >> 1) * 8;
+        A[row][col] = emu_tc::widen<T>(r[i] & 0xFFFF);
+        A[row][col + 1] = emu_tc::widen<T>(r[i] >> 16);
       }
     }
+    for (int c = 0; c < 2; ++c)  // column 2t + c of B lives with lanes 4 (2t + c) + tt: b0 = B[2tt..][.], b1 = B[2tt+8..][.]
+      for (int tt = 0; tt < 4; ++tt) {
+        const uint32_t* r = sc.b[4 * (2 * t + c) + tt];
+        for (int i = 0; i < 2; ++i) {
+          const int k = 2 * tt + i * 8;
+          B[k][c] = emu_tc::widen<T>(r[i] & 0xFFFF);
+          B[k + 1][c] = emu_tc::widen<T>(r[i] >> 16);
+        }
+      }
     emu::warp_sync();
-    const int g = lane / 4, t = lane % 4;
     for (int i = 0; i < 4; ++i) {
-      const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+      const int row = i >= 2 ? 1 : 0, col = i & 1;
       float s = 0.f;
       for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
       d[i] += s;
