@@ -39,64 +39,6 @@ using simt::kRowMajor;
 using simt::LDS;
 using simt::to_float;
 
-// B of the forward: col_g (K = Cg*KK rows of k, N*P columns of pixels).
-// Pattern kColMajor: a warp reads 128 consecutive output pixels of one k, so
-// for stride 1 consecutive threads read consecutive input columns.  Each
-// thread's 4 pixels are consecutive and fixed for the whole k loop: the
-// first is decoded once here, the other three stepped to in each fetch (4
-// registers of state where offsets for all four took 16, which kept the
-// 128-row kernel above the 128 registers of two blocks per SM).
-// vec (a 1x1 convolution with stride 1 and no padding, H*W % 4 == 0, x
-// aligned): col_g is x itself, each k a channel plane, and the four pixels
-// are contiguous in one image: one vector load.
-template <typename T>
-struct ImageColumnsLoader {
-  const T* x;  // x + group's first channel
-  ConvShape s;
-  int kend;
-  bool vec;
-  int64_t base;  // offset of the first pixel's image n, group channel 0
-  int oh0, ow0;  // the first pixel's output row and column
-  int count;  // how many of the four pixels exist (0..4)
-  float v[4];
-
-  __device__ ImageColumnsLoader(const T* x_, const ConvShape& s_, int kend_, int pix0, bool vec_)
-      : x(x_), s(s_), kend(kend_), vec(vec_) {
-    const int npix = s.n * s.oh * s.ow, q = pix0 + (threadIdx.x & 31) * 4;
-    count = max(0, min(4, npix - q));
-    const int p = s.oh * s.ow, n = q / p, r = q - n * p;
-    base = (int64_t)n * s.c * s.h * s.w;
-    oh0 = r / s.ow;
-    ow0 = r - oh0 * s.ow;
-  }
-  __device__ void fetch(int k0) {
-    const int k = k0 + (threadIdx.x >> 5);
-    if (vec && k < kend && count == 4) {  // 1x1: output pixel (oh, ow) reads input (oh, ow)
-      simt::load4(x + base + (int64_t)k * s.h * s.w + oh0 * s.w + ow0, v);
-      return;
-    }
-    const int kk = s.kh * s.kw;
-    const int c = k / kk, r = k % kk;
-    const int dh = (r / s.kw) * s.dh - s.pt, dw = (r % s.kw) * s.dw - s.pl;
-    int64_t b = base;
-    int oh = oh0, ow = ow0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int ih = oh * s.sh + dh, iw = ow * s.sw + dw;
-      const bool in = k < kend && i < count && ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
-      v[i] = in ? to_float(x[b + ((int64_t)c * s.h + ih) * s.w + iw]) : 0.f;
-      if (++ow == s.ow) {
-        ow = 0;
-        if (++oh == s.oh) {
-          oh = 0;
-          b += (int64_t)s.c * s.h * s.w;
-        }
-      }
-    }
-  }
-  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
-};
-
 // Pixel q = (n, oh, ow) of an N x OH x OW grid, moved forward without
 // dividing.  The loaders and epilogues that walk consecutive pixels decode
 // once and then step: two divisions per element (q / (OH*OW), then by OW)
@@ -129,6 +71,100 @@ struct PixelWalk {
       }
     }
   }
+};
+
+// An element as a loader keeps it: converted to float (the SIMT core), or
+// as stored (the tensor cores' 16-bit tiles).
+template <typename Out, typename T>
+__device__ __forceinline__ Out element(T v) {
+  if constexpr (std::is_same<Out, T>::value)
+    return v;
+  else
+    return to_float(v);
+}
+
+// n consecutive elements from an aligned address: 4 converted to float, or
+// 4 or 8 as stored.
+template <int n, typename Out, typename T>
+__device__ __forceinline__ void load_run(const T* p, Out* v) {
+  if constexpr (std::is_same<Out, float>::value) {
+    static_assert(n == 4, "float runs are float4 loads");
+    simt::load4(p, *reinterpret_cast<float(*)[4]>(v));
+  } else if constexpr (n == 8) {
+    const uint4 q = __ldg(reinterpret_cast<const uint4*>(p));
+    memcpy(v, &q, sizeof(q));
+  } else {
+    static_assert(n == 4, "runs of 4 or 8");
+    const uint2 q = __ldg(reinterpret_cast<const uint2*>(p));
+    memcpy(v, &q, sizeof(q));
+  }
+}
+
+// The forward's B, col_g[k, pixel], for one thread's four consecutive output
+// pixels, the first decoded once and the other three stepped to in each
+// gather (4 registers of state where offsets for all four took 16, which
+// kept the 128-row SIMT kernel above the 128 registers of two blocks per
+// SM).  vec (a 1x1 convolution with stride 1 and no padding, H*W % 4 == 0,
+// x aligned): col_g is x itself, each k a channel plane, and the four
+// pixels are contiguous in one image: one vector load.
+template <typename T>
+struct ImageColumnSource {
+  const T* x;  // x + group's first channel
+  ConvShape s;
+  int kend;
+  bool vec;
+  int64_t base;  // offset of the first pixel's image n, group channel 0
+  int oh0, ow0;  // the first pixel's output row and column
+  int count;  // how many of the four pixels exist (0..4)
+
+  __device__ ImageColumnSource(const T* x_, const ConvShape& s_, int kend_, int q, bool vec_)
+      : x(x_), s(s_), kend(kend_), vec(vec_) {
+    const int npix = s.n * s.oh * s.ow;
+    count = max(0, min(4, npix - q));
+    const int p = s.oh * s.ow, n = q / p, r = q - n * p;
+    base = (int64_t)n * s.c * s.h * s.w;
+    oh0 = r / s.ow;
+    ow0 = r - oh0 * s.ow;
+  }
+  // v[i] = col_g[k, pixel i], 0 outside the image and past kend.
+  template <typename Out>
+  __device__ void gather(int k, Out* v) const {
+    if (vec && k < kend && count == 4) {  // 1x1: output pixel (oh, ow) reads input (oh, ow)
+      load_run<4>(x + base + (int64_t)k * s.h * s.w + oh0 * s.w + ow0, v);
+      return;
+    }
+    const int kk = s.kh * s.kw;
+    const int c = k / kk, r = k % kk;
+    const int dh = (r / s.kw) * s.dh - s.pt, dw = (r % s.kw) * s.dw - s.pl;
+    int64_t b = base;
+    int oh = oh0, ow = ow0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int ih = oh * s.sh + dh, iw = ow * s.sw + dw;
+      const bool in = k < kend && i < count && ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
+      v[i] = in ? element<Out>(x[b + ((int64_t)c * s.h + ih) * s.w + iw]) : from_float<Out>(0.f);
+      if (++ow == s.ow) {
+        ow = 0;
+        if (++oh == s.oh) {
+          oh = 0;
+          b += (int64_t)s.c * s.h * s.w;
+        }
+      }
+    }
+  }
+};
+
+// B of the SIMT forward (K = Cg*KK rows of k, N*P columns of pixels).
+// Pattern kColMajor: a warp reads 128 consecutive output pixels of one k, so
+// for stride 1 consecutive threads read consecutive input columns.
+template <typename T>
+struct ImageColumnsLoader {
+  ImageColumnSource<T> src;
+  float v[4];
+  __device__ ImageColumnsLoader(const T* x, const ConvShape& s, int kend, int pix0, bool vec)
+      : src(x, s, kend, pix0 + (threadIdx.x & 31) * 4, vec) {}
+  __device__ void fetch(int k0) { src.gather(k0 + (threadIdx.x >> 5), v); }
+  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
 };
 
 // y[n, o, p] of the group (or, OutT = float, one split's fp32 partial sums at
@@ -274,33 +310,32 @@ struct PhaseWeightIndex {
 };
 
 // B of backward-data in one phase: B[k = (o, i, j), (n, jh, jw)] = dY[n, g*Og + o, oh, ow]
-// with oh = h.base + jh - (h.t0 + i*h.tstep) (likewise ow), 0 off the edge.
-// Each thread's 4 pixels are consecutive: the first is decoded once, the
-// others stepped to in each fetch (as the forward's image loader).
+// with oh = h.base + jh - (h.t0 + i*h.tstep) (likewise ow), 0 off the edge,
+// for one thread's four consecutive pixels: the first decoded once, the
+// others stepped to in each gather (as ImageColumnSource).
 template <typename T>
-struct OutputGradLoader {
+struct OutputGradSource {
   const T* dy;  // dy + group's first channel
   int oh_n, ow_n, kend, taps, kcount_w, t0h, tsteph, t0w, tstepw;
   int hcount, wcount, hbase, wbase;  // the phase's pixel grid and its output position at (0, 0)
   int64_t image;  // dy's elements per image
   int64_t base;  // offset of the first pixel's image n in dy
   int jh0, jw0, count;  // the first pixel's phase row and column; how many of the four exist
-  float v[4];
 
-  __device__ OutputGradLoader(const T* dy_, const ConvShape& s, const DataPhase& ph, int kend_, int pix0)
+  __device__ OutputGradSource(const T* dy_, const ConvShape& s, const DataPhase& ph, int kend_, int q)
       : dy(dy_), oh_n(s.oh), ow_n(s.ow), kend(kend_), taps(ph.h.kcount * ph.w.kcount), kcount_w(ph.w.kcount),
         t0h(ph.h.t0), tsteph(ph.h.tstep), t0w(ph.w.t0), tstepw(ph.w.tstep), hcount(ph.h.count),
         wcount(ph.w.count), hbase(ph.h.base), wbase(ph.w.base), image((int64_t)s.o * s.oh * s.ow) {
-    const int hw = ph.h.count * ph.w.count, npix = s.n * hw, q = pix0 + (threadIdx.x & 31) * 4;
+    const int hw = ph.h.count * ph.w.count, npix = s.n * hw;
     count = max(0, min(4, npix - q));
     const int n = q / hw, p = q - n * hw;
     base = n * image;
     jh0 = p / ph.w.count;
     jw0 = p - jh0 * ph.w.count;
   }
-  __device__ void fetch(int k0) {
-    const int k = k0 + (threadIdx.x >> 5);
-    const int o = k / taps, r = k % taps;  // taps > 0 whenever fetch runs (K = Og * taps)
+  template <typename Out>
+  __device__ void gather(int k, Out* v) const {
+    const int o = k / taps, r = k % taps;  // taps > 0 whenever a gather runs (K = Og * taps)
     const int th = t0h + (r / kcount_w) * tsteph - hbase, tw = t0w + (r % kcount_w) * tstepw - wbase;
     int64_t b = base + (int64_t)o * oh_n * ow_n;
     int jh = jh0, jw = jw0;
@@ -308,7 +343,7 @@ struct OutputGradLoader {
     for (int i = 0; i < 4; ++i) {
       const int oh = jh - th, ow = jw - tw;
       const bool in = k < kend && i < count && oh >= 0 && oh < oh_n && ow >= 0 && ow < ow_n;
-      v[i] = in ? to_float(dy[b + (int64_t)oh * ow_n + ow]) : 0.f;
+      v[i] = in ? element<Out>(dy[b + (int64_t)oh * ow_n + ow]) : from_float<Out>(0.f);
       if (++jw == wcount) {
         jw = 0;
         if (++jh == hcount) {
@@ -318,6 +353,15 @@ struct OutputGradLoader {
       }
     }
   }
+};
+
+template <typename T>
+struct OutputGradLoader {
+  OutputGradSource<T> src;
+  float v[4];
+  __device__ OutputGradLoader(const T* dy, const ConvShape& s, const DataPhase& ph, int kend, int pix0)
+      : src(dy, s, ph, kend, pix0 + (threadIdx.x & 31) * 4) {}
+  __device__ void fetch(int k0) { src.gather(k0 + (threadIdx.x >> 5), v); }
   __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
 };
 
@@ -389,28 +433,31 @@ __global__ void __launch_bounds__(simt::kThreads, MB)
 }
 
 // A of backward-weight: A[o, q = (n, p)] = dY[n, g*Og + o, p] (dy + group's
-// first channel), kRowMajor with E elements per thread: contiguous along q
-// within one image.  The thread's pixels move by BK from slice to slice, so
-// (n, p) is decoded once and stepped; where P % 4 == 0 and dy is aligned
-// (vec) its four pixels of a slice share an image and load as one vector
-// (the split ranges start at multiples of BK).
-template <typename T, int E>
-struct OutputGradRowsLoader {
+// first channel), k-contiguous, E consecutive pixels per thread in slices
+// of SLICE: row tid / (SLICE / E), pixels from (tid % (SLICE / E)) * E.
+// The thread's pixels move by SLICE from slice to slice, so (n, p) is
+// decoded once and stepped; where P % V == 0 and dy is aligned (vec) each
+// run of V pixels shares an image and loads as one vector (the split ranges
+// start at multiples of SLICE).  Out: float (the SIMT core, V = 4) or T as
+// stored (the tensor cores, V = 8).
+template <typename T, typename Out, int E, int SLICE>
+struct OutputGradRows {
+  static constexpr int V = std::is_same<Out, float>::value ? 4 : 8;
   const T* dy;
   int o_total, p, rows, kend, r0;
   bool vec;
   int qcur, n, r;  // pixel qcur = (n, r): this thread's first in the slice last fetched
-  float v[E];
+  Out v[E];
 
-  __device__ OutputGradRowsLoader(const T* dy_, int o_total_, int p_, int rows_, int kend_, int r0_, bool vec_,
-                                  int qbegin)
+  __device__ static int offset() { return (threadIdx.x % (SLICE / E)) * E; }
+  __device__ OutputGradRows(const T* dy_, int o_total_, int p_, int rows_, int kend_, int r0_, bool vec_, int qbegin)
       : dy(dy_), o_total(o_total_), p(p_), rows(rows_), kend(kend_), r0(r0_), vec(vec_) {
-    qcur = qbegin + simt::pattern_k<kRowMajor, E>(0);
+    qcur = qbegin + offset();
     n = qcur / p;
     r = qcur - n * p;
   }
   __device__ void fetch(int q0) {
-    const int qb = q0 + simt::pattern_k<kRowMajor, E>(0);
+    const int qb = q0 + offset();
     if (qb != qcur) {
       r += qb - qcur;
       while (r >= p) {
@@ -419,76 +466,94 @@ struct OutputGradRowsLoader {
       }
       qcur = qb;
     }
-    const int o = r0 + simt::pattern_row<kRowMajor, E>(0);
+    const int o = r0 + threadIdx.x / (SLICE / E);
     const T* row = dy + (int64_t)o * p;
-    if constexpr (E == 4) {
-      if (vec && o < rows && qb + 3 < kend) {
-        simt::load4(row + (int64_t)n * o_total * p + r, v);
+    if constexpr (E % V == 0) {
+      if (vec && o < rows && qb + E - 1 < kend) {
+        int nn = n, rr = r;
+#pragma unroll
+        for (int c = 0; c < E / V; ++c) {
+          load_run<V>(row + (int64_t)nn * o_total * p + rr, v + c * V);
+          rr += V;  // p >= V: at most one image boundary
+          if (rr >= p) {
+            rr -= p;
+            ++nn;
+          }
+        }
         return;
       }
     }
     int nn = n, rr = r;
 #pragma unroll
     for (int i = 0; i < E; ++i) {
-      v[i] = o < rows && qb + i < kend ? to_float(row[(int64_t)nn * o_total * p + rr]) : 0.f;
+      v[i] = o < rows && qb + i < kend ? element<Out>(row[(int64_t)nn * o_total * p + rr]) : from_float<Out>(0.f);
       if (++rr == p) {
         rr = 0;
         ++nn;
       }
     }
   }
+};
+
+template <typename T, int E>
+struct OutputGradRowsLoader : OutputGradRows<T, float, E, BK> {
+  using OutputGradRows<T, float, E, BK>::OutputGradRows;
   template <int S>
   __device__ void stash(float (*sm)[S]) const {
-    simt::stash<kRowMajor, E, S>(sm, v);
+    simt::stash<kRowMajor, E, S>(sm, this->v);
   }
 };
 
-// B of backward-weight: B[q = (n, p), k = (c, kh, kw)] = col_g[k, q].  The
-// tile's long side is k (fixed per thread: decoded once), the reduction
-// index q runs along output pixels, contiguous for stride 1: kRowMajor.
-// The thread's four pixels per slice are walked, not divided out.
-template <typename T>
-struct ImageRowsLoader {
+// B of backward-weight: B[q = (n, p), k = (c, kh, kw)] = col_g[k, q], kept
+// [k][q]: each thread a fixed k = k0 + tid / 2 (decoded once) and E
+// consecutive pixels from (tid % 2) * E, walked (PixelWalk), not divided
+// out; contiguous for stride 1.
+template <typename T, typename Out, int E>
+struct ImageRows {
   const T* x;  // x + group's first channel
   ConvShape s;
   int kend;  // end of this split's q range
-  int c, dh, dw;
+  int c, dh, dw;  // dh, dw: the tap's offsets less the padding
   bool valid;
   int qcur;  // this thread's first pixel in the slice last fetched, at `at`
   PixelWalk at;
-  float v[4];
+  Out v[E];
 
-  __device__ ImageRowsLoader(const T* x_, const ConvShape& s_, int kend_, int k0, int ktotal, int qbegin)
+  __device__ ImageRows(const T* x_, const ConvShape& s_, int kend_, int k0, int ktotal, int qbegin)
       : x(x_), s(s_), kend(kend_) {
-    const int k = k0 + (threadIdx.x >> 1);
-    const int kk = s.kh * s.kw;
+    const int k = k0 + (threadIdx.x >> 1), kk = s.kh * s.kw;
     valid = k < ktotal;
     c = k / kk;
-    dh = ((k % kk) / s.kw) * s.dh;
-    dw = ((k % kk) % s.kw) * s.dw;
-    qcur = qbegin + (threadIdx.x & 1) * 4;
+    dh = ((k % kk) / s.kw) * s.dh - s.pt;
+    dw = ((k % kk) % s.kw) * s.dw - s.pl;
+    qcur = qbegin + (threadIdx.x & 1) * E;
     at.start(qcur, s.oh, s.ow);
   }
   __device__ void fetch(int q0) {
-    const int qb = q0 + (threadIdx.x & 1) * 4;
+    const int qb = q0 + (threadIdx.x & 1) * E;
     if (qb != qcur) {
       at.advance(qb - qcur, s.oh, s.ow);
       qcur = qb;
     }
     PixelWalk w = at;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float val = 0.f;
+    for (int i = 0; i < E; ++i) {
+      Out val = from_float<Out>(0.f);
       if (valid && qb + i < kend) {
-        const int ih = w.oh * s.sh - s.pt + dh, iw = w.ow * s.sw - s.pl + dw;
+        const int ih = w.oh * s.sh + dh, iw = w.ow * s.sw + dw;
         if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w)
-          val = to_float(x[(((int64_t)w.n * s.c + c) * s.h + ih) * s.w + iw]);
+          val = element<Out>(x[(((int64_t)w.n * s.c + c) * s.h + ih) * s.w + iw]);
       }
       v[i] = val;
       w.step(s.oh, s.ow);
     }
   }
-  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kRowMajor>(sm, v); }
+};
+
+template <typename T>
+struct ImageRowsLoader : ImageRows<T, float, 4> {
+  using ImageRows<T, float, 4>::ImageRows;
+  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kRowMajor>(sm, this->v); }
 };
 
 // Writes dW_g (O x Cg*KK, as the weight is laid out) or one split's fp32
@@ -576,18 +641,6 @@ __device__ __forceinline__ void stash_rm(T* s, const T (&v)[16]) {
     uint2 q;
     memcpy(&q, v + 4 * j, sizeof(q));
     *reinterpret_cast<uint2*>(s + (warp + 8 * j) * RSTRIDE + lane * 4) = q;
-  }
-}
-
-// n 16-bit elements (n = 4 or 8) from an aligned address into v.
-template <int n, typename T>
-__device__ __forceinline__ void load_vec(const T* p, T* v) {
-  if constexpr (n == 8) {
-    const uint4 q = __ldg(reinterpret_cast<const uint4*>(p));
-    memcpy(v, &q, sizeof(q));
-  } else {
-    const uint2 q = __ldg(reinterpret_cast<const uint2*>(p));
-    memcpy(v, &q, sizeof(q));
   }
 }
 
@@ -692,8 +745,8 @@ struct DenseKM {
     const int r = r0 + (threadIdx.x >> 1), k = k0 + (threadIdx.x & 1) * 16;
     const T* q = p + (int64_t)r * ld + k;
     if (vec && r < rows && k + 15 < kend) {
-      load_vec<8>(q, v);
-      load_vec<8>(q + 8, v + 8);
+      load_run<8>(q, v);
+      load_run<8>(q + 8, v + 8);
       return;
     }
 #pragma unroll
@@ -702,55 +755,16 @@ struct DenseKM {
   __device__ void stash(T* s) const { stash_km(s, v); }
 };
 
-// B of the forward, RM: col_g[k, pixel]; the thread's four consecutive
-// pixels decoded once (the first) and stepped, as ImageColumnsLoader; vec:
-// the 1x1 case reading x as it lies.
+// B of the forward, RM: col_g[k, pixel], four k per thread (ImageColumnSource).
 template <typename T>
 struct ImageColumns {
-  const T* x;  // x + group's first channel
-  ConvShape s;
-  int kend;
-  bool vec;
-  int64_t base;
-  int oh0, ow0, count;
+  ImageColumnSource<T> src;
   T v[16];
-
-  __device__ ImageColumns(const T* x_, const ConvShape& s_, int kend_, int pix0, bool vec_)
-      : x(x_), s(s_), kend(kend_), vec(vec_) {
-    const int npix = s.n * s.oh * s.ow, q = pix0 + (threadIdx.x & 31) * 4;
-    count = max(0, min(4, npix - q));
-    const int p = s.oh * s.ow, n = q / p, r = q - n * p;
-    base = (int64_t)n * s.c * s.h * s.w;
-    oh0 = r / s.ow;
-    ow0 = r - oh0 * s.ow;
-  }
+  __device__ ImageColumns(const T* x, const ConvShape& s, int kend, int pix0, bool vec)
+      : src(x, s, kend, pix0 + (threadIdx.x & 31) * 4, vec) {}
   __device__ void fetch(int k0) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int k = k0 + (threadIdx.x >> 5) + 8 * j;
-      if (vec && k < kend && count == 4) {
-        load_vec<4>(x + base + (int64_t)k * s.h * s.w + oh0 * s.w + ow0, v + 4 * j);
-        continue;
-      }
-      const int kk = s.kh * s.kw;
-      const int c = k / kk, r = k % kk;
-      const int dh = (r / s.kw) * s.dh - s.pt, dw = (r % s.kw) * s.dw - s.pl;
-      int64_t b = base;
-      int oh = oh0, ow = ow0;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int ih = oh * s.sh + dh, iw = ow * s.sw + dw;
-        const bool in = k < kend && i < count && ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
-        v[4 * j + i] = in ? x[b + ((int64_t)c * s.h + ih) * s.w + iw] : zero<T>();
-        if (++ow == s.ow) {
-          ow = 0;
-          if (++oh == s.oh) {
-            oh = 0;
-            b += (int64_t)s.c * s.h * s.w;
-          }
-        }
-      }
-    }
+    for (int j = 0; j < 4; ++j) src.gather(k0 + (threadIdx.x >> 5) + 8 * j, v + 4 * j);
   }
   __device__ void stash(T* sm) const { stash_rm(sm, v); }
 };
@@ -786,144 +800,34 @@ struct PhaseWeightKM {
   __device__ void stash(T* s) const { stash_km(s, v); }
 };
 
-// B of backward-data in one phase, RM: dY at the phase's pixels for k = (o,
-// i, j), as OutputGradLoader, four k per thread.
+// B of backward-data in one phase, RM: four k per thread (OutputGradSource).
 template <typename T>
 struct OutputGrad {
-  const T* dy;  // dy + group's first channel
-  int oh_n, ow_n, kend, taps, kcount_w, t0h, tsteph, t0w, tstepw, hcount, wcount, hbase, wbase;
-  int64_t image, base;
-  int jh0, jw0, count;
+  OutputGradSource<T> src;
   T v[16];
-
-  __device__ OutputGrad(const T* dy_, const ConvShape& s, const DataPhase& ph, int kend_, int pix0)
-      : dy(dy_), oh_n(s.oh), ow_n(s.ow), kend(kend_), taps(ph.h.kcount * ph.w.kcount), kcount_w(ph.w.kcount),
-        t0h(ph.h.t0), tsteph(ph.h.tstep), t0w(ph.w.t0), tstepw(ph.w.tstep), hcount(ph.h.count),
-        wcount(ph.w.count), hbase(ph.h.base), wbase(ph.w.base), image((int64_t)s.o * s.oh * s.ow) {
-    const int hw = ph.h.count * ph.w.count, npix = s.n * hw, q = pix0 + (threadIdx.x & 31) * 4;
-    count = max(0, min(4, npix - q));
-    const int n = q / hw, p = q - n * hw;
-    base = n * image;
-    jh0 = p / ph.w.count;
-    jw0 = p - jh0 * ph.w.count;
-  }
+  __device__ OutputGrad(const T* dy, const ConvShape& s, const DataPhase& ph, int kend, int pix0)
+      : src(dy, s, ph, kend, pix0 + (threadIdx.x & 31) * 4) {}
   __device__ void fetch(int k0) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int k = k0 + (threadIdx.x >> 5) + 8 * j;
-      const int o = k / taps, r = k % taps;
-      const int th = t0h + (r / kcount_w) * tsteph - hbase, tw = t0w + (r % kcount_w) * tstepw - wbase;
-      int64_t b = base + (int64_t)o * oh_n * ow_n;
-      int jh = jh0, jw = jw0;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int oh = jh - th, ow = jw - tw;
-        const bool in = k < kend && i < count && oh >= 0 && oh < oh_n && ow >= 0 && ow < ow_n;
-        v[4 * j + i] = in ? dy[b + (int64_t)oh * ow_n + ow] : zero<T>();
-        if (++jw == wcount) {
-          jw = 0;
-          if (++jh == hcount) {
-            jh = 0;
-            b += image;
-          }
-        }
-      }
-    }
+    for (int j = 0; j < 4; ++j) src.gather(k0 + (threadIdx.x >> 5) + 8 * j, v + 4 * j);
   }
   __device__ void stash(T* sm) const { stash_rm(sm, v); }
 };
 
-// A of backward-weight, KM: A[o, q = (n, p)] = dY[n, g*Og + o, p]; the
-// thread's 16 consecutive pixels walked (n, r) from slice to slice.  vec:
-// P % 8 == 0 and dy aligned, so each 8 pixels lie in one image, contiguous.
+// A of backward-weight, KM: 16 consecutive pixels per thread (OutputGradRows).
 template <typename T>
-struct OutputGradRowsKM {
-  const T* dy;  // dy + group's first channel
-  int o_total, p, rows, kend, r0;
-  bool vec;
-  int qcur, n, r;
-  T v[16];
-
-  __device__ OutputGradRowsKM(const T* dy_, int o_total_, int p_, int rows_, int kend_, int r0_, bool vec_,
-                              int qbegin)
-      : dy(dy_), o_total(o_total_), p(p_), rows(rows_), kend(kend_), r0(r0_), vec(vec_) {
-    qcur = qbegin + (threadIdx.x & 1) * 16;
-    n = qcur / p;
-    r = qcur - n * p;
-  }
-  __device__ void fetch(int q0) {
-    const int qb = q0 + (threadIdx.x & 1) * 16;
-    if (qb != qcur) {
-      r += qb - qcur;
-      while (r >= p) {
-        r -= p;
-        ++n;
-      }
-      qcur = qb;
-    }
-    const int o = r0 + (threadIdx.x >> 1);
-    const T* row = dy + (int64_t)o * p;
-    if (vec && o < rows && qb + 15 < kend) {
-      load_vec<8>(row + (int64_t)n * o_total * p + r, v);
-      const int r8 = r + 8 >= p ? r + 8 - p : r + 8, n8 = r + 8 >= p ? n + 1 : n;  // p >= 8
-      load_vec<8>(row + (int64_t)n8 * o_total * p + r8, v + 8);
-      return;
-    }
-    int nn = n, rr = r;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      v[i] = o < rows && qb + i < kend ? row[(int64_t)nn * o_total * p + rr] : zero<T>();
-      if (++rr == p) {
-        rr = 0;
-        ++nn;
-      }
-    }
-  }
-  __device__ void stash(T* s) const { stash_km(s, v); }
+struct OutputGradRowsKM : OutputGradRows<T, T, 16, BK> {
+  using OutputGradRows<T, T, 16, BK>::OutputGradRows;
+  __device__ void stash(T* s) const { stash_km(s, this->v); }
 };
 
 // B of backward-weight, KM ([k][q] in shared memory, B's k being the
-// weight's (c, kh, kw) and its reduction index q the pixel): col_g[k, q],
-// the thread's (c, kh, kw) fixed, its 16 consecutive pixels walked.
+// weight's (c, kh, kw) and its reduction index q the pixel): ImageRows, 16
+// consecutive pixels per thread.
 template <typename T>
-struct ImageRowsKM {
-  const T* x;  // x + group's first channel
-  ConvShape s;
-  int kend, c, dh, dw;
-  bool valid;
-  int qcur;
-  PixelWalk at;
-  T v[16];
-
-  __device__ ImageRowsKM(const T* x_, const ConvShape& s_, int kend_, int k0, int ktotal, int qbegin)
-      : x(x_), s(s_), kend(kend_) {
-    const int k = k0 + (threadIdx.x >> 1), kk = s.kh * s.kw;
-    valid = k < ktotal;
-    c = k / kk;
-    dh = ((k % kk) / s.kw) * s.dh - s.pt;
-    dw = ((k % kk) % s.kw) * s.dw - s.pl;
-    qcur = qbegin + (threadIdx.x & 1) * 16;
-    at.start(qcur, s.oh, s.ow);
-  }
-  __device__ void fetch(int q0) {
-    const int qb = q0 + (threadIdx.x & 1) * 16;
-    if (qb != qcur) {
-      at.advance(qb - qcur, s.oh, s.ow);
-      qcur = qb;
-    }
-    PixelWalk w = at;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      T val = zero<T>();
-      if (valid && qb + i < kend) {
-        const int ih = w.oh * s.sh + dh, iw = w.ow * s.sw + dw;
-        if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w) val = x[(((int64_t)w.n * s.c + c) * s.h + ih) * s.w + iw];
-      }
-      v[i] = val;
-      w.step(s.oh, s.ow);
-    }
-  }
-  __device__ void stash(T* sm) const { stash_km(sm, v); }
+struct ImageRowsKM : ImageRows<T, T, 16> {
+  using ImageRows<T, T, 16>::ImageRows;
+  __device__ void stash(T* sm) const { stash_km(sm, this->v); }
 };
 
 }  // namespace tc
