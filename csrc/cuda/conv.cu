@@ -26,6 +26,7 @@
 #include "launchers.h"
 #include "simt_gemm.cuh"
 #include "tc_primitives.cuh"
+#include "tc_tile.cuh"
 
 namespace lamina {
 namespace cuda {
@@ -602,7 +603,7 @@ __global__ void sum_splits_kernel(T* __restrict__ out, const float* __restrict__
 // ---------------------------------------------------------------------------
 // fp16 and bf16 on tensor cores: the same three problems, each block a
 // 128 x 128 tile of mma.sync m16n8k16 with fp32 accumulation (8 warps of
-// 64 x 32, the fragment code of gemm_tc.cu), k in slices of 32.  The
+// 64 x 32, tc_tile.cuh, as gemm_tc.cu), k in slices of 32.  The
 // operands are gathered, so they cannot come by cp.async: each thread
 // fetches its 16 elements of the next slice into registers before the
 // math and stores them to the other shared buffer after it, as the SIMT
@@ -612,12 +613,14 @@ __global__ void sum_splits_kernel(T* __restrict__ out, const float* __restrict__
 //   RM, kept [k][row]: row = lane * 4 + i (i < 4), k = warp + 8 j (j < 4), element 4 j + i
 namespace tc {
 
-constexpr int BM = 128, BN = 128, BK = 32, THREADS = 256, PAD = 8;
-constexpr int KSTRIDE = BK + PAD;  // a [row][k] tile's row stride, in elements (16 bytes of padding)
-constexpr int RSTRIDE = BM + PAD;  // a [k][row] tile's
-constexpr int TILE = BM * KSTRIDE;  // elements per operand per buffer (>= BK * RSTRIDE)
+using tc_tile::BK;
+using tc_tile::BM;
+using tc_tile::BN;
+using tc_tile::KSTRIDE;
+using tc_tile::RSTRIDE;
+using tc_tile::TILE;
+constexpr int THREADS = 256;
 constexpr int SMEM_BYTES = 2 * 2 * TILE * 2;  // two buffers of A and B, 16-bit: 40 KiB
-static_assert(BK * RSTRIDE <= TILE, "buffer too small for a [k][row] tile");
 
 template <typename T>
 __device__ __forceinline__ T zero() {
@@ -649,8 +652,6 @@ __device__ __forceinline__ void stash_rm(T* s, const T (&v)[16]) {
 template <typename T, bool A_KM, bool B_KM, class LA, class LB>
 __device__ __forceinline__ void mainloop(T* smem, LA& la, LB& lb, int kbegin, int kend, float (&acc)[4][4][4]) {
   if (kbegin >= kend) return;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;  // the warp's 64 x 32 corner of the tile
   la.fetch(kbegin);
   lb.fetch(kbegin);
   la.stash(smem);
@@ -664,37 +665,7 @@ __device__ __forceinline__ void mainloop(T* smem, LA& la, LB& lb, int kbegin, in
       lb.fetch(k0 + BK);
     }
     const T* As = smem + cur * 2 * TILE;
-    const T* Bs = As + TILE;
-#pragma unroll
-    for (int ks = 0; ks < BK; ks += 16) {
-      uint32_t a[4][4], b[4][2];
-#pragma unroll
-      for (int mi = 0; mi < 4; ++mi) {
-        const int row = wm + mi * 16;
-        if (A_KM)
-          ldmatrix_x4<false>(a[mi], smem_addr(As + (row + lane % 16) * KSTRIDE + ks + (lane / 16) * 8));
-        else
-          ldmatrix_x4<true>(a[mi],
-                            smem_addr(As + (ks + (lane / 16) * 8 + lane % 8) * RSTRIDE + row + ((lane / 8) % 2) * 8));
-      }
-#pragma unroll
-      for (int nj = 0; nj < 2; ++nj) {
-        const int col = wn + nj * 16;
-        uint32_t r[4];
-        if (B_KM)
-          ldmatrix_x4<false>(r, smem_addr(Bs + (col + (lane / 16) * 8 + lane % 8) * KSTRIDE + ks + ((lane / 8) % 2) * 8));
-        else
-          ldmatrix_x4<true>(r, smem_addr(Bs + (ks + ((lane / 8) % 2) * 8 + lane % 8) * RSTRIDE + col + (lane / 16) * 8));
-        b[2 * nj][0] = r[0];
-        b[2 * nj][1] = r[1];
-        b[2 * nj + 1][0] = r[2];
-        b[2 * nj + 1][1] = r[3];
-      }
-#pragma unroll
-      for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) MmaOp<T>::run(acc[mi][ni], a[mi], b[ni]);
-    }
+    tc_tile::mma_slice<T, A_KM, B_KM>(As, As + TILE, acc);
     if (more) {  // the other buffer was last read before the previous barrier
       T* next = smem + (cur ^ 1) * 2 * TILE;
       la.stash(next);
@@ -705,21 +676,7 @@ __device__ __forceinline__ void mainloop(T* smem, LA& la, LB& lb, int kbegin, in
   }
 }
 
-// f(m, n, v0, v1) for the accumulators of columns n and n + 1 of row m
-// (fragment layout: row lane / 4 (+8), columns 2 (lane % 4) + {0, 1}).
-template <class F>
-__device__ __forceinline__ void for_each_pair(const float (&acc)[4][4][4], int m0, int n0, F f) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
-#pragma unroll
-  for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-        f(m0 + wm + mi * 16 + lane / 4 + 8 * h, n0 + wn + ni * 8 + 2 * (lane % 4), acc[mi][ni][2 * h],
-          acc[mi][ni][2 * h + 1]);
-}
+using tc_tile::for_each_pair;
 
 // Through an epilogue of the columns/store kind (ConvForwardEpilogue, ConvDataEpilogue): pairs of columns.
 template <class Epi>
@@ -897,14 +854,12 @@ bool valid(const ConvShape& s) {
          s.kw > 0 && s.sh > 0 && s.sw > 0 && s.dh > 0 && s.dw > 0 && s.oh > 0 && s.ow > 0 && s.pt >= 0 && s.pl >= 0;
 }
 
-// Multiprocessors of the current device (read once per device).
+// Multiprocessors of the current device.
 int sm_count() {
-  static int cached[64] = {};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
-  if (cached[dev] == 0 && cudaDeviceGetAttribute(&cached[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-    cached[dev] = 0;
-  return cached[dev] > 0 ? cached[dev] : 132;
+  int dev = 0, sms = 0;  // asked each time, as gemm_wgmma.cu does: the runtime answers from its own cache
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 132;
+  return sms > 0 ? sms : 132;
 }
 
 // The A-tile height for m rows: the smallest of 32, 64, 128 that holds them

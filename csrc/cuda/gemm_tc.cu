@@ -29,6 +29,7 @@
 #include "simt_gemm.cuh"
 #include "tc_epilogue.cuh"
 #include "tc_primitives.cuh"
+#include "tc_tile.cuh"
 
 namespace lamina {
 namespace cuda {
@@ -38,13 +39,14 @@ namespace {
 using simt::from_float;
 using simt::to_float;
 
-constexpr int BM = 128, BN = 128, BK = 32, STAGES = 3, THREADS = 256;
-constexpr int PAD = 8;                      // halves: 16 bytes
-constexpr int KSTRIDE = BK + PAD;           // row stride of a k-contiguous tile ([row][k])
-constexpr int RSTRIDE = BM + PAD;           // row stride of a k-strided tile ([k][row]); BM == BN
-constexpr int TILE = BM * KSTRIDE;          // halves per operand per stage (>= BK * RSTRIDE)
+using tc_tile::BK;
+using tc_tile::BM;
+using tc_tile::BN;
+using tc_tile::KSTRIDE;
+using tc_tile::RSTRIDE;
+using tc_tile::TILE;
+constexpr int STAGES = 3, THREADS = 256;
 constexpr int SMEM_BYTES = STAGES * 2 * TILE * 2;
-static_assert(BK * RSTRIDE <= TILE, "stage too small for a k-strided tile");
 
 // The epilogue for one element: bias, activation, store (and the
 // pre-activation to aux).  Not inlined: 64 inlined copies of the GELU code
@@ -95,8 +97,6 @@ __global__ void __launch_bounds__(THREADS)
                    bool out_f32, bool async) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);  // stage s: A at s * 2 * TILE, B right after
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;  // the warp's 64 x 32 corner of the tile
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   const int ktiles = (K + BK - 1) / BK;
 
@@ -123,53 +123,15 @@ __global__ void __launch_bounds__(THREADS)
     cp_async_commit();
 
     const T* As = smem + (kt % STAGES) * 2 * TILE;
-    const T* Bs = As + TILE;
-#pragma unroll
-    for (int ks = 0; ks < BK; ks += 16) {
-      uint32_t a[4][4], b[4][2];
-#pragma unroll
-      for (int mi = 0; mi < 4; ++mi) {
-        const int row = wm + mi * 16;
-        if (A_KMAJOR) {  // [m][k]: lanes 0-15 rows at k, lanes 16-31 rows at k + 8
-          ldmatrix_x4<false>(a[mi], smem_addr(As + (row + lane % 16) * KSTRIDE + ks + (lane / 16) * 8));
-        } else {  // [k][m]: matrices (k0-7, m0-7), (k0-7, m8-15), (k8-15, m0-7), (k8-15, m8-15), transposed
-          ldmatrix_x4<true>(a[mi], smem_addr(As + (ks + (lane / 16) * 8 + lane % 8) * RSTRIDE + row + ((lane / 8) % 2) * 8));
-        }
-      }
-#pragma unroll
-      for (int nj = 0; nj < 2; ++nj) {
-        const int col = wn + nj * 16;
-        uint32_t r[4];
-        if (B_KMAJOR) {  // [n][k]: matrices (n0-7, k0-7), (n0-7, k8-15), (n8-15, k0-7), (n8-15, k8-15)
-          ldmatrix_x4<false>(r, smem_addr(Bs + (col + (lane / 16) * 8 + lane % 8) * KSTRIDE + ks + ((lane / 8) % 2) * 8));
-        } else {  // [k][n]: matrices (k0-7, n0-7), (k8-15, n0-7), (k0-7, n8-15), (k8-15, n8-15), transposed
-          ldmatrix_x4<true>(r, smem_addr(Bs + (ks + ((lane / 8) % 2) * 8 + lane % 8) * RSTRIDE + col + (lane / 16) * 8));
-        }
-        b[2 * nj][0] = r[0];
-        b[2 * nj][1] = r[1];
-        b[2 * nj + 1][0] = r[2];
-        b[2 * nj + 1][1] = r[3];
-      }
-#pragma unroll
-      for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) MmaOp<T>::run(acc[mi][ni], a[mi], b[ni]);
-    }
+    tc_tile::mma_slice<T, A_KMAJOR, B_KMAJOR>(As, As + TILE, acc);
   }
   cp_async_wait<0>();
 
-  // Accumulator (mi, ni, r): row wm + mi*16 + lane/4 (+8 for r >= 2),
-  // column wn + ni*8 + 2*(lane%4) (+1 for odd r).
-#pragma unroll
-  for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int m = m0 + wm + mi * 16 + lane / 4 + (r >= 2 ? 8 : 0);
-        const int n = n0 + wn + ni * 8 + 2 * (lane % 4) + (r & 1);
-        if (m < M && n < N) store_out<T>(C, aux, bias, m, n, ldc, act, out_f32, acc[mi][ni][r]);
-      }
+  tc_tile::for_each_pair(acc, m0, n0, [&](int m, int n, float v0, float v1) {
+    if (m >= M) return;
+    if (n < N) store_out<T>(C, aux, bias, m, n, ldc, act, out_f32, v0);
+    if (n + 1 < N) store_out<T>(C, aux, bias, m, n + 1, ldc, act, out_f32, v1);
+  });
 }
 
 template <typename T, bool AK, bool BKM>
