@@ -5,8 +5,10 @@
 * GEMM, bf16 and fp16 on tensor cores (fp32 accumulation): 8192³ and the
   training shapes, once per kernel: mma.sync (v1) and, on compute capability
   9.0, wgmma fed by TMA (v2).
-* Convolution forward, backward-data and backward-weight, fp32 (TF32 off),
-  NCHW on both sides, on ResNet shapes.
+* Convolution forward, backward-data and backward-weight, fp32 (TF32 off)
+  and bf16, NCHW on both sides, on ResNet shapes: with the launch plan
+  lamina's rules choose and, where it differs, the one its autotuner picks
+  (lamina.backend.autotune; cuDNN's autotuner is on as well).
 
 lamina's kernels are called through ``lamina._C_cuda`` on PyTorch's tensors
 (their device pointers, PyTorch's current stream), so both sides see the same
@@ -164,15 +166,37 @@ def bench_gemm(torch, mod, args, rows):
                       f"ratio {row['ratio_of_cublas']:.2f}", flush=True)
 
 
+def tuned_plan(torch, pass_name, problem, rule, candidates, launcher):
+    """The plan lamina's autotuner (lamina.ops.tuning, as with
+    lamina.backend.autotune(True)) picks, timing on PyTorch's current stream."""
+    import cupy
+
+    from lamina import backend
+    from lamina.ops import tuning
+
+    previous = backend.autotune(True)
+    try:
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+            return tuning.choose(pass_name, problem, rule, candidates, launcher)
+    finally:
+        backend.autotune(previous)
+
+
 def bench_conv(torch, mod, args, rows):
     """Each ResNet shape's three passes against cuDNN: float32 (lamina on CUDA
-    cores, TF32 off on both sides), then bfloat16 (lamina on tensor cores)."""
+    cores, TF32 off on both sides), then bfloat16 (lamina on tensor cores).
+    Each pass twice: with the plan lamina's rules choose (tile height, blocks
+    per SM, split count), and, when it differs, with the one its autotuner
+    picks (cuDNN's own autotuner is on: torch.backends.cudnn.benchmark)."""
+    from lamina.ops import tuning
+
     stream = torch.cuda.current_stream().cuda_stream
     sm_count = torch.cuda.get_device_properties(0).multi_processor_count
     F = torch.nn.functional
     for dtype in ("float32", "bfloat16"):
         tdt = getattr(torch, dtype)
         tol = 1e-4 if dtype == "float32" else 2e-2
+        tensor = dtype != "float32" and mod.conv_tensor_cores()
         for name, xshape, o, kk, s, p in CONV:
             if args.quick and xshape[0] * xshape[1] * xshape[2] * xshape[3] * o * kk * kk > 2**33:
                 continue
@@ -183,48 +207,80 @@ def bench_conv(torch, mod, args, rows):
             y_shape = (geo.n, o, geo.oh, geo.ow)
             dy = torch.randn(y_shape, device="cuda", generator=gen).to(tdt)
             y, dx, dw = torch.empty(y_shape, device="cuda", dtype=tdt), torch.empty_like(x), torch.empty_like(w)
-            splits = ops.conv.backward_weight_splits(geo, o, 1, sm_count)
-            ws = torch.empty(max(1, splits * w.numel()), device="cuda")
             g = tuple(geo)
-            fwd_splits = mod.conv2d_forward_splits(g, o, 1, dtype)
-            fwd_ws = torch.empty(max(1, fwd_splits * y.numel() if fwd_splits > 1 else 1), device="cuda")
-            flops = 2.0 * geo.n * o * geo.oh * geo.ow * xshape[1] * kk * kk
-            passes = {
+            pixels, k = geo.n * geo.oh * geo.ow, xshape[1] * kk * kk
+            flops = 2.0 * pixels * o * k
+            workspaces = {}
+
+            def workspace(n):  # fp32 partial sums, one buffer per size (kept: timing must not allocate)
+                if n not in workspaces:
+                    workspaces[n] = torch.empty(max(1, n), device="cuda")
+                return workspaces[n].data_ptr()
+
+            def forward(plan):
+                n = plan.splits * y.numel() if plan.splits > 1 else 0
+                return lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, dtype, stream,
+                                                  plan.splits, workspace(n), plan.rows, plan.blocks)
+
+            def backward_data(plan):
+                return lambda: mod.conv2d_backward_data(dx.data_ptr(), dy.data_ptr(), w.data_ptr(), g, o, 1, dtype,
+                                                        stream, plan.rows, plan.blocks)
+
+            def backward_weight(plan):
+                n = plan.splits * w.numel() if plan.splits > 1 else 0
+                return lambda: mod.conv2d_backward_weight(dw.data_ptr(), workspace(n), dy.data_ptr(), x.data_ptr(), g,
+                                                          o, 1, plan.splits, dtype, stream, plan.rows)
+
+            bw_rule = tuning.Plan(splits=ops.conv.backward_weight_splits(geo, o, 1, sm_count))
+            passes = {  # pass: (launcher, rule's plan, candidates, reference, result)
                 "forward": (
-                    lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, dtype, stream,
-                                               fwd_splits, fwd_ws.data_ptr()),
+                    forward, tuning.Plan(splits=mod.conv2d_forward_splits(g, o, 1, dtype)),
+                    lambda: tuning.forward_candidates(o, pixels, k, 1, sm_count, tensor),
                     lambda: F.conv2d(x, w, stride=s, padding=p), lambda: y),
                 "backward-data": (
-                    lambda: mod.conv2d_backward_data(dx.data_ptr(), dy.data_ptr(), w.data_ptr(), g, o, 1, dtype, stream),
+                    backward_data, tuning.Plan(), lambda: tuning.backward_data_candidates(xshape[1], tensor),
                     lambda: torch.nn.grad.conv2d_input(xshape, w, dy, stride=s, padding=p), lambda: dx),
                 "backward-weight": (
-                    lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws.data_ptr(), dy.data_ptr(), x.data_ptr(), g, o,
-                                                       1, splits, dtype, stream),
+                    backward_weight, bw_rule,
+                    lambda: tuning.backward_weight_candidates(o, pixels, 1, bw_rule.splits, tensor),
                     lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p), lambda: dw),
             }
-            for pass_name, (lamina_fn, ref_fn, result) in passes.items():
+            for pass_name, (launcher, rule, candidates, ref_fn, result) in passes.items():
+                plans = [("rule", rule)]
                 try:
-                    lamina_fn()
-                except RuntimeError as e:  # reported, not timed; the other kernels still run
-                    print(f"conv {name} {pass_name} {dtype}: {e}: NOT TIMED", flush=True)
-                    rows.append({"kernel": "conv2d " + pass_name, "shape": name, "what": dtype, "mismatch": True,
-                                 "error": str(e)})
-                    continue
-                err = rel_error(torch, result(), ref_fn())
-                if not err < tol:
-                    rows.append(mismatch("conv2d " + pass_name, name, dtype, "cuDNN", err))
-                    continue
-                t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
-                row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o,
-                       "kernel_size": kk, "stride": s, "padding": p, "dtype": dtype, "layout": "NCHW",
-                       "variant": "simt" if dtype == "float32" else "mma",
-                       "splits": {"forward": fwd_splits, "backward-weight": splits}.get(pass_name),
-                       "lamina_ms": t_l, "cudnn_ms": t_r, "lamina_tflops": flops / t_l / 1e9,
-                       "cudnn_tflops": flops / t_r / 1e9, "ratio_of_cudnn": t_r / t_l, "max_rel_error": err}
-                rows.append(row)
-                print(f"conv {name:>22} {pass_name:>15} {dtype:>8}: lamina {t_l:8.3f} ms "
-                      f"({row['lamina_tflops']:6.1f} TFLOP/s)  cuDNN {t_r:8.3f} ms ({row['cudnn_tflops']:6.1f})  "
-                      f"ratio {row['ratio_of_cudnn']:.2f}", flush=True)
+                    tuned = tuned_plan(torch, "conv2d_" + pass_name.replace("-", "_"), (g, o, 1, dtype), rule,
+                                       candidates, launcher)
+                except RuntimeError as e:
+                    print(f"conv {name} {pass_name} {dtype}: autotuning failed: {e}", flush=True)
+                    tuned = rule
+                if tuned != rule:
+                    plans.append(("tuned", tuned))
+                for how, plan in plans:
+                    lamina_fn = launcher(plan)
+                    try:
+                        lamina_fn()
+                    except RuntimeError as e:  # reported, not timed; the other kernels still run
+                        print(f"conv {name} {pass_name} {dtype} ({how} plan): {e}: NOT TIMED", flush=True)
+                        rows.append({"kernel": "conv2d " + pass_name, "shape": name, "what": f"{dtype} ({how})",
+                                     "mismatch": True, "error": str(e)})
+                        continue
+                    err = rel_error(torch, result(), ref_fn())
+                    if not err < tol:
+                        rows.append(mismatch("conv2d " + pass_name, name, f"{dtype} ({how} plan {tuple(plan)})",
+                                             "cuDNN", err))
+                        continue
+                    t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
+                    variant = ("simt" if dtype == "float32" else "mma") + (" tuned" if how == "tuned" else "")
+                    row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o,
+                           "kernel_size": kk, "stride": s, "padding": p, "dtype": dtype, "layout": "NCHW",
+                           "variant": variant, "plan": plan._asdict(), "tuned_plan": tuned._asdict(),
+                           "splits": plan.splits,
+                           "lamina_ms": t_l, "cudnn_ms": t_r, "lamina_tflops": flops / t_l / 1e9,
+                           "cudnn_tflops": flops / t_r / 1e9, "ratio_of_cudnn": t_r / t_l, "max_rel_error": err}
+                    rows.append(row)
+                    print(f"conv {name:>22} {pass_name:>15} {dtype:>8} {how:>5} {tuple(plan)}: lamina {t_l:8.3f} ms "
+                          f"({row['lamina_tflops']:6.1f} TFLOP/s)  cuDNN {t_r:8.3f} ms ({row['cudnn_tflops']:6.1f})  "
+                          f"ratio {row['ratio_of_cudnn']:.2f}", flush=True)
 
 
 def sweep_splits(torch, mod, args, rows):

@@ -47,8 +47,17 @@ def test_kernel_benchmark(tmp_path):
     assert ("odd (toy)", "bfloat16", "mma") in gemm and ("odd (toy)", "bfloat16", "wgmma") not in gemm
     assert "wgmma: not run (a row of an operand is not a multiple of 16 bytes" in output
     conv = [r for r in rows if r["kernel"].startswith("conv2d")]
-    assert len(conv) == 18  # 3 shapes x forward, backward-data, backward-weight x float32, bfloat16
-    assert {r["variant"] for r in conv if r["dtype"] == "bfloat16"} == {"mma"}
+    rule = [r for r in conv if not r["variant"].endswith(" tuned")]
+    assert len(rule) == 18  # 3 shapes x forward, backward-data, backward-weight x float32, bfloat16
+    assert {r["variant"] for r in rule if r["dtype"] == "bfloat16"} == {"mma"}
+    # a second, "tuned" row exactly where the autotuner (on host clocks here) picked another plan than the rule's
+    tuned = {(r["shape"], r["kernel"], r["dtype"]): r for r in conv if r["variant"].endswith(" tuned")}
+    assert len(tuned) == len(conv) - len(rule)
+    for r in rule:
+        twin = tuned.get((r["shape"], r["kernel"], r["dtype"]))
+        assert (twin is not None) == (r["plan"] != r["tuned_plan"])
+        if twin is not None:
+            assert twin["plan"] == r["tuned_plan"]
     for r in rows:
         assert r["max_rel_error"] < (1e-4 if r["dtype"] == "float32" else 2e-2)
         assert r["lamina_ms"] > 0

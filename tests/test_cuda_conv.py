@@ -43,9 +43,10 @@ def _problem(case, seed):
     return case, x, w, b, dy, groups
 
 
-def _launch_all(g, x, w, b, dy, groups, dtype, splits):
+def _launch_all(g, x, w, b, dy, groups, dtype, splits, rows=0, blocks=0):
     """Run the three kernels on storage-dtype copies, forward and backward-weight with `splits` split-K
-    ranges; return host float arrays and their float64 references."""
+    ranges, the SIMT kernels of `rows` rows built for `blocks` blocks per SM (0: the rule's); return host
+    float arrays and their float64 references."""
     import cupy as cp
 
     from lamina.ops import _ext, reference
@@ -63,10 +64,10 @@ def _launch_all(g, x, w, b, dy, groups, dtype, splits):
     y_workspace = cp.full(splits * y.size, np.nan, dtype=np.float32) if splits > 1 else None
     stream = cp.cuda.get_current_stream().ptr
     mod.conv2d_forward(y.data.ptr, gx.data.ptr, gw.data.ptr, gb.data.ptr, tuple(g), o, groups, dtype, stream, splits,
-                       0 if y_workspace is None else y_workspace.data.ptr)
-    mod.conv2d_backward_data(dx.data.ptr, gdy.data.ptr, gw.data.ptr, tuple(g), o, groups, dtype, stream)
+                       0 if y_workspace is None else y_workspace.data.ptr, rows, blocks)
+    mod.conv2d_backward_data(dx.data.ptr, gdy.data.ptr, gw.data.ptr, tuple(g), o, groups, dtype, stream, rows, blocks)
     mod.conv2d_backward_weight(dw.data.ptr, 0 if workspace is None else workspace.data.ptr, gdy.data.ptr, gx.data.ptr,
-                               tuple(g), o, groups, splits, dtype, stream)
+                               tuple(g), o, groups, splits, dtype, stream, rows)
 
     def host(a):
         a = cp.asnumpy(a)
@@ -121,6 +122,109 @@ def test_conv_forward_one_block_per_sm_matches_float64(case):
         mod.conv_two_blocks(previous)
         mod.conv_tile_fill(previous_fill)
     assert mod.conv_two_blocks() is previous
+
+
+PLANS = [(32, 0), (64, 0), (128, 1), (128, 2)]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"rows{p[0]}-blocks{p[1]}")
+@pytest.mark.parametrize("case", EXTRA[:3] + GEOMETRIES[::7], ids=_case_id)
+def test_conv_launch_plans_match_float64(case, plan):
+    """Every kernel build an autotuning call may choose (lamina.ops.tuning),
+    named explicitly: 32-, 64- and 128-row tiles, the 128-row forward and
+    backward-data in their one- and two-block builds, unsplit and split,
+    whatever the channel counts (the rule would not pick most of these)."""
+    g, x, w, b, dy, groups = _problem(case, 17)
+    rows, blocks = plan
+    for splits in (1, 2):
+        _check(_launch_all(g, x, w, b, dy, groups, "float32", splits, rows, blocks), "float32", g, w)
+
+
+def test_conv_launch_plan_arguments_are_checked():
+    import cupy as cp
+
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    g = ops.geometry((1, 4, 5, 5), (3, 3), (1, 1), (1, 1, 1, 1))
+    y, x, w = cp.zeros((1, 4, 5, 5), np.float32), cp.zeros((1, 4, 5, 5), np.float32), cp.zeros((4, 4, 3, 3), np.float32)
+    stream = cp.cuda.get_current_stream().ptr
+    with pytest.raises(ValueError, match="conv2d_forward: expected rows 0 .*, received 48"):
+        mod.conv2d_forward(y.data.ptr, x.data.ptr, w.data.ptr, 0, tuple(g), 4, 1, "float32", stream, 1, 0, 48)
+    with pytest.raises(ValueError, match="conv2d_backward_data: expected blocks 0 .*, received 3"):
+        mod.conv2d_backward_data(x.data.ptr, y.data.ptr, w.data.ptr, tuple(g), 4, 1, "float32", stream, 128, 3)
+    with pytest.raises(ValueError, match="conv2d_backward_weight: expected rows"):
+        mod.conv2d_backward_weight(w.data.ptr, 0, y.data.ptr, x.data.ptr, tuple(g), 4, 1, 1, "float32", stream, 16)
+
+
+@pytest.fixture
+def autotuning():
+    from lamina.ops import tuning
+
+    tuning.clear()
+    previous = lm.backend.autotune(True)
+    yield tuning
+    lm.backend.autotune(previous)
+    tuning.clear()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_autotune_times_each_pass_once_and_keeps_its_plan(autotuning, monkeypatch, dtype):
+    """With autotune on, a Conv2D's three passes each time their candidate
+    plans on the first call and reuse the winner after; the results still
+    match the CPU layer whatever plan won."""
+    import cupy as cp
+
+    timed = []
+    fastest = autotuning._fastest
+
+    def counting(cp_, candidates, launcher):
+        plan = fastest(cp_, candidates, launcher)
+        assert plan in candidates
+        timed.append((candidates, plan))
+        return plan
+
+    monkeypatch.setattr(autotuning, "_fastest", counting)
+    monkeypatch.setattr(autotuning, "ROUNDS", 2)
+    lm.manual_seed(0)
+    cpu, gpu = lm.Conv2D(96, 72, 3, padding=1), lm.Conv2D(96, 72, 3, padding=1)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.to("cuda", dtype=np.dtype(dtype))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 96, 5, 6)).astype(np.float32)
+    dy = rng.standard_normal((1, 72, 5, 6)).astype(np.float32)
+    y_cpu, dx_cpu = cpu(x), cpu.backward(dy)
+    tol = 1e-4 if dtype == "float32" else 1e-2
+    for _ in range(2):
+        gpu.zero_grad()
+        y = gpu(cp.asarray(x, dtype=dtype))
+        dx = gpu.backward(cp.asarray(dy, dtype=dtype))
+        np.testing.assert_allclose(cp.asnumpy(y).astype(np.float32), y_cpu, rtol=tol, atol=tol * 30)
+        np.testing.assert_allclose(cp.asnumpy(dx).astype(np.float32), dx_cpu, rtol=tol, atol=tol * 30)
+        np.testing.assert_allclose(cp.asnumpy(gpu.weight.grad).astype(np.float32), cpu.weight.grad, rtol=tol,
+                                   atol=tol * 30)
+    chosen = autotuning.plans()
+    assert sorted(key[0] for key in chosen) == ["conv2d_backward_data", "conv2d_backward_weight", "conv2d_forward"]
+    assert len(timed) == 3  # the second step reused them
+    forward = next(c for c, _ in timed if any(p.splits > 1 for p in c))  # K = 864 over one tile: splits are tried
+    if dtype == "float32":
+        assert {(p.rows, p.blocks) for p in forward} >= {(32, 0), (64, 0), (128, 1), (128, 2)}
+    else:  # the tensor cores' one tile shape: only split counts
+        assert {(p.rows, p.blocks) for p in forward} == {(0, 0)}
+
+
+def test_autotune_inside_a_capture_runs_the_rule_and_says_so(autotuning, monkeypatch):
+    import cupy as cp
+
+    from lamina import backend
+
+    monkeypatch.setattr(lm.errors, "_warned", set())
+    monkeypatch.setattr(backend, "stream_capturing", lambda: True)
+    monkeypatch.setattr(autotuning, "_fastest", lambda *a: pytest.fail("timed inside a capture"))
+    layer = lm.Conv2D(3, 4, 3).to("cuda")
+    with pytest.warns(lm.PerformanceWarning, match="CUDA-graph capture"):
+        layer(cp.ones((1, 3, 6, 6), dtype=np.float32))
+    assert autotuning.plans() == {}
 
 
 @pytest.mark.parametrize("tensor_cores", [True, False], ids=["mma", "simt"])

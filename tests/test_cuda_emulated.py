@@ -247,6 +247,48 @@ def test_emulated_forward_split_count():
     assert LIB.emu_conv2d_forward_splits(small, 132, 1) == 8
 
 
+def test_emulated_conv_launch_plans_run_the_builds_they_name():
+    """A plan's rows and blocks (lamina.ops.tuning's candidates) reach the
+    kernel build that runs, whatever the rule would have chosen, and the
+    result is the same for each; 0 leaves the choice to the rule."""
+    LIB.emu_launched.restype = ctypes.c_char_p
+    g = ops.geometry((2, 72, 5, 6), (3, 3), (1, 1), (1, 1, 1, 1))
+    o = 80
+    geo = (ctypes.c_int * 16)(g.n, g.c, g.h, g.w, o, 1, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw, g.oh, g.ow)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((g.n, g.c, g.h, g.w)).astype(np.float32)
+    w = rng.standard_normal((o, g.c, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((g.n, o, g.oh, g.ow)).astype(np.float32)
+    ws = np.full(2 * max(dy.size, w.size), np.nan, dtype=np.float32)
+    builds = {  # (rows, blocks) -> the template arguments each pass's kernel is launched with
+        (32, 0): ("2, 4", "2, 4", "2"), (64, 0): ("4, 2", "4, 2", "4"),
+        (128, 1): ("8, 1", "8, 1", "8"), (128, 2): ("8, 2", "8, 2", "8"),
+    }
+    results = {}
+    LIB.emu_launched()
+    for (rows, blocks), (fwd, data, weight) in builds.items():
+        for splits in (1, 2):
+            outs = []
+            for pas, shape, a, b in ((0, dy.shape, x, w), (1, x.shape, dy, w), (2, w.shape, dy, x)):
+                out = np.full(shape, np.nan, dtype=np.float32)
+                assert LIB.emu_conv2d_planned(pas, ptr(out), ptr(ws), ptr(a), ptr(b), geo, splits, rows, blocks) == 0
+                outs.append(out)
+            names = LIB.emu_launched().decode().splitlines()
+            assert names[0] == f"conv_forward_kernel<T, OutT, {fwd}>", names
+            assert f"conv_backward_data_kernel<T, {data}>" in names, names
+            assert f"conv_backward_weight_kernel<T, {'T' if splits == 1 else 'float'}, {weight}>" in names, names
+            results[rows, blocks, splits] = outs
+    first = next(iter(results.values()))
+    for plan, outs in results.items():
+        for got, want, name in zip(outs, first, ("forward", "backward-data", "backward-weight")):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f"{name} {plan}")
+    # the rule: 80 channels, a grid far short of a wave -> halved to 32 rows
+    out = np.empty(dy.shape, np.float32)
+    assert LIB.emu_conv2d_planned(0, ptr(out), ptr(ws), ptr(x), ptr(w), geo, 1, 0, 0) == 0
+    assert LIB.emu_launched().decode().splitlines() == ["conv_forward_kernel<T, OutT, 2, 4>"]
+    assert LIB.emu_conv2d_planned(0, ptr(out), ptr(ws), ptr(x), ptr(w), geo, 1, 48, 0) != 0  # not a tile height
+
+
 # The wgmma kernel (gemm_wgmma.cu, sm_90a): TMA needs leading dimensions that are
 # multiples of 8, so operands live in wider arrays; sizes straddle the 128-row and
 # 128/256-column tiles and the 64-deep k-slices, and the longer k wrap the ring of

@@ -77,6 +77,17 @@ lc::ConvShape conv_shape(const py::tuple& g, int o, int groups) {
                        at(8), at(9), at(10), at(11), at(12), at(13)};
 }
 
+// A convolution launch plan from the bindings' rows= and blocks= (0: lamina's rule).
+lc::ConvPlan conv_plan(const char* fn, int rows, int blocks) {
+  if (rows != 0 && rows != 32 && rows != 64 && rows != 128)
+    throw std::invalid_argument(std::string(fn) + ": expected rows 0 (the rule), 32, 64 or 128, received " +
+                                std::to_string(rows));
+  if (blocks < 0 || blocks > 2)
+    throw std::invalid_argument(std::string(fn) + ": expected blocks 0 (the rule), 1 or 2, received " +
+                                std::to_string(blocks));
+  return lc::ConvPlan{rows, blocks};
+}
+
 // The fused optimizer kernels' per-parameter table from parallel lists:
 // ptrs[k][i] is pointer k of parameter i (0: none), scalars[j][i] its
 // scalar j.  Every list must hold one entry per parameter.
@@ -626,20 +637,23 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def(
       "conv2d_forward",
       [](uintptr_t y, uintptr_t x, uintptr_t w, uintptr_t bias, py::tuple geometry, int o, int groups,
-         const std::string& dtype, uintptr_t stream, int splits, uintptr_t workspace) {
+         const std::string& dtype, uintptr_t stream, int splits, uintptr_t workspace, int rows, int blocks) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
+        const lc::ConvPlan plan = conv_plan("conv2d_forward", rows, blocks);
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_forward", [&](auto t) {
           using T = decltype(t);
           check(lc::conv2d_forward(ptr<T>(y), ptr<float>(workspace), ptr<const T>(x), ptr<const T>(w),
-                                   ptr<const T>(bias), s, splits, as_stream(stream)),
+                                   ptr<const T>(bias), s, splits, as_stream(stream), plan),
                 "conv2d_forward");
         });
       },
       py::arg("y"), py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("geometry"), py::arg("o"), py::arg("groups"),
-      py::arg("dtype"), py::arg("stream"), py::arg("splits") = 1, py::arg("workspace") = 0,
+      py::arg("dtype"), py::arg("stream"), py::arg("splits") = 1, py::arg("workspace") = 0, py::arg("rows") = 0,
+      py::arg("blocks") = 0,
       "y = conv(x, w) + bias; splits > 1 cuts the reduction over C/G*KH*KW into that many ranges, whose fp32 "
-      "partial sums go to workspace (splits * N*O*OH*OW floats) and are added in a fixed order.");
+      "partial sums go to workspace (splits * N*O*OH*OW floats) and are added in a fixed order.  rows (32, 64, "
+      "128) and blocks (blocks per SM of the 128-row build, 1 or 2) choose the SIMT kernel; 0: lamina's rule.");
   m.def(
       "conv2d_forward_splits",
       [](py::tuple geometry, int o, int groups, const std::string& dtype) {
@@ -655,33 +669,39 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def(
       "conv2d_backward_data",
       [](uintptr_t dx, uintptr_t dy, uintptr_t w, py::tuple geometry, int o, int groups, const std::string& dtype,
-         uintptr_t stream) {
+         uintptr_t stream, int rows, int blocks) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
+        const lc::ConvPlan plan = conv_plan("conv2d_backward_data", rows, blocks);
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_backward_data", [&](auto t) {
           using T = decltype(t);
-          check(lc::conv2d_backward_data(ptr<T>(dx), ptr<const T>(dy), ptr<const T>(w), s, as_stream(stream)),
+          check(lc::conv2d_backward_data(ptr<T>(dx), ptr<const T>(dy), ptr<const T>(w), s, as_stream(stream), plan),
                 "conv2d_backward_data");
         });
       },
       py::arg("dx"), py::arg("dy"), py::arg("w"), py::arg("geometry"), py::arg("o"), py::arg("groups"),
-      py::arg("dtype"), py::arg("stream"));
+      py::arg("dtype"), py::arg("stream"), py::arg("rows") = 0, py::arg("blocks") = 0,
+      "dx of a convolution; rows and blocks as for conv2d_forward.");
 
   m.def(
       "conv2d_backward_weight",
       [](uintptr_t dw, uintptr_t workspace, uintptr_t dy, uintptr_t x, py::tuple geometry, int o, int groups,
-         int splits, const std::string& dtype, uintptr_t stream) {
+         int splits, const std::string& dtype, uintptr_t stream, int rows) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
+        const lc::ConvPlan plan = conv_plan("conv2d_backward_weight", rows, 0);
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_backward_weight", [&](auto t) {
           using T = decltype(t);
           check(lc::conv2d_backward_weight(ptr<T>(dw), ptr<float>(workspace), ptr<const T>(dy), ptr<const T>(x), s,
-                                           splits, as_stream(stream)),
+                                           splits, as_stream(stream), plan),
                 "conv2d_backward_weight");
         });
       },
       py::arg("dw"), py::arg("workspace"), py::arg("dy"), py::arg("x"), py::arg("geometry"), py::arg("o"),
-      py::arg("groups"), py::arg("splits"), py::arg("dtype"), py::arg("stream"));
+      py::arg("groups"), py::arg("splits"), py::arg("dtype"), py::arg("stream"), py::arg("rows") = 0,
+      "dW of a convolution, its reduction over N*OH*OW cut into `splits` ranges (fp32 partial sums in workspace, "
+      "splits * O*C/G*KH*KW floats, added in a fixed order); rows (32, 64, 128) chooses the SIMT kernel, 0: the "
+      "rule.");
 
   m.def("device_count", &device_count, "CUDA devices visible to lamina's kernels (0 without a driver or device)");
   m.def("runtime_version", []() {

@@ -137,18 +137,19 @@ struct ImageColumnSource {
     const int kk = s.kh * s.kw;
     const int c = k / kk, r = k % kk;
     const int dh = (r / s.kw) * s.dh - s.pt, dw = (r % s.kw) * s.dw - s.pl;
-    int64_t b = base;
+    // channel c's plane in the first pixel's image, moved by C*H*W into the next: 32-bit indexing inside it
+    const T* plane = x + base + (int64_t)c * s.h * s.w;
     int oh = oh0, ow = ow0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int ih = oh * s.sh + dh, iw = ow * s.sw + dw;
       const bool in = k < kend && i < count && ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
-      v[i] = in ? element<Out>(x[b + ((int64_t)c * s.h + ih) * s.w + iw]) : from_float<Out>(0.f);
+      v[i] = in ? element<Out>(plane[ih * s.w + iw]) : from_float<Out>(0.f);
       if (++ow == s.ow) {
         ow = 0;
         if (++oh == s.oh) {
           oh = 0;
-          b += (int64_t)s.c * s.h * s.w;
+          plane += (int64_t)s.c * s.h * s.w;
         }
       }
     }
@@ -508,23 +509,27 @@ struct OutputGradRowsLoader : OutputGradRows<T, float, E, BK> {
 // B of backward-weight: B[q = (n, p), k = (c, kh, kw)] = col_g[k, q], kept
 // [k][q]: each thread a fixed k = k0 + tid / 2 (decoded once) and E
 // consecutive pixels from (tid % 2) * E, walked (PixelWalk), not divided
-// out; contiguous for stride 1.
+// out; contiguous for stride 1.  Each element is read from its image's
+// channel plane, a pointer moved by C*H*W when the walk enters the next
+// image, so the gather does 32-bit index arithmetic only (the 64-bit
+// (n*C + c)*H*W per element cost ~15 instructions of ~25).
 template <typename T, typename Out, int E>
 struct ImageRows {
-  const T* x;  // x + group's first channel
+  const T* plane0;  // channel c's plane in image 0 (x + group's first channel + c*H*W)
   ConvShape s;
   int kend;  // end of this split's q range
-  int c, dh, dw;  // dh, dw: the tap's offsets less the padding
+  int dh, dw;  // the tap's offsets less the padding
   bool valid;
   int qcur;  // this thread's first pixel in the slice last fetched, at `at`
   PixelWalk at;
   Out v[E];
 
   __device__ ImageRows(const T* x_, const ConvShape& s_, int kend_, int k0, int ktotal, int qbegin)
-      : x(x_), s(s_), kend(kend_) {
+      : s(s_), kend(kend_) {
     const int k = k0 + (threadIdx.x >> 1), kk = s.kh * s.kw;
     valid = k < ktotal;
-    c = k / kk;
+    const int c = valid ? k / kk : 0;
+    plane0 = x_ + (int64_t)c * s.h * s.w;
     dh = ((k % kk) / s.kw) * s.dh - s.pt;
     dw = ((k % kk) % s.kw) * s.dw - s.pl;
     qcur = qbegin + (threadIdx.x & 1) * E;
@@ -537,16 +542,18 @@ struct ImageRows {
       qcur = qb;
     }
     PixelWalk w = at;
+    const int64_t image = (int64_t)s.c * s.h * s.w;
+    const T* plane = plane0 + w.n * image;
 #pragma unroll
     for (int i = 0; i < E; ++i) {
       Out val = from_float<Out>(0.f);
       if (valid && qb + i < kend) {
         const int ih = w.oh * s.sh + dh, iw = w.ow * s.sw + dw;
-        if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w)
-          val = element<Out>(x[(((int64_t)w.n * s.c + c) * s.h + ih) * s.w + iw]);
+        if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w) val = element<Out>(plane[ih * s.w + iw]);
       }
       v[i] = val;
       w.step(s.oh, s.ow);
+      if (w.ow == 0 && w.oh == 0) plane += image;  // the walk entered the next image
     }
   }
 };
@@ -744,7 +751,8 @@ struct PhaseWeightKM {
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
       const bool in = c < rows && k + i < kend;
-      v[i] = in ? w[(((int64_t)o * cg + c) * kh + h.k0 + ri * h.kstep) * kw + wa.k0 + rj * wa.kstep] : zero<T>();
+      // 32-bit: the weight has fewer than 2^31 elements (conv2d_backward_data checks)
+      v[i] = in ? w[((o * cg + c) * kh + h.k0 + ri * h.kstep) * kw + wa.k0 + rj * wa.kstep] : zero<T>();
       if (++rj == wa.kcount) {
         rj = 0;
         if (++ri == h.kcount) {
@@ -904,14 +912,22 @@ bool g_two_blocks = true;
 
 int forward_blocks_per_sm(int tm) { return tm == 2 ? 4 : tm == 4 ? 2 : g_two_blocks ? 2 : 1; }
 
+// A plan's fields, checked, and resolved against the rule: its TM (rows / 16)
+// and whether a 128-row forward or backward-data kernel is the 2-block build.
+bool valid_plan(const ConvPlan& p) {
+  return (p.rows == 0 || p.rows == 32 || p.rows == 64 || p.rows == 128) && p.blocks >= 0 && p.blocks <= 2;
+}
+int plan_tm(const ConvPlan& p, int rule_tm) { return p.rows > 0 ? p.rows / 16 : rule_tm; }
+bool plan_two_blocks(const ConvPlan& p) { return p.blocks > 0 ? p.blocks == 2 : g_two_blocks; }
+
 template <typename T, typename OutT>
-cudaError_t launch_forward(int tm, dim3 grid, cudaStream_t stream, OutT* y, const T* x, const T* w, const T* bias,
-                           const ConvShape& s, bool vec_w, bool vec_x, bool vec_y, int chunk) {
+cudaError_t launch_forward(int tm, bool two_blocks, dim3 grid, cudaStream_t stream, OutT* y, const T* x, const T* w,
+                           const T* bias, const ConvShape& s, bool vec_w, bool vec_x, bool vec_y, int chunk) {
   if (tm == 2)
     conv_forward_kernel<T, OutT, 2, 4><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
   else if (tm == 4)
     conv_forward_kernel<T, OutT, 4, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
-  else if (g_two_blocks)
+  else if (two_blocks)
     conv_forward_kernel<T, OutT, 8, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
   else
     conv_forward_kernel<T, OutT, 8, 1><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
@@ -943,8 +959,8 @@ bool conv_two_blocks() { return g_two_blocks; }
 
 template <typename T>
 cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
-                           int splits, cudaStream_t stream) {
-  if (!valid(s) || splits < 1) return cudaErrorInvalidValue;
+                           int splits, cudaStream_t stream, ConvPlan plan) {
+  if (!valid(s) || splits < 1 || !valid_plan(plan)) return cudaErrorInvalidValue;
   const int64_t pix = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   if (!fits_int(pix) || !fits_int(K)) return cudaErrorInvalidValue;
   if (splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
@@ -973,14 +989,15 @@ cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const
   }
   // Each split covers a whole number of BK-slices of k.
   const int chunk = split_chunk(K, splits, BK);
-  const int tm = tile_tm_filling(s.o / s.groups, pix, s.groups);
+  const int tm = plan_tm(plan, tile_tm_filling(s.o / s.groups, pix, s.groups));
+  const bool two = plan_two_blocks(plan);
   dim3 grid;
   if (cudaError_t e = grid_for(s.o / s.groups, pix, (int64_t)s.groups * splits, tm, &grid)) return e;
   const bool vec_w = K % 4 == 0 && aligned(w, 4 * sizeof(T));
   if (splits == 1)
-    return launch_forward<T, T>(tm, grid, stream, y, x, w, bias, s, vec_w, vec_x,
+    return launch_forward<T, T>(tm, two, grid, stream, y, x, w, bias, s, vec_w, vec_x,
                                 p % 4 == 0 && aligned(y, 4 * sizeof(T)), chunk);
-  if (cudaError_t e = launch_forward<T, float>(tm, grid, stream, workspace, x, w, nullptr, s, vec_w, vec_x,
+  if (cudaError_t e = launch_forward<T, float>(tm, two, grid, stream, workspace, x, w, nullptr, s, vec_w, vec_x,
                                                p % 4 == 0 && aligned(workspace, 16), chunk))
     return e;
   const int64_t n = pix * s.o;
@@ -1019,10 +1036,11 @@ int conv2d_forward_splits(const ConvShape& s, bool sixteen_bit) {
 }
 
 template <typename T>
-cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream) {
-  if (!valid(s)) return cudaErrorInvalidValue;
+cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream,
+                                 ConvPlan plan) {
+  if (!valid(s) || !valid_plan(plan)) return cudaErrorInvalidValue;
   const int64_t K = (int64_t)(s.o / s.groups) * s.kh * s.kw;
-  if (!fits_int((int64_t)s.n * s.h * s.w) || !fits_int(K)) return cudaErrorInvalidValue;
+  if (!fits_int((int64_t)s.n * s.h * s.w) || !fits_int(K) || !fits_int(K * s.c)) return cudaErrorInvalidValue;
   for (int phase = 0; phase < s.sh * s.sw; ++phase) {
     const DataPhase ph = data_phase(s, phase);
     const int64_t pix = (int64_t)s.n * ph.h.count * ph.w.count;
@@ -1038,14 +1056,14 @@ cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape
         continue;
       }
     }
-    const int tm = tile_tm_filling(s.c / s.groups, pix, s.groups);
+    const int tm = plan_tm(plan, tile_tm_filling(s.c / s.groups, pix, s.groups));
     dim3 grid;
     if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, tm, &grid)) return e;
     if (tm == 2)
       conv_backward_data_kernel<T, 2, 4><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
     else if (tm == 4)
       conv_backward_data_kernel<T, 4, 2><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
-    else if (g_two_blocks)
+    else if (plan_two_blocks(plan))
       conv_backward_data_kernel<T, 8, 2><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
     else
       conv_backward_data_kernel<T, 8, 1><<<grid, simt::kThreads, 0, stream>>>(dx, dy, w, s, ph, vec);
@@ -1056,8 +1074,8 @@ cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape
 
 template <typename T>
 cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T* x, const ConvShape& s, int splits,
-                                   cudaStream_t stream) {
-  if (!valid(s) || splits < 1) return cudaErrorInvalidValue;
+                                   cudaStream_t stream, ConvPlan plan) {
+  if (!valid(s) || splits < 1 || !valid_plan(plan)) return cudaErrorInvalidValue;
   const int64_t q_total = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   if (!fits_int(q_total) || !fits_int(K) || !fits_int((int64_t)s.n * s.c * s.h * s.w)) return cudaErrorInvalidValue;
   if (splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
@@ -1082,7 +1100,7 @@ cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T
   }
   // Each split covers a whole number of BK-slices of q.
   const int chunk = split_chunk(q_total, splits, BK);
-  const int tm = tile_tm(s.o / s.groups);
+  const int tm = plan_tm(plan, tile_tm(s.o / s.groups));
   dim3 grid;
   if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, tm, &grid)) return e;
   const bool vec_dy = s.oh * s.ow % 4 == 0 && aligned(dy, 4 * sizeof(T));
@@ -1109,9 +1127,10 @@ cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T
 
 #define LAMINA_INSTANTIATE(T)                                                                                    \
   template cudaError_t conv2d_forward<T>(T*, float*, const T*, const T*, const T*, const ConvShape&, int,       \
-                                         cudaStream_t);                                                         \
-  template cudaError_t conv2d_backward_data<T>(T*, const T*, const T*, const ConvShape&, cudaStream_t);        \
-  template cudaError_t conv2d_backward_weight<T>(T*, float*, const T*, const T*, const ConvShape&, int, cudaStream_t);
+                                         cudaStream_t, ConvPlan);                                               \
+  template cudaError_t conv2d_backward_data<T>(T*, const T*, const T*, const ConvShape&, cudaStream_t, ConvPlan); \
+  template cudaError_t conv2d_backward_weight<T>(T*, float*, const T*, const T*, const ConvShape&, int, cudaStream_t, \
+                                                 ConvPlan);
 
 LAMINA_INSTANTIATE(float)
 LAMINA_INSTANTIATE(__half)

@@ -256,22 +256,36 @@ bool conv_tile_fill();
 // (no spills).  For benchmarks.
 void set_conv_two_blocks(bool enabled);
 bool conv_two_blocks();
+// One call's choice of kernel build, for the autotuner
+// (lamina/ops/tuning.py) and the benchmarks; 0 in a field: lamina's rule.
+//   rows:   the SIMT core's A-tile height, 32, 64 or 128 (the tensor-core
+//           kernels' tiles are always 128 rows: ignored there);
+//   blocks: blocks per SM the 128-row SIMT forward or backward-data kernel
+//           is built for, 1 or 2 (the rule: conv_two_blocks(); ignored by
+//           backward-weight, whose 128-row kernel has one build, for 2).
+// Any plan computes the same result; only the split count changes the
+// order of the fp32 additions.
+struct ConvPlan {
+  int rows = 0;
+  int blocks = 0;
+};
 // Forward may split its reduction over C/G*KH*KW into `splits` ranges the
 // same way (workspace: splits * N*O*OH*OW floats), for grids short of a
 // wave; conv2d_forward_splits gives the count lamina chooses.
 template <typename T>
 cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
-                           int splits, cudaStream_t stream);
+                           int splits, cudaStream_t stream, ConvPlan plan = {});
 int conv2d_forward_splits(const ConvShape& s, bool sixteen_bit = false);
 // fp16/bf16 convolutions on tensor cores (mma.sync, the default) or on the
 // SIMT core as fp32 (for comparison).  Process-wide.
 void set_conv_tensor_cores(bool enabled);
 bool conv_tensor_cores();
 template <typename T>
-cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream);
+cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream,
+                                 ConvPlan plan = {});
 template <typename T>
 cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T* x, const ConvShape& s, int splits,
-                                   cudaStream_t stream);
+                                   cudaStream_t stream, ConvPlan plan = {});
 
 }  // namespace cuda
 }  // namespace lamina

@@ -7,6 +7,8 @@ first time a GPU array or device is asked for, so ``import lamina`` never
 touches CUDA.
 """
 
+import os
+
 import numpy as np
 
 from .errors import DeviceError
@@ -223,6 +225,44 @@ def stream_capturing():
 def kernels():
     """The current choice of :func:`use_kernels`."""
     return _kernels
+
+
+# Whether lamina's convolution kernels choose their launch plan by timing (lamina.ops.tuning).
+_autotune = os.environ.get("LAMINA_AUTOTUNE", "0") not in ("", "0")
+
+
+def autotune(enabled=None):
+    """Whether lamina's GPU convolutions time their launch plans and keep the
+    fastest per problem, as ``torch.backends.cudnn.benchmark`` does for
+    cuDNN.  Off by default (or as the environment variable
+    ``LAMINA_AUTOTUNE=1`` sets it).
+
+    Every convolution pass can run several ways that compute the same
+    result: a tile height of 32, 64 or 128 output channels, the 128-row
+    kernels built for one or two blocks per multiprocessor, and its
+    reduction cut into a number of ranges whose fp32 partial sums are added
+    in a fixed order.  Off, lamina's rules pick one from the problem's shape
+    (fitted to H100 measurements; deterministic).  On, the first call of each
+    distinct problem (geometry, channels, groups, dtype, device) times the
+    candidates on the current stream, once each plus a few rounds of the
+    close ones, and later calls reuse the fastest (:func:`lamina.ops.tuning.
+    plans` lists them).  The cost: that first call synchronises and takes
+    tens of launches' time, and since timing can choose another split count
+    on another run, results may differ between processes in the last bits
+    (within one process each problem keeps its plan).  A problem first met
+    inside a CUDA-graph capture cannot be timed: it runs the rule's plan, and
+    a warning says so once.
+
+    ``enabled``: True or False to set it, None to leave it.  Returns the
+    previous setting.
+    """
+    global _autotune
+    previous = _autotune
+    if enabled is not None:
+        if not isinstance(enabled, bool):
+            raise TypeError(f"autotune: expected True, False or None, received {enabled!r}")
+        _autotune = enabled
+    return previous
 
 
 def as_dtype(dtype):

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -117,6 +118,7 @@ inline T ldg(const T* p) {
 }
 
 inline int launches = 0;  // launches since the tests last read it (emu_launches)
+inline std::string launched;  // the kernels of those launches, one a line (emu_launched)
 
 // Per-thread state of the instruction stand-ins (pending asynchronous copies
 // and wgmma groups): each launch clears it on its threads, which start as

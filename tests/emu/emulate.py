@@ -43,7 +43,9 @@ def rewrite(source):
         m = LAUNCH.match(line)
         if m:
             indent, kernel, config, args = m.groups()
-            line = f"{indent}emu::launch({config}, [&] {{ {kernel}({args}); }});"
+            # the kernel as the launch names it (template arguments as written), for tests of which build ran
+            line = (f"{indent}{{ emu::launched += R\"({kernel.strip()})\" \"\\n\"; "
+                    f"emu::launch({config}, [&] {{ {kernel}({args}); }}); }}")
         line = DYNAMIC_SHARED.sub(r"unsigned char* \1 = emu::dyn_smem_start;", line)
         out.append(line)
     return "#include \"emu.h\"\n" + "\n".join(out) + "\n"
@@ -234,12 +236,26 @@ int emu_launches() {
   emu::launches = 0;
   return n;
 }
+// The kernels launched since the last call, one a line, as their launches name them.
+const char* emu_launched() {
+  static std::string names;
+  names = emu::launched;
+  emu::launched.clear();
+  return names.c_str();
+}
 static lc::ConvShape shape(const int* g) {
   return lc::ConvShape{g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]};
 }
 int emu_conv2d_forward(float* y, float* ws, const float* x, const float* w, const float* bias, const int* g,
                        int splits) {
   return lc::conv2d_forward<float>(y, ws, x, w, bias, shape(g), splits, nullptr);
+}
+int emu_conv2d_planned(int pass, float* out, float* ws, const float* a, const float* b, const int* g, int splits,
+                       int rows, int blocks) {
+  const lc::ConvPlan plan{rows, blocks};
+  if (pass == 0) return lc::conv2d_forward<float>(out, ws, a, b, nullptr, shape(g), splits, nullptr, plan);
+  if (pass == 1) return lc::conv2d_backward_data<float>(out, a, b, shape(g), nullptr, plan);
+  return lc::conv2d_backward_weight<float>(out, ws, a, b, shape(g), splits, nullptr, plan);
 }
 int emu_conv2d_forward_splits(const int* g, int sms, int two_blocks) {
   const int before = emu::sm_count;

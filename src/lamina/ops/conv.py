@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import warn_once
-from . import _addr, _contiguous, _name, _cpu_kernel, _cuda_kernel, _ext, _sm_count, _stream, float32_on_cpu, matmul, reference
+from . import _addr, _contiguous, _name, _cpu_kernel, _cuda_kernel, _ext, _sm_count, _stream, float32_on_cpu, matmul, reference, tuning
 
 
 class Geometry(NamedTuple):
@@ -446,6 +446,26 @@ def backward_weight_splits(g, o, groups, sm_count):
     return int(max(1, min(want, most, 65535 // groups)))
 
 
+class _Workspace:
+    """fp32 partial sums for split-K plans: one buffer, grown to the largest
+    asked for, shared by the plans an autotuning call times one after
+    another on one stream."""
+
+    def __init__(self, cp):
+        self.cp, self.buf = cp, None
+
+    def address(self, n):
+        if n == 0:
+            return 0
+        if self.buf is None or self.buf.size < n:
+            self.buf = self.cp.empty(n, dtype=np.float32)
+        return _addr(self.buf)
+
+
+def _tensor_cores(mod, dtype):
+    return dtype != "float32" and mod.conv_tensor_cores()
+
+
 def conv2d_forward_implicit(x, weight, bias, g, groups):
     """y (N, O, OH, OW) = conv(x, weight) + bias on lamina's implicit-GEMM kernel."""
     cp = backend.require_cuda()
@@ -456,12 +476,23 @@ def conv2d_forward_implicit(x, weight, bias, g, groups):
         if bias is not None:
             (bias,) = _contiguous(cp, bias.astype(x.dtype, copy=False))
         y = cp.empty((g.n, o, g.oh, g.ow), dtype=x.dtype)
+        dtype, ws = _name(x.dtype), _Workspace(cp)
+        args = (_addr(y), _addr(x), _addr(weight), 0 if bias is None else _addr(bias), tuple(g), o, groups, dtype,
+                _stream(cp))
+
+        def launcher(plan):
+            n = plan.splits * y.size if plan.splits > 1 else 0
+            return lambda: mod.conv2d_forward(*args, plan.splits, ws.address(n), plan.rows, plan.blocks)
+
         # split-K only for grids short of a wave with a long reduction (the kernel's own rule:
-        # csrc/cuda/conv.cu, conv2d_forward_splits); the fp32 partial sums need a workspace
-        splits = mod.conv2d_forward_splits(tuple(g), o, groups, _name(x.dtype))
-        workspace = cp.empty(splits * y.size, dtype=np.float32) if splits > 1 else None
-        mod.conv2d_forward(_addr(y), _addr(x), _addr(weight), 0 if bias is None else _addr(bias), tuple(g), o, groups,
-                           _name(x.dtype), _stream(cp), splits, 0 if workspace is None else _addr(workspace))
+        # csrc/cuda/conv.cu, conv2d_forward_splits), unless autotuning finds better
+        rule = tuning.Plan(splits=mod.conv2d_forward_splits(tuple(g), o, groups, dtype))
+        plan = tuning.choose(
+            "conv2d_forward", (tuple(g), o, groups, dtype), rule,
+            lambda: tuning.forward_candidates(o // groups, g.n * g.oh * g.ow, (g.c // groups) * g.kh * g.kw, groups,
+                                              _sm_count(cp), _tensor_cores(mod, dtype)),
+            launcher)
+        launcher(plan)()
     return y
 
 
@@ -476,21 +507,40 @@ def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True, need_bias=T
         low = backend.is_low_precision(dy.dtype)
         dbias = dy.sum(axis=(0, 2, 3), dtype=np.float32 if low else None) if need_bias else None
         dx = _implicit_backward_data(dy, weight, g, groups) if need_dx else None
-        splits = backward_weight_splits(g, o, groups, _sm_count(cp))
-        workspace = cp.empty(splits * weight.size, dtype=np.float32) if splits > 1 else None
         dweight = cp.empty(weight.shape, dtype=dy.dtype)
-        mod.conv2d_backward_weight(_addr(dweight), 0 if workspace is None else _addr(workspace), _addr(dy), _addr(x),
-                                   tuple(g), o, groups, splits, _name(dy.dtype), _stream(cp))
+        dtype, ws = _name(dy.dtype), _Workspace(cp)
+
+        def launcher(plan):
+            n = plan.splits * weight.size if plan.splits > 1 else 0
+            return lambda: mod.conv2d_backward_weight(_addr(dweight), ws.address(n), _addr(dy), _addr(x), tuple(g), o,
+                                                      groups, plan.splits, dtype, _stream(cp), plan.rows)
+
+        rule = tuning.Plan(splits=backward_weight_splits(g, o, groups, _sm_count(cp)))
+        plan = tuning.choose(
+            "conv2d_backward_weight", (tuple(g), o, groups, dtype), rule,
+            lambda: tuning.backward_weight_candidates(o // groups, g.n * g.oh * g.ow, groups, rule.splits,
+                                                      _tensor_cores(mod, dtype)),
+            launcher)
+        launcher(plan)()
     return dx, dweight, dbias
 
 
 def _implicit_backward_data(dy, weight, g, groups):
     cp = backend.require_cuda()
+    mod = _ext.cuda_module()
     dy, weight = _contiguous(cp, dy, weight)
     with dy.device:
         dx = cp.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
-        _ext.cuda_module().conv2d_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), weight.shape[0], groups,
-                                                _name(dy.dtype), _stream(cp))
+        dtype, o = _name(dy.dtype), weight.shape[0]
+
+        def launcher(plan):
+            return lambda: mod.conv2d_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), o, groups, dtype,
+                                                    _stream(cp), plan.rows, plan.blocks)
+
+        plan = tuning.choose(
+            "conv2d_backward_data", (tuple(g), o, groups, dtype), tuning.Plan(),
+            lambda: tuning.backward_data_candidates(g.c // groups, _tensor_cores(mod, dtype)), launcher)
+        launcher(plan)()
     return dx
 
 

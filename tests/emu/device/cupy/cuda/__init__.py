@@ -97,6 +97,13 @@ class Stream:
         pass
 
 
+class ExternalStream(Stream):
+    """A stream made elsewhere (PyTorch's), by its pointer: the same one null stream here."""
+
+    def __init__(self, ptr, device_id=-1):
+        super().__init__()
+
+
 Stream.null = Stream(null=True)
 _stream = [Stream.null]
 
