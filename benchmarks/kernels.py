@@ -184,103 +184,120 @@ def tuned_plan(torch, pass_name, problem, rule, candidates, launcher):
 
 def bench_conv(torch, mod, args, rows):
     """Each ResNet shape's three passes against cuDNN: float32 (lamina on CUDA
-    cores, TF32 off on both sides), then bfloat16 (lamina on tensor cores).
-    Each pass twice: with the plan lamina's rules choose (tile height, blocks
-    per SM, split count), and, when it differs, with the one its autotuner
-    picks (cuDNN's own autotuner is on: torch.backends.cudnn.benchmark)."""
+    cores, TF32 off on both sides), then bfloat16 (lamina on tensor cores:
+    the channels-last kernels, variant "mma", and for comparison the kernels
+    that gather from NCHW, "mma gathered").  Each pass with the plan lamina's
+    rules choose (tile height, blocks per SM, split count), and, when it
+    differs, with the one its autotuner picks (cuDNN's own autotuner is on:
+    torch.backends.cudnn.benchmark); the gathered kernels with the rule's
+    plan only."""
     from lamina.ops import tuning
 
     stream = torch.cuda.current_stream().cuda_stream
     sm_count = torch.cuda.get_device_properties(0).multi_processor_count
     F = torch.nn.functional
-    for dtype in ("float32", "bfloat16"):
+    for dtype, channels_last in (("float32", True), ("bfloat16", True), ("bfloat16", False)):
+        if not channels_last and not mod.conv_tensor_cores():
+            continue
         tdt = getattr(torch, dtype)
         tol = 1e-4 if dtype == "float32" else 2e-2
         tensor = dtype != "float32" and mod.conv_tensor_cores()
-        for name, xshape, o, kk, s, p in CONV:
-            if args.quick and xshape[0] * xshape[1] * xshape[2] * xshape[3] * o * kk * kk > 2**33:
-                continue
-            gen = torch.Generator(device="cuda").manual_seed(1)
-            x = torch.randn(xshape, device="cuda", generator=gen).to(tdt)
-            w = (torch.randn((o, xshape[1], kk, kk), device="cuda", generator=gen) / (xshape[1] * kk * kk) ** 0.5).to(tdt)
-            geo = ops.geometry(xshape, (kk, kk), (s, s), (p, p, p, p))
-            y_shape = (geo.n, o, geo.oh, geo.ow)
-            dy = torch.randn(y_shape, device="cuda", generator=gen).to(tdt)
-            y, dx, dw = torch.empty(y_shape, device="cuda", dtype=tdt), torch.empty_like(x), torch.empty_like(w)
-            g = tuple(geo)
-            pixels, k = geo.n * geo.oh * geo.ow, xshape[1] * kk * kk
-            flops = 2.0 * pixels * o * k
-            workspaces = {}
+        previous_layout = mod.conv_channels_last(channels_last)
+        try:
+            _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels_last, stream, sm_count, F,
+                               tuning)
+        finally:
+            mod.conv_channels_last(previous_layout)
 
-            def workspace(n):  # fp32 partial sums, one buffer per size (kept: timing must not allocate)
-                if n not in workspaces:
-                    workspaces[n] = torch.empty(max(1, n), device="cuda")
-                return workspaces[n].data_ptr()
 
-            def forward(plan):
-                n = plan.splits * y.numel() if plan.splits > 1 else 0
-                return lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, dtype, stream,
-                                                  plan.splits, workspace(n), plan.rows, plan.blocks)
+def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels_last, stream, sm_count, F, tuning):
+    kind = "simt" if dtype == "float32" else "mma" if channels_last else "mma gathered"
+    for name, xshape, o, kk, s, p in CONV:
+        if args.quick and xshape[0] * xshape[1] * xshape[2] * xshape[3] * o * kk * kk > 2**33:
+            continue
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        x = torch.randn(xshape, device="cuda", generator=gen).to(tdt)
+        w = (torch.randn((o, xshape[1], kk, kk), device="cuda", generator=gen) / (xshape[1] * kk * kk) ** 0.5).to(tdt)
+        geo = ops.geometry(xshape, (kk, kk), (s, s), (p, p, p, p))
+        y_shape = (geo.n, o, geo.oh, geo.ow)
+        dy = torch.randn(y_shape, device="cuda", generator=gen).to(tdt)
+        y, dx, dw = torch.empty(y_shape, device="cuda", dtype=tdt), torch.empty_like(x), torch.empty_like(w)
+        g = tuple(geo)
+        pixels, k = geo.n * geo.oh * geo.ow, xshape[1] * kk * kk
+        flops = 2.0 * pixels * o * k
+        workspaces = {}
 
-            def backward_data(plan):
-                return lambda: mod.conv2d_backward_data(dx.data_ptr(), dy.data_ptr(), w.data_ptr(), g, o, 1, dtype,
-                                                        stream, plan.rows, plan.blocks)
+        def workspace(pass_name, splits):  # one buffer per size (kept: timing must not allocate)
+            n = mod.conv2d_workspace_size(pass_name, g, o, 1, dtype, splits)
+            if n not in workspaces:
+                workspaces[n] = torch.empty(max(1, n), device="cuda", dtype=torch.uint8)
+            return workspaces[n].data_ptr() if n else 0
 
-            def backward_weight(plan):
-                n = plan.splits * w.numel() if plan.splits > 1 else 0
-                return lambda: mod.conv2d_backward_weight(dw.data_ptr(), workspace(n), dy.data_ptr(), x.data_ptr(), g,
-                                                          o, 1, plan.splits, dtype, stream, plan.rows)
+        def forward(plan):
+            n = workspace("forward", plan.splits)
+            return lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, dtype, stream,
+                                              plan.splits, n, plan.rows, plan.blocks)
 
-            bw_rule = tuning.Plan(splits=ops.conv.backward_weight_splits(geo, o, 1, sm_count))
-            passes = {  # pass: (launcher, rule's plan, candidates, reference, result)
-                "forward": (
-                    forward, tuning.Plan(splits=mod.conv2d_forward_splits(g, o, 1, dtype)),
-                    lambda: tuning.forward_candidates(o, pixels, k, 1, sm_count, tensor),
-                    lambda: F.conv2d(x, w, stride=s, padding=p), lambda: y),
-                "backward-data": (
-                    backward_data, tuning.Plan(), lambda: tuning.backward_data_candidates(xshape[1], tensor),
-                    lambda: torch.nn.grad.conv2d_input(xshape, w, dy, stride=s, padding=p), lambda: dx),
-                "backward-weight": (
-                    backward_weight, bw_rule,
-                    lambda: tuning.backward_weight_candidates(o, pixels, 1, bw_rule.splits, tensor),
-                    lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p), lambda: dw),
-            }
-            for pass_name, (launcher, rule, candidates, ref_fn, result) in passes.items():
-                plans = [("rule", rule)]
+        def backward_data(plan):
+            n = workspace("backward_data", 1)
+            return lambda: mod.conv2d_backward_data(dx.data_ptr(), dy.data_ptr(), w.data_ptr(), g, o, 1, dtype,
+                                                    stream, plan.rows, plan.blocks, n)
+
+        def backward_weight(plan):
+            n = workspace("backward_weight", plan.splits)
+            return lambda: mod.conv2d_backward_weight(dw.data_ptr(), n, dy.data_ptr(), x.data_ptr(), g,
+                                                      o, 1, plan.splits, dtype, stream, plan.rows)
+
+        bw_rule = tuning.Plan(splits=ops.conv.backward_weight_splits(geo, o, 1, sm_count))
+        passes = {  # pass: (launcher, rule's plan, candidates, reference, result)
+            "forward": (
+                forward, tuning.Plan(splits=mod.conv2d_forward_splits(g, o, 1, dtype)),
+                lambda: tuning.forward_candidates(o, pixels, k, 1, sm_count, tensor),
+                lambda: F.conv2d(x, w, stride=s, padding=p), lambda: y),
+            "backward-data": (
+                backward_data, tuning.Plan(), lambda: tuning.backward_data_candidates(xshape[1], tensor),
+                lambda: torch.nn.grad.conv2d_input(xshape, w, dy, stride=s, padding=p), lambda: dx),
+            "backward-weight": (
+                backward_weight, bw_rule,
+                lambda: tuning.backward_weight_candidates(o, pixels, 1, bw_rule.splits, tensor),
+                lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p), lambda: dw),
+        }
+        for pass_name, (launcher, rule, candidates, ref_fn, result) in passes.items():
+            plans, tuned = [("rule", rule)], rule
+            if channels_last:  # (the gathered kernels' comparison rows: the rule's plan only)
                 try:
                     tuned = tuned_plan(torch, "conv2d_" + pass_name.replace("-", "_"), (g, o, 1, dtype), rule,
                                        candidates, launcher)
                 except RuntimeError as e:
                     print(f"conv {name} {pass_name} {dtype}: autotuning failed: {e}", flush=True)
-                    tuned = rule
-                if tuned != rule:
-                    plans.append(("tuned", tuned))
-                for how, plan in plans:
-                    lamina_fn = launcher(plan)
-                    try:
-                        lamina_fn()
-                    except RuntimeError as e:  # reported, not timed; the other kernels still run
-                        print(f"conv {name} {pass_name} {dtype} ({how} plan): {e}: NOT TIMED", flush=True)
-                        rows.append({"kernel": "conv2d " + pass_name, "shape": name, "what": f"{dtype} ({how})",
-                                     "mismatch": True, "error": str(e)})
-                        continue
-                    err = rel_error(torch, result(), ref_fn())
-                    if not err < tol:
-                        rows.append(mismatch("conv2d " + pass_name, name, f"{dtype} ({how} plan {tuple(plan)})",
-                                             "cuDNN", err))
-                        continue
-                    t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
-                    variant = ("simt" if dtype == "float32" else "mma") + (" tuned" if how == "tuned" else "")
-                    row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o,
-                           "kernel_size": kk, "stride": s, "padding": p, "dtype": dtype, "layout": "NCHW",
-                           "variant": variant, "plan": plan._asdict(), "tuned_plan": tuned._asdict(),
-                           "splits": plan.splits,
-                           "lamina_ms": t_l, "cudnn_ms": t_r, "lamina_tflops": flops / t_l / 1e9,
-                           "cudnn_tflops": flops / t_r / 1e9, "ratio_of_cudnn": t_r / t_l, "max_rel_error": err}
-                    rows.append(row)
-                    print(f"conv {name:>22} {pass_name:>15} {dtype:>8} {how:>5} {tuple(plan)}: lamina {t_l:8.3f} ms "
-                          f"({row['lamina_tflops']:6.1f} TFLOP/s)  cuDNN {t_r:8.3f} ms ({row['cudnn_tflops']:6.1f})  "
-                          f"ratio {row['ratio_of_cudnn']:.2f}", flush=True)
+            if tuned != rule:
+                plans.append(("tuned", tuned))
+            for how, plan in plans:
+                lamina_fn = launcher(plan)
+                try:
+                    lamina_fn()
+                except RuntimeError as e:  # reported, not timed; the other kernels still run
+                    print(f"conv {name} {pass_name} {dtype} {kind} ({how} plan): {e}: NOT TIMED", flush=True)
+                    rows.append({"kernel": "conv2d " + pass_name, "shape": name, "what": f"{dtype} {kind} ({how})",
+                                 "mismatch": True, "error": str(e)})
+                    continue
+                err = rel_error(torch, result(), ref_fn())
+                if not err < tol:
+                    rows.append(mismatch("conv2d " + pass_name, name, f"{dtype} {kind} ({how} plan {tuple(plan)})",
+                                         "cuDNN", err))
+                    continue
+                t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
+                variant = kind + (" tuned" if how == "tuned" else "")
+                row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o,
+                       "kernel_size": kk, "stride": s, "padding": p, "dtype": dtype, "layout": "NCHW",
+                       "variant": variant, "plan": plan._asdict(), "tuned_plan": tuned._asdict(),
+                       "splits": plan.splits,
+                       "lamina_ms": t_l, "cudnn_ms": t_r, "lamina_tflops": flops / t_l / 1e9,
+                       "cudnn_tflops": flops / t_r / 1e9, "ratio_of_cudnn": t_r / t_l, "max_rel_error": err}
+                rows.append(row)
+                print(f"conv {name:>22} {pass_name:>15} {dtype:>8} {kind:>12} {how:>5} {tuple(plan)}: lamina {t_l:8.3f} ms "
+                      f"({row['lamina_tflops']:6.1f} TFLOP/s)  cuDNN {t_r:8.3f} ms ({row['cudnn_tflops']:6.1f})  "
+                      f"ratio {row['ratio_of_cudnn']:.2f}", flush=True)
 
 
 def sweep_splits(torch, mod, args, rows):

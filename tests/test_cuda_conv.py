@@ -43,6 +43,18 @@ def _problem(case, seed):
     return case, x, w, b, dy, groups
 
 
+def _workspace(keep, mod, pass_name, g, o, groups, dtype, splits):
+    """The address of a workspace of the size the pass asks for, every byte 0xFF (NaN in float32, float16 and
+    bfloat16: poisoned), kept alive in `keep`; 0 when the pass needs none."""
+    import cupy as cp
+
+    n = mod.conv2d_workspace_size(pass_name, tuple(g), o, groups, dtype, splits)
+    if n == 0:
+        return 0
+    keep.append(cp.full(n, 0xFF, dtype=np.uint8))
+    return keep[-1].data.ptr
+
+
 def _launch_all(g, x, w, b, dy, groups, dtype, splits, rows=0, blocks=0):
     """Run the three kernels on storage-dtype copies, forward and backward-weight with `splits` split-K
     ranges, the SIMT kernels of `rows` rows built for `blocks` blocks per SM (0: the rule's); return host
@@ -60,14 +72,13 @@ def _launch_all(g, x, w, b, dy, groups, dtype, splits, rows=0, blocks=0):
     y = cp.full((g.n, o, g.oh, g.ow), poison, dtype=store)
     dx = cp.full((g.n, g.c, g.h, g.w), poison, dtype=store)
     dw = cp.full(w.shape, poison, dtype=store)
-    workspace = cp.full(splits * w.size, np.nan, dtype=np.float32) if splits > 1 else None
-    y_workspace = cp.full(splits * y.size, np.nan, dtype=np.float32) if splits > 1 else None
-    stream = cp.cuda.get_current_stream().ptr
+    stream, keep = cp.cuda.get_current_stream().ptr, []
     mod.conv2d_forward(y.data.ptr, gx.data.ptr, gw.data.ptr, gb.data.ptr, tuple(g), o, groups, dtype, stream, splits,
-                       0 if y_workspace is None else y_workspace.data.ptr, rows, blocks)
-    mod.conv2d_backward_data(dx.data.ptr, gdy.data.ptr, gw.data.ptr, tuple(g), o, groups, dtype, stream, rows, blocks)
-    mod.conv2d_backward_weight(dw.data.ptr, 0 if workspace is None else workspace.data.ptr, gdy.data.ptr, gx.data.ptr,
-                               tuple(g), o, groups, splits, dtype, stream, rows)
+                       _workspace(keep, mod, "forward", g, o, groups, dtype, splits), rows, blocks)
+    mod.conv2d_backward_data(dx.data.ptr, gdy.data.ptr, gw.data.ptr, tuple(g), o, groups, dtype, stream, rows, blocks,
+                             _workspace(keep, mod, "backward_data", g, o, groups, dtype, 1))
+    mod.conv2d_backward_weight(dw.data.ptr, _workspace(keep, mod, "backward_weight", g, o, groups, dtype, splits),
+                               gdy.data.ptr, gx.data.ptr, tuple(g), o, groups, splits, dtype, stream, rows)
 
     def host(a):
         a = cp.asnumpy(a)
@@ -249,6 +260,88 @@ def test_conv_kernels_16_bit_match_float64(case, dtype, tensor_cores):
     assert mod.conv_tensor_cores() is previous
 
 
+# 16-bit layers whose channels per group are multiples of 8: the channels-last tensor-core kernels
+# (csrc/cuda/conv.cu, namespace cl).  Odd images, batch 1, stride, four-sided padding, dilation, groups,
+# reductions that end inside a 32-wide slice, more than one 128-row or 128-pixel tile, a stride phase
+# with no taps; and layers where only some passes qualify (C/G or O/G not a multiple of 8).
+CHANNELS_LAST = [
+    (ops.geometry((2, 16, 9, 7), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 24),  # K = 144: 4.5 slices
+    (ops.geometry((1, 8, 5, 6), (3, 3), (2, 2), (1, 0, 1, 2)), 1, 8),  # batch 1, stride 2, four-sided padding
+    (ops.geometry((2, 32, 6, 5), (3, 3), (1, 1), (1, 1, 1, 1)), 2, 16),  # groups: 16 in, 8 out per group
+    (ops.geometry((1, 8, 11, 10), (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)), 1, 8),  # dilation
+    (ops.geometry((3, 24, 7, 7), (1, 1), (2, 2), (0, 0, 0, 0)), 1, 40),  # 1x1, stride 2
+    (ops.geometry((2, 136, 3, 4), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 136),  # two 128-row tiles, K = 1224
+    (ops.geometry((3, 8, 9, 9), (5, 3), (2, 1), (2, 2, 1, 1)), 1, 16),  # 243 input pixels: 2 column tiles
+    (ops.geometry((2, 8, 9, 9), (3, 3), (2, 2), (2, 2, 2, 2), (2, 2)), 1, 8),  # odd phases have no taps
+    (ops.geometry((2, 16, 5, 5), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 12),  # forward only (O % 8 != 0)
+    (ops.geometry((2, 12, 5, 5), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 16),  # backward-data only (C % 8 != 0)
+]
+
+
+def _channels_last_passes(mod, g, o, groups, dtype):
+    """The passes that take the channels-last kernels: those that ask for a workspace when unsplit."""
+    return {p for p in ("forward", "backward_data", "backward_weight")
+            if mod.conv2d_workspace_size(p, tuple(g), o, groups, dtype) > 0}
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("case", CHANNELS_LAST, ids=_case_id)
+def test_conv_kernels_channels_last_match_float64(case, dtype):
+    """NHWC copies, then 16-byte cp.async tiles, unsplit and split (forward
+    over (kh, kw, c), backward-weight over pixels); and the same numbers
+    from the gathered kernels (conv_channels_last(False))."""
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    g, x, w, b, dy, groups = _problem(case, 21)
+    o, cg, og = w.shape[0], g.c // groups, w.shape[0] // groups
+    expected = {"forward"} if cg % 8 == 0 else set()
+    expected |= {"backward_data"} if og % 8 == 0 else set()
+    expected |= {"backward_weight"} if cg % 8 == 0 and og % 8 == 0 else set()
+    assert _channels_last_passes(mod, g, o, groups, dtype) == expected
+    for splits in (1, 3):
+        _check(_launch_all(g, x, w, b, dy, groups, dtype, splits), dtype, g, w)
+    previous = mod.conv_channels_last(False)
+    try:
+        assert _channels_last_passes(mod, g, o, groups, dtype) == set()
+        _check(_launch_all(g, x, w, b, dy, groups, dtype, 2), dtype, g, w)
+    finally:
+        mod.conv_channels_last(previous)
+    assert mod.conv_channels_last() is previous
+
+
+def test_channels_last_workspace_is_required_and_sized():
+    """A 16-bit pass on the channels-last kernels needs its NHWC copies'
+    workspace: without one the binding says how many bytes; float32 and
+    the gathered kernels need none unsplit."""
+    import cupy as cp
+
+    from lamina.ops import _ext
+
+    mod = _ext.cuda_module()
+    g = ops.geometry((2, 16, 5, 5), (3, 3), (1, 1), (1, 1, 1, 1))
+    x, w = cp.zeros((2, 16, 5, 5), np.float16), cp.zeros((8, 16, 3, 3), np.float16)
+    y = cp.zeros((2, 8, 5, 5), np.float16)
+    stream = cp.cuda.get_current_stream().ptr
+    size = mod.conv2d_workspace_size("forward", tuple(g), 8, 1, "float16")
+    assert size >= 2 * (x.size + w.size)  # x and w, channels-last
+    with pytest.raises(ValueError, match=f"conv2d_forward: expected a workspace of {size} bytes"):
+        mod.conv2d_forward(y.data.ptr, x.data.ptr, w.data.ptr, 0, tuple(g), 8, 1, "float16", stream)
+    with pytest.raises(ValueError, match="conv2d_backward_data: expected a workspace of"):
+        mod.conv2d_backward_data(x.data.ptr, y.data.ptr, w.data.ptr, tuple(g), 8, 1, "float16", stream)
+    with pytest.raises(ValueError, match="conv2d_backward_weight: expected a workspace of"):
+        mod.conv2d_backward_weight(w.data.ptr, 0, y.data.ptr, x.data.ptr, tuple(g), 8, 1, 1, "float16", stream)
+    assert mod.conv2d_workspace_size("forward", tuple(g), 8, 1, "float32") == 0
+    assert mod.conv2d_workspace_size("forward", tuple(g), 8, 1, "float32", 3) >= 3 * y.size * 4
+    with pytest.raises(ValueError, match="expected pass forward, backward_data or backward_weight, received fwd"):
+        mod.conv2d_workspace_size("fwd", tuple(g), 8, 1, "float16")
+    previous = mod.conv_channels_last(False)
+    try:
+        assert mod.conv2d_workspace_size("forward", tuple(g), 8, 1, "float16") == 0
+    finally:
+        mod.conv_channels_last(previous)
+
+
 def test_16_bit_conv_layers_on_tensor_cores_match_the_cpu():
     """Conv2D in float16 (weights and input) on the tensor-core kernels
     against the float32 CPU layer: a layer whose forward splits its
@@ -340,6 +433,6 @@ def test_forward_split_k_on_a_long_reduction_with_few_tiles():
                            cp.cuda.get_current_stream().ptr, splits, ws.data.ptr)
         runs.append(cp.asnumpy(y))
     assert all(np.array_equal(runs[0], r) for r in runs[1:])
-    with pytest.raises(RuntimeError, match="conv2d_forward"):  # split-K without a workspace
+    with pytest.raises(ValueError, match="conv2d_forward: expected a workspace"):  # split-K without one
         mod.conv2d_forward(y.data.ptr, gx.data.ptr, w.data.ptr, b.data.ptr, tuple(g), 8, 1, "float32",
                            cp.cuda.get_current_stream().ptr, splits, 0)

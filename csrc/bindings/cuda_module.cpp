@@ -88,6 +88,31 @@ lc::ConvPlan conv_plan(const char* fn, int rows, int blocks) {
   return lc::ConvPlan{rows, blocks};
 }
 
+// The convolution pass named by the bindings (conv2d_workspace_size), as launchers.h numbers them.
+int conv_pass(const std::string& pass) {
+  if (pass == "forward") return 0;
+  if (pass == "backward_data") return 1;
+  if (pass == "backward_weight") return 2;
+  throw std::invalid_argument("conv2d_workspace_size: expected pass forward, backward_data or backward_weight, "
+                              "received " + pass);
+}
+
+// Bytes of workspace a convolution pass needs (0: none).
+int64_t conv_workspace(int pass, const std::string& dtype, const lc::ConvShape& s, int splits) {
+  int64_t bytes = 0;
+  dispatch_conv(dtype, "conv2d_workspace_size", [&](auto t) {
+    bytes = lc::conv2d_workspace_size<decltype(t)>(pass, s, splits);
+  });
+  return bytes;
+}
+
+// A pass given no workspace where it needs one: said here, where the error can name the size.
+void require_workspace(const char* fn, uintptr_t workspace, int64_t needed) {
+  if (workspace == 0 && needed > 0)
+    throw std::invalid_argument(std::string(fn) + ": expected a workspace of " + std::to_string(needed) +
+                                " bytes (conv2d_workspace_size), received none");
+}
+
 // The fused optimizer kernels' per-parameter table from parallel lists:
 // ptrs[k][i] is pointer k of parameter i (0: none), scalars[j][i] its
 // scalar j.  Every list must hold one entry per parameter.
@@ -640,10 +665,11 @@ PYBIND11_MODULE(_C_cuda, m) {
          const std::string& dtype, uintptr_t stream, int splits, uintptr_t workspace, int rows, int blocks) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
         const lc::ConvPlan plan = conv_plan("conv2d_forward", rows, blocks);
+        require_workspace("conv2d_forward", workspace, conv_workspace(0, dtype, s, splits));
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_forward", [&](auto t) {
           using T = decltype(t);
-          check(lc::conv2d_forward(ptr<T>(y), ptr<float>(workspace), ptr<const T>(x), ptr<const T>(w),
+          check(lc::conv2d_forward(ptr<T>(y), ptr<void>(workspace), ptr<const T>(x), ptr<const T>(w),
                                    ptr<const T>(bias), s, splits, as_stream(stream), plan),
                 "conv2d_forward");
         });
@@ -652,8 +678,9 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("dtype"), py::arg("stream"), py::arg("splits") = 1, py::arg("workspace") = 0, py::arg("rows") = 0,
       py::arg("blocks") = 0,
       "y = conv(x, w) + bias; splits > 1 cuts the reduction over C/G*KH*KW into that many ranges, whose fp32 "
-      "partial sums go to workspace (splits * N*O*OH*OW floats) and are added in a fixed order.  rows (32, 64, "
-      "128) and blocks (blocks per SM of the 128-row build, 1 or 2) choose the SIMT kernel; 0: lamina's rule.");
+      "partial sums are added in a fixed order.  workspace: conv2d_workspace_size('forward', ...) bytes (the "
+      "partial sums, and the channels-last copies of 16-bit operands).  rows (32, 64, 128) and blocks (blocks per "
+      "SM of the 128-row build, 1 or 2) choose the SIMT kernel; 0: lamina's rule.");
   m.def(
       "conv2d_forward_splits",
       [](py::tuple geometry, int o, int groups, const std::string& dtype) {
@@ -669,19 +696,22 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def(
       "conv2d_backward_data",
       [](uintptr_t dx, uintptr_t dy, uintptr_t w, py::tuple geometry, int o, int groups, const std::string& dtype,
-         uintptr_t stream, int rows, int blocks) {
+         uintptr_t stream, int rows, int blocks, uintptr_t workspace) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
         const lc::ConvPlan plan = conv_plan("conv2d_backward_data", rows, blocks);
+        require_workspace("conv2d_backward_data", workspace, conv_workspace(1, dtype, s, 1));
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_backward_data", [&](auto t) {
           using T = decltype(t);
-          check(lc::conv2d_backward_data(ptr<T>(dx), ptr<const T>(dy), ptr<const T>(w), s, as_stream(stream), plan),
+          check(lc::conv2d_backward_data(ptr<T>(dx), ptr<void>(workspace), ptr<const T>(dy), ptr<const T>(w), s,
+                                         as_stream(stream), plan),
                 "conv2d_backward_data");
         });
       },
       py::arg("dx"), py::arg("dy"), py::arg("w"), py::arg("geometry"), py::arg("o"), py::arg("groups"),
-      py::arg("dtype"), py::arg("stream"), py::arg("rows") = 0, py::arg("blocks") = 0,
-      "dx of a convolution; rows and blocks as for conv2d_forward.");
+      py::arg("dtype"), py::arg("stream"), py::arg("rows") = 0, py::arg("blocks") = 0, py::arg("workspace") = 0,
+      "dx of a convolution; rows and blocks as for conv2d_forward; workspace: "
+      "conv2d_workspace_size('backward_data', ...) bytes (0 for float32 and for the gathered kernels).");
 
   m.def(
       "conv2d_backward_weight",
@@ -689,19 +719,31 @@ PYBIND11_MODULE(_C_cuda, m) {
          int splits, const std::string& dtype, uintptr_t stream, int rows) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
         const lc::ConvPlan plan = conv_plan("conv2d_backward_weight", rows, 0);
+        require_workspace("conv2d_backward_weight", workspace, conv_workspace(2, dtype, s, splits));
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_backward_weight", [&](auto t) {
           using T = decltype(t);
-          check(lc::conv2d_backward_weight(ptr<T>(dw), ptr<float>(workspace), ptr<const T>(dy), ptr<const T>(x), s,
+          check(lc::conv2d_backward_weight(ptr<T>(dw), ptr<void>(workspace), ptr<const T>(dy), ptr<const T>(x), s,
                                            splits, as_stream(stream), plan),
                 "conv2d_backward_weight");
         });
       },
       py::arg("dw"), py::arg("workspace"), py::arg("dy"), py::arg("x"), py::arg("geometry"), py::arg("o"),
       py::arg("groups"), py::arg("splits"), py::arg("dtype"), py::arg("stream"), py::arg("rows") = 0,
-      "dW of a convolution, its reduction over N*OH*OW cut into `splits` ranges (fp32 partial sums in workspace, "
-      "splits * O*C/G*KH*KW floats, added in a fixed order); rows (32, 64, 128) chooses the SIMT kernel, 0: the "
-      "rule.");
+      "dW of a convolution, its reduction over N*OH*OW cut into `splits` ranges (fp32 partial sums added in a "
+      "fixed order); workspace: conv2d_workspace_size('backward_weight', ...) bytes; rows (32, 64, 128) chooses "
+      "the SIMT kernel, 0: the rule.");
+  m.def(
+      "conv2d_workspace_size",
+      [](const std::string& pass, py::tuple geometry, int o, int groups, const std::string& dtype, int splits) {
+        const int code = conv_pass(pass);
+        if (splits < 1)
+          throw std::invalid_argument("conv2d_workspace_size: expected splits >= 1, received " + std::to_string(splits));
+        return conv_workspace(code, dtype, conv_shape(geometry, o, groups), splits);
+      },
+      py::arg("pass_name"), py::arg("geometry"), py::arg("o"), py::arg("groups"), py::arg("dtype"), py::arg("splits") = 1,
+      "Bytes of device workspace a convolution pass ('forward', 'backward_data' or 'backward_weight') needs with "
+      "this many splits: fp32 partial sums, and the channels-last copies of 16-bit operands (0: none).");
 
   m.def("device_count", &device_count, "CUDA devices visible to lamina's kernels (0 without a driver or device)");
   m.def("runtime_version", []() {
@@ -767,6 +809,17 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("enabled") = py::none(),
       "Whether float16/bfloat16 convolutions run on tensor cores (mma.sync, fp32 accumulation; the default) or on "
       "the SIMT core.  Returns the previous setting.");
+  m.def(
+      "conv_channels_last",
+      [](py::object enabled) {
+        const bool before = lc::conv_channels_last();
+        if (!enabled.is_none()) lc::set_conv_channels_last(enabled.cast<bool>());
+        return before;
+      },
+      py::arg("enabled") = py::none(),
+      "Whether float16/bfloat16 convolutions on tensor cores copy their operands channels-last and load them by "
+      "cp.async where the channels per group are multiples of 8 (the default), or gather them from NCHW.  Returns "
+      "the previous setting.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
                                       "ctc_loss", "sgd_update", "adam_update", "adam_variant_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",

@@ -685,15 +685,29 @@ __device__ __forceinline__ void mainloop(T* smem, LA& la, LB& lb, int kbegin, in
 
 using tc_tile::for_each_pair;
 
-// Through an epilogue of the columns/store kind (ConvForwardEpilogue, ConvDataEpilogue): pairs of columns.
+// Through an epilogue of the columns/store kind (ConvForwardEpilogue,
+// ConvDataEpilogue): pairs of columns, each of the thread's four column
+// pairs decoded once for its 16 accumulators (fragment layout as
+// tc_tile::for_each_pair): a decode costs a division or two.
 template <class Epi>
 __device__ __forceinline__ void epilogue_pairs(const Epi& epi, const float (&acc)[4][4][4], int m0, int n0, int M,
                                                int N) {
-  for_each_pair(acc, m0, n0, [&](int m, int n, float v0, float v1) {
-    if (m >= M || n >= N) return;
-    const float v[4] = {v0, v1, 0.f, 0.f};
-    epi.store(m, epi.columns(n, min(N, n + 2)), v);  // at most two columns: the scalar path
-  });
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+#pragma unroll
+  for (int ni = 0; ni < 4; ++ni) {
+    const int n = n0 + wn + ni * 8 + 2 * (lane % 4);
+    if (n >= N) continue;
+    const typename Epi::Columns cols = epi.columns(n, min(N, n + 2));  // at most two columns: the scalar path
+#pragma unroll
+    for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int m = m0 + wm + mi * 16 + lane / 4 + 8 * h;
+        const float v[4] = {acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1], 0.f, 0.f};
+        if (m < M) epi.store(m, cols, v);
+      }
+  }
 }
 
 // A dense KM operand: element (r, k) at p[r * ld + k] (the forward's weight).
@@ -857,6 +871,298 @@ __global__ void __launch_bounds__(tc::THREADS, 2)
   });
 }
 
+// ---------------------------------------------------------------------------
+// Channels-last tensor-core convolutions (fp16/bf16; the default wherever
+// the channel counts allow).  The gathered kernels above spend 900-1250
+// instructions per 32 HMMA on index arithmetic and 2-byte loads, because in
+// NCHW consecutive k of the reduction lie apart in memory.  Here each pass
+// first copies its two operands channels-last (transpose16_kernel, a few µs
+// of memory traffic), so that 8 consecutive channels at one pixel and tap
+// are 16 contiguous bytes.  Every operand tile then arrives by cp.async in
+// 16-byte chunks, zero-filled where a tap falls into the padding, through
+// the 3-stage ring of the dense GEMM (gemm_tc.cu), and a thread's index work
+// is a few integer operations per chunk.  The reduction runs over (tap,
+// channel), channels innermost, and the outputs keep lamina's layouts:
+//   forward          A = w_cl[o][(kh, kw, c)]    B = x_cl[pixel's tap][c]        y  (N, O, OH, OW)
+//   backward-data    A = w_cl[c][(tap, o)]       B = dy_cl[tap's output][o]      dx (N, C, H, W), per phase
+//   backward-weight  A = dy_cl[q][o]             B = x_cl[q's tap][c]            dW (O, C/G, KH, KW)
+// x_cl and dy_cl are NHWC; w_cl is the weight with its input channels
+// innermost (forward: (O, KH, KW, C/G)) or its output channels innermost
+// (backward-data: (G, C/G, KH, KW, O/G)).  A 16-byte chunk must lie inside
+// one tap of one group: C/G % 8 == 0 (forward, backward-weight), O/G % 8 ==
+// 0 (backward-data, backward-weight); other layers take the gathered kernels.
+namespace cl {
+
+using tc_tile::BK;
+using tc_tile::BM;
+using tc_tile::BN;
+using tc_tile::KSTRIDE;
+using tc_tile::RSTRIDE;
+using tc_tile::TILE;
+constexpr int STAGES = 3, THREADS = 256;
+constexpr int SMEM_BYTES = STAGES * 2 * TILE * 2;  // 60 KiB, over the 48 KiB default: asked for per kernel
+
+// out[b][j][i] = in[b][i][j] for i < R, j < S: NCHW -> NHWC (b = image, i =
+// channel, j = pixel) and the weight reorders, 16-bit elements moved as
+// bits, through a 32 x 33 shared tile (the odd stride keeps the transposed
+// reads free of bank conflicts).
+__global__ void transpose16_kernel(uint16_t* __restrict__ out, const uint16_t* __restrict__ in, int R, int S,
+                                   int64_t batches) {
+  __shared__ uint16_t tile[32][33];
+  const int i0 = blockIdx.y * 32, j0 = blockIdx.x * 32;
+  for (int64_t b = blockIdx.z; b < batches; b += gridDim.z) {
+    const uint16_t* src = in + b * R * S;
+    uint16_t* dst = out + b * R * S;
+    for (int i = threadIdx.y; i < 32; i += 8)
+      if (i0 + i < R && j0 + (int)threadIdx.x < S) tile[i][threadIdx.x] = src[(int64_t)(i0 + i) * S + j0 + threadIdx.x];
+    __syncthreads();
+    for (int j = threadIdx.y; j < 32; j += 8)
+      if (j0 + j < S && i0 + (int)threadIdx.x < R) dst[(int64_t)(j0 + j) * R + i0 + threadIdx.x] = tile[threadIdx.x][j];
+    __syncthreads();  // the tile is refilled for the next batch
+  }
+}
+
+// A thread's position k = (tap, c) in a reduction whose `inner` channels
+// (inner % 8 == 0) are innermost and whose taps run over rows a and
+// columns b < nb; stepped by one slice (BK) without dividing.
+struct TapWalk {
+  int k, c, a, b;
+  __device__ void start(int k_, int inner, int nb) {
+    k = k_;
+    const int tap = k / inner;
+    c = k - tap * inner;
+    a = tap / nb;
+    b = tap - a * nb;
+  }
+  __device__ void step(int inner, int nb) {
+    k += BK;
+    c += BK;
+    while (c >= inner) {  // once when inner >= 32, up to four times for 8 channels
+      c -= inner;
+      if (++b == nb) {
+        b = 0;
+        ++a;
+      }
+    }
+  }
+};
+
+// The k-loop of the three kernels: the ring of gemm_tc.cu, each slice's
+// copies issued by load(stage, walk) for the walk's position, then the
+// walk stepped.  Two slices are in flight while one is multiplied.
+template <typename T, bool A_KM, bool B_KM, class Load>
+__device__ __forceinline__ void ring(T* smem, int slices, TapWalk& walk, int inner, int nb, Load load,
+                                     float (&acc)[4][4][4]) {
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < slices) {
+      load(smem + st * 2 * TILE, walk);
+      walk.step(inner, nb);
+    }
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < slices; ++kt) {
+    cp_async_wait<STAGES - 2>();  // slice kt has landed (this thread's copies) ...
+    __syncthreads();              // ... and everyone's; slice kt-1's stage is free
+    const int pf = kt + STAGES - 1;
+    if (pf < slices) {
+      load(smem + (pf % STAGES) * 2 * TILE, walk);
+      walk.step(inner, nb);
+    }
+    cp_async_commit();
+    const T* As = smem + (kt % STAGES) * 2 * TILE;
+    tc_tile::mma_slice<T, A_KM, B_KM>(As, As + TILE, acc);
+  }
+  cp_async_wait<0>();
+}
+
+constexpr int kNowhere = -(1 << 29);  // a row or column that no tap brings inside the image
+
+}  // namespace cl
+
+// Forward: both tiles [row][k]; a thread copies rows tid/4 and tid/4 + 64
+// of each (A: output channels, B: output pixels) at chunk (tid % 4) * 8 of
+// the slice, so one walk over (kh, kw, c) serves both.  Splits as the
+// gathered kernel's, in whole slices.
+template <typename T, typename OutT>
+__global__ void __launch_bounds__(cl::THREADS, 2)
+    conv_forward_cl_kernel(OutT* __restrict__ y, const T* __restrict__ xl, const T* __restrict__ wl,
+                           const T* __restrict__ bias, ConvShape s, bool vec_y, int chunk) {
+  extern __shared__ __align__(16) unsigned char conv_cl_smem[];
+  T* smem = reinterpret_cast<T*>(conv_cl_smem);
+  const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
+  const int cg = s.c / s.groups, og = s.o / s.groups, K = cg * s.kh * s.kw;
+  const int kbegin = split * chunk, kend = min(K, kbegin + chunk);
+  const int m0 = blockIdx.y * cl::BM, n0 = blockIdx.x * cl::BN;
+  const int p = s.oh * s.ow, npix = s.n * p;
+  const int row = threadIdx.x >> 2, kc = (threadIdx.x & 3) * 8;
+  const T* wrow[2];
+  bool wok[2];
+  const T* img[2];  // the pixel's image in x_cl, at the group's first channel
+  int ih0[2], iw0[2];  // its window's top-left input position
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = m0 + row + 64 * i, q = n0 + row + 64 * i;
+    wok[i] = r < og;
+    wrow[i] = wl + (int64_t)(g * og + (wok[i] ? r : 0)) * K;
+    img[i] = xl;
+    ih0[i] = cl::kNowhere;
+    iw0[i] = 0;
+    if (q < npix) {
+      const int n = q / p, rem = q - n * p, oh = rem / s.ow, ow = rem - oh * s.ow;
+      img[i] = xl + (int64_t)n * s.h * s.w * s.c + g * cg;
+      ih0[i] = oh * s.sh - s.pt;
+      iw0[i] = ow * s.sw - s.pl;
+    }
+  }
+  auto load = [&](T* st, const cl::TapWalk& t) {
+    const bool kin = t.k < kend;
+    const int dh = t.a * s.dh, dw = t.b * s.dw;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const bool a_ok = kin && wok[i];
+      cp_async16(smem_addr(st + (row + 64 * i) * cl::KSTRIDE + kc), a_ok ? wrow[i] + t.k : wl, a_ok ? 16 : 0);
+      const int ih = ih0[i] + dh, iw = iw0[i] + dw;
+      const bool b_ok = kin && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w;
+      cp_async16(smem_addr(st + cl::TILE + (row + 64 * i) * cl::KSTRIDE + kc),
+                 b_ok ? img[i] + (ih * s.w + iw) * s.c + t.c : xl, b_ok ? 16 : 0);
+    }
+  };
+  cl::TapWalk walk;
+  walk.start(kbegin + kc, cg, s.kw);
+  float acc[4][4][4] = {};
+  cl::ring<T, true, true>(smem, max(0, (kend - kbegin + cl::BK - 1) / cl::BK), walk, cg, s.kw, load, acc);
+  const ConvForwardEpilogue<OutT, T> epi{y + (int64_t)split * npix * s.o + (int64_t)g * og * p,
+                                         bias == nullptr ? nullptr : bias + g * og, s.o, p, vec_y};
+  tc::epilogue_pairs(epi, acc, m0, n0, og, npix);
+}
+
+// Backward-data in one phase: A = w_cl rows c, k = (tap (a, b) of the
+// phase, o); B = dy_cl at the output position each (pixel, tap) lands on
+// (off the grid: zeros).  Both tiles [row][k], rows tid/4 and tid/4 + 64.
+template <typename T>
+__global__ void __launch_bounds__(cl::THREADS, 2)
+    conv_backward_data_cl_kernel(T* __restrict__ dx, const T* __restrict__ dyl, const T* __restrict__ wl,
+                                 ConvShape s, DataPhase ph, bool vec_dx) {
+  extern __shared__ __align__(16) unsigned char conv_cl_smem[];
+  T* smem = reinterpret_cast<T*>(conv_cl_smem);
+  const int g = blockIdx.z;
+  const int cg = s.c / s.groups, og = s.o / s.groups, K = og * ph.h.kcount * ph.w.kcount;
+  const int m0 = blockIdx.y * cl::BM, n0 = blockIdx.x * cl::BN;
+  const int hw = ph.h.count * ph.w.count, npix = s.n * hw;
+  const int row = threadIdx.x >> 2, kc = (threadIdx.x & 3) * 8;
+  const T* wrow[2];
+  bool wok[2];
+  const T* img[2];  // the pixel's image in dy_cl, at the group's first channel
+  int jh[2], jw[2];  // output row and column the pixel reaches through tap (0, 0) of the phase
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = m0 + row + 64 * i, q = n0 + row + 64 * i;
+    wok[i] = r < cg;
+    wrow[i] = wl + ((int64_t)g * cg + (wok[i] ? r : 0)) * s.kh * s.kw * og;
+    img[i] = dyl;
+    jh[i] = cl::kNowhere;
+    jw[i] = 0;
+    if (q < npix) {
+      const int n = q / hw, rem = q - n * hw, a = rem / ph.w.count, b = rem - a * ph.w.count;
+      img[i] = dyl + (int64_t)n * s.oh * s.ow * s.o + g * og;
+      jh[i] = ph.h.base + a - ph.h.t0;
+      jw[i] = ph.w.base + b - ph.w.t0;
+    }
+  }
+  auto load = [&](T* st, const cl::TapWalk& t) {
+    const bool kin = t.k < K;
+    const int tap = (ph.h.k0 + t.a * ph.h.kstep) * s.kw + ph.w.k0 + t.b * ph.w.kstep;
+    const int dh = t.a * ph.h.tstep, dw = t.b * ph.w.tstep;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const bool a_ok = kin && wok[i];
+      cp_async16(smem_addr(st + (row + 64 * i) * cl::KSTRIDE + kc), a_ok ? wrow[i] + tap * og + t.c : wl,
+                 a_ok ? 16 : 0);
+      const int oh = jh[i] - dh, ow = jw[i] - dw;
+      const bool b_ok = kin && (unsigned)oh < (unsigned)s.oh && (unsigned)ow < (unsigned)s.ow;
+      cp_async16(smem_addr(st + cl::TILE + (row + 64 * i) * cl::KSTRIDE + kc),
+                 b_ok ? img[i] + (oh * s.ow + ow) * s.o + t.c : dyl, b_ok ? 16 : 0);
+    }
+  };
+  cl::TapWalk walk;
+  walk.start(kc, og, ph.w.kcount > 0 ? ph.w.kcount : 1);
+  float acc[4][4][4] = {};
+  cl::ring<T, true, true>(smem, (K + cl::BK - 1) / cl::BK, walk, og, ph.w.kcount, load, acc);
+  const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s, ph, vec_dx};
+  tc::epilogue_pairs(epi, acc, m0, n0, cg, npix);  // a phase with no taps writes its zeros
+}
+
+// Backward-weight: the reduction runs over pixels q; both tiles [q][row]
+// (A: output channels, B: columns (kh, kw, c)).  A thread copies pixels
+// tid/16 and tid/16 + 16 of the slice at rows / columns (tid % 16) * 8 of
+// the tiles: its column's tap is decoded once, its pixels walked.  dW is
+// written in the weight's own layout (O, C/G, KH, KW), or one split's fp32
+// partial sums at the same index.
+template <typename T, typename OutT>
+__global__ void __launch_bounds__(cl::THREADS, 2)
+    conv_backward_weight_cl_kernel(OutT* __restrict__ out, const T* __restrict__ dyl, const T* __restrict__ xl,
+                                   ConvShape s, int chunk) {
+  extern __shared__ __align__(16) unsigned char conv_cl_smem[];
+  T* smem = reinterpret_cast<T*>(conv_cl_smem);
+  const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
+  const int cg = s.c / s.groups, og = s.o / s.groups, kk = s.kh * s.kw, K = cg * kk;
+  const int q_total = s.n * s.oh * s.ow;
+  const int qbegin = split * chunk, qend = min(q_total, qbegin + chunk);
+  const int m0 = blockIdx.y * cl::BM, n0 = blockIdx.x * cl::BN;
+  const int qrow = threadIdx.x >> 4, rc = (threadIdx.x & 15) * 8;
+  const bool o_ok = m0 + rc < og, c_ok = n0 + rc < K;
+  const T* dcol = dyl + g * og + (o_ok ? m0 + rc : 0);  // + q * O
+  int tap = 0, c = 0;
+  if (c_ok) {
+    tap = (n0 + rc) / cg;
+    c = n0 + rc - tap * cg;
+  }
+  const int dh = (tap / s.kw) * s.dh - s.pt, dw = (tap % s.kw) * s.dw - s.pl;
+  const T* xcol = xl + g * cg + c;  // + ((n * H + ih) * W + iw) * C
+  PixelWalk at;
+  at.start(qbegin + qrow, s.oh, s.ow);
+  auto load = [&](T* st, const cl::TapWalk& t) {  // t.k: the thread's first pixel of the slice
+    PixelWalk w = at;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      if (i == 1) w.advance(16, s.oh, s.ow);
+      const int q = t.k + 16 * i;
+      const bool in = q < qend;
+      const bool a_ok = in && o_ok;
+      cp_async16(smem_addr(st + (qrow + 16 * i) * cl::RSTRIDE + rc), a_ok ? dcol + (int64_t)q * s.o : dyl,
+                 a_ok ? 16 : 0);
+      const int ih = w.oh * s.sh + dh, iw = w.ow * s.sw + dw;
+      const bool b_ok = in && c_ok && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w;
+      cp_async16(smem_addr(st + cl::TILE + (qrow + 16 * i) * cl::RSTRIDE + rc),
+                 b_ok ? xcol + (((int64_t)w.n * s.h + ih) * s.w + iw) * s.c : xl, b_ok ? 16 : 0);
+    }
+    at.advance(cl::BK, s.oh, s.ow);
+  };
+  cl::TapWalk walk{qbegin + qrow, 0, 0, 0};  // only k is used: the pixels step by BK (inner = INT_MAX)
+  float acc[4][4][4] = {};
+  cl::ring<T, false, false>(smem, max(0, (qend - qbegin + cl::BK - 1) / cl::BK), walk, INT32_MAX, 1, load, acc);
+  // column pairs (c, c + 1) of one tap: weight indices c*KK + tap and KK on
+  OutT* dw_g = out + (int64_t)split * s.o * K + (int64_t)g * og * K;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+#pragma unroll
+  for (int ni = 0; ni < 4; ++ni) {
+    const int n = n0 + wn + ni * 8 + 2 * (lane % 4);
+    if (n >= K) continue;
+    const int t = n / cg, idx = (n - t * cg) * kk + t;
+#pragma unroll
+    for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int m = m0 + wm + mi * 16 + lane / 4 + 8 * h;
+        if (m >= og) continue;
+        dw_g[(int64_t)m * K + idx] = from_float<OutT>(acc[mi][ni][2 * h]);
+        dw_g[(int64_t)m * K + idx + kk] = from_float<OutT>(acc[mi][ni][2 * h + 1]);
+      }
+  }
+}
+
 bool valid(const ConvShape& s) {
   return s.n > 0 && s.c > 0 && s.o > 0 && s.groups > 0 && s.c % s.groups == 0 && s.o % s.groups == 0 && s.kh > 0 &&
          s.kw > 0 && s.sh > 0 && s.sw > 0 && s.dh > 0 && s.dw > 0 && s.oh > 0 && s.ow > 0 && s.pt >= 0 && s.pl >= 0;
@@ -948,6 +1254,67 @@ int split_chunk(int64_t total, int splits, int slice) {
   return (int)((slices + splits - 1) / splits * slice);
 }
 
+// The channels-last tensor-core kernels (the default for 16-bit layers whose
+// channel counts allow them) or the gathered ones.  Process-wide.
+bool g_channels_last = true;
+
+enum Pass { kForwardPass = 0, kDataPass = 1, kWeightPass = 2 };
+
+// Whether a 16-bit pass takes the channels-last kernels: tensor cores on,
+// every 16-byte chunk inside one tap of one group, and 32-bit offsets
+// inside an image of x_cl and dy_cl and inside w_cl.
+bool channels_last(int pass, const ConvShape& s) {
+  if (!g_tensor_cores || !g_channels_last) return false;
+  const int cg = s.c / s.groups, og = s.o / s.groups;
+  if (!fits_int((int64_t)s.h * s.w * s.c) || !fits_int((int64_t)s.oh * s.ow * s.o) ||
+      !fits_int((int64_t)s.o * cg * s.kh * s.kw))
+    return false;
+  return pass == kForwardPass ? cg % 8 == 0 : pass == kDataPass ? og % 8 == 0 : cg % 8 == 0 && og % 8 == 0;
+}
+
+int64_t round_up_256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// The workspace of a pass, carved from its start: fp32 split partial sums
+// (forward and backward-weight with splits > 1), then the channels-last
+// copies of the two operands (16-bit passes on those kernels).
+struct WorkspaceLayout {
+  int64_t partials = 0, first = 0, second = 0;  // bytes of each part
+  int64_t total() const { return partials + first + second; }
+};
+
+template <typename T>
+WorkspaceLayout workspace_layout(int pass, const ConvShape& s, int splits) {
+  WorkspaceLayout l;
+  const int64_t pix = (int64_t)s.n * s.oh * s.ow, wsize = (int64_t)s.o * (s.c / s.groups) * s.kh * s.kw;
+  const int64_t xsize = (int64_t)s.n * s.c * s.h * s.w, dysize = pix * s.o;
+  if (splits > 1 && pass != kDataPass) l.partials = round_up_256(splits * (pass == kForwardPass ? dysize : wsize) * 4);
+  if (is_16_bit<T>() && channels_last(pass, s)) {
+    const int64_t e = sizeof(T);
+    l.first = round_up_256(e * (pass == kForwardPass ? xsize : dysize));
+    l.second = round_up_256(e * (pass == kWeightPass ? xsize : wsize));
+  }
+  return l;
+}
+
+// out[b][j][i] = in[b][i][j] (i < R, j < S) on 16-bit elements.
+template <typename T>
+cudaError_t transpose16(T* out, const T* in, int64_t batches, int64_t R, int64_t S, cudaStream_t stream) {
+  if (batches == 0 || R == 0 || S == 0) return cudaSuccess;
+  static_assert(sizeof(T) == 2, "16-bit elements");
+  const int64_t gx = (S + 31) / 32, gy = (R + 31) / 32;
+  if (gx > INT32_MAX || gy > 65535 || !fits_int(R) || !fits_int(S)) return cudaErrorInvalidValue;
+  const dim3 grid((unsigned)gx, (unsigned)gy, (unsigned)std::min<int64_t>(batches, 65535));
+  cl::transpose16_kernel<<<grid, dim3(32, 8), 0, stream>>>(reinterpret_cast<uint16_t*>(out),
+                                                          reinterpret_cast<const uint16_t*>(in), (int)R, (int)S,
+                                                          batches);
+  return cudaGetLastError();
+}
+
+template <class Kernel>
+cudaError_t allow_cl_smem(Kernel kernel) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, cl::SMEM_BYTES);
+}
+
 }  // namespace
 
 void set_conv_tensor_cores(bool enabled) { g_tensor_cores = enabled; }
@@ -956,19 +1323,52 @@ void set_conv_tile_fill(bool enabled) { g_tile_fill = enabled; }
 bool conv_tile_fill() { return g_tile_fill; }
 void set_conv_two_blocks(bool enabled) { g_two_blocks = enabled; }
 bool conv_two_blocks() { return g_two_blocks; }
+void set_conv_channels_last(bool enabled) { g_channels_last = enabled; }
+bool conv_channels_last() { return g_channels_last; }
 
 template <typename T>
-cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
+int64_t conv2d_workspace_size(int pass, const ConvShape& s, int splits) {
+  if (!valid(s) || splits < 1 || pass < 0 || pass > 2) return 0;
+  return workspace_layout<T>(pass, s, splits).total();
+}
+
+template <typename T>
+cudaError_t conv2d_forward(T* y, void* workspace_, const T* x, const T* w, const T* bias, const ConvShape& s,
                            int splits, cudaStream_t stream, ConvPlan plan) {
   if (!valid(s) || splits < 1 || !valid_plan(plan)) return cudaErrorInvalidValue;
   const int64_t pix = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   if (!fits_int(pix) || !fits_int(K)) return cudaErrorInvalidValue;
-  if (splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+  const WorkspaceLayout layout = workspace_layout<T>(kForwardPass, s, splits);
+  if (layout.total() > 0 && workspace_ == nullptr) return cudaErrorInvalidValue;
+  unsigned char* bytes = static_cast<unsigned char*>(workspace_);
+  float* workspace = static_cast<float*>(workspace_);  // split partial sums first
   const int p = s.oh * s.ow;
   // a 1x1 convolution reading x as it lies (also group offsets stay aligned: g * Cg * H*W, H*W % 4 == 0)
   const bool vec_x = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 && s.oh == s.h &&
                      s.ow == s.w && p % 4 == 0 && aligned(x, 4 * sizeof(T));
   if constexpr (is_16_bit<T>()) {
+    if (channels_last(kForwardPass, s)) {  // x to NHWC, w to (O, KH, KW, C/G), then 128 x 128 tiles by cp.async
+      T* xl = reinterpret_cast<T*>(bytes + layout.partials);
+      T* wl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
+      if (cudaError_t e = transpose16(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
+      if (cudaError_t e = transpose16(wl, w, s.o, s.c / s.groups, (int64_t)s.kh * s.kw, stream)) return e;
+      const int chunk = split_chunk(K, splits, cl::BK);
+      dim3 grid;
+      if (cudaError_t e = grid_for(s.o / s.groups, pix, (int64_t)s.groups * splits, 8, &grid)) return e;
+      if (splits == 1) {
+        if (cudaError_t e = allow_cl_smem(conv_forward_cl_kernel<T, T>)) return e;
+        conv_forward_cl_kernel<T, T><<<grid, cl::THREADS, cl::SMEM_BYTES, stream>>>(
+            y, xl, wl, bias, s, p % 4 == 0 && aligned(y, 4 * sizeof(T)), chunk);
+        return cudaGetLastError();
+      }
+      if (cudaError_t e = allow_cl_smem(conv_forward_cl_kernel<T, float>)) return e;
+      conv_forward_cl_kernel<T, float><<<grid, cl::THREADS, cl::SMEM_BYTES, stream>>>(workspace, xl, wl, nullptr, s,
+                                                                                       p % 4 == 0, chunk);
+      if (cudaError_t e = cudaGetLastError()) return e;
+      const int64_t n = pix * s.o;
+      sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(y, workspace, n, splits, bias, p, s.o);
+      return cudaGetLastError();
+    }
     if (g_tensor_cores) {  // 128 x 128 tiles, k in slices of 32
       const int chunk = split_chunk(K, splits, tc::BK);
       dim3 grid;
@@ -1036,11 +1436,26 @@ int conv2d_forward_splits(const ConvShape& s, bool sixteen_bit) {
 }
 
 template <typename T>
-cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream,
-                                 ConvPlan plan) {
+cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w, const ConvShape& s,
+                                 cudaStream_t stream, ConvPlan plan) {
   if (!valid(s) || !valid_plan(plan)) return cudaErrorInvalidValue;
   const int64_t K = (int64_t)(s.o / s.groups) * s.kh * s.kw;
   if (!fits_int((int64_t)s.n * s.h * s.w) || !fits_int(K) || !fits_int(K * s.c)) return cudaErrorInvalidValue;
+  const bool cl_path = is_16_bit<T>() && channels_last(kDataPass, s);
+  T* dyl = nullptr;
+  T* wl = nullptr;
+  if constexpr (is_16_bit<T>()) {
+    if (cl_path) {  // dy to NHWC, w to (G, C/G, KH, KW, O/G)
+      const WorkspaceLayout layout = workspace_layout<T>(kDataPass, s, 1);
+      if (workspace == nullptr) return cudaErrorInvalidValue;
+      dyl = reinterpret_cast<T*>(static_cast<unsigned char*>(workspace) + layout.partials);
+      wl = reinterpret_cast<T*>(static_cast<unsigned char*>(workspace) + layout.partials + layout.first);
+      if (cudaError_t e = transpose16(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream)) return e;
+      if (cudaError_t e =
+              transpose16(wl, w, s.groups, s.o / s.groups, (int64_t)(s.c / s.groups) * s.kh * s.kw, stream))
+        return e;
+    }
+  }
   for (int phase = 0; phase < s.sh * s.sw; ++phase) {
     const DataPhase ph = data_phase(s, phase);
     const int64_t pix = (int64_t)s.n * ph.h.count * ph.w.count;
@@ -1048,6 +1463,14 @@ cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape
     // stride 1: the one phase is the whole image, so four columns are contiguous when H*W % 4 == 0
     const bool vec = s.sh == 1 && s.sw == 1 && (int64_t)s.h * s.w % 4 == 0 && aligned(dx, 4 * sizeof(T));
     if constexpr (is_16_bit<T>()) {
+      if (cl_path) {
+        dim3 grid;
+        if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, 8, &grid)) return e;
+        if (cudaError_t e = allow_cl_smem(conv_backward_data_cl_kernel<T>)) return e;
+        conv_backward_data_cl_kernel<T><<<grid, cl::THREADS, cl::SMEM_BYTES, stream>>>(dx, dyl, wl, s, ph, vec);
+        if (cudaError_t e = cudaGetLastError()) return e;
+        continue;
+      }
       if (g_tensor_cores) {
         dim3 grid;
         if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, 8, &grid)) return e;
@@ -1073,13 +1496,37 @@ cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape
 }
 
 template <typename T>
-cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T* x, const ConvShape& s, int splits,
+cudaError_t conv2d_backward_weight(T* dw, void* workspace_, const T* dy, const T* x, const ConvShape& s, int splits,
                                    cudaStream_t stream, ConvPlan plan) {
   if (!valid(s) || splits < 1 || !valid_plan(plan)) return cudaErrorInvalidValue;
   const int64_t q_total = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   if (!fits_int(q_total) || !fits_int(K) || !fits_int((int64_t)s.n * s.c * s.h * s.w)) return cudaErrorInvalidValue;
-  if (splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+  const WorkspaceLayout layout = workspace_layout<T>(kWeightPass, s, splits);
+  if (layout.total() > 0 && workspace_ == nullptr) return cudaErrorInvalidValue;
+  unsigned char* bytes = static_cast<unsigned char*>(workspace_);
+  float* workspace = static_cast<float*>(workspace_);  // split partial sums first
   if constexpr (is_16_bit<T>()) {
+    if (channels_last(kWeightPass, s)) {  // dy and x to NHWC, then 128 x 128 tiles by cp.async, split over pixels
+      T* dyl = reinterpret_cast<T*>(bytes + layout.partials);
+      T* xl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
+      if (cudaError_t e = transpose16(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream)) return e;
+      if (cudaError_t e = transpose16(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
+      const int chunk = split_chunk(q_total, splits, cl::BK);
+      dim3 grid;
+      if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, 8, &grid)) return e;
+      if (splits == 1) {
+        if (cudaError_t e = allow_cl_smem(conv_backward_weight_cl_kernel<T, T>)) return e;
+        conv_backward_weight_cl_kernel<T, T><<<grid, cl::THREADS, cl::SMEM_BYTES, stream>>>(dw, dyl, xl, s, chunk);
+        return cudaGetLastError();
+      }
+      if (cudaError_t e = allow_cl_smem(conv_backward_weight_cl_kernel<T, float>)) return e;
+      conv_backward_weight_cl_kernel<T, float><<<grid, cl::THREADS, cl::SMEM_BYTES, stream>>>(workspace, dyl, xl, s,
+                                                                                               chunk);
+      if (cudaError_t e = cudaGetLastError()) return e;
+      const int64_t n = (int64_t)s.o * K;
+      sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(dw, workspace, n, splits, nullptr, 1, 1);
+      return cudaGetLastError();
+    }
     if (g_tensor_cores) {  // splits of whole 32-pixel slices
       const int chunk = split_chunk(q_total, splits, tc::BK);
       dim3 grid;
@@ -1126,11 +1573,13 @@ cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T
 }
 
 #define LAMINA_INSTANTIATE(T)                                                                                    \
-  template cudaError_t conv2d_forward<T>(T*, float*, const T*, const T*, const T*, const ConvShape&, int,       \
-                                         cudaStream_t, ConvPlan);                                               \
-  template cudaError_t conv2d_backward_data<T>(T*, const T*, const T*, const ConvShape&, cudaStream_t, ConvPlan); \
-  template cudaError_t conv2d_backward_weight<T>(T*, float*, const T*, const T*, const ConvShape&, int, cudaStream_t, \
-                                                 ConvPlan);
+  template cudaError_t conv2d_forward<T>(T*, void*, const T*, const T*, const T*, const ConvShape&, int, cudaStream_t, \
+                                         ConvPlan);                                                                    \
+  template cudaError_t conv2d_backward_data<T>(T*, void*, const T*, const T*, const ConvShape&, cudaStream_t,          \
+                                               ConvPlan);                                                              \
+  template cudaError_t conv2d_backward_weight<T>(T*, void*, const T*, const T*, const ConvShape&, int, cudaStream_t,   \
+                                                 ConvPlan);                                                            \
+  template int64_t conv2d_workspace_size<T>(int, const ConvShape&, int);
 
 LAMINA_INSTANTIATE(float)
 LAMINA_INSTANTIATE(__half)

@@ -270,21 +270,35 @@ struct ConvPlan {
   int blocks = 0;
 };
 // Forward may split its reduction over C/G*KH*KW into `splits` ranges the
-// same way (workspace: splits * N*O*OH*OW floats), for grids short of a
+// same way (partial sums: splits * N*O*OH*OW floats), for grids short of a
 // wave; conv2d_forward_splits gives the count lamina chooses.
+//
+// Workspace: each pass takes one device buffer of at least
+// conv2d_workspace_size<T>(pass, s, splits) bytes (pass 0 forward, 1
+// backward-data, 2 backward-weight), 256-byte aligned; null when that is
+// 0.  It holds the fp32 split partial sums (at its start, as above) and,
+// for 16-bit passes on the channels-last kernels, the operands' NHWC
+// copies.
 template <typename T>
-cudaError_t conv2d_forward(T* y, float* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
+int64_t conv2d_workspace_size(int pass, const ConvShape& s, int splits);
+template <typename T>
+cudaError_t conv2d_forward(T* y, void* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
                            int splits, cudaStream_t stream, ConvPlan plan = {});
 int conv2d_forward_splits(const ConvShape& s, bool sixteen_bit = false);
 // fp16/bf16 convolutions on tensor cores (mma.sync, the default) or on the
 // SIMT core as fp32 (for comparison).  Process-wide.
 void set_conv_tensor_cores(bool enabled);
 bool conv_tensor_cores();
+// On tensor cores, whether 16-bit passes whose channel counts allow it
+// (multiples of 8 per group) copy their operands channels-last and load
+// them by cp.async (the default), or gather from NCHW.  Process-wide.
+void set_conv_channels_last(bool enabled);
+bool conv_channels_last();
 template <typename T>
-cudaError_t conv2d_backward_data(T* dx, const T* dy, const T* w, const ConvShape& s, cudaStream_t stream,
-                                 ConvPlan plan = {});
+cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w, const ConvShape& s,
+                                 cudaStream_t stream, ConvPlan plan = {});
 template <typename T>
-cudaError_t conv2d_backward_weight(T* dw, float* workspace, const T* dy, const T* x, const ConvShape& s, int splits,
+cudaError_t conv2d_backward_weight(T* dw, void* workspace, const T* dy, const T* x, const ConvShape& s, int splits,
                                    cudaStream_t stream, ConvPlan plan = {});
 
 }  // namespace cuda

@@ -254,7 +254,7 @@ int emu_conv2d_planned(int pass, float* out, float* ws, const float* a, const fl
                        int rows, int blocks) {
   const lc::ConvPlan plan{rows, blocks};
   if (pass == 0) return lc::conv2d_forward<float>(out, ws, a, b, nullptr, shape(g), splits, nullptr, plan);
-  if (pass == 1) return lc::conv2d_backward_data<float>(out, a, b, shape(g), nullptr, plan);
+  if (pass == 1) return lc::conv2d_backward_data<float>(out, nullptr, a, b, shape(g), nullptr, plan);
   return lc::conv2d_backward_weight<float>(out, ws, a, b, shape(g), splits, nullptr, plan);
 }
 int emu_conv2d_forward_splits(const int* g, int sms, int two_blocks) {
@@ -268,7 +268,7 @@ int emu_conv2d_forward_splits(const int* g, int sms, int two_blocks) {
   return splits;
 }
 int emu_conv2d_backward_data(float* dx, const float* dy, const float* w, const int* g) {
-  return lc::conv2d_backward_data<float>(dx, dy, w, shape(g), nullptr);
+  return lc::conv2d_backward_data<float>(dx, nullptr, dy, w, shape(g), nullptr);
 }
 int emu_conv2d_backward_weight(float* dw, float* ws, const float* dy, const float* x, const int* g, int splits) {
   return lc::conv2d_backward_weight<float>(dw, ws, dy, x, shape(g), splits, nullptr);

@@ -447,18 +447,19 @@ def backward_weight_splits(g, o, groups, sm_count):
 
 
 class _Workspace:
-    """fp32 partial sums for split-K plans: one buffer, grown to the largest
-    asked for, shared by the plans an autotuning call times one after
-    another on one stream."""
+    """A pass's device workspace (``conv2d_workspace_size`` bytes: fp32
+    partial sums of split-K plans, channels-last copies of 16-bit
+    operands): one buffer, grown to the largest asked for, shared by the
+    plans an autotuning call times one after another on one stream."""
 
     def __init__(self, cp):
         self.cp, self.buf = cp, None
 
-    def address(self, n):
-        if n == 0:
+    def address(self, nbytes):
+        if nbytes == 0:
             return 0
-        if self.buf is None or self.buf.size < n:
-            self.buf = self.cp.empty(n, dtype=np.float32)
+        if self.buf is None or self.buf.size < nbytes:
+            self.buf = self.cp.empty(nbytes, dtype=np.uint8)
         return _addr(self.buf)
 
 
@@ -481,7 +482,7 @@ def conv2d_forward_implicit(x, weight, bias, g, groups):
                 _stream(cp))
 
         def launcher(plan):
-            n = plan.splits * y.size if plan.splits > 1 else 0
+            n = mod.conv2d_workspace_size("forward", tuple(g), o, groups, dtype, plan.splits)
             return lambda: mod.conv2d_forward(*args, plan.splits, ws.address(n), plan.rows, plan.blocks)
 
         # split-K only for grids short of a wave with a long reduction (the kernel's own rule:
@@ -511,7 +512,7 @@ def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True, need_bias=T
         dtype, ws = _name(dy.dtype), _Workspace(cp)
 
         def launcher(plan):
-            n = plan.splits * weight.size if plan.splits > 1 else 0
+            n = mod.conv2d_workspace_size("backward_weight", tuple(g), o, groups, dtype, plan.splits)
             return lambda: mod.conv2d_backward_weight(_addr(dweight), ws.address(n), _addr(dy), _addr(x), tuple(g), o,
                                                       groups, plan.splits, dtype, _stream(cp), plan.rows)
 
@@ -531,11 +532,12 @@ def _implicit_backward_data(dy, weight, g, groups):
     dy, weight = _contiguous(cp, dy, weight)
     with dy.device:
         dx = cp.empty((g.n, g.c, g.h, g.w), dtype=dy.dtype)
-        dtype, o = _name(dy.dtype), weight.shape[0]
+        dtype, o, ws = _name(dy.dtype), weight.shape[0], _Workspace(cp)
+        n = mod.conv2d_workspace_size("backward_data", tuple(g), o, groups, dtype)
 
         def launcher(plan):
             return lambda: mod.conv2d_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), o, groups, dtype,
-                                                    _stream(cp), plan.rows, plan.blocks)
+                                                    _stream(cp), plan.rows, plan.blocks, ws.address(n))
 
         plan = tuning.choose(
             "conv2d_backward_data", (tuple(g), o, groups, dtype), tuning.Plan(),

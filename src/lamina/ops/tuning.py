@@ -72,8 +72,8 @@ def choose(pass_name, problem, rule, candidates, launcher):
     cp = backend.require_cuda()
     mod = _ext.cuda_module()
     # the switches change what the rule's plan (zeros) and the 16-bit kernels mean
-    key = (pass_name, *problem, cp.cuda.Device().id, mod.conv_tensor_cores(), mod.conv_two_blocks(),
-           mod.conv_tile_fill())
+    key = (pass_name, *problem, cp.cuda.Device().id, mod.conv_tensor_cores(), mod.conv_channels_last(),
+           mod.conv_two_blocks(), mod.conv_tile_fill())
     with _lock:
         plan = _plans.get(key)
     if plan is not None:
