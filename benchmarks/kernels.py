@@ -184,9 +184,10 @@ def tuned_plan(torch, pass_name, problem, rule, candidates, launcher):
 
 def bench_conv(torch, mod, args, rows):
     """Each ResNet shape's three passes against cuDNN: float32 (lamina on CUDA
-    cores, TF32 off on both sides), then bfloat16 (lamina on tensor cores:
-    the channels-last kernels, variant "mma", and for comparison the kernels
-    that gather from NCHW, "mma gathered").  Each pass with the plan lamina's
+    cores, TF32 off on both sides: variant "simt"), then bfloat16 (lamina on
+    tensor cores: "mma"), each with the channels-last kernels where lamina's
+    rule takes them and again, for comparison, with the kernels that gather
+    from NCHW everywhere ("simt gathered", "mma gathered").  Each pass with the plan lamina's
     rules choose (tile height, blocks per SM, split count), and, when it
     differs, with the one its autotuner picks (cuDNN's own autotuner is on:
     torch.backends.cudnn.benchmark); the gathered kernels with the rule's
@@ -196,8 +197,8 @@ def bench_conv(torch, mod, args, rows):
     stream = torch.cuda.current_stream().cuda_stream
     sm_count = torch.cuda.get_device_properties(0).multi_processor_count
     F = torch.nn.functional
-    for dtype, channels_last in (("float32", True), ("bfloat16", True), ("bfloat16", False)):
-        if not channels_last and not mod.conv_tensor_cores():
+    for dtype, channels_last in (("float32", True), ("float32", False), ("bfloat16", True), ("bfloat16", False)):
+        if dtype != "float32" and not channels_last and not mod.conv_tensor_cores():
             continue
         tdt = getattr(torch, dtype)
         tol = 1e-4 if dtype == "float32" else 2e-2
@@ -211,7 +212,7 @@ def bench_conv(torch, mod, args, rows):
 
 
 def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels_last, stream, sm_count, F, tuning):
-    kind = "simt" if dtype == "float32" else "mma" if channels_last else "mma gathered"
+    kind = ("simt" if dtype == "float32" else "mma") + ("" if channels_last else " gathered")
     for name, xshape, o, kk, s, p in CONV:
         if args.quick and xshape[0] * xshape[1] * xshape[2] * xshape[3] * o * kk * kk > 2**33:
             continue

@@ -48,13 +48,14 @@ def test_kernel_benchmark(tmp_path):
     assert "wgmma: not run (a row of an operand is not a multiple of 16 bytes" in output
     conv = [r for r in rows if r["kernel"].startswith("conv2d")]
     rule = [r for r in conv if not r["variant"].endswith(" tuned")]
-    # 3 shapes x forward, backward-data, backward-weight x float32, bfloat16 channels-last and gathered
-    assert len(rule) == 27
+    # 3 shapes x forward, backward-data, backward-weight x float32, bfloat16 x channels-last rule and gathered
+    assert len(rule) == 36
     assert {r["variant"] for r in rule if r["dtype"] == "bfloat16"} == {"mma", "mma gathered"}
+    assert {r["variant"] for r in rule if r["dtype"] == "float32"} == {"simt", "simt gathered"}
     # a second, "tuned" row exactly where the autotuner (on host clocks here) picked another plan than the rule's
     tuned = {(r["shape"], r["kernel"], r["variant"][:-len(" tuned")]): r for r in conv if r["variant"].endswith(" tuned")}
     assert len(tuned) == len(conv) - len(rule)
-    assert not any(v == "mma gathered" for _, _, v in tuned)
+    assert not any(v.endswith(" gathered") for _, _, v in tuned)
     for r in rule:
         twin = tuned.get((r["shape"], r["kernel"], r["variant"]))
         assert (twin is not None) == (r["plan"] != r["tuned_plan"])

@@ -260,10 +260,11 @@ def test_conv_kernels_16_bit_match_float64(case, dtype, tensor_cores):
     assert mod.conv_tensor_cores() is previous
 
 
-# 16-bit layers whose channels per group are multiples of 8: the channels-last tensor-core kernels
-# (csrc/cuda/conv.cu, namespace cl).  Odd images, batch 1, stride, four-sided padding, dilation, groups,
-# reductions that end inside a 32-wide slice, more than one 128-row or 128-pixel tile, a stride phase
-# with no taps; and layers where only some passes qualify (C/G or O/G not a multiple of 8).
+# Layers for the channels-last kernels (csrc/cuda/conv.cu): 16-bit on tensor cores where the channels
+# per group are multiples of 8, fp32 on the SIMT core (forward and backward-weight) where they are
+# multiples of 4.  Odd images, batch 1, stride, four-sided padding, dilation, groups, reductions that
+# end inside a slice, more than one 128-row or 128-pixel tile, a stride phase with no taps; and layers
+# where only some passes qualify.
 CHANNELS_LAST = [
     (ops.geometry((2, 16, 9, 7), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 24),  # K = 144: 4.5 slices
     (ops.geometry((1, 8, 5, 6), (3, 3), (2, 2), (1, 0, 1, 2)), 1, 8),  # batch 1, stride 2, four-sided padding
@@ -275,7 +276,20 @@ CHANNELS_LAST = [
     (ops.geometry((2, 8, 9, 9), (3, 3), (2, 2), (2, 2, 2, 2), (2, 2)), 1, 8),  # odd phases have no taps
     (ops.geometry((2, 16, 5, 5), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 12),  # forward only (O % 8 != 0)
     (ops.geometry((2, 12, 5, 5), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 16),  # backward-data only (C % 8 != 0)
+    (ops.geometry((2, 36, 5, 6), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 20),  # multiples of 4, not 8: fp32 only
+    (ops.geometry((2, 64, 4, 4), (3, 3), (1, 1), (1, 1, 1, 1)), 2, 8),  # groups, fp32 forward's K = 288
+    (ops.geometry((1, 32, 11, 10), (3, 3), (2, 2), (1, 0, 2, 1), (2, 1)), 1, 8),  # stride, padding, dilation
 ]
+
+
+def _expected_channels_last(g, o, groups, kk, dtype):
+    cg, og = g.c // groups, o // groups
+    if dtype != "float32":
+        return ({"forward"} if cg % 8 == 0 else set()) | ({"backward_data"} if og % 8 == 0 else set()) | (
+            {"backward_weight"} if cg % 8 == 0 and og % 8 == 0 else set())
+    pointwise = kk == 1 and g.sh == g.sw == 1 and g.pt == g.pl == 0 and (g.oh, g.ow) == (g.h, g.w)
+    forward = cg % 4 == 0 and cg * kk >= 256 and not pointwise
+    return ({"forward"} if forward else set()) | ({"backward_weight"} if cg % 4 == 0 and og % 4 == 0 else set())
 
 
 def _channels_last_passes(mod, g, o, groups, dtype):
@@ -284,23 +298,23 @@ def _channels_last_passes(mod, g, o, groups, dtype):
             if mod.conv2d_workspace_size(p, tuple(g), o, groups, dtype) > 0}
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("case", CHANNELS_LAST, ids=_case_id)
 def test_conv_kernels_channels_last_match_float64(case, dtype):
-    """NHWC copies, then 16-byte cp.async tiles, unsplit and split (forward
-    over (kh, kw, c), backward-weight over pixels); and the same numbers
-    from the gathered kernels (conv_channels_last(False))."""
+    """NHWC copies, then 16-byte tiles (cp.async on tensor cores, float4
+    loads on the SIMT core, every launch plan there), unsplit and split
+    (forward over (kh, kw, c), backward-weight over pixels); and the same
+    numbers from the gathered kernels (conv_channels_last(False))."""
     from lamina.ops import _ext
 
     mod = _ext.cuda_module()
     g, x, w, b, dy, groups = _problem(case, 21)
-    o, cg, og = w.shape[0], g.c // groups, w.shape[0] // groups
-    expected = {"forward"} if cg % 8 == 0 else set()
-    expected |= {"backward_data"} if og % 8 == 0 else set()
-    expected |= {"backward_weight"} if cg % 8 == 0 and og % 8 == 0 else set()
-    assert _channels_last_passes(mod, g, o, groups, dtype) == expected
-    for splits in (1, 3):
-        _check(_launch_all(g, x, w, b, dy, groups, dtype, splits), dtype, g, w)
+    o = w.shape[0]
+    assert _channels_last_passes(mod, g, o, groups, dtype) == _expected_channels_last(g, o, groups, g.kh * g.kw,
+                                                                                       dtype)
+    for rows, blocks in [(0, 0)] + (PLANS if dtype == "float32" else []):
+        for splits in (1, 3):
+            _check(_launch_all(g, x, w, b, dy, groups, dtype, splits, rows, blocks), dtype, g, w)
     previous = mod.conv_channels_last(False)
     try:
         assert _channels_last_passes(mod, g, o, groups, dtype) == set()

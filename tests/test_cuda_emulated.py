@@ -185,6 +185,13 @@ CONV_CASES = [
 ]
 
 
+def _conv_workspace(pass_, geo, splits):
+    """A NaN-poisoned workspace of the bytes the pass asks for (split partial sums, channels-last copies)."""
+    LIB.emu_conv2d_workspace_size.restype = ctypes.c_longlong
+    n = LIB.emu_conv2d_workspace_size(pass_, geo, splits)
+    return np.full(max(1, -(-n // 4)), np.nan, dtype=np.float32)
+
+
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
 def test_emulated_conv_kernels_match_float64(case):
     shape, kernel, stride, padding, dilation, groups, o = case
@@ -200,7 +207,7 @@ def test_emulated_conv_kernels_match_float64(case):
     y_ref = reference.implicit_conv_forward(np, x64, w64, b.astype(np.float64), g, groups)
     for splits in (1, 3):  # 3: split-K, ranges of the reduction over (c, kh, kw) with fp32 partial sums
         y = np.full((g.n, o, g.oh, g.ow), np.nan, dtype=np.float32)
-        ws = np.full(splits * y.size, np.nan, dtype=np.float32)
+        ws = _conv_workspace(0, geo, splits)
         assert LIB.emu_conv2d_forward(ptr(y), ptr(ws), ptr(x), ptr(w), ptr(b), geo, splits) == 0
         np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * np.sqrt(w[0].size), err_msg=f"splits={splits}")
 
@@ -212,7 +219,7 @@ def test_emulated_conv_kernels_match_float64(case):
     dw_ref = reference.implicit_conv_backward_weight(np, dy64, x64, g, o, groups)
     for splits in (1, 3):
         dw = np.full(w.shape, np.nan, dtype=np.float32)
-        ws = np.full(splits * w.size, np.nan, dtype=np.float32)
+        ws = _conv_workspace(2, geo, splits)
         assert LIB.emu_conv2d_backward_weight(ptr(dw), ptr(ws), ptr(dy), ptr(x), geo, splits) == 0
         np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5 * np.sqrt(g.n * g.oh * g.ow), err_msg=f"splits={splits}")
 
@@ -259,7 +266,7 @@ def test_emulated_conv_launch_plans_run_the_builds_they_name():
     x = rng.standard_normal((g.n, g.c, g.h, g.w)).astype(np.float32)
     w = rng.standard_normal((o, g.c, 3, 3)).astype(np.float32)
     dy = rng.standard_normal((g.n, o, g.oh, g.ow)).astype(np.float32)
-    ws = np.full(2 * max(dy.size, w.size), np.nan, dtype=np.float32)
+    ws = np.full(2 * (x.size + dy.size + w.size) + 1024, np.nan, dtype=np.float32)  # partials, NHWC copies
     builds = {  # (rows, blocks) -> the template arguments each pass's kernel is launched with
         (32, 0): ("2, 4", "2, 4", "2"), (64, 0): ("4, 2", "4, 2", "4"),
         (128, 1): ("8, 1", "8, 1", "8"), (128, 2): ("8, 2", "8, 2", "8"),
@@ -274,9 +281,10 @@ def test_emulated_conv_launch_plans_run_the_builds_they_name():
                 assert LIB.emu_conv2d_planned(pas, ptr(out), ptr(ws), ptr(a), ptr(b), geo, splits, rows, blocks) == 0
                 outs.append(out)
             names = LIB.emu_launched().decode().splitlines()
-            assert names[0] == f"conv_forward_kernel<T, OutT, {fwd}>", names
+            # 72 input and 80 output channels: forward and backward-weight read channels-last copies
+            assert f"conv_forward_kernel<T, OutT, {fwd}, CL>" in names, names
             assert f"conv_backward_data_kernel<T, {data}>" in names, names
-            assert f"conv_backward_weight_kernel<T, {'T' if splits == 1 else 'float'}, {weight}>" in names, names
+            assert f"conv_backward_weight_kernel<T, OutT, {weight}, CL>" in names, names
             results[rows, blocks, splits] = outs
     first = next(iter(results.values()))
     for plan, outs in results.items():
@@ -285,7 +293,8 @@ def test_emulated_conv_launch_plans_run_the_builds_they_name():
     # the rule: 80 channels, a grid far short of a wave -> halved to 32 rows
     out = np.empty(dy.shape, np.float32)
     assert LIB.emu_conv2d_planned(0, ptr(out), ptr(ws), ptr(x), ptr(w), geo, 1, 0, 0) == 0
-    assert LIB.emu_launched().decode().splitlines() == ["conv_forward_kernel<T, OutT, 2, 4>"]
+    assert LIB.emu_launched().decode().splitlines() == ["cl::transpose_kernel<Bits>"] * 2 + [
+        "conv_forward_kernel<T, OutT, 2, 4, CL>"]
     assert LIB.emu_conv2d_planned(0, ptr(out), ptr(ws), ptr(x), ptr(w), geo, 1, 48, 0) != 0  # not a tile height
 
 

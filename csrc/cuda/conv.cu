@@ -74,6 +74,31 @@ struct PixelWalk {
   }
 };
 
+// A thread's position k = (tap, c) in a channels-last reduction whose
+// `inner` channels (a multiple of 4) are innermost and whose taps run over
+// rows a and columns b < nb; moved forward slice by slice without dividing.
+struct TapWalk {
+  int k, c, a, b;
+  __device__ void start(int k_, int inner, int nb) {
+    k = k_;
+    const int tap = k / inner;
+    c = k - tap * inner;
+    a = tap / nb;
+    b = tap - a * nb;
+  }
+  __device__ void advance(int d, int inner, int nb) {  // d: a slice (32 on tensor cores, 8 on the SIMT core)
+    k += d;
+    c += d;
+    while (c >= inner) {  // once when inner >= d, up to four times for 8 channels and d = 32
+      c -= inner;
+      if (++b == nb) {
+        b = 0;
+        ++a;
+      }
+    }
+  }
+};
+
 // An element as a loader keeps it: converted to float (the SIMT core), or
 // as stored (the tensor cores' 16-bit tiles).
 template <typename Out, typename T>
@@ -206,6 +231,82 @@ struct ConvForwardEpilogue {
   }
 };
 
+// fp32 on the SIMT core from channels-last copies (x_cl, dy_cl: NHWC; see
+// the tensor-core section below): 4 consecutive channels of one tap are one
+// float4, where the NCHW gathers above load element by element.
+//
+// B of the forward, kRowMajor over 128 output pixels: the thread's pixel
+// n0 + tid/2 (decoded once) and k = (tap, c) .. + 3 from (tid % 2) * 4,
+// walked slice by slice (C/G % 4 == 0: a run of 4 stays in one tap).
+template <typename T>
+struct PixelTapsLoader {
+  const T* img;  // the pixel's image in x_cl, at the group's first channel
+  int ih0, iw0;  // its window's top-left input position (never inside for a pixel past the end)
+  ConvShape s;
+  int kend;
+  TapWalk walk;
+  float v[4];
+  __device__ PixelTapsLoader(const T* xl, const ConvShape& s_, int group_c0, int n0, int kbegin, int kend_)
+      : img(xl), ih0(-(1 << 29)), iw0(0), s(s_), kend(kend_) {
+    const int q = n0 + (threadIdx.x >> 1), p = s.oh * s.ow;
+    if (q < s.n * p) {
+      const int n = q / p, r = q - n * p, oh = r / s.ow;
+      img = xl + (int64_t)n * s.h * s.w * s.c + group_c0;
+      ih0 = oh * s.sh - s.pt;
+      iw0 = (r - oh * s.ow) * s.sw - s.pl;
+    }
+    walk.start(kbegin + (threadIdx.x & 1) * 4, s.c / s.groups, s.kw);
+  }
+  __device__ void fetch(int) {  // called for consecutive slices: the walk is already there
+    const int ih = ih0 + walk.a * s.dh, iw = iw0 + walk.b * s.dw;
+    if (walk.k < kend && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w)
+      simt::load4(img + (ih * s.w + iw) * s.c + walk.c, v);
+    else
+      v[0] = v[1] = v[2] = v[3] = 0.f;
+    walk.advance(BK, s.c / s.groups, s.kw);
+  }
+  __device__ void stash(float (*sm)[LDS]) const { simt::stash<kRowMajor, 4, LDS>(sm, v); }
+};
+
+// B of backward-weight, kColMajor: pixel q0 + tid/32 of the slice (walked),
+// columns (tap, c) .. + 3 from (tid % 32) * 4 (decoded once): a warp reads
+// 512 contiguous bytes of one pixel's channels where C/G >= 128.
+template <typename T>
+struct ImageTapsLoader {
+  const T* col;  // x_cl at the group's first channel + c
+  ConvShape s;
+  int qend, dh, dw;  // the column's tap offsets less the padding
+  bool valid;
+  int qcur;
+  PixelWalk at;
+  float v[4];
+  __device__ ImageTapsLoader(const T* xl, const ConvShape& s_, int group_c0, int n0, int ktotal, int qbegin,
+                             int qend_)
+      : s(s_), qend(qend_) {
+    const int k = n0 + (threadIdx.x & 31) * 4, cg = s.c / s.groups;
+    valid = k < ktotal;
+    const int tap = valid ? k / cg : 0, c = valid ? k - tap * cg : 0;
+    col = xl + group_c0 + c;
+    dh = (tap / s.kw) * s.dh - s.pt;
+    dw = (tap % s.kw) * s.dw - s.pl;
+    qcur = qbegin + (threadIdx.x >> 5);
+    at.start(qcur, s.oh, s.ow);
+  }
+  __device__ void fetch(int q0) {
+    const int q = q0 + (threadIdx.x >> 5);
+    if (q != qcur) {
+      at.advance(q - qcur, s.oh, s.ow);
+      qcur = q;
+    }
+    const int ih = at.oh * s.sh + dh, iw = at.ow * s.sw + dw;
+    if (valid && q < qend && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w)
+      simt::load4(col + (((int64_t)at.n * s.h + ih) * s.w + iw) * s.c, v);
+    else
+      v[0] = v[1] = v[2] = v[3] = 0.f;
+  }
+  __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
+};
+
 // Every kernel below takes TM: its A tile has 16 TM rows (simt_gemm.cuh).
 // Forward may split its reduction over k = (c, kh, kw) into ranges of
 // `chunk` (a multiple of BK) when the grid is short of a wave: blockIdx.z =
@@ -213,7 +314,9 @@ struct ConvForwardEpilogue {
 // float) to its slab of the workspace, added with the bias by
 // sum_splits_kernel.  One split writes y directly.
 // MB: blocks per SM the launch bounds ask for (forward_blocks_per_sm).
-template <typename T, typename OutT, int TM, int MB>
+// CL: x and w are the channels-last copies (PixelTapsLoader; w as (O, KH,
+// KW, C/G), the same dense rows in another k order).
+template <typename T, typename OutT, int TM, int MB, bool CL>
 __global__ void __launch_bounds__(simt::kThreads, MB)
     conv_forward_kernel(OutT* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w,
                         const T* __restrict__ bias, ConvShape s, bool vec_w, bool vec_x, bool vec_y, int chunk) {
@@ -223,9 +326,14 @@ __global__ void __launch_bounds__(simt::kThreads, MB)
   const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
   const int p = s.oh * s.ow, npix = s.n * p;
   simt::DenseLoader<T, kRowMajor, TM / 2> la{w + (int64_t)g * og * K, K, og, K, m0, vec_w, {}};
-  ImageColumnsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, K, n0, vec_x);
   float acc[TM][8] = {};
-  simt::mainloop(la, lb, kbegin, kend, acc);  // an empty range leaves zeros: still written below
+  if constexpr (CL) {
+    PixelTapsLoader<T> lb(x, s, g * cg, n0, kbegin, kend);
+    simt::mainloop(la, lb, kbegin, kend, acc);
+  } else {
+    ImageColumnsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, K, n0, vec_x);
+    simt::mainloop(la, lb, kbegin, kend, acc);  // an empty range leaves zeros: still written below
+  }
   const ConvForwardEpilogue<OutT, T> epi{y + (int64_t)split * npix * s.o + (int64_t)g * og * p,
                                          bias == nullptr ? nullptr : bias + g * og, s.o, p, vec_y};
   simt::epilogue_columns(epi, acc, m0, n0, og, npix);
@@ -573,10 +681,26 @@ struct ConvWeightEpilogue {
   __device__ void operator()(int o, int k, float v) const { out[(int64_t)o * ktotal + k] = from_float<OutT>(v); }
 };
 
+// The same from a channels-last reduction, whose columns run over (tap,
+// c): column n is weight index c*KK + tap.  Decoded per element: decoding
+// per four columns (epilogue_columns) kept more registers live and made
+// the 128-row kernel spill in its main loop.
+template <typename OutT>
+struct ConvWeightEpilogueCL {
+  OutT* out;
+  int ktotal, cg, kk;
+  __device__ void operator()(int o, int n, float v) const {
+    const int tap = n / cg;
+    out[(int64_t)o * ktotal + (n - tap * cg) * kk + tap] = from_float<OutT>(v);
+  }
+};
+
 // Launch bounds for 2, 3 and 4 blocks per SM (ptxas, sm_90, fp32: 128, 79
 // and 63 registers, no spills).  The 128-row kernel took 141 registers and
 // so ran one block per SM before its loaders stopped dividing.
-template <typename T, typename OutT, int TM>
+// CL: dy and x are the NHWC copies: A is dy_cl as a dense [q][O] matrix
+// (kColMajor), B ImageTapsLoader.
+template <typename T, typename OutT, int TM, bool CL>
 __global__ void __launch_bounds__(simt::kThreads, TM == 8 ? 2 : TM == 4 ? 3 : 4)
     conv_backward_weight_kernel(OutT* __restrict__ out, const T* __restrict__ dy, const T* __restrict__ x, ConvShape s,
                                 bool vec_dy, int chunk) {
@@ -586,13 +710,21 @@ __global__ void __launch_bounds__(simt::kThreads, TM == 8 ? 2 : TM == 4 ? 3 : 4)
   const int qbegin = split * chunk;
   const int qend = min(q_total, qbegin + chunk);
   const int m0 = blockIdx.y * 16 * TM, n0 = blockIdx.x * simt::BN;
-  OutputGradRowsLoader<T, TM / 2> la(dy + (int64_t)g * og * s.oh * s.ow, s.o, s.oh * s.ow, og, qend, m0, vec_dy,
-                                     qbegin);
-  ImageRowsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, qend, n0, K, qbegin);
   float acc[TM][8] = {};
-  simt::mainloop(la, lb, qbegin, qend, acc);  // an empty range leaves zeros: still written below
-  const ConvWeightEpilogue<OutT> epi{out + (int64_t)split * s.o * K + (int64_t)g * og * K, K};
-  simt::epilogue(epi, acc, m0, n0, og, K);
+  if constexpr (CL) {
+    simt::DenseLoader<T, kColMajor, TM / 2> la{dy + g * og, s.o, og, qend, m0, vec_dy, {}};
+    ImageTapsLoader<T> lb(x, s, g * cg, n0, K, qbegin, qend);
+    simt::mainloop(la, lb, qbegin, qend, acc);
+    const ConvWeightEpilogueCL<OutT> epi{out + (int64_t)split * s.o * K + (int64_t)g * og * K, K, cg, s.kh * s.kw};
+    simt::epilogue(epi, acc, m0, n0, og, K);
+  } else {
+    OutputGradRowsLoader<T, TM / 2> la(dy + (int64_t)g * og * s.oh * s.ow, s.o, s.oh * s.ow, og, qend, m0, vec_dy,
+                                       qbegin);
+    ImageRowsLoader<T> lb(x + (int64_t)g * cg * s.h * s.w, s, qend, n0, K, qbegin);
+    simt::mainloop(la, lb, qbegin, qend, acc);  // an empty range leaves zeros: still written below
+    const ConvWeightEpilogue<OutT> epi{out + (int64_t)split * s.o * K + (int64_t)g * og * K, K};
+    simt::epilogue(epi, acc, m0, n0, og, K);
+  }
 }
 
 // out[i] = Σ_s partial[s][i] (+ bias[(i / p) % o] when bias is given), in
@@ -876,7 +1008,7 @@ __global__ void __launch_bounds__(tc::THREADS, 2)
 // the channel counts allow).  The gathered kernels above spend 900-1250
 // instructions per 32 HMMA on index arithmetic and 2-byte loads, because in
 // NCHW consecutive k of the reduction lie apart in memory.  Here each pass
-// first copies its two operands channels-last (transpose16_kernel, a few µs
+// first copies its two operands channels-last (transpose_kernel, a few µs
 // of memory traffic), so that 8 consecutive channels at one pixel and tap
 // are 16 contiguous bytes.  Every operand tile then arrives by cp.async in
 // 16-byte chunks, zero-filled where a tap falls into the padding, through
@@ -903,16 +1035,16 @@ constexpr int STAGES = 3, THREADS = 256;
 constexpr int SMEM_BYTES = STAGES * 2 * TILE * 2;  // 60 KiB, over the 48 KiB default: asked for per kernel
 
 // out[b][j][i] = in[b][i][j] for i < R, j < S: NCHW -> NHWC (b = image, i =
-// channel, j = pixel) and the weight reorders, 16-bit elements moved as
-// bits, through a 32 x 33 shared tile (the odd stride keeps the transposed
-// reads free of bank conflicts).
-__global__ void transpose16_kernel(uint16_t* __restrict__ out, const uint16_t* __restrict__ in, int R, int S,
-                                   int64_t batches) {
-  __shared__ uint16_t tile[32][33];
+// channel, j = pixel) and the weight reorders, elements moved as bits (E:
+// uint16_t or uint32_t), through a 32 x 33 shared tile (the odd stride keeps
+// the transposed reads free of bank conflicts).
+template <typename E>
+__global__ void transpose_kernel(E* __restrict__ out, const E* __restrict__ in, int R, int S, int64_t batches) {
+  __shared__ E tile[32][33];
   const int i0 = blockIdx.y * 32, j0 = blockIdx.x * 32;
   for (int64_t b = blockIdx.z; b < batches; b += gridDim.z) {
-    const uint16_t* src = in + b * R * S;
-    uint16_t* dst = out + b * R * S;
+    const E* src = in + b * R * S;
+    E* dst = out + b * R * S;
     for (int i = threadIdx.y; i < 32; i += 8)
       if (i0 + i < R && j0 + (int)threadIdx.x < S) tile[i][threadIdx.x] = src[(int64_t)(i0 + i) * S + j0 + threadIdx.x];
     __syncthreads();
@@ -921,31 +1053,6 @@ __global__ void transpose16_kernel(uint16_t* __restrict__ out, const uint16_t* _
     __syncthreads();  // the tile is refilled for the next batch
   }
 }
-
-// A thread's position k = (tap, c) in a reduction whose `inner` channels
-// (inner % 8 == 0) are innermost and whose taps run over rows a and
-// columns b < nb; stepped by one slice (BK) without dividing.
-struct TapWalk {
-  int k, c, a, b;
-  __device__ void start(int k_, int inner, int nb) {
-    k = k_;
-    const int tap = k / inner;
-    c = k - tap * inner;
-    a = tap / nb;
-    b = tap - a * nb;
-  }
-  __device__ void step(int inner, int nb) {
-    k += BK;
-    c += BK;
-    while (c >= inner) {  // once when inner >= 32, up to four times for 8 channels
-      c -= inner;
-      if (++b == nb) {
-        b = 0;
-        ++a;
-      }
-    }
-  }
-};
 
 // The k-loop of the three kernels: the ring of gemm_tc.cu, each slice's
 // copies issued by load(stage, walk) for the walk's position, then the
@@ -957,7 +1064,7 @@ __device__ __forceinline__ void ring(T* smem, int slices, TapWalk& walk, int inn
   for (int st = 0; st < STAGES - 1; ++st) {
     if (st < slices) {
       load(smem + st * 2 * TILE, walk);
-      walk.step(inner, nb);
+      walk.advance(BK, inner, nb);
     }
     cp_async_commit();
   }
@@ -967,7 +1074,7 @@ __device__ __forceinline__ void ring(T* smem, int slices, TapWalk& walk, int inn
     const int pf = kt + STAGES - 1;
     if (pf < slices) {
       load(smem + (pf % STAGES) * 2 * TILE, walk);
-      walk.step(inner, nb);
+      walk.advance(BK, inner, nb);
     }
     cp_async_commit();
     const T* As = smem + (kt % STAGES) * 2 * TILE;
@@ -1015,7 +1122,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
       iw0[i] = ow * s.sw - s.pl;
     }
   }
-  auto load = [&](T* st, const cl::TapWalk& t) {
+  auto load = [&](T* st, const TapWalk& t) {
     const bool kin = t.k < kend;
     const int dh = t.a * s.dh, dw = t.b * s.dw;
 #pragma unroll
@@ -1028,7 +1135,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
                  b_ok ? img[i] + (ih * s.w + iw) * s.c + t.c : xl, b_ok ? 16 : 0);
     }
   };
-  cl::TapWalk walk;
+  TapWalk walk;
   walk.start(kbegin + kc, cg, s.kw);
   float acc[4][4][4] = {};
   cl::ring<T, true, true>(smem, max(0, (kend - kbegin + cl::BK - 1) / cl::BK), walk, cg, s.kw, load, acc);
@@ -1070,7 +1177,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
       jw[i] = ph.w.base + b - ph.w.t0;
     }
   }
-  auto load = [&](T* st, const cl::TapWalk& t) {
+  auto load = [&](T* st, const TapWalk& t) {
     const bool kin = t.k < K;
     const int tap = (ph.h.k0 + t.a * ph.h.kstep) * s.kw + ph.w.k0 + t.b * ph.w.kstep;
     const int dh = t.a * ph.h.tstep, dw = t.b * ph.w.tstep;
@@ -1085,7 +1192,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
                  b_ok ? img[i] + (oh * s.ow + ow) * s.o + t.c : dyl, b_ok ? 16 : 0);
     }
   };
-  cl::TapWalk walk;
+  TapWalk walk;
   walk.start(kc, og, ph.w.kcount > 0 ? ph.w.kcount : 1);
   float acc[4][4][4] = {};
   cl::ring<T, true, true>(smem, (K + cl::BK - 1) / cl::BK, walk, og, ph.w.kcount, load, acc);
@@ -1122,7 +1229,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
   const T* xcol = xl + g * cg + c;  // + ((n * H + ih) * W + iw) * C
   PixelWalk at;
   at.start(qbegin + qrow, s.oh, s.ow);
-  auto load = [&](T* st, const cl::TapWalk& t) {  // t.k: the thread's first pixel of the slice
+  auto load = [&](T* st, const TapWalk& t) {  // t.k: the thread's first pixel of the slice
     PixelWalk w = at;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
@@ -1139,7 +1246,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
     }
     at.advance(cl::BK, s.oh, s.ow);
   };
-  cl::TapWalk walk{qbegin + qrow, 0, 0, 0};  // only k is used: the pixels step by BK (inner = INT_MAX)
+  TapWalk walk{qbegin + qrow, 0, 0, 0};  // only k is used: the pixels step by BK (inner = INT_MAX)
   float acc[4][4][4] = {};
   cl::ring<T, false, false>(smem, max(0, (qend - qbegin + cl::BK - 1) / cl::BK), walk, INT32_MAX, 1, load, acc);
   // column pairs (c, c + 1) of one tap: weight indices c*KK + tap and KK on
@@ -1226,17 +1333,33 @@ bool valid_plan(const ConvPlan& p) {
 int plan_tm(const ConvPlan& p, int rule_tm) { return p.rows > 0 ? p.rows / 16 : rule_tm; }
 bool plan_two_blocks(const ConvPlan& p) { return p.blocks > 0 ? p.blocks == 2 : g_two_blocks; }
 
-template <typename T, typename OutT>
+template <typename T, typename OutT, bool CL>
 cudaError_t launch_forward(int tm, bool two_blocks, dim3 grid, cudaStream_t stream, OutT* y, const T* x, const T* w,
                            const T* bias, const ConvShape& s, bool vec_w, bool vec_x, bool vec_y, int chunk) {
   if (tm == 2)
-    conv_forward_kernel<T, OutT, 2, 4><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+    conv_forward_kernel<T, OutT, 2, 4, CL>
+        <<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
   else if (tm == 4)
-    conv_forward_kernel<T, OutT, 4, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+    conv_forward_kernel<T, OutT, 4, 2, CL>
+        <<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
   else if (two_blocks)
-    conv_forward_kernel<T, OutT, 8, 2><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+    conv_forward_kernel<T, OutT, 8, 2, CL>
+        <<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
   else
-    conv_forward_kernel<T, OutT, 8, 1><<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+    conv_forward_kernel<T, OutT, 8, 1, CL>
+        <<<grid, simt::kThreads, 0, stream>>>(y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+  return cudaGetLastError();
+}
+
+template <typename T, typename OutT, bool CL>
+cudaError_t launch_backward_weight(int tm, dim3 grid, cudaStream_t stream, OutT* out, const T* dy, const T* x,
+                                   const ConvShape& s, bool vec_dy, int chunk) {
+  if (tm == 2)
+    conv_backward_weight_kernel<T, OutT, 2, CL><<<grid, simt::kThreads, 0, stream>>>(out, dy, x, s, vec_dy, chunk);
+  else if (tm == 4)
+    conv_backward_weight_kernel<T, OutT, 4, CL><<<grid, simt::kThreads, 0, stream>>>(out, dy, x, s, vec_dy, chunk);
+  else
+    conv_backward_weight_kernel<T, OutT, 8, CL><<<grid, simt::kThreads, 0, stream>>>(out, dy, x, s, vec_dy, chunk);
   return cudaGetLastError();
 }
 
@@ -1254,29 +1377,46 @@ int split_chunk(int64_t total, int splits, int slice) {
   return (int)((slices + splits - 1) / splits * slice);
 }
 
-// The channels-last tensor-core kernels (the default for 16-bit layers whose
-// channel counts allow them) or the gathered ones.  Process-wide.
+// The channels-last kernels (the default where a layer's channel counts
+// allow them) or the gathered ones.  Process-wide.
 bool g_channels_last = true;
 
 enum Pass { kForwardPass = 0, kDataPass = 1, kWeightPass = 2 };
 
-// Whether a 16-bit pass takes the channels-last kernels: tensor cores on,
-// every 16-byte chunk inside one tap of one group, and 32-bit offsets
-// inside an image of x_cl and dy_cl and inside w_cl.
+// A 1x1 convolution with stride 1 and no padding: its B is x itself, read
+// by the NCHW forward as pixel-contiguous vectors (ImageColumnSource, vec).
+bool pointwise(const ConvShape& s) {
+  return s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 && s.oh == s.h && s.ow == s.w;
+}
+
+// Whether a pass takes the channels-last kernels.  Every 16-byte chunk
+// (8 halves, 4 floats) must lie inside one tap of one group, and offsets
+// inside an image of x_cl and dy_cl and inside w_cl fit 32 bits.
+//   16-bit, on tensor cores: all three passes (their gathers cost 4-6x the
+//     GEMM's instructions);
+//   fp32, on the SIMT core: backward-weight, and the forward where its
+//     reduction is long enough (C/G*KH*KW >= 256) to pay for the copy of x
+//     and it is not a pointwise layer (whose NCHW gather is already a dense
+//     read); backward-data keeps its phase gathers.
+template <typename T>
 bool channels_last(int pass, const ConvShape& s) {
-  if (!g_tensor_cores || !g_channels_last) return false;
-  const int cg = s.c / s.groups, og = s.o / s.groups;
+  if (!g_channels_last || (is_16_bit<T>() && !g_tensor_cores)) return false;
+  const int cg = s.c / s.groups, og = s.o / s.groups, chunk = 16 / sizeof(T);
   if (!fits_int((int64_t)s.h * s.w * s.c) || !fits_int((int64_t)s.oh * s.ow * s.o) ||
       !fits_int((int64_t)s.o * cg * s.kh * s.kw))
     return false;
-  return pass == kForwardPass ? cg % 8 == 0 : pass == kDataPass ? og % 8 == 0 : cg % 8 == 0 && og % 8 == 0;
+  if (!is_16_bit<T>()) {
+    if (pass == kDataPass) return false;
+    if (pass == kForwardPass && ((int64_t)cg * s.kh * s.kw < 256 || pointwise(s))) return false;
+  }
+  return pass == kForwardPass ? cg % chunk == 0 : pass == kDataPass ? og % chunk == 0 : cg % chunk == 0 && og % chunk == 0;
 }
 
 int64_t round_up_256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 
 // The workspace of a pass, carved from its start: fp32 split partial sums
 // (forward and backward-weight with splits > 1), then the channels-last
-// copies of the two operands (16-bit passes on those kernels).
+// copies of the two operands (passes on those kernels).
 struct WorkspaceLayout {
   int64_t partials = 0, first = 0, second = 0;  // bytes of each part
   int64_t total() const { return partials + first + second; }
@@ -1288,7 +1428,7 @@ WorkspaceLayout workspace_layout(int pass, const ConvShape& s, int splits) {
   const int64_t pix = (int64_t)s.n * s.oh * s.ow, wsize = (int64_t)s.o * (s.c / s.groups) * s.kh * s.kw;
   const int64_t xsize = (int64_t)s.n * s.c * s.h * s.w, dysize = pix * s.o;
   if (splits > 1 && pass != kDataPass) l.partials = round_up_256(splits * (pass == kForwardPass ? dysize : wsize) * 4);
-  if (is_16_bit<T>() && channels_last(pass, s)) {
+  if (channels_last<T>(pass, s)) {
     const int64_t e = sizeof(T);
     l.first = round_up_256(e * (pass == kForwardPass ? xsize : dysize));
     l.second = round_up_256(e * (pass == kWeightPass ? xsize : wsize));
@@ -1296,17 +1436,18 @@ WorkspaceLayout workspace_layout(int pass, const ConvShape& s, int splits) {
   return l;
 }
 
-// out[b][j][i] = in[b][i][j] (i < R, j < S) on 16-bit elements.
+// out[b][j][i] = in[b][i][j] (i < R, j < S), elements of 2 or 4 bytes.
 template <typename T>
-cudaError_t transpose16(T* out, const T* in, int64_t batches, int64_t R, int64_t S, cudaStream_t stream) {
+cudaError_t transpose(T* out, const T* in, int64_t batches, int64_t R, int64_t S, cudaStream_t stream) {
   if (batches == 0 || R == 0 || S == 0) return cudaSuccess;
-  static_assert(sizeof(T) == 2, "16-bit elements");
+  using Bits = typename std::conditional<sizeof(T) == 2, uint16_t, uint32_t>::type;
+  static_assert(sizeof(T) == sizeof(Bits), "2- or 4-byte elements");
   const int64_t gx = (S + 31) / 32, gy = (R + 31) / 32;
   if (gx > INT32_MAX || gy > 65535 || !fits_int(R) || !fits_int(S)) return cudaErrorInvalidValue;
   const dim3 grid((unsigned)gx, (unsigned)gy, (unsigned)std::min<int64_t>(batches, 65535));
-  cl::transpose16_kernel<<<grid, dim3(32, 8), 0, stream>>>(reinterpret_cast<uint16_t*>(out),
-                                                          reinterpret_cast<const uint16_t*>(in), (int)R, (int)S,
-                                                          batches);
+  cl::transpose_kernel<Bits><<<grid, dim3(32, 8), 0, stream>>>(reinterpret_cast<Bits*>(out),
+                                                              reinterpret_cast<const Bits*>(in), (int)R, (int)S,
+                                                              batches);
   return cudaGetLastError();
 }
 
@@ -1347,11 +1488,11 @@ cudaError_t conv2d_forward(T* y, void* workspace_, const T* x, const T* w, const
   const bool vec_x = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 && s.oh == s.h &&
                      s.ow == s.w && p % 4 == 0 && aligned(x, 4 * sizeof(T));
   if constexpr (is_16_bit<T>()) {
-    if (channels_last(kForwardPass, s)) {  // x to NHWC, w to (O, KH, KW, C/G), then 128 x 128 tiles by cp.async
+    if (channels_last<T>(kForwardPass, s)) {  // x to NHWC, w to (O, KH, KW, C/G), then 128 x 128 tiles by cp.async
       T* xl = reinterpret_cast<T*>(bytes + layout.partials);
       T* wl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
-      if (cudaError_t e = transpose16(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
-      if (cudaError_t e = transpose16(wl, w, s.o, s.c / s.groups, (int64_t)s.kh * s.kw, stream)) return e;
+      if (cudaError_t e = transpose(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
+      if (cudaError_t e = transpose(wl, w, s.o, s.c / s.groups, (int64_t)s.kh * s.kw, stream)) return e;
       const int chunk = split_chunk(K, splits, cl::BK);
       dim3 grid;
       if (cudaError_t e = grid_for(s.o / s.groups, pix, (int64_t)s.groups * splits, 8, &grid)) return e;
@@ -1393,12 +1534,26 @@ cudaError_t conv2d_forward(T* y, void* workspace_, const T* x, const T* w, const
   const bool two = plan_two_blocks(plan);
   dim3 grid;
   if (cudaError_t e = grid_for(s.o / s.groups, pix, (int64_t)s.groups * splits, tm, &grid)) return e;
+  const bool vec_y = p % 4 == 0 && aligned(y, 4 * sizeof(T)), vec_ws = p % 4 == 0 && aligned(workspace, 16);
+  if constexpr (!is_16_bit<T>()) {
+    if (channels_last<T>(kForwardPass, s)) {  // x to NHWC, w to (O, KH, KW, C/G)
+      T* xl = reinterpret_cast<T*>(bytes + layout.partials);
+      T* wl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
+      if (cudaError_t e = transpose(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
+      if (cudaError_t e = transpose(wl, w, s.o, s.c / s.groups, (int64_t)s.kh * s.kw, stream)) return e;
+      if (splits == 1) return launch_forward<T, T, true>(tm, two, grid, stream, y, xl, wl, bias, s, true, false, vec_y, chunk);
+      if (cudaError_t e = launch_forward<T, float, true>(tm, two, grid, stream, workspace, xl, wl, nullptr, s, true,
+                                                         false, vec_ws, chunk))
+        return e;
+      const int64_t n = pix * s.o;
+      sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(y, workspace, n, splits, bias, p, s.o);
+      return cudaGetLastError();
+    }
+  }
   const bool vec_w = K % 4 == 0 && aligned(w, 4 * sizeof(T));
-  if (splits == 1)
-    return launch_forward<T, T>(tm, two, grid, stream, y, x, w, bias, s, vec_w, vec_x,
-                                p % 4 == 0 && aligned(y, 4 * sizeof(T)), chunk);
-  if (cudaError_t e = launch_forward<T, float>(tm, two, grid, stream, workspace, x, w, nullptr, s, vec_w, vec_x,
-                                               p % 4 == 0 && aligned(workspace, 16), chunk))
+  if (splits == 1) return launch_forward<T, T, false>(tm, two, grid, stream, y, x, w, bias, s, vec_w, vec_x, vec_y, chunk);
+  if (cudaError_t e = launch_forward<T, float, false>(tm, two, grid, stream, workspace, x, w, nullptr, s, vec_w, vec_x,
+                                                      vec_ws, chunk))
     return e;
   const int64_t n = pix * s.o;
   sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(y, workspace, n, splits, bias, p, s.o);
@@ -1441,7 +1596,7 @@ cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w
   if (!valid(s) || !valid_plan(plan)) return cudaErrorInvalidValue;
   const int64_t K = (int64_t)(s.o / s.groups) * s.kh * s.kw;
   if (!fits_int((int64_t)s.n * s.h * s.w) || !fits_int(K) || !fits_int(K * s.c)) return cudaErrorInvalidValue;
-  const bool cl_path = is_16_bit<T>() && channels_last(kDataPass, s);
+  const bool cl_path = channels_last<T>(kDataPass, s);
   T* dyl = nullptr;
   T* wl = nullptr;
   if constexpr (is_16_bit<T>()) {
@@ -1450,9 +1605,9 @@ cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w
       if (workspace == nullptr) return cudaErrorInvalidValue;
       dyl = reinterpret_cast<T*>(static_cast<unsigned char*>(workspace) + layout.partials);
       wl = reinterpret_cast<T*>(static_cast<unsigned char*>(workspace) + layout.partials + layout.first);
-      if (cudaError_t e = transpose16(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream)) return e;
+      if (cudaError_t e = transpose(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream)) return e;
       if (cudaError_t e =
-              transpose16(wl, w, s.groups, s.o / s.groups, (int64_t)(s.c / s.groups) * s.kh * s.kw, stream))
+              transpose(wl, w, s.groups, s.o / s.groups, (int64_t)(s.c / s.groups) * s.kh * s.kw, stream))
         return e;
     }
   }
@@ -1506,11 +1661,11 @@ cudaError_t conv2d_backward_weight(T* dw, void* workspace_, const T* dy, const T
   unsigned char* bytes = static_cast<unsigned char*>(workspace_);
   float* workspace = static_cast<float*>(workspace_);  // split partial sums first
   if constexpr (is_16_bit<T>()) {
-    if (channels_last(kWeightPass, s)) {  // dy and x to NHWC, then 128 x 128 tiles by cp.async, split over pixels
+    if (channels_last<T>(kWeightPass, s)) {  // dy and x to NHWC, then 128 x 128 tiles by cp.async, split over pixels
       T* dyl = reinterpret_cast<T*>(bytes + layout.partials);
       T* xl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
-      if (cudaError_t e = transpose16(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream)) return e;
-      if (cudaError_t e = transpose16(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
+      if (cudaError_t e = transpose(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream)) return e;
+      if (cudaError_t e = transpose(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
       const int chunk = split_chunk(q_total, splits, cl::BK);
       dim3 grid;
       if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, 8, &grid)) return e;
@@ -1550,23 +1705,25 @@ cudaError_t conv2d_backward_weight(T* dw, void* workspace_, const T* dy, const T
   const int tm = plan_tm(plan, tile_tm(s.o / s.groups));
   dim3 grid;
   if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, tm, &grid)) return e;
-  const bool vec_dy = s.oh * s.ow % 4 == 0 && aligned(dy, 4 * sizeof(T));
-  if (splits == 1) {
-    if (tm == 2)
-      conv_backward_weight_kernel<T, T, 2><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, vec_dy, chunk);
-    else if (tm == 4)
-      conv_backward_weight_kernel<T, T, 4><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, vec_dy, chunk);
-    else
-      conv_backward_weight_kernel<T, T, 8><<<grid, simt::kThreads, 0, stream>>>(dw, dy, x, s, vec_dy, chunk);
-    return cudaGetLastError();
+  cudaError_t e = cudaSuccess;
+  bool launched = false;
+  if constexpr (!is_16_bit<T>()) {
+    if (channels_last<T>(kWeightPass, s)) {  // dy and x to NHWC; dy_cl read as a dense [q][O] matrix
+      T* dyl = reinterpret_cast<T*>(bytes + layout.partials);
+      T* xl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
+      if ((e = transpose(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream))) return e;
+      if ((e = transpose(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream))) return e;
+      e = splits == 1 ? launch_backward_weight<T, T, true>(tm, grid, stream, dw, dyl, xl, s, true, chunk)
+                      : launch_backward_weight<T, float, true>(tm, grid, stream, workspace, dyl, xl, s, true, chunk);
+      launched = true;
+    }
   }
-  if (tm == 2)
-    conv_backward_weight_kernel<T, float, 2><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, vec_dy, chunk);
-  else if (tm == 4)
-    conv_backward_weight_kernel<T, float, 4><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, vec_dy, chunk);
-  else
-    conv_backward_weight_kernel<T, float, 8><<<grid, simt::kThreads, 0, stream>>>(workspace, dy, x, s, vec_dy, chunk);
-  if (cudaError_t e = cudaGetLastError()) return e;
+  if (!launched) {
+    const bool vec_dy = s.oh * s.ow % 4 == 0 && aligned(dy, 4 * sizeof(T));
+    e = splits == 1 ? launch_backward_weight<T, T, false>(tm, grid, stream, dw, dy, x, s, vec_dy, chunk)
+                    : launch_backward_weight<T, float, false>(tm, grid, stream, workspace, dy, x, s, vec_dy, chunk);
+  }
+  if (e != cudaSuccess || splits == 1) return e;
   const int64_t n = (int64_t)s.o * K;
   sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(dw, workspace, n, splits, nullptr, 1, 1);
   return cudaGetLastError();

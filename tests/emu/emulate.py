@@ -36,7 +36,12 @@ def _cuda_include():
 def rewrite(source):
     """The kernel source with each launch turned into emu::launch(grid, block, smem, stream, [&] { k(args); })."""
     out = []
-    lines = iter(source.splitlines())
+    lines = source.splitlines()
+    # a kernel name whose <<< went to the next line (clang-format's choice for long template arguments)
+    for i in range(len(lines) - 1, 0, -1):
+        if lines[i].lstrip().startswith("<<<") and "<<<" not in lines[i - 1]:
+            lines[i - 1] = lines[i - 1].rstrip() + lines.pop(i).strip()
+    lines = iter(lines)
     for line in lines:
         while "<<<" in line and not line.rstrip().endswith(";"):  # a launch over several lines
             line = line.rstrip() + " " + next(lines).strip()
@@ -256,6 +261,9 @@ int emu_conv2d_planned(int pass, float* out, float* ws, const float* a, const fl
   if (pass == 0) return lc::conv2d_forward<float>(out, ws, a, b, nullptr, shape(g), splits, nullptr, plan);
   if (pass == 1) return lc::conv2d_backward_data<float>(out, nullptr, a, b, shape(g), nullptr, plan);
   return lc::conv2d_backward_weight<float>(out, ws, a, b, shape(g), splits, nullptr, plan);
+}
+long long emu_conv2d_workspace_size(int pass, const int* g, int splits) {
+  return lc::conv2d_workspace_size<float>(pass, shape(g), splits);
 }
 int emu_conv2d_forward_splits(const int* g, int sms, int two_blocks) {
   const int before = emu::sm_count;
