@@ -349,7 +349,8 @@ def sweep_splits(torch, mod, args, rows):
         dw = torch.empty((o, xshape[1], kk, kk), device="cuda")
         times = {}
         for splits in sorted({1, 2, 4, 8, 16, 32, 64, chosen, max(1, chosen // 2), 2 * chosen}):
-            ws = torch.empty(max(1, splits * dw.numel()), device="cuda")
+            ws = torch.empty(max(1, mod.conv2d_workspace_size("backward_weight", tuple(geo), o, 1, "float32", splits)),
+                             device="cuda", dtype=torch.uint8)
             times[splits] = timed(lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws.data_ptr(), dy.data_ptr(),
                                                                      x.data_ptr(), tuple(geo), o, 1, splits, "float32",
                                                                      stream))
@@ -369,7 +370,8 @@ def sweep_splits(torch, mod, args, rows):
                 chosen = mod.conv2d_forward_splits(tuple(geo), o, 1)
                 times = {}
                 for splits in sorted({1, 2, 3, 4, 5, 6, 8, chosen} & set(range(1, slices + 1))):
-                    ws = torch.empty(max(1, splits * y.numel() if splits > 1 else 1), device="cuda")
+                    ws = torch.empty(max(1, mod.conv2d_workspace_size("forward", tuple(geo), o, 1, "float32", splits)),
+                                     device="cuda", dtype=torch.uint8)
                     times[splits] = timed(lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0,
                                                                      tuple(geo), o, 1, "float32", stream, splits,
                                                                      ws.data_ptr()))

@@ -400,7 +400,8 @@ def test_backward_weight_split_k_is_deterministic():
     runs = []
     for _ in range(3):
         dw = cp.empty(w.shape, dtype=np.float32)
-        ws = cp.empty(40 * w.size, dtype=np.float32)
+        ws = cp.empty(mod.conv2d_workspace_size("backward_weight", tuple(g), w.shape[0], groups, "float32", 40),
+                      dtype=np.uint8)
         mod.conv2d_backward_weight(dw.data.ptr, ws.data.ptr, gdy.data.ptr, gx.data.ptr, tuple(g), w.shape[0], groups, 40,
                                    "float32", cp.cuda.get_current_stream().ptr)
         runs.append(cp.asnumpy(dw))
@@ -442,7 +443,7 @@ def test_forward_split_k_on_a_long_reduction_with_few_tiles():
     runs = []
     for _ in range(3):
         y = cp.full((2, 8, 6, 6), np.nan, dtype=np.float32)
-        ws = cp.full(splits * y.size, np.nan, dtype=np.float32)
+        ws = cp.full(mod.conv2d_workspace_size("forward", tuple(g), 8, 1, "float32", splits), 0xFF, dtype=np.uint8)
         mod.conv2d_forward(y.data.ptr, gx.data.ptr, w.data.ptr, b.data.ptr, tuple(g), 8, 1, "float32",
                            cp.cuda.get_current_stream().ptr, splits, ws.data.ptr)
         runs.append(cp.asnumpy(y))
