@@ -120,7 +120,7 @@ def bench_gemm(torch, mod, args, rows):
 
             def lamina_fn():
                 mod.gemm(c.data_ptr(), 0, a.data_ptr(), b.data_ptr(), 0, m, n, k, a.shape[1], b.shape[1], n, ta, tb,
-                         "none", dtype, dtype, stream, splits, ws.data_ptr())
+                         "none", dtype, dtype, stream, splits, workspace=ws.data_ptr(), workspace_bytes=ws.nbytes)
 
             def ref_fn():
                 torch.matmul(oa, ob, out=ref)
@@ -228,25 +228,26 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
         flops = 2.0 * pixels * o * k
         workspaces = {}
 
-        def workspace(pass_name, splits):  # one buffer per size (kept: timing must not allocate)
+        def workspace(pass_name, splits):  # (address, bytes); one buffer per size (timing must not allocate)
             n = mod.conv2d_workspace_size(pass_name, g, o, 1, dtype, splits)
             if n not in workspaces:
                 workspaces[n] = torch.empty(max(1, n), device="cuda", dtype=torch.uint8)
-            return workspaces[n].data_ptr() if n else 0
+            return (workspaces[n].data_ptr() if n else 0), n
 
         def forward(plan):
-            n = workspace("forward", plan.splits)
+            ws, n = workspace("forward", plan.splits)
             return lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, dtype, stream,
-                                              plan.splits, n, plan.rows, plan.blocks)
+                                              plan.splits, workspace=ws, workspace_bytes=n, rows=plan.rows,
+                                              blocks=plan.blocks)
 
         def backward_data(plan):
-            n = workspace("backward_data", 1)
+            ws, n = workspace("backward_data", 1)
             return lambda: mod.conv2d_backward_data(dx.data_ptr(), dy.data_ptr(), w.data_ptr(), g, o, 1, dtype,
-                                                    stream, plan.rows, plan.blocks, n)
+                                                    stream, plan.rows, plan.blocks, workspace=ws, workspace_bytes=n)
 
         def backward_weight(plan):
-            n = workspace("backward_weight", plan.splits)
-            return lambda: mod.conv2d_backward_weight(dw.data_ptr(), n, dy.data_ptr(), x.data_ptr(), g,
+            ws, n = workspace("backward_weight", plan.splits)
+            return lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws, n, dy.data_ptr(), x.data_ptr(), g,
                                                       o, 1, plan.splits, dtype, stream, plan.rows)
 
         bw_rule = tuning.Plan(splits=ops.conv.backward_weight_splits(geo, o, 1, sm_count))
@@ -336,7 +337,7 @@ def sweep_splits(torch, mod, args, rows):
             ws = torch.empty(max(1, splits * m * n if splits > 1 else 1), device="cuda")
             times[splits] = timed(lambda: mod.gemm(c.data_ptr(), 0, a.data_ptr(), b.data_ptr(), 0, m, n, k, a.shape[1],
                                                    b.shape[1], n, ta, tb, "none", "float32", "float32", stream, splits,
-                                                   ws.data_ptr()))
+                                                   workspace=ws.data_ptr(), workspace_bytes=ws.nbytes))
         rows.append({"kernel": "gemm fp32 split-K", "shape": name, "chosen": chosen, "ms_by_splits": times,
                      "best": min(times, key=times.get)})
         print(f"sweep gemm {name:>30}: chosen {chosen}, best {rows[-1]['best']}: "
@@ -351,9 +352,9 @@ def sweep_splits(torch, mod, args, rows):
         for splits in sorted({1, 2, 4, 8, 16, 32, 64, chosen, max(1, chosen // 2), 2 * chosen}):
             ws = torch.empty(max(1, mod.conv2d_workspace_size("backward_weight", tuple(geo), o, 1, "float32", splits)),
                              device="cuda", dtype=torch.uint8)
-            times[splits] = timed(lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws.data_ptr(), dy.data_ptr(),
-                                                                     x.data_ptr(), tuple(geo), o, 1, splits, "float32",
-                                                                     stream))
+            times[splits] = timed(lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws.data_ptr(), ws.nbytes,
+                                                                     dy.data_ptr(), x.data_ptr(), tuple(geo), o, 1,
+                                                                     splits, "float32", stream))
         rows.append({"kernel": "conv2d backward-weight split-K", "shape": name, "chosen": chosen,
                      "ms_by_splits": times, "best": min(times, key=times.get)})
         print(f"sweep conv {name:>22}: chosen {chosen}, best {rows[-1]['best']}: "
@@ -374,7 +375,8 @@ def sweep_splits(torch, mod, args, rows):
                                      device="cuda", dtype=torch.uint8)
                     times[splits] = timed(lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0,
                                                                      tuple(geo), o, 1, "float32", stream, splits,
-                                                                     ws.data_ptr()))
+                                                                     workspace=ws.data_ptr(),
+                                                                     workspace_bytes=ws.nbytes))
             finally:
                 mod.conv_two_blocks(before)
             rows.append({"kernel": "conv2d forward split-K", "shape": name, "blocks_per_sm": 2 if two_blocks else 1,

@@ -394,6 +394,56 @@ def test_layernorm_kernels_match_the_cpu(shape, dtype, affine):
 
 @requires_cuda
 @pytest.mark.gpu
+def test_workspaces_shorter_than_the_kernels_need_are_refused():
+    """The raw bindings that take a workspace take its size too, and refuse
+    a missing or short one with both sizes named, before anything is
+    launched (a kernel would write past its end); the outputs stay as they
+    were.  The convolutions' own check is in test_cuda_conv.py."""
+    import cupy as cp
+
+    stream = cp.cuda.get_current_stream().ptr
+    n, c, l = 4, 3, 5
+    slices = G.batchnorm_slices(n, c, l)
+    x = cp.ones((n, c, l), np.float32)
+    y = cp.full_like(x, 7.0)
+    inv_std, dgamma, dbeta = (cp.empty(c, np.float32) for _ in range(3))
+    short = cp.empty(3 * c * slices - 1, np.float64)
+    with pytest.raises(ValueError, match=f"batchnorm_forward: expected a workspace of {24 * c * slices} bytes .*"
+                                         f"received workspace_bytes={short.nbytes}"):
+        G.batchnorm_forward(y.data.ptr, 0, 0, 0, inv_std.data.ptr, 0, 0, short.data.ptr, x.data.ptr, 0, 0, n, c, l,
+                            1e-5, True, -1.0, "float32", stream, workspace_bytes=short.nbytes)
+    with pytest.raises(ValueError, match="batchnorm_forward: expected a workspace of .* received none"):
+        G.batchnorm_forward(y.data.ptr, 0, 0, 0, inv_std.data.ptr, 0, 0, 0, x.data.ptr, 0, 0, n, c, l,
+                            1e-5, True, -1.0, "float32", stream)
+    with pytest.raises(ValueError, match=f"batchnorm_backward: expected a workspace of {16 * c * slices} bytes"):
+        G.batchnorm_backward(y.data.ptr, dgamma.data.ptr, dbeta.data.ptr, short.data.ptr, x.data.ptr, x.data.ptr, 0,
+                             inv_std.data.ptr, n, c, l, True, "float32", stream,
+                             workspace_bytes=16 * c * slices - 8)
+    assert bool((y == 7.0).all())  # nothing ran
+
+    rows, d = 6, 5
+    chunks = G.layernorm_row_chunks(rows, d)
+    a = cp.ones((rows, d), np.float32)
+    dw, db, rstd = cp.empty(d, np.float32), cp.empty(d, np.float32), cp.ones(rows, np.float32)
+    ws = cp.empty(2 * d * chunks, np.float64)
+    with pytest.raises(ValueError, match=f"layernorm_backward: expected a workspace of {ws.nbytes} bytes"):
+        G.layernorm_backward(a.data.ptr, dw.data.ptr, db.data.ptr, ws.data.ptr, a.data.ptr, a.data.ptr,
+                             rstd.data.ptr, 0, rows, d, "float32", stream, workspace_bytes=ws.nbytes - 8)
+    G.layernorm_backward(a.data.ptr, dw.data.ptr, db.data.ptr, ws.data.ptr, a.data.ptr, a.data.ptr, rstd.data.ptr,
+                         0, rows, d, "float32", stream, workspace_bytes=ws.nbytes)  # the exact size is enough
+    G.layernorm_backward(a.data.ptr, 0, 0, 0, a.data.ptr, a.data.ptr, rstd.data.ptr, 0, rows, d, "float32",
+                         stream)  # dx alone needs none
+
+    m, k, splits = 8, 64, 2
+    b, out = cp.ones((k, m), np.float32), cp.empty((m, m), np.float32)
+    ws = cp.empty(splits * m * m, np.float32)
+    with pytest.raises(ValueError, match=f"gemm: expected a workspace of {ws.nbytes} bytes"):
+        G.gemm(out.data.ptr, 0, b.data.ptr, b.data.ptr, 0, m, m, k, m, m, m, True, False, "none", "float32",
+               "float32", stream, splits, workspace=ws.data.ptr, workspace_bytes=ws.nbytes - 4)
+
+
+@requires_cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_fused_dropout_draws_the_same_mask_as_the_generator(dtype):
     """Dropout on CuPy runs one fused launch; its mask and output equal the

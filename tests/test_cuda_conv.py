@@ -44,15 +44,15 @@ def _problem(case, seed):
 
 
 def _workspace(keep, mod, pass_name, g, o, groups, dtype, splits):
-    """The address of a workspace of the size the pass asks for, every byte 0xFF (NaN in float32, float16 and
-    bfloat16: poisoned), kept alive in `keep`; 0 when the pass needs none."""
+    """(address, bytes) of a workspace of the size the pass asks for, every byte 0xFF (NaN in float32, float16
+    and bfloat16: poisoned), kept alive in `keep`; (0, 0) when the pass needs none."""
     import cupy as cp
 
     n = mod.conv2d_workspace_size(pass_name, tuple(g), o, groups, dtype, splits)
     if n == 0:
-        return 0
+        return 0, 0
     keep.append(cp.full(n, 0xFF, dtype=np.uint8))
-    return keep[-1].data.ptr
+    return keep[-1].data.ptr, n
 
 
 def _launch_all(g, x, w, b, dy, groups, dtype, splits, rows=0, blocks=0):
@@ -74,10 +74,10 @@ def _launch_all(g, x, w, b, dy, groups, dtype, splits, rows=0, blocks=0):
     dw = cp.full(w.shape, poison, dtype=store)
     stream, keep = cp.cuda.get_current_stream().ptr, []
     mod.conv2d_forward(y.data.ptr, gx.data.ptr, gw.data.ptr, gb.data.ptr, tuple(g), o, groups, dtype, stream, splits,
-                       _workspace(keep, mod, "forward", g, o, groups, dtype, splits), rows, blocks)
+                       *_workspace(keep, mod, "forward", g, o, groups, dtype, splits), rows, blocks)
     mod.conv2d_backward_data(dx.data.ptr, gdy.data.ptr, gw.data.ptr, tuple(g), o, groups, dtype, stream, rows, blocks,
-                             _workspace(keep, mod, "backward_data", g, o, groups, dtype, 1))
-    mod.conv2d_backward_weight(dw.data.ptr, _workspace(keep, mod, "backward_weight", g, o, groups, dtype, splits),
+                             *_workspace(keep, mod, "backward_data", g, o, groups, dtype, 1))
+    mod.conv2d_backward_weight(dw.data.ptr, *_workspace(keep, mod, "backward_weight", g, o, groups, dtype, splits),
                                gdy.data.ptr, gx.data.ptr, tuple(g), o, groups, splits, dtype, stream, rows)
 
     def host(a):
@@ -161,11 +161,11 @@ def test_conv_launch_plan_arguments_are_checked():
     y, x, w = cp.zeros((1, 4, 5, 5), np.float32), cp.zeros((1, 4, 5, 5), np.float32), cp.zeros((4, 4, 3, 3), np.float32)
     stream = cp.cuda.get_current_stream().ptr
     with pytest.raises(ValueError, match="conv2d_forward: expected rows 0 .*, received 48"):
-        mod.conv2d_forward(y.data.ptr, x.data.ptr, w.data.ptr, 0, tuple(g), 4, 1, "float32", stream, 1, 0, 48)
+        mod.conv2d_forward(y.data.ptr, x.data.ptr, w.data.ptr, 0, tuple(g), 4, 1, "float32", stream, 1, rows=48)
     with pytest.raises(ValueError, match="conv2d_backward_data: expected blocks 0 .*, received 3"):
         mod.conv2d_backward_data(x.data.ptr, y.data.ptr, w.data.ptr, tuple(g), 4, 1, "float32", stream, 128, 3)
     with pytest.raises(ValueError, match="conv2d_backward_weight: expected rows"):
-        mod.conv2d_backward_weight(w.data.ptr, 0, y.data.ptr, x.data.ptr, tuple(g), 4, 1, 1, "float32", stream, 16)
+        mod.conv2d_backward_weight(w.data.ptr, 0, 0, y.data.ptr, x.data.ptr, tuple(g), 4, 1, 1, "float32", stream, 16)
 
 
 @pytest.fixture
@@ -344,7 +344,12 @@ def test_channels_last_workspace_is_required_and_sized():
     with pytest.raises(ValueError, match="conv2d_backward_data: expected a workspace of"):
         mod.conv2d_backward_data(x.data.ptr, y.data.ptr, w.data.ptr, tuple(g), 8, 1, "float16", stream)
     with pytest.raises(ValueError, match="conv2d_backward_weight: expected a workspace of"):
-        mod.conv2d_backward_weight(w.data.ptr, 0, y.data.ptr, x.data.ptr, tuple(g), 8, 1, 1, "float16", stream)
+        mod.conv2d_backward_weight(w.data.ptr, 0, 0, y.data.ptr, x.data.ptr, tuple(g), 8, 1, 1, "float16", stream)
+    short = cp.empty(size - 1, dtype=np.uint8)  # one byte short: refused before anything is launched
+    with pytest.raises(ValueError, match=f"conv2d_forward: expected a workspace of {size} bytes .*received "
+                                         f"workspace_bytes={size - 1}"):
+        mod.conv2d_forward(y.data.ptr, x.data.ptr, w.data.ptr, 0, tuple(g), 8, 1, "float16", stream,
+                           workspace=short.data.ptr, workspace_bytes=short.nbytes)
     assert mod.conv2d_workspace_size("forward", tuple(g), 8, 1, "float32") == 0
     assert mod.conv2d_workspace_size("forward", tuple(g), 8, 1, "float32", 3) >= 3 * y.size * 4
     with pytest.raises(ValueError, match="expected pass forward, backward_data or backward_weight, received fwd"):
@@ -402,8 +407,8 @@ def test_backward_weight_split_k_is_deterministic():
         dw = cp.empty(w.shape, dtype=np.float32)
         ws = cp.empty(mod.conv2d_workspace_size("backward_weight", tuple(g), w.shape[0], groups, "float32", 40),
                       dtype=np.uint8)
-        mod.conv2d_backward_weight(dw.data.ptr, ws.data.ptr, gdy.data.ptr, gx.data.ptr, tuple(g), w.shape[0], groups, 40,
-                                   "float32", cp.cuda.get_current_stream().ptr)
+        mod.conv2d_backward_weight(dw.data.ptr, ws.data.ptr, ws.nbytes, gdy.data.ptr, gx.data.ptr, tuple(g), w.shape[0],
+                                   groups, 40, "float32", cp.cuda.get_current_stream().ptr)
         runs.append(cp.asnumpy(dw))
     assert all(np.array_equal(runs[0], r) for r in runs[1:])
 
@@ -445,7 +450,7 @@ def test_forward_split_k_on_a_long_reduction_with_few_tiles():
         y = cp.full((2, 8, 6, 6), np.nan, dtype=np.float32)
         ws = cp.full(mod.conv2d_workspace_size("forward", tuple(g), 8, 1, "float32", splits), 0xFF, dtype=np.uint8)
         mod.conv2d_forward(y.data.ptr, gx.data.ptr, w.data.ptr, b.data.ptr, tuple(g), 8, 1, "float32",
-                           cp.cuda.get_current_stream().ptr, splits, ws.data.ptr)
+                           cp.cuda.get_current_stream().ptr, splits, ws.data.ptr, ws.nbytes)
         runs.append(cp.asnumpy(y))
     assert all(np.array_equal(runs[0], r) for r in runs[1:])
     with pytest.raises(ValueError, match="conv2d_forward: expected a workspace"):  # split-K without one

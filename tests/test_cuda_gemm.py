@@ -367,9 +367,9 @@ def test_split_k_gemm_matches_float64(m, n, k, splits, ta, tb):
     ws = cp.full(splits * m * n, cp.nan, dtype=cp.float32)  # poisoned: every slab must be written
     ga, gb, gbias = cp.asarray(a), cp.asarray(b), cp.asarray(bias)
     mod.gemm(c.data.ptr, 0, ga.data.ptr, gb.data.ptr, gbias.data.ptr, m, n, k, a.shape[1], b.shape[1], n, ta, tb,
-             "gelu", "float32", "float32", cp.cuda.get_current_stream().ptr, splits, ws.data.ptr)
+             "gelu", "float32", "float32", cp.cuda.get_current_stream().ptr, splits, ws.data.ptr, ws.nbytes)
     np.testing.assert_allclose(cp.asnumpy(c), gelu64(ref, False), rtol=1e-4, atol=1e-4 * np.sqrt(k))
     again = cp.empty_like(c)  # deterministic: the slabs are added in a fixed order
     mod.gemm(again.data.ptr, 0, ga.data.ptr, gb.data.ptr, gbias.data.ptr, m, n, k, a.shape[1], b.shape[1], n, ta, tb,
-             "gelu", "float32", "float32", cp.cuda.get_current_stream().ptr, splits, ws.data.ptr)
+             "gelu", "float32", "float32", cp.cuda.get_current_stream().ptr, splits, ws.data.ptr, ws.nbytes)
     assert cp.array_equal(c, again)

@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -106,11 +107,16 @@ int64_t conv_workspace(int pass, const std::string& dtype, const lc::ConvShape& 
   return bytes;
 }
 
-// A pass given no workspace where it needs one: said here, where the error can name the size.
-void require_workspace(const char* fn, uintptr_t workspace, int64_t needed) {
-  if (workspace == 0 && needed > 0)
+// A workspace missing or smaller than the launch will write: said here, before anything is launched, where
+// the error can name both sizes (the kernels themselves would run past the end of the buffer).
+void require_workspace(const char* fn, const char* sized_by, uintptr_t workspace, int64_t nbytes, int64_t needed) {
+  if (needed <= 0) return;
+  if (workspace == 0)
     throw std::invalid_argument(std::string(fn) + ": expected a workspace of " + std::to_string(needed) +
-                                " bytes (conv2d_workspace_size), received none");
+                                " bytes (" + sized_by + "), received none");
+  if (nbytes < needed)
+    throw std::invalid_argument(std::string(fn) + ": expected a workspace of " + std::to_string(needed) +
+                                " bytes (" + sized_by + "), received workspace_bytes=" + std::to_string(nbytes));
 }
 
 // The fused optimizer kernels' per-parameter table from parallel lists:
@@ -515,9 +521,12 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def(
       "layernorm_backward",
       [](uintptr_t dx, uintptr_t dw, uintptr_t db, uintptr_t workspace, uintptr_t dy, uintptr_t xhat, uintptr_t rstd,
-         uintptr_t w, int64_t rows, int64_t d, const std::string& dtype, uintptr_t stream) {
+         uintptr_t w, int64_t rows, int64_t d, const std::string& dtype, uintptr_t stream, int64_t workspace_bytes) {
         if (dtype != "float32" && dtype != "float64")
           throw std::invalid_argument("layernorm_backward: expected dtype float32 or float64, received " + dtype);
+        if (dw != 0 && rows > 0 && d > 0)  // the parameter gradients' row chunks
+          require_workspace("layernorm_backward", "8 * 2 * d * layernorm_row_chunks(rows, d)", workspace,
+                            workspace_bytes, int64_t{16} * d * lc::layernorm_row_chunks(rows, d));
         py::gil_scoped_release release;
         auto run = [&](auto t) {
           using T = decltype(t);
@@ -530,7 +539,9 @@ PYBIND11_MODULE(_C_cuda, m) {
         run(double{});
       },
       py::arg("dx"), py::arg("dw"), py::arg("db"), py::arg("workspace"), py::arg("dy"), py::arg("xhat"), py::arg("rstd"),
-      py::arg("w"), py::arg("rows"), py::arg("d"), py::arg("dtype"), py::arg("stream"));
+      py::arg("w"), py::arg("rows"), py::arg("d"), py::arg("dtype"), py::arg("stream"), py::arg("workspace_bytes") = 0,
+      "dx of a layer norm, and with dw (0: not wanted) dw and db; workspace: 2 * d * layernorm_row_chunks(rows, d) "
+      "doubles, workspace_bytes its size in bytes.");
 
   m.def(
       "dropout_forward",
@@ -547,15 +558,20 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("dtype"), py::arg("stream"));
 
   m.def("batchnorm_slices", &lc::batchnorm_slices, py::arg("n"), py::arg("c"), py::arg("l"),
-        "Slices per channel the batch-norm kernels use; their workspace holds 3 * c * slices doubles.");
+        "Slices per channel the batch-norm kernels use; their workspaces hold 3 * c * slices doubles (forward) "
+        "and 2 * c * slices (backward).");
 
   m.def(
       "batchnorm_forward",
       [](uintptr_t y, uintptr_t xhat, uintptr_t mean, uintptr_t var, uintptr_t inv_std, uintptr_t running_mean,
          uintptr_t running_var, uintptr_t workspace, uintptr_t x, uintptr_t gamma, uintptr_t beta, int64_t n, int64_t c,
-         int64_t l, double eps, bool batch_stats, double f_running, const std::string& dtype, uintptr_t stream) {
+         int64_t l, double eps, bool batch_stats, double f_running, const std::string& dtype, uintptr_t stream,
+         int64_t workspace_bytes) {
         if (dtype != "float32" && dtype != "float64")
           throw std::invalid_argument("batchnorm_forward: expected dtype float32 or float64, received " + dtype);
+        if (batch_stats && n * l > 0 && c > 0)  // the statistics' slices
+          require_workspace("batchnorm_forward", "8 * 3 * c * batchnorm_slices(n, c, l)", workspace, workspace_bytes,
+                            int64_t{24} * c * lc::batchnorm_slices(n, c, l));
         py::gil_scoped_release release;
         auto run = [&](auto t) {
           using T = decltype(t);
@@ -571,15 +587,20 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("y"), py::arg("xhat"), py::arg("mean"), py::arg("var"), py::arg("inv_std"), py::arg("running_mean"),
       py::arg("running_var"), py::arg("workspace"), py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("n"),
       py::arg("c"), py::arg("l"), py::arg("eps"), py::arg("batch_stats"), py::arg("f_running"), py::arg("dtype"),
-      py::arg("stream"));
+      py::arg("stream"), py::arg("workspace_bytes") = 0,
+      "Batch normalisation of x (N, C, L); with batch_stats a workspace of 3 * c * batchnorm_slices(n, c, l) doubles "
+      "(workspace_bytes: its size in bytes), else the running statistics.");
 
   m.def(
       "batchnorm_backward",
       [](uintptr_t dx, uintptr_t dgamma, uintptr_t dbeta, uintptr_t workspace, uintptr_t dy, uintptr_t xhat,
          uintptr_t gamma, uintptr_t inv_std, int64_t n, int64_t c, int64_t l, bool batch_stats, const std::string& dtype,
-         uintptr_t stream) {
+         uintptr_t stream, int64_t workspace_bytes) {
         if (dtype != "float32" && dtype != "float64")
           throw std::invalid_argument("batchnorm_backward: expected dtype float32 or float64, received " + dtype);
+        if (n * l > 0 && c > 0)  // the per-channel sums' slices
+          require_workspace("batchnorm_backward", "8 * 2 * c * batchnorm_slices(n, c, l)", workspace, workspace_bytes,
+                            int64_t{16} * c * lc::batchnorm_slices(n, c, l));
         py::gil_scoped_release release;
         auto run = [&](auto t) {
           using T = decltype(t);
@@ -593,7 +614,9 @@ PYBIND11_MODULE(_C_cuda, m) {
       },
       py::arg("dx"), py::arg("dgamma"), py::arg("dbeta"), py::arg("workspace"), py::arg("dy"), py::arg("xhat"),
       py::arg("gamma"), py::arg("inv_std"), py::arg("n"), py::arg("c"), py::arg("l"), py::arg("batch_stats"),
-      py::arg("dtype"), py::arg("stream"));
+      py::arg("dtype"), py::arg("stream"), py::arg("workspace_bytes") = 0,
+      "dx, dgamma and dbeta of a batch normalisation; workspace: 2 * c * batchnorm_slices(n, c, l) doubles "
+      "(workspace_bytes: its size in bytes).");
 
   m.def(
       "unscale_grads",
@@ -612,12 +635,16 @@ PYBIND11_MODULE(_C_cuda, m) {
       "gemm",
       [](uintptr_t c, uintptr_t aux, uintptr_t a, uintptr_t b, uintptr_t bias, int64_t m, int64_t n, int64_t k,
          int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, const std::string& act,
-         const std::string& dtype, const std::string& out_dtype, uintptr_t stream, int splits, uintptr_t workspace) {
+         const std::string& dtype, const std::string& out_dtype, uintptr_t stream, int splits, uintptr_t workspace,
+         int64_t workspace_bytes) {
         const int code = act_code(act, "gemm");
         if (splits != 1) {  // split-K: the fp32 SIMT GEMM only
           if (dtype != "float32" || out_dtype != "float32")
             throw std::invalid_argument("gemm: splits > 1 needs dtype and out_dtype float32, received " + dtype +
                                         " and " + out_dtype);
+          if (splits < 1) throw std::invalid_argument("gemm: expected splits >= 1, received " + std::to_string(splits));
+          require_workspace("gemm", "4 * splits * m * n", workspace, workspace_bytes,
+                            int64_t{4} * splits * std::max<int64_t>(m, 0) * std::max<int64_t>(n, 0));
           check(lc::sgemm_split_k(ptr<float>(c), ptr<float>(aux), ptr<float>(workspace), splits, ptr<const float>(a),
                                   ptr<const float>(b), ptr<const float>(bias), m, n, k, lda, ldb, ldc, trans_a, trans_b,
                                   code, as_stream(stream)),
@@ -642,7 +669,9 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("c"), py::arg("aux"), py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("m"), py::arg("n"),
       py::arg("k"), py::arg("lda"), py::arg("ldb"), py::arg("ldc"), py::arg("trans_a"), py::arg("trans_b"),
       py::arg("act"), py::arg("dtype"), py::arg("out_dtype"), py::arg("stream"), py::arg("splits") = 1,
-      py::arg("workspace") = 0, py::call_guard<py::gil_scoped_release>());
+      py::arg("workspace") = 0, py::arg("workspace_bytes") = 0, py::call_guard<py::gil_scoped_release>(),
+      "c = act(op(a) op(b) + bias) (aux: the pre-activation, 0: not kept).  splits > 1 (fp32 only) cuts k into that "
+      "many ranges whose partial products go to workspace, 4 * splits * m * n bytes (workspace_bytes: its size).");
 
   m.def(
       "bias_act_backward",
@@ -662,10 +691,12 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def(
       "conv2d_forward",
       [](uintptr_t y, uintptr_t x, uintptr_t w, uintptr_t bias, py::tuple geometry, int o, int groups,
-         const std::string& dtype, uintptr_t stream, int splits, uintptr_t workspace, int rows, int blocks) {
+         const std::string& dtype, uintptr_t stream, int splits, uintptr_t workspace, int64_t workspace_bytes, int rows,
+         int blocks) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
         const lc::ConvPlan plan = conv_plan("conv2d_forward", rows, blocks);
-        require_workspace("conv2d_forward", workspace, conv_workspace(0, dtype, s, splits));
+        require_workspace("conv2d_forward", "conv2d_workspace_size", workspace, workspace_bytes,
+                          conv_workspace(0, dtype, s, splits));
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_forward", [&](auto t) {
           using T = decltype(t);
@@ -675,12 +706,12 @@ PYBIND11_MODULE(_C_cuda, m) {
         });
       },
       py::arg("y"), py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("geometry"), py::arg("o"), py::arg("groups"),
-      py::arg("dtype"), py::arg("stream"), py::arg("splits") = 1, py::arg("workspace") = 0, py::arg("rows") = 0,
-      py::arg("blocks") = 0,
+      py::arg("dtype"), py::arg("stream"), py::arg("splits") = 1, py::arg("workspace") = 0,
+      py::arg("workspace_bytes") = 0, py::arg("rows") = 0, py::arg("blocks") = 0,
       "y = conv(x, w) + bias; splits > 1 cuts the reduction over C/G*KH*KW into that many ranges, whose fp32 "
       "partial sums are added in a fixed order.  workspace: conv2d_workspace_size('forward', ...) bytes (the "
-      "partial sums, and the channels-last copies of 16-bit operands).  rows (32, 64, 128) and blocks (blocks per "
-      "SM of the 128-row build, 1 or 2) choose the SIMT kernel; 0: lamina's rule.");
+      "partial sums, and the channels-last copies), workspace_bytes its size.  rows (32, 64, 128) and blocks "
+      "(blocks per SM of the 128-row build, 1 or 2) choose the SIMT kernel; 0: lamina's rule.");
   m.def(
       "conv2d_forward_splits",
       [](py::tuple geometry, int o, int groups, const std::string& dtype) {
@@ -696,10 +727,11 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def(
       "conv2d_backward_data",
       [](uintptr_t dx, uintptr_t dy, uintptr_t w, py::tuple geometry, int o, int groups, const std::string& dtype,
-         uintptr_t stream, int rows, int blocks, uintptr_t workspace) {
+         uintptr_t stream, int rows, int blocks, uintptr_t workspace, int64_t workspace_bytes) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
         const lc::ConvPlan plan = conv_plan("conv2d_backward_data", rows, blocks);
-        require_workspace("conv2d_backward_data", workspace, conv_workspace(1, dtype, s, 1));
+        require_workspace("conv2d_backward_data", "conv2d_workspace_size", workspace, workspace_bytes,
+                          conv_workspace(1, dtype, s, 1));
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_backward_data", [&](auto t) {
           using T = decltype(t);
@@ -710,16 +742,19 @@ PYBIND11_MODULE(_C_cuda, m) {
       },
       py::arg("dx"), py::arg("dy"), py::arg("w"), py::arg("geometry"), py::arg("o"), py::arg("groups"),
       py::arg("dtype"), py::arg("stream"), py::arg("rows") = 0, py::arg("blocks") = 0, py::arg("workspace") = 0,
+      py::arg("workspace_bytes") = 0,
       "dx of a convolution; rows and blocks as for conv2d_forward; workspace: "
-      "conv2d_workspace_size('backward_data', ...) bytes (0 for float32 and for the gathered kernels).");
+      "conv2d_workspace_size('backward_data', ...) bytes (0 for float32 and for the gathered kernels), "
+      "workspace_bytes its size.");
 
   m.def(
       "conv2d_backward_weight",
-      [](uintptr_t dw, uintptr_t workspace, uintptr_t dy, uintptr_t x, py::tuple geometry, int o, int groups,
-         int splits, const std::string& dtype, uintptr_t stream, int rows) {
+      [](uintptr_t dw, uintptr_t workspace, int64_t workspace_bytes, uintptr_t dy, uintptr_t x, py::tuple geometry,
+         int o, int groups, int splits, const std::string& dtype, uintptr_t stream, int rows) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
         const lc::ConvPlan plan = conv_plan("conv2d_backward_weight", rows, 0);
-        require_workspace("conv2d_backward_weight", workspace, conv_workspace(2, dtype, s, splits));
+        require_workspace("conv2d_backward_weight", "conv2d_workspace_size", workspace, workspace_bytes,
+                          conv_workspace(2, dtype, s, splits));
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_backward_weight", [&](auto t) {
           using T = decltype(t);
@@ -728,11 +763,12 @@ PYBIND11_MODULE(_C_cuda, m) {
                 "conv2d_backward_weight");
         });
       },
-      py::arg("dw"), py::arg("workspace"), py::arg("dy"), py::arg("x"), py::arg("geometry"), py::arg("o"),
+      py::arg("dw"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("dy"), py::arg("x"),
+      py::arg("geometry"), py::arg("o"),
       py::arg("groups"), py::arg("splits"), py::arg("dtype"), py::arg("stream"), py::arg("rows") = 0,
       "dW of a convolution, its reduction over N*OH*OW cut into `splits` ranges (fp32 partial sums added in a "
-      "fixed order); workspace: conv2d_workspace_size('backward_weight', ...) bytes; rows (32, 64, 128) chooses "
-      "the SIMT kernel, 0: the rule.");
+      "fixed order); workspace: conv2d_workspace_size('backward_weight', ...) bytes, workspace_bytes its size; "
+      "rows (32, 64, 128) chooses the SIMT kernel, 0: the rule.");
   m.def(
       "conv2d_workspace_size",
       [](const std::string& pass, py::tuple geometry, int o, int groups, const std::string& dtype, int splits) {

@@ -1030,9 +1030,9 @@ using tc_tile::BM;
 using tc_tile::BN;
 using tc_tile::KSTRIDE;
 using tc_tile::RSTRIDE;
+using tc_tile::SMEM_BYTES;  // 60 KiB, over the 48 KiB default: asked for per kernel
+using tc_tile::THREADS;
 using tc_tile::TILE;
-constexpr int STAGES = 3, THREADS = 256;
-constexpr int SMEM_BYTES = STAGES * 2 * TILE * 2;  // 60 KiB, over the 48 KiB default: asked for per kernel
 
 // out[b][j][i] = in[b][i][j] for i < R, j < S: NCHW -> NHWC (b = image, i =
 // channel, j = pixel) and the weight reorders, elements moved as bits (E:
@@ -1052,35 +1052,6 @@ __global__ void transpose_kernel(E* __restrict__ out, const E* __restrict__ in, 
       if (j0 + j < S && i0 + (int)threadIdx.x < R) dst[(int64_t)(j0 + j) * R + i0 + threadIdx.x] = tile[threadIdx.x][j];
     __syncthreads();  // the tile is refilled for the next batch
   }
-}
-
-// The k-loop of the three kernels: the ring of gemm_tc.cu, each slice's
-// copies issued by load(stage, walk) for the walk's position, then the
-// walk stepped.  Two slices are in flight while one is multiplied.
-template <typename T, bool A_KM, bool B_KM, class Load>
-__device__ __forceinline__ void ring(T* smem, int slices, TapWalk& walk, int inner, int nb, Load load,
-                                     float (&acc)[4][4][4]) {
-#pragma unroll
-  for (int st = 0; st < STAGES - 1; ++st) {
-    if (st < slices) {
-      load(smem + st * 2 * TILE, walk);
-      walk.advance(BK, inner, nb);
-    }
-    cp_async_commit();
-  }
-  for (int kt = 0; kt < slices; ++kt) {
-    cp_async_wait<STAGES - 2>();  // slice kt has landed (this thread's copies) ...
-    __syncthreads();              // ... and everyone's; slice kt-1's stage is free
-    const int pf = kt + STAGES - 1;
-    if (pf < slices) {
-      load(smem + (pf % STAGES) * 2 * TILE, walk);
-      walk.advance(BK, inner, nb);
-    }
-    cp_async_commit();
-    const T* As = smem + (kt % STAGES) * 2 * TILE;
-    tc_tile::mma_slice<T, A_KM, B_KM>(As, As + TILE, acc);
-  }
-  cp_async_wait<0>();
 }
 
 constexpr int kNowhere = -(1 << 29);  // a row or column that no tap brings inside the image
@@ -1122,7 +1093,9 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
       iw0[i] = ow * s.sw - s.pl;
     }
   }
-  auto load = [&](T* st, const TapWalk& t) {
+  TapWalk t;  // the thread's chunk of the slice being loaded: k, and its tap (a, b) and channel c
+  t.start(kbegin + kc, cg, s.kw);
+  auto load = [&](T* st, int) {
     const bool kin = t.k < kend;
     const int dh = t.a * s.dh, dw = t.b * s.dw;
 #pragma unroll
@@ -1134,11 +1107,10 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
       cp_async16(smem_addr(st + cl::TILE + (row + 64 * i) * cl::KSTRIDE + kc),
                  b_ok ? img[i] + (ih * s.w + iw) * s.c + t.c : xl, b_ok ? 16 : 0);
     }
+    t.advance(cl::BK, cg, s.kw);
   };
-  TapWalk walk;
-  walk.start(kbegin + kc, cg, s.kw);
   float acc[4][4][4] = {};
-  cl::ring<T, true, true>(smem, max(0, (kend - kbegin + cl::BK - 1) / cl::BK), walk, cg, s.kw, load, acc);
+  tc_tile::ring<T, true, true>(smem, max(0, (kend - kbegin + cl::BK - 1) / cl::BK), load, acc);
   const ConvForwardEpilogue<OutT, T> epi{y + (int64_t)split * npix * s.o + (int64_t)g * og * p,
                                          bias == nullptr ? nullptr : bias + g * og, s.o, p, vec_y};
   tc::epilogue_pairs(epi, acc, m0, n0, og, npix);
@@ -1177,7 +1149,9 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
       jw[i] = ph.w.base + b - ph.w.t0;
     }
   }
-  auto load = [&](T* st, const TapWalk& t) {
+  TapWalk t;  // as the forward's, over (tap of the phase, o)
+  t.start(kc, og, ph.w.kcount > 0 ? ph.w.kcount : 1);
+  auto load = [&](T* st, int) {
     const bool kin = t.k < K;
     const int tap = (ph.h.k0 + t.a * ph.h.kstep) * s.kw + ph.w.k0 + t.b * ph.w.kstep;
     const int dh = t.a * ph.h.tstep, dw = t.b * ph.w.tstep;
@@ -1191,11 +1165,10 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
       cp_async16(smem_addr(st + cl::TILE + (row + 64 * i) * cl::KSTRIDE + kc),
                  b_ok ? img[i] + (oh * s.ow + ow) * s.o + t.c : dyl, b_ok ? 16 : 0);
     }
+    t.advance(cl::BK, og, ph.w.kcount);
   };
-  TapWalk walk;
-  walk.start(kc, og, ph.w.kcount > 0 ? ph.w.kcount : 1);
   float acc[4][4][4] = {};
-  cl::ring<T, true, true>(smem, (K + cl::BK - 1) / cl::BK, walk, og, ph.w.kcount, load, acc);
+  tc_tile::ring<T, true, true>(smem, (K + cl::BK - 1) / cl::BK, load, acc);
   const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s, ph, vec_dx};
   tc::epilogue_pairs(epi, acc, m0, n0, cg, npix);  // a phase with no taps writes its zeros
 }
@@ -1229,12 +1202,13 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
   const T* xcol = xl + g * cg + c;  // + ((n * H + ih) * W + iw) * C
   PixelWalk at;
   at.start(qbegin + qrow, s.oh, s.ow);
-  auto load = [&](T* st, const TapWalk& t) {  // t.k: the thread's first pixel of the slice
+  int q0 = qbegin + qrow;  // the thread's first pixel of the slice being loaded, as a number and walked (at)
+  auto load = [&](T* st, int) {
     PixelWalk w = at;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       if (i == 1) w.advance(16, s.oh, s.ow);
-      const int q = t.k + 16 * i;
+      const int q = q0 + 16 * i;
       const bool in = q < qend;
       const bool a_ok = in && o_ok;
       cp_async16(smem_addr(st + (qrow + 16 * i) * cl::RSTRIDE + rc), a_ok ? dcol + (int64_t)q * s.o : dyl,
@@ -1245,10 +1219,10 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
                  b_ok ? xcol + (((int64_t)w.n * s.h + ih) * s.w + iw) * s.c : xl, b_ok ? 16 : 0);
     }
     at.advance(cl::BK, s.oh, s.ow);
+    q0 += cl::BK;
   };
-  TapWalk walk{qbegin + qrow, 0, 0, 0};  // only k is used: the pixels step by BK (inner = INT_MAX)
   float acc[4][4][4] = {};
-  cl::ring<T, false, false>(smem, max(0, (qend - qbegin + cl::BK - 1) / cl::BK), walk, INT32_MAX, 1, load, acc);
+  tc_tile::ring<T, false, false>(smem, max(0, (qend - qbegin + cl::BK - 1) / cl::BK), load, acc);
   // column pairs (c, c + 1) of one tap: weight indices c*KK + tap and KK on
   OutT* dw_g = out + (int64_t)split * s.o * K + (int64_t)g * og * K;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

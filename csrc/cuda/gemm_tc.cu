@@ -44,9 +44,9 @@ using tc_tile::BM;
 using tc_tile::BN;
 using tc_tile::KSTRIDE;
 using tc_tile::RSTRIDE;
+using tc_tile::SMEM_BYTES;
+using tc_tile::THREADS;
 using tc_tile::TILE;
-constexpr int STAGES = 3, THREADS = 256;
-constexpr int SMEM_BYTES = STAGES * 2 * TILE * 2;
 
 // The epilogue for one element: bias, activation, store (and the
 // pre-activation to aux).  Not inlined: 64 inlined copies of the GELU code
@@ -58,6 +58,11 @@ __device__ __noinline__ void store_out(void* C, void* aux, const T* bias, int m,
   tc_store<T>(C, aux, bias, m, n, ldc, act, out_f32, v);
 }
 
+// One operand's BK-slice of a 128-row tile into shared memory.  The operand
+// has `rows` rows (m for A, n for B) and K columns; element (r, k) is at
+// g[r * ld + k] when KMAJOR (k-contiguous), g[k * ld + r] otherwise.  Shared
+// layout: [r][k] (stride KSTRIDE) when KMAJOR, [k][r] (stride RSTRIDE)
+// otherwise.  512 chunks of 8 elements, 2 per thread.
 template <typename T, bool KMAJOR>
 __device__ __forceinline__ void load_tile(T* s, const T* __restrict__ g, int64_t ld, int rows, int K, int r0, int k0,
                                           bool async) {
@@ -96,36 +101,14 @@ __global__ void __launch_bounds__(THREADS)
                    const T* __restrict__ bias, int M, int N, int K, int64_t lda, int64_t ldb, int64_t ldc, int act,
                    bool out_f32, bool async) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* smem = reinterpret_cast<T*>(smem_raw);  // stage s: A at s * 2 * TILE, B right after
+  T* smem = reinterpret_cast<T*>(smem_raw);
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int ktiles = (K + BK - 1) / BK;
 
   float acc[4][4][4] = {};
-
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < ktiles) {
-      load_tile<T, A_KMAJOR>(smem + s * 2 * TILE, A, lda, M, K, m0, s * BK, async);
-      load_tile<T, B_KMAJOR>(smem + s * 2 * TILE + TILE, B, ldb, N, K, n0, s * BK, async);
-    }
-    cp_async_commit();
-  }
-
-  for (int kt = 0; kt < ktiles; ++kt) {
-    cp_async_wait<STAGES - 2>();  // slice kt has landed (this thread's copies) ...
-    __syncthreads();              // ... and everyone's; slice kt-1's stage is free
-    const int pf = kt + STAGES - 1;
-    if (pf < ktiles) {
-      T* st = smem + (pf % STAGES) * 2 * TILE;
-      load_tile<T, A_KMAJOR>(st, A, lda, M, K, m0, pf * BK, async);
-      load_tile<T, B_KMAJOR>(st + TILE, B, ldb, N, K, n0, pf * BK, async);
-    }
-    cp_async_commit();
-
-    const T* As = smem + (kt % STAGES) * 2 * TILE;
-    tc_tile::mma_slice<T, A_KMAJOR, B_KMAJOR>(As, As + TILE, acc);
-  }
-  cp_async_wait<0>();
+  tc_tile::ring<T, A_KMAJOR, B_KMAJOR>(smem, (K + BK - 1) / BK, [&](T* st, int kt) {
+    load_tile<T, A_KMAJOR>(st, A, lda, M, K, m0, kt * BK, async);
+    load_tile<T, B_KMAJOR>(st + TILE, B, ldb, N, K, n0, kt * BK, async);
+  }, acc);
 
   tc_tile::for_each_pair(acc, m0, n0, [&](int m, int n, float v0, float v1) {
     if (m >= M) return;

@@ -106,7 +106,8 @@ cudaError_t unscale_grads(const std::vector<MultiTensor>& tensors, double inv_sc
 // when f_running >= 0 the running statistics become (1 - f) running + f
 // (mean, unbiased var); else from running_mean and running_var.  Backward:
 // dx, dgamma, dbeta (C,); gamma may be null (1).  workspace: at least
-// 3 * C * batchnorm_slices(N, C, L) doubles.  Two launches each.
+// 3 * C * batchnorm_slices(N, C, L) doubles (forward with batch_stats; else
+// none) and 2 * C * slices (backward).  Two launches each.
 int batchnorm_slices(int64_t n, int64_t c, int64_t l);
 template <typename T>
 cudaError_t batchnorm_forward(T* y, T* xhat, T* mean, T* var, T* inv_std, T* running_mean, T* running_var,

@@ -63,10 +63,5 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// One operand's BK-slice of a 128-row tile into shared memory.  The operand
-// has `rows` rows (m for A, n for B) and K columns; element (r, k) is at
-// g[r * ld + k] when KMAJOR (k-contiguous), g[k * ld + r] otherwise.  Shared
-// layout: [r][k] (stride KSTRIDE) when KMAJOR, [k][r] (stride RSTRIDE)
-// otherwise.  512 chunks of 8 elements, 2 per thread.
 }  // namespace cuda
 }  // namespace lamina

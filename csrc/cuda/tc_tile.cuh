@@ -3,7 +3,8 @@
 // 8 warps, each a 64 x 32 corner: 4 x 4 mma tiles, 64 fp32 accumulators per
 // thread.  Operands sit in shared memory padded by 16 bytes a row, either
 // k-contiguous ([row][k], stride KSTRIDE: ldmatrix) or row-contiguous
-// ([k][row], stride RSTRIDE: ldmatrix.trans).
+// ([k][row], stride RSTRIDE: ldmatrix.trans).  ring() is the k-loop that
+// feeds them: three stages of both tiles, filled by cp.async.
 //
 // Include tc_primitives.cuh before this header: the tests' kernel emulator
 // substitutes its own copy of it, which an include from here would bypass.
@@ -19,6 +20,8 @@ constexpr int KSTRIDE = BK + PAD;                      // row stride of a [row][
 constexpr int RSTRIDE = BM + PAD;                      // row stride of a [k][row] tile; BM == BN
 constexpr int TILE = BM * KSTRIDE;                     // elements per operand per stage (>= BK * RSTRIDE)
 static_assert(BK * RSTRIDE <= TILE, "stage too small for a [k][row] tile");
+constexpr int STAGES = 3, THREADS = 256;
+constexpr int SMEM_BYTES = STAGES * 2 * TILE * 2;  // 16-bit elements: 60 KiB, over the 48 KiB default (ask per kernel)
 
 // acc += As[tile rows, slice] · Bs[slice, tile columns]; A_KM / B_KM: the
 // operand is kept [row][k] (else [k][row]).
@@ -57,6 +60,32 @@ __device__ __forceinline__ void mma_slice(const T* As, const T* Bs, float (&acc)
 #pragma unroll
       for (int ni = 0; ni < 4; ++ni) MmaOp<T>::run(acc[mi][ni], a[mi], b[ni]);
   }
+}
+
+// acc += the block's tile over `slices` k-slices, through a ring of STAGES
+// stages (stage s: A at smem + s * 2 * TILE, B right after).  load(stage,
+// slice) issues this thread's cp.async copies of one slice into a stage;
+// it is called for slices 0, 1, 2, ... in order, so a loader may keep its
+// own position and step it.  Two slices are in flight while one is
+// multiplied.  Shared by the dense GEMM (gemm_tc.cu) and the channels-last
+// convolutions (conv.cu).
+template <typename T, bool A_KM, bool B_KM, class Load>
+__device__ __forceinline__ void ring(T* smem, int slices, Load&& load, float (&acc)[4][4][4]) {
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < slices) load(smem + st * 2 * TILE, st);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < slices; ++kt) {
+    cp_async_wait<STAGES - 2>();  // slice kt has landed (this thread's copies) ...
+    __syncthreads();              // ... and everyone's; slice kt-1's stage is free
+    const int pf = kt + STAGES - 1;
+    if (pf < slices) load(smem + (pf % STAGES) * 2 * TILE, pf);
+    cp_async_commit();
+    const T* As = smem + (kt % STAGES) * 2 * TILE;
+    mma_slice<T, A_KM, B_KM>(As, As + TILE, acc);
+  }
+  cp_async_wait<0>();
 }
 
 // f(m, n, v0, v1) for the accumulators of columns n and n + 1 of row m of

@@ -266,7 +266,8 @@ def gemm_cuda(a, b, bias=None, act="none", out=None, out_dtype=None, keep_preact
             workspace = cp.empty(splits * m * n, dtype=np.float32) if splits > 1 else None
         mod.gemm(_addr(c), 0 if z is None else _addr(z), _addr(A), _addr(B), 0 if bias is None else _addr(bias),
                  m, n, k, lda, ldb, n, ta, tb, act, _name(a.dtype), _name(out_dtype), _stream(cp), splits,
-                 0 if workspace is None else _addr(workspace))
+                 workspace=0 if workspace is None else _addr(workspace),
+                 workspace_bytes=0 if workspace is None else workspace.nbytes)
     return (c, z) if keep_preactivation else c
 
 

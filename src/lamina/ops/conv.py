@@ -483,7 +483,8 @@ def conv2d_forward_implicit(x, weight, bias, g, groups):
 
         def launcher(plan):
             n = mod.conv2d_workspace_size("forward", tuple(g), o, groups, dtype, plan.splits)
-            return lambda: mod.conv2d_forward(*args, plan.splits, ws.address(n), plan.rows, plan.blocks)
+            return lambda: mod.conv2d_forward(*args, plan.splits, workspace=ws.address(n), workspace_bytes=n,
+                                              rows=plan.rows, blocks=plan.blocks)
 
         # split-K only for grids short of a wave with a long reduction (the kernel's own rule:
         # csrc/cuda/conv.cu, conv2d_forward_splits), unless autotuning finds better
@@ -513,8 +514,8 @@ def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True, need_bias=T
 
         def launcher(plan):
             n = mod.conv2d_workspace_size("backward_weight", tuple(g), o, groups, dtype, plan.splits)
-            return lambda: mod.conv2d_backward_weight(_addr(dweight), ws.address(n), _addr(dy), _addr(x), tuple(g), o,
-                                                      groups, plan.splits, dtype, _stream(cp), plan.rows)
+            return lambda: mod.conv2d_backward_weight(_addr(dweight), ws.address(n), n, _addr(dy), _addr(x), tuple(g),
+                                                      o, groups, plan.splits, dtype, _stream(cp), plan.rows)
 
         rule = tuning.Plan(splits=backward_weight_splits(g, o, groups, _sm_count(cp)))
         plan = tuning.choose(
@@ -537,7 +538,8 @@ def _implicit_backward_data(dy, weight, g, groups):
 
         def launcher(plan):
             return lambda: mod.conv2d_backward_data(_addr(dx), _addr(dy), _addr(weight), tuple(g), o, groups, dtype,
-                                                    _stream(cp), plan.rows, plan.blocks, ws.address(n))
+                                                    _stream(cp), plan.rows, plan.blocks, workspace=ws.address(n),
+                                                    workspace_bytes=n)
 
         plan = tuning.choose(
             "conv2d_backward_data", (tuple(g), o, groups, dtype), tuning.Plan(),

@@ -80,7 +80,7 @@ def batchnorm_forward(x, gamma, beta, eps, batch_stats=True, running=None, need_
                 _addr(y), 0 if xhat is None else _addr(xhat), 0, 0, _addr(inv_std), 0 if rm is None else _addr(rm),
                 0 if rv is None else _addr(rv), 0 if ws is None else _addr(ws), _addr(x),
                 0 if gamma is None else _addr(gamma), 0 if beta is None else _addr(beta), n, c, l, float(eps),
-                bool(batch_stats), f, _name(x.dtype), _stream(xp),
+                bool(batch_stats), f, _name(x.dtype), _stream(xp), workspace_bytes=0 if ws is None else ws.nbytes,
             )
         return y, xhat, inv_std
     if batch_stats:
@@ -111,7 +111,7 @@ def batchnorm_backward(dy, xhat, inv_std, gamma=None, batch_stats=True):
             mod.batchnorm_backward(
                 _addr(dx), _addr(dgamma), _addr(dbeta), _addr(ws), _addr(dy), _addr(xhat),
                 0 if gamma is None else _addr(gamma), _addr(inv_std), n, c, l, bool(batch_stats), _name(dy.dtype),
-                _stream(xp),
+                _stream(xp), workspace_bytes=ws.nbytes,
             )
         return dx, dgamma, dbeta
     if xp is np and (mod := _cpu_kernel("batchnorm_backward", dy, xhat, gamma, inv_std)) is not None:
@@ -180,6 +180,7 @@ def layernorm_backward(dy, xhat, rstd, weight=None, need_params=True):
             ws = xp.empty(2 * d * mod.layernorm_row_chunks(rows, d), dtype=np.float64) if need_params else None
             mod.layernorm_backward(_addr(dx), 0 if dw is None else _addr(dw), 0 if db is None else _addr(db),
                                    0 if ws is None else _addr(ws), _addr(dy), _addr(xhat), _addr(rstd),
-                                   0 if w is None else _addr(w), rows, d, _name(dy.dtype), _stream(xp))
+                                   0 if w is None else _addr(w), rows, d, _name(dy.dtype), _stream(xp),
+                                   workspace_bytes=0 if ws is None else ws.nbytes)
         return dx, dw, db
     return reference.layernorm_backward(xp, dy, xhat, rstd, weight, need_params)
