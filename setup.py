@@ -103,7 +103,7 @@ else:
     print("lamina: nvcc not found (set CUDA_HOME or put nvcc on PATH): building the CPU module lamina._C only")
 
 
-SM90A_ONLY = {"gemm_wgmma.cu"}
+SM90A_ONLY = {"gemm_wgmma.cu", "conv_wgmma.cu"}
 SM90A_GENCODE = ["-gencode", "arch=compute_90a,code=sm_90a"]
 
 

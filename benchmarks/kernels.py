@@ -185,9 +185,11 @@ def tuned_plan(torch, pass_name, problem, rule, candidates, launcher):
 def bench_conv(torch, mod, args, rows):
     """Each ResNet shape's three passes against cuDNN: float32 (lamina on CUDA
     cores, TF32 off on both sides: variant "simt"), then bfloat16 (lamina on
-    tensor cores: "mma"), each with the channels-last kernels where lamina's
-    rule takes them and again, for comparison, with the kernels that gather
-    from NCHW everywhere ("simt gathered", "mma gathered").  Each pass with the plan lamina's
+    tensor cores: "mma"; the channels-last forward on wgmma where the device
+    has compute capability 9.0: "wgmma", timed again on mma.sync: "mma.sync"),
+    each with the channels-last kernels where lamina's rule takes them and
+    again, for comparison, with the kernels that gather from NCHW everywhere
+    ("simt gathered", "mma gathered").  Each pass with the plan lamina's
     rules choose (tile height, blocks per SM, split count), and, when it
     differs, with the one its autotuner picks (cuDNN's own autotuner is on:
     torch.backends.cudnn.benchmark); the gathered kernels with the rule's
@@ -197,22 +199,32 @@ def bench_conv(torch, mod, args, rows):
     stream = torch.cuda.current_stream().cuda_stream
     sm_count = torch.cuda.get_device_properties(0).multi_processor_count
     F = torch.nn.functional
-    for dtype, channels_last in (("float32", True), ("float32", False), ("bfloat16", True), ("bfloat16", False)):
+    wgmma = torch.cuda.get_device_capability(0) == (9, 0) and mod.conv_wgmma()
+    configs = [("float32", True, True), ("float32", False, True), ("bfloat16", True, True)]
+    if wgmma:  # the channels-last forwards again on mma.sync
+        configs.append(("bfloat16", True, False))
+    configs.append(("bfloat16", False, True))
+    for dtype, channels_last, on_wgmma in configs:
         if dtype != "float32" and not channels_last and not mod.conv_tensor_cores():
             continue
         tdt = getattr(torch, dtype)
         tol = 1e-4 if dtype == "float32" else 2e-2
         tensor = dtype != "float32" and mod.conv_tensor_cores()
-        previous_layout = mod.conv_channels_last(channels_last)
+        previous_layout, previous_wgmma = mod.conv_channels_last(channels_last), mod.conv_wgmma(on_wgmma)
         try:
             _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels_last, stream, sm_count, F,
-                               tuning)
+                               tuning, wgmma and on_wgmma)
         finally:
             mod.conv_channels_last(previous_layout)
+            mod.conv_wgmma(previous_wgmma)
 
 
-def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels_last, stream, sm_count, F, tuning):
+def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels_last, stream, sm_count, F, tuning,
+                       wgmma):
+    """wgmma: the channels-last 16-bit forward runs on wgmma ("wgmma" rows); with channels_last but not wgmma on
+    a device that has it, only those forwards are timed, on mma.sync ("mma.sync" rows)."""
     kind = ("simt" if dtype == "float32" else "mma") + ("" if channels_last else " gathered")
+    comparison = tensor and channels_last and not wgmma and torch.cuda.get_device_capability(0) == (9, 0)
     for name, xshape, o, kk, s, p in CONV:
         if args.quick and xshape[0] * xshape[1] * xshape[2] * xshape[3] * o * kk * kk > 2**33:
             continue
@@ -264,7 +276,14 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
                 lambda: tuning.backward_weight_candidates(o, pixels, 1, bw_rule.splits, tensor),
                 lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p), lambda: dw),
         }
+        # a 16-bit forward needs a workspace for its NHWC copies exactly where it runs channels-last
+        cl_forward = tensor and channels_last and mod.conv2d_workspace_size("forward", g, o, 1, dtype, 1) > 0
         for pass_name, (launcher, rule, candidates, ref_fn, result) in passes.items():
+            if comparison and not (pass_name == "forward" and cl_forward):
+                continue
+            pkind = kind
+            if pass_name == "forward" and cl_forward:
+                pkind = "wgmma" if wgmma else "mma.sync" if comparison else kind
             plans, tuned = [("rule", rule)], rule
             if channels_last:  # (the gathered kernels' comparison rows: the rule's plan only)
                 try:
@@ -279,17 +298,17 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
                 try:
                     lamina_fn()
                 except RuntimeError as e:  # reported, not timed; the other kernels still run
-                    print(f"conv {name} {pass_name} {dtype} {kind} ({how} plan): {e}: NOT TIMED", flush=True)
-                    rows.append({"kernel": "conv2d " + pass_name, "shape": name, "what": f"{dtype} {kind} ({how})",
+                    print(f"conv {name} {pass_name} {dtype} {pkind} ({how} plan): {e}: NOT TIMED", flush=True)
+                    rows.append({"kernel": "conv2d " + pass_name, "shape": name, "what": f"{dtype} {pkind} ({how})",
                                  "mismatch": True, "error": str(e)})
                     continue
                 err = rel_error(torch, result(), ref_fn())
                 if not err < tol:
-                    rows.append(mismatch("conv2d " + pass_name, name, f"{dtype} {kind} ({how} plan {tuple(plan)})",
+                    rows.append(mismatch("conv2d " + pass_name, name, f"{dtype} {pkind} ({how} plan {tuple(plan)})",
                                          "cuDNN", err))
                     continue
                 t_l, t_r = timed_pair(torch, lamina_fn, ref_fn, args.repeat)
-                variant = kind + (" tuned" if how == "tuned" else "")
+                variant = pkind + (" tuned" if how == "tuned" else "")
                 row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o,
                        "kernel_size": kk, "stride": s, "padding": p, "dtype": dtype, "layout": "NCHW",
                        "variant": variant, "plan": plan._asdict(), "tuned_plan": tuned._asdict(),
@@ -297,7 +316,7 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
                        "lamina_ms": t_l, "cudnn_ms": t_r, "lamina_tflops": flops / t_l / 1e9,
                        "cudnn_tflops": flops / t_r / 1e9, "ratio_of_cudnn": t_r / t_l, "max_rel_error": err}
                 rows.append(row)
-                print(f"conv {name:>22} {pass_name:>15} {dtype:>8} {kind:>12} {how:>5} {tuple(plan)}: lamina {t_l:8.3f} ms "
+                print(f"conv {name:>22} {pass_name:>15} {dtype:>8} {pkind:>12} {how:>5} {tuple(plan)}: lamina {t_l:8.3f} ms "
                       f"({row['lamina_tflops']:6.1f} TFLOP/s)  cuDNN {t_r:8.3f} ms ({row['cudnn_tflops']:6.1f})  "
                       f"ratio {row['ratio_of_cudnn']:.2f}", flush=True)
 

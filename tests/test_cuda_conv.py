@@ -315,6 +315,13 @@ def test_conv_kernels_channels_last_match_float64(case, dtype):
     for rows, blocks in [(0, 0)] + (PLANS if dtype == "float32" else []):
         for splits in (1, 3):
             _check(_launch_all(g, x, w, b, dy, groups, dtype, splits, rows, blocks), dtype, g, w)
+    if dtype != "float32":  # the 16-bit forward on mma.sync too, where compute capability 9.0 runs it on wgmma
+        before = mod.conv_wgmma(False)
+        try:
+            for splits in (1, 3):
+                _check(_launch_all(g, x, w, b, dy, groups, dtype, splits), dtype, g, w)
+        finally:
+            mod.conv_wgmma(before)
     previous = mod.conv_channels_last(False)
     try:
         assert _channels_last_passes(mod, g, o, groups, dtype) == set()

@@ -119,6 +119,18 @@ void require_workspace(const char* fn, const char* sized_by, uintptr_t workspace
                                 " bytes (" + sized_by + "), received workspace_bytes=" + std::to_string(nbytes));
 }
 
+// A process-wide switch of the kernels: name(enabled=None) sets it unless None and returns the previous setting.
+void bind_switch(py::module_& m, const char* name, bool (*get)(), void (*set)(bool), const char* doc) {
+  m.def(
+      name,
+      [get, set](py::object enabled) {
+        const bool before = get();
+        if (!enabled.is_none()) set(enabled.cast<bool>());
+        return before;
+      },
+      py::arg("enabled") = py::none(), doc);
+}
+
 // The fused optimizer kernels' per-parameter table from parallel lists:
 // ptrs[k][i] is pointer k of parameter i (0: none), scalars[j][i] its
 // scalar j.  Every list must hold one entry per parameter.
@@ -814,48 +826,24 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("variant") = py::none(),
       "The fp16/bf16 GEMM kernel: 'auto' (wgmma with TMA on compute capability 9.0 when the operands allow, else "
       "mma.sync), 'mma' or 'wgmma' (an error where it cannot run).  Returns the previous choice.");
-  m.def(
-      "conv_tile_fill",
-      [](py::object enabled) {
-        const bool before = lc::conv_tile_fill();
-        if (!enabled.is_none()) lc::set_conv_tile_fill(enabled.cast<bool>());
-        return before;
-      },
-      py::arg("enabled") = py::none(),
-      "Whether the convolution kernels halve their tile height (down to 32 rows) while the grid would leave "
-      "multiprocessors idle (the default), or keep the height the channels give.  Returns the previous setting.");
-  m.def(
-      "conv_two_blocks",
-      [](py::object enabled) {
-        const bool before = lc::conv_two_blocks();
-        if (!enabled.is_none()) lc::set_conv_two_blocks(enabled.cast<bool>());
-        return before;
-      },
-      py::arg("enabled") = py::none(),
-      "Whether the forward and backward-data convolutions' 128-row kernels run two blocks per multiprocessor (the "
-      "default: 128 registers, a few spilled) or one (no spills); forward's split-K rule counts its slots "
-      "accordingly.  Returns the previous setting.");
-  m.def(
-      "conv_tensor_cores",
-      [](py::object enabled) {
-        const bool before = lc::conv_tensor_cores();
-        if (!enabled.is_none()) lc::set_conv_tensor_cores(enabled.cast<bool>());
-        return before;
-      },
-      py::arg("enabled") = py::none(),
-      "Whether float16/bfloat16 convolutions run on tensor cores (mma.sync, fp32 accumulation; the default) or on "
-      "the SIMT core.  Returns the previous setting.");
-  m.def(
-      "conv_channels_last",
-      [](py::object enabled) {
-        const bool before = lc::conv_channels_last();
-        if (!enabled.is_none()) lc::set_conv_channels_last(enabled.cast<bool>());
-        return before;
-      },
-      py::arg("enabled") = py::none(),
-      "Whether float16/bfloat16 convolutions on tensor cores copy their operands channels-last and load them by "
-      "cp.async where the channels per group are multiples of 8 (the default), or gather them from NCHW.  Returns "
-      "the previous setting.");
+  bind_switch(m, "conv_tile_fill", lc::conv_tile_fill, lc::set_conv_tile_fill,
+              "Whether the convolution kernels halve their tile height (down to 32 rows) while the grid would leave "
+              "multiprocessors idle (the default), or keep the height the channels give.  Returns the previous "
+              "setting.");
+  bind_switch(m, "conv_two_blocks", lc::conv_two_blocks, lc::set_conv_two_blocks,
+              "Whether the forward and backward-data convolutions' 128-row kernels run two blocks per "
+              "multiprocessor (the default: 128 registers, a few spilled) or one (no spills); forward's split-K "
+              "rule counts its slots accordingly.  Returns the previous setting.");
+  bind_switch(m, "conv_tensor_cores", lc::conv_tensor_cores, lc::set_conv_tensor_cores,
+              "Whether float16/bfloat16 convolutions run on tensor cores (mma.sync, fp32 accumulation; the default) "
+              "or on the SIMT core.  Returns the previous setting.");
+  bind_switch(m, "conv_channels_last", lc::conv_channels_last, lc::set_conv_channels_last,
+              "Whether float16/bfloat16 convolutions on tensor cores copy their operands channels-last and load "
+              "them by cp.async where the channels per group are multiples of 8 (the default), or gather them from "
+              "NCHW.  Returns the previous setting.");
+  bind_switch(m, "conv_wgmma", lc::conv_wgmma, lc::set_conv_wgmma,
+              "Whether the channels-last float16/bfloat16 forward convolution runs on wgmma on devices of compute "
+              "capability 9.0 (the default), or on mma.sync as elsewhere.  Returns the previous setting.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
                                       "ctc_loss", "sgd_update", "adam_update", "adam_variant_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",

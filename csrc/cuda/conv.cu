@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "conv_walks.cuh"
 #include "launchers.h"
 #include "simt_gemm.cuh"
 #include "tc_primitives.cuh"
@@ -39,65 +40,6 @@ using simt::kColMajor;
 using simt::kRowMajor;
 using simt::LDS;
 using simt::to_float;
-
-// Pixel q = (n, oh, ow) of an N x OH x OW grid, moved forward without
-// dividing.  The loaders and epilogues that walk consecutive pixels decode
-// once and then step: two divisions per element (q / (OH*OW), then by OW)
-// cost more instructions than the FMAs they fed in backward-weight.
-struct PixelWalk {
-  int n, oh, ow;
-  __device__ void start(int q, int OH, int OW) {
-    const int p = OH * OW;
-    n = q / p;
-    const int r = q - n * p;
-    oh = r / OW;
-    ow = r - oh * OW;
-  }
-  __device__ void step(int OH, int OW) {
-    if (++ow == OW) {
-      ow = 0;
-      if (++oh == OH) {
-        oh = 0;
-        ++n;
-      }
-    }
-  }
-  __device__ void advance(int d, int OH, int OW) {  // d >= 0; a BK-slice is 8 pixels
-    ow += d;
-    while (ow >= OW) {
-      ow -= OW;
-      if (++oh == OH) {
-        oh = 0;
-        ++n;
-      }
-    }
-  }
-};
-
-// A thread's position k = (tap, c) in a channels-last reduction whose
-// `inner` channels (a multiple of 4) are innermost and whose taps run over
-// rows a and columns b < nb; moved forward slice by slice without dividing.
-struct TapWalk {
-  int k, c, a, b;
-  __device__ void start(int k_, int inner, int nb) {
-    k = k_;
-    const int tap = k / inner;
-    c = k - tap * inner;
-    a = tap / nb;
-    b = tap - a * nb;
-  }
-  __device__ void advance(int d, int inner, int nb) {  // d: a slice (32 on tensor cores, 8 on the SIMT core)
-    k += d;
-    c += d;
-    while (c >= inner) {  // once when inner >= d, up to four times for 8 channels and d = 32
-      c -= inner;
-      if (++b == nb) {
-        b = 0;
-        ++a;
-      }
-    }
-  }
-};
 
 // An element as a loader keeps it: converted to float (the SIMT core), or
 // as stored (the tensor cores' 16-bit tiles).
@@ -194,42 +136,6 @@ struct ImageColumnsLoader {
   __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
 };
 
-// y[n, o, p] of the group (or, OutT = float, one split's fp32 partial sums at
-// the same index, bias left to the sum).  Columns are output pixels q =
-// (n, p): decoded once per four (simt::epilogue_columns), stored as one
-// vector where P % 4 == 0 and y is aligned (vec: the four then share an
-// image and are contiguous, since the tiles start at multiples of 4).
-template <typename OutT, typename T>
-struct ConvForwardEpilogue {
-  OutT* y;  // y (or the split's slab) + group's first channel
-  const T* bias;  // bias + group's first channel, or null
-  int o_total, p;
-  bool vec;
-  struct Columns {
-    int n, r, count;  // first column's image and pixel; columns < N
-  };
-  __device__ Columns columns(int q, int N) const {
-    const int n = q / p;
-    return {n, q - n * p, min(4, N - q)};
-  }
-  __device__ void store(int o, const Columns& c, const float* v) const {
-    const float b = bias != nullptr ? to_float(bias[o]) : 0.f;
-    const float u[4] = {v[0] + b, v[1] + b, v[2] + b, v[3] + b};
-    if (vec && c.count == 4) {
-      simt::store4(y + ((int64_t)c.n * o_total + o) * p + c.r, u);
-      return;
-    }
-    int n = c.n, r = c.r;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (j < c.count) y[((int64_t)n * o_total + o) * p + r] = from_float<OutT>(u[j]);
-      if (++r == p) {
-        r = 0;
-        ++n;
-      }
-    }
-  }
-};
 
 // fp32 on the SIMT core from channels-last copies (x_cl, dy_cl: NHWC; see
 // the tensor-core section below): 4 consecutive channels of one tap are one
@@ -1054,7 +960,6 @@ __global__ void transpose_kernel(E* __restrict__ out, const E* __restrict__ in, 
   }
 }
 
-constexpr int kNowhere = -(1 << 29);  // a row or column that no tap brings inside the image
 
 }  // namespace cl
 
@@ -1074,25 +979,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
   const int m0 = blockIdx.y * cl::BM, n0 = blockIdx.x * cl::BN;
   const int p = s.oh * s.ow, npix = s.n * p;
   const int row = threadIdx.x >> 2, kc = (threadIdx.x & 3) * 8;
-  const T* wrow[2];
-  bool wok[2];
-  const T* img[2];  // the pixel's image in x_cl, at the group's first channel
-  int ih0[2], iw0[2];  // its window's top-left input position
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = m0 + row + 64 * i, q = n0 + row + 64 * i;
-    wok[i] = r < og;
-    wrow[i] = wl + (int64_t)(g * og + (wok[i] ? r : 0)) * K;
-    img[i] = xl;
-    ih0[i] = cl::kNowhere;
-    iw0[i] = 0;
-    if (q < npix) {
-      const int n = q / p, rem = q - n * p, oh = rem / s.ow, ow = rem - oh * s.ow;
-      img[i] = xl + (int64_t)n * s.h * s.w * s.c + g * cg;
-      ih0[i] = oh * s.sh - s.pt;
-      iw0[i] = ow * s.sw - s.pl;
-    }
-  }
+  const ForwardRows<T, 2> rows(xl, wl, s, g, m0, n0, row, 64);
   TapWalk t;  // the thread's chunk of the slice being loaded: k, and its tap (a, b) and channel c
   t.start(kbegin + kc, cg, s.kw);
   auto load = [&](T* st, int) {
@@ -1100,12 +987,12 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
     const int dh = t.a * s.dh, dw = t.b * s.dw;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const bool a_ok = kin && wok[i];
-      cp_async16(smem_addr(st + (row + 64 * i) * cl::KSTRIDE + kc), a_ok ? wrow[i] + t.k : wl, a_ok ? 16 : 0);
-      const int ih = ih0[i] + dh, iw = iw0[i] + dw;
+      const bool a_ok = kin && rows.wok[i];
+      cp_async16(smem_addr(st + (row + 64 * i) * cl::KSTRIDE + kc), a_ok ? rows.wrow[i] + t.k : wl, a_ok ? 16 : 0);
+      const int ih = rows.ih0[i] + dh, iw = rows.iw0[i] + dw;
       const bool b_ok = kin && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w;
       cp_async16(smem_addr(st + cl::TILE + (row + 64 * i) * cl::KSTRIDE + kc),
-                 b_ok ? img[i] + (ih * s.w + iw) * s.c + t.c : xl, b_ok ? 16 : 0);
+                 b_ok ? rows.img[i] + (ih * s.w + iw) * s.c + t.c : xl, b_ok ? 16 : 0);
     }
     t.advance(cl::BK, cg, s.kw);
   };
@@ -1140,7 +1027,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
     wok[i] = r < cg;
     wrow[i] = wl + ((int64_t)g * cg + (wok[i] ? r : 0)) * s.kh * s.kw * og;
     img[i] = dyl;
-    jh[i] = cl::kNowhere;
+    jh[i] = kNowhere;
     jw[i] = 0;
     if (q < npix) {
       const int n = q / hw, rem = q - n * hw, a = rem / ph.w.count, b = rem - a * ph.w.count;
@@ -1354,6 +1241,10 @@ int split_chunk(int64_t total, int splits, int slice) {
 // The channels-last kernels (the default where a layer's channel counts
 // allow them) or the gathered ones.  Process-wide.
 bool g_channels_last = true;
+bool g_wgmma = true;  // set_conv_wgmma
+
+// The channels-last 16-bit forward on wgmma (conv_wgmma.cu): the device runs sm_90a code.
+bool forward_on_wgmma() { return g_wgmma && device_runs_wgmma(); }
 
 enum Pass { kForwardPass = 0, kDataPass = 1, kWeightPass = 2 };
 
@@ -1440,6 +1331,8 @@ void set_conv_two_blocks(bool enabled) { g_two_blocks = enabled; }
 bool conv_two_blocks() { return g_two_blocks; }
 void set_conv_channels_last(bool enabled) { g_channels_last = enabled; }
 bool conv_channels_last() { return g_channels_last; }
+void set_conv_wgmma(bool enabled) { g_wgmma = enabled; }
+bool conv_wgmma() { return g_wgmma; }
 
 template <typename T>
 int64_t conv2d_workspace_size(int pass, const ConvShape& s, int splits) {
@@ -1467,19 +1360,24 @@ cudaError_t conv2d_forward(T* y, void* workspace_, const T* x, const T* w, const
       T* wl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
       if (cudaError_t e = transpose(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
       if (cudaError_t e = transpose(wl, w, s.o, s.c / s.groups, (int64_t)s.kh * s.kw, stream)) return e;
-      const int chunk = split_chunk(K, splits, cl::BK);
-      dim3 grid;
-      if (cudaError_t e = grid_for(s.o / s.groups, pix, (int64_t)s.groups * splits, 8, &grid)) return e;
-      if (splits == 1) {
-        if (cudaError_t e = allow_cl_smem(conv_forward_cl_kernel<T, T>)) return e;
-        conv_forward_cl_kernel<T, T><<<grid, cl::THREADS, cl::SMEM_BYTES, stream>>>(
-            y, xl, wl, bias, s, p % 4 == 0 && aligned(y, 4 * sizeof(T)), chunk);
-        return cudaGetLastError();
+      if (forward_on_wgmma()) {  // conv_wgmma.cu: k in slices of 64
+        if (splits == 1) return conv_forward_wgmma<T>(y, false, xl, wl, bias, s, 1, stream);
+        if (cudaError_t e = conv_forward_wgmma<T>(workspace, true, xl, wl, nullptr, s, splits, stream)) return e;
+      } else {
+        const int chunk = split_chunk(K, splits, cl::BK);
+        dim3 grid;
+        if (cudaError_t e = grid_for(s.o / s.groups, pix, (int64_t)s.groups * splits, 8, &grid)) return e;
+        if (splits == 1) {
+          if (cudaError_t e = allow_cl_smem(conv_forward_cl_kernel<T, T>)) return e;
+          conv_forward_cl_kernel<T, T><<<grid, cl::THREADS, cl::SMEM_BYTES, stream>>>(
+              y, xl, wl, bias, s, p % 4 == 0 && aligned(y, 4 * sizeof(T)), chunk);
+          return cudaGetLastError();
+        }
+        if (cudaError_t e = allow_cl_smem(conv_forward_cl_kernel<T, float>)) return e;
+        conv_forward_cl_kernel<T, float><<<grid, cl::THREADS, cl::SMEM_BYTES, stream>>>(workspace, xl, wl, nullptr, s,
+                                                                                         p % 4 == 0, chunk);
+        if (cudaError_t e = cudaGetLastError()) return e;
       }
-      if (cudaError_t e = allow_cl_smem(conv_forward_cl_kernel<T, float>)) return e;
-      conv_forward_cl_kernel<T, float><<<grid, cl::THREADS, cl::SMEM_BYTES, stream>>>(workspace, xl, wl, nullptr, s,
-                                                                                       p % 4 == 0, chunk);
-      if (cudaError_t e = cudaGetLastError()) return e;
       const int64_t n = pix * s.o;
       sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(y, workspace, n, splits, bias, p, s.o);
       return cudaGetLastError();
@@ -1550,7 +1448,9 @@ int conv2d_forward_splits(const ConvShape& s, bool sixteen_bit) {
   const bool tensor = sixteen_bit && g_tensor_cores;
   const int tm = tensor ? 8 : tile_tm_filling(og, pix, s.groups);
   const int64_t tiles = (og + 16 * tm - 1) / (16 * tm) * ((pix + simt::BN - 1) / simt::BN) * s.groups;
-  const int64_t slots = (int64_t)(tensor ? 2 : forward_blocks_per_sm(tm)) * sm_count();
+  // blocks per SM: 2 of the mma.sync kernels, 1 of the wgmma one (4 stages of 32 KiB)
+  const bool wgmma = tensor && channels_last<__half>(kForwardPass, s) && forward_on_wgmma();
+  const int64_t slots = (int64_t)(wgmma ? 1 : tensor ? 2 : forward_blocks_per_sm(tm)) * sm_count();
   if (tiles >= slots || K < 1024) return 1;
   const int64_t most = std::min<int64_t>({8, K / 256, 65535 / s.groups});
   int best = 1;

@@ -128,23 +128,6 @@ cudaError_t launch(dim3 grid, cudaStream_t stream, void* C, void* aux, const T* 
 
 std::atomic<int> variant{0};  // set_tensor_core_gemm
 
-// Compute capability 9.0 (sm_90a code runs on nothing else), per device.
-bool device_runs_wgmma() {
-  static std::atomic<int> known[64];  // 0 not asked yet, 1 yes, 2 no
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  if (dev < 0 || dev >= 64) return false;
-  int k = known[dev].load();
-  if (k == 0) {
-    int major = 0, minor = 0;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    k = major == 9 && minor == 0 ? 1 : 2;
-    known[dev].store(k);
-  }
-  return k == 1;
-}
-
 template <typename T>
 cudaError_t gemm_tc(void* C, void* aux, bool out_f32, const T* A, const T* B, const T* bias, int64_t M, int64_t N,
                     int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act,
@@ -169,6 +152,23 @@ cudaError_t gemm_tc(void* C, void* aux, bool out_f32, const T* A, const T* B, co
 }
 
 }  // namespace
+
+// Compute capability 9.0 (sm_90a code runs on nothing else), per device.
+bool device_runs_wgmma() {
+  static std::atomic<int> known[64];  // 0 not asked yet, 1 yes, 2 no
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (dev < 0 || dev >= 64) return false;
+  int k = known[dev].load();
+  if (k == 0) {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    k = major == 9 && minor == 0 ? 1 : 2;
+    known[dev].store(k);
+  }
+  return k == 1;
+}
 
 void set_tensor_core_gemm(int v) { variant.store(v); }
 int tensor_core_gemm() { return variant.load(); }

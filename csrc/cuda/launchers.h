@@ -212,6 +212,8 @@ cudaError_t sgemm_split_k(float* C, float* aux, float* workspace, int splits, co
 // it cannot run).  Process-wide, for benchmarks and tests.
 void set_tensor_core_gemm(int variant);
 int tensor_core_gemm();
+// Whether the current device runs sm_90a code (compute capability 9.0).
+bool device_runs_wgmma();
 template <typename T>
 cudaError_t gemm_wgmma(void* C, void* aux, bool out_f32, const T* A, const T* B, const T* bias, int64_t M, int64_t N,
                        int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool trans_a, bool trans_b, int act,
@@ -295,6 +297,16 @@ bool conv_tensor_cores();
 // them by cp.async (the default), or gather from NCHW.  Process-wide.
 void set_conv_channels_last(bool enabled);
 bool conv_channels_last();
+// On devices that run sm_90a, whether the channels-last 16-bit forward runs
+// on wgmma (conv_wgmma.cu, the default) or on mma.sync.  Process-wide.
+void set_conv_wgmma(bool enabled);
+bool conv_wgmma();
+// The forward on wgmma from the channels-last copies xl (NHWC) and wl (O, KH,
+// KW, C/G), C/G % 8 == 0: y in T with the bias, or (out_f32) one fp32 slab
+// of partial sums per split at y, bias left to the caller.  sm_90a only.
+template <typename T>
+cudaError_t conv_forward_wgmma(void* y, bool out_f32, const T* xl, const T* wl, const T* bias, const ConvShape& s,
+                               int splits, cudaStream_t stream);
 template <typename T>
 cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w, const ConvShape& s,
                                  cudaStream_t stream, ConvPlan plan = {});

@@ -102,6 +102,7 @@ inline void mbar_init(uint64_t* bar, int count) {
   b.count = b.pending = count;
 }
 inline void mbar_fence_init() {}
+inline void fence_proxy_async() {}  // the emulator's shared memory has one proxy
 inline void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
   std::lock_guard<std::mutex> lock(emu_wg::mutex);
   auto& b = emu_wg::barriers.at(shared_addr(bar));
