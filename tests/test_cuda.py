@@ -429,9 +429,13 @@ def test_workspaces_shorter_than_the_kernels_need_are_refused():
     with pytest.raises(ValueError, match=f"layernorm_backward: expected a workspace of {ws.nbytes} bytes"):
         G.layernorm_backward(a.data.ptr, dw.data.ptr, db.data.ptr, ws.data.ptr, a.data.ptr, a.data.ptr,
                              rstd.data.ptr, 0, rows, d, "float32", stream, workspace_bytes=ws.nbytes - 8)
-    G.layernorm_backward(a.data.ptr, dw.data.ptr, db.data.ptr, ws.data.ptr, a.data.ptr, a.data.ptr, rstd.data.ptr,
+    dx = cp.empty_like(a)
+    G.layernorm_backward(dx.data.ptr, dw.data.ptr, db.data.ptr, ws.data.ptr, a.data.ptr, a.data.ptr, rstd.data.ptr,
                          0, rows, d, "float32", stream, workspace_bytes=ws.nbytes)  # the exact size is enough
-    G.layernorm_backward(a.data.ptr, 0, 0, 0, a.data.ptr, a.data.ptr, rstd.data.ptr, 0, rows, d, "float32",
+    # dy = xhat = 1: dweight = sum of dy * xhat and dbias = sum of dy over the rows
+    np.testing.assert_array_equal(cp.asnumpy(dw), np.full(d, rows, np.float32))
+    np.testing.assert_array_equal(cp.asnumpy(db), np.full(d, rows, np.float32))
+    G.layernorm_backward(dx.data.ptr, 0, 0, 0, a.data.ptr, a.data.ptr, rstd.data.ptr, 0, rows, d, "float32",
                          stream)  # dx alone needs none
 
     m, k, splits = 8, 64, 2
