@@ -185,7 +185,7 @@ def tuned_plan(torch, pass_name, problem, rule, candidates, launcher):
 def bench_conv(torch, mod, args, rows):
     """Each ResNet shape's three passes against cuDNN: float32 (lamina on CUDA
     cores, TF32 off on both sides: variant "simt"), then bfloat16 (lamina on
-    tensor cores: "mma"; the channels-last forward on wgmma where the device
+    tensor cores: "mma"; the channels-last passes on wgmma where the device
     has compute capability 9.0: "wgmma", timed again on mma.sync: "mma.sync"),
     each with the channels-last kernels where lamina's rule takes them and
     again, for comparison, with the kernels that gather from NCHW everywhere
@@ -201,7 +201,7 @@ def bench_conv(torch, mod, args, rows):
     F = torch.nn.functional
     wgmma = torch.cuda.get_device_capability(0) == (9, 0) and mod.conv_wgmma()
     configs = [("float32", True, True), ("float32", False, True), ("bfloat16", True, True)]
-    if wgmma:  # the channels-last forwards again on mma.sync
+    if wgmma:  # the passes on wgmma again on mma.sync
         configs.append(("bfloat16", True, False))
     configs.append(("bfloat16", False, True))
     for dtype, channels_last, on_wgmma in configs:
@@ -221,8 +221,8 @@ def bench_conv(torch, mod, args, rows):
 
 def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels_last, stream, sm_count, F, tuning,
                        wgmma):
-    """wgmma: the channels-last 16-bit forward runs on wgmma ("wgmma" rows); with channels_last but not wgmma on
-    a device that has it, only those forwards are timed, on mma.sync ("mma.sync" rows)."""
+    """wgmma: the channels-last 16-bit passes run on wgmma ("wgmma" rows); with channels_last but not wgmma on
+    a device that has it, only the passes that wgmma would take are timed, on mma.sync ("mma.sync" rows)."""
     kind = ("simt" if dtype == "float32" else "mma") + ("" if channels_last else " gathered")
     comparison = tensor and channels_last and not wgmma and torch.cuda.get_device_capability(0) == (9, 0)
     for name, xshape, o, kk, s, p in CONV:
@@ -262,7 +262,8 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
             return lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws, n, dy.data_ptr(), x.data_ptr(), g,
                                                       o, 1, plan.splits, dtype, stream, plan.rows)
 
-        bw_rule = tuning.Plan(splits=ops.conv.backward_weight_splits(geo, o, 1, sm_count))
+        bw_rule = tuning.Plan(splits=ops.conv.backward_weight_splits(
+            geo, o, 1, sm_count, mod.conv2d_on_wgmma("backward_weight", g, o, 1, dtype)))
         passes = {  # pass: (launcher, rule's plan, candidates, reference, result)
             "forward": (
                 forward, tuning.Plan(splits=mod.conv2d_forward_splits(g, o, 1, dtype)),
@@ -276,14 +277,12 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
                 lambda: tuning.backward_weight_candidates(o, pixels, 1, bw_rule.splits, tensor),
                 lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p), lambda: dw),
         }
-        # a 16-bit forward needs a workspace for its NHWC copies exactly where it runs channels-last
-        cl_forward = tensor and channels_last and mod.conv2d_workspace_size("forward", g, o, 1, dtype, 1) > 0
         for pass_name, (launcher, rule, candidates, ref_fn, result) in passes.items():
-            if comparison and not (pass_name == "forward" and cl_forward):
+            # the passes wgmma takes (with the switch on): "wgmma" rows, or their "mma.sync" comparison
+            on_wgmma = tensor and channels_last and _on_wgmma(mod, pass_name.replace("-", "_"), g, o, dtype)
+            if comparison and not on_wgmma:
                 continue
-            pkind = kind
-            if pass_name == "forward" and cl_forward:
-                pkind = "wgmma" if wgmma else "mma.sync" if comparison else kind
+            pkind = ("wgmma" if wgmma else "mma.sync") if on_wgmma else kind
             plans, tuned = [("rule", rule)], rule
             if channels_last:  # (the gathered kernels' comparison rows: the rule's plan only)
                 try:
@@ -319,6 +318,15 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
                 print(f"conv {name:>22} {pass_name:>15} {dtype:>8} {pkind:>12} {how:>5} {tuple(plan)}: lamina {t_l:8.3f} ms "
                       f"({row['lamina_tflops']:6.1f} TFLOP/s)  cuDNN {t_r:8.3f} ms ({row['cudnn_tflops']:6.1f})  "
                       f"ratio {row['ratio_of_cudnn']:.2f}", flush=True)
+
+
+def _on_wgmma(mod, pass_name, g, o, dtype):
+    """Whether a convolution pass runs on wgmma with conv_wgmma on (the switch is restored)."""
+    previous = mod.conv_wgmma(True)
+    try:
+        return mod.conv2d_on_wgmma(pass_name, g, o, 1, dtype)
+    finally:
+        mod.conv_wgmma(previous)
 
 
 def sweep_splits(torch, mod, args, rows):
@@ -416,6 +424,43 @@ def sweep_splits(torch, mod, args, rows):
                          "ms_by_blocks_per_sm": times, "best": min(times, key=times.get)})
             print(f"sweep conv bwd-data {name:>13}: blocks/SM " + "  ".join(f"{b}:{t:.3f}" for b, t in times.items()),
                   flush=True)
+    # bfloat16 on wgmma (one block per SM, slices of 64): the split counts of the forward's rule and of
+    # ops.conv.backward_weight_splits(one_block_per_sm=True), neither yet fitted to a measurement
+    for name, xshape, o, kk, s, p in CONV:
+        geo = ops.geometry(xshape, (kk, kk), (s, s), (p, p, p, p))
+        g = tuple(geo)
+        x = torch.randn(xshape, device="cuda").bfloat16()
+        w = torch.randn((o, xshape[1], kk, kk), device="cuda").bfloat16()
+        dy = torch.randn((geo.n, o, geo.oh, geo.ow), device="cuda").bfloat16()
+        y, dw = torch.empty_like(dy), torch.empty_like(w)
+        for pass_name in ("forward", "backward_weight"):
+            if not mod.conv2d_on_wgmma(pass_name, g, o, 1, "bfloat16"):
+                continue
+            if pass_name == "forward":
+                chosen = mod.conv2d_forward_splits(g, o, 1, "bfloat16")
+                most = -(-xshape[1] * kk * kk // 64)
+                counts = {1, 2, 3, 4, 5, 6, 8, chosen}
+            else:
+                chosen = ops.conv.backward_weight_splits(geo, o, 1, sms, one_block_per_sm=True)
+                most = -(-geo.n * geo.oh * geo.ow // 64)
+                counts = {1, 2, 3, 4, 6, 8, 12, 16, 32, 64, chosen, max(1, chosen // 2), 2 * chosen}
+            times = {}
+            for splits in sorted(c for c in counts if c <= most):
+                n = mod.conv2d_workspace_size(pass_name, g, o, 1, "bfloat16", splits)
+                ws = torch.empty(max(1, n), device="cuda", dtype=torch.uint8)
+                if pass_name == "forward":
+                    fn = lambda: mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1,  # noqa: E731
+                                                    "bfloat16", stream, splits, workspace=ws.data_ptr(),
+                                                    workspace_bytes=n)
+                else:
+                    fn = lambda: mod.conv2d_backward_weight(dw.data_ptr(), ws.data_ptr(), n, dy.data_ptr(),  # noqa: E731
+                                                            x.data_ptr(), g, o, 1, splits, "bfloat16", stream)
+                times[splits] = timed(fn)
+            label = pass_name.replace("_", "-")
+            rows.append({"kernel": f"conv2d {label} split-K", "shape": name, "dtype": "bfloat16", "variant": "wgmma",
+                         "chosen": chosen, "ms_by_splits": times, "best": min(times, key=times.get)})
+            print(f"sweep conv {label} bf16 wgmma {name:>18}: chosen {chosen}, best {rows[-1]['best']}: "
+                  + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
 
 
 def main():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import requires_cuda
 from harness import check_gpu_kernels_match_cpu
-from test_cuda_gemm import from_bf16_bits, storage
+from test_cuda_gemm import _hopper, from_bf16_bits, storage
 from test_ops_conv import GEOMETRIES, _grouped_problem
 
 import lamina as lm
@@ -279,6 +279,8 @@ CHANNELS_LAST = [
     (ops.geometry((2, 36, 5, 6), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 20),  # multiples of 4, not 8: fp32 only
     (ops.geometry((2, 64, 4, 4), (3, 3), (1, 1), (1, 1, 1, 1)), 2, 8),  # groups, fp32 forward's K = 288
     (ops.geometry((1, 32, 11, 10), (3, 3), (2, 2), (1, 0, 2, 1), (2, 1)), 1, 8),  # stride, padding, dilation
+    # 630 pixels: backward-weight's 10 slices of 64 (the last one partial) wrap the wgmma kernel's 4 stages
+    (ops.geometry((2, 8, 15, 21), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 16),
 ]
 
 
@@ -312,12 +314,19 @@ def test_conv_kernels_channels_last_match_float64(case, dtype):
     o = w.shape[0]
     assert _channels_last_passes(mod, g, o, groups, dtype) == _expected_channels_last(g, o, groups, g.kh * g.kw,
                                                                                        dtype)
+    # on compute capability 9.0 every 16-bit channels-last pass runs on wgmma (conv_wgmma.cu), elsewhere none
+    on_wgmma = {p for p in ("forward", "backward_data", "backward_weight")
+                if mod.conv2d_on_wgmma(p, tuple(g), o, groups, dtype)}
+    assert on_wgmma == (_expected_channels_last(g, o, groups, g.kh * g.kw, dtype)
+                        if dtype != "float32" and _hopper() else set())
     for rows, blocks in [(0, 0)] + (PLANS if dtype == "float32" else []):
         for splits in (1, 3):
             _check(_launch_all(g, x, w, b, dy, groups, dtype, splits, rows, blocks), dtype, g, w)
-    if dtype != "float32":  # the 16-bit forward on mma.sync too, where compute capability 9.0 runs it on wgmma
+    if dtype != "float32":  # the 16-bit passes on mma.sync too, where compute capability 9.0 runs them on wgmma
         before = mod.conv_wgmma(False)
         try:
+            assert not any(mod.conv2d_on_wgmma(p, tuple(g), o, groups, dtype)
+                           for p in ("forward", "backward_data", "backward_weight"))
             for splits in (1, 3):
                 _check(_launch_all(g, x, w, b, dy, groups, dtype, splits), dtype, g, w)
         finally:

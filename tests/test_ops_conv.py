@@ -216,6 +216,23 @@ def test_backward_weight_splits_fill_the_gpu_without_tiny_ranges():
     assert ops.conv.backward_weight_splits(tiny, 1, 1, sm_count=132) == 1
 
 
+def test_backward_weight_splits_on_wgmma_fill_whole_waves_of_one_block_per_sm():
+    # ResNet-50 conv4: 36 tiles, 98 slices of 64 pixels.  2-6 splits fill 55-82% of their waves of 132, 7 fill
+    # 95% (252 blocks in two waves); the four-per-SM rule would take 15 splits of 7 slices
+    conv4 = ops.geometry((32, 256, 14, 14), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(conv4, 256, 1, sm_count=132, one_block_per_sm=True) == 7
+    assert ops.conv.backward_weight_splits(conv4, 256, 1, sm_count=132) == 15
+    # ResNet-20's 16-channel stage: 2 tiles; 57 splits of 36 slices give 114 blocks, 86% of one wave
+    stage1 = ops.geometry((128, 16, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(stage1, 16, 1, sm_count=132, one_block_per_sm=True) == 57
+    # ranges of at least 512 pixels: 1024 pixels allow 2 splits, which fill 4 of 132 slots (best there is)
+    small = ops.geometry((1, 64, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(small, 64, 1, sm_count=132, one_block_per_sm=True) == 2
+    # too few pixels for two ranges: one
+    tiny = ops.geometry((1, 64, 16, 16), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(tiny, 64, 1, sm_count=132, one_block_per_sm=True) == 1
+
+
 # ---------------------------------------------------------------------------
 # The direct stride-1 CPU kernel (csrc/cpu/conv_direct.cpp) against the
 # im2col path in float64, whose results test_conv.py holds to PyTorch.

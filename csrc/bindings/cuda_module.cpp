@@ -89,12 +89,12 @@ lc::ConvPlan conv_plan(const char* fn, int rows, int blocks) {
   return lc::ConvPlan{rows, blocks};
 }
 
-// The convolution pass named by the bindings (conv2d_workspace_size), as launchers.h numbers them.
-int conv_pass(const std::string& pass) {
+// The convolution pass named by the bindings (conv2d_workspace_size, conv2d_on_wgmma), as launchers.h numbers them.
+int conv_pass(const std::string& pass, const char* fn) {
   if (pass == "forward") return 0;
   if (pass == "backward_data") return 1;
   if (pass == "backward_weight") return 2;
-  throw std::invalid_argument("conv2d_workspace_size: expected pass forward, backward_data or backward_weight, "
+  throw std::invalid_argument(std::string(fn) + ": expected pass forward, backward_data or backward_weight, "
                               "received " + pass);
 }
 
@@ -784,7 +784,7 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def(
       "conv2d_workspace_size",
       [](const std::string& pass, py::tuple geometry, int o, int groups, const std::string& dtype, int splits) {
-        const int code = conv_pass(pass);
+        const int code = conv_pass(pass, "conv2d_workspace_size");
         if (splits < 1)
           throw std::invalid_argument("conv2d_workspace_size: expected splits >= 1, received " + std::to_string(splits));
         return conv_workspace(code, dtype, conv_shape(geometry, o, groups), splits);
@@ -792,6 +792,19 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("pass_name"), py::arg("geometry"), py::arg("o"), py::arg("groups"), py::arg("dtype"), py::arg("splits") = 1,
       "Bytes of device workspace a convolution pass ('forward', 'backward_data' or 'backward_weight') needs with "
       "this many splits: fp32 partial sums, and the channels-last copies of 16-bit operands (0: none).");
+  m.def(
+      "conv2d_on_wgmma",
+      [](const std::string& pass, py::tuple geometry, int o, int groups, const std::string& dtype) {
+        const int code = conv_pass(pass, "conv2d_on_wgmma");
+        bool on = false;
+        dispatch_conv(dtype, "conv2d_on_wgmma", [&](auto t) {
+          on = lc::conv2d_on_wgmma<decltype(t)>(code, conv_shape(geometry, o, groups));
+        });
+        return on;
+      },
+      py::arg("pass_name"), py::arg("geometry"), py::arg("o"), py::arg("groups"), py::arg("dtype"),
+      "Whether this convolution pass runs on the wgmma kernels (16-bit, channels-last, a device of compute "
+      "capability 9.0, conv_wgmma() on); they run one block per SM, which the split rules count.");
 
   m.def("device_count", &device_count, "CUDA devices visible to lamina's kernels (0 without a driver or device)");
   m.def("runtime_version", []() {
@@ -842,8 +855,9 @@ PYBIND11_MODULE(_C_cuda, m) {
               "them by cp.async where the channels per group are multiples of 8 (the default), or gather them from "
               "NCHW.  Returns the previous setting.");
   bind_switch(m, "conv_wgmma", lc::conv_wgmma, lc::set_conv_wgmma,
-              "Whether the channels-last float16/bfloat16 forward convolution runs on wgmma on devices of compute "
-              "capability 9.0 (the default), or on mma.sync as elsewhere.  Returns the previous setting.");
+              "Whether the channels-last float16/bfloat16 convolutions (forward and both gradients) run on wgmma on "
+              "devices of compute capability 9.0 (the default), or on mma.sync as elsewhere.  Returns the previous "
+              "setting.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
                                       "ctc_loss", "sgd_update", "adam_update", "adam_variant_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",

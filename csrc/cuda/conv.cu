@@ -23,10 +23,10 @@
 #include <type_traits>
 
 #include "common.cuh"
-#include "conv_walks.cuh"
 #include "launchers.h"
 #include "simt_gemm.cuh"
-#include "tc_primitives.cuh"
+#include "tc_primitives.cuh"  // before conv_walks.cuh and tc_tile.cuh (the emulator substitutes it)
+#include "conv_walks.cuh"
 #include "tc_tile.cuh"
 
 namespace lamina {
@@ -268,50 +268,6 @@ struct GatherRowsLoader {
   }
 };
 
-// Backward-data, decomposed by stride.  An input row ih takes terms only
-// from the taps kh with ih + pt - kh*dh ≡ 0 (mod sh), so grouping the input
-// rows by their phase r = (ih + pt) mod sh makes each group a dense
-// problem: rows ih = first, first + sh, ... and taps kh = k0, k0 + kstep, ...
-// (the kh with kh*dh ≡ r, kstep = sh / gcd(sh, dh)), and every (row, tap)
-// pair lands on the output row oh = (ih + pt - kh*dh) / sh exactly, or off
-// the edge.  Masking instead of decomposing would spend 1 - 1/(sh*sw) of the
-// FMAs on zeros (3/4 for stride 2).  Stride 1 is one phase: the plain
-// gathered GEMM.  Mirrored in lamina/ops/reference.py (implicit_data_phase).
-struct PhaseAxis {
-  int first, count;  // input positions first + j*stride, j < count
-  int k0, kstep, kcount;  // taps k0 + i*kstep, i < kcount (0 when no tap has this phase)
-  int base;  // output position of j = 0 and tap i = 0 is base + j - (t0 + i*tstep)
-  int t0, tstep;
-};
-
-inline PhaseAxis phase_axis(int r, int size, int pad, int kernel, int stride, int dil) {
-  PhaseAxis a{};
-  a.first = ((r - pad) % stride + stride) % stride;
-  a.count = a.first < size ? (size - a.first + stride - 1) / stride : 0;
-  int g = stride, d = dil;  // gcd(stride, dil)
-  while (d != 0) {
-    const int t = g % d;
-    g = d;
-    d = t;
-  }
-  a.kstep = stride / g;
-  a.k0 = 0;
-  while (a.k0 < kernel && a.k0 < a.kstep && (a.k0 * dil) % stride != r) ++a.k0;
-  a.kcount = a.k0 < kernel && a.k0 < a.kstep ? (kernel - a.k0 + a.kstep - 1) / a.kstep : 0;
-  a.base = (a.first + pad - r) / stride;
-  a.t0 = (a.k0 * dil - r) / stride;  // exact when kcount > 0
-  a.tstep = a.kstep * dil / stride;
-  return a;
-}
-
-struct DataPhase {
-  PhaseAxis h, w;
-};
-
-inline DataPhase data_phase(const ConvShape& s, int phase) {
-  return {phase_axis(phase / s.sw, s.h, s.pt, s.kh, s.sh, s.dh), phase_axis(phase % s.sw, s.w, s.pl, s.kw, s.sw, s.dw)};
-}
-
 // A of backward-data in one phase: A[c, k = (o, i, j)] = W[g*Og + o, c, kh, kw]
 // at the phase's taps kh = h.k0 + i*h.kstep, kw = w.k0 + j*w.kstep (p = w +
 // group's first output channel).
@@ -379,51 +335,6 @@ struct OutputGradLoader {
       : src(dy, s, ph, kend, pix0 + (threadIdx.x & 31) * 4) {}
   __device__ void fetch(int k0) { src.gather(k0 + (threadIdx.x >> 5), v); }
   __device__ void stash(float (*sm)[LDS]) const { simt::stash4<kColMajor>(sm, v); }
-};
-
-// dx[n, c, ih, iw] at the phase's pixels q = (n, jh, jw): decoded once per
-// four columns; one vector store where the phase is the whole image (stride
-// 1), H*W % 4 == 0 and dx is aligned (vec).
-template <typename T>
-struct ConvDataEpilogue {
-  T* dx;  // dx + group's first channel
-  ConvShape s;
-  DataPhase ph;
-  bool vec;
-  struct Columns {
-    int64_t off[4];  // (n * C * H + ih) * W + iw of each column
-    int count;
-  };
-  __device__ Columns columns(int q, int N) const {
-    Columns c;
-    c.count = min(4, N - q);
-    const int hw = ph.h.count * ph.w.count;
-    int n = q / hw;
-    const int r = q - n * hw;
-    int jh = r / ph.w.count, jw = r - jh * ph.w.count;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      c.off[j] = ((int64_t)n * s.c * s.h + ph.h.first + jh * s.sh) * s.w + ph.w.first + jw * s.sw;
-      if (++jw == ph.w.count) {
-        jw = 0;
-        if (++jh == ph.h.count) {
-          jh = 0;
-          ++n;
-        }
-      }
-    }
-    return c;
-  }
-  __device__ void store(int ch, const Columns& c, const float* v) const {
-    T* plane = dx + (int64_t)ch * s.h * s.w;
-    if (vec && c.count == 4) {
-      simt::store4(plane + c.off[0], v);
-      return;
-    }
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      if (j < c.count) plane[c.off[j]] = from_float<T>(v[j]);
-  }
 };
 
 // One launch per stride phase, its taps and pixels in the kernel's
@@ -1017,25 +928,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
   const int m0 = blockIdx.y * cl::BM, n0 = blockIdx.x * cl::BN;
   const int hw = ph.h.count * ph.w.count, npix = s.n * hw;
   const int row = threadIdx.x >> 2, kc = (threadIdx.x & 3) * 8;
-  const T* wrow[2];
-  bool wok[2];
-  const T* img[2];  // the pixel's image in dy_cl, at the group's first channel
-  int jh[2], jw[2];  // output row and column the pixel reaches through tap (0, 0) of the phase
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = m0 + row + 64 * i, q = n0 + row + 64 * i;
-    wok[i] = r < cg;
-    wrow[i] = wl + ((int64_t)g * cg + (wok[i] ? r : 0)) * s.kh * s.kw * og;
-    img[i] = dyl;
-    jh[i] = kNowhere;
-    jw[i] = 0;
-    if (q < npix) {
-      const int n = q / hw, rem = q - n * hw, a = rem / ph.w.count, b = rem - a * ph.w.count;
-      img[i] = dyl + (int64_t)n * s.oh * s.ow * s.o + g * og;
-      jh[i] = ph.h.base + a - ph.h.t0;
-      jw[i] = ph.w.base + b - ph.w.t0;
-    }
-  }
+  const DataRows<T, 2> rows(dyl, wl, s, ph, g, m0, n0, row, 64);
   TapWalk t;  // as the forward's, over (tap of the phase, o)
   t.start(kc, og, ph.w.kcount > 0 ? ph.w.kcount : 1);
   auto load = [&](T* st, int) {
@@ -1044,13 +937,13 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
     const int dh = t.a * ph.h.tstep, dw = t.b * ph.w.tstep;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const bool a_ok = kin && wok[i];
-      cp_async16(smem_addr(st + (row + 64 * i) * cl::KSTRIDE + kc), a_ok ? wrow[i] + tap * og + t.c : wl,
+      const bool a_ok = kin && rows.wok[i];
+      cp_async16(smem_addr(st + (row + 64 * i) * cl::KSTRIDE + kc), a_ok ? rows.wrow[i] + tap * og + t.c : wl,
                  a_ok ? 16 : 0);
-      const int oh = jh[i] - dh, ow = jw[i] - dw;
+      const int oh = rows.jh[i] - dh, ow = rows.jw[i] - dw;
       const bool b_ok = kin && (unsigned)oh < (unsigned)s.oh && (unsigned)ow < (unsigned)s.ow;
       cp_async16(smem_addr(st + cl::TILE + (row + 64 * i) * cl::KSTRIDE + kc),
-                 b_ok ? img[i] + (oh * s.ow + ow) * s.o + t.c : dyl, b_ok ? 16 : 0);
+                 b_ok ? rows.img[i] + (oh * s.ow + ow) * s.o + t.c : dyl, b_ok ? 16 : 0);
     }
     t.advance(cl::BK, og, ph.w.kcount);
   };
@@ -1078,15 +971,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
   const int qbegin = split * chunk, qend = min(q_total, qbegin + chunk);
   const int m0 = blockIdx.y * cl::BM, n0 = blockIdx.x * cl::BN;
   const int qrow = threadIdx.x >> 4, rc = (threadIdx.x & 15) * 8;
-  const bool o_ok = m0 + rc < og, c_ok = n0 + rc < K;
-  const T* dcol = dyl + g * og + (o_ok ? m0 + rc : 0);  // + q * O
-  int tap = 0, c = 0;
-  if (c_ok) {
-    tap = (n0 + rc) / cg;
-    c = n0 + rc - tap * cg;
-  }
-  const int dh = (tap / s.kw) * s.dh - s.pt, dw = (tap % s.kw) * s.dw - s.pl;
-  const T* xcol = xl + g * cg + c;  // + ((n * H + ih) * W + iw) * C
+  const WeightChunk<T> wc(dyl, xl, s, g, m0, n0, rc);
   PixelWalk at;
   at.start(qbegin + qrow, s.oh, s.ow);
   int q0 = qbegin + qrow;  // the thread's first pixel of the slice being loaded, as a number and walked (at)
@@ -1096,39 +981,16 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
     for (int i = 0; i < 2; ++i) {
       if (i == 1) w.advance(16, s.oh, s.ow);
       const int q = q0 + 16 * i;
-      const bool in = q < qend;
-      const bool a_ok = in && o_ok;
-      cp_async16(smem_addr(st + (qrow + 16 * i) * cl::RSTRIDE + rc), a_ok ? dcol + (int64_t)q * s.o : dyl,
-                 a_ok ? 16 : 0);
-      const int ih = w.oh * s.sh + dh, iw = w.ow * s.sw + dw;
-      const bool b_ok = in && c_ok && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w;
-      cp_async16(smem_addr(st + cl::TILE + (qrow + 16 * i) * cl::RSTRIDE + rc),
-                 b_ok ? xcol + (((int64_t)w.n * s.h + ih) * s.w + iw) * s.c : xl, b_ok ? 16 : 0);
+      wc.copy(smem_addr(st + (qrow + 16 * i) * cl::RSTRIDE + rc),
+              smem_addr(st + cl::TILE + (qrow + 16 * i) * cl::RSTRIDE + rc), s, q, q < qend, w);
     }
     at.advance(cl::BK, s.oh, s.ow);
     q0 += cl::BK;
   };
   float acc[4][4][4] = {};
   tc_tile::ring<T, false, false>(smem, max(0, (qend - qbegin + cl::BK - 1) / cl::BK), load, acc);
-  // column pairs (c, c + 1) of one tap: weight indices c*KK + tap and KK on
-  OutT* dw_g = out + (int64_t)split * s.o * K + (int64_t)g * og * K;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
-#pragma unroll
-  for (int ni = 0; ni < 4; ++ni) {
-    const int n = n0 + wn + ni * 8 + 2 * (lane % 4);
-    if (n >= K) continue;
-    const int t = n / cg, idx = (n - t * cg) * kk + t;
-#pragma unroll
-    for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int m = m0 + wm + mi * 16 + lane / 4 + 8 * h;
-        if (m >= og) continue;
-        dw_g[(int64_t)m * K + idx] = from_float<OutT>(acc[mi][ni][2 * h]);
-        dw_g[(int64_t)m * K + idx + kk] = from_float<OutT>(acc[mi][ni][2 * h + 1]);
-      }
-  }
+  const ConvWeightPairs<OutT> epi{out + (int64_t)split * s.o * K + (int64_t)g * og * K, K, cg, kk};
+  tc::epilogue_pairs(epi, acc, m0, n0, og, K);
 }
 
 bool valid(const ConvShape& s) {
@@ -1243,9 +1105,6 @@ int split_chunk(int64_t total, int splits, int slice) {
 bool g_channels_last = true;
 bool g_wgmma = true;  // set_conv_wgmma
 
-// The channels-last 16-bit forward on wgmma (conv_wgmma.cu): the device runs sm_90a code.
-bool forward_on_wgmma() { return g_wgmma && device_runs_wgmma(); }
-
 enum Pass { kForwardPass = 0, kDataPass = 1, kWeightPass = 2 };
 
 // A 1x1 convolution with stride 1 and no padding: its B is x itself, read
@@ -1275,6 +1134,12 @@ bool channels_last(int pass, const ConvShape& s) {
     if (pass == kForwardPass && ((int64_t)cg * s.kh * s.kw < 256 || pointwise(s))) return false;
   }
   return pass == kForwardPass ? cg % chunk == 0 : pass == kDataPass ? og % chunk == 0 : cg % chunk == 0 && og % chunk == 0;
+}
+
+// The channels-last 16-bit passes on wgmma (conv_wgmma.cu): the device runs sm_90a code.
+template <typename T>
+bool on_wgmma(int pass, const ConvShape& s) {
+  return is_16_bit<T>() && g_wgmma && channels_last<T>(pass, s) && device_runs_wgmma();
 }
 
 int64_t round_up_256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
@@ -1335,6 +1200,11 @@ void set_conv_wgmma(bool enabled) { g_wgmma = enabled; }
 bool conv_wgmma() { return g_wgmma; }
 
 template <typename T>
+bool conv2d_on_wgmma(int pass, const ConvShape& s) {
+  return valid(s) && on_wgmma<T>(pass, s);
+}
+
+template <typename T>
 int64_t conv2d_workspace_size(int pass, const ConvShape& s, int splits) {
   if (!valid(s) || splits < 1 || pass < 0 || pass > 2) return 0;
   return workspace_layout<T>(pass, s, splits).total();
@@ -1360,7 +1230,7 @@ cudaError_t conv2d_forward(T* y, void* workspace_, const T* x, const T* w, const
       T* wl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
       if (cudaError_t e = transpose(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
       if (cudaError_t e = transpose(wl, w, s.o, s.c / s.groups, (int64_t)s.kh * s.kw, stream)) return e;
-      if (forward_on_wgmma()) {  // conv_wgmma.cu: k in slices of 64
+      if (on_wgmma<T>(kForwardPass, s)) {  // conv_wgmma.cu: k in slices of 64
         if (splits == 1) return conv_forward_wgmma<T>(y, false, xl, wl, bias, s, 1, stream);
         if (cudaError_t e = conv_forward_wgmma<T>(workspace, true, xl, wl, nullptr, s, splits, stream)) return e;
       } else {
@@ -1449,7 +1319,7 @@ int conv2d_forward_splits(const ConvShape& s, bool sixteen_bit) {
   const int tm = tensor ? 8 : tile_tm_filling(og, pix, s.groups);
   const int64_t tiles = (og + 16 * tm - 1) / (16 * tm) * ((pix + simt::BN - 1) / simt::BN) * s.groups;
   // blocks per SM: 2 of the mma.sync kernels, 1 of the wgmma one (4 stages of 32 KiB)
-  const bool wgmma = tensor && channels_last<__half>(kForwardPass, s) && forward_on_wgmma();
+  const bool wgmma = tensor && on_wgmma<__half>(kForwardPass, s);
   const int64_t slots = (int64_t)(wgmma ? 1 : tensor ? 2 : forward_blocks_per_sm(tm)) * sm_count();
   if (tiles >= slots || K < 1024) return 1;
   const int64_t most = std::min<int64_t>({8, K / 256, 65535 / s.groups});
@@ -1471,6 +1341,7 @@ cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w
   const int64_t K = (int64_t)(s.o / s.groups) * s.kh * s.kw;
   if (!fits_int((int64_t)s.n * s.h * s.w) || !fits_int(K) || !fits_int(K * s.c)) return cudaErrorInvalidValue;
   const bool cl_path = channels_last<T>(kDataPass, s);
+  const bool wgmma = on_wgmma<T>(kDataPass, s);
   T* dyl = nullptr;
   T* wl = nullptr;
   if constexpr (is_16_bit<T>()) {
@@ -1492,6 +1363,10 @@ cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w
     // stride 1: the one phase is the whole image, so four columns are contiguous when H*W % 4 == 0
     const bool vec = s.sh == 1 && s.sw == 1 && (int64_t)s.h * s.w % 4 == 0 && aligned(dx, 4 * sizeof(T));
     if constexpr (is_16_bit<T>()) {
+      if (cl_path && wgmma) {  // conv_wgmma.cu
+        if (cudaError_t e = conv_backward_data_wgmma<T>(dx, dyl, wl, s, phase, stream)) return e;
+        continue;
+      }
       if (cl_path) {
         dim3 grid;
         if (cudaError_t e = grid_for(s.c / s.groups, pix, s.groups, 8, &grid)) return e;
@@ -1540,6 +1415,13 @@ cudaError_t conv2d_backward_weight(T* dw, void* workspace_, const T* dy, const T
       T* xl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
       if (cudaError_t e = transpose(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream)) return e;
       if (cudaError_t e = transpose(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
+      if (on_wgmma<T>(kWeightPass, s)) {  // conv_wgmma.cu: pixels in slices of 64
+        if (splits == 1) return conv_backward_weight_wgmma<T>(dw, false, dyl, xl, s, 1, stream);
+        if (cudaError_t e = conv_backward_weight_wgmma<T>(workspace, true, dyl, xl, s, splits, stream)) return e;
+        const int64_t n = (int64_t)s.o * K;
+        sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(dw, workspace, n, splits, nullptr, 1, 1);
+        return cudaGetLastError();
+      }
       const int chunk = split_chunk(q_total, splits, cl::BK);
       dim3 grid;
       if (cudaError_t e = grid_for(s.o / s.groups, K, (int64_t)s.groups * splits, 8, &grid)) return e;
@@ -1610,7 +1492,8 @@ cudaError_t conv2d_backward_weight(T* dw, void* workspace_, const T* dy, const T
                                                ConvPlan);                                                              \
   template cudaError_t conv2d_backward_weight<T>(T*, void*, const T*, const T*, const ConvShape&, int, cudaStream_t,   \
                                                  ConvPlan);                                                            \
-  template int64_t conv2d_workspace_size<T>(int, const ConvShape&, int);
+  template int64_t conv2d_workspace_size<T>(int, const ConvShape&, int);                                             \
+  template bool conv2d_on_wgmma<T>(int, const ConvShape&);
 
 LAMINA_INSTANTIATE(float)
 LAMINA_INSTANTIATE(__half)

@@ -1,25 +1,29 @@
-// The channels-last fp16/bf16 forward convolution on Hopper's wgmma
-// (sm_90a only; conv.cu calls it on devices of compute capability 9.0).
+// The channels-last fp16/bf16 convolutions on Hopper's wgmma (sm_90a only;
+// conv.cu calls them on devices of compute capability 9.0).
 //
-// The mma.sync kernel (conv.cu, conv_forward_cl_kernel) is capped by
-// mma.sync itself: the dense mma.sync GEMM reached 244-275 TFLOP/s on an
-// H100, the wgmma GEMM 0.6+ of cuBLAS.  This kernel is that GEMM's
-// multiply on the channels-last operands:
-//   A = w_cl[o][(kh, kw, c)]   B = x_cl[pixel's tap][c]   y (N, O, OH, OW)
-// both k-contiguous, so both go to shared memory as [row][64 k] boxes with
-// the 128-byte swizzle (16-byte chunk j of row r at chunk j ^ (r % 8)),
-// the layout TMA writes for the GEMM and wgmma reads with a K-major
-// descriptor.  TMA cannot gather B (each pixel's tap is its own address,
-// zeros in the padding), so every thread copies chunks by cp.async instead,
-// through a ring of STAGES stages, DEPTH slices ahead:
-//   * a thread copies chunk tid % 8 of rows tid / 8 + 32 i (i < 4) of both
-//     tiles: its four rows share one k chunk, so one TapWalk serves them;
-//   * slice kt's 4 wgmma (k16 each) per warpgroup are left in flight while
-//     the next slice's are issued; the stage refilled at step kt held slice
-//     kt - 2, whose wgmmas every thread has waited for before the barrier.
-// Two warpgroups, each 64 output channels x 128 pixels (64 fp32 accumulators
-// a thread); 4 stages of 32 KiB: one block per SM.  Split-K as the mma.sync
-// kernel's, in whole slices of 64.
+// The mma.sync kernels (conv.cu, conv_*_cl_kernel) are capped by mma.sync
+// itself: the dense mma.sync GEMM reached 244-275 TFLOP/s on an H100, the
+// wgmma GEMM 0.6+ of cuBLAS.  These kernels are that GEMM's multiply on the
+// channels-last operands of conv.cu:
+//   forward          A = w_cl[o][(kh, kw, c)]   B = x_cl[pixel's tap][c]     y  (N, O, OH, OW)
+//   backward-data    A = w_cl[c][(tap, o)]      B = dy_cl[tap's output][o]   dx (N, C, H, W), per phase
+//   backward-weight  A = dy_cl[q][o]            B = x_cl[q's tap][c]         dW (O, C/G, KH, KW)
+// Forward and backward-data have both operands k-contiguous: they go to
+// shared memory as [128 rows][64 k] boxes with the 128-byte swizzle (16-byte
+// chunk j of row r at chunk j ^ (r % 8)), the layout TMA writes for the GEMM
+// and wgmma reads with a K-major descriptor.  Backward-weight reduces over
+// pixels q, along which neither operand is contiguous: both go as two
+// [64 k][64 rows] boxes per tile, rows contiguous, with the same swizzle on
+// the k-rows, read with MN-major descriptors (the GEMM's transposed
+// operands).  TMA cannot gather (each pixel's tap is its own address, zeros
+// in the padding), so every thread copies 16-byte chunks by cp.async
+// instead, through a ring of STAGES stages, DEPTH slices ahead (ring below):
+// slice kt's 4 wgmma (k16 each) per warpgroup are left in flight while the
+// next slice's are issued; the stage refilled at step kt held slice kt - 2,
+// whose wgmmas every thread has waited for before the barrier.  Two
+// warpgroups, each 64 rows x 128 columns (64 fp32 accumulators a thread);
+// 4 stages of 32 KiB: one block per SM.  Split-K as the mma.sync kernels',
+// in whole slices of 64.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -27,9 +31,10 @@
 #include <cstdint>
 
 #include "common.cuh"
-#include "conv_walks.cuh"
 #include "launchers.h"
-#include "tc_primitives.cuh"
+#include "simt_gemm.cuh"
+#include "tc_primitives.cuh"  // before conv_walks.cuh (the emulator substitutes it)
+#include "conv_walks.cuh"
 #include "wgmma_primitives.cuh"
 
 namespace lamina {
@@ -39,64 +44,54 @@ namespace {
 
 constexpr int BM = 128, BN = 128, BK = 64, THREADS = 256;
 constexpr int STAGES = 4, DEPTH = STAGES - 2;  // slices in flight ahead of the one multiplied
-constexpr int TILE_BYTES = 128 * BK * 2;       // one operand's [128 rows][64 k] box
+constexpr int BOX_BYTES = 64 * 128;            // a 64 x 64 box of 16-bit elements (8 swizzle atoms)
+constexpr int TILE_BYTES = 2 * BOX_BYTES;      // one operand's 128 rows x 64 k
 constexpr int STAGE_BYTES = 2 * TILE_BYTES;
 constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + 1024;  // + 1024 to align the ring for the swizzle
 
-template <typename T, typename OutT>
-__global__ void __launch_bounds__(THREADS, 1)
-    conv_forward_wgmma_kernel(OutT* __restrict__ y, const T* __restrict__ xl, const T* __restrict__ wl,
-                              const T* __restrict__ bias, ConvShape s, int chunk) {
+// The ring at the first 1024-byte boundary of dynamic shared memory.
+__device__ __forceinline__ unsigned char* ring_base() {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* ring = smem_raw + ((1024 - (shared_addr(smem_raw) & 1023)) & 1023);
-  const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
-  const int cg = s.c / s.groups, og = s.o / s.groups, K = cg * s.kh * s.kw;
-  const int kbegin = split * chunk, kend = min(K, kbegin + chunk);
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int p = s.oh * s.ow, npix = s.n * p;
-  const int j = threadIdx.x & 7, row = threadIdx.x >> 3;
-  // the swizzled offset of (row, chunk j); rows 32 apart keep row % 8, so + 4096 per i
-  const int off = row * 128 + ((j ^ (row & 7)) << 4);
-  const ForwardRows<T, 4> rows(xl, wl, s, g, m0, n0, row, 32);
-  TapWalk t;  // the thread's chunk of the slice being loaded
-  t.start(kbegin + 8 * j, cg, s.kw);
-  auto load = [&](unsigned char* stage) {
-    const bool kin = t.k < kend;
-    const int dh = t.a * s.dh, dw = t.b * s.dw;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const bool a_ok = kin && rows.wok[i];
-      cp_async16(shared_addr(stage + off + 4096 * i), a_ok ? rows.wrow[i] + t.k : wl, a_ok ? 16 : 0);
-      const int ih = rows.ih0[i] + dh, iw = rows.iw0[i] + dw;
-      const bool b_ok = kin && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w;
-      cp_async16(shared_addr(stage + TILE_BYTES + off + 4096 * i),
-                 b_ok ? rows.img[i] + (ih * s.w + iw) * s.c + t.c : xl, b_ok ? 16 : 0);
-    }
-    t.advance(BK, cg, s.kw);
-  };
+  return smem_raw + ((1024 - (shared_addr(smem_raw) & 1023)) & 1023);
+}
 
-  const int slices = max(0, (kend - kbegin + BK - 1) / BK);
+// acc += the block's tile over `slices` slices of 64 k, load(stage) copying
+// the next slice's A (at stage) and B (at stage + TILE_BYTES) by cp.async.
+// A_KM / B_KM: the operand is K-major (rows of 64 k, 128 bytes, swizzled;
+// rows 64 wg.. of A start at wg * BOX_BYTES) or MN-major (two boxes of 64
+// rows, each 64 k-rows of 128 bytes, swizzled; box wg of A holds rows
+// 64 wg..).  A K-major descriptor advances 16 k by 32 bytes along its rows,
+// an MN-major one by 16 k-rows; the leading byte offset steps an MN-major
+// operand from its first box of 64 rows to the second (B's 128 columns) and
+// is 16 for a K-major one, as the GEMM's (gemm_wgmma.cu).
+template <typename T, bool A_KM, bool B_KM, class Load>
+__device__ __forceinline__ void ring(unsigned char* base, int slices, Load& load, float (&acc)[64]) {
+  constexpr uint32_t A_STEP = A_KM ? 32 : 16 * 128, B_STEP = B_KM ? 32 : 16 * 128;
+  constexpr uint32_t A_LBO = A_KM ? 16 : BOX_BYTES, B_LBO = B_KM ? 16 : BOX_BYTES;
 #pragma unroll
   for (int st = 0; st < DEPTH; ++st) {
-    if (st < slices) load(ring + st * STAGE_BYTES);
+    if (st < slices) load(base + st * STAGE_BYTES);
     cp_async_commit();
   }
+  // Stage 0's descriptors; a later stage or k step adds its byte offset / 16 to the start address field
+  // (bits 0-13: shared addresses under 256 KiB never carry out of it).
   const int wg = threadIdx.x / 128;
-  float acc[64];
+  const uint64_t da = wgmma_desc(shared_addr(base) + wg * BOX_BYTES, A_LBO, 1024);
+  const uint64_t db = wgmma_desc(shared_addr(base) + TILE_BYTES, B_LBO, 1024);
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.f;
   for (int kt = 0; kt < slices; ++kt) {
     cp_async_wait<DEPTH - 1>();  // slice kt has landed (this thread's copies) ...
     fence_proxy_async();         // ... where wgmma (the async proxy) will see them ...
     __syncthreads();             // ... and everyone's; every warpgroup is done with slice kt - 2
-    if (kt + DEPTH < slices) load(ring + ((kt + DEPTH) % STAGES) * STAGE_BYTES);
+    if (kt + DEPTH < slices) load(base + ((kt + DEPTH) % STAGES) * STAGE_BYTES);
     cp_async_commit();
-    const uint32_t a0 = shared_addr(ring + (kt % STAGES) * STAGE_BYTES) + wg * (TILE_BYTES / 2);
-    const uint32_t b0 = shared_addr(ring + (kt % STAGES) * STAGE_BYTES + TILE_BYTES);
+    const uint64_t at = (uint64_t)((kt % STAGES) * (STAGE_BYTES >> 4));  // the stage, in the address field's units
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk)  // K-major: 16 k are 32 bytes along the swizzled rows
-      Wgmma<T, 128>::template run<0, 0>(acc, wgmma_desc(a0 + kk * 32, 16, 1024), wgmma_desc(b0 + kk * 32, 16, 1024));
+    for (int kk = 0; kk < BK / 16; ++kk)
+      Wgmma<T, 128>::template run<A_KM ? 0 : 1, B_KM ? 0 : 1>(acc, da + at + kk * (A_STEP >> 4),
+                                                             db + at + kk * (B_STEP >> 4));
     wgmma_commit();
     wgmma_wait<1>();  // slice kt - 1's wgmmas are done; slice kt's stay in flight
     fence_registers(acc);
@@ -104,32 +99,186 @@ __global__ void __launch_bounds__(THREADS, 1)
   wgmma_wait<0>();
   fence_registers(acc);
   cp_async_wait<0>();
+}
 
-  // Thread (warp w of warpgroup wg, lane l) holds output channels wg*64 + 16w + l/4 (+ 8) at pixels
-  // 8i + 2(l % 4) (+ 1): acc[4i], acc[4i + 1] and, 8 channels on, acc[4i + 2], acc[4i + 3].
-  const ConvForwardEpilogue<OutT, T> epi{y + (int64_t)split * npix * s.o + (int64_t)g * og * p,
-                                         bias == nullptr ? nullptr : bias + g * og, s.o, p, false};
-  const int w = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+// Through an epilogue of the columns/store kind (conv_walks.cuh): thread
+// (warp w of warpgroup wg, lane l) holds rows wg*64 + 16w + l/4 (+ 8) at
+// columns 8i + 2(l % 4) (+ 1): acc[4i], acc[4i + 1] and, 8 rows on,
+// acc[4i + 2], acc[4i + 3].  Each column pair is decoded once.
+template <class Epi>
+__device__ __forceinline__ void epilogue_pairs(const Epi& epi, const float (&acc)[64], int m0, int n0, int M, int N) {
+  const int wg = threadIdx.x / 128, w = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
 #pragma unroll
   for (int i = 0; i < BN / 8; ++i) {
     const int n = n0 + 8 * i + 2 * (lane % 4);
-    if (n >= npix) continue;
-    const auto cols = epi.columns(n, min(npix, n + 2));
+    if (n >= N) continue;
+    const auto cols = epi.columns(n, min(N, n + 2));
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int m = m0 + wg * 64 + 16 * w + lane / 4 + 8 * h;
       const float v[4] = {acc[4 * i + 2 * h], acc[4 * i + 2 * h + 1], 0.f, 0.f};
-      if (m < og) epi.store(m, cols, v);
+      if (m < M) epi.store(m, cols, v);
     }
   }
 }
 
+// The K-major operands' copies: thread tid copies chunk j = tid % 8 (8 k)
+// of rows tid / 8 + 32 i (i < 4) of both tiles, so its four rows share one
+// k chunk and one TapWalk.  Rows 32 apart keep row % 8: + 4096 bytes per i.
+__device__ __forceinline__ int kmajor_offset(int row, int j) { return row * 128 + ((j ^ (row & 7)) << 4); }
+
 template <typename T, typename OutT>
-cudaError_t launch(dim3 grid, cudaStream_t stream, OutT* y, const T* xl, const T* wl, const T* bias,
-                   const ConvShape& s, int chunk) {
-  auto kernel = conv_forward_wgmma_kernel<T, OutT>;
+__global__ void __launch_bounds__(THREADS, 1)
+    conv_forward_wgmma_kernel(OutT* __restrict__ y, const T* __restrict__ xl, const T* __restrict__ wl,
+                              const T* __restrict__ bias, ConvShape s, int chunk) {
+  unsigned char* base = ring_base();
+  const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
+  const int cg = s.c / s.groups, og = s.o / s.groups, K = cg * s.kh * s.kw;
+  const int kbegin = split * chunk, kend = min(K, kbegin + chunk);
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int p = s.oh * s.ow, npix = s.n * p;
+  const int j = threadIdx.x & 7, row = threadIdx.x >> 3, off = kmajor_offset(row, j);
+  const ForwardRows<T, 4> rows(xl, wl, s, g, m0, n0, row, 32);
+  const T* corner[4];  // x_cl at each pixel's window corner (ih0, iw0), channel 0 of the group
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    corner[i] = rows.ih0[i] == kNowhere ? xl : rows.img[i] + (int64_t)(rows.ih0[i] * s.w + rows.iw0[i]) * s.c;
+  TapWalk t;  // the thread's chunk of the slice being loaded
+  t.start(kbegin + 8 * j, cg, s.kw);
+  auto load = [&](unsigned char* stage) {
+    const uint32_t st = shared_addr(stage) + off;
+    const bool kin = t.k < kend;
+    const int dh = t.a * s.dh, dw = t.b * s.dw;
+    const int tap = (dh * s.w + dw) * s.c + t.c;  // the chunk's offset from a window's corner
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const bool a_ok = kin && rows.wok[i];
+      cp_async16(st + 4096 * i, a_ok ? rows.wrow[i] + t.k : wl, a_ok ? 16 : 0);
+      const int ih = rows.ih0[i] + dh, iw = rows.iw0[i] + dw;
+      const bool b_ok = kin && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w;
+      cp_async16(st + TILE_BYTES + 4096 * i, b_ok ? corner[i] + tap : xl, b_ok ? 16 : 0);
+    }
+    t.advance(BK, cg, s.kw);
+  };
+  float acc[64];
+  ring<T, true, true>(base, max(0, (kend - kbegin + BK - 1) / BK), load, acc);
+  const ConvForwardEpilogue<OutT, T> epi{y + (int64_t)split * npix * s.o + (int64_t)g * og * p,
+                                         bias == nullptr ? nullptr : bias + g * og, s.o, p, false};
+  epilogue_pairs(epi, acc, m0, n0, og, npix);
+}
+
+// Backward-data in one phase: A = w_cl rows c, k = (tap (a, b) of the
+// phase, o); B = dy_cl at the output position each (pixel, tap) lands on
+// (off the grid: zeros).  Copies as the forward's.
+template <typename T>
+__global__ void __launch_bounds__(THREADS, 1)
+    conv_backward_data_wgmma_kernel(T* __restrict__ dx, const T* __restrict__ dyl, const T* __restrict__ wl,
+                                    ConvShape s, DataPhase ph) {
+  unsigned char* base = ring_base();
+  const int g = blockIdx.z;
+  const int cg = s.c / s.groups, og = s.o / s.groups, K = og * ph.h.kcount * ph.w.kcount;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int npix = s.n * ph.h.count * ph.w.count;
+  const int j = threadIdx.x & 7, row = threadIdx.x >> 3, off = kmajor_offset(row, j);
+  const DataRows<T, 4> rows(dyl, wl, s, ph, g, m0, n0, row, 32);
+  const T* reach[4];  // dy_cl where each pixel lands through the phase's tap (0, 0), channel 0 of the group
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    reach[i] = rows.jh[i] == kNowhere ? dyl : rows.img[i] + (int64_t)(rows.jh[i] * s.ow + rows.jw[i]) * s.o;
+  TapWalk t;  // over (tap of the phase, o)
+  t.start(8 * j, og, ph.w.kcount > 0 ? ph.w.kcount : 1);
+  auto load = [&](unsigned char* stage) {
+    const uint32_t st = shared_addr(stage) + off;
+    const bool kin = t.k < K;
+    const int tap = (ph.h.k0 + t.a * ph.h.kstep) * s.kw + ph.w.k0 + t.b * ph.w.kstep;
+    const int dh = t.a * ph.h.tstep, dw = t.b * ph.w.tstep;
+    const int a_off = tap * og + t.c, b_off = t.c - (dh * s.ow + dw) * s.o;  // the chunk's offsets
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const bool a_ok = kin && rows.wok[i];
+      cp_async16(st + 4096 * i, a_ok ? rows.wrow[i] + a_off : wl, a_ok ? 16 : 0);
+      const int oh = rows.jh[i] - dh, ow = rows.jw[i] - dw;
+      const bool b_ok = kin && (unsigned)oh < (unsigned)s.oh && (unsigned)ow < (unsigned)s.ow;
+      cp_async16(st + TILE_BYTES + 4096 * i, b_ok ? reach[i] + b_off : dyl, b_ok ? 16 : 0);
+    }
+    t.advance(BK, og, ph.w.kcount);
+  };
+  float acc[64];
+  ring<T, true, true>(base, (K + BK - 1) / BK, load, acc);
+  const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s, ph, false};
+  epilogue_pairs(epi, acc, m0, n0, cg, npix);  // a phase with no taps writes its zeros
+}
+
+// Backward-weight: the reduction runs over pixels q, both operands
+// MN-major.  A k-row of a tile is one pixel's 128 rows (A: output channels)
+// or columns (B: (tap, c)), 16 chunks of 8, chunk cc in box cc / 8 at chunk
+// cc % 8 of its k-row, swizzled.  Thread tid copies chunks 4h..4h+3 (h =
+// tid % 4) of k-row (pixel) tid / 4 of the slice, in both tiles: so it
+// walks one pixel, stepped by 64 per slice without a loop (PixelStep),
+// and each of its four B chunks keeps its tap's offset in x_cl, decoded
+// once.  (Four pixels 16 apart with one chunk each cost 331 instructions a
+// slice, every pixel walked and every address built anew.)
+template <typename T, typename OutT>
+__global__ void __launch_bounds__(THREADS, 1)
+    conv_backward_weight_wgmma_kernel(OutT* __restrict__ out, const T* __restrict__ dyl, const T* __restrict__ xl,
+                                      ConvShape s, int chunk) {
+  unsigned char* base = ring_base();
+  const int g = blockIdx.z % s.groups, split = blockIdx.z / s.groups;
+  const int cg = s.c / s.groups, og = s.o / s.groups, kk = s.kh * s.kw, K = cg * kk;
+  const int qbegin = split * chunk, qend = min(s.n * s.oh * s.ow, qbegin + chunk);
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int r = threadIdx.x >> 2, h = threadIdx.x & 3;
+  uint32_t dst[4];  // the chunks' offsets in a stage (A; B is TILE_BYTES on)
+  int xoff[4], dh[4], dw[4];  // B: the chunk's offset in x_cl from its pixel's window corner; the tap's offsets
+  unsigned a_ok = 0, b_ok = 0;  // bit j: chunk j inside the tile's rows / columns
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    dst[j] = (h >> 1) * BOX_BYTES + r * 128 + ((((h & 1) * 4 + j) ^ (r & 7)) << 4);
+    const int row = 32 * h + 8 * j;  // the chunk's first row / column of the tile
+    if (m0 + row < og) a_ok |= 1u << j;
+    int tap = 0, c = 0;
+    if (n0 + row < K) {
+      b_ok |= 1u << j;
+      tap = (n0 + row) / cg;
+      c = n0 + row - tap * cg;
+    }
+    dh[j] = (tap / s.kw) * s.dh - s.pt;
+    dw[j] = (tap % s.kw) * s.dw - s.pl;
+    xoff[j] = (dh[j] * s.w + dw[j]) * s.c + c;
+  }
+  const T* dcol = dyl + g * og + m0 + 32 * h;  // + q * O + 8 j (read only where a_ok)
+  const T* xg = xl + g * cg;
+  PixelWalk w;
+  w.start(qbegin + r, s.oh, s.ow);
+  const PixelStep step = pixel_step(BK, s.oh, s.ow);
+  int q = qbegin + r;  // the thread's pixel in the slice being loaded, as a number and walked (w)
+  auto load = [&](unsigned char* stage) {
+    const uint32_t st = shared_addr(stage);
+    const bool in = q < qend;
+    const int ih0 = w.oh * s.sh, iw0 = w.ow * s.sw;
+    const T* arow = dcol + (int64_t)q * s.o;
+    const int64_t corner = (((int64_t)w.n * s.h + ih0) * s.w + iw0) * s.c;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const bool ao = in && (a_ok >> j & 1);
+      cp_async16(st + dst[j], ao ? arow + 8 * j : dyl, ao ? 16 : 0);
+      const int ih = ih0 + dh[j], iw = iw0 + dw[j];
+      const bool bo = in && (b_ok >> j & 1) && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w;
+      cp_async16(st + TILE_BYTES + dst[j], bo ? xg + corner + xoff[j] : xl, bo ? 16 : 0);
+    }
+    w.step_by(step, s.oh, s.ow);
+    q += BK;
+  };
+  float acc[64];
+  ring<T, false, false>(base, max(0, (qend - qbegin + BK - 1) / BK), load, acc);
+  const ConvWeightPairs<OutT> epi{out + (int64_t)split * s.o * K + (int64_t)g * og * K, K, cg, kk};
+  epilogue_pairs(epi, acc, m0, n0, og, K);
+}
+
+template <class Kernel, class... Args>
+cudaError_t launch(Kernel kernel, dim3 grid, cudaStream_t stream, Args... args) {
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES)) return e;
-  kernel<<<grid, THREADS, SMEM_BYTES, stream>>>(y, xl, wl, bias, s, chunk);
+  kernel<<<grid, THREADS, SMEM_BYTES, stream>>>(args...);
   return cudaGetLastError();
 }
 
@@ -146,14 +295,50 @@ cudaError_t conv_forward_wgmma(void* y, bool out_f32, const T* xl, const T* wl, 
     return cudaErrorInvalidValue;
   const int slices = (int)((K + BK - 1) / BK), per = (slices + splits - 1) / splits;
   const dim3 grid((unsigned)((pix + BN - 1) / BN), (unsigned)((og + BM - 1) / BM), (unsigned)(s.groups * splits));
-  if (out_f32) return launch<T, float>(grid, stream, static_cast<float*>(y), xl, wl, nullptr, s, per * BK);
-  return launch<T, T>(grid, stream, static_cast<T*>(y), xl, wl, bias, s, per * BK);
+  if (out_f32)
+    return launch(conv_forward_wgmma_kernel<T, float>, grid, stream, static_cast<float*>(y), xl, wl,
+                  static_cast<const T*>(nullptr), s, per * BK);
+  return launch(conv_forward_wgmma_kernel<T, T>, grid, stream, static_cast<T*>(y), xl, wl, bias, s, per * BK);
 }
 
-template cudaError_t conv_forward_wgmma<__half>(void*, bool, const __half*, const __half*, const __half*,
-                                                const ConvShape&, int, cudaStream_t);
-template cudaError_t conv_forward_wgmma<__nv_bfloat16>(void*, bool, const __nv_bfloat16*, const __nv_bfloat16*,
-                                                       const __nv_bfloat16*, const ConvShape&, int, cudaStream_t);
+template <typename T>
+cudaError_t conv_backward_data_wgmma(T* dx, const T* dyl, const T* wl, const ConvShape& s, int phase,
+                                     cudaStream_t stream) {
+  const DataPhase ph = data_phase(s, phase);
+  const int64_t cg = s.c / s.groups, pix = (int64_t)s.n * ph.h.count * ph.w.count;
+  if (cg == 0 || pix == 0) return cudaSuccess;
+  if ((s.o / s.groups) % 8 != 0 || (cg + BM - 1) / BM > 65535 || s.groups > 65535 || pix > INT32_MAX ||
+      (int64_t)(s.o / s.groups) * s.kh * s.kw * s.c > INT32_MAX)
+    return cudaErrorInvalidValue;
+  const dim3 grid((unsigned)((pix + BN - 1) / BN), (unsigned)((cg + BM - 1) / BM), (unsigned)s.groups);
+  return launch(conv_backward_data_wgmma_kernel<T>, grid, stream, dx, dyl, wl, s, ph);
+}
+
+template <typename T>
+cudaError_t conv_backward_weight_wgmma(void* dw, bool out_f32, const T* dyl, const T* xl, const ConvShape& s,
+                                       int splits, cudaStream_t stream) {
+  const int64_t og = s.o / s.groups, K = (int64_t)(s.c / s.groups) * s.kh * s.kw, pix = (int64_t)s.n * s.oh * s.ow;
+  if (og == 0 || K == 0) return cudaSuccess;
+  if ((s.c / s.groups) % 8 != 0 || og % 8 != 0 || splits < 1 || (splits > 1 && !out_f32) ||
+      (og + BM - 1) / BM > 65535 || (int64_t)s.groups * splits > 65535 || pix > INT32_MAX || K * s.o > INT32_MAX)
+    return cudaErrorInvalidValue;
+  const int slices = (int)((pix + BK - 1) / BK), per = (slices + splits - 1) / splits;
+  const dim3 grid((unsigned)((K + BN - 1) / BN), (unsigned)((og + BM - 1) / BM), (unsigned)(s.groups * splits));
+  if (out_f32)
+    return launch(conv_backward_weight_wgmma_kernel<T, float>, grid, stream, static_cast<float*>(dw), dyl, xl, s,
+                  per * BK);
+  return launch(conv_backward_weight_wgmma_kernel<T, T>, grid, stream, static_cast<T*>(dw), dyl, xl, s, per * BK);
+}
+
+#define LAMINA_INSTANTIATE(T)                                                                                      \
+  template cudaError_t conv_forward_wgmma<T>(void*, bool, const T*, const T*, const T*, const ConvShape&, int,    \
+                                             cudaStream_t);                                                        \
+  template cudaError_t conv_backward_data_wgmma<T>(T*, const T*, const T*, const ConvShape&, int, cudaStream_t);  \
+  template cudaError_t conv_backward_weight_wgmma<T>(void*, bool, const T*, const T*, const ConvShape&, int,       \
+                                                     cudaStream_t);
+LAMINA_INSTANTIATE(__half)
+LAMINA_INSTANTIATE(__nv_bfloat16)
+#undef LAMINA_INSTANTIATE
 
 }  // namespace cuda
 }  // namespace lamina

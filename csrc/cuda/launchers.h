@@ -297,16 +297,32 @@ bool conv_tensor_cores();
 // them by cp.async (the default), or gather from NCHW.  Process-wide.
 void set_conv_channels_last(bool enabled);
 bool conv_channels_last();
-// On devices that run sm_90a, whether the channels-last 16-bit forward runs
+// On devices that run sm_90a, whether the channels-last 16-bit passes run
 // on wgmma (conv_wgmma.cu, the default) or on mma.sync.  Process-wide.
 void set_conv_wgmma(bool enabled);
 bool conv_wgmma();
-// The forward on wgmma from the channels-last copies xl (NHWC) and wl (O, KH,
-// KW, C/G), C/G % 8 == 0: y in T with the bias, or (out_f32) one fp32 slab
-// of partial sums per split at y, bias left to the caller.  sm_90a only.
+// Whether pass (0 forward, 1 backward-data, 2 backward-weight) of a T
+// convolution of shape s runs on the wgmma kernels of conv_wgmma.cu on the
+// current device (the split rules count one block per SM for those).
+template <typename T>
+bool conv2d_on_wgmma(int pass, const ConvShape& s);
+// The passes on wgmma (sm_90a only), from conv.cu's channels-last copies.
+// Forward from xl (NHWC) and wl (O, KH, KW, C/G), C/G % 8 == 0: y in T
+// with the bias, or (out_f32) one fp32 slab of partial sums per split at y,
+// bias left to the caller.
 template <typename T>
 cudaError_t conv_forward_wgmma(void* y, bool out_f32, const T* xl, const T* wl, const T* bias, const ConvShape& s,
                                int splits, cudaStream_t stream);
+// Backward-data's stride phase `phase` (as conv2d_backward_data's) from
+// dyl (NHWC) and wl (G, C/G, KH, KW, O/G), O/G % 8 == 0.
+template <typename T>
+cudaError_t conv_backward_data_wgmma(T* dx, const T* dyl, const T* wl, const ConvShape& s, int phase,
+                                     cudaStream_t stream);
+// Backward-weight from dyl and xl (NHWC), C/G and O/G multiples of 8: dW
+// in T, or (out_f32) one fp32 slab of partial sums per split at dw.
+template <typename T>
+cudaError_t conv_backward_weight_wgmma(void* dw, bool out_f32, const T* dyl, const T* xl, const ConvShape& s,
+                                       int splits, cudaStream_t stream);
 template <typename T>
 cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w, const ConvShape& s,
                                  cudaStream_t stream, ConvPlan plan = {});
