@@ -101,7 +101,8 @@ __device__ __forceinline__ void ring(unsigned char* base, int slices, Load& load
   cp_async_wait<0>();
 }
 
-// Through an epilogue of the columns/store kind (conv_walks.cuh): thread
+// Through an epilogue of the columns/store kind (conv_walks.cuh), from the
+// registers (backward-weight's dW, whose columns are not contiguous): thread
 // (warp w of warpgroup wg, lane l) holds rows wg*64 + 16w + l/4 (+ 8) at
 // columns 8i + 2(l % 4) (+ 1): acc[4i], acc[4i + 1] and, 8 rows on,
 // acc[4i + 2], acc[4i + 3].  Each column pair is decoded once.
@@ -119,6 +120,41 @@ __device__ __forceinline__ void epilogue_pairs(const Epi& epi, const float (&acc
       const float v[4] = {acc[4 * i + 2 * h], acc[4 * i + 2 * h + 1], 0.f, 0.f};
       if (m < M) epi.store(m, cols, v);
     }
+  }
+}
+
+// The same through shared memory, for the NCHW outputs (forward's y,
+// backward-data's dx), whose pixels are contiguous along the tile's
+// columns: the fp32 tile is staged in the ring (free once every warpgroup
+// is past its last wgmma), then thread t stores column t % 128 of rows
+// t / 128 + 2i, its column decoded once, so a warp's store covers 32
+// consecutive pixels of one channel instead of 8 channels x 4 pairs.
+template <class Epi>
+__device__ __forceinline__ void epilogue_staged(const Epi& epi, const float (&acc)[64], unsigned char* base, int m0,
+                                                int n0, int M, int N) {
+  constexpr int STRIDE = BN + 4;  // floats a staged row
+  static_assert(BM * STRIDE * 4 <= STAGES * STAGE_BYTES, "the staged tile must fit in the ring");
+  float* out = reinterpret_cast<float*>(base);
+  __syncthreads();  // both warpgroups' last wgmmas have read the ring
+  {
+    const int w = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    const int r = (threadIdx.x / 128) * 64 + 16 * w + lane / 4, c = 2 * (lane % 4);
+#pragma unroll
+    for (int i = 0; i < BN / 8; ++i) {
+      out[r * STRIDE + 8 * i + c] = acc[4 * i];
+      out[r * STRIDE + 8 * i + c + 1] = acc[4 * i + 1];
+      out[(r + 8) * STRIDE + 8 * i + c] = acc[4 * i + 2];
+      out[(r + 8) * STRIDE + 8 * i + c + 1] = acc[4 * i + 3];
+    }
+  }
+  __syncthreads();
+  const int col = threadIdx.x % BN, n = n0 + col;
+  if (n >= N) return;
+  const auto cols = epi.columns(n, n + 1);
+#pragma unroll 4
+  for (int r = threadIdx.x / BN; r < BM && m0 + r < M; r += THREADS / BN) {
+    const float v[4] = {out[r * STRIDE + col], 0.f, 0.f, 0.f};
+    epi.store(m0 + r, cols, v);
   }
 }
 
@@ -164,7 +200,7 @@ __global__ void __launch_bounds__(THREADS, 1)
   ring<T, true, true>(base, max(0, (kend - kbegin + BK - 1) / BK), load, acc);
   const ConvForwardEpilogue<OutT, T> epi{y + (int64_t)split * npix * s.o + (int64_t)g * og * p,
                                          bias == nullptr ? nullptr : bias + g * og, s.o, p, false};
-  epilogue_pairs(epi, acc, m0, n0, og, npix);
+  epilogue_staged(epi, acc, base, m0, n0, og, npix);
 }
 
 // Backward-data in one phase: A = w_cl rows c, k = (tap (a, b) of the
@@ -206,7 +242,7 @@ __global__ void __launch_bounds__(THREADS, 1)
   float acc[64];
   ring<T, true, true>(base, (K + BK - 1) / BK, load, acc);
   const ConvDataEpilogue<T> epi{dx + (int64_t)g * cg * s.h * s.w, s, ph, false};
-  epilogue_pairs(epi, acc, m0, n0, cg, npix);  // a phase with no taps writes its zeros
+  epilogue_staged(epi, acc, base, m0, n0, cg, npix);  // a phase with no taps writes its zeros
 }
 
 // Backward-weight: the reduction runs over pixels q, both operands
