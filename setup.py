@@ -128,8 +128,10 @@ class BuildExt(build_ext):
             # wgmma and TMA exist only as sm_90a code; gemm_tc.cu calls that
             # kernel on compute capability 9.0 devices alone.
             codes = SM90A_GENCODE if os.path.basename(src) in SM90A_ONLY else gencode
+            # --threads: a file's targets (one per -gencode) compile in parallel, so the longest file
+            # (conv.cu) does not hold the build for three serial passes
             commands.append([nvcc, "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
-                             "-cudart", "static", *codes, "-c", src, "-o", obj])
+                             "--threads", str(len(codes) // 2), "-cudart", "static", *codes, "-c", src, "-o", obj])
         for cmd in commands:
             print("lamina: " + " ".join(cmd))
         # nvcc is single-threaded and each file builds for every arch: one process per core.

@@ -88,6 +88,67 @@ def timed_pair(torch, lamina_fn, ref_fn, repeat):
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+# Run first in probe_conv_wgmma's child process (a stand-in device can be set up there).
+CHILD_SETUP = ""
+
+# Launches each 16-bit convolution pass on wgmma once, with the narrow kernels (argv[1] == "narrow") or the
+# 128 x 128 ones, on two small layers: 16 channels (narrow everywhere, 64 pixels an image) and 136.
+_WGMMA_PROBE = r"""
+import sys, torch
+from lamina import ops
+from lamina.ops import _ext
+mod = _ext.cuda_module()
+mod.conv_wgmma_narrow(sys.argv[1] == "narrow")
+stream = torch.cuda.current_stream().cuda_stream
+for xshape, o in (((2, 16, 8, 8), 16), ((2, 136, 6, 6), 136)):
+    g = tuple(ops.geometry(xshape, (3, 3), (1, 1), (1, 1, 1, 1)))
+    x = torch.randn(xshape, device="cuda").bfloat16()
+    w = torch.randn((o, xshape[1], 3, 3), device="cuda").bfloat16()
+    y = torch.empty((xshape[0], o) + xshape[2:], device="cuda").bfloat16()
+    dy, dx, dw = torch.randn_like(y), torch.empty_like(x), torch.empty_like(w)
+    assert all(mod.conv2d_on_wgmma(p, g, o, 1, "bfloat16") for p in ("forward", "backward_data", "backward_weight"))
+    for splits in (1, 2):
+        ws = [torch.empty(max(1, mod.conv2d_workspace_size(p, g, o, 1, "bfloat16", splits)), device="cuda",
+                          dtype=torch.uint8) for p in ("forward", "backward_data", "backward_weight")]
+        mod.conv2d_forward(y.data_ptr(), x.data_ptr(), w.data_ptr(), 0, g, o, 1, "bfloat16", stream, splits,
+                           workspace=ws[0].data_ptr(), workspace_bytes=ws[0].numel())
+        mod.conv2d_backward_data(dx.data_ptr(), dy.data_ptr(), w.data_ptr(), g, o, 1, "bfloat16", stream,
+                                 workspace=ws[1].data_ptr(), workspace_bytes=ws[1].numel())
+        mod.conv2d_backward_weight(dw.data_ptr(), ws[2].data_ptr(), ws[2].numel(), dy.data_ptr(), x.data_ptr(), g,
+                                   o, 1, splits, "bfloat16", stream)
+        torch.cuda.synchronize()
+print("ok")
+"""
+
+
+def probe_conv_wgmma(torch, mod, result):
+    """On compute capability 9.0, launch the wgmma convolutions once in a child process first: a kernel that
+    hangs or faults there (a fault is sticky: it would end every later row of this process) switches off the
+    narrow kernels (conv_wgmma_narrow) or wgmma (conv_wgmma) for this run, said in the output and the results'
+    "conv_wgmma_probe", so the other rows are still timed."""
+    import subprocess
+
+    if torch.cuda.get_device_capability(0) != (9, 0) or not mod.conv_wgmma():
+        return
+    probe = {}
+    for kind in ("narrow", "128"):
+        try:
+            r = subprocess.run([sys.executable, "-c", CHILD_SETUP + _WGMMA_PROBE, kind], capture_output=True, text=True,
+                               timeout=120, check=False)
+            probe[kind] = "ok" if r.returncode == 0 else "failed: " + (r.stdout + r.stderr)[-600:]
+        except subprocess.TimeoutExpired:
+            probe[kind] = "failed: no result in 120 s (a kernel hangs?)"
+    result["conv_wgmma_probe"] = probe
+    if probe["128"] != "ok":
+        mod.conv_wgmma(False)
+        print(f"conv wgmma probe: the 128 x 128 kernels {probe['128']}\n  -> this run's 16-bit convolutions on "
+              "mma.sync (conv_wgmma(False))", flush=True)
+    elif probe["narrow"] != "ok":
+        mod.conv_wgmma_narrow(False)
+        print(f"conv wgmma probe: the narrow kernels {probe['narrow']}\n  -> this run's wgmma convolutions on the "
+              "128 x 128 kernels (conv_wgmma_narrow(False))", flush=True)
+
+
 def rel_error(torch, got, ref):
     return float((got.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-30))
 
@@ -186,7 +247,9 @@ def bench_conv(torch, mod, args, rows):
     """Each ResNet shape's three passes against cuDNN: float32 (lamina on CUDA
     cores, TF32 off on both sides: variant "simt"), then bfloat16 (lamina on
     tensor cores: "mma"; the channels-last passes on wgmma where the device
-    has compute capability 9.0: "wgmma", timed again on mma.sync: "mma.sync"),
+    has compute capability 9.0: "wgmma", timed again on mma.sync: "mma.sync",
+    and those on wgmma's narrow kernels again on its 128 x 128 ones:
+    "wgmma 128"),
     each with the channels-last kernels where lamina's rule takes them and
     again, for comparison, with the kernels that gather from NCHW everywhere
     ("simt gathered", "mma gathered").  Each pass with the plan lamina's
@@ -200,31 +263,34 @@ def bench_conv(torch, mod, args, rows):
     sm_count = torch.cuda.get_device_properties(0).multi_processor_count
     F = torch.nn.functional
     wgmma = torch.cuda.get_device_capability(0) == (9, 0) and mod.conv_wgmma()
-    configs = [("float32", True, True), ("float32", False, True), ("bfloat16", True, True)]
-    if wgmma:  # the passes on wgmma again on mma.sync
-        configs.append(("bfloat16", True, False))
-    configs.append(("bfloat16", False, True))
-    for dtype, channels_last, on_wgmma in configs:
+    configs = [("float32", True, True, True), ("float32", False, True, True), ("bfloat16", True, True, True)]
+    if wgmma:  # the passes on wgmma again on mma.sync, and the narrow ones on the 128 x 128 kernels
+        configs += [("bfloat16", True, False, True), ("bfloat16", True, True, False)]
+    configs.append(("bfloat16", False, True, True))
+    for dtype, channels_last, on_wgmma, narrow in configs:
         if dtype != "float32" and not channels_last and not mod.conv_tensor_cores():
             continue
         tdt = getattr(torch, dtype)
         tol = 1e-4 if dtype == "float32" else 2e-2
         tensor = dtype != "float32" and mod.conv_tensor_cores()
-        previous_layout, previous_wgmma = mod.conv_channels_last(channels_last), mod.conv_wgmma(on_wgmma)
+        previous = mod.conv_channels_last(channels_last), mod.conv_wgmma(on_wgmma), mod.conv_wgmma_narrow(narrow)
         try:
             _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels_last, stream, sm_count, F,
-                               tuning, wgmma and on_wgmma)
+                               tuning, wgmma and on_wgmma, narrow)
         finally:
-            mod.conv_channels_last(previous_layout)
-            mod.conv_wgmma(previous_wgmma)
+            mod.conv_channels_last(previous[0])
+            mod.conv_wgmma(previous[1])
+            mod.conv_wgmma_narrow(previous[2])
 
 
 def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels_last, stream, sm_count, F, tuning,
-                       wgmma):
+                       wgmma, narrow):
     """wgmma: the channels-last 16-bit passes run on wgmma ("wgmma" rows); with channels_last but not wgmma on
-    a device that has it, only the passes that wgmma would take are timed, on mma.sync ("mma.sync" rows)."""
+    a device that has it, only the passes that wgmma would take are timed, on mma.sync ("mma.sync" rows);
+    with wgmma but not narrow, only those that take the narrow kernels, on the 128 x 128 ones ("wgmma 128")."""
     kind = ("simt" if dtype == "float32" else "mma") + ("" if channels_last else " gathered")
-    comparison = tensor and channels_last and not wgmma and torch.cuda.get_device_capability(0) == (9, 0)
+    cc90 = torch.cuda.get_device_capability(0) == (9, 0)
+    comparison = tensor and channels_last and cc90 and (not wgmma or not narrow)
     for name, xshape, o, kk, s, p in CONV:
         if args.quick and xshape[0] * xshape[1] * xshape[2] * xshape[3] * o * kk * kk > 2**33:
             continue
@@ -263,7 +329,7 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
                                                       o, 1, plan.splits, dtype, stream, plan.rows)
 
         bw_rule = tuning.Plan(splits=ops.conv.backward_weight_splits(
-            geo, o, 1, sm_count, mod.conv2d_on_wgmma("backward_weight", g, o, 1, dtype)))
+            geo, o, 1, sm_count, mod.conv2d_wgmma_tile("backward_weight", g, o, 1, dtype)))
         passes = {  # pass: (launcher, rule's plan, candidates, reference, result)
             "forward": (
                 forward, tuning.Plan(splits=mod.conv2d_forward_splits(g, o, 1, dtype)),
@@ -278,11 +344,12 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
                 lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p), lambda: dw),
         }
         for pass_name, (launcher, rule, candidates, ref_fn, result) in passes.items():
-            # the passes wgmma takes (with the switch on): "wgmma" rows, or their "mma.sync" comparison
-            on_wgmma = tensor and channels_last and _on_wgmma(mod, pass_name.replace("-", "_"), g, o, dtype)
-            if comparison and not on_wgmma:
+            # the passes wgmma takes (with the switches on): "wgmma" rows, or their "mma.sync" and "wgmma 128"
+            # comparisons
+            tile = _wgmma_tile(mod, pass_name.replace("-", "_"), g, o, dtype) if tensor and channels_last else 0
+            if comparison and (not tile or (wgmma and tile == 128)):
                 continue
-            pkind = ("wgmma" if wgmma else "mma.sync") if on_wgmma else kind
+            pkind = ("wgmma" if narrow else "wgmma 128") if tile and wgmma else "mma.sync" if tile else kind
             plans, tuned = [("rule", rule)], rule
             if channels_last:  # (the gathered kernels' comparison rows: the rule's plan only)
                 try:
@@ -311,6 +378,7 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
                 row = {"kernel": "conv2d " + pass_name, "shape": name, "x": list(xshape), "out_channels": o,
                        "kernel_size": kk, "stride": s, "padding": p, "dtype": dtype, "layout": "NCHW",
                        "variant": variant, "plan": plan._asdict(), "tuned_plan": tuned._asdict(),
+                       "wgmma_tile": mod.conv2d_wgmma_tile(pass_name.replace("-", "_"), g, o, 1, dtype),
                        "splits": plan.splits,
                        "lamina_ms": t_l, "cudnn_ms": t_r, "lamina_tflops": flops / t_l / 1e9,
                        "cudnn_tflops": flops / t_r / 1e9, "ratio_of_cudnn": t_r / t_l, "max_rel_error": err}
@@ -320,13 +388,15 @@ def _bench_conv_shapes(torch, mod, args, rows, dtype, tdt, tol, tensor, channels
                       f"ratio {row['ratio_of_cudnn']:.2f}", flush=True)
 
 
-def _on_wgmma(mod, pass_name, g, o, dtype):
-    """Whether a convolution pass runs on wgmma with conv_wgmma on (the switch is restored)."""
-    previous = mod.conv_wgmma(True)
+def _wgmma_tile(mod, pass_name, g, o, dtype):
+    """A convolution pass's channel tile on wgmma with conv_wgmma and conv_wgmma_narrow on (0: not on wgmma;
+    the switches are restored)."""
+    previous = mod.conv_wgmma(True), mod.conv_wgmma_narrow(True)
     try:
-        return mod.conv2d_on_wgmma(pass_name, g, o, 1, dtype)
+        return mod.conv2d_wgmma_tile(pass_name, g, o, 1, dtype)
     finally:
-        mod.conv_wgmma(previous)
+        mod.conv_wgmma(previous[0])
+        mod.conv_wgmma_narrow(previous[1])
 
 
 def sweep_splits(torch, mod, args, rows):
@@ -424,8 +494,8 @@ def sweep_splits(torch, mod, args, rows):
                          "ms_by_blocks_per_sm": times, "best": min(times, key=times.get)})
             print(f"sweep conv bwd-data {name:>13}: blocks/SM " + "  ".join(f"{b}:{t:.3f}" for b, t in times.items()),
                   flush=True)
-    # bfloat16 on wgmma (one block per SM, slices of 64): the split counts of the forward's rule and of
-    # ops.conv.backward_weight_splits(one_block_per_sm=True), neither yet fitted to a measurement
+    # bfloat16 on wgmma (slices of 64; one block per SM, two on the narrow kernels): the split counts of the
+    # forward's rule and of ops.conv.backward_weight_splits(wgmma_tile=...), neither yet fitted to a measurement
     for name, xshape, o, kk, s, p in CONV:
         geo = ops.geometry(xshape, (kk, kk), (s, s), (p, p, p, p))
         g = tuple(geo)
@@ -434,14 +504,15 @@ def sweep_splits(torch, mod, args, rows):
         dy = torch.randn((geo.n, o, geo.oh, geo.ow), device="cuda").bfloat16()
         y, dw = torch.empty_like(dy), torch.empty_like(w)
         for pass_name in ("forward", "backward_weight"):
-            if not mod.conv2d_on_wgmma(pass_name, g, o, 1, "bfloat16"):
+            tile = mod.conv2d_wgmma_tile(pass_name, g, o, 1, "bfloat16")
+            if not tile:
                 continue
             if pass_name == "forward":
                 chosen = mod.conv2d_forward_splits(g, o, 1, "bfloat16")
                 most = -(-xshape[1] * kk * kk // 64)
                 counts = {1, 2, 3, 4, 5, 6, 8, chosen}
             else:
-                chosen = ops.conv.backward_weight_splits(geo, o, 1, sms, one_block_per_sm=True)
+                chosen = ops.conv.backward_weight_splits(geo, o, 1, sms, wgmma_tile=tile)
                 most = -(-geo.n * geo.oh * geo.ow // 64)
                 counts = {1, 2, 3, 4, 6, 8, 12, 16, 32, 64, chosen, max(1, chosen // 2), 2 * chosen}
             times = {}
@@ -458,7 +529,8 @@ def sweep_splits(torch, mod, args, rows):
                 times[splits] = timed(fn)
             label = pass_name.replace("_", "-")
             rows.append({"kernel": f"conv2d {label} split-K", "shape": name, "dtype": "bfloat16", "variant": "wgmma",
-                         "chosen": chosen, "ms_by_splits": times, "best": min(times, key=times.get)})
+                         "wgmma_tile": tile, "chosen": chosen, "ms_by_splits": times,
+                         "best": min(times, key=times.get)})
             print(f"sweep conv {label} bf16 wgmma {name:>18}: chosen {chosen}, best {rows[-1]['best']}: "
                   + "  ".join(f"{sp}:{t:.3f}" for sp, t in times.items()), flush=True)
 
@@ -497,6 +569,7 @@ def main():
     rows = result["results"] = SavedRows(save)
     result["split_k_sweeps"] = SavedRows(save)
     bench_gemm(torch, mod, args, rows)
+    probe_conv_wgmma(torch, mod, result)
     bench_conv(torch, mod, args, rows)
     if args.sweep:
         sweep_splits(torch, mod, args, result["split_k_sweeps"])

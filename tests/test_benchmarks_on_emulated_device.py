@@ -35,6 +35,8 @@ def test_kernel_benchmark(tmp_path):
     assert status == 0, output[-4000:]
     result = json.loads((tmp_path / "kernels_emulated_device_host.json").read_text())
     assert result["complete"] is True
+    # the wgmma convolutions, launched once in a child process before any is timed in this one
+    assert result["conv_wgmma_probe"] == {"narrow": "ok", "128": "ok"}
     rows = result["results"]
     assert not [r for r in rows if r.get("mismatch")], output[-4000:]
     not_run = [r for r in rows if "not_run" in r]
@@ -51,13 +53,17 @@ def test_kernel_benchmark(tmp_path):
     # 3 shapes x forward, backward-data, backward-weight x float32, bfloat16 x channels-last rule and gathered,
     # and the five channels-last bfloat16 passes again on mma.sync, where compute capability 9.0 (the emulated
     # device's) runs them on wgmma: backward-data wherever there are 8 output channels, forward and
-    # backward-weight where there are 8 input channels too (the 1x1)
-    assert len(rule) == 41
-    assert {r["variant"] for r in rule if r["dtype"] == "bfloat16"} == {"mma", "wgmma", "mma.sync", "mma gathered"}
+    # backward-weight where there are 8 input channels too (the 1x1); with at most 16 channels all five take
+    # wgmma's narrow kernels, and are timed a third time on its 128 x 128 ones ("wgmma 128")
+    assert len(rule) == 46
+    assert {r["variant"] for r in rule if r["dtype"] == "bfloat16"} == {"mma", "wgmma", "mma.sync", "wgmma 128",
+                                                                        "mma gathered"}
     on_wgmma = {("1x1 (toy)", "conv2d forward"), ("1x1 (toy)", "conv2d backward-weight")} | {
         (shape, "conv2d backward-data") for shape in ("3x3 (toy)", "3x3 s2 (toy)", "1x1 (toy)")}
-    for variant in ("wgmma", "mma.sync"):
+    for variant in ("wgmma", "mma.sync", "wgmma 128"):
         assert {(r["shape"], r["kernel"]) for r in rule if r["variant"] == variant} == on_wgmma
+    assert {r["wgmma_tile"] for r in rule if r["variant"] == "wgmma"} == {16}
+    assert {r["wgmma_tile"] for r in rule if r["variant"] == "wgmma 128"} == {128}
     assert {r["variant"] for r in rule if r["dtype"] == "float32"} == {"simt", "simt gathered"}
     # a second, "tuned" row exactly where the autotuner (on host clocks here) picked another plan than the rule's
     tuned = {(r["shape"], r["kernel"], r["variant"][:-len(" tuned")]): r for r in conv if r["variant"].endswith(" tuned")}

@@ -281,6 +281,12 @@ CHANNELS_LAST = [
     (ops.geometry((1, 32, 11, 10), (3, 3), (2, 2), (1, 0, 2, 1), (2, 1)), 1, 8),  # stride, padding, dilation
     # 630 pixels: backward-weight's 10 slices of 64 (the last one partial) wrap the wgmma kernel's 4 stages
     (ops.geometry((2, 8, 15, 21), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 16),
+    # OH*OW % 8 == 0, so backward-weight takes wgmma's narrow kernel too (it reads dy's NCHW planes by 8 pixels):
+    # 48 pixels an image, a 64-pixel slice spans two; 24 output channels in a 32-channel tile
+    (ops.geometry((3, 16, 8, 6), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 24),
+    (ops.geometry((2, 64, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1)), 1, 64),  # 64-channel tiles, 5 dW column tiles
+    (ops.geometry((2, 16, 16, 12), (3, 3), (2, 2), (1, 1, 1, 1)), 1, 40),  # stride 2; 40 channels in a 64 tile
+    (ops.geometry((2, 32, 8, 4), (3, 3), (1, 1), (1, 1, 1, 1)), 2, 32),  # groups: 16 in, 16 out per group
 ]
 
 
@@ -294,10 +300,48 @@ def _expected_channels_last(g, o, groups, kk, dtype):
     return ({"forward"} if forward else set()) | ({"backward_weight"} if cg % 4 == 0 and og % 4 == 0 else set())
 
 
+def _expected_wgmma_tile(pass_name, g, o, groups):
+    """wgmma_narrow_tile (csrc/cuda/launchers.h): the channels on the 128 x 128 tile's row side, rounded up to
+    16, 32 or 64, where they are at most 64 (backward-weight: and OH*OW % 8 == 0); else 128."""
+    ch = g.c // groups if pass_name == "backward_data" else o // groups
+    if ch > 64 or (pass_name == "backward_weight" and g.oh * g.ow % 8):
+        return 128
+    return 16 if ch <= 16 else 32 if ch <= 32 else 64
+
+
 def _channels_last_passes(mod, g, o, groups, dtype):
     """The passes that take the channels-last kernels: those that ask for a workspace when unsplit."""
     return {p for p in ("forward", "backward_data", "backward_weight")
             if mod.conv2d_workspace_size(p, tuple(g), o, groups, dtype) > 0}
+
+
+@pytest.mark.parametrize("splits", [1, 3])
+def test_conv_backward_weight_narrow_wgmma_with_misaligned_dy_matches_float64(splits):
+    """The narrow wgmma backward-weight reads dy's NCHW planes by 16 bytes; a dy
+    that is not 16-byte aligned (here 2 bytes off) goes through the NHWC copy
+    and the 128 x 128 kernel instead, with the same numbers."""
+    import cupy as cp
+
+    from lamina.ops import _ext, reference
+
+    mod = _ext.cuda_module()
+    g, x, w, _, dy, groups = _problem(CHANNELS_LAST[-4], 23)  # 24 output channels, 48 pixels an image
+    o, dtype = w.shape[0], "bfloat16"
+    if mod.conv2d_wgmma_tile("backward_weight", tuple(g), o, groups, dtype) != 32:
+        pytest.skip("backward-weight does not run on wgmma's narrow kernels on this device")
+    (xs, x64), (dys, dy64) = (storage(a.astype(np.float32), dtype) for a in (x, dy))
+    gx = cp.asarray(xs)
+    buf = cp.zeros(dys.size + 1, dtype=dys.dtype)
+    buf[1:] = cp.asarray(dys.ravel())
+    gdy = buf[1:]  # 2 bytes past a 256-byte boundary
+    assert gdy.data.ptr % 16 == 2
+    dw = cp.full(w.shape, 0xFFFF, dtype=np.uint16)
+    keep = []
+    mod.conv2d_backward_weight(dw.data.ptr, *_workspace(keep, mod, "backward_weight", g, o, groups, dtype, splits),
+                               gdy.data.ptr, gx.data.ptr, tuple(g), o, groups, splits, dtype,
+                               cp.cuda.get_current_stream().ptr)
+    ref = reference.implicit_conv_backward_weight(np, dy64, x64, g, o, groups)
+    np.testing.assert_allclose(from_bf16_bits(cp.asnumpy(dw)), ref, rtol=1e-2, atol=1e-2 * np.sqrt(g.n * g.oh * g.ow))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
@@ -319,9 +363,20 @@ def test_conv_kernels_channels_last_match_float64(case, dtype):
                 if mod.conv2d_on_wgmma(p, tuple(g), o, groups, dtype)}
     assert on_wgmma == (_expected_channels_last(g, o, groups, g.kh * g.kw, dtype)
                         if dtype != "float32" and _hopper() else set())
+    # there, the passes with at most 64 channels on the tile's row side take the narrow kernels
+    assert {p: mod.conv2d_wgmma_tile(p, tuple(g), o, groups, dtype) for p in on_wgmma} == {
+        p: _expected_wgmma_tile(p, g, o, groups) for p in on_wgmma}
     for rows, blocks in [(0, 0)] + (PLANS if dtype == "float32" else []):
         for splits in (1, 3):
             _check(_launch_all(g, x, w, b, dy, groups, dtype, splits, rows, blocks), dtype, g, w)
+    if any(mod.conv2d_wgmma_tile(p, tuple(g), o, groups, dtype) < 128 for p in on_wgmma):
+        before = mod.conv_wgmma_narrow(False)  # those passes on the 128 x 128 wgmma kernels too
+        try:
+            assert {mod.conv2d_wgmma_tile(p, tuple(g), o, groups, dtype) for p in on_wgmma} == {128}
+            for splits in (1, 3):
+                _check(_launch_all(g, x, w, b, dy, groups, dtype, splits), dtype, g, w)
+        finally:
+            mod.conv_wgmma_narrow(before)
     if dtype != "float32":  # the 16-bit passes on mma.sync too, where compute capability 9.0 runs them on wgmma
         before = mod.conv_wgmma(False)
         try:

@@ -220,17 +220,32 @@ def test_backward_weight_splits_on_wgmma_fill_whole_waves_of_one_block_per_sm():
     # ResNet-50 conv4: 36 tiles, 98 slices of 64 pixels.  2-6 splits fill 55-82% of their waves of 132, 7 fill
     # 95% (252 blocks in two waves); the four-per-SM rule would take 15 splits of 7 slices
     conv4 = ops.geometry((32, 256, 14, 14), (3, 3), (1, 1), (1, 1, 1, 1))
-    assert ops.conv.backward_weight_splits(conv4, 256, 1, sm_count=132, one_block_per_sm=True) == 7
+    assert ops.conv.backward_weight_splits(conv4, 256, 1, sm_count=132, wgmma_tile=128) == 7
     assert ops.conv.backward_weight_splits(conv4, 256, 1, sm_count=132) == 15
     # ResNet-20's 16-channel stage: 2 tiles; 57 splits of 36 slices give 114 blocks, 86% of one wave
     stage1 = ops.geometry((128, 16, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1))
-    assert ops.conv.backward_weight_splits(stage1, 16, 1, sm_count=132, one_block_per_sm=True) == 57
+    assert ops.conv.backward_weight_splits(stage1, 16, 1, sm_count=132, wgmma_tile=128) == 57
     # ranges of at least 512 pixels: 1024 pixels allow 2 splits, which fill 4 of 132 slots (best there is)
     small = ops.geometry((1, 64, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1))
-    assert ops.conv.backward_weight_splits(small, 64, 1, sm_count=132, one_block_per_sm=True) == 2
+    assert ops.conv.backward_weight_splits(small, 64, 1, sm_count=132, wgmma_tile=128) == 2
     # too few pixels for two ranges: one
     tiny = ops.geometry((1, 64, 16, 16), (3, 3), (1, 1), (1, 1, 1, 1))
-    assert ops.conv.backward_weight_splits(tiny, 64, 1, sm_count=132, one_block_per_sm=True) == 1
+    assert ops.conv.backward_weight_splits(tiny, 64, 1, sm_count=132, wgmma_tile=128) == 1
+
+
+def test_backward_weight_splits_on_narrow_wgmma_count_two_blocks_per_sm():
+    # the same rule over 264 slots.  ResNet-20's 16-channel stage: 2 tiles of 128 dW columns by 16 channels,
+    # 2048 slices; 113 splits would take 19 slices each, so only 108 get any (216 blocks, 82%); 114 of 18 fill 86%
+    stage1 = ops.geometry((128, 16, 32, 32), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(stage1, 16, 1, sm_count=132, wgmma_tile=16) == 114
+    # ResNet-50 conv2 (64 channels): 5 tiles, 1568 slices; 45 splits of 35 slices, 225 blocks, 85%
+    conv2 = ops.geometry((32, 64, 56, 56), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(conv2, 64, 1, sm_count=132, wgmma_tile=64) == 45
+    # ResNet-20's 64-channel stage: 8192 pixels allow 16 ranges of 512, 80 blocks; the best there is
+    stage3 = ops.geometry((128, 64, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(stage3, 64, 1, sm_count=132, wgmma_tile=64) == 16
+    tiny = ops.geometry((1, 64, 16, 16), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert ops.conv.backward_weight_splits(tiny, 64, 1, sm_count=132, wgmma_tile=64) == 1
 
 
 # ---------------------------------------------------------------------------

@@ -805,6 +805,20 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("pass_name"), py::arg("geometry"), py::arg("o"), py::arg("groups"), py::arg("dtype"),
       "Whether this convolution pass runs on the wgmma kernels (16-bit, channels-last, a device of compute "
       "capability 9.0, conv_wgmma() on); they run one block per SM, which the split rules count.");
+  m.def(
+      "conv2d_wgmma_tile",
+      [](const std::string& pass, py::tuple geometry, int o, int groups, const std::string& dtype) {
+        const int code = conv_pass(pass, "conv2d_wgmma_tile");
+        int tile = 0;
+        dispatch_conv(dtype, "conv2d_wgmma_tile", [&](auto t) {
+          tile = lc::conv2d_wgmma_tile<decltype(t)>(code, conv_shape(geometry, o, groups));
+        });
+        return tile;
+      },
+      py::arg("pass_name"), py::arg("geometry"), py::arg("o"), py::arg("groups"), py::arg("dtype"),
+      "The channel tile of this convolution pass on wgmma: 0 (not on wgmma), 128 (128 x 128 tiles, one block per "
+      "SM) or 16, 32 or 64 (the narrow kernels for layers of at most 64 channels a group: 128 pixels or dW columns "
+      "by that many channels, two blocks per SM).");
 
   m.def("device_count", &device_count, "CUDA devices visible to lamina's kernels (0 without a driver or device)");
   m.def("runtime_version", []() {
@@ -858,6 +872,10 @@ PYBIND11_MODULE(_C_cuda, m) {
               "Whether the channels-last float16/bfloat16 convolutions (forward and both gradients) run on wgmma on "
               "devices of compute capability 9.0 (the default), or on mma.sync as elsewhere.  Returns the previous "
               "setting.");
+  bind_switch(m, "conv_wgmma_narrow", lc::conv_wgmma_narrow, lc::set_conv_wgmma_narrow,
+              "Whether wgmma convolution passes with at most 64 channels a group on the tile's row side take the "
+              "narrow kernels (the default: the channels as wgmma's N, 16-64 wide) or the 128 x 128 ones.  Returns "
+              "the previous setting.");
   m.attr("archs") = LAMINA_CUDA_ARCHS;
   m.attr("kernels") = py::make_tuple("relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "dropout_forward", "gemm", "bias_act_backward", "softmax_xent",
                                       "ctc_loss", "sgd_update", "adam_update", "adam_variant_update", "rmsprop_update", "adagrad_update", "lerp_update", "unscale_grads", "batchnorm_forward", "batchnorm_backward", "maxpool2d_forward", "maxpool2d_backward", "softmax_forward", "softmax_backward", "layernorm_forward", "layernorm_backward", "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward", "conv2d_forward", "conv2d_backward_data",

@@ -1104,6 +1104,7 @@ int split_chunk(int64_t total, int splits, int slice) {
 // allow them) or the gathered ones.  Process-wide.
 bool g_channels_last = true;
 bool g_wgmma = true;  // set_conv_wgmma
+bool g_wgmma_narrow = true;  // set_conv_wgmma_narrow
 
 enum Pass { kForwardPass = 0, kDataPass = 1, kWeightPass = 2 };
 
@@ -1140,6 +1141,14 @@ bool channels_last(int pass, const ConvShape& s) {
 template <typename T>
 bool on_wgmma(int pass, const ConvShape& s) {
   return is_16_bit<T>() && g_wgmma && channels_last<T>(pass, s) && device_runs_wgmma();
+}
+
+// The channel tile of a pass on wgmma (launchers.h, conv2d_wgmma_tile): 0 off wgmma.
+template <typename T>
+int wgmma_tile(int pass, const ConvShape& s) {
+  if (!on_wgmma<T>(pass, s)) return 0;
+  const int narrow = g_wgmma_narrow ? wgmma_narrow_tile(pass, s) : 0;
+  return narrow > 0 ? narrow : 128;
 }
 
 int64_t round_up_256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
@@ -1198,10 +1207,17 @@ void set_conv_channels_last(bool enabled) { g_channels_last = enabled; }
 bool conv_channels_last() { return g_channels_last; }
 void set_conv_wgmma(bool enabled) { g_wgmma = enabled; }
 bool conv_wgmma() { return g_wgmma; }
+void set_conv_wgmma_narrow(bool enabled) { g_wgmma_narrow = enabled; }
+bool conv_wgmma_narrow() { return g_wgmma_narrow; }
 
 template <typename T>
 bool conv2d_on_wgmma(int pass, const ConvShape& s) {
   return valid(s) && on_wgmma<T>(pass, s);
+}
+
+template <typename T>
+int conv2d_wgmma_tile(int pass, const ConvShape& s) {
+  return valid(s) ? wgmma_tile<T>(pass, s) : 0;
 }
 
 template <typename T>
@@ -1230,9 +1246,9 @@ cudaError_t conv2d_forward(T* y, void* workspace_, const T* x, const T* w, const
       T* wl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
       if (cudaError_t e = transpose(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
       if (cudaError_t e = transpose(wl, w, s.o, s.c / s.groups, (int64_t)s.kh * s.kw, stream)) return e;
-      if (on_wgmma<T>(kForwardPass, s)) {  // conv_wgmma.cu: k in slices of 64
-        if (splits == 1) return conv_forward_wgmma<T>(y, false, xl, wl, bias, s, 1, stream);
-        if (cudaError_t e = conv_forward_wgmma<T>(workspace, true, xl, wl, nullptr, s, splits, stream)) return e;
+      if (const int nc = wgmma_tile<T>(kForwardPass, s)) {  // conv_wgmma.cu: k in slices of 64
+        if (splits == 1) return conv_forward_wgmma<T>(y, false, xl, wl, bias, s, 1, nc, stream);
+        if (cudaError_t e = conv_forward_wgmma<T>(workspace, true, xl, wl, nullptr, s, splits, nc, stream)) return e;
       } else {
         const int chunk = split_chunk(K, splits, cl::BK);
         dim3 grid;
@@ -1310,17 +1326,19 @@ cudaError_t conv2d_forward(T* y, void* workspace_, const T* x, const T* w, const
 // that fills them best.  ResNet-50's 256-channel 14x14 layer at batch 32:
 // 98 tiles of 128 rows over 132 slots, K = 2304: 4 splits, 392 blocks in
 // three full waves.  On tensor cores (16-bit): 128 x 128 tiles, two
-// blocks per SM.
+// blocks per SM with mma.sync, one with wgmma; wgmma's narrow kernels
+// (channel tiles of 16-64 by 128 pixels) two.
 int conv2d_forward_splits(const ConvShape& s, bool sixteen_bit) {
   if (!valid(s)) return 1;
   const int64_t pix = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   const int og = s.o / s.groups;
   const bool tensor = sixteen_bit && g_tensor_cores;
   const int tm = tensor ? 8 : tile_tm_filling(og, pix, s.groups);
-  const int64_t tiles = (og + 16 * tm - 1) / (16 * tm) * ((pix + simt::BN - 1) / simt::BN) * s.groups;
-  // blocks per SM: 2 of the mma.sync kernels, 1 of the wgmma one (4 stages of 32 KiB)
-  const bool wgmma = tensor && on_wgmma<__half>(kForwardPass, s);
-  const int64_t slots = (int64_t)(wgmma ? 1 : tensor ? 2 : forward_blocks_per_sm(tm)) * sm_count();
+  const int nc = tensor ? wgmma_tile<__half>(kForwardPass, s) : 0;  // 0: not on wgmma
+  const int rows = nc > 0 ? nc : 16 * tm;
+  const int64_t tiles = (og + rows - 1) / rows * ((pix + simt::BN - 1) / simt::BN) * s.groups;
+  // blocks per SM: 2 of the mma.sync kernels, 1 of the wgmma one (4 stages of 32 KiB), 2 of the narrow ones
+  const int64_t slots = (int64_t)(nc == 128 ? 1 : tensor ? 2 : forward_blocks_per_sm(tm)) * sm_count();
   if (tiles >= slots || K < 1024) return 1;
   const int64_t most = std::min<int64_t>({8, K / 256, 65535 / s.groups});
   int best = 1;
@@ -1341,7 +1359,7 @@ cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w
   const int64_t K = (int64_t)(s.o / s.groups) * s.kh * s.kw;
   if (!fits_int((int64_t)s.n * s.h * s.w) || !fits_int(K) || !fits_int(K * s.c)) return cudaErrorInvalidValue;
   const bool cl_path = channels_last<T>(kDataPass, s);
-  const bool wgmma = on_wgmma<T>(kDataPass, s);
+  const int wgmma = wgmma_tile<T>(kDataPass, s);  // the channel tile there, 0 off wgmma
   T* dyl = nullptr;
   T* wl = nullptr;
   if constexpr (is_16_bit<T>()) {
@@ -1364,7 +1382,7 @@ cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w
     const bool vec = s.sh == 1 && s.sw == 1 && (int64_t)s.h * s.w % 4 == 0 && aligned(dx, 4 * sizeof(T));
     if constexpr (is_16_bit<T>()) {
       if (cl_path && wgmma) {  // conv_wgmma.cu
-        if (cudaError_t e = conv_backward_data_wgmma<T>(dx, dyl, wl, s, phase, stream)) return e;
+        if (cudaError_t e = conv_backward_data_wgmma<T>(dx, dyl, wl, s, phase, wgmma, stream)) return e;
         continue;
       }
       if (cl_path) {
@@ -1413,11 +1431,15 @@ cudaError_t conv2d_backward_weight(T* dw, void* workspace_, const T* dy, const T
     if (channels_last<T>(kWeightPass, s)) {  // dy and x to NHWC, then 128 x 128 tiles by cp.async, split over pixels
       T* dyl = reinterpret_cast<T*>(bytes + layout.partials);
       T* xl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
-      if (cudaError_t e = transpose(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream)) return e;
+      int nc = wgmma_tile<T>(kWeightPass, s);
+      if (nc > 0 && nc < 128 && !aligned(dy, 16)) nc = 128;  // the narrow kernel reads dy's planes by 16 bytes
+      if (nc == 0 || nc == 128)  // (the narrow kernel reads dy as it lies)
+        if (cudaError_t e = transpose(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream)) return e;
       if (cudaError_t e = transpose(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
-      if (on_wgmma<T>(kWeightPass, s)) {  // conv_wgmma.cu: pixels in slices of 64
-        if (splits == 1) return conv_backward_weight_wgmma<T>(dw, false, dyl, xl, s, 1, stream);
-        if (cudaError_t e = conv_backward_weight_wgmma<T>(workspace, true, dyl, xl, s, splits, stream)) return e;
+      if (nc > 0) {  // conv_wgmma.cu: pixels in slices of 64
+        const T* d = nc < 128 ? dy : dyl;
+        if (splits == 1) return conv_backward_weight_wgmma<T>(dw, false, d, xl, s, 1, nc, stream);
+        if (cudaError_t e = conv_backward_weight_wgmma<T>(workspace, true, d, xl, s, splits, nc, stream)) return e;
         const int64_t n = (int64_t)s.o * K;
         sum_splits_kernel<T><<<grid_stride_blocks(n, 256), 256, 0, stream>>>(dw, workspace, n, splits, nullptr, 1, 1);
         return cudaGetLastError();
@@ -1493,7 +1515,8 @@ cudaError_t conv2d_backward_weight(T* dw, void* workspace_, const T* dy, const T
   template cudaError_t conv2d_backward_weight<T>(T*, void*, const T*, const T*, const ConvShape&, int, cudaStream_t,   \
                                                  ConvPlan);                                                            \
   template int64_t conv2d_workspace_size<T>(int, const ConvShape&, int);                                             \
-  template bool conv2d_on_wgmma<T>(int, const ConvShape&);
+  template bool conv2d_on_wgmma<T>(int, const ConvShape&);                                                           \
+  template int conv2d_wgmma_tile<T>(int, const ConvShape&);
 
 LAMINA_INSTANTIATE(float)
 LAMINA_INSTANTIATE(__half)

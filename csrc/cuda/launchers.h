@@ -301,28 +301,52 @@ bool conv_channels_last();
 // on wgmma (conv_wgmma.cu, the default) or on mma.sync.  Process-wide.
 void set_conv_wgmma(bool enabled);
 bool conv_wgmma();
+// On wgmma, whether passes with at most 64 channels per group on the
+// tile's row side take the narrow kernels (the default; wgmma_narrow_tile)
+// or the 128 x 128 ones.  Process-wide.
+void set_conv_wgmma_narrow(bool enabled);
+bool conv_wgmma_narrow();
+// The narrow wgmma kernels' channel tile for pass (0 forward, 1
+// backward-data, 2 backward-weight) of shape s: 16, 32 or 64 where the
+// channels per group on the 128 x 128 tile's row side (O/G forward and
+// backward-weight, C/G backward-data) are at most 64, there being wgmma's
+// N instead of its M (whose 64-row minimum a 16-channel layer fills 1/4
+// of); 0 otherwise.  Backward-weight reads dy's NCHW planes in 8-pixel
+// chunks, so it also needs OH*OW % 8 == 0.
+inline int wgmma_narrow_tile(int pass, const ConvShape& s) {
+  const int ch = pass == 1 ? s.c / s.groups : s.o / s.groups;
+  if (ch > 64 || (pass == 2 && (s.oh * s.ow) % 8 != 0)) return 0;
+  return ch <= 16 ? 16 : ch <= 32 ? 32 : 64;
+}
 // Whether pass (0 forward, 1 backward-data, 2 backward-weight) of a T
 // convolution of shape s runs on the wgmma kernels of conv_wgmma.cu on the
 // current device (the split rules count one block per SM for those).
 template <typename T>
 bool conv2d_on_wgmma(int pass, const ConvShape& s);
-// The passes on wgmma (sm_90a only), from conv.cu's channels-last copies.
-// Forward from xl (NHWC) and wl (O, KH, KW, C/G), C/G % 8 == 0: y in T
-// with the bias, or (out_f32) one fp32 slab of partial sums per split at y,
-// bias left to the caller.
+// Its channel tile there: 0 (not on wgmma), 128 (the 128 x 128 kernels, one
+// block per SM) or the narrow kernels' 16, 32 or 64 (two blocks per SM).
+template <typename T>
+int conv2d_wgmma_tile(int pass, const ConvShape& s);
+// The passes on wgmma (sm_90a only), from conv.cu's channels-last copies,
+// with a channel tile nc of 128 or, narrow, 16, 32 or 64 (at least the
+// channels per group).  Forward from xl (NHWC) and wl (O, KH, KW, C/G),
+// C/G % 8 == 0: y in T with the bias, or (out_f32) one fp32 slab of partial
+// sums per split at y, bias left to the caller.
 template <typename T>
 cudaError_t conv_forward_wgmma(void* y, bool out_f32, const T* xl, const T* wl, const T* bias, const ConvShape& s,
-                               int splits, cudaStream_t stream);
+                               int splits, int nc, cudaStream_t stream);
 // Backward-data's stride phase `phase` (as conv2d_backward_data's) from
 // dyl (NHWC) and wl (G, C/G, KH, KW, O/G), O/G % 8 == 0.
 template <typename T>
-cudaError_t conv_backward_data_wgmma(T* dx, const T* dyl, const T* wl, const ConvShape& s, int phase,
+cudaError_t conv_backward_data_wgmma(T* dx, const T* dyl, const T* wl, const ConvShape& s, int phase, int nc,
                                      cudaStream_t stream);
-// Backward-weight from dyl and xl (NHWC), C/G and O/G multiples of 8: dW
-// in T, or (out_f32) one fp32 slab of partial sums per split at dw.
+// Backward-weight from dy and xl (NHWC), C/G a multiple of 8: dW in T, or
+// (out_f32) one fp32 slab of partial sums per split at dw.  dy is NHWC
+// (O/G % 8 == 0) for nc = 128; for the narrow kernels it is dy as it lies,
+// NCHW, 16-byte aligned, OH*OW % 8 == 0.
 template <typename T>
-cudaError_t conv_backward_weight_wgmma(void* dw, bool out_f32, const T* dyl, const T* xl, const ConvShape& s,
-                                       int splits, cudaStream_t stream);
+cudaError_t conv_backward_weight_wgmma(void* dw, bool out_f32, const T* dy, const T* xl, const ConvShape& s,
+                                       int splits, int nc, cudaStream_t stream);
 template <typename T>
 cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w, const ConvShape& s,
                                  cudaStream_t stream, ConvPlan plan = {});

@@ -141,6 +141,60 @@ __device__ __forceinline__ void fence_registers(float (&d)[R]) {
 // d[4i], d[4i+1] (first row) and d[4i+2], d[4i+3] (second row).
 template <typename T, int N>
 struct Wgmma;
+#define LAMINA_WGMMA_N16(T, TY)                                                              \
+  template <>                                                                                \
+  struct Wgmma<T, 16> {                                                                       \
+    template <int TA, int TB>                                                                \
+    static __device__ __forceinline__ void run(float (&d)[8], uint64_t desc_a, uint64_t desc_b) { \
+      asm volatile(                                                                          \
+          "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"                                         \
+          "wgmma.mma_async.sync.aligned.m64n16k16.f32." TY "." TY " "                          \
+          "{%0, %1, %2, %3, %4, %5, %6, %7}, "                                                                        \
+          "%8, %9, p, 1, 1, %11, %12;\n}\n"                                            \
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]) \
+          : "l"(desc_a), "l"(desc_b), "r"(1), "n"(TA), "n"(TB));                              \
+    }                                                                                        \
+  };
+LAMINA_WGMMA_N16(__half, "f16")
+LAMINA_WGMMA_N16(__nv_bfloat16, "bf16")
+#undef LAMINA_WGMMA_N16
+
+#define LAMINA_WGMMA_N32(T, TY)                                                              \
+  template <>                                                                                \
+  struct Wgmma<T, 32> {                                                                       \
+    template <int TA, int TB>                                                                \
+    static __device__ __forceinline__ void run(float (&d)[16], uint64_t desc_a, uint64_t desc_b) { \
+      asm volatile(                                                                          \
+          "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                         \
+          "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " "                          \
+          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "                                                                        \
+          "%16, %17, p, 1, 1, %19, %20;\n}\n"                                            \
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]) \
+          : "l"(desc_a), "l"(desc_b), "r"(1), "n"(TA), "n"(TB));                              \
+    }                                                                                        \
+  };
+LAMINA_WGMMA_N32(__half, "f16")
+LAMINA_WGMMA_N32(__nv_bfloat16, "bf16")
+#undef LAMINA_WGMMA_N32
+
+#define LAMINA_WGMMA_N64(T, TY)                                                              \
+  template <>                                                                                \
+  struct Wgmma<T, 64> {                                                                       \
+    template <int TA, int TB>                                                                \
+    static __device__ __forceinline__ void run(float (&d)[32], uint64_t desc_a, uint64_t desc_b) { \
+      asm volatile(                                                                          \
+          "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                         \
+          "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                          \
+          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "                                                                        \
+          "%32, %33, p, 1, 1, %35, %36;\n}\n"                                            \
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
+          : "l"(desc_a), "l"(desc_b), "r"(1), "n"(TA), "n"(TB));                              \
+    }                                                                                        \
+  };
+LAMINA_WGMMA_N64(__half, "f16")
+LAMINA_WGMMA_N64(__nv_bfloat16, "bf16")
+#undef LAMINA_WGMMA_N64
+
 #define LAMINA_WGMMA_N128(T, TY)                                                              \
   template <>                                                                                \
   struct Wgmma<T, 128> {                                                                       \

@@ -126,6 +126,7 @@ inline const emu::ThreadStateReset reset{[] {
 inline void cp_async16(uint32_t dst, const void* src, int src_bytes) {
   emu_tc::open_group.push_back({dst, src, src_bytes});
 }
+inline void cp_async16_ca(uint32_t dst, const void* src, int src_bytes) { cp_async16(dst, src, src_bytes); }
 inline void cp_async_commit() {
   emu_tc::groups.push_back(std::move(emu_tc::open_group));
   emu_tc::open_group.clear();

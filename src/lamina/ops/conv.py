@@ -429,7 +429,7 @@ def implicit_gemm_ready(x, weight):
     return False
 
 
-def backward_weight_splits(g, o, groups, sm_count, one_block_per_sm=False):
+def backward_weight_splits(g, o, groups, sm_count, wgmma_tile=0):
     """How many ranges backward-weight cuts its reduction over the N*OH*OW
     pixels into: enough blocks for four per multiprocessor when the weight
     gradient itself is only a few tiles (ResNet's 16-channel stage: one),
@@ -438,26 +438,29 @@ def backward_weight_splits(g, o, groups, sm_count, one_block_per_sm=False):
     and 512 pixels left ResNet-20's 64-channel stage and ResNet-50's
     256-channel layer at 1.8 and 1.2 times their best time.
 
-    ``one_block_per_sm``: the pass runs on the wgmma kernel
-    (``conv2d_on_wgmma``), one block per multiprocessor, pixels in slices of
-    64.  There a second wave is a whole block's time, so the rule is the
-    forward's (conv2d_forward_splits in csrc/cuda/conv.cu): the fewest
-    splits, ranges of at least 512 pixels, whose blocks fill 85% of the
-    waves they take, else the count that fills them best.  Not yet fitted to
-    a measurement."""
+    ``wgmma_tile``: the pass runs on wgmma with this channel tile
+    (``conv2d_wgmma_tile``): 128, the 128 x 128 kernel, one block per
+    multiprocessor; 16, 32 or 64, the narrow kernels (128 columns of dW by
+    that many output channels), two.  Pixels go in slices of 64, and a second
+    wave is a whole block's time, so the rule is the forward's
+    (conv2d_forward_splits in csrc/cuda/conv.cu): the fewest splits, ranges
+    of at least 512 pixels, whose blocks fill 85% of the waves they take,
+    else the count that fills them best.  Not yet fitted to a measurement."""
     k = (g.c // groups) * g.kh * g.kw
-    tiles = -(-(o // groups) // _TILE) * -(-k // _TILE) * groups
-    if tiles >= sm_count:
+    rows = wgmma_tile or _TILE
+    tiles = -(-(o // groups) // rows) * -(-k // _TILE) * groups
+    slots = sm_count * (0 if not wgmma_tile else 1 if wgmma_tile >= _TILE else 2)
+    if tiles >= (slots or sm_count):
         return 1  # a wave of blocks already
     pixels = g.n * g.oh * g.ow
-    if one_block_per_sm:
+    if wgmma_tile:
         slices = -(-pixels // 64)
-        most = min(64, pixels // 512, 65535 // groups)
+        most = min(256, pixels // 512, 65535 // groups)
         best, best_fill = 1, 0.0
         for sp in range(2, most + 1):
             per = -(-slices // sp)
             blocks = tiles * -(-slices // per)  # splits that get pixels
-            fill = blocks / (-(-blocks // sm_count) * sm_count)
+            fill = blocks / (-(-blocks // slots) * slots)
             if fill >= 0.85:
                 return sp
             if fill > best_fill + 1e-9:
@@ -539,8 +542,8 @@ def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True, need_bias=T
             return lambda: mod.conv2d_backward_weight(_addr(dweight), ws.address(n), n, _addr(dy), _addr(x), tuple(g),
                                                       o, groups, plan.splits, dtype, _stream(cp), plan.rows)
 
-        wgmma = mod.conv2d_on_wgmma("backward_weight", tuple(g), o, groups, dtype)
-        rule = tuning.Plan(splits=backward_weight_splits(g, o, groups, _sm_count(cp), wgmma))
+        tile = mod.conv2d_wgmma_tile("backward_weight", tuple(g), o, groups, dtype)
+        rule = tuning.Plan(splits=backward_weight_splits(g, o, groups, _sm_count(cp), tile))
         plan = tuning.choose(
             "conv2d_backward_weight", (tuple(g), o, groups, dtype), rule,
             lambda: tuning.backward_weight_candidates(o // groups, g.n * g.oh * g.ow, groups, rule.splits,

@@ -73,7 +73,7 @@ def choose(pass_name, problem, rule, candidates, launcher):
     mod = _ext.cuda_module()
     # the switches change what the rule's plan (zeros) and the 16-bit kernels mean
     key = (pass_name, *problem, cp.cuda.Device().id, mod.conv_tensor_cores(), mod.conv_channels_last(),
-           mod.conv_wgmma(), mod.conv_two_blocks(), mod.conv_tile_fill())
+           mod.conv_wgmma(), mod.conv_wgmma_narrow(), mod.conv_two_blocks(), mod.conv_tile_fill())
     with _lock:
         plan = _plans.get(key)
     if plan is not None:
