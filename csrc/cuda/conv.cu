@@ -893,6 +893,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
   const ForwardRows<T, 2> rows(xl, wl, s, g, m0, n0, row, 64);
   TapWalk t;  // the thread's chunk of the slice being loaded: k, and its tap (a, b) and channel c
   t.start(kbegin + kc, cg, s.kw);
+  const TapStep slice = tap_step(cl::BK, cg, s.kw);
   auto load = [&](T* st, int) {
     const bool kin = t.k < kend;
     const int dh = t.a * s.dh, dw = t.b * s.dw;
@@ -905,7 +906,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
       cp_async16(smem_addr(st + cl::TILE + (row + 64 * i) * cl::KSTRIDE + kc),
                  b_ok ? rows.img[i] + (ih * s.w + iw) * s.c + t.c : xl, b_ok ? 16 : 0);
     }
-    t.advance(cl::BK, cg, s.kw);
+    t.step_by(slice, cg, s.kw);
   };
   float acc[4][4][4] = {};
   tc_tile::ring<T, true, true>(smem, max(0, (kend - kbegin + cl::BK - 1) / cl::BK), load, acc);
@@ -930,7 +931,9 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
   const int row = threadIdx.x >> 2, kc = (threadIdx.x & 3) * 8;
   const DataRows<T, 2> rows(dyl, wl, s, ph, g, m0, n0, row, 64);
   TapWalk t;  // as the forward's, over (tap of the phase, o)
-  t.start(kc, og, ph.w.kcount > 0 ? ph.w.kcount : 1);
+  const int nb = ph.w.kcount > 0 ? ph.w.kcount : 1;
+  t.start(kc, og, nb);
+  const TapStep slice = tap_step(cl::BK, og, nb);
   auto load = [&](T* st, int) {
     const bool kin = t.k < K;
     const int tap = (ph.h.k0 + t.a * ph.h.kstep) * s.kw + ph.w.k0 + t.b * ph.w.kstep;
@@ -945,7 +948,7 @@ __global__ void __launch_bounds__(cl::THREADS, 2)
       cp_async16(smem_addr(st + cl::TILE + (row + 64 * i) * cl::KSTRIDE + kc),
                  b_ok ? rows.img[i] + (oh * s.ow + ow) * s.o + t.c : dyl, b_ok ? 16 : 0);
     }
-    t.advance(cl::BK, og, ph.w.kcount);
+    t.step_by(slice, og, nb);
   };
   float acc[4][4][4] = {};
   tc_tile::ring<T, true, true>(smem, (K + cl::BK - 1) / cl::BK, load, acc);

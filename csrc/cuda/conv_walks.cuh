@@ -74,6 +74,16 @@ struct PixelWalk {
   }
 };
 
+// A count d of a channels-last reduction as rows, columns and channels of
+// taps: d = (da * nb + db) * inner + dc, db < nb, dc < inner.
+struct TapStep {
+  int d, da, db, dc;
+};
+__host__ __device__ inline TapStep tap_step(int d, int inner, int nb) {
+  const int taps = d / inner;
+  return {d, taps / nb, taps % nb, d - taps * inner};
+}
+
 // A thread's position k = (tap, c) in a channels-last reduction whose
 // `inner` channels (a multiple of 4) are innermost and whose taps run over
 // rows a and columns b < nb; moved forward slice by slice without dividing.
@@ -97,7 +107,24 @@ struct TapWalk {
       }
     }
   }
+  // Forward by a fixed count decomposed once (tap_step): at most one carry per digit, no loop, where
+  // advance loops d / inner times (a 16-channel layer: 4 times a 64-k slice).
+  __device__ void step_by(const TapStep& d, int inner, int nb) {
+    k += d.d;
+    c += d.dc;
+    a += d.da;
+    b += d.db;
+    if (c >= inner) {
+      c -= inner;
+      ++b;
+    }
+    if (b >= nb) {
+      b -= nb;
+      ++a;
+    }
+  }
 };
+
 
 // A row or column that no tap brings inside the image.
 constexpr int kNowhere = -(1 << 29);

@@ -229,6 +229,7 @@ __global__ void __launch_bounds__(THREADS, NC < 128 ? 2 : 1)
     corner[i] = rows.ih0[i] == kNowhere ? xl : rows.img[i] + (int64_t)(rows.ih0[i] * s.w + rows.iw0[i]) * s.c;
   TapWalk t;  // the thread's chunk of the slice being loaded
   t.start(kbegin + 8 * j, cg, s.kw);
+  const TapStep slice = tap_step(BK, cg, s.kw);
   auto load = [&](unsigned char* stage) {
     const uint32_t st = shared_addr(stage) + off;
     const bool kin = t.k < kend;
@@ -244,7 +245,7 @@ __global__ void __launch_bounds__(THREADS, NC < 128 ? 2 : 1)
       const bool x_ok = kin && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w;
       copy_gathered<NARROW>(st + X_AT + 4096 * i, x_ok ? corner[i] + tap : xl, x_ok ? 16 : 0);
     }
-    t.advance(BK, cg, s.kw);
+    t.step_by(slice, cg, s.kw);
   };
   float acc[NC / 2];
   ring<T, true, true, NC>(base, max(0, (kend - kbegin + BK - 1) / BK), load, acc);
@@ -275,7 +276,9 @@ __global__ void __launch_bounds__(THREADS, NC < 128 ? 2 : 1)
   for (int i = 0; i < 4; ++i)
     reach[i] = rows.jh[i] == kNowhere ? dyl : rows.img[i] + (int64_t)(rows.jh[i] * s.ow + rows.jw[i]) * s.o;
   TapWalk t;  // over (tap of the phase, o)
-  t.start(8 * j, og, ph.w.kcount > 0 ? ph.w.kcount : 1);
+  const int nb = ph.w.kcount > 0 ? ph.w.kcount : 1;
+  t.start(8 * j, og, nb);
+  const TapStep slice = tap_step(BK, og, nb);
   auto load = [&](unsigned char* stage) {
     const uint32_t st = shared_addr(stage) + off;
     const bool kin = t.k < K;
@@ -292,7 +295,7 @@ __global__ void __launch_bounds__(THREADS, NC < 128 ? 2 : 1)
       const bool d_ok = kin && (unsigned)oh < (unsigned)s.oh && (unsigned)ow < (unsigned)s.ow;
       copy_gathered<NARROW>(st + D_AT + 4096 * i, d_ok ? reach[i] + b_off : dyl, d_ok ? 16 : 0);
     }
-    t.advance(BK, og, ph.w.kcount);
+    t.step_by(slice, og, nb);
   };
   float acc[NC / 2];
   ring<T, true, true, NC>(base, (K + BK - 1) / BK, load, acc);
@@ -407,18 +410,20 @@ __global__ void __launch_bounds__(THREADS, 2)
   w.start(qbegin + r, s.oh, s.ow);
   const PixelStep step = pixel_step(BK, s.oh, s.ow);
   int q = qbegin + r;
-  // B: chunk j8 of rows orow + 32 i
-  const int j8 = threadIdx.x & 7, orow = threadIdx.x >> 3;
+  // B: chunk j8 of rows orow + 32 i (orow < 32: the mask tells the compiler so)
+  const int j8 = threadIdx.x & 7, orow = (threadIdx.x >> 3) & 31;
   const uint32_t doff = TILE_BYTES + kmajor_offset(orow, j8);
-  const T* plane[RD];
+  const bool copies = NC >= 32 || orow < NC;  // NC = 16: threads 0-127
   bool o_ok[RD];
 #pragma unroll
-  for (int i = 0; i < RD; ++i) {
-    o_ok[i] = orow + 32 * i < NC && m0 + orow + 32 * i < og;
-    plane[i] = dy + ((int64_t)g * og + (o_ok[i] ? m0 + orow + 32 * i : 0)) * p;
-  }
-  int qd = qbegin + 8 * j8, nd = qd / p, rd = qd - nd * p;  // the chunk's first pixel: image nd, pixel rd
+  for (int i = 0; i < RD; ++i) o_ok[i] = m0 + orow + 32 * i < og;
+  // the chunk's first pixel: image nd, pixel rd of it, and dy there in row orow (walked as a pointer: + BK
+  // pixels is + step_n images and step_r pixels, an image being O planes of p)
+  int qd = qbegin + 8 * j8, nd = qd / p, rd = qd - nd * p;
   const int step_n = BK / p, step_r = BK - step_n * p;
+  const int64_t image = (int64_t)s.o * p;
+  const T* dsrc = dy + ((int64_t)g * og + (o_ok[0] ? m0 + orow : 0)) * p + nd * image + rd;
+  const int64_t dstep = step_n * image + step_r, dcarry = image - p;
   auto load = [&](unsigned char* stage) {
     const uint32_t st = shared_addr(stage);
     const bool in = q < qend;
@@ -430,23 +435,22 @@ __global__ void __launch_bounds__(THREADS, 2)
       const bool xo = in && (x_ok >> j & 1) && (unsigned)ih < (unsigned)s.h && (unsigned)iw < (unsigned)s.w;
       copy_gathered<true>(st + dst[j], xo ? xg + corner + xoff[j] : xl, xo ? 16 : 0);
     }
-    const bool din = qd < qend;
-    const int64_t at = (int64_t)nd * s.o * p + rd;
+    if (copies) {
+      const bool din = qd < qend;
 #pragma unroll
-    for (int i = 0; i < RD; ++i) {
-      if (orow + 32 * i < NC) {
+      for (int i = 0; i < RD; ++i) {
         const bool ok = din && o_ok[i];
-        cp_async16(st + doff + 4096 * i, ok ? plane[i] + at : dy, ok ? 16 : 0);
+        cp_async16(st + doff + 4096 * i, ok ? dsrc + (int64_t)32 * i * p : dy, ok ? 16 : 0);
       }
     }
     w.step_by(step, s.oh, s.ow);
     q += BK;
     qd += BK;
-    nd += step_n;
     rd += step_r;
+    dsrc += dstep;
     if (rd >= p) {
       rd -= p;
-      ++nd;
+      dsrc += dcarry;
     }
   };
   float acc[NC / 2];
