@@ -872,6 +872,40 @@ __global__ void transpose_kernel(E* __restrict__ out, const E* __restrict__ in, 
 }
 
 
+// The same for 16-bit elements in pairs (R and S even, both tensors 4-byte
+// aligned): a block moves a 64 x 64 tile by 32-bit loads and stores, where
+// the kernel above moves 2 bytes a lane and, with R = 16 (a 16-channel
+// layer's x), leaves half its lanes idle on both sides.  Loads: a warp takes
+// a channel row's 32 words (64 pixels).  Stores: consecutive lanes take a
+// pixel's channel pairs, counted in a power of two of lanes (4-32), then
+// the next pixel's, so for R <= 64 a warp writes one contiguous run of the
+// NHWC output.  The staged rows are 33 words: the pair reads of one pixel
+// fall at most two to a bank.
+__global__ void transpose16_pairs_kernel(uint32_t* __restrict__ out, const uint32_t* __restrict__ in, int R, int S,
+                                         int64_t batches) {
+  constexpr int T = 64, PITCH = T / 2 + 1;
+  __shared__ uint32_t tile[T][PITCH];
+  const int i0 = blockIdx.y * T, j0 = blockIdx.x * T;
+  const int rows = min(T, R - i0), words_in = min(T, S - j0) / 2, words_out = rows / 2;
+  int shift = 2;  // a pixel's words take 1 << shift lanes
+  while ((1 << shift) < words_out) ++shift;
+  const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  for (int64_t b = blockIdx.z; b < batches; b += gridDim.z) {
+    const uint32_t* src = in + (b * R * S + (int64_t)i0 * S + j0) / 2;
+    uint32_t* dst = out + (b * R * S + (int64_t)j0 * R + i0) / 2;
+    if (lane < words_in)
+      for (int i = threadIdx.x >> 5; i < rows; i += warps) tile[i][lane] = src[(int64_t)i * (S / 2) + lane];
+    __syncthreads();
+    for (int e = threadIdx.x; e < (2 * words_in) << shift; e += blockDim.x) {
+      const int j = e >> shift, c = e & ((1 << shift) - 1), half = (j & 1) * 16;
+      if (c < words_out)
+        dst[(int64_t)j * (R / 2) + c] =
+            (tile[2 * c][j >> 1] >> half & 0xFFFFu) | (tile[2 * c + 1][j >> 1] >> half & 0xFFFFu) << 16;
+    }
+    __syncthreads();  // the tile is refilled for the next batch
+  }
+}
+
 }  // namespace cl
 
 // Forward: both tiles [row][k]; a thread copies rows tid/4 and tid/4 + 64
@@ -1178,7 +1212,8 @@ WorkspaceLayout workspace_layout(int pass, const ConvShape& s, int splits) {
   return l;
 }
 
-// out[b][j][i] = in[b][i][j] (i < R, j < S), elements of 2 or 4 bytes.
+// out[b][j][i] = in[b][i][j] (i < R, j < S), elements of 2 or 4 bytes;
+// 16-bit ones in pairs where R and S are even and both tensors 4-byte aligned.
 template <typename T>
 cudaError_t transpose(T* out, const T* in, int64_t batches, int64_t R, int64_t S, cudaStream_t stream) {
   if (batches == 0 || R == 0 || S == 0) return cudaSuccess;
@@ -1187,6 +1222,13 @@ cudaError_t transpose(T* out, const T* in, int64_t batches, int64_t R, int64_t S
   const int64_t gx = (S + 31) / 32, gy = (R + 31) / 32;
   if (gx > INT32_MAX || gy > 65535 || !fits_int(R) || !fits_int(S)) return cudaErrorInvalidValue;
   const dim3 grid((unsigned)gx, (unsigned)gy, (unsigned)std::min<int64_t>(batches, 65535));
+  if (sizeof(T) == 2 && R % 2 == 0 && S % 2 == 0 && aligned(out, 4) && aligned(in, 4)) {
+    const dim3 pairs((unsigned)((S + 63) / 64), (unsigned)((R + 63) / 64), grid.z);
+    cl::transpose16_pairs_kernel<<<pairs, 256, 0, stream>>>(reinterpret_cast<uint32_t*>(out),
+                                                            reinterpret_cast<const uint32_t*>(in), (int)R, (int)S,
+                                                            batches);
+    return cudaGetLastError();
+  }
   cl::transpose_kernel<Bits><<<grid, dim3(32, 8), 0, stream>>>(reinterpret_cast<Bits*>(out),
                                                               reinterpret_cast<const Bits*>(in), (int)R, (int)S,
                                                               batches);
