@@ -57,7 +57,8 @@ step() {  # step NAME CAP COMMAND...: run for at most CAP seconds (0: no cap of 
 }
 if compgen -G ".whl/*.whl" >/dev/null; then
   # a wheelhouse for a machine without a package index: the test and benchmark
-  # dependencies, installed beside (not over) what the machine has
+  # dependencies (mnist1d; pytest-timeout, pytest-xdist and execnet for the
+  # test step below), installed beside (not over) what the machine has
   site="${TMPDIR:-/tmp}/lamina-wheelhouse"
   # (logged only on failure: a folder of results may have to stay small)
   if [ ! -d "$site" ] && ! "$py" -m pip install -q --no-index --no-deps --target "$site" .whl/*.whl >"$site.log" 2>&1; then
