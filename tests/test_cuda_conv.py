@@ -344,6 +344,40 @@ def test_conv_backward_weight_narrow_wgmma_with_misaligned_dy_matches_float64(sp
     np.testing.assert_allclose(from_bf16_bits(cp.asnumpy(dw)), ref, rtol=1e-2, atol=1e-2 * np.sqrt(g.n * g.oh * g.ow))
 
 
+def test_conv2d_backward_with_misaligned_dy_says_so_once_and_matches_float64():
+    """At the layer's entry point (ops.conv.conv2d_backward_implicit), a dy view
+    2 bytes past a 16-byte boundary cannot take the narrow wgmma
+    backward-weight: a PerformanceWarning says so, once, and dW is right."""
+    import warnings
+
+    import cupy as cp
+
+    from lamina import errors
+    from lamina.ops import _ext, reference
+
+    mod = _ext.cuda_module()
+    g, x, w, _, dy, groups = _problem(CHANNELS_LAST[-4], 29)  # 24 output channels, 48 pixels an image
+    o = w.shape[0]
+    if mod.conv2d_wgmma_tile("backward_weight", tuple(g), o, groups, "float16") != 32:
+        pytest.skip("backward-weight does not run on wgmma's narrow kernels on this device")
+    x16, w16, dy16 = (a.astype(np.float16) for a in (x, w, dy))
+    buf = cp.zeros(dy16.size + 1, dtype=np.float16)
+    buf[1:] = cp.asarray(dy16.ravel())
+    gdy = buf[1:].reshape(dy16.shape)
+    assert gdy.data.ptr % 16 == 2
+    errors._warned.discard("conv2d narrow wgmma dy alignment")
+    with pytest.warns(errors.PerformanceWarning, match="16-byte boundary"):
+        _, dw, _ = ops.conv.conv2d_backward_implicit(gdy, cp.asarray(x16), cp.asarray(w16), g, groups,
+                                                     need_dx=False, need_bias=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", errors.PerformanceWarning)  # once per process
+        ops.conv.conv2d_backward_implicit(gdy, cp.asarray(x16), cp.asarray(w16), g, groups, need_dx=False,
+                                          need_bias=False)
+    ref = reference.implicit_conv_backward_weight(np, dy16.astype(np.float64), x16.astype(np.float64), g, o, groups)
+    np.testing.assert_allclose(cp.asnumpy(dw).astype(np.float32), ref, rtol=2e-3,
+                               atol=2e-3 * np.sqrt(g.n * g.oh * g.ow))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("case", CHANNELS_LAST, ids=_case_id)
 def test_conv_kernels_channels_last_match_float64(case, dtype):

@@ -543,6 +543,15 @@ def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True, need_bias=T
                                                       o, groups, plan.splits, dtype, _stream(cp), plan.rows)
 
         tile = mod.conv2d_wgmma_tile("backward_weight", tuple(g), o, groups, dtype)
+        if 0 < tile < _TILE and _addr(dy) % 16:
+            # (a view of dy starting inside a 16-byte chunk; fresh CuPy arrays are 256-byte aligned)
+            warn_once(
+                "conv2d narrow wgmma dy alignment",
+                f"lamina Conv2D backward-weight: dy {tuple(dy.shape)} starts {_addr(dy) % 16} bytes past a 16-byte "
+                "boundary, so the narrow wgmma kernel (which reads dy's planes 16 bytes at a time) cannot take it: "
+                "dy is copied to NHWC and the pass runs on the 128 x 128 kernel, slower for few channels",
+            )
+            tile = _TILE
         rule = tuning.Plan(splits=backward_weight_splits(g, o, groups, _sm_count(cp), tile))
         plan = tuning.choose(
             "conv2d_backward_weight", (tuple(g), o, groups, dtype), rule,
