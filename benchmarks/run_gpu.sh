@@ -96,6 +96,10 @@ fi
 # with a budget the kernel benchmark leaves time for the other two (the
 # training-step benchmark last: it is the longest, and keeps what it finished)
 want kernels && step kernels "$([ "$budget" -gt 0 ] && echo 330 || echo 0)" "$py" benchmarks/kernels.py --sweep --out "$out"
+# targets met and missed, kernels side by side, split-K sweeps: kernels_<device>.md beside the results
+if want kernels; then
+  for f in "$out"/kernels_*.json; do [ -f "$f" ] && step kernels_report 60 "$py" benchmarks/kernels_report.py "$f"; done
+fi
 want checkpoint && step checkpoint_amp 0 "$py" benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"
 want bench && step bench 0 "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,mlp_wide,transformer,lstm \
   --precisions fp32,bf16,fp16 --kernels auto,cupy --graph --profile 5 --out "$out"

@@ -14,6 +14,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "emu"))
+sys.path.insert(0, str(HERE.parent / "benchmarks"))
 import emulate  # noqa: E402
 
 
@@ -81,6 +82,20 @@ def test_kernel_benchmark(tmp_path):
     assert {s["kernel"] for s in sweeps} == {"gemm fp32 split-K", "conv2d backward-weight split-K",
                                              "conv2d forward split-K"}
     assert all(str(s["best"]) in s["ms_by_splits"] and str(s["chosen"]) in s["ms_by_splits"] for s in sweeps)
+
+    # the report (benchmarks/kernels_report.py): each convolution pass of lamina's default kernel against its target
+    # (the toy GEMMs are not the sizes the targets name), and every pair of kernels timed on the same pass
+    import kernels_report
+
+    assert kernels_report.summary(result)[2] == 3 * 3 * 2
+    text = kernels_report.report(result)
+    side = text.split("## Kernels side by side")[1].split("##")[0]
+    pairs = [ln.split(" | ")[3:6:2] for ln in side.splitlines() if ln.startswith("| conv2d")]
+    # wgmma against mma.sync, wgmma 128 and mma gathered on its 5 passes; the 9 fp32 passes against their NCHW
+    # gathers, and the 4 bfloat16 passes on mma.sync by default
+    assert sorted(map(tuple, pairs)) == sorted(
+        [("wgmma", "mma.sync")] * 5 + [("wgmma", "wgmma 128")] * 5 + [("wgmma", "mma gathered")] * 5
+        + [("simt", "simt gathered")] * 9 + [("mma", "mma gathered")] * 4)
 
 
 def test_training_step_benchmark(tmp_path):
