@@ -43,12 +43,13 @@ def _problem(case, seed):
     return case, x, w, b, dy, groups
 
 
-def _workspace(keep, mod, pass_name, g, o, groups, dtype, splits):
-    """(address, bytes) of a workspace of the size the pass asks for, every byte 0xFF (NaN in float32, float16
-    and bfloat16: poisoned), kept alive in `keep`; (0, 0) when the pass needs none."""
+def _workspace(keep, mod, pass_name, g, o, groups, dtype, splits, dy=0):
+    """(address, bytes) of a workspace of the size the pass asks for (for backward-weight's `dy`, its address,
+    or any dy), every byte 0xFF (NaN in float32, float16 and bfloat16: poisoned), kept alive in `keep`; (0, 0)
+    when the pass needs none."""
     import cupy as cp
 
-    n = mod.conv2d_workspace_size(pass_name, tuple(g), o, groups, dtype, splits)
+    n = mod.conv2d_workspace_size(pass_name, tuple(g), o, groups, dtype, splits, dy=dy)
     if n == 0:
         return 0, 0
     keep.append(cp.full(n, 0xFF, dtype=np.uint8))
@@ -77,7 +78,8 @@ def _launch_all(g, x, w, b, dy, groups, dtype, splits, rows=0, blocks=0):
                        *_workspace(keep, mod, "forward", g, o, groups, dtype, splits), rows, blocks)
     mod.conv2d_backward_data(dx.data.ptr, gdy.data.ptr, gw.data.ptr, tuple(g), o, groups, dtype, stream, rows, blocks,
                              *_workspace(keep, mod, "backward_data", g, o, groups, dtype, 1))
-    mod.conv2d_backward_weight(dw.data.ptr, *_workspace(keep, mod, "backward_weight", g, o, groups, dtype, splits),
+    mod.conv2d_backward_weight(dw.data.ptr, *_workspace(keep, mod, "backward_weight", g, o, groups, dtype, splits,
+                                                        dy=gdy.data.ptr),
                                gdy.data.ptr, gx.data.ptr, tuple(g), o, groups, splits, dtype, stream, rows)
 
     def host(a):
@@ -336,10 +338,20 @@ def test_conv_backward_weight_narrow_wgmma_with_misaligned_dy_matches_float64(sp
     gdy = buf[1:]  # 2 bytes past a 256-byte boundary
     assert gdy.data.ptr % 16 == 2
     dw = cp.full(w.shape, 0xFFFF, dtype=np.uint16)
-    keep = []
-    mod.conv2d_backward_weight(dw.data.ptr, *_workspace(keep, mod, "backward_weight", g, o, groups, dtype, splits),
-                               gdy.data.ptr, gx.data.ptr, tuple(g), o, groups, splits, dtype,
-                               cp.cuda.get_current_stream().ptr)
+    # the workspace: an aligned dy needs no copy of its own (a 256-byte multiple less), this one does
+    stream, keep, aligned = cp.cuda.get_current_stream().ptr, [], buf.data.ptr
+    any_dy = mod.conv2d_workspace_size("backward_weight", tuple(g), o, groups, dtype, splits)
+    assert mod.conv2d_workspace_size("backward_weight", tuple(g), o, groups, dtype, splits, dy=gdy.data.ptr) == any_dy
+    short = mod.conv2d_workspace_size("backward_weight", tuple(g), o, groups, dtype, splits, dy=aligned)
+    assert any_dy - short == -(-dys.size * 2 // 256) * 256
+    ws = cp.full(any_dy, 0xFF, dtype=np.uint8)
+    with pytest.raises(ValueError, match=f"expected a workspace of {any_dy} bytes .* received workspace_bytes={short}"):
+        mod.conv2d_backward_weight(dw.data.ptr, ws.data.ptr, short, gdy.data.ptr, gx.data.ptr, tuple(g), o, groups,
+                                   splits, dtype, stream)
+    assert int((dw != 0xFFFF).sum()) == 0  # refused before anything ran
+    mod.conv2d_backward_weight(dw.data.ptr, *_workspace(keep, mod, "backward_weight", g, o, groups, dtype, splits,
+                                                        dy=gdy.data.ptr),
+                               gdy.data.ptr, gx.data.ptr, tuple(g), o, groups, splits, dtype, stream)
     ref = reference.implicit_conv_backward_weight(np, dy64, x64, g, o, groups)
     np.testing.assert_allclose(from_bf16_bits(cp.asnumpy(dw)), ref, rtol=1e-2, atol=1e-2 * np.sqrt(g.n * g.oh * g.ow))
 

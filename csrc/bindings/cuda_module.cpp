@@ -98,11 +98,11 @@ int conv_pass(const std::string& pass, const char* fn) {
                               "received " + pass);
 }
 
-// Bytes of workspace a convolution pass needs (0: none).
-int64_t conv_workspace(int pass, const std::string& dtype, const lc::ConvShape& s, int splits) {
+// Bytes of workspace a convolution pass needs (0: none); dy, backward-weight's dy (0: any dy).
+int64_t conv_workspace(int pass, const std::string& dtype, const lc::ConvShape& s, int splits, uintptr_t dy = 0) {
   int64_t bytes = 0;
   dispatch_conv(dtype, "conv2d_workspace_size", [&](auto t) {
-    bytes = lc::conv2d_workspace_size<decltype(t)>(pass, s, splits);
+    bytes = lc::conv2d_workspace_size<decltype(t)>(pass, s, splits, dy != 0 && dy % 16 == 0);
   });
   return bytes;
 }
@@ -766,7 +766,7 @@ PYBIND11_MODULE(_C_cuda, m) {
         const lc::ConvShape s = conv_shape(geometry, o, groups);
         const lc::ConvPlan plan = conv_plan("conv2d_backward_weight", rows, 0);
         require_workspace("conv2d_backward_weight", "conv2d_workspace_size", workspace, workspace_bytes,
-                          conv_workspace(2, dtype, s, splits));
+                          conv_workspace(2, dtype, s, splits, dy));
         py::gil_scoped_release release;
         dispatch_conv(dtype, "conv2d_backward_weight", [&](auto t) {
           using T = decltype(t);
@@ -783,15 +783,19 @@ PYBIND11_MODULE(_C_cuda, m) {
       "rows (32, 64, 128) chooses the SIMT kernel, 0: the rule.");
   m.def(
       "conv2d_workspace_size",
-      [](const std::string& pass, py::tuple geometry, int o, int groups, const std::string& dtype, int splits) {
+      [](const std::string& pass, py::tuple geometry, int o, int groups, const std::string& dtype, int splits,
+         uintptr_t dy) {
         const int code = conv_pass(pass, "conv2d_workspace_size");
         if (splits < 1)
           throw std::invalid_argument("conv2d_workspace_size: expected splits >= 1, received " + std::to_string(splits));
-        return conv_workspace(code, dtype, conv_shape(geometry, o, groups), splits);
+        return conv_workspace(code, dtype, conv_shape(geometry, o, groups), splits, dy);
       },
       py::arg("pass_name"), py::arg("geometry"), py::arg("o"), py::arg("groups"), py::arg("dtype"), py::arg("splits") = 1,
+      py::arg("dy") = 0,
       "Bytes of device workspace a convolution pass ('forward', 'backward_data' or 'backward_weight') needs with "
-      "this many splits: fp32 partial sums, and the channels-last copies of 16-bit operands (0: none).");
+      "this many splits: fp32 partial sums, and the channels-last copies of 16-bit operands (0: none).  dy: "
+      "backward-weight's dy (its device address), which wgmma's narrow kernels read without a copy where it "
+      "starts on a 16-byte boundary; 0: the size for any dy.");
   m.def(
       "conv2d_on_wgmma",
       [](const std::string& pass, py::tuple geometry, int o, int groups, const std::string& dtype) {

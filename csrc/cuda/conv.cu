@@ -1198,15 +1198,28 @@ struct WorkspaceLayout {
   int64_t total() const { return partials + first + second; }
 };
 
+// The channel tile backward-weight's wgmma kernels run with for this dy: the
+// narrow kernels read dy's NCHW planes 16 bytes at a time, so a dy off a
+// 16-byte boundary takes the 128 x 128 kernel (and the NHWC copy of dy).
 template <typename T>
-WorkspaceLayout workspace_layout(int pass, const ConvShape& s, int splits) {
+int weight_wgmma_tile(const ConvShape& s, bool dy_aligned) {
+  const int nc = wgmma_tile<T>(kWeightPass, s);
+  return nc > 0 && nc < 128 && !dy_aligned ? 128 : nc;
+}
+
+// dy_aligned (backward-weight): dy starts on a 16-byte boundary, so a pass on
+// the narrow wgmma kernel reads it as it lies and needs no copy of it.
+template <typename T>
+WorkspaceLayout workspace_layout(int pass, const ConvShape& s, int splits, bool dy_aligned) {
   WorkspaceLayout l;
   const int64_t pix = (int64_t)s.n * s.oh * s.ow, wsize = (int64_t)s.o * (s.c / s.groups) * s.kh * s.kw;
   const int64_t xsize = (int64_t)s.n * s.c * s.h * s.w, dysize = pix * s.o;
   if (splits > 1 && pass != kDataPass) l.partials = round_up_256(splits * (pass == kForwardPass ? dysize : wsize) * 4);
   if (channels_last<T>(pass, s)) {
     const int64_t e = sizeof(T);
-    l.first = round_up_256(e * (pass == kForwardPass ? xsize : dysize));
+    const int nc = pass == kWeightPass ? weight_wgmma_tile<T>(s, dy_aligned) : 0;
+    const bool copies_dy = nc == 0 || nc == 128;
+    l.first = pass == kWeightPass && !copies_dy ? 0 : round_up_256(e * (pass == kForwardPass ? xsize : dysize));
     l.second = round_up_256(e * (pass == kWeightPass ? xsize : wsize));
   }
   return l;
@@ -1266,9 +1279,9 @@ int conv2d_wgmma_tile(int pass, const ConvShape& s) {
 }
 
 template <typename T>
-int64_t conv2d_workspace_size(int pass, const ConvShape& s, int splits) {
+int64_t conv2d_workspace_size(int pass, const ConvShape& s, int splits, bool dy_aligned) {
   if (!valid(s) || splits < 1 || pass < 0 || pass > 2) return 0;
-  return workspace_layout<T>(pass, s, splits).total();
+  return workspace_layout<T>(pass, s, splits, dy_aligned).total();
 }
 
 template <typename T>
@@ -1277,7 +1290,7 @@ cudaError_t conv2d_forward(T* y, void* workspace_, const T* x, const T* w, const
   if (!valid(s) || splits < 1 || !valid_plan(plan)) return cudaErrorInvalidValue;
   const int64_t pix = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   if (!fits_int(pix) || !fits_int(K)) return cudaErrorInvalidValue;
-  const WorkspaceLayout layout = workspace_layout<T>(kForwardPass, s, splits);
+  const WorkspaceLayout layout = workspace_layout<T>(kForwardPass, s, splits, false);
   if (layout.total() > 0 && workspace_ == nullptr) return cudaErrorInvalidValue;
   unsigned char* bytes = static_cast<unsigned char*>(workspace_);
   float* workspace = static_cast<float*>(workspace_);  // split partial sums first
@@ -1409,7 +1422,7 @@ cudaError_t conv2d_backward_data(T* dx, void* workspace, const T* dy, const T* w
   T* wl = nullptr;
   if constexpr (is_16_bit<T>()) {
     if (cl_path) {  // dy to NHWC, w to (G, C/G, KH, KW, O/G)
-      const WorkspaceLayout layout = workspace_layout<T>(kDataPass, s, 1);
+      const WorkspaceLayout layout = workspace_layout<T>(kDataPass, s, 1, false);
       if (workspace == nullptr) return cudaErrorInvalidValue;
       dyl = reinterpret_cast<T*>(static_cast<unsigned char*>(workspace) + layout.partials);
       wl = reinterpret_cast<T*>(static_cast<unsigned char*>(workspace) + layout.partials + layout.first);
@@ -1468,16 +1481,15 @@ cudaError_t conv2d_backward_weight(T* dw, void* workspace_, const T* dy, const T
   if (!valid(s) || splits < 1 || !valid_plan(plan)) return cudaErrorInvalidValue;
   const int64_t q_total = (int64_t)s.n * s.oh * s.ow, K = (int64_t)(s.c / s.groups) * s.kh * s.kw;
   if (!fits_int(q_total) || !fits_int(K) || !fits_int((int64_t)s.n * s.c * s.h * s.w)) return cudaErrorInvalidValue;
-  const WorkspaceLayout layout = workspace_layout<T>(kWeightPass, s, splits);
+  const WorkspaceLayout layout = workspace_layout<T>(kWeightPass, s, splits, aligned(dy, 16));
   if (layout.total() > 0 && workspace_ == nullptr) return cudaErrorInvalidValue;
   unsigned char* bytes = static_cast<unsigned char*>(workspace_);
   float* workspace = static_cast<float*>(workspace_);  // split partial sums first
   if constexpr (is_16_bit<T>()) {
     if (channels_last<T>(kWeightPass, s)) {  // dy and x to NHWC, then 128 x 128 tiles by cp.async, split over pixels
-      T* dyl = reinterpret_cast<T*>(bytes + layout.partials);
+      T* dyl = reinterpret_cast<T*>(bytes + layout.partials);  // (no room for it on the narrow kernel: layout.first 0)
       T* xl = reinterpret_cast<T*>(bytes + layout.partials + layout.first);
-      int nc = wgmma_tile<T>(kWeightPass, s);
-      if (nc > 0 && nc < 128 && !aligned(dy, 16)) nc = 128;  // the narrow kernel reads dy's planes by 16 bytes
+      const int nc = weight_wgmma_tile<T>(s, aligned(dy, 16));
       if (nc == 0 || nc == 128)  // (the narrow kernel reads dy as it lies)
         if (cudaError_t e = transpose(dyl, dy, s.n, s.o, (int64_t)s.oh * s.ow, stream)) return e;
       if (cudaError_t e = transpose(xl, x, s.n, s.c, (int64_t)s.h * s.w, stream)) return e;
@@ -1559,7 +1571,7 @@ cudaError_t conv2d_backward_weight(T* dw, void* workspace_, const T* dy, const T
                                                ConvPlan);                                                              \
   template cudaError_t conv2d_backward_weight<T>(T*, void*, const T*, const T*, const ConvShape&, int, cudaStream_t,   \
                                                  ConvPlan);                                                            \
-  template int64_t conv2d_workspace_size<T>(int, const ConvShape&, int);                                             \
+  template int64_t conv2d_workspace_size<T>(int, const ConvShape&, int, bool);                                         \
   template bool conv2d_on_wgmma<T>(int, const ConvShape&);                                                           \
   template int conv2d_wgmma_tile<T>(int, const ConvShape&);
 

@@ -277,13 +277,15 @@ struct ConvPlan {
 // wave; conv2d_forward_splits gives the count lamina chooses.
 //
 // Workspace: each pass takes one device buffer of at least
-// conv2d_workspace_size<T>(pass, s, splits) bytes (pass 0 forward, 1
+// conv2d_workspace_size<T>(pass, s, splits, dy_aligned) bytes (pass 0 forward, 1
 // backward-data, 2 backward-weight), 256-byte aligned; null when that is
 // 0.  It holds the fp32 split partial sums (at its start, as above) and,
 // for 16-bit passes on the channels-last kernels, the operands' NHWC
-// copies.
+// copies.  dy_aligned: backward-weight's dy starts on a 16-byte boundary,
+// which spares a pass on wgmma's narrow kernel the copy of dy (false: the
+// size for any dy).
 template <typename T>
-int64_t conv2d_workspace_size(int pass, const ConvShape& s, int splits);
+int64_t conv2d_workspace_size(int pass, const ConvShape& s, int splits, bool dy_aligned = false);
 template <typename T>
 cudaError_t conv2d_forward(T* y, void* workspace, const T* x, const T* w, const T* bias, const ConvShape& s,
                            int splits, cudaStream_t stream, ConvPlan plan = {});

@@ -538,7 +538,7 @@ def conv2d_backward_implicit(dy, x, weight, g, groups, need_dx=True, need_bias=T
         dtype, ws = _name(dy.dtype), _Workspace(cp)
 
         def launcher(plan):
-            n = mod.conv2d_workspace_size("backward_weight", tuple(g), o, groups, dtype, plan.splits)
+            n = mod.conv2d_workspace_size("backward_weight", tuple(g), o, groups, dtype, plan.splits, dy=_addr(dy))
             return lambda: mod.conv2d_backward_weight(_addr(dweight), ws.address(n), n, _addr(dy), _addr(x), tuple(g),
                                                       o, groups, plan.splits, dtype, _stream(cp), plan.rows)
 
