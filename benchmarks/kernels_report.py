@@ -1,7 +1,7 @@
 """A kernel benchmark's results (benchmarks/kernels.py) as a Markdown report:
 each target met or missed, lamina's kernels side by side, the split-K sweeps.
 
-    python benchmarks/kernels_report.py RESULTS.json [--out REPORT.md]
+    python benchmarks/kernels_report.py RESULTS.json [--out REPORT.md] [--baseline EARLIER.json]
 
 Writes REPORT.md (default: RESULTS.json with .md for .json) and prints the
 summary line.  Sections:
@@ -18,6 +18,9 @@ summary line.  Sections:
   against the NCHW gathers), as the time of the second over the first.
 * Split-K sweeps: the split count each rule chose against the fastest
   timed, and how much slower the choice was.
+* Against an earlier run (--baseline): each kernel, shape, precision and
+  variant timed in both, its time then and now and its ratio then and now,
+  so that a run checks the predictions made since the earlier one.
 * Rows not timed: kernels that differed from the reference or did not run.
 """
 
@@ -109,7 +112,12 @@ def _fmt(x, digits=2):
     return "" if x is None else f"{x:.{digits}f}"
 
 
-def report(result):
+def _keyed(result):
+    return {(r["kernel"], r["shape"], r.get("dtype", "float32"), _variant(r)): r
+            for r in _timed(result.get("results", []))}
+
+
+def report(result, baseline=None):
     lines = [f"# Kernels against cuBLAS and cuDNN: {result.get('device', '?')}", ""]
     facts = [f"{k} {result[k]}" for k in ("torch", "cuda", "cudnn", "lamina_archs") if k in result]
     lines.append("; ".join(facts) + f"; TF32 {'on' if result.get('tf32') else 'off'}; "
@@ -135,7 +143,7 @@ def report(result):
                      f"{_plan(tuned) if tuned else ''} | {_fmt(_ratio(tuned)) if tuned else ''} | ≥ {target} | "
                      f"{verdict} |")
 
-    timed = {(r["kernel"], r["shape"], r.get("dtype", "float32"), _variant(r)): r for r in _timed(result.get("results", []))}
+    timed = _keyed(result)
     pairs = []
     for first, second in COMPARISONS:
         for (kernel, shape, dtype, variant), a in timed.items():
@@ -167,6 +175,20 @@ def report(result):
             lines.append(f"| {s['kernel']} | {s['shape']} | {variant} | {chosen} | {best} | {_fmt(at_chosen, 3)} | "
                          f"{_fmt(times[best], 3)} | {_fmt(cost)} |")
 
+    if baseline is not None:
+        before = _keyed(baseline)
+        both = [(key, before[key], row) for key, row in timed.items() if key in before]
+        lines += ["", f"## Against the earlier run ({baseline.get('device', '?')}, lamina {baseline.get('lamina_archs', '?')})",
+                  "", "Each row timed in both runs; speed-up = earlier ms / ms now.", "",
+                  "| kernel | shape | dtype | variant | ms then | ms now | speed-up | ratio then | ratio now |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for (kernel, shape, dtype, variant), old, new in both:
+            lines.append(f"| {kernel} | {shape} | {dtype} | {variant} | {_fmt(old['lamina_ms'], 3)} | "
+                         f"{_fmt(new['lamina_ms'], 3)} | {_fmt(old['lamina_ms'] / new['lamina_ms'])} | "
+                         f"{_fmt(_ratio(old))} | {_fmt(_ratio(new))} |")
+        if not both:
+            lines.append("| (no row in common) | | | | | | | | |")
+
     untimed = [r for r in result.get("results", []) if "lamina_ms" not in r]
     if untimed:
         lines += ["", "## Rows not timed", ""]
@@ -178,19 +200,26 @@ def report(result):
     return "\n".join(lines) + "\n"
 
 
+def _load(path):
+    with open(path) as f:
+        result = json.load(f)
+    if result.get("benchmark") != "kernels":
+        sys.exit(f"{path}: not a kernel benchmark's results (benchmark: {result.get('benchmark')!r})")
+    return result
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("results", help="a kernels_<device>.json written by benchmarks/kernels.py")
     p.add_argument("--out", help="the report's path (default: the results' path with .md)")
+    p.add_argument("--baseline", help="an earlier run's results, to set each row beside its earlier time")
     args = p.parse_args(argv)
-    with open(args.results) as f:
-        result = json.load(f)
-    if result.get("benchmark") != "kernels":
-        sys.exit(f"{args.results}: not a kernel benchmark's results (benchmark: {result.get('benchmark')!r})")
+    result = _load(args.results)
+    baseline = _load(args.baseline) if args.baseline else None
     out = args.out or os.path.splitext(args.results)[0] + ".md"
     from lamina.serialization import atomic_write
 
-    atomic_write(out, report(result).encode())
+    atomic_write(out, report(result, baseline).encode())
     met, met_tuned, total = summary(result)
     print(f"{result.get('device', '?')}: {met} of {total} targets met ({met_tuned} with the autotuner's plans); "
           f"wrote {out}")

@@ -96,9 +96,18 @@ fi
 # with a budget the kernel benchmark leaves time for the other two (the
 # training-step benchmark last: it is the longest, and keeps what it finished)
 want kernels && step kernels "$([ "$budget" -gt 0 ] && echo 330 || echo 0)" "$py" benchmarks/kernels.py --sweep --out "$out"
-# targets met and missed, kernels side by side, split-K sweeps: kernels_<device>.md beside the results
+# targets met and missed, kernels side by side, split-K sweeps, and each row beside the committed results of
+# the same device: kernels_<device>.md beside the results
 if want kernels; then
-  for f in "$out"/kernels_*.json; do [ -f "$f" ] && step kernels_report 60 "$py" benchmarks/kernels_report.py "$f"; done
+  for f in "$out"/kernels_*.json; do
+    [ -f "$f" ] || continue
+    base=benchmarks/results/$(basename "$f")
+    if [ -f "$base" ] && [ "$(realpath "$base")" != "$(realpath "$f")" ]; then
+      step kernels_report 60 "$py" benchmarks/kernels_report.py "$f" --baseline "$base"
+    else
+      step kernels_report 60 "$py" benchmarks/kernels_report.py "$f"
+    fi
+  done
 fi
 want checkpoint && step checkpoint_amp 0 "$py" benchmarks/checkpoint_amp.py --device cuda --out "$out/cuda_checkpoint_amp.json"
 want bench && step bench 0 "$py" benchmarks/bench.py --device cuda --models mlp,lenet,resnet20,mlp_wide,transformer,lstm \

@@ -133,3 +133,32 @@ def test_report_of_a_run_cut_short(missing):
     result = synthetic()
     del result[missing]
     assert "# Kernels against cuBLAS and cuDNN: Test GPU" in kernels_report.report(result)
+
+
+def test_report_against_an_earlier_run(tmp_path):
+    """--baseline: each row timed in both runs, its time and ratio then and now (the committed H100 run, v4,
+    has no variant on its convolution rows: they are the default 'simt')."""
+    import kernels_report
+
+    with open(H100) as f:
+        before = json.load(f)
+    now = synthetic()
+    now["results"].append(conv_row("conv2d backward-weight", "resnet50 conv4 3x3", "float32", "simt", 0.28, 0.155))
+    text = kernels_report.report(now, before)
+    section = text.split("## Against the earlier run (NVIDIA H100 80GB HBM3")[1].split("\n## ")[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| conv2d") or ln.startswith("| gemm")]
+    # e.g. square 8192 float32 simt: 25.018 ms then, 1.0 now; the conv4 row: 0.560 then, 0.28 now (2x)
+    assert rows == [
+        "| gemm | square 8192 | bfloat16 | wgmma | 1.906 | 2.000 | 0.95 | 0.83 | 0.50 |",
+        "| gemm | square 8192 | bfloat16 | mma | 3.990 | 4.000 | 1.00 | 0.38 | 0.25 |",
+        "| gemm | square 8192 | float32 | simt | 25.018 | 1.000 | 25.02 | 0.86 | 0.90 |",
+        "| gemm | dense fwd 128x512x784 (x Wt) | float32 | simt | 0.030 | 1.000 | 0.03 | 1.01 | 0.10 |",
+        "| conv2d backward-weight | resnet50 conv4 3x3 | float32 | simt | 0.560 | 0.280 | 2.00 | 0.28 | 0.55 |",
+    ]
+    assert "(no row in common)" in kernels_report.report(now, {"results": [gemm_row("other", "float32", "simt", 1, 1)]})
+    out = tmp_path / "now.md"
+    (tmp_path / "now.json").write_text(json.dumps(now))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "kernels_report.py"), str(tmp_path / "now.json"),
+                        "--baseline", H100, "--out", str(out)], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "| 0.560 | 0.280 | 2.00 | 0.28 | 0.55 |" in out.read_text()
