@@ -132,7 +132,15 @@ def test_report_of_a_run_cut_short(missing):
 
     result = synthetic()
     del result[missing]
-    assert "# Kernels against cuBLAS and cuDNN: Test GPU" in kernels_report.report(result)
+    text = kernels_report.report(result)
+    assert text.startswith("# Kernels against cuBLAS and cuDNN: Test GPU\n")
+    if missing == "results":  # no targets, no pairs, nothing untimed; the sweep still reported
+        assert kernels_report.summary(result) == (0, 0, 0)
+        assert "**Targets: 0 of 0 met" in text and "## Kernels side by side" not in text
+        assert "## Rows not timed" not in text and "| 7 | 14 | 0.120 | 0.100 | 1.20 |" in text
+    else:  # the same targets and pairs, no sweep section
+        assert kernels_report.summary(result) == (1, 2, 4)
+        assert "## Split-K sweeps" not in text and "## Kernels side by side" in text
 
 
 def test_report_against_an_earlier_run(tmp_path):
